@@ -6,6 +6,13 @@ compressed, checksummed activation cache, and train and serve task models from l
 
 __version__ = "0.1.0"
 
-from erpack.models.split import split_model  # noqa: E402
-
 __all__ = ["split_model", "__version__"]
+
+
+def __getattr__(name):
+    # torch and transformers load only when the split is asked for: codecs and the store stay light.
+    if name == "split_model":
+        from erpack.models.split import split_model
+
+        return split_model
+    raise AttributeError(f"module 'erpack' has no attribute {name!r}")

@@ -1,0 +1,33 @@
+"""The errors erpack raises for bad input: each message names the file, the record and what to do."""
+
+
+class ErpackError(Exception):
+    """Base of every error meant for a user (the CLI prints it without a traceback, exit 2)."""
+
+
+class AssetError(ErpackError):
+    """A model or data set could not be found or read (names the command that installs it)."""
+
+
+class UnsupportedModelError(ErpackError):
+    """The architecture has no entry in erpack.models.layers (names the supported ones)."""
+
+
+class CodecError(ErpackError):
+    """An unknown codec, a bad spec string, or an encoded buffer that does not decode."""
+
+
+class StoreError(ErpackError):
+    """A cache folder that cannot be read or written as asked."""
+
+
+class CorruptRecordError(StoreError):
+    """A record whose checksum or framing is wrong (names shard, record and offset)."""
+
+
+class ManifestMismatchError(StoreError):
+    """A cache made by another model, layer, tokenizer or codec than the one asked for."""
+
+
+class InputError(ErpackError):
+    """A malformed corpus or label file (names the file and the line)."""
