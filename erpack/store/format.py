@@ -1,0 +1,154 @@
+"""The shard file's byte layout: magic numbers, fixed little-endian structs, pack and unpack.
+
+A shard file is: a 16-byte file header, records one after another (each 8-byte aligned), an index
+(one 32-byte entry per record, then the records' ids), zero padding to 8 bytes, a 32-byte trailer.
+Every byte is documented in docs/cache-format.md; tests/store/test_golden.py pins it. Changing
+anything here changes the format: bump SHARD_VERSION and keep reading the old one.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+FORMAT_NAME = "erpack-cache"
+FORMAT_VERSION = 1  # of the whole cache (manifest and shards); readers accept <= this
+SHARD_VERSION = 1
+
+ALIGN = 8
+
+# File header: magic, version u16, reserved u16 (0), crc32 of bytes [0, 12).
+FILE_MAGIC = b"ERPKSHRD"
+FILE_HEADER = struct.Struct("<8sHHI")  # 16 bytes
+
+# Record header: magic, flags u32, tokens u32, hidden u32, payload_len u64, id_len u32, crc32 u32.
+# The crc32 covers header bytes [0, 28), then the payload, then the id.
+RECORD_MAGIC = b"ERPR"
+RECORD_HEADER = struct.Struct("<4sIIIQII")  # 32 bytes
+RECORD_CRC_SPAN = 28
+FLAG_TRUNCATED = 1  # the document was cut at the tokenizer's max_length
+KNOWN_FLAGS = FLAG_TRUNCATED
+
+# Index entry, one per record, in record order: offset u64, payload_len u64, tokens u32,
+# id_end u32 (end of this id in the id blob that follows the entries), flags u32, record crc32 u32.
+INDEX_ENTRY = np.dtype(
+    [("offset", "<u8"), ("payload_len", "<u8"), ("tokens", "<u4"), ("id_end", "<u4"),
+     ("flags", "<u4"), ("crc32", "<u4")]
+)  # 32 bytes
+
+# Trailer (the last 32 bytes): index_offset u64, index_length u64, record_count u32,
+# index crc32 u32, crc32 of trailer bytes [0, 24), magic.
+TRAILER_MAGIC = b"ERPT"
+TRAILER = struct.Struct("<QQIII4s")  # 32 bytes
+
+assert FILE_HEADER.size == 16 and RECORD_HEADER.size == 32 and TRAILER.size == 32
+assert INDEX_ENTRY.itemsize == 32
+
+MIN_SHARD_SIZE = FILE_HEADER.size + TRAILER.size
+
+
+class FramingError(ValueError):
+    """Bytes that do not follow the layout; callers turn it into CorruptRecordError with context."""
+
+
+def padding(n: int) -> int:
+    """Zero bytes that follow n bytes to reach the next multiple of ALIGN."""
+    return -n % ALIGN
+
+
+def pack_file_header() -> bytes:
+    head = struct.pack("<8sHH", FILE_MAGIC, SHARD_VERSION, 0)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def unpack_file_header(buf) -> int:
+    """Check the 16-byte file header; return the shard version."""
+    if len(buf) < FILE_HEADER.size:
+        raise FramingError(f"file header: {len(buf)} bytes, need {FILE_HEADER.size}")
+    magic, version, _reserved, crc = FILE_HEADER.unpack_from(buf, 0)
+    if magic != FILE_MAGIC:
+        raise FramingError(f"file header: magic {bytes(magic)!r}, expected {FILE_MAGIC!r} (not a shard)")
+    if zlib.crc32(buf[:12]) != crc:
+        raise FramingError("file header: crc32 mismatch")
+    if version > SHARD_VERSION:
+        raise FramingError(
+            f"shard version {version} is newer than this erpack reads ({SHARD_VERSION}): upgrade erpack"
+        )
+    return version
+
+
+def pack_record(doc_id: bytes, payload, tokens: int, hidden: int, flags: int) -> tuple[list, int]:
+    """Return (pieces to write in order, crc32) for one record, padding included."""
+    head = struct.pack("<4sIIIQI", RECORD_MAGIC, flags, tokens, hidden, len(payload), len(doc_id))
+    crc = zlib.crc32(doc_id, zlib.crc32(payload, zlib.crc32(head)))
+    pad = padding(RECORD_HEADER.size + len(payload) + len(doc_id))
+    return [head + struct.pack("<I", crc), payload, doc_id, b"\0" * pad], crc
+
+
+def unpack_record_header(buf, offset: int) -> tuple[int, int, int, int, int, int]:
+    """(flags, tokens, hidden, payload_len, id_len, crc32) of the record at offset; checks magic."""
+    if offset + RECORD_HEADER.size > len(buf):
+        raise FramingError("record header runs past the end of the file")
+    magic, flags, tokens, hidden, payload_len, id_len, crc = RECORD_HEADER.unpack_from(buf, offset)
+    if magic != RECORD_MAGIC:
+        raise FramingError(f"record magic {bytes(magic)!r}, expected {RECORD_MAGIC!r}")
+    return flags, tokens, hidden, payload_len, id_len, crc
+
+
+def record_crc(buf, offset: int, payload_len: int, id_len: int) -> int:
+    """crc32 of a stored record: header bytes [0, 28), payload, id (as pack_record computed it)."""
+    start = offset + RECORD_HEADER.size
+    crc = zlib.crc32(buf[offset : offset + RECORD_CRC_SPAN])
+    crc = zlib.crc32(buf[start : start + payload_len], crc)
+    return zlib.crc32(buf[start + payload_len : start + payload_len + id_len], crc)
+
+
+def pack_index(entries: np.ndarray, id_blob: bytes) -> bytes:
+    """Index bytes (entries then ids), without the padding that follows them."""
+    return entries.astype(INDEX_ENTRY, copy=False).tobytes() + id_blob
+
+
+def pack_trailer(index_offset: int, index: bytes, count: int) -> bytes:
+    head = struct.pack("<QQII", index_offset, len(index), count, zlib.crc32(index))
+    return head + struct.pack("<I4s", zlib.crc32(head), TRAILER_MAGIC)
+
+
+def unpack_trailer(buf) -> tuple[int, int, int, int]:
+    """(index_offset, index_length, record_count, index_crc32) from the last 32 bytes; checks them."""
+    size = len(buf)
+    if size < MIN_SHARD_SIZE:
+        raise FramingError(f"{size} bytes is shorter than an empty shard ({MIN_SHARD_SIZE})")
+    start = size - TRAILER.size
+    index_offset, index_length, count, index_crc, crc, magic = TRAILER.unpack_from(buf, start)
+    if magic != TRAILER_MAGIC:
+        raise FramingError(f"trailer magic {bytes(magic)!r}, expected {TRAILER_MAGIC!r}")
+    if zlib.crc32(buf[start : start + 24]) != crc:
+        raise FramingError("trailer crc32 mismatch")
+    end = index_offset + index_length
+    if index_offset < FILE_HEADER.size or index_offset % ALIGN or end + padding(end) != start:
+        raise FramingError(f"trailer: index at {index_offset}+{index_length} does not end at the trailer")
+    if index_length < count * INDEX_ENTRY.itemsize:
+        raise FramingError(f"trailer: index of {index_length} bytes cannot hold {count} entries")
+    return index_offset, index_length, count, index_crc
+
+
+def unpack_index(buf, index_offset: int, index_length: int, count: int) -> tuple[np.ndarray, list[str]]:
+    """(entries, ids) from the index bytes. Checks that ids and record offsets are consistent."""
+    index = buf[index_offset : index_offset + index_length]
+    entries = np.frombuffer(index, dtype=INDEX_ENTRY, count=count).copy()
+    blob = bytes(index[count * INDEX_ENTRY.itemsize :])
+    ends = entries["id_end"].astype(np.int64)
+    if count and (ends[-1] != len(blob) or np.any(np.diff(ends, prepend=0) <= 0)):
+        raise FramingError("index: id offsets do not tile the id blob")
+    offsets = entries["offset"].astype(np.int64)
+    if count and (offsets[0] != FILE_HEADER.size or np.any(np.diff(offsets) <= 0) or offsets[-1] >= index_offset
+                  or np.any(offsets % ALIGN)):
+        raise FramingError("index: record offsets are not increasing, aligned records before the index")
+    try:
+        starts = np.concatenate([[0], ends[:-1]]) if count else ends
+        ids = [blob[a:b].decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
+    except UnicodeDecodeError as exc:
+        raise FramingError(f"index: an id is not utf-8 ({exc})") from None
+    return entries, ids

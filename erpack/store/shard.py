@@ -1,0 +1,151 @@
+"""One shard file: write it (streaming, with its sha256) and read it (memory-mapped, by record index).
+
+Reading a shard maps the file, checks its header, trailer and index (not the records), and then
+returns any record's payload as a zero-copy memoryview after checking that record's crc32. A
+committed shard is never modified, so a mapping stays valid while a writer appends new shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from erpack.errors import CorruptRecordError, StoreError
+from erpack.store import format as fmt
+
+VERIFY_HINT = "run `erpack verify {cache}` to list every damaged record, then re-encode those documents"
+
+
+class ShardFile:
+    """A committed shard, memory-mapped read-only. `entries` and `ids` come from its index."""
+
+    def __init__(self, path: Path, expected_size: int | None = None):
+        self.path = Path(path)
+        self.name = self.path.name
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if expected_size is not None and size != expected_size:
+                    raise self._error(
+                        f"is {size} bytes but the manifest says {expected_size}: the file was "
+                        f"{'truncated' if size < expected_size else 'changed'} after it was committed"
+                    )
+                if size < fmt.MIN_SHARD_SIZE:
+                    raise self._error(f"is {size} bytes, shorter than any shard ({fmt.MIN_SHARD_SIZE})")
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise StoreError(
+                f"shard {self.path} is listed in {self.path.parent / 'manifest.json'} but missing: "
+                f"the cache folder was edited by hand or copied incompletely; copy it again or "
+                f"re-encode into a new folder"
+            ) from None
+        self.view = memoryview(self._mmap)
+        self.size = size
+        try:
+            self.version = fmt.unpack_file_header(self.view)
+            index_offset, index_length, count, index_crc = fmt.unpack_trailer(self.view)
+            if zlib.crc32(self.view[index_offset : index_offset + index_length]) != index_crc:
+                raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
+            self.entries, self.ids = fmt.unpack_index(self.view, index_offset, index_length, count)
+        except fmt.FramingError as exc:
+            self.close()
+            raise self._error(f"is damaged ({exc}): its footer or index cannot be trusted") from None
+        self.index_offset = index_offset
+        self.count = count
+
+    def _error(self, what: str) -> CorruptRecordError:
+        return CorruptRecordError(
+            f"shard {self.path} {what}; " + VERIFY_HINT.format(cache=self.path.parent)
+        )
+
+    def record_error(self, i: int, what: str) -> CorruptRecordError:
+        offset = int(self.entries["offset"][i])
+        return CorruptRecordError(
+            f"shard {self.path}, record {i} (doc id {self.ids[i]!r}) at byte offset {offset}: {what}; "
+            + VERIFY_HINT.format(cache=self.path.parent)
+        )
+
+    def record_size(self) -> np.ndarray:
+        """Bytes each record takes in the file, alignment padding included."""
+        offsets = self.entries["offset"].astype(np.int64)
+        return np.diff(offsets, append=self.index_offset)
+
+    def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
+        """(payload view, (tokens, hidden), flags) of record i. Checks framing always, crc32 if verify."""
+        e = self.entries[i]
+        offset, payload_len = int(e["offset"]), int(e["payload_len"])
+        try:
+            flags, tokens, hidden, plen, id_len, crc = fmt.unpack_record_header(self.view, offset)
+        except fmt.FramingError as exc:
+            raise self.record_error(i, str(exc)) from None
+        end = offset + fmt.RECORD_HEADER.size + plen + id_len
+        if (plen, tokens, flags, crc) != (payload_len, int(e["tokens"]), int(e["flags"]), int(e["crc32"])):
+            raise self.record_error(i, "record header disagrees with the shard index")
+        if end > self.index_offset:
+            raise self.record_error(i, "record runs past the start of the index")
+        if verify and fmt.record_crc(self.view, offset, plen, id_len) != crc:
+            raise self.record_error(i, "crc32 mismatch (the bytes changed after they were written)")
+        start = offset + fmt.RECORD_HEADER.size
+        if verify and bytes(self.view[start + plen : end]) != self.ids[i].encode("utf-8"):
+            raise self.record_error(i, "record id disagrees with the shard index")
+        return self.view[start : start + plen], (tokens, hidden), flags
+
+    def close(self) -> None:
+        view, self.view = getattr(self, "view", None), None
+        if view is not None:
+            view.release()
+        try:
+            self._mmap.close()
+        except (BufferError, AttributeError):  # a payload view handed out is still alive: GC closes it
+            pass
+
+
+class ShardBuilder:
+    """Writes records to an open binary file, then the index and trailer. Tracks size and sha256."""
+
+    def __init__(self, f):
+        self._f = f
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self._entries: list[tuple] = []
+        self._ids: list[bytes] = []
+        self._id_end = 0
+        self._write(fmt.pack_file_header())
+
+    def _write(self, data) -> None:
+        self._f.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+
+    def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int) -> None:
+        offset = self.size
+        pieces, crc = fmt.pack_record(doc_id, payload, tokens, hidden, flags)
+        for piece in pieces:
+            self._write(piece)
+        self._ids.append(doc_id)
+        self._id_end += len(doc_id)
+        if self._id_end >= 1 << 32:
+            raise StoreError("one shard's ids exceed 4 GiB: commit fewer documents per shard")
+        self._entries.append((offset, len(payload), tokens, self._id_end, flags, crc))
+
+    def finish(self) -> str:
+        """Write index, padding and trailer; return the file's sha256 (hex)."""
+        index_offset = self.size
+        entries = np.array(self._entries, dtype=fmt.INDEX_ENTRY)
+        index = fmt.pack_index(entries, b"".join(self._ids))
+        self._write(index + b"\0" * fmt.padding(len(index)))
+        self._write(fmt.pack_trailer(index_offset, index, len(self._entries)))
+        return self._sha.hexdigest()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            sha.update(block)
+    return sha.hexdigest()

@@ -1,0 +1,54 @@
+"""Checkers shared by the test suite: parity of tensors on real tokens, tiny model factories."""
+
+from __future__ import annotations
+
+import torch
+
+# Tiny random configs, one per supported architecture (erpack/models/layers.py).
+TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, vocab_size=120,
+            max_position_embeddings=64)
+TINY_CONFIGS = {
+    "bert": dict(TINY),
+    "roberta": dict(TINY, pad_token_id=1),
+    "xlm-roberta": dict(TINY, pad_token_id=1),
+    "camembert": dict(TINY, pad_token_id=1),
+    "electra": dict(TINY, embedding_size=16),  # embeddings_project maps 16 -> 32
+    "distilbert": dict(dim=32, n_layers=4, n_heads=4, hidden_dim=64, vocab_size=120, max_position_embeddings=64),
+    "deberta": dict(TINY, relative_attention=True, max_relative_positions=16, pos_att_type=["c2p", "p2c"]),
+    "deberta-v2": dict(TINY, relative_attention=True, position_buckets=8, max_relative_positions=32,
+                       pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", conv_kernel_size=3, conv_act="gelu",
+                       share_att_key=True),
+    "mpnet": dict(TINY, relative_attention_num_buckets=32),
+}
+
+
+def tiny_model(model_type: str, num_labels: int | None = None, seed: int = 0):
+    """A randomly initialised tiny model of `model_type` in eval mode (base, or with a classification head)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type])
+    if num_labels is None:
+        model = AutoModel.from_config(config)
+    else:
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_config(config)
+    return model.eval()
+
+
+def padded_batch(lengths: list[int], vocab_size: int = 120, seed: int = 0, pad_id: int = 0):
+    """Random token ids right-padded to the longest length, with the matching attention mask."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.full((len(lengths), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(lengths), T), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(3, vocab_size, (n,), generator=g)
+        mask[i, :n] = 1
+    return ids, mask
+
+
+def max_diff_on_tokens(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """Largest |a - b| over the non-padding tokens of (B, T, H) tensors (padding rows are undefined)."""
+    keep = mask.bool()
+    return (a[keep] - b[keep]).abs().max().item()
