@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from erpack.errors import ErpackError
 
 # Subcommand modules, in the order `erpack --help` lists them.
-COMMANDS = ["demo", "encode", "compress", "codecs", "inspect", "verify"]
+COMMANDS = ["demo", "assets", "encode", "compress", "codecs", "inspect", "verify"]
 
 
 class CLIError(Exception):
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars say what is happening
     try:
         return int(args.run(args) or 0)
     except (CLIError, ErpackError) as exc:

@@ -21,7 +21,20 @@ from erpack.models.layers import Architecture, architecture_of
 
 
 class PassThroughEmbeddings(nn.Module):
-    """Stands in for the embeddings in the upper stack: returns the cached hidden states unchanged."""
+    """Stands in for the embeddings in the upper stack: returns the cached hidden states unchanged.
+
+    It keeps a plain empty tensor of the model's dtype: transformers 4.x reads a module's dtype from
+    its parameters or tensor attributes to build the attention mask, and an upper stack at k = L
+    without a head would otherwise have none.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.dtype_probe = torch.empty(0, dtype=dtype)
+
+    def _apply(self, fn, recurse=True):
+        self.dtype_probe = fn(self.dtype_probe)
+        return super()._apply(fn, recurse)
 
     def forward(self, *args, **kwargs):
         x = kwargs.get("inputs_embeds")
@@ -72,7 +85,7 @@ def _view(model: nn.Module, arch: Architecture, layers: slice, upper: bool) -> n
     if not kept:  # some encoders (DeBERTa-v2) cannot run an empty layer list
         base._modules[arch.encoder] = encoder = EmptyEncoder()
     if upper:
-        base._modules["embeddings"] = PassThroughEmbeddings()
+        base._modules["embeddings"] = PassThroughEmbeddings(next(model.parameters()).dtype)
         for name in arch.embedding_modules:
             base._modules.pop(name, None)
         if layers.start and kept:  # the first layer ran in the lower stack

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erpack.errors import CorruptRecordError, StoreError
+from erpack.errors import CodecError, CorruptRecordError, StoreError
 from erpack.store import format as fmt
 
 VERIFY_HINT = "run `erpack verify {cache}` to list every damaged record, then re-encode those documents"
@@ -58,17 +58,20 @@ class ShardFile:
         self.index_offset = index_offset
         self.count = count
 
-    def _error(self, what: str) -> CorruptRecordError:
-        return CorruptRecordError(
-            f"shard {self.path} {what}; " + VERIFY_HINT.format(cache=self.path.parent)
-        )
+    def _error(self, what: str, offset: int | None = None) -> CorruptRecordError:
+        exc = CorruptRecordError(f"shard {self.path} {what}; " + VERIFY_HINT.format(cache=self.path.parent))
+        exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, None, None, offset, what
+        return exc
 
     def record_error(self, i: int, what: str) -> CorruptRecordError:
+        """A CorruptRecordError naming this shard, record i, its id and offset (also as attributes)."""
         offset = int(self.entries["offset"][i])
-        return CorruptRecordError(
+        exc = CorruptRecordError(
             f"shard {self.path}, record {i} (doc id {self.ids[i]!r}) at byte offset {offset}: {what}; "
             + VERIFY_HINT.format(cache=self.path.parent)
         )
+        exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, i, self.ids[i], offset, what
+        return exc
 
     def record_size(self) -> np.ndarray:
         """Bytes each record takes in the file, alignment padding included."""
@@ -141,6 +144,18 @@ class ShardBuilder:
         self._write(index + b"\0" * fmt.padding(len(index)))
         self._write(fmt.pack_trailer(index_offset, index, len(self._entries)))
         return self._sha.hexdigest()
+
+
+def decode_payload(codec, shard: ShardFile, i: int, payload, shape: tuple[int, int]) -> np.ndarray:
+    """codec.decode of record i's payload, checked to be float32 of the recorded shape."""
+    try:
+        arr = codec.decode(payload, shape=shape)
+    except CodecError as exc:
+        raise shard.record_error(i, f"payload does not decode ({exc})") from exc
+    if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape) or arr.dtype != np.float32:
+        got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise shard.record_error(i, f"payload decoded to {got}, expected float32 {tuple(shape)}")
+    return arr
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,0 +1,75 @@
+"""`erpack inspect`: what a cache holds (model, layer, codec, documents, tokens) and what it costs."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="show what a cache holds and what it costs on disk, per token and per value",
+        description=(
+            "Read a cache's manifest and shard indexes (not its records) and print: the model, layer, "
+            "tokenizer settings and codec it was written with; how many documents and tokens it holds; "
+            "its size on disk, per token and per document; bits per stored value (everything on disk, and "
+            "the codec's payload alone) and the ratio to fp32/fp16; and its shards. Fast on any size of "
+            "cache. To check every byte, run `erpack verify CACHE`."
+        ),
+    )
+    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json)")
+    p.add_argument("--shards", type=int, default=10, help="list at most this many shards (default: 10)")
+    p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # unreachable
+
+
+def _num(x, fmt: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def card(s: dict, max_shards: int = 10) -> list[str]:
+    model = s["model"] or {}
+    sha = str(model.get("weights_sha256") or "?")[:16]
+    tpd, bpd = s["tokens_per_document"], s["bytes_per_document"]
+    lines = [
+        f"cache        {s['path']} ({s['format']})",
+        f"model        {model.get('name')} ({model.get('model_type')}, {model.get('num_layers')} layers, "
+        f"hidden {s['hidden_size']}), weights sha256 {sha}...",
+        f"layer        {s['layer']} (activations after layer {s['layer']}), max_length {s['max_length']}",
+        f"tokenizer    {json.dumps(s['tokenizer'])}",
+        f"codec        {s['codec']}",
+        f"documents    {s['documents']} ({s['truncated']} truncated at max_length), {s['tokens']} tokens "
+        f"(per document: mean {_num(tpd['mean'])}, median {_num(tpd['median'], '.0f')}, max {tpd['max']})",
+        f"size         {human_bytes(s['bytes_on_disk'])} on disk: {_num(s['bytes_per_token'])} bytes per token, "
+        f"{_num(bpd['mean'], '.0f')} bytes per document (median {_num(bpd['median'], '.0f')})",
+        f"rate         {_num(s['bits_per_value'], '.2f')} bits per value on disk "
+        f"(codec payload alone {_num(s['payload_bits_per_value'], '.2f')}); "
+        f"{_num(s['compression_vs_fp32'], '.2f')}x smaller than fp32, {_num(s['compression_vs_fp16'], '.2f')}x than fp16",
+        f"records      {s['records']} ({s['dead_records']} dead: superseded by a replace, still on disk)",
+        f"shards       {len(s['shards'])}",
+    ]
+    for sh in s["shards"][:max_shards]:
+        lines.append(f"  {sh['name']}  {sh['live']}/{sh['records']} live records, {sh['tokens']} tokens, "
+                     f"{human_bytes(sh['bytes'])}")
+    if len(s["shards"]) > max_shards:
+        lines.append(f"  ... and {len(s['shards']) - max_shards} more (--shards N lists more)")
+    return lines
+
+
+def run(args) -> int:
+    from erpack.store import CacheReader
+
+    with CacheReader(args.cache) as reader:
+        stats = reader.stats()
+    print("\n".join(card(stats, args.shards)))
+    if args.json:
+        print(json.dumps(stats))
+    return 0

@@ -1,0 +1,108 @@
+"""verify_cache: check a whole cache and list every damaged shard and record (never raises on damage).
+
+Per listed shard: the file exists, has the manifest's size and sha256, its header, trailer and
+index check out; per record: framing, crc32, agreement with the index, and (unless decode=False)
+that the codec decodes it to float32 (tokens, hidden). Then the manifest's counts against the
+shards. Unlisted shard or .tmp files are reported as warnings (the next writer removes them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from erpack.errors import CorruptRecordError
+from erpack.store.format import FLAG_TRUNCATED
+from erpack.store.manifest import MANIFEST, SHARD_RE, load_manifest
+from erpack.store.shard import ShardFile, decode_payload, file_sha256
+
+
+def _failure(shard: str, reason: str, record_index=None, doc_id=None, offset=None) -> dict:
+    return {"shard": shard, "record_index": record_index, "doc_id": doc_id, "offset": offset, "error": reason}
+
+
+def _check_shard(folder: Path, entry: dict, codec, decode: bool) -> tuple[dict, list, list | None]:
+    """(shard report, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
+    name, path = entry["name"], folder / entry["name"]
+    report = {"name": name, "ok": False, "records": None, "failed_records": 0, "sha256_ok": None}
+    if not path.is_file():
+        return report, [_failure(name, "listed in the manifest but missing")], None
+    failures = []
+    report["sha256_ok"] = file_sha256(path) == entry.get("sha256")
+    try:
+        shard = ShardFile(path, expected_size=entry["bytes"])
+    except CorruptRecordError as exc:
+        return report, [_failure(name, exc.reason, offset=exc.offset)], None
+    try:
+        report["records"] = shard.count
+        for i in range(shard.count):
+            try:
+                payload, shape, _ = shard.read(i, verify=True)
+                if decode:
+                    decode_payload(codec, shard, i, payload, shape)
+                del payload
+            except CorruptRecordError as exc:
+                report["failed_records"] += 1
+                failures.append(_failure(name, exc.reason, i, exc.doc_id, exc.offset))
+        rows = list(zip(shard.ids, shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()))
+    finally:
+        shard.close()
+    if not report["sha256_ok"] and not failures:  # every record checks out: padding or unused bytes
+        failures.append(_failure(name, "sha256 of the file differs from the manifest's, though every "
+                                       "record checks out (damage outside the records)"))
+    for key, value in (("documents", len(rows)), ("tokens", sum(r[1] for r in rows))):
+        if entry.get(key) != value:
+            failures.append(_failure(name, f"manifest says {key}={entry.get(key)}, the shard index holds {value}"))
+    report["ok"] = not failures
+    return report, failures, rows
+
+
+def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=None) -> dict:
+    """Report {path, ok, documents, records, shards: [...], failures: [...], warnings: [...]}.
+
+    Each failure: {shard, record_index, doc_id, offset, error, live}; record_index is None for a
+    shard-level failure (missing, wrong size or sha256, damaged footer/index). `live` says whether
+    the record is the one the cache serves for its id (False: superseded by a replace)."""
+    folder = Path(path)
+    manifest = manifest if manifest is not None else load_manifest(folder)
+    if decode and codec is None:
+        from erpack.store.reader import pipeline_from_config
+
+        codec = pipeline_from_config(manifest["codec"])
+    shards, failures, where, readable = [], [], {}, True
+    for s, entry in enumerate(manifest["shards"]):
+        report, found, rows = _check_shard(folder, entry, codec, decode)
+        shards.append(report)
+        for f in found:
+            f["shard_number"] = s
+        failures += found
+        if rows is None:
+            readable = False
+            continue
+        for i, (doc_id, tokens, flags) in enumerate(rows):
+            where[doc_id] = (s, i, tokens, flags)
+    for f in failures:
+        s, hit = f.pop("shard_number"), where.get(f["doc_id"])
+        f["live"] = None if hit is None else hit[:2] == (s, f["record_index"])
+    if readable:  # counts can only be recomputed when every index could be read
+        live = {"documents": len(where), "tokens": sum(w[2] for w in where.values()),
+                "truncated": sum(w[3] & FLAG_TRUNCATED for w in where.values())}
+        for key, value in live.items():
+            if manifest["counts"].get(key) != value:
+                failures.append(_failure(MANIFEST, f"counts.{key} is {manifest['counts'].get(key)}, the shards hold {value}"))
+                failures[-1]["live"] = None
+    listed = {e["name"] for e in manifest["shards"]}
+    warnings = [
+        f"{p.name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
+        for p in sorted(folder.iterdir())
+        if (SHARD_RE.match(p.name) and p.name not in listed) or p.name.endswith(".tmp")
+    ]
+    return {
+        "path": str(folder),
+        "ok": not failures,
+        "documents": len(where) if readable else None,
+        "records": sum(r["records"] or 0 for r in shards),
+        "decoded": decode,
+        "shards": shards,
+        "failures": failures,
+        "warnings": warnings,
+    }
