@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from erpack.assets import resolve_model
+from erpack.errors import AssetError
 from erpack.models.layers import architecture_of
 
 
@@ -78,7 +79,13 @@ def load_model(
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model(name_or_path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise AssetError(
+            f"cannot load model {name_or_path!r}: it is not a built-in name (minilm, mpnet), not a local folder, "
+            f"and no hub answered for it ({str(exc).splitlines()[0]})"
+        ) from None
     architecture_of(config.model_type)  # refuse unsupported architectures before loading weights
     if num_labels is None:
         model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -1,0 +1,7 @@
+"""`python -m erpack` is the `erpack` command."""
+
+import sys
+
+from erpack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""Test-wide settings: the suite is offline (no hub look-ups), and uses few threads on the 2-core CI."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
