@@ -1,0 +1,72 @@
+"""`erpack encode`: a corpus through layers 0..k-1 into a compressed activation cache."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "encode",
+        help="run the lower stack over a corpus into a compressed, checksummed activation cache",
+        description=(
+            "Run a pretrained encoder's embeddings and layers 0..k-1 over every document of a corpus once, "
+            "and store the hidden states entering layer k (non-padding tokens only) in a cache folder, "
+            "encoded by a codec pipeline (see `erpack codecs`). Documents are grouped by length so little "
+            "compute goes to padding; CUDA is used when present. The corpus is checked whole before any "
+            "work: a malformed line, an empty text or a repeated id stops it with the file and line named. "
+            "Running the same command again after an interruption resumes where it stopped; running it on "
+            "an existing cache with another corpus appends (same model, layer and codec required)."
+        ),
+        epilog="Example: erpack encode rotten_tomatoes -o caches/rt-minilm-k3 --layer 3 --codec int8c+zstd:3",
+    )
+    p.add_argument("corpus", help="a .jsonl file (one object per line: id, text, optional text_pair), a .csv file "
+                   "with a header (id, text, optional text_pair), or a built-in data set: rotten_tomatoes, bbc "
+                   "(optionally with a split, e.g. bbc:test)")
+    p.add_argument("-o", "--output", required=True, help="cache folder to create, resume or append to")
+    p.add_argument("--model", default="minilm",
+                   help="built-in name (minilm, mpnet), a local model folder, or a hub id (default: minilm)")
+    p.add_argument("--layer", type=int, default=None, help="split layer k, 0..L: the cache holds the hidden "
+                   "states entering layer k (default: the middle, L // 2)")
+    p.add_argument("--codec", default=None, help="codec pipeline spec, e.g. fp16+zstd:3, int8c+zstd:3, int4:g=32+zstd:3 "
+                   "(default: int8c+zstd:3; list them with `erpack codecs`)")
+    p.add_argument("--max-length", type=int, default=None, help="truncate longer documents to this many tokens; "
+                   "truncated documents are counted and flagged (default: the model's limit, at most 512)")
+    p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
+    p.add_argument("--max-tokens", type=int, default=16384,
+                   help="cap on batch size x longest document, bounding memory on long texts (default: 16384)")
+    p.add_argument("--shard-size", type=int, default=1024,
+                   help="documents per shard; a shard is the unit of commit and of resume (default: 1024)")
+    p.add_argument("--on-duplicate", choices=["error", "skip", "replace"], default="error",
+                   help="a document whose id is already in the cache: stop with an error (default), skip it "
+                   "(keep the cached record), or replace it (encode it again)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from erpack.encode import DEFAULT_CODEC, encode_corpus
+
+    s = encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
+                      codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,
+                      max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
+                      device=args.device, progress=lambda **kw: tqdm(**kw))
+    d = s.as_dict()
+    if s.removed_leftovers:
+        print(f"removed {len(s.removed_leftovers)} leftover file(s) of an interrupted run: "
+              + ", ".join(s.removed_leftovers[:5]))
+    print(f"encoded      {s.encoded} documents, {s.tokens} tokens in {s.seconds:.1f} s on {s.device}"
+          + (f" ({d['documents_per_second']:.1f} doc/s, {d['tokens_per_second']:.0f} tok/s)" if s.seconds else ""))
+    if s.already_in_cache:
+        print(f"skipped      {s.already_in_cache} documents already in the cache")
+    if s.truncated:
+        print(f"truncated    {s.truncated} documents longer than max length (first: {', '.join(d['truncated_ids'][:5])})")
+    print(f"cache        {s.output}: {s.cache_documents} documents, {s.cache_tokens} tokens, "
+          f"{s.cache_bytes / 1e6:.2f} MB" + (f", {d['bytes_per_token']:.1f} bytes/token" if s.cache_tokens else ""))
+    print(f"             {s.model} layer {s.layer}, codec {s.codec}")
+    if args.json:
+        print(json.dumps(d))
+    return 0
