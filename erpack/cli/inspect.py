@@ -52,7 +52,7 @@ def card(s: dict, max_shards: int = 10) -> list[str]:
         f"{_num(bpd['mean'], '.0f')} bytes per document (median {_num(bpd['median'], '.0f')})",
         f"rate         {_num(s['bits_per_value'], '.2f')} bits per value on disk "
         f"(codec payload alone {_num(s['payload_bits_per_value'], '.2f')}); "
-        f"{_num(s['compression_vs_fp32'], '.2f')}x smaller than fp32, {_num(s['compression_vs_fp16'], '.2f')}x than fp16",
+        f"compression {_num(s['compression_vs_fp32'], '.2f')}x vs fp32, {_num(s['compression_vs_fp16'], '.2f')}x vs fp16",
         f"records      {s['records']} ({s['dead_records']} dead: superseded by a replace, still on disk)",
         f"shards       {len(s['shards'])}",
     ]

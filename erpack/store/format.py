@@ -53,6 +53,10 @@ class FramingError(ValueError):
     """Bytes that do not follow the layout; callers turn it into CorruptRecordError with context."""
 
 
+class NewerVersionError(FramingError):
+    """A shard written by a newer erpack than this one."""
+
+
 def padding(n: int) -> int:
     """Zero bytes that follow n bytes to reach the next multiple of ALIGN."""
     return -n % ALIGN
@@ -73,8 +77,8 @@ def unpack_file_header(buf) -> int:
     if zlib.crc32(buf[:12]) != crc:
         raise FramingError("file header: crc32 mismatch")
     if version > SHARD_VERSION:
-        raise FramingError(
-            f"shard version {version} is newer than this erpack reads ({SHARD_VERSION}): upgrade erpack"
+        raise NewerVersionError(
+            f"has shard version {version}, newer than this erpack reads ({SHARD_VERSION}): upgrade erpack"
         )
     return version
 

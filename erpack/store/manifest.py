@@ -18,7 +18,9 @@ SHARD_SUFFIX = ".ers"
 SHARD_RE = re.compile(r"^shard-(\d{6,})\.ers$")
 
 # Fields of `meta` (dotted paths) that must be equal for two runs to share one cache.
-COMPAT_FIELDS = ("model.name", "model.weights_sha256", "model.hidden_size", "layer", "max_length", "tokenizer")
+# The weights hash is the model's identity: the same checkpoint loaded as "minilm" or from its folder
+# matches; its name is kept for people, not compared.
+COMPAT_FIELDS = ("model.weights_sha256", "model.hidden_size", "layer", "max_length", "tokenizer")
 
 
 def shard_name(number: int) -> str:

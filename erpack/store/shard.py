@@ -52,9 +52,12 @@ class ShardFile:
             if zlib.crc32(self.view[index_offset : index_offset + index_length]) != index_crc:
                 raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
             self.entries, self.ids = fmt.unpack_index(self.view, index_offset, index_length, count)
+        except fmt.NewerVersionError as exc:
+            self.close()
+            raise StoreError(f"shard {self.path} {exc}") from None
         except fmt.FramingError as exc:
             self.close()
-            raise self._error(f"is damaged ({exc}): its footer or index cannot be trusted") from None
+            raise self._error(f"is damaged ({exc}): its header, footer or index cannot be trusted") from None
         self.index_offset = index_offset
         self.count = count
 

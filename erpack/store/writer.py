@@ -90,7 +90,7 @@ class CacheWriter:
         if mode == "create":
             raise StoreError(
                 f"{self.path} already holds an erpack cache ({manifest['counts'].get('documents')} "
-                f"documents): open it with mode='append' (`--append`) to add documents, or use a new folder"
+                f"documents): open it with mode='append' to add documents, or use a new folder"
             )
         found = mismatches(manifest["meta"], meta)
         if manifest["codec"] != codec_config:
@@ -168,7 +168,11 @@ class CacheWriter:
             id_bytes = doc_id.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise StoreError(f"document id {doc_id!r} is not valid unicode ({exc})") from None
-        a = np.asarray(arr)
+        try:
+            a = np.asarray(arr)
+        except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a bfloat16 or CUDA tensor
+            raise StoreError(f"document {doc_id!r}: activations are not a numpy-convertible array ({exc}); "
+                             f"pass x.detach().float().cpu().numpy()") from None
         if a.dtype.kind != "f":
             raise StoreError(f"document {doc_id!r}: activations must be floats (float32), got dtype {a.dtype}")
         if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != self.hidden_size:

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
-try:
-    from erpack.codecs import Pipeline
-except ImportError:  # erpack/codecs not written yet: a stand-in with the same methods
-    from tests.store.standin import StandInPipeline as Pipeline
-
-    sys.modules["erpack.codecs"] = types.SimpleNamespace(Pipeline=Pipeline)
+from erpack.codecs import Pipeline
 
 HIDDEN = 8
 

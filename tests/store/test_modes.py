@@ -32,11 +32,15 @@ def test_create_in_a_foreign_folder_is_refused(tmp_path, meta):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_append_under_another_name_of_the_same_weights_is_accepted(cache):
+    with CacheWriter(cache, meta=make_meta(model__name="/models/same-weights"), codec=pipe(), mode="append") as w:
+        assert len(w) > 0
+
+
 @pytest.mark.parametrize(
     "change, field",
     [
         ({"model__weights_sha256": "cd" * 32}, "model.weights_sha256"),
-        ({"model__name": "other-bert"}, "model.name"),
         ({"layer": 3}, "layer"),
         ({"max_length": 512}, "max_length"),
         ({"tokenizer__lowercase": False}, "tokenizer"),

@@ -117,7 +117,8 @@ def test_stats(tmp_path, meta):
     tokens = sum(a.shape[0] for _, a in recs)
     assert (s["documents"], s["tokens"], s["truncated"], s["records"], s["dead_records"]) == (6, tokens, 2, 6, 0)
     assert s["codec"] == "fp32" and s["layer"] == 2 and s["model"]["name"] == "tiny-bert"
-    assert s["payload_bytes"] == tokens * HIDDEN * 4 and s["payload_bits_per_value"] == 32.0
+    payload = sum(len(pipe().encode(a)) for _, a in recs)  # fp32: 4 bytes a value + the codec's header
+    assert s["payload_bytes"] == payload and s["payload_bits_per_value"] == 8 * payload / (tokens * HIDDEN)
     disk = sum(p.stat().st_size for p in tmp_path.iterdir())
     assert s["bytes_on_disk"] == disk and s["bytes_per_token"] == disk / tokens
     assert s["bits_per_value"] == 8 * disk / (tokens * HIDDEN) and s["bits_per_value"] > 32
@@ -142,3 +143,43 @@ def test_meta_needs_hidden_size(tmp_path):
         CacheWriter(tmp_path, meta={"model": {"name": "x"}}, codec=pipe())
     with pytest.raises(StoreError, match="plain JSON"):
         CacheWriter(tmp_path, meta=make_meta(extra=object()), codec=pipe())
+
+
+def test_reader_sees_its_snapshot_while_a_writer_appends(tmp_path, meta):
+    with CacheWriter(tmp_path, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(3, prefix="a"))
+        r = CacheReader(tmp_path)
+        w.commit_shard(records(3, prefix="b"))
+        assert len(r) == 3 and "b-0" not in r and r.get("a-1").shape[1] == HIDDEN
+        assert len(CacheReader(tmp_path)) == 6
+
+
+def test_newer_shard_version_is_refused(tmp_path, meta):
+    import struct
+    import zlib
+
+    with CacheWriter(tmp_path, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(1))
+    path = tmp_path / "shard-000000.ers"
+    data = bytearray(path.read_bytes())
+    data[8:10] = struct.pack("<H", 2)
+    data[12:16] = struct.pack("<I", zlib.crc32(bytes(data[:12])))
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="shard-000000.ers has shard version 2, newer .*upgrade erpack"):
+        CacheReader(tmp_path)
+
+
+@pytest.mark.parametrize("spec, tolerance", [("fp32", 0.0), ("fp16+zstd:3", 2e-3), ("int8c+zstd:3", 0.1)])
+def test_round_trip_through_real_pipelines(tmp_path, meta, spec, tolerance):
+    recs = records(6, seed=5)
+    codec = pipe(spec)
+    with CacheWriter(tmp_path, meta=meta, codec=codec) as w:
+        w.commit_shard(recs)
+    r = CacheReader(tmp_path)
+    assert r.codec.spec == codec.spec and r.codec.get_config() == codec.get_config()
+    for doc_id, arr in recs:
+        assert bytes(r.get_encoded(doc_id)[0]) == bytes(codec.encode(arr))
+        got = r.get(doc_id)
+        assert got.dtype == np.float32 and got.shape == arr.shape
+        assert np.max(np.abs(got - arr)) <= tolerance * np.max(np.abs(arr))
+    assert r.verify()["ok"]

@@ -1,0 +1,83 @@
+"""Golden bytes: tests/fixtures/store/v1 must read forever, and writing its input must reproduce it.
+
+`walk` re-reads a shard with nothing but `struct` and zlib, following docs/cache-format.md, so the
+documented layout, the fixture and erpack's own reader are checked against each other.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from erpack.store import CacheReader, verify_cache
+from tests.store.conftest import snapshot
+from tests.store.golden import EXPECTED, HIDDEN, META, write_golden
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store" / "v1"
+
+
+def walk(data: bytes) -> list[dict]:
+    """Records of one shard file, parsed by the documented layout alone."""
+    assert data[:8] == b"ERPKSHRD"
+    version, reserved, crc = struct.unpack_from("<HHI", data, 8)
+    assert (version, reserved, crc) == (1, 0, zlib.crc32(data[:12]))
+    index_offset, index_length, count, index_crc, trailer_crc, magic = struct.unpack_from("<QQIII4s", data, len(data) - 32)
+    assert magic == b"ERPT" and trailer_crc == zlib.crc32(data[len(data) - 32 : len(data) - 8])
+    index_end = index_offset + index_length
+    assert index_crc == zlib.crc32(data[index_offset:index_end])
+    assert data[index_end : len(data) - 32] == b"\0" * (-index_end % 8)
+    blob = data[index_offset + 32 * count : index_end]
+    out, offset, id_start = [], 16, 0
+    for i in range(count):
+        magic, flags, tokens, hidden, payload_len, id_len, crc = struct.unpack_from("<4sIIIQII", data, offset)
+        payload = data[offset + 32 : offset + 32 + payload_len]
+        doc_id = data[offset + 32 + payload_len : offset + 32 + payload_len + id_len]
+        assert magic == b"ERPR" and crc == zlib.crc32(data[offset : offset + 28] + payload + doc_id)
+        end = offset + 32 + payload_len + id_len
+        assert data[end : end + (-end % 8)] == b"\0" * (-end % 8)
+        entry = struct.unpack_from("<QQIIII", data, index_offset + 32 * i)
+        assert entry == (offset, payload_len, tokens, id_start + id_len, flags, crc)
+        assert blob[id_start : id_start + id_len] == doc_id
+        out.append({"id": doc_id.decode(), "flags": flags, "tokens": tokens, "hidden": hidden, "payload": payload})
+        offset, id_start = end + (-end % 8), id_start + id_len
+    assert offset == index_offset
+    return out
+
+
+def test_fixture_reads():
+    r = CacheReader(FIXTURE)
+    assert r.ids() == list(EXPECTED) and r.meta == META and r.layer == 1 and r.hidden_size == HIDDEN
+    for doc_id, want in EXPECTED.items():
+        np.testing.assert_array_equal(r.get(doc_id), want)
+    assert r.info("ü-2")["truncated"] and not r.info("c")["truncated"]
+    assert r.manifest["counts"] == {"documents": 4, "tokens": 6, "truncated": 1, "records": 5,
+                                    "bytes": sum(s["bytes"] for s in r.manifest["shards"])}
+    assert verify_cache(FIXTURE)["ok"]
+
+
+def test_fixture_follows_the_documented_layout():
+    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+    assert (manifest["format"], manifest["format_version"]) == ("erpack-cache", 1)
+    records = [rec for s in manifest["shards"] for rec in walk((FIXTURE / s["name"]).read_bytes())]
+    assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
+        ("a", 0, 2, 4), ("ü-2", 1, 1, 4), ("c", 0, 3, 4), ("a", 0, 1, 4), ("d", 0, 1, 4)]
+    r = CacheReader(FIXTURE)
+    for rec in records[1:]:  # the first "a" is dead; the others are what the reader serves
+        assert bytes(r.get_encoded(rec["id"])[0]) == rec["payload"]
+
+
+def test_writing_reproduces_the_fixture_bytes(tmp_path):
+    write_golden(tmp_path / "v1")
+    assert snapshot(tmp_path / "v1") == snapshot(FIXTURE)
+
+
+def test_docs_show_the_fixture():
+    from tests.store.golden import annotate
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cache-format.md").read_text()
+    assert annotate((FIXTURE / "shard-000001.ers").read_bytes()) in doc
+    assert (FIXTURE / "manifest.json").read_text().rstrip("\n") in doc
