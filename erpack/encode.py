@@ -174,6 +174,7 @@ def encode_corpus(
                             documents_in_corpus=total)
     bar = progress(total=total, desc="encode", unit="doc") if progress else None
     start = time.perf_counter()
+    seen = {"tokens": 0}  # tokens run through the lower stack so far, for the bar
     with CacheWriter(output, meta=cache_meta(loaded, k, max_length), codec=pipeline, mode="append",
                      on_duplicate=on_duplicate) as writer:
         summary.removed_leftovers = list(writer.removed)
@@ -193,10 +194,11 @@ def encode_corpus(
             encoded, cut = _tokenize(loaded.tokenizer, chunk, max_length)
 
             def on_batch(docs, tokens):
+                seen["tokens"] += tokens
                 if bar:
                     bar.update(docs)
                     elapsed = time.perf_counter() - start
-                    bar.set_postfix(tok_s=f"{(summary.tokens + tokens) / max(elapsed, 1e-9):.0f}", refresh=False)
+                    bar.set_postfix(tok_s=f"{seen['tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
 
             arrays = run_lower(lower, encoded, pad_id, dev, batch_size, max_tokens, on_batch)
             truncated = [d.id for d, c in zip(chunk, cut) if c]

@@ -43,7 +43,8 @@ def card(s: dict, max_shards: int = 10) -> list[str]:
         f"cache        {s['path']} ({s['format']})",
         f"model        {model.get('name')} ({model.get('model_type')}, {model.get('num_layers')} layers, "
         f"hidden {s['hidden_size']}), weights sha256 {sha}...",
-        f"layer        {s['layer']} (activations after layer {s['layer']}), max_length {s['max_length']}",
+        f"layer        {s['layer']} (hidden states entering layer {s['layer']}: the output of layers 0.."
+        f"{s['layer'] - 1 if isinstance(s['layer'], int) else '?'}), max_length {s['max_length']}",
         f"tokenizer    {json.dumps(s['tokenizer'])}",
         f"codec        {s['codec']}",
         f"documents    {s['documents']} ({s['truncated']} truncated at max_length), {s['tokens']} tokens "
