@@ -31,3 +31,16 @@ class ManifestMismatchError(StoreError):
 
 class InputError(ErpackError):
     """A malformed corpus or label file (names the file and the line)."""
+
+
+class PruneError(ErpackError):
+    """A pruning target, plan or pruned model that cannot be used as asked (says what to change)."""
+
+
+class ExportError(ErpackError):
+    """An ONNX export that failed its parity check or cannot be written (names the file and the
+    largest difference; the file is not left in place)."""
+
+
+class GraphCacheMismatchError(ManifestMismatchError):
+    """An ONNX graph exported for another cache (model weights, layer or codec) than the one given."""

@@ -15,7 +15,7 @@ import sys
 from erpack.errors import ErpackError
 
 # Subcommand modules, in the order `erpack --help` lists them.
-COMMANDS = ["demo", "assets", "encode", "compress", "codecs", "inspect", "verify"]
+COMMANDS = ["demo", "assets", "encode", "compress", "codecs", "inspect", "verify", "train", "eval", "prune", "export", "predict", "bench", "report"]
 
 
 class CLIError(Exception):

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
             "cache. To check every byte, run `erpack verify CACHE`."
         ),
     )
-    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json)")
+    p.add_argument("cache", metavar="PATH", help="cache folder (the one holding manifest.json), or a task model "
+                   "folder (erpack_task.json): then its task, expected cache and head/neuron importance are shown")
     p.add_argument("--shards", type=int, default=10, help="list at most this many shards (default: 10)")
     p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
     p.set_defaults(run=run)
@@ -65,9 +66,44 @@ def card(s: dict, max_shards: int = 10) -> list[str]:
     return lines
 
 
+def task_model_card(folder) -> tuple[list[str], dict]:
+    """A task model folder: what it was trained for, the cache it expects, and its importance scores."""
+    from erpack.prune import describe_importance
+
+    info = json.loads((folder / "erpack_task.json").read_text())
+    d = describe_importance(folder)
+    expected = info.get("cache") or {}
+    lines = [f"task model   {folder}",
+             f"task         {info.get('task')} ({', '.join(map(str, info.get('labels') or []))}), mode {info.get('mode')}",
+             f"expects      a cache of {(expected.get('model') or {}).get('name')} at layer {expected.get('layer')} "
+             f"(weights sha256 {str((expected.get('model') or {}).get('weights_sha256'))[:16]}...), "
+             f"codec {expected.get('codec_spec')}"]
+    if d.get("pruning"):
+        kept = [f"{len(layer['heads'])}h/{layer['intermediate_size']}n" for layer in d["pruning"].get("layers", [])]
+        lines.append(f"pruning      kept per layer (heads/neurons): {' '.join(kept)}; dropped layers: "
+                     f"{d['pruning'].get('dropped') or 'none'}")
+    if not d.get("layers"):
+        lines.append("importance   none (run `erpack prune` to score heads and neurons)")
+    for row in d.get("layers", []):
+        heads = " ".join(f"{h:.2f}" for h in row["heads"])
+        n = row["neurons"]
+        lines.append(f"layer {row['layer']:<6} score {row['layer_score']:.3f}  heads [{heads}]  neurons "
+                     f"{n['count']} (median {n['median'] if n['median'] is None else round(n['median'], 4)})")
+    return lines, {"task": info, "importance": d}
+
+
 def run(args) -> int:
+    from pathlib import Path
+
     from erpack.store import CacheReader
 
+    folder = Path(args.cache)
+    if (folder / "erpack_task.json").is_file():
+        lines, data = task_model_card(folder)
+        print("\n".join(lines))
+        if args.json:
+            print(json.dumps(data, default=str))
+        return 0
     with CacheReader(args.cache) as reader:
         stats = reader.stats()
     print("\n".join(card(stats, args.shards)))

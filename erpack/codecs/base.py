@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import struct
 from typing import Any, ClassVar
 
@@ -125,9 +126,10 @@ def check_range(codec_id: str, name: str, value, lo, hi) -> None:
 def check_shape(shape) -> tuple[int, int]:
     """(T, H) as two ints >= 1: a record has at least one token."""
     try:
-        T, H = (int(d) for d in shape)
+        T, H = shape
+        T, H = operator.index(T), operator.index(H)
     except (TypeError, ValueError):
-        raise CodecError(f"shape {shape!r} is not (tokens, hidden)") from None
+        raise CodecError(f"shape {shape!r} is not (tokens, hidden) integers") from None
     if not (1 <= T <= MAX_DIM and 1 <= H <= MAX_DIM):
         raise CodecError(f"shape {(T, H)} is invalid: a record needs at least one token and one channel")
     return T, H
@@ -152,8 +154,14 @@ class ArrayCodec(Codec):
 
     def decode(self, buf, shape, out: np.ndarray | None = None) -> np.ndarray:
         T, H = check_shape(shape)
-        view = memoryview(buf).cast("B")
-        expected = HEADER.size + self.body_size(T, H)
+        return self.decode_checked(as_bytes_view(buf), T, H, out)
+
+    def decode_checked(self, view: memoryview, T: int, H: int, out: np.ndarray | None = None,
+                       expected: int | None = None) -> np.ndarray:
+        """decode for a shape already checked by check_shape, and the blob size if known (the
+        pipeline's fast path)."""
+        if expected is None:
+            expected = HEADER.size + self.body_size(T, H)
         if len(view) != expected:
             raise CodecError(
                 f"{self.codec_id}: {len(view)} bytes cannot hold a ({T}, {H}) record, which takes {expected}; "
@@ -166,7 +174,7 @@ class ArrayCodec(Codec):
             raise CodecError(f"{self.codec_id}: blob format version {version} is unknown (this erpack reads {FORMAT_VERSION}); upgrade erpack")
         if (t, h) != (T, H):
             raise CodecError(f"{self.codec_id}: blob holds shape ({t}, {h}), but ({T}, {H}) was asked for")
-        y = self.check_out(out, T, H)
+        y = np.empty((T, H), dtype=np.float32) if out is None else self.check_out(out, T, H)
         self._decode(view[HEADER.size :], y)
         return y
 

@@ -29,7 +29,8 @@ class Int8(ArrayCodec):
 
     def _encode(self, x: np.ndarray) -> bytes:
         scale = (np.abs(x).max(axis=1) / np.float32(127)).astype("<f4")  # (T,)
-        inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+        with np.errstate(over="ignore"):  # 1/scale of a subnormal scale is inf: codes clip to +-127
+            inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
         q = np.rint(x * inv[:, None])  # (T, H)
         np.clip(q, -127, 127, out=q)
         return scale.tobytes() + q.astype(np.int8).tobytes()

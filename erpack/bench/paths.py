@@ -1,0 +1,359 @@
+"""The inference paths `erpack bench` compares, documents to predictions, one class each.
+
+Every path has the same interface: `prepare()` (load, export, open: not timed as inference),
+`begin_run(cold)` (before each timed pass: a cold pass evicts the cache files from the page cache),
+and `run(batch_ids) -> predicted class ids`, which charges its seconds to the sections of
+`self.watch` (tokenize, read, decompress, dequantize, pad, host_to_device, compute).
+
+    full-torch          text -> tokenizer -> whole model in PyTorch
+    full-onnx-int8      text -> tokenizer -> whole model as ONNX, int8 dynamic quantization
+    erpack-torch        cache on disk -> read -> decompress -> dequantize -> pad -> upper stack (PyTorch)
+    erpack-onnx-fp32    the same, upper stack as ONNX fp32
+    erpack-onnx-int8    the same, upper stack as ONNX int8 (dynamic)
+    erpack-pruned-int8  the same, pruned upper stack as ONNX int8
+
+ONNX graphs are written once into the work folder (`Workload.graph`) and shared by every codec.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from erpack.bench.timing import Stopwatch, evict
+from erpack.errors import ErpackError
+
+
+@dataclass
+class Workload:
+    """The documents, the model and the settings every path shares."""
+
+    ids: list[str]
+    texts: list[str]
+    lengths: list[int]  # tokens per document after truncation
+    batches: list[list[int]]  # indices into ids, grouped by length
+    model: torch.nn.Module  # the full sequence-classification model (lower layers = the cache's encoder)
+    tokenizer: object
+    layer: int
+    max_length: int
+    work: Path
+    threads: int | None = None
+    device: str = "cpu"  # torch device of the PyTorch paths; ONNX sessions use CUDA when it is "cuda"
+    graphs: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def graph(self, key: str, make) -> Path:
+        """The ONNX file for `key`, written by make(path) the first time it is asked for."""
+        if key not in self.graphs:
+            path = self.work / "graphs" / f"{key}.onnx"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make(path)
+            self.graphs[key] = path
+        return self.graphs[key]
+
+
+class InferencePath:
+    name = "path"
+    needs_cache = False
+
+    def __init__(self, work: Workload):
+        self.work = work
+        self.watch = Stopwatch()
+        self.notes: list[str] = []
+
+    def prepare(self) -> None:
+        pass
+
+    def begin_run(self, cold: bool = False) -> None:
+        self.watch = Stopwatch()
+
+    def run(self, batch_ids: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"name": self.name, "notes": self.notes}
+
+
+# ---- whole model, from text ---------------------------------------------------------------------
+class FullTorch(InferencePath):
+    """The full model in PyTorch: tokenize, move to the device, run all L layers and the head."""
+
+    name = "full-torch"
+
+    def prepare(self) -> None:
+        self.device = next(self.work.model.parameters()).device
+        self.work.model.eval()
+
+    def _tokenize(self, batch_ids, tensors: str):
+        with self.watch("tokenize"):
+            return self.work.tokenizer([self.work.texts[i] for i in batch_ids], padding=True, truncation=True,
+                                       max_length=self.work.max_length, return_tensors=tensors)
+
+    @torch.no_grad()
+    def run(self, batch_ids):
+        enc = self._tokenize(batch_ids, "pt")
+        with self.watch("host_to_device"):
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+        with self.watch("compute"):
+            return self.work.model(**enc).logits.argmax(-1).cpu().numpy()
+
+
+class _FullGraph(torch.nn.Module):
+    """The full classifier as (input_ids, attention_mask[, token_type_ids]) -> logits, for export."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+
+
+def export_full(model, tokenizer, path: Path) -> Path:
+    """The whole classifier through torch.onnx (TorchScript exporter), dynamic batch and tokens."""
+    with torch.no_grad():
+        enc = tokenizer(["an example input", "two"], padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if _wants_token_types(model) else [])
+    args = tuple(enc[n] if n in enc else torch.zeros_like(enc["input_ids"]) for n in names)
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"logits": {0: "batch"}}
+    model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_FullGraph(model), args, str(path), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=18, dynamo=False, do_constant_folding=True)
+    model.eval()
+    return path
+
+
+def on_cpu(model, make):
+    """make() with `model` moved to the CPU (the exporters trace with CPU example inputs), then back."""
+    device = next(model.parameters()).device
+    model.cpu()
+    try:
+        return make()
+    finally:
+        model.to(device)
+
+
+def _wants_token_types(model) -> bool:
+    return getattr(model.config, "type_vocab_size", 0) > 1
+
+
+def quantized(work: Workload, key: str, make_fp32) -> Path:
+    """int8 dynamic quantization (erpack.export's settings) of the graph `key`, written once."""
+    from erpack.export.quantize import quantize_dynamic_graph
+
+    source = work.graph(key, make_fp32)
+    return work.graph(f"{key}.int8", lambda p: quantize_dynamic_graph(source, p))
+
+
+def session(path: Path, threads: int | None, device: str = "cpu"):
+    from erpack.export.session import create_session
+
+    return create_session(path, device="cuda" if device.startswith("cuda") else "cpu", threads=threads)
+
+
+class FullOnnxInt8(FullTorch):
+    """The full model exported to ONNX and quantized to int8 by hand (torch.onnx + quantize_dynamic),
+    or a graph given by the caller (e.g. optimum's export, tools/optimum_full_export.py)."""
+
+    name = "full-onnx-int8"
+
+    def __init__(self, work: Workload, graph: str | None = None):
+        super().__init__(work)
+        self.given = graph
+
+    def prepare(self) -> None:
+        if self.given:
+            path = Path(self.given)
+            self.notes.append(f"graph given: {path}")
+        else:
+            model, tok = self.work.model, self.work.tokenizer
+            path = quantized(self.work, "full", lambda p: on_cpu(model, lambda: export_full(model, tok, p)))
+            self.notes.append("torch.onnx (TorchScript exporter) + onnxruntime quantize_dynamic int8, by hand")
+        self.sess = session(path, self.work.threads, self.work.device)
+        self.notes += self.sess.notes
+        self.inputs = set(self.sess.input_names)
+        self.path = path
+
+    def run(self, batch_ids):
+        enc = self._tokenize(batch_ids, "np")
+        feeds = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in self.inputs}
+        if "token_type_ids" in self.inputs and "token_type_ids" not in feeds:
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        with self.watch("compute"):
+            return self.sess.run(feeds)[0].argmax(-1)
+
+
+# ---- erpack: from the cache ---------------------------------------------------------------------
+class CachePath(InferencePath):
+    """Read records from a cache on disk, decode them stage by stage, pad, run an upper stack."""
+
+    needs_cache = True
+    kind = "torch"
+
+    def __init__(self, work: Workload, cache):
+        super().__init__(work)
+        self.cache = Path(cache)
+        self.reader = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.codec}]"
+
+    def prepare(self) -> None:
+        from erpack.store import CacheReader
+
+        self.reader = CacheReader(self.cache)
+        meta = self.reader.meta
+        hidden = int(self.work.model.config.hidden_size)
+        if meta.get("layer") != self.work.layer or self.reader.hidden_size != hidden:
+            raise ErpackError(f"cache {self.cache} holds layer {meta.get('layer')} width {self.reader.hidden_size}; "
+                              f"the benchmark runs layer {self.work.layer} width {hidden}: encode it with --layer "
+                              f"{self.work.layer}")
+        missing = [d for d in self.work.ids if d not in self.reader]
+        if missing:
+            raise ErpackError(f"cache {self.cache} lacks {len(missing)} of the benchmark's documents "
+                              f"(e.g. {missing[0]!r}); encode the same corpus into it")
+        self.codec = self.reader.codec.spec
+        self.stats = self.reader.stats()
+        self.files = [self.cache / s["name"] for s in self.stats["shards"]] + [self.cache / "manifest.json"]
+        self.prepare_compute()
+
+    def prepare_compute(self) -> None:
+        from erpack.models import split_model
+
+        _, self.upper = split_model(self.work.model, self.work.layer)
+        self.upper.eval()
+        self.device = next(self.work.model.parameters()).device
+
+    def begin_run(self, cold: bool = False) -> None:
+        super().begin_run(cold)
+        if cold:  # close (unmap) first: mapped pages are not evicted
+            from erpack.store import CacheReader
+
+            self.reader.close()
+            self.evicted = evict(self.files)
+            with self.watch("read"):
+                self.reader = CacheReader(self.cache)
+
+    def decode_batch(self, batch_ids) -> tuple[np.ndarray, np.ndarray]:
+        """(hidden (B, T, H) float32, mask (B, T) int64) for the batch, timing each stage."""
+        from erpack.codecs.base import as_bytes_view
+
+        codec, w = self.reader.codec, self.watch
+        stages = codec.stages
+        arrays = []
+        for i in batch_ids:
+            with w("read"):  # copy out of the memory map: the page faults are the disk read
+                buf, shape = self.reader.get_encoded(self.work.ids[i])
+                data = bytes(buf)
+            sizes = codec.bounds(shape)
+            with w("decompress"):
+                view = as_bytes_view(data)
+                for s in range(len(stages) - 1, 0, -1):
+                    view = as_bytes_view(stages[s].decode(view, max_size=sizes[s - 1]))
+            with w("dequantize"):
+                arrays.append(stages[0].decode_checked(view, shape[0], shape[1], None, sizes[0]))
+        with w("pad"):
+            T = max(a.shape[0] for a in arrays)
+            hidden = np.zeros((len(arrays), T, arrays[0].shape[1]), dtype=np.float32)  # (B, T, H)
+            mask = np.zeros((len(arrays), T), dtype=np.int64)  # (B, T)
+            for r, a in enumerate(arrays):
+                hidden[r, : a.shape[0]] = a
+                mask[r, : a.shape[0]] = 1
+        return hidden, mask
+
+    @torch.no_grad()
+    def run(self, batch_ids):
+        hidden, mask = self.decode_batch(batch_ids)
+        with self.watch("host_to_device"):
+            h = torch.from_numpy(hidden).to(self.device)
+            m = torch.from_numpy(mask).to(self.device)
+        with self.watch("compute"):
+            return self.upper(h, m).argmax(-1).cpu().numpy()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def describe(self) -> dict:
+        s = self.stats
+        return {"name": self.name, "cache": str(self.cache), "codec": self.codec, "notes": self.notes,
+                "bytes_per_token": s["bytes_per_token"], "bits_per_value": s["bits_per_value"],
+                "cache_bytes": s["bytes_on_disk"], "cache_documents": s["documents"], "cache_tokens": s["tokens"]}
+
+
+class ErpackTorch(CachePath):
+    name = "erpack-torch"
+
+
+def export_upper_graph(upper, hidden_size: int, path: Path) -> Path:
+    from erpack.export.onnx_export import export_upper
+
+    return export_upper(upper, path, hidden_size=hidden_size, info={"source": "erpack bench"})
+
+
+class ErpackOnnx(CachePath):
+    """The upper stack as an ONNX graph in onnxruntime (fp32, or int8 dynamic)."""
+
+    def __init__(self, work: Workload, cache, int8: bool):
+        super().__init__(work, cache)
+        self.int8 = int8
+        self.name = "erpack-onnx-int8" if int8 else "erpack-onnx-fp32"
+
+    def upper_module(self):
+        from erpack.models import split_model
+
+        return split_model(self.work.model, self.work.layer)[1], "upper", self.work.model
+
+    def prepare_compute(self) -> None:
+        upper, key, root = self.upper_module()
+        hidden = int(self.work.model.config.hidden_size)
+        make = lambda p: on_cpu(root, lambda: export_upper_graph(upper, hidden, p))  # noqa: E731
+        path = quantized(self.work, key, make) if self.int8 else self.work.graph(key, make)
+        self.sess = session(path, self.work.threads, self.work.device)
+        self.notes += self.sess.notes
+        self.graph_bytes = path.stat().st_size
+
+    def run(self, batch_ids):
+        hidden, mask = self.decode_batch(batch_ids)
+        with self.watch("compute"):
+            return self.sess.run({"hidden_states": hidden, "attention_mask": mask})[0].argmax(-1)
+
+
+class ErpackPrunedInt8(ErpackOnnx):
+    """A pruned upper stack (an `erpack prune` task model, or pruned here by importance) as ONNX int8."""
+
+    def __init__(self, work: Workload, cache, pruned_model):
+        super().__init__(work, cache, int8=True)
+        self.name = "erpack-pruned-int8"
+        self.pruned_model = pruned_model  # nn.Module (full classifier, pruned upper layers)
+
+    def upper_module(self):
+        from erpack.models import split_model
+
+        return split_model(self.pruned_model, self.work.layer)[1], "upper-pruned", self.pruned_model
+
+
+def prune_by_importance(model, layer: int, batches, heads: float, ffn: float):
+    """A pruned copy of `model` (no recovery): importance |dLoss/dgate| on `batches` of
+    (hidden, mask, y), then the least important heads and neurons cut (erpack.prune)."""
+    import copy
+
+    from erpack.prune import Fractions, apply_plan, make_plan, score_importance
+
+    importance = score_importance(model, layer, batches)
+    plan = make_plan(importance, Fractions(heads=heads, ffn=ffn))
+    return apply_plan(copy.deepcopy(model), plan).eval(), plan.counts()

@@ -1,0 +1,97 @@
+"""`erpack compress`: measure codec pipelines on activations, and re-encode a cache with them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from erpack.cli import CLIError
+
+COLUMNS = [  # (header, key, format)
+    ("spec", "spec", "{}"),
+    ("bits/value", "bits_per_value", "{:.3f}"),
+    ("x fp32", "ratio_vs_fp32", "{:.2f}"),
+    ("SQNR dB", "sqnr_db", "{:.2f}"),
+    ("token cos", "mean_token_cosine", "{:.5f}"),
+    ("enc MB/s", "encode_MBps", "{:.0f}"),
+    ("dec MB/s", "decode_MBps", "{:.0f}"),
+]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compress",
+        help="measure codec pipelines (size, SQNR, speed) on activations; optionally re-encode a cache",
+        description=(
+            "Encode and decode every document of SOURCE with each --codec pipeline and print a table: bits "
+            "per stored value (every byte counted: headers, scales), compression against fp32, SQNR in dB "
+            "over the whole set, mean token cosine, and encode / decode MB of fp32 per second on one thread "
+            "(CPU time of that thread, best of --repeat passes). SOURCE is a cache folder, or raw activations: a .npy float array "
+            "(tokens, hidden) with a .npy of document offsets (--offsets, or NAME.offsets.npy beside it), or "
+            "a .safetensors file with tensors 'activations' and 'offsets'. With --out, write each pipeline's "
+            "re-encoded cache (cache SOURCE only). For a cache SOURCE the reference is what the cache holds, "
+            "already decoded by its own codec (measure on an fp32 cache or raw activations to compare against "
+            "the model's output). Every document is held in memory: use --limit on large sources. "
+            "Codecs and spec grammar: `erpack codecs`."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="cache folder, or .npy / .safetensors raw activations")
+    p.add_argument("--codec", action="append", required=True, metavar="SPEC",
+                   help="pipeline spec, e.g. int8c+zstd:3 or a preset (int8z); repeat to compare several")
+    p.add_argument("--offsets", metavar="FILE", help="document offsets .npy for a .npy SOURCE (N_docs + 1 ints)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N documents")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="time N passes and report the fastest (default: 1); sizes and SQNR come from the first")
+    p.add_argument("--out", metavar="DIR",
+                   help="write the re-encoded cache to DIR (one --codec), or DIR/<spec> for each of several")
+    p.add_argument("--json", action="store_true", help="also print the table as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def table(rows: list[dict]) -> list[str]:
+    cells = [[h for h, _, _ in COLUMNS]]
+    for r in rows:
+        cells.append([("exact" if r[k] is None else f.format(r[k])) for _, k, f in COLUMNS])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+
+
+def progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, leave=False, disable=None)
+
+
+def run(args) -> int:
+    from erpack.codecs import Pipeline
+    from erpack.compress import load_source, measure, recode_cache, spec_slug
+
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    if args.repeat < 1:
+        raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
+    pipes = [Pipeline.from_spec(spec) for spec in args.codec]  # bad specs fail before any work
+    source = Path(args.source)
+    if args.out and not source.is_dir():
+        raise CLIError("--out re-encodes a cache: SOURCE must be a cache folder, not raw activations")
+    records, info = load_source(source, offsets=args.offsets, limit=args.limit)
+    tokens = sum(a.shape[0] for _, a in records)
+    where = f"cache written with {info['codec']}" if info["kind"] == "cache" else "raw activations"
+    print(f"source   {source} ({where}): {len(records)} documents, {tokens} tokens, hidden {records[0][1].shape[1]}")
+    rows = []
+    for pipe in pipes:
+        with progress_bar(len(records) * args.repeat, pipe.spec) as bar:
+            rows.append(measure(pipe, records, progress=bar.update, repeat=args.repeat))
+    print("\n".join(table(rows)))
+    if args.out:
+        out = Path(args.out)
+        for pipe, row in zip(pipes, rows):
+            dest = out if len(pipes) == 1 else out / spec_slug(pipe.spec)
+            with progress_bar(len(records), f"write {dest}") as bar:
+                row["out"] = recode_cache(source, dest, pipe, limit=args.limit, progress=bar.update)
+            print(f"wrote    {dest}: {row['out']['documents']} documents, {row['out']['bytes']} bytes ({pipe.spec})")
+    if args.json:
+        print(json.dumps({"source": str(source), "kind": info["kind"], "documents": len(records), "tokens": tokens,
+                          "rows": rows}))
+    return 0

@@ -1,0 +1,94 @@
+"""`erpack export`: a task model's upper (or lower) stack to a checked ONNX graph, and int8/optimized variants."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a task model's upper stack (or the lower stack) to ONNX, checked against PyTorch",
+        description=(
+            "Write the task model's layers k..L-1 and head as an ONNX graph taking hidden_states (batch, tokens, "
+            "hidden) float32 and attention_mask (batch, tokens) int64, with dynamic batch and token axes, and "
+            "returning logits. Adapters are merged first. The graph records the cache it expects (encoder weights "
+            "sha256, layer, codec, max_length) in its metadata; `erpack predict` refuses any other cache. After "
+            "export, onnxruntime runs the graph on batches of varied shapes (batch 1, padded batches; cached "
+            "records too with --calibration-cache) and the logits are compared with PyTorch: the largest "
+            "difference is printed, and past --tolerance the command fails and leaves no file. --optimize and "
+            "--quantize write variants beside the output (NAME.optimized.onnx, NAME.int8-dynamic.onnx, "
+            "NAME.int8-static.onnx), each reported with its size, batch-32 latency against the fp32 graph "
+            "(median of interleaved runs) and agreement with it. --part lower writes the embeddings and layers "
+            "0..k-1 instead: (input_ids, attention_mask[, token_type_ids]) -> hidden states, for new documents."
+        ),
+        epilog=("Example: erpack export models/rt -o rt.onnx --optimize --quantize dynamic --calibration-cache caches/rt\n"
+                "         erpack export models/rt -o rt-lower.onnx --part lower"),
+    )
+    p.add_argument("task_model", help="task model folder written by `erpack train`")
+    p.add_argument("-o", "--output", required=True, help="the .onnx file to write (variants go beside it)")
+    p.add_argument("--part", choices=["upper", "lower"], default="upper",
+                   help="upper: layers k..L-1 + head, from cached hidden states (default); lower: embeddings + "
+                   "layers 0..k-1, from token ids")
+    p.add_argument("--optimize", action="store_true", help="also write NAME.optimized.onnx: onnxruntime's "
+                   "transformer fusions (attention, LayerNorm, GELU where the pattern matches; the fused "
+                   "operators are listed), checked against PyTorch like the fp32 graph")
+    p.add_argument("--quantize", choices=["dynamic", "static"], default=None,
+                   help="also write an int8 graph: dynamic (int8 weights, activations quantized at run time; "
+                   "no data needed) or static (QDQ, activation ranges calibrated on --calibration-cache)")
+    p.add_argument("--calibration-cache", default=None, help="a cache of the task's corpus: its records calibrate "
+                   "--quantize static, and serve as realistic inputs for the parity and agreement checks")
+    p.add_argument("--calibration-docs", type=int, default=256, help="records used to calibrate (default: 256)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest |ONNX - PyTorch| allowed on the outputs "
+                   "(default: 1e-4)")
+    p.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
+                   help="torch.onnx exporter: legacy (TorchScript; fast, and the graphs onnxruntime's optimizer "
+                   "fuses; default) or dynamo (torch.export)")
+    p.add_argument("--allow-other-codec", action="store_true", help="accept a --calibration-cache whose codec "
+                   "differs from the training cache's")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def _variant_line(v: dict) -> str:
+    line = f"{v['variant']:<13} {v['path']}  {v['bytes'] / 1e6:.2f} MB"
+    if "size_ratio" in v:
+        line += f" ({v['size_ratio']:.2f}x smaller)"
+    if "timing" in v:
+        t = v["timing"]
+        line += (f"  batch {t['batch'][0]}x{t['batch'][1]}: {t['variant_ms']:.1f} ms vs fp32 {t['fp32_ms']:.1f} ms "
+                 f"({t['speedup']:.2f}x)")
+    if "agreement" in v:
+        a = v["agreement"]
+        line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
+        if a["argmax_agreement"] is not None:
+            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+    return line
+
+
+def run(args) -> int:
+    import transformers
+
+    from erpack.export import export_task_model
+
+    transformers.logging.set_verbosity_error()
+    s = export_task_model(args.task_model, args.output, part=args.part, optimize=args.optimize,
+                          quantize=args.quantize, calibration_cache=args.calibration_cache,
+                          tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
+                          calibration_docs=args.calibration_docs)
+    par = s["parity"]
+    print(f"exported     {s['output']} ({s['part']} stack of {s['model']}, layer {s['layer']}, {s['bytes'] / 1e6:.2f} MB, "
+          f"exporter {s['exporter']})")
+    print(f"parity       largest |ONNX - PyTorch| {par['max_diff']:.2e} (mean {par['mean_diff']:.2e}) over "
+          f"{len(par['cases'])} batches incl. batch 1 and padded; tolerance {par['tolerance']:.0e}: pass")
+    for v in s["variants"]:
+        print(_variant_line(v))
+        if v["variant"] == "optimized":
+            fused = ", ".join(f"{op} {n}" for op, n in sorted(v["fused"].items())) or "nothing"
+            print(f"             fused: {fused}" + ("" if v["attention_fused"] else " (attention not fused)"))
+            print(f"             parity {v['parity']['max_diff']:.2e}: pass")
+    for note in s["notes"]:
+        print(f"note: {note}")
+    if args.json:
+        print(json.dumps(s))
+    return 0

@@ -1,0 +1,92 @@
+"""`erpack predict`: predictions from an exported graph over cached documents (and new texts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="serve an exported upper-stack graph over a cache: one JSON line of prediction per document",
+        description=(
+            "Run MODEL.onnx (from `erpack export`) over documents of CACHE with onnxruntime: records are read and "
+            "decoded in a background thread into length-grouped padded batches while the previous batch runs. "
+            "CUDA is used when onnxruntime offers it (onnxruntime-gpu on a GPU host), else the CPU; the provider "
+            "actually used is printed. The graph must have been exported for this cache (same encoder weights, "
+            "layer and codec): another is refused. Documents not in the cache but given in --texts run through "
+            "the lower stack first (--lower graph, or PyTorch) and, with --add-to-cache, are appended to it. A "
+            "requested id found nowhere gets a line with an `error` in the output, is listed in the summary, and "
+            "makes the command exit 1."
+        ),
+        epilog=("Examples: erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
+                "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
+                "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
+    )
+    p.add_argument("graph", help="upper-stack .onnx file written by `erpack export`")
+    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, plus every "
+                   "document of --texts")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ids", dest="id_list", default=None, help="comma-separated document ids")
+    g.add_argument("--ids-file", default=None, help="file of ids, one per line (or JSONL objects with `id`)")
+    p.add_argument("--texts", default=None, help="corpus (.jsonl/.csv or built-in name, as for `erpack encode`) whose "
+                   "documents are used when an id is not in the cache")
+    p.add_argument("--add-to-cache", action="store_true", help="append documents encoded from --texts to the cache")
+    p.add_argument("--lower", default=None, help="lower-stack graph (erpack export --part lower) for --texts; default: "
+                   "PyTorch with the encoder the cache names")
+    p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
+                   "name is not found here (its weights must match the cache's sha256)")
+    p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions")
+    p.add_argument("--split", choices=["train", "validation", "test"], default=None,
+                   help="with --labels and no ids: predict the documents of this split")
+    p.add_argument("-o", "--output", required=True, help="predictions JSONL: id, source, predicted, probabilities "
+                   "(or score), label when --labels; or id, error")
+    p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when onnxruntime offers it; default), cuda, or cpu")
+    p.add_argument("--allow-other-codec", action="store_true", help="serve a cache whose codec differs from the "
+                   "one the graph was exported for (decoded records are the same representation, up to "
+                   "quantization error)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from erpack.cli import CLIError
+    from erpack.predict import predict, read_ids_file
+
+    if args.ids not in (None, "all"):
+        raise CLIError(f"unknown positional {args.ids!r}: use --ids id1,id2, --ids-file FILE, or `all`")
+    ids = None
+    if args.id_list is not None:
+        ids = [i.strip() for i in args.id_list.split(",") if i.strip()]
+    elif args.ids_file is not None:
+        ids = read_ids_file(args.ids_file)
+    if args.add_to_cache and not args.texts:
+        raise CLIError("--add-to-cache adds documents encoded from --texts: give --texts")
+    s = predict(args.graph, args.cache, ids=ids, texts=args.texts, add_to_cache=args.add_to_cache, output=args.output,
+                batch_size=args.batch_size, device=args.device, lower_graph=args.lower, model=args.model,
+                allow_other_codec=args.allow_other_codec, labels=args.labels, split=args.split,
+                progress=lambda **kw: tqdm(leave=False, **kw))
+    t = s["from_text"]
+    print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
+          f"({s['from_cache']} from the cache, {t['documents']} from text"
+          + (f" via {t['lower']}, {t['added_to_cache']} added to the cache" if t["documents"] else "") + ")")
+    print(f"provider     {s['provider']} (onnxruntime providers: {', '.join(s['providers'])}); inference "
+          f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
+    if "metrics" in s:
+        m = s["metrics"]
+        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    for note in s["notes"]:
+        print(f"note: {note}")
+    print(f"output       {s['output']}")
+    if s["missing"]:
+        shown = ", ".join(s["missing"][:10]) + (", ..." if len(s["missing"]) > 10 else "")
+        print(f"missing      {len(s['missing'])} id(s) not in the cache and not in --texts: {shown} "
+              "(each has an `error` line in the output)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(s))
+    return 1 if s["missing"] else 0

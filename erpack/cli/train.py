@@ -1,0 +1,105 @@
+"""`erpack train`: train a task model from a cache (and, with --baseline, the full fine-tune beside it)."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a task model from a cache of layer-k hidden states (upper layers, adapters or head)",
+        description=(
+            "Train a classifier or regressor that starts from the layer-k hidden states in CACHE: the encoder "
+            "the cache was made with (found by the name it recorded, checked by its weights sha256) gets a "
+            "sequence-classification head, is cut at the cache's layer, and only layers k..L-1 run, on batches "
+            "of decoded records (grouped by length, padded per batch, read and decoded in a background thread). "
+            "Each epoch ends with an evaluation on the validation split; the best epoch's weights are kept and "
+            "training stops after --patience epochs without improvement. The test split is scored at the end. "
+            "Modes: `upper` fine-tunes layers k..L-1 and the head; `adapter` freezes them and trains PEFT "
+            "adapters (LoRA or (IA)^3) in layers k..L-1 only, plus the head; `head` trains the head alone on the "
+            "frozen model's own pooling. The result is a folder that `erpack eval` and `TaskModel.load` read "
+            "(docs/training.md)."
+        ),
+        epilog="Example: erpack train caches/rt --labels rotten_tomatoes --mode adapter -o models/rt-lora --baseline",
+    )
+    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("--labels", required=True, help="label source: a built-in data set (rotten_tomatoes, bbc: labels "
+                   "and splits included), or a .jsonl/.csv file with `id` and `label` per document (optional: `split` "
+                   "= train/validation/test, else a hash of the id decides; `text`/`text_pair`, needed by --baseline). "
+                   "Every labelled id must be in the cache (see --skip-missing)")
+    p.add_argument("--task", choices=["classification", "pair-classification", "regression"], default="classification",
+                   help="classification (cross-entropy, accuracy), pair-classification (the same on text pairs), "
+                   "regression (one output, MSE, Pearson); default: classification")
+    p.add_argument("--mode", choices=["upper", "adapter", "head"], default="upper",
+                   help="what trains: upper (layers k..L-1 + head), adapter (PEFT adapters in layers k..L-1 + head), "
+                   "head (the head alone); default: upper")
+    p.add_argument("--adapter", choices=["lora", "ia3"], default="lora", help="adapter kind for --mode adapter "
+                   "(default: lora, r=16, alpha=32 on every linear of layers k..L-1)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank r (alpha = 2r; default: 16)")
+    p.add_argument("-o", "--output", required=True, help="folder for the task model (config.json, model.safetensors, "
+                   "erpack_task.json)")
+    p.add_argument("--baseline", action="store_true", help="also fine-tune the whole model from the texts (same "
+                   "documents tokenized with the cache's max_length, same head, batches, seeds and epochs) and report "
+                   "both; needs texts in --labels")
+    p.add_argument("--epochs", type=int, default=3, help="most epochs (default: 3)")
+    p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-4 upper, 1e-3 adapter and "
+                   "head); linear warm-up over 10%% of the steps, then linear decay")
+    p.add_argument("--baseline-lr", type=float, default=None, help="learning rate of the baseline (default: --lr in "
+                   "upper mode, else 1e-4)")
+    p.add_argument("--patience", type=int, default=2, help="stop after this many epochs without a better validation "
+                   "score (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head's init, dropout and the shuffle order (default: 0)")
+    p.add_argument("--train-limit", type=int, default=None, help="train on the first N training documents only")
+    p.add_argument("--skip-missing", action="store_true", help="train on the labelled documents the cache holds, "
+                   "instead of stopping at the first labelled id it lacks")
+    p.add_argument("--model", default=None, help="where to load the encoder from when the name the cache recorded "
+                   "is not found here (its weights must match the cache's sha256)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    p.set_defaults(run=run)
+
+
+def _line(name: str, r: dict, metric: str) -> str:
+    test = r.get("test") or {}
+    val = r.get("best_validation") or {}
+    return (f"{name:<9} {metric} test {test.get(metric, float('nan')):.4f}  validation {val.get(metric, float('nan')):.4f}"
+            f" (epoch {r['best_epoch']}/{len(r['epochs'])}{', stopped early' if r['stopped_early'] else ''})  "
+            f"{r['train_seconds_per_epoch']:.1f} s/epoch  trainable {r['trainable_params'] / 1e6:.2f}M of "
+            f"{r['total_params'] / 1e6:.2f}M  lr {r['lr']:g}")
+
+
+def run(args) -> int:
+    import transformers
+    from tqdm import tqdm
+
+    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train.metrics import primary_metric
+    from erpack.train.trainer import train_from_cache
+
+    transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report is expected
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_lr=args.baseline_lr,
+                      patience=args.patience, seed=args.seed, train_limit=args.train_limit, device=args.device)
+    adapter = AdapterSpec(args.adapter, r=args.rank, alpha=2 * args.rank) if args.mode == "adapter" else None
+    s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
+                         config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
+                         progress=lambda **kw: tqdm(leave=False, **kw))
+    metric = primary_metric(args.task)
+    docs = s["documents"]
+    print(f"cache      {s['cache']}: {s['model']} layer {s['layer']}, codec {s['codec']}")
+    print(f"documents  train {docs.get('train', 0)}, validation {docs.get('validation', 0)}, test {docs.get('test', 0)}"
+          + (f" ({s['skipped_missing']} labelled ids not in the cache, skipped)" if s["skipped_missing"] else ""))
+    r = s["recycled"]
+    wait = sum(e["wait_seconds"] for e in r["epochs"])
+    print(_line(args.mode, r, metric) + f"  waited on the cache {wait:.1f} s")
+    if s["baseline"]:
+        print(_line("baseline", s["baseline"], metric))
+        c = s["comparison"]
+        delta = c["test_delta_points"]
+        print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c['epoch_time_ratio']:.2f}"
+              if delta is not None else f"epoch time x{c['epoch_time_ratio']:.2f} of the baseline's")
+    print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)")
+    if args.json:
+        print(json.dumps(s))
+    return 0

@@ -1,0 +1,105 @@
+"""Pipeline: one array codec, then byte codecs; encodes a (T, H) float32 record to one blob.
+
+    pipe = Pipeline.from_spec("int8c+zstd:3")
+    blob = pipe.encode(x)                  # x float32 (T, H)
+    y = pipe.decode(blob, shape=(T, H))    # float32 (T, H)
+
+Decoding derives from the shape the largest size every stage can produce and hands each byte stage
+that bound, so a garbled or hostile blob can never make a stage allocate more than the record needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from erpack.codecs.base import HEADER, ArrayCodec, ByteCodec, Codec, as_bytes_view, check_shape
+from erpack.codecs.registry import get_codec, list_codecs
+from erpack.codecs.spec import format_stage, parse_spec
+from erpack.errors import CodecError
+
+
+class Pipeline:
+    codec_id = "pipeline"
+
+    def __init__(self, stages: list[Codec]):
+        stages = list(stages)
+        if not stages or not isinstance(stages[0], ArrayCodec):
+            first = stages[0].codec_id if stages else "nothing"
+            arrays = ", ".join(c["id"] for c in list_codecs() if c["kind"] == "array")
+            raise CodecError(f"a pipeline starts with one array codec ({arrays}), not {first}; e.g. int8c+zstd:3")
+        for stage in stages[1:]:
+            if not isinstance(stage, ByteCodec):
+                raise CodecError(f"{stage.codec_id!r} is an array codec: a pipeline holds exactly one, as its first stage")
+        self.stages = stages
+        self._sizes: dict[tuple[int, int], list[int]] = {}  # shape -> bounds, for the shapes seen last
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: str) -> Pipeline:
+        return cls(parse_spec(spec))
+
+    @classmethod
+    def from_config(cls, config: dict) -> Pipeline:
+        if not isinstance(config, dict) or config.get("id") != "pipeline" or not isinstance(config.get("stages"), list):
+            raise CodecError(f'a pipeline config is {{"id": "pipeline", "stages": [...]}}, got {config!r}')
+        return cls([get_codec(stage) for stage in config["stages"]])
+
+    def get_config(self) -> dict:
+        return {"id": "pipeline", "stages": [stage.get_config() for stage in self.stages]}
+
+    @property
+    def spec(self) -> str:
+        return "+".join(format_stage(stage) for stage in self.stages)
+
+    @property
+    def lossless(self) -> bool:
+        return all(stage.lossless for stage in self.stages)
+
+    @property
+    def array_codec(self) -> ArrayCodec:
+        return self.stages[0]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Pipeline) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.spec!r})"
+
+    # ---- coding -----------------------------------------------------------------------------------
+    def bounds(self, shape) -> list[int]:
+        """Largest byte length after each stage for a record of this shape."""
+        T, H = check_shape(shape)
+        return self._bounds(T, H)
+
+    def _bounds(self, T: int, H: int) -> list[int]:
+        sizes = self._sizes.get((T, H))
+        if sizes is None:
+            sizes = [HEADER.size + self.stages[0].body_size(T, H)]
+            for stage in self.stages[1:]:
+                sizes.append(stage.max_encoded_size(sizes[-1]))
+            if len(self._sizes) > 4096:
+                self._sizes.clear()
+            self._sizes[T, H] = sizes
+        return sizes
+
+    def encode(self, x: np.ndarray) -> bytes:
+        data = self.stages[0].encode(x)
+        for stage in self.stages[1:]:
+            data = stage.encode(data)
+        return bytes(data)
+
+    def decode(self, buf, shape, out: np.ndarray | None = None) -> np.ndarray:
+        T, H = check_shape(shape)
+        sizes = self._bounds(T, H)
+        data = as_bytes_view(buf)
+        if len(data) > sizes[-1]:
+            raise CodecError(
+                f"{len(data)} bytes is more than {self.spec} can produce for shape {tuple(shape)} "
+                f"(at most {sizes[-1]}); the blob belongs to another record or codec"
+            )
+        for i in range(len(self.stages) - 1, 0, -1):
+            data = self.stages[i].decode(data, max_size=sizes[i - 1])
+        return self.stages[0].decode_checked(as_bytes_view(data), T, H, out, sizes[0])

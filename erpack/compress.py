@@ -1,0 +1,224 @@
+"""Measure codec pipelines on real activations, and re-encode a cache with another pipeline.
+
+`measure(pipeline, arrays)` returns one row: bits per value (every byte of every blob counted),
+ratio against fp32, SQNR over the whole set, mean token cosine, and encode / decode speed in MB of
+fp32 per second on one thread (decode timed apart from encode, metrics outside the timed calls).
+`load_raw(path)` reads raw activations from .npy (+ offsets) or .safetensors; `load_source` also
+takes a cache folder; `recode_cache` writes a cache's documents into a new cache with a new codec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from erpack.codecs import Pipeline
+from erpack.codecs.metrics import Meter
+from erpack.errors import CodecError, InputError
+
+Record = tuple[str, np.ndarray]
+
+
+def as_pipeline(pipeline) -> Pipeline:
+    return pipeline if isinstance(pipeline, Pipeline) else Pipeline.from_spec(str(pipeline))
+
+
+@contextlib.contextmanager
+def single_thread(pipeline: Pipeline):
+    """Pin torch (used by the bitsandbytes codecs) to one thread while timing; numpy and zstd are
+    single-threaded already."""
+    if not getattr(pipeline.array_codec, "needs_torch", False):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1) -> dict:
+    """One row of the codec table for `pipeline` (a Pipeline or a spec string) over `arrays`
+    (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, then decodes
+    every blob (dropping each array, as a streaming reader does), each loop timed on its own; speeds are MB of fp32 per second of this thread's CPU
+    time (other load on the machine does not count), the best of `repeat` passes. Sizes and quality
+    come from the first pass. `progress(n)` is called after each pass with the records it covered."""
+    pipe = as_pipeline(pipeline)
+    records = [a[1] if isinstance(a, tuple) else a for a in arrays]
+    if not records:
+        raise InputError("nothing to measure: the source holds no documents")
+    meter = Meter()
+    encode_s = decode_s = math.inf
+    clock = time.thread_time
+    with single_thread(pipe):
+        pipe.decode(pipe.encode(records[0]), records[0].shape)  # warm-up: lazy imports, zstd contexts
+        for rep in range(max(1, repeat)):
+            t0 = clock()
+            blobs = [pipe.encode(x) for x in records]
+            t1 = clock()
+            for blob, x in zip(blobs, records):  # streaming: each array is dropped, as a reader's consumer would
+                pipe.decode(blob, x.shape)
+            t2 = clock()
+            encode_s, decode_s = min(encode_s, t1 - t0), min(decode_s, t2 - t1)
+            if rep == 0:  # quality from a separate, untimed decode
+                for x, blob in zip(records, blobs):
+                    meter.add(x, pipe.decode(blob, x.shape), len(blob))
+            if progress is not None:
+                progress(len(records))
+    mb = 4.0 * meter.values / 1e6  # fp32 megabytes
+    sqnr = meter.sqnr_db
+    return {
+        "spec": pipe.spec,
+        "lossless": pipe.lossless,
+        "docs": len(records),
+        "tokens": meter.tokens,
+        "hidden": int(records[0].shape[1]),
+        "bits_per_value": meter.bits_per_value,
+        "ratio_vs_fp32": 32.0 / meter.bits_per_value,
+        "sqnr_db": None if math.isinf(sqnr) else sqnr,  # None: decoded exactly
+        "mean_token_cosine": meter.mean_token_cosine,
+        "encode_MBps": mb / max(encode_s, 1e-12),
+        "decode_MBps": mb / max(decode_s, 1e-12),
+    }
+
+
+# ---- raw activations -------------------------------------------------------------------------------
+def load_raw(path, offsets=None) -> list[Record]:
+    """Documents from raw activations: a .npy float array (N_tokens, H) with an offsets .npy
+    (`offsets`, else `<stem>.offsets.npy` beside it), or a .safetensors file holding tensors
+    `activations` (N_tokens, H) and `offsets` (N_docs + 1,) int64, and optionally a metadata entry
+    `doc_ids` (a JSON list of strings). Offsets start at 0, rise strictly and end at N_tokens.
+    Returns [(doc_id, float32 (T, H) array)]; ids default to the document's index."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected a .npy or .safetensors file of activations, or a cache folder)")
+    ids = None
+    if path.suffix == ".npy":
+        acts = _load_npy(path, "activations")
+        if offsets is None:
+            offsets = path.with_name(path.stem + ".offsets.npy")
+            if not offsets.is_file():
+                raise InputError(f"{path}: needs document offsets: pass --offsets FILE.npy or put them in {offsets.name}")
+        off_path = Path(offsets)
+        if not off_path.is_file():
+            raise InputError(f"{off_path}: no such offsets file")
+        off = _load_npy(off_path, "offsets")
+    elif path.suffix == ".safetensors":
+        acts, off, ids = _load_safetensors(path)
+        off_path = path
+    else:
+        raise InputError(f"{path}: unknown activations format {path.suffix!r}; use .npy (+ offsets) or .safetensors")
+    if acts.ndim != 2 or acts.dtype.kind != "f" or acts.shape[0] < 1 or acts.shape[1] < 1:
+        raise InputError(f"{path}: activations must be a 2-D float array (tokens, hidden), got {acts.dtype} {acts.shape}")
+    off = _check_offsets(off, acts.shape[0], off_path)
+    n = len(off) - 1
+    if ids is None:
+        ids = [str(i) for i in range(n)]
+    elif len(ids) != n:
+        raise InputError(f"{path}: metadata doc_ids lists {len(ids)} ids for {n} documents")
+    return [(ids[i], np.ascontiguousarray(acts[off[i] : off[i + 1]], dtype=np.float32)) for i in range(n)]
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: cannot read {what} as a .npy array without pickle ({exc})") from None
+
+
+def _load_safetensors(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            names = set(f.keys())
+            missing = {"activations", "offsets"} - names
+            if missing:
+                raise InputError(f"{path}: missing tensor(s) {sorted(missing)}; it holds {sorted(names)}")
+            acts, off, meta = f.get_tensor("activations"), f.get_tensor("offsets"), f.metadata() or {}
+    except InputError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types, and TypeError for bf16 under numpy
+        raise InputError(f"{path}: cannot read as safetensors with float32/float16 activations ({exc})") from None
+    ids = None
+    if "doc_ids" in meta:
+        try:
+            ids = json.loads(meta["doc_ids"])
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: metadata doc_ids is not JSON ({exc})") from None
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise InputError(f"{path}: metadata doc_ids must be a JSON list of non-empty strings")
+    return acts, off, ids
+
+
+def _check_offsets(off: np.ndarray, n_tokens: int, path: Path) -> np.ndarray:
+    if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) < 2:
+        raise InputError(f"{path}: offsets must be a 1-D integer array of N_docs + 1 entries, got {off.dtype} {off.shape}")
+    off = np.asarray(off, dtype=np.int64)
+    if off[0] != 0 or off[-1] != n_tokens:
+        raise InputError(f"{path}: offsets must start at 0 and end at {n_tokens} (the token count), got {off[0]} .. {off[-1]}")
+    bad = np.flatnonzero(np.diff(off) <= 0)
+    if bad.size:
+        raise InputError(
+            f"{path}: offsets must rise strictly (every document has at least one token); "
+            f"document {bad[0]} spans {off[bad[0]]} .. {off[bad[0] + 1]}"
+        )
+    return off
+
+
+# ---- sources: raw files or cache folders -------------------------------------------------------------
+def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], dict]:
+    """(records, info) from a raw activations file or a cache folder; info names the kind and,
+    for a cache, its spec and meta."""
+    path = Path(source)
+    if path.is_dir():
+        from erpack.store import CacheReader
+
+        with CacheReader(path) as reader:
+            records = []
+            for doc_id, arr in reader:
+                if limit is not None and len(records) >= limit:
+                    break
+                records.append((doc_id, arr))
+            info = {"kind": "cache", "codec": reader.codec.spec, "meta": reader.meta}
+        return records, info
+    records = load_raw(path, offsets)
+    return (records[:limit] if limit is not None else records), {"kind": "raw"}
+
+
+def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: int = 1000,
+                 progress: Callable[[int], None] | None = None) -> dict:
+    """Write the documents of cache `source` (its first `limit`) into a new cache `dest` encoded
+    with `pipeline`, keeping meta and truncation flags. Returns {path, spec, documents, bytes}."""
+    from erpack.store import CacheReader, CacheWriter
+
+    pipe = as_pipeline(pipeline)
+    done = nbytes = 0
+    with CacheReader(source) as reader, CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:
+        ids = reader.ids()[:limit] if limit is not None else reader.ids()
+        for start in range(0, len(ids), shard_docs):
+            chunk = ids[start : start + shard_docs]
+            truncated = [i for i in chunk if reader.info(i)["truncated"]]
+            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated)
+            done += info["documents"]
+            nbytes += info["bytes"]
+            if progress is not None:
+                progress(len(chunk))
+    return {"path": str(dest), "spec": pipe.spec, "documents": done, "bytes": nbytes}
+
+
+def spec_slug(spec: str) -> str:
+    """A folder name for a spec: int8c:41+zstd:3 -> int8c-41_zstd-3."""
+    slug = spec.replace("+", "_").replace(":", "-").replace(",", "-").replace("=", "")
+    if not slug or any(c in slug for c in "/\\"):
+        raise CodecError(f"spec {spec!r} cannot name a folder")
+    return slug

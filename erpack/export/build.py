@@ -1,0 +1,223 @@
+"""`erpack export` as a library call: a task model to a checked ONNX graph, and its optimized/int8 variants.
+
+    s = export_task_model("models/rt", "rt.onnx", optimize=True, quantize="dynamic",
+                          calibration_cache="caches/rt")
+
+1. Adapters are merged (PEFT `merge_and_unload`) and the model is cut at its layer.
+2. The upper stack (or, with part="lower", embeddings + layers 0..k-1) is exported to a temporary
+   file beside the output, with the expected cache in its metadata.
+3. onnxruntime runs it on batches of varied shapes (batch 1, equal lengths, padded batches; real
+   records too when a cache is given) and compares with PyTorch. Past the tolerance the temporary
+   file is deleted and ExportError raised: a file at the output path has always passed.
+4. Variants (`<stem>.optimized.onnx`, `<stem>.int8-dynamic.onnx`, `<stem>.int8-static.onnx`) are each
+   reported with size, batch-32 latency (median, interleaved with the fp32 graph) and agreement with
+   the fp32 graph (max logit difference, share of equal argmax).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from erpack.errors import ExportError
+from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
+from erpack.export.metadata import check_cache, set_file_metadata
+from erpack.export.onnx_export import export_lower, export_upper, wants_token_types
+from erpack.export.parity import TOLERANCE, graph_agreement, lower_parity, upper_parity
+from erpack.export.session import create_session
+from erpack.export.timing import interleaved_medians
+
+PARTS = ("upper", "lower")
+AGREEMENT_WARNING = 0.98  # below this share of equal argmax a variant gets a warning note
+
+
+def merge_adapters(model):
+    """The model with PEFT adapters folded into its weights (the model itself when it has none)."""
+    if hasattr(model, "merge_and_unload"):  # a peft.PeftModel
+        return model.merge_and_unload()
+    return model
+
+
+def _task_model(task_model):
+    from erpack.train import TaskModel
+
+    if isinstance(task_model, TaskModel):
+        tm = task_model
+    else:
+        tm = TaskModel.load(task_model)
+    merged = merge_adapters(tm.model)
+    if merged is not tm.model:
+        tm = TaskModel(merged, tm.info)
+    tm.model.eval()
+    return tm
+
+
+def _info(tm, source) -> dict:
+    cache = dict(tm.expected_cache)
+    if "codec_spec" not in cache and cache.get("codec"):
+        from erpack.codecs import Pipeline
+
+        cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
+    return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
+            "task_model": str(source) if not hasattr(source, "info") else None}
+
+
+def _variant_path(out: Path, name: str) -> Path:
+    return out.with_name(f"{out.stem}.{name}{out.suffix or '.onnx'}")
+
+
+def _temp_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+def _checked_export(write, check, out: Path) -> dict:
+    """Write to a temporary file, check it, move it into place; on failure delete it and raise."""
+    tmp = _temp_path(out)
+    try:
+        write(tmp)
+        report = check(tmp)
+        if not report.passed:
+            raise ExportError(f"{out}: the ONNX graph differs from PyTorch by {report.max_diff:.3e} (tolerance "
+                              f"{report.tolerance:.0e}; {report.summary()}); the file was not written. Try "
+                              "--exporter dynamo, or report the model type as a bug")
+        set_file_metadata(tmp, {"parity": report.as_dict()})
+        os.replace(tmp, out)
+        return report.as_dict()
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sample_batches(tm, reader, hidden_size: int) -> tuple[list, list, tuple]:
+    """(parity batches, agreement batches, timing batch of 32)."""
+    max_len = tm.expected_cache.get("max_length") or 64
+    parity = random_batches(hidden_size, max_tokens=max_len)
+    if reader is None:
+        rng = np.random.default_rng(1)
+        agree = [pad_batch([rng.standard_normal((n, hidden_size)).astype(np.float32)
+                            for n in rng.integers(4, min(48, max_len) + 1, 32)]) for _ in range(4)]
+        return parity, agree, agree[0]
+    parity += cache_batches(reader, limit=32, batch_size=8)
+    ids = reader.ids()
+    agree = cache_batches(reader, limit=256, batch_size=32, ids=ids[len(ids) // 2:] or ids)
+    timing = pad_batch(cache_records(reader, 32))
+    return parity, agree, timing
+
+
+def export_task_model(task_model, output, part: str = "upper", optimize: bool = False, quantize: str | None = None,
+                      calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
+                      allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10) -> dict:
+    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc)."""
+    if part not in PARTS:
+        raise ExportError(f"unknown part {part!r}; use upper or lower")
+    if quantize not in (None, "dynamic", "static"):
+        raise ExportError(f"unknown quantization {quantize!r}; use dynamic or static")
+    if part == "lower" and quantize:
+        raise ExportError("--quantize applies to the upper stack: the lower graph's output goes into the cache, "
+                          "whose codec (erpack encode --codec) does the quantizing")
+    if quantize == "static" and calibration_cache is None:
+        raise ExportError("--quantize static needs --calibration-cache CACHE: the activation ranges are "
+                          "calibrated on cached records of the task's corpus")
+    out = Path(output)
+    if out.suffix != ".onnx":
+        raise ExportError(f"output {out} must end in .onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tm = _task_model(task_model)
+    info = _info(tm, task_model)
+    cfg = tm.model.config
+    hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
+    reader = None
+    if calibration_cache is not None:
+        from erpack.store import CacheReader
+
+        reader = CacheReader(calibration_cache)
+    try:
+        notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
+        summary = {"output": str(out), "part": part, "layer": tm.layer, "model": info["cache"]["model"].get("name"),
+                   "task": tm.task, "exporter": exporter, "notes": notes, "variants": []}
+        if part == "lower":
+            batches = random_token_batches(getattr(cfg, "vocab_size", 100), with_token_types=wants_token_types(tm.lower),
+                                           first_id=3)
+            summary["parity"] = _checked_export(
+                lambda p: export_lower(tm.lower, p, info, exporter=exporter),
+                lambda p: lower_parity(tm.lower, create_session(p, "cpu"), batches, tolerance), out)
+            summary["bytes"] = out.stat().st_size
+            if optimize:
+                summary["variants"].append(_optimized(tm, out, hidden_size, cfg, tolerance,
+                                                      lambda p: lower_parity(tm.lower, create_session(p, "cpu"),
+                                                                             batches, tolerance)))
+            return summary
+        parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
+        summary["parity"] = _checked_export(
+            lambda p: export_upper(tm.upper, p, hidden_size, info, exporter=exporter),
+            lambda p: upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance), out)
+        summary["bytes"] = out.stat().st_size
+        base = create_session(out, "cpu")
+        source = out
+        if optimize:
+            v = _optimized(tm, out, hidden_size, cfg, tolerance,
+                           lambda p: upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance))
+            summary["variants"].append(v)
+            source = Path(v["path"])
+        if quantize:  # static from the fp32 graph: calibration cannot see into fused operators
+            summary["variants"].append(_quantized(quantize, source if quantize == "dynamic" else out, out, reader,
+                                                  calibration_docs))
+        for v in summary["variants"]:
+            _measure(v, base, out, agree_batches, timing_batch, timing_runs)
+            agree = v["agreement"]["argmax_agreement"]
+            if agree is not None and agree < AGREEMENT_WARNING:
+                notes.append(f"{v['variant']} changes the predicted class of {100 * (1 - agree):.1f}% of "
+                             f"{v['agreement']['rows']} {'cached' if reader is not None else 'random'} inputs: "
+                             "measure its accuracy before deploying it (tools/export_bench.py)")
+        return summary
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) -> dict:
+    from erpack.export.optimize import optimize_graph
+
+    dst = _variant_path(out, "optimized")
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", 0)
+    fused: dict = {}
+
+    def write(p):
+        fused.update(optimize_graph(out, p, cfg.model_type, heads, hidden_size))
+        set_file_metadata(p, {"variant": "optimized", "derived_from": out.name, "optimizer": dict(fused)})
+
+    parity = _checked_export(write, check, dst)
+    return {"variant": "optimized", "path": str(dst), "bytes": dst.stat().st_size, "parity": parity, **fused}
+
+
+def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int) -> dict:
+    from erpack.export.quantize import CacheCalibration, quantize_dynamic_graph, quantize_static_graph
+
+    dst = _variant_path(out, f"int8-{mode}")
+    tmp = _temp_path(dst)
+    try:
+        if mode == "dynamic":
+            details = quantize_dynamic_graph(source, tmp)
+        else:
+            ids = reader.ids()
+            details = quantize_static_graph(source, tmp, CacheCalibration(reader, calibration_docs,
+                                                                           ids=ids[: len(ids) // 2] or ids))
+        set_file_metadata(tmp, {"variant": f"int8-{mode}", "derived_from": source.name, "quantization": details})
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"variant": f"int8-{mode}", "path": str(dst), "bytes": dst.stat().st_size, **details}
+
+
+def _measure(v: dict, base, out: Path, agree_batches, timing_batch, runs: int) -> None:
+    """Agreement with the fp32 graph, and batch-32 latency against it (interleaved medians)."""
+    s = create_session(v["path"], "cpu")
+    v["agreement"] = graph_agreement(base, s, agree_batches)
+    hidden, mask = timing_batch
+    feeds = {"hidden_states": hidden, "attention_mask": mask}
+    t = interleaved_medians({"fp32": lambda: base.run(feeds), "variant": lambda: s.run(feeds)}, runs=runs)
+    v["timing"] = {"batch": list(hidden.shape[:2]), "fp32_ms": t["fp32"]["median_ms"],
+                   "variant_ms": t["variant"]["median_ms"], "speedup": t["fp32"]["median_ms"] / t["variant"]["median_ms"],
+                   "runs": runs}
+    v["size_ratio"] = out.stat().st_size / v["bytes"]

@@ -1,0 +1,74 @@
+"""Where the prunable parts of a layer are, per architecture: the one table a new encoder is added to.
+
+Per `model_type`, paths relative to one layer of the encoder's layer list:
+- `attention`: the self-attention module whose q/k/v project into heads (it owns the head count);
+- `q`, `k`, `v`: its three input projections (attributes of `attention`): heads are row blocks;
+- `out`: the attention output projection: heads are column blocks of its weight (the head gate
+  sits on its input);
+- `up`, `down`: the feed-forward projections: neurons are rows of `up`, columns of `down` (the
+  neuron gate sits on the input of `down`, after the activation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from erpack.errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class PrunePaths:
+    attention: str = "attention.self"
+    q: str = "query"
+    k: str = "key"
+    v: str = "value"
+    out: str = "attention.output.dense"
+    up: str = "intermediate.dense"
+    down: str = "output.dense"
+    position_bias: bool = False  # the encoder passes a per-head bias (B, heads, T, T) to every layer
+
+
+_BERT = PrunePaths()
+PRUNABLE: dict[str, PrunePaths] = {
+    "bert": _BERT,
+    "roberta": _BERT,
+    "xlm-roberta": _BERT,
+    "camembert": _BERT,
+    "electra": _BERT,
+    "mpnet": PrunePaths(attention="attention.attn", q="q", k="k", v="v", out="attention.attn.o", position_bias=True),
+}
+
+
+def paths_of(model_type: str) -> PrunePaths:
+    try:
+        return PRUNABLE[model_type]
+    except KeyError:
+        raise UnsupportedModelError(
+            f"pruning does not support model_type {model_type!r}; supported: {', '.join(sorted(PRUNABLE))}. "
+            "Another encoder is added with one entry in erpack/prune/arch.py naming its q/k/v, attention output "
+            "and feed-forward projections"
+        ) from None
+
+
+def layer_list(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of layers (of a task model or a base model)."""
+    from erpack.models.layers import architecture_of
+
+    arch = architecture_of(model.config.model_type)
+    base = getattr(model, "base_model", model)
+    return getattr(getattr(base, arch.encoder), arch.layers)
+
+
+def layer_list_name(model: nn.Module) -> str:
+    """Full module name of the layer list, e.g. `bert.encoder.layer`."""
+    from erpack.models.layers import architecture_of
+
+    arch = architecture_of(model.config.model_type)
+    base_attr = model.base_model_prefix if getattr(model, "base_model", model) is not model else ""
+    return ".".join(p for p in (base_attr, arch.encoder, arch.layers) if p)
+
+
+def head_size(model: nn.Module) -> int:
+    return model.config.hidden_size // model.config.num_attention_heads

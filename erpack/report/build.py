@@ -1,0 +1,138 @@
+"""`erpack report` as a library call: measured caches and codecs -> the storage-cost report (a dict).
+
+    rep = build_report(ReportConfig(caches=["caches/bbc-int8z"], codecs=["int4c:19+zstd:3"],
+                                    documents=100_000_000, profile="bbc"))
+    write_report(rep, "report.html")   # and report.md, report.json beside it
+
+Every number in the report comes from an input it lists: the caches (sizes from their indexes, codec
+speed from a sample of their records), re-encoded samples (erpack.compress), the bench JSON files
+(speedup, accuracy), and two timed samples taken here (the lower stack, and reading + decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from erpack.errors import InputError
+from erpack.report import measure, project
+
+
+@dataclass
+class ReportConfig:
+    caches: list[str]
+    codecs: list[str] = field(default_factory=list)  # re-encode a sample of the first cache with each
+    bench: list[str] = field(default_factory=list)  # erpack bench JSON files
+    documents: float | None = 100_000_000
+    tokens: float | None = None
+    profile: str | None = None  # bbc, rotten_tomatoes, or a cache folder; default: the first cache
+    price_per_gb_month: float = 0.023
+    price_per_hour: float = 0.10  # of the machine that encodes and runs the models
+    months: float = 1.0
+    sample: int = 200
+    time_lower: bool = True
+    command: str | None = None
+
+    def __post_init__(self):
+        if not self.caches:
+            raise InputError("erpack report needs at least one cache folder")
+        if self.documents is not None and self.tokens is not None:
+            raise InputError("give --documents or --tokens, not both")
+        for name in ("price_per_gb_month", "price_per_hour", "months"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+
+def read_bench(path) -> dict:
+    try:
+        lines = [x for x in open(path, encoding="utf-8").read().splitlines() if x.strip()]
+        data = json.loads(lines[-1])
+    except (OSError, IndexError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not an erpack bench JSON (its last line must be the JSON result): {exc}") from None
+    if data.get("kind") != "erpack-bench":
+        raise InputError(f"{path}: kind {data.get('kind')!r} is not erpack-bench; write it with `erpack bench -o`")
+    data["file"] = str(path)
+    return data
+
+
+def bench_points(benches: list[dict]) -> list[dict]:
+    """One point per bench path: speedup, bytes per token, bound, accuracy (what the plots show)."""
+    out = []
+    for b in benches:
+        w = b["workload"]
+        for p in b["paths"]:
+            out.append({"bench": b["file"], "model": w["model"], "layer": w["layer"], "path": p["path"],
+                        "codec": p.get("codec"), "bytes_per_token": p.get("bytes_per_token"),
+                        "bits_per_value": p.get("bits_per_value"), "speedup": p.get("speedup_vs_full_torch"),
+                        "bound": w["compute_bound"], "documents_per_second": p["documents_per_second"],
+                        "accuracy": p.get("accuracy"), "agreement": p.get("agreement_with_full_torch"),
+                        "breakdown": p.get("breakdown"), "median_seconds": p["seconds"]["median"],
+                        "spread": p["seconds"]["spread"], "trained_head": w["trained_head"]})
+    return out
+
+
+def build_report(cfg: ReportConfig, log=None) -> dict:
+    log = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    benches = [read_bench(b) for b in cfg.bench]  # bad inputs fail before any measuring
+    rows = []
+    for c in cfg.caches:
+        log(f"measuring cache {c}")
+        rows.append(measure.cache_row(c, cfg.sample))
+    lossless = next((r for r in rows if r["lossless"]), None)
+    for r in rows:
+        if lossless and r is not lossless and r["model"] == lossless["model"] and r["layer"] == lossless["layer"]:
+            r["sqnr_db"] = measure.sqnr_against(lossless["source"], r["source"], cfg.sample)
+            r["sqnr_reference"] = lossless["codec"]
+    for spec in cfg.codecs:
+        log(f"re-encoding a sample of {cfg.caches[0]} with {spec}")
+        rows.append(measure.codec_row(cfg.caches[0], spec, cfg.sample))
+    first = rows[0]
+    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model"], first["max_length"])
+    docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
+    notes = []
+    lowers: dict[tuple, dict] = {}  # (model, layer) -> timing of layers 0..k-1 on the profile's lengths
+    if cfg.time_lower:
+        for key in dict.fromkeys((r["model"], r["layer"]) for r in rows):
+            log(f"timing layers 0..{key[1] - 1} of {key[0]}")
+            try:
+                lowers[key] = measure.lower_seconds_per_token(key[0], key[1], profile["lengths"])
+            except Exception as exc:  # a model that cannot be loaded here: the report still has sizes
+                notes.append(f"break-even not computed for {key[0]} k={key[1]}: the lower stack could not be "
+                             f"timed ({exc})")
+    for r in rows:
+        r["read_seconds_per_token"] = (measure.read_seconds_per_token(r["source"], cfg.sample)
+                                       if r["kind"] == "cache" else None)
+        r["decode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["decode_MBps"]
+        r["encode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["encode_MBps"]
+        nbytes = project.projected_bytes(r["fit"]["a"], r["fit"]["b"], docs, profile["mean"])
+        monthly = project.monthly_cost(nbytes, cfg.price_per_gb_month)
+        r["projection"] = {"documents": docs, "tokens": tokens, "bytes": nbytes,
+                           "bytes_per_document": nbytes / docs, "monthly_cost": monthly}
+        lower = lowers.get((r["model"], r["layer"]))
+        r["lower_seconds_per_token"] = lower["seconds_per_token"] if lower else None
+        if lower:
+            t_read = r["read_seconds_per_token"] or r["decode_seconds_per_token"]
+            r["break_even"] = project.break_even(tokens, lower["seconds_per_token"], r["encode_seconds_per_token"],
+                                                 t_read, monthly, cfg.price_per_hour, cfg.months)
+        else:
+            r["break_even"] = None
+    for r in rows:
+        r["bench"] = [p for p in bench_points(benches) if p["codec"] == r["codec"]
+                      and p["model"] in (r["model"],) and p["layer"] == r["layer"]]
+    profile_out = {k: v for k, v in profile.items() if k != "lengths"}
+    return {"kind": "erpack-report", "version": 1, "command": cfg.command, "config": asdict(cfg),
+            "inputs": {"caches": list(cfg.caches), "codecs_reencoded_from": cfg.caches[0] if cfg.codecs else None,
+                       "bench": [b["file"] for b in benches], "bench_commands": [b.get("command") for b in benches],
+                       "profile": profile_out["how"], "lower_timing": [v["how"] for v in lowers.values()]},
+            "profile": profile_out, "lower": list(lowers.values()), "rows": rows, "bench": bench_points(benches),
+            "bench_machines": [b["machine"] for b in benches], "notes": notes,
+            "formulas": {"size": "bytes = N * (a + b * m): a, b fitted per codec on measured records "
+                                 "(bytes(doc) = a + b * tokens(doc)), m = mean tokens per document of the profile",
+                         "monthly_cost": "bytes / 2^30 * price per GB-month",
+                         "break_even": "n* = (E * p + S * M) / ((C - R) * p): E = T * (t_lower + t_encode) encode "
+                                       "seconds once, S storage $/month, M months kept, C = T * t_lower recompute "
+                                       "seconds per run, R = T * t_read read + decode seconds per run, p $ per "
+                                       "compute second, T corpus tokens"},
+            "seconds": time.perf_counter() - t0}

@@ -1,0 +1,148 @@
+"""The report's figures (matplotlib, Agg), each returned as PNG bytes; None when there is nothing to draw."""
+
+from __future__ import annotations
+
+import io
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        from erpack.errors import ErpackError
+
+        raise ErpackError("the report's figures need matplotlib: pip install 'erpack[report]'") from None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def quality(rows: list[dict], points: list[dict]) -> bytes | None:
+    """Bits per value against SQNR (codec rows) and against accuracy or agreement (bench points)."""
+    from pathlib import Path
+
+    sq = [r for r in rows if r.get("sqnr_db") is not None]
+    acc = [p for p in points if p["bits_per_value"] is not None and (p["accuracy"] is not None or p["agreement"] is not None)]
+    if not sq and not acc:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2 if sq and acc else 1, figsize=(12 if sq and acc else 7.5, 4))
+    axes = list(axes) if sq and acc else [axes]
+    if sq:
+        ax = axes[0]
+        for r in sq:
+            ax.scatter(r["bits_per_value"], r["sqnr_db"], color="tab:blue")
+            ax.annotate(r["codec"], (r["bits_per_value"], r["sqnr_db"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xlabel("bits per value on disk")
+        ax.set_ylabel("SQNR dB (vs lossless reference)")
+        ax.set_title("size against reconstruction quality")
+        ax.grid(alpha=0.3)
+    if acc:
+        ax = axes[-1]
+        use_acc = any(p["accuracy"] is not None for p in acc)
+        if use_acc:  # accuracy where a trained head was benchmarked; agreement of untrained heads is noise
+            acc = [p for p in acc if p["accuracy"] is not None]
+        models = sorted({str(p["model"]) for p in acc})
+        marks = "os^Dvx"
+        for p in acc:
+            y = 100 * (p["accuracy"] if use_acc else p["agreement"])
+            ax.scatter(p["bits_per_value"], y, marker=marks[models.index(str(p["model"])) % len(marks)],
+                       label=f"{Path(str(p['model'])).name} {p['path']} {p['codec']}")
+        ax.set_xlabel("bits per value on disk")
+        ax.set_ylabel("accuracy %" if use_acc else "agreement with full model % (untrained head)")
+        ax.set_title("size against task quality")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def speedup(points: list[dict]) -> bytes | None:
+    """Speedup against the full PyTorch model, per erpack path, against bytes per token; bound drawn."""
+    from pathlib import Path
+
+    pts = [p for p in points if p["bytes_per_token"] is not None and p["speedup"] is not None]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    markers = {"erpack-torch": "o", "erpack-onnx-fp32": "s", "erpack-onnx-int8": "^", "erpack-pruned-int8": "D"}
+    groups = sorted({(p["model"], p["layer"], p["bound"]) for p in pts})
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for g, (model, layer, bound) in enumerate(groups):
+        c = colors[g % len(colors)]
+        ax.axhline(bound, color=c, linestyle="--", linewidth=1, label=f"{Path(str(model)).name} k={layer}: bound L/(L-k) = {bound:.2f}x")
+        full_onnx = [p for p in points if p["model"] == model and p["layer"] == layer and p["path"] == "full-onnx-int8"]
+        for p in full_onnx:
+            ax.axhline(p["speedup"], color=c, linestyle=":", linewidth=1,
+                       label=f"{Path(str(model)).name}: full model ONNX int8 {p['speedup']:.2f}x")
+        for p in pts:
+            if (p["model"], p["layer"]) == (model, layer):
+                ax.scatter(p["bytes_per_token"], p["speedup"], color=c, marker=markers.get(p["path"], "x"))
+                ax.annotate(f"{p['path'].replace('erpack-', '')} {p['codec']}", (p["bytes_per_token"], p["speedup"]),
+                            fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    xs = [p["bytes_per_token"] for p in pts]
+    ax.set_xlim(min(xs) / 1.15, max(xs) * 1.4)  # room for the labels right of the last points
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="both", labelsize=7)
+    ax.set_xlabel("cache bytes per token on disk (log)")
+    ax.set_ylabel("speedup vs full model in PyTorch (end to end)")
+    ax.set_title("end-to-end speedup against cache size (points above a dotted line beat that full ONNX int8 model)",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def profile(prof: dict) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3))
+    h = prof["histogram"]
+    edges = h["edges"]
+    ax.bar(edges[:-1], h["counts"], width=[b - a for a, b in zip(edges[:-1], edges[1:])], align="edge",
+           color="tab:gray")
+    ax.axvline(prof["mean"], color="tab:red", label=f"mean {prof['mean']:.0f}")
+    ax.set_xlabel("tokens per document")
+    ax.set_ylabel("documents")
+    ax.set_title(f"length profile: {prof['name']}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def storage(rows: list[dict]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
+    from pathlib import Path
+
+    from erpack.report.render import _size
+
+    labels = [f"{r['codec']} ({Path(str(r['model'])).name} k={r['layer']}, "
+              f"{'cache' if r['kind'] == 'cache' else 'sample'})" for r in rows]
+    tb = [r["projection"]["bytes"] / 1e12 for r in rows]
+    ax.barh(range(len(rows)), tb, color=["tab:blue" if r["kind"] == "cache" else "tab:cyan" for r in rows])
+    ax.set_yticks(range(len(rows)), labels)
+    for i, r in enumerate(rows):
+        ax.text(tb[i], i, f" {_size(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
+                va="center", fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("projected size, TB (10^12 bytes)")
+    ax.set_xlim(0, max(tb) * 1.5)
+    d = rows[0]["projection"]["documents"]
+    ax.set_title(f"projected cache size for {d:,.0f} documents")
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)

@@ -1,0 +1,78 @@
+"""`erpack eval` as a library call: a saved task model over one split of a cache, scored and predicted.
+
+The task model refuses a cache from another encoder or layer (TaskModel.check_cache); a codec or
+max_length different from the training cache's is allowed and reported in `notes`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from erpack.errors import InputError
+from erpack.train.data import batch_plan, cache_source
+
+
+def evaluate(task_model, cache, labels: str, split: str = "test", predictions=None, skip_missing: bool = False,
+             batch_size: int = 64, device: str = "auto", progress: Callable | None = None) -> dict:
+    """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
+
+    Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
+    {"id", "label", "score"} for regression.
+    """
+    from erpack.encode import resolve_device
+    from erpack.store import CacheReader
+    from erpack.train.loop import score
+    from erpack.train.taskmodel import TaskModel
+    from erpack.train.trainer import prepare_data
+
+    dev = resolve_device(device)
+    tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
+    tm.to(dev)
+    t0 = time.perf_counter()
+    with CacheReader(cache) as reader:
+        notes = tm.check_cache(reader)
+        data = prepare_data(reader, labels, tm.task, skip_missing, labels=tm.labels or None, splits=(split,))
+        examples, y = data.splits[split], data.y[split]
+        if not examples:
+            raise InputError(f"{labels} labels no document of the cache {cache} as {split!r}; choose another --split")
+        source = cache_source(reader, [e.id for e in examples], data.lengths[split], pin=dev.type == "cuda")
+        plan = batch_plan(source.lengths, batch_size)
+        bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
+        logits = np.zeros((len(examples), 1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
+        tm.model.eval()
+        with torch.no_grad():
+            for rows, (hidden, mask) in source.batches(plan):
+                logits[rows] = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
+                if bar:
+                    bar.update(1)
+        if bar:
+            bar.close()
+    metrics = score(tm.task, logits, y, len(tm.labels))
+    if predictions is not None:
+        write_predictions(predictions, examples, logits, tm.task, tm.labels)
+    return {"task_model": str(task_model) if not isinstance(task_model, TaskModel) else None, "cache": str(cache),
+            "split": split, "task": tm.task, "mode": tm.mode, "documents": len(examples),
+            "skipped_missing": len(data.missing), "metrics": metrics, "notes": notes,
+            "predictions": str(predictions) if predictions is not None else None,
+            "seconds": time.perf_counter() - t0, "device": str(dev)}
+
+
+def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        if task == "regression":
+            for e, row in zip(examples, logits):
+                f.write(json.dumps({"id": e.id, "label": e.label, "score": float(row[0])}) + "\n")
+            return
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # softmax, (N, C)
+        for e, p in zip(examples, probs):
+            f.write(json.dumps({"id": e.id, "label": e.label, "predicted": labels[int(p.argmax())],
+                                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}) + "\n")

@@ -1,0 +1,137 @@
+"""Labels for training and evaluation: from a built-in data set, or a JSONL/CSV file keyed by id.
+
+A label source is read whole into `Example(id, label, split, text, text_pair)` rows. A corpus file
+that carries a `label` field is a label source too (then its texts serve the `--baseline`), and so
+is a file of `id,label` rows alone. Splits: built-in data sets carry train/validation/test; a file
+may give a `split` field per row, else the split is the hash of the id (`erpack.assets.split_of`),
+the same split erpack uses for built-in data everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from erpack.errors import InputError
+
+SPLITS = ("train", "validation", "test")
+TASKS = ("classification", "pair-classification", "regression")
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    label: object  # str (classification) or float (regression)
+    split: str
+    text: str | None = None
+    text_pair: str | None = None
+    where: str = ""
+
+
+def _label(value, task: str, where: str):
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{where}: the row has no `label`; give every row a label (or remove it)")
+    if task == "regression":
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: label {value!r} is not a number; a regression task needs numeric labels") from None
+        if not math.isfinite(x):
+            raise InputError(f"{where}: label {value!r} is not finite")
+        return x
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InputError(f"{where}: label must be a string or a number, got {type(value).__name__}")
+    return str(value)
+
+
+def _row(obj: dict, task: str, where: str) -> Example:
+    doc_id = obj.get("id")
+    if doc_id is None or isinstance(doc_id, bool) or not isinstance(doc_id, str | int) or not str(doc_id).strip():
+        raise InputError(f"{where}: the row has no `id` (string or integer); every label must name its document")
+    split = obj.get("split") or None
+    if split is not None and split not in SPLITS:
+        raise InputError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    if split is None:
+        from erpack.assets import split_of
+
+        split = split_of(str(doc_id))
+    text = obj.get("text") or None
+    pair = obj.get("text_pair") or None
+    return Example(str(doc_id), _label(obj.get("label"), task, where), split, text, pair, where)
+
+
+def _read_jsonl(path: Path, task: str) -> list[Example]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{where}: each line must be a JSON object with `id` and `label`")
+            out.append(_row(obj, task, where))
+    return out
+
+
+def _read_csv(path: Path, task: str) -> list[Example]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"id", "label"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: a CSV label file needs a header with `id` and `label` columns "
+                             "(optional: split, text, text_pair)")
+        return [_row(row, task, f"{path}:{n}") for n, row in enumerate(reader, start=2)]
+
+
+def read_labels(source: str, task: str = "classification") -> list[Example]:
+    """Every labelled row of `source` (a .jsonl/.csv file or a built-in data set name), checked whole."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson", ".csv"):
+        if not path.is_file():
+            raise InputError(f"label file {path} does not exist")
+        rows = _read_csv(path, task) if suffix == ".csv" else _read_jsonl(path, task)
+    elif path.exists():
+        raise InputError(f"{path}: unknown label file format; use .jsonl or .csv with `id` and `label`")
+    else:
+        from erpack.assets import load_dataset
+
+        rows = [Example(r.id, _label(r.label, task, f"{source}:{r.id}"), r.split, r.text, None, f"{source}:{r.id}")
+                for r in load_dataset(source)]
+    if not rows:
+        raise InputError(f"label source {source} holds no labelled rows")
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r.id in seen:
+            raise InputError(f"{r.where}: id {r.id!r} already labelled at {seen[r.id]}; give each document one label")
+        seen[r.id] = r.where
+    if task == "pair-classification" and any(r.text is not None and r.text_pair is None for r in rows):
+        bad = next(r for r in rows if r.text is not None and r.text_pair is None)
+        raise InputError(f"{bad.where}: pair-classification rows with a `text` need a `text_pair` too")
+    return rows
+
+
+def label_names(rows: list[Example], task: str) -> list[str]:
+    """Class names, sorted (a class id is its index); [] for regression."""
+    return [] if task == "regression" else sorted({r.label for r in rows})
+
+
+def in_cache(rows: list[Example], reader, source: str, skip_missing: bool = False) -> tuple[list[Example], list[str]]:
+    """Rows whose document the cache holds; a missing id is an error naming it unless skip_missing."""
+    missing = [r for r in rows if r.id not in reader]
+    if missing and not skip_missing:
+        r = missing[0]
+        raise InputError(
+            f"{r.where}: document {r.id!r} is labelled in {source} but not in the cache {reader.path} "
+            f"({len(missing)} labelled id(s) missing); encode those documents into the cache, or pass "
+            "--skip-missing to train on the labelled documents the cache holds"
+        )
+    return [r for r in rows if r.id in reader], [r.id for r in missing]

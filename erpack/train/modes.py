@@ -1,0 +1,163 @@
+"""What trains in each mode, and the model it trains: the cache's encoder with a classification head.
+
+- `upper`: layers k..L-1, the pooler (if the model has one) and the head train; embeddings and
+  layers 0..k-1 (and model-wide tables such as MPNet's relative position bias) stay frozen, so the
+  lower stack, and therefore the cache, stay valid.
+- `adapter`: every pretrained weight is frozen; PEFT injects adapters into the linear layers of
+  layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
+  LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
+  alpha=32. (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
+- `head`: only the head trains, on top of the frozen model's own pooling (BERT: the [CLS] pooler;
+  MPNet/RoBERTa: the first token through the head's dense layer).
+- `full` (the baseline): everything trains, from text.
+
+The head is the model's own AutoModelForSequenceClassification head, so every mode and the baseline
+share it; it is initialised from the seed before anything else draws random numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from erpack.errors import InputError, ManifestMismatchError
+
+MODES = ("upper", "adapter", "head")
+ADAPTERS = ("lora", "ia3")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    kind: str = "lora"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.kind not in ADAPTERS:
+            raise InputError(f"unknown adapter {self.kind!r}; adapters: {', '.join(ADAPTERS)}")
+        if self.r < 1:
+            raise InputError(f"adapter rank must be >= 1, got {self.r}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        return d if self.kind == "lora" else {"kind": "ia3"}
+
+
+@dataclass
+class Prepared:
+    model: nn.Module  # the transformers model to split and train (adapters injected)
+    peft_model: object = None  # the PeftModel in adapter mode, else None
+    targets: list[str] = field(default_factory=list)  # adapter target modules
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def finalize(self) -> nn.Module:
+        """The plain transformers model to save: adapters merged into the weights."""
+        if self.peft_model is None:
+            return self.model
+        return self.peft_model.merge_and_unload()
+
+
+def _layers(model: nn.Module):
+    from erpack.models.layers import architecture_of
+
+    arch = architecture_of(model.config.model_type)
+    base = model.base_model
+    return arch, getattr(getattr(base, arch.encoder), arch.layers)
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """Children of a task model outside its base encoder that hold parameters (the task head)."""
+    prefix = model.base_model_prefix
+    return [n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())]
+
+
+def upper_linear_names(model: nn.Module, layer: int) -> list[str]:
+    """Full module names of the nn.Linear layers in layers k..L-1 (adapter targets)."""
+    arch, layers = _layers(model)
+    prefix = f"{model.base_model_prefix}.{arch.encoder}.{arch.layers}"
+    return [f"{prefix}.{i}.{n}" for i in range(layer, len(layers))
+            for n, m in layers[i].named_modules() if isinstance(m, nn.Linear)]
+
+
+def _set_head_trainable(model: nn.Module) -> None:
+    for name in head_modules(model):
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+
+
+def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None = None) -> Prepared:
+    """Freeze and inject adapters in place for `mode` (one of MODES, or "full")."""
+    if mode == "full":
+        model.requires_grad_(True)
+        return Prepared(model)
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
+    model.requires_grad_(False)
+    if mode == "upper":
+        _, layers = _layers(model)
+        for i in range(layer, len(layers)):
+            layers[i].requires_grad_(True)
+        pooler = getattr(model.base_model, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(True)
+        _set_head_trainable(model)
+        return Prepared(model)
+    if mode == "head":
+        _set_head_trainable(model)
+        return Prepared(model)
+    return _with_adapters(model, layer, adapter or AdapterSpec())
+
+
+def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
+    try:
+        from peft import IA3Config, LoraConfig, get_peft_model
+    except ImportError:
+        raise InputError("adapter mode needs peft: pip install 'erpack[train]' (or: pip install peft)") from None
+    targets = upper_linear_names(model, layer)
+    if not targets:
+        raise InputError(f"layer {layer} leaves no upper layer to put adapters in; use a smaller --layer or --mode head")
+    if spec.kind == "lora":
+        config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                            bias="none")
+    else:
+        down = [t for t in targets if _is_down_projection(model.get_submodule(t))]
+        config = IA3Config(target_modules=targets, feedforward_modules=down)
+    peft_model = get_peft_model(model, config)
+    inner = peft_model.base_model.model  # the transformers model, adapters injected
+    _set_head_trainable(inner)
+    return Prepared(inner, peft_model, targets)
+
+
+def _is_down_projection(linear: nn.Linear) -> bool:
+    """The feed-forward output projection (intermediate -> hidden): (IA)^3 scales its input."""
+    return linear.in_features > linear.out_features
+
+
+def load_for_cache(meta: dict, num_labels: int, task: str, seed: int, model_override: str | None = None):
+    """(LoadedModel of the base encoder, fresh AutoModelForSequenceClassification) for a cache's meta.
+
+    The encoder is found by the name the cache recorded (or `model_override`) and must have the
+    weights the cache was made with (sha256), else ManifestMismatchError.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from erpack.models import load_model
+
+    identity = meta["model"]
+    name = model_override or identity["name"]
+    loaded = load_model(name)
+    if loaded.sha256 != identity["weights_sha256"]:
+        raise ManifestMismatchError(
+            f"model {name!r} has weights sha256 {loaded.sha256[:16]}..., but the cache was encoded with "
+            f"{identity['weights_sha256'][:16]}... ({identity['name']}); pass --model with the encoder the cache "
+            "was made with, or encode the corpus again with this model"
+        )
+    torch.manual_seed(seed)  # the head's initial weights depend on the seed only
+    kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {"num_labels": num_labels}
+    model = AutoModelForSequenceClassification.from_pretrained(loaded.path, **kwargs)
+    return loaded, model

@@ -1,0 +1,163 @@
+"""`erpack train` as a library call: labels + cache -> a trained TaskModel (and, optionally, a baseline).
+
+    from erpack.train import train_from_cache, TrainConfig
+    summary = train_from_cache("caches/rt", "rotten_tomatoes", mode="adapter", output="models/rt",
+                               config=TrainConfig(epochs=3, seed=0), baseline=True)
+
+Lower-level steps, for tools that reuse one baseline across several caches: `prepare_data`,
+`run_recycled`, `run_baseline` (erpack.train.baseline).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from erpack.errors import InputError
+from erpack.train.data import cache_lengths, cache_source
+from erpack.train.labels import Example, in_cache, label_names, read_labels
+from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
+from erpack.train.modes import AdapterSpec, load_for_cache, prepare
+
+
+@dataclass
+class TaskData:
+    """Labelled examples per split (those the cache holds), their targets and cached token counts."""
+
+    task: str
+    source: str
+    labels: list[str]
+    splits: dict[str, list[Example]]
+    y: dict[str, np.ndarray]
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {s: len(v) for s, v in self.splits.items()}
+
+
+def targets(examples: list[Example], task: str, labels: list[str]) -> np.ndarray:
+    if task == "regression":
+        return np.array([e.label for e in examples], dtype=np.float32)
+    index = {name: i for i, name in enumerate(labels)}
+    for e in examples:
+        if e.label not in index:
+            raise InputError(f"{e.where}: label {e.label!r} is not one the task model knows ({', '.join(labels)})")
+    return np.array([index[e.label] for e in examples], dtype=np.int64)
+
+
+def prepare_data(reader, source: str, task: str = "classification", skip_missing: bool = False,
+                 train_limit: int | None = None, labels: list[str] | None = None,
+                 splits: tuple[str, ...] = ("train", "validation", "test")) -> TaskData:
+    """Read the label source, keep the documents the cache holds (or refuse), split, and index labels."""
+    rows = read_labels(source, task)
+    names = labels if labels is not None else label_names(rows, task)
+    if task != "regression" and labels is None and len(names) < 2:
+        raise InputError(f"label source {source} has {len(names)} distinct label(s); classification needs two or more")
+    kept, missing = in_cache(rows, reader, source, skip_missing)
+    by_split = {s: [r for r in kept if r.split == s] for s in splits}
+    if "train" in by_split and train_limit is not None:
+        by_split["train"] = by_split["train"][:train_limit]
+    data = TaskData(task, source, names, by_split, {s: targets(v, task, names) for s, v in by_split.items()},
+                    missing=missing)
+    data.lengths = {s: cache_lengths(reader, [e.id for e in v]) for s, v in by_split.items()}
+    return data
+
+
+def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSpec | None = None,
+                 cfg: TrainConfig | None = None, model_override: str | None = None,
+                 progress: Callable | None = None):
+    """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
+    from erpack.encode import resolve_device
+    from erpack.models import split_model
+    from erpack.train.taskmodel import TaskModel
+
+    cfg = cfg or TrainConfig()
+    if not data.splits.get("train"):
+        raise InputError(f"no training documents: {data.source} labels none of the cache's documents as `train`")
+    dev = resolve_device(cfg.device)
+    k = reader.meta["layer"]
+    _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
+    prepared = prepare(model, mode, k, adapter if mode == "adapter" else None)
+    prepared.model.to(dev)
+    _, upper = split_model(prepared.model, k)
+    pin = dev.type == "cuda"
+    sources = {s: cache_source(reader, [e.id for e in v], data.lengths[s], cfg.prefetch, pin)
+               for s, v in data.splits.items()}
+
+    def forward(inputs):
+        hidden, mask = inputs  # (B, T, H), (B, T)
+        return upper(hidden, mask)  # (B, C)
+
+    result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=prepared.model,
+                 modules=[upper], forward=forward, train=sources["train"], y_train=data.y["train"],
+                 validation=sources.get("validation"), y_validation=data.y.get("validation"),
+                 num_classes=len(data.labels), device=dev, progress=progress, desc=mode)
+    result.notes["adapter_targets"] = len(prepared.targets)
+    final = prepared.finalize()
+    final.eval()
+    info = {
+        "task": data.task, "labels": data.labels, "mode": mode, "layer": k,
+        "adapter": dict((adapter or AdapterSpec()).as_dict(), targets=prepared.targets, merged=True)
+        if mode == "adapter" else None,
+        "cache": {"model": reader.meta["model"], "layer": k, "max_length": reader.meta.get("max_length"),
+                  "tokenizer": reader.meta.get("tokenizer"), "codec": reader.manifest["codec"],
+                  "codec_spec": reader.codec.spec},
+    }
+    tm = TaskModel(final, info)
+    if len(data.splits.get("test", [])):
+        test = sources["test"]
+        logits = predict(test, lambda x: tm.upper(*x), [tm.upper], cfg.eval_batch_size, dev, cfg.max_tokens)
+        result.test = score(data.task, logits, data.y["test"], len(data.labels))
+    return tm, result
+
+
+def compare(recycled: RunResult, baseline: RunResult | None, task: str) -> dict | None:
+    """Score and time of the recycled run against the baseline (points, ratio of epoch times)."""
+    if baseline is None:
+        return None
+    from erpack.train.metrics import primary_metric
+
+    m = primary_metric(task)
+    r, b = recycled.test.get(m), baseline.test.get(m)
+    return {
+        "metric": m,
+        "test_delta_points": (r - b) * 100 if r is not None and b is not None else None,
+        "epoch_time_ratio": recycled.train_seconds_per_epoch / baseline.train_seconds_per_epoch,
+    }
+
+
+def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
+                     adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
+                     baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
+                     progress: Callable | None = None) -> dict:
+    """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
+
+    Returns a summary dict: data counts, the recycled run, the baseline run (if asked) and the
+    comparison of the two. The saved erpack_task.json holds the same summary under "training".
+    """
+    from erpack.store import CacheReader
+    from erpack.train.baseline import run_baseline
+
+    cfg = config or TrainConfig()
+    t0 = time.perf_counter()
+    with CacheReader(cache) as reader:
+        data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit)
+        tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
+        base = run_baseline(reader.meta, data, cfg, mode, model_override, progress=progress) if baseline else None
+        summary = {
+            "cache": str(cache), "codec": reader.codec.spec, "model": reader.meta["model"]["name"],
+            "layer": reader.meta["layer"], "task": task, "labels": data.labels, "source": labels,
+            "documents": data.counts(), "skipped_missing": len(data.missing),
+            "config": {k: v for k, v in vars(cfg).items()},
+            "recycled": run.as_dict(), "baseline": base.as_dict() if base else None,
+            "comparison": compare(run, base, task), "seconds": time.perf_counter() - t0, "output": None,
+        }
+    if output is not None:
+        summary["output"] = str(output)
+        tm.info["training"] = summary
+        tm.save(output)
+    return summary

@@ -1,0 +1,102 @@
+"""erpack bench on a tiny model and cache: every path runs, the JSON has its fields, the breakdown adds up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.bench import tiny
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="the ONNX paths need the `onnx` extra")
+    from erpack.bench import BenchConfig, run_bench
+
+    t = tiny.build(tmp_path_factory.mktemp("bench"))
+    cfg = BenchConfig(corpus=str(t["corpus"]), model=str(t["model"]), layer=tiny.LAYER, codecs=["int8+zstd:3"],
+                      caches=[str(t["cache"])], prune=(0.5, 0.5), limit=None, batch_size=8, repeats=2, warmup=1,
+                      threads=1, work=str(t["root"] / "work"), cold=True)
+    return run_bench(cfg)
+
+
+def test_every_path_runs(result):
+    names = [p["path"] for p in result["paths"]]
+    assert names[:2] == ["full-torch", "full-onnx-int8"]
+    for name in ("erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8"):
+        assert names.count(name) == 2, names  # the given cache and the one encoded for --codec
+    assert result["workload"]["documents"] == 40 and result["workload"]["layer"] == tiny.LAYER
+    assert result["workload"]["compute_bound"] == pytest.approx(4 / (4 - tiny.LAYER))  # tiny BERT: L = 4
+
+
+def test_breakdown_sums_to_total(result):
+    for p in result["paths"]:
+        med = p["seconds"]["median"]
+        assert sum(p["breakdown"].values()) == pytest.approx(med, rel=1e-6), p["path"]
+        for run in p["runs"]:  # the timed sections cover most of each pass; the rest is loop overhead
+            covered = sum(run["sections"].values())
+            assert covered <= run["total"] * (1 + 1e-9)
+            assert covered >= 0.5 * run["total"], (p["path"], run)
+        if p["path"].startswith("erpack"):
+            assert {"read", "decompress", "dequantize", "pad", "compute"} <= set(p["breakdown"])
+            assert p["bytes_per_token"] > 0 and p["compute_bound"] == pytest.approx(4 / 3)
+            assert p["evicted"]["files"] >= 2  # --cold: shards and manifest evicted before each pass
+        else:
+            assert "tokenize" in p["breakdown"] and p["bytes_per_token"] is None
+
+
+def test_untrained_head_is_said_and_agreement_given(result):
+    assert not result["workload"]["trained_head"]
+    assert all(p["accuracy"] is None for p in result["paths"])
+    assert any("untrained head" in n for n in result["notes"])
+    full = result["paths"][0]
+    assert full["agreement_with_full_torch"] == 1.0 and full["speedup_vs_full_torch"] == 1.0
+    torch_path = next(p for p in result["paths"] if p["path"] == "erpack-torch")
+    assert torch_path["agreement_with_full_torch"] >= 0.9  # int8 cache: almost always the same class
+    assert any("without LoRA recovery" in n for n in result["notes"])
+
+
+def test_json_and_card(result):
+    from erpack.bench import card
+
+    text = "\n".join(card(result))
+    assert "compute bound" in text and "n/a (untrained head)" in text and "dequantize" in text
+    again = json.loads(json.dumps(result))
+    assert again["machine"]["cores"] >= 1 and again["machine"]["versions"]["torch"]
+
+
+def test_missing_pieces_are_skipped_with_a_note(tmp_path):
+    from erpack.bench import BenchConfig, run_bench
+
+    t = tiny.build(tmp_path)
+    cfg = BenchConfig(corpus=str(t["corpus"]), model=str(t["model"]), layer=tiny.LAYER, limit=8,
+                      paths=["full-torch", "erpack-torch", "erpack-pruned-int8"], repeats=1, warmup=0,
+                      work=str(tmp_path / "work"))
+    res = run_bench(cfg)
+    assert [p["path"] for p in res["paths"]] == ["full-torch"]
+    assert any("no cache given" in n for n in res["notes"])
+
+
+def test_bad_path_name_is_refused():
+    from erpack.bench import BenchConfig
+    from erpack.errors import InputError
+
+    with pytest.raises(InputError, match="unknown path 'gpu-magic'"):
+        BenchConfig(corpus="x.jsonl", paths=["gpu-magic"])
+
+
+def test_training_epoch_from_cache_against_full_fine_tune(tmp_path):
+    from erpack.bench import BenchConfig, run_bench
+
+    t = tiny.build(tmp_path)
+    rows = [json.loads(x) for x in t["corpus"].read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i < 24 else ("validation" if i < 32 else "test")
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = run_bench(BenchConfig(corpus=str(labelled), model=str(t["model"]), layer=tiny.LAYER, limit=8,
+                                paths=["full-torch"], repeats=1, warmup=0, train=24, work=str(tmp_path / "work")))
+    tr = res["training"]
+    assert tr["documents"]["train"] == 24 and tr["recycled_seconds_per_epoch"] > 0
+    assert tr["speedup"] == pytest.approx(tr["baseline_seconds_per_epoch"] / tr["recycled_seconds_per_epoch"])

@@ -1,0 +1,105 @@
+"""Fixtures of the export tests: a tiny BERT model folder (with tokenizer), a cache made from it, and a
+task model (random head) on disk that expects that cache.
+
+Everything is built with CacheWriter and TaskModel directly, so the tests need neither `erpack train`
+nor a real model. Session-scoped: the folder, cache and task model are made once.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.checkers import tiny_model
+
+WORDS = [f"w{i}" for i in range(100)]
+LAYER = 2
+MAX_LENGTH = 32
+
+
+def make_model_folder(folder, model_type: str = "bert", seed: int = 0):
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tok.model_max_length = 64
+    tok.save_pretrained(folder)
+    tiny_model(model_type, seed=seed).save_pretrained(folder)
+    return folder
+
+
+def corpus_rows(n: int = 24, seed: int = 0, prefix: str = "d") -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    return [{"id": f"{prefix}{i:03d}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 20))),
+             "label": "pos" if i % 2 == 0 else "neg"} for i in range(n)]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_cache(path, model_folder, rows, layer: int = LAYER, codec: str = "int8c+zstd:3"):
+    from erpack.codecs import Pipeline
+    from erpack.encode import cache_meta
+    from erpack.models import load_model, split_model
+    from erpack.store import CacheWriter
+
+    loaded = load_model(str(model_folder))
+    lower, _ = split_model(loaded.model, layer)
+    records = []
+    with torch.no_grad():
+        for r in rows:
+            enc = loaded.tokenizer(r["text"], truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+            records.append((r["id"], lower(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))[0].numpy()))
+    with CacheWriter(path, meta=cache_meta(loaded, layer, MAX_LENGTH), codec=Pipeline.from_spec(codec)) as w:
+        w.commit_shard(records)
+    return path
+
+
+def make_task_model(model_folder, cache, seed: int = 1):
+    """A TaskModel (random head, eval mode) expecting `cache`, as `erpack train` would record it."""
+    from transformers import AutoModelForSequenceClassification
+
+    from erpack.store import CacheReader
+    from erpack.train import TaskModel
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_folder), num_labels=2).eval()
+    with CacheReader(cache) as r:
+        expected = {"model": r.meta["model"], "layer": r.meta["layer"], "max_length": r.meta["max_length"],
+                    "tokenizer": r.meta["tokenizer"], "codec": r.manifest["codec"], "codec_spec": r.codec.spec}
+    info = {"task": "classification", "labels": ["neg", "pos"], "mode": "upper", "adapter": None,
+            "layer": expected["layer"], "cache": expected}
+    return TaskModel(model, info)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """{"folder", "rows", "corpus", "cache", "task_model" (folder), "tm" (TaskModel)}."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("export")
+    folder = make_model_folder(root / "tiny-bert")
+    rows = corpus_rows()
+    cache = write_cache(root / "cache", folder, rows)
+    tm = make_task_model(folder, cache)
+    tm.save(root / "task")
+    return {"root": root, "folder": folder, "rows": rows, "corpus": write_jsonl(root / "corpus.jsonl", rows),
+            "cache": cache, "task_model": root / "task", "tm": tm}
+
+
+@pytest.fixture(scope="session")
+def exported(tiny):
+    """The tiny task model exported once (fp32 upper graph), with its summary."""
+    from erpack.export import export_task_model
+
+    out = tiny["root"] / "graphs" / "tiny.onnx"
+    summary = export_task_model(tiny["task_model"], out, calibration_cache=tiny["cache"])
+    return out, summary

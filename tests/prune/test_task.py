@@ -1,0 +1,70 @@
+"""`erpack prune` end to end on a tiny task model: importance, cut, LoRA recovery, save, load, eval, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from erpack.prune import Fractions, RecoveryConfig, describe_importance, load_task_model, prune_task_model
+from erpack.prune.arch import layer_list
+from erpack.train import TrainConfig
+
+
+def _batch(hidden_size: int = 32):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 5, hidden_size, generator=g), torch.ones(2, 5, dtype=torch.long)
+
+
+def test_prune_recover_save_load(tiny_task, tmp_path):
+    out = tmp_path / "pruned"
+    recovery = RecoveryConfig(rank=2, epochs=1, distill=True)
+    tm, s = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
+                             Fractions(heads=0.5, ffn=0.5), output=out, recovery=recovery, samples=16,
+                             train_cfg=TrainConfig(epochs=1, lr=1e-3, batch_size=8))
+    assert s["plan"]["heads_kept"] == 6 and s["plan"]["heads_total"] == 12  # layers 1..3, 4 heads each
+    assert s["params_after"] < s["params_before"]
+    assert s["recovery"]["notes"]["targets"] > 0 and "accuracy" in s["test"]
+    assert not any("lora" in n for n, _ in tm.model.named_parameters())  # merged
+    loaded = load_task_model(out)
+    hidden, mask = _batch()
+    assert torch.equal(tm.predict(hidden, mask), loaded.predict(hidden, mask))
+    assert loaded.info["pruning"]["plan"]["heads_kept"] == 6
+    assert sum(len(layer.attention.self.erpack_original_heads) for layer in layer_list(loaded.model)[1:]) == 6
+    d = describe_importance(out)
+    assert [r["layer"] for r in d["layers"]] == [1, 2, 3] and d["pruning"]["num_hidden_layers"] == 4
+
+    from erpack.train import evaluate
+
+    r = evaluate(loaded, tiny_task["cache"], str(tiny_task["labels"]), split="test", device="cpu")
+    assert abs(r["metrics"]["accuracy"] - s["test"]["accuracy"]) < 1e-9
+
+
+def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):
+    from erpack.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
+                 "--params-budget", "0.7", "--epochs", "0", "--samples", "8", "-o", str(out), "--json"])
+    assert code == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["params_after"] <= 0.7 * s["params_before"] and s["recovery"] is None
+    assert load_task_model(out).layer == 1
+
+
+def test_cli_refuses_two_targets(tiny_task, tmp_path, capsys):
+    from erpack.cli import main
+
+    code = main(["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
+                 "--heads", "0.2", "--params-budget", "0.5", "-o", str(tmp_path / "x")])
+    assert code == 2 and "one target" in capsys.readouterr().err
+
+
+def test_taskmodel_load_reads_a_pruned_folder(tiny_task, tmp_path):
+    from erpack.train import TaskModel
+
+    out = tmp_path / "p"
+    tm, _ = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
+                             Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
+    hidden, mask = _batch()
+    assert torch.equal(tm.predict(hidden, mask), TaskModel.load(out).predict(hidden, mask))

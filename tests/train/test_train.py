@@ -1,0 +1,170 @@
+"""Training from a tiny cache: the loss falls, frozen weights stay frozen, bad caches and labels are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from erpack.errors import InputError, ManifestMismatchError
+from erpack.train import AdapterSpec, TaskModel, TrainConfig, train_from_cache
+from tests.train.conftest import LAYER, write_cache, write_jsonl
+
+FAST = dict(batch_size=8, warmup=0.0, patience=100)
+
+
+def test_upper_loss_falls_and_lower_layers_stay(tiny):
+    s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="upper",
+                         config=TrainConfig(epochs=4, lr=1e-3, **FAST))
+    losses = [e["train_loss"] for e in s["recycled"]["epochs"]]
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert s["documents"] == {"train": 32, "validation": 8, "test": 8}
+    assert s["recycled"]["test"]["n"] == 8
+
+
+@pytest.mark.parametrize("kind", ["lora", "ia3"])
+def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
+    from erpack.models import split_model
+    from erpack.store import CacheReader
+    from erpack.train.data import cache_source
+    from erpack.train.loop import fit
+    from erpack.train.modes import load_for_cache, prepare
+    from erpack.train.trainer import prepare_data
+
+    with CacheReader(tiny["cache"]) as reader:
+        data = prepare_data(reader, str(tiny["labels"]), "classification")
+        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+        before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
+        head = {n for n in before if n.startswith("classifier.")}
+        prepared = prepare(model, "adapter", LAYER, AdapterSpec(kind))
+        names = [n for n, _ in prepared.model.named_modules()]
+        assert not any(f"encoder.layer.{i}." in n for n in names for i in range(LAYER)
+                       if "lora" in n or "ia3" in n), "an adapter reached a lower layer"
+        assert prepared.targets and all(int(t.split(".")[3]) >= LAYER for t in prepared.targets)
+        _, upper = split_model(prepared.model, LAYER)
+        train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
+        fit(task="classification", mode="adapter", lr=1e-2, cfg=TrainConfig(epochs=2, **FAST), params_of=prepared.model,
+            modules=[upper], forward=lambda x: upper(*x), train=train, y_train=data.y["train"], validation=None,
+            y_validation=None, num_classes=2, device=torch.device("cpu"))
+    changed = [n for n, (p, old) in before.items() if not torch.equal(p.detach(), old)]
+    assert changed and set(changed) <= head, f"frozen weights changed: {sorted(set(changed) - head)}"
+    trained = [n for n, p in prepared.model.named_parameters() if p.requires_grad]
+    assert any("lora_" in n or "ia3_" in n for n in trained)
+
+
+def test_cache_of_other_weights_is_refused(tiny, tmp_path):
+    from erpack.store import CacheReader
+
+    with CacheReader(tiny["cache"]) as r:
+        identity = dict(r.meta["model"], weights_sha256="0" * 64)
+    bad = write_cache(tmp_path / "bad", tiny["model"], tiny["rows"][:8], meta_changes={"model": identity})
+    with pytest.raises(ManifestMismatchError, match="sha256"):
+        train_from_cache(bad, str(tiny["labels"]), config=TrainConfig(epochs=1), skip_missing=True)
+
+
+def test_task_model_refuses_other_layer_and_notes_other_codec(tiny, tmp_path):
+    from erpack.store import CacheReader
+
+    out = tmp_path / "tm"
+    train_from_cache(tiny["cache"], str(tiny["labels"]), mode="head", output=out, config=TrainConfig(epochs=1, **FAST))
+    tm = TaskModel.load(out)
+    other_layer = write_cache(tmp_path / "k1", tiny["model"], tiny["rows"][:4], layer=1)
+    with CacheReader(other_layer) as r, pytest.raises(ManifestMismatchError, match="layer 1"):
+        tm.check_cache(r)
+    other_codec = write_cache(tmp_path / "fp16", tiny["model"], tiny["rows"][:4], codec="fp16")
+    with CacheReader(other_codec) as r:
+        notes = tm.check_cache(r)
+    assert len(notes) == 1 and "codec fp16" in notes[0]
+    sha = dict(tm.expected_cache["model"], weights_sha256="1" * 64)
+    tm.info["cache"] = dict(tm.expected_cache, model=sha)
+    with CacheReader(tiny["cache"]) as r, pytest.raises(ManifestMismatchError, match="weights_sha256"):
+        tm.check_cache(r)
+
+
+def test_labelled_id_missing_from_cache_is_named(tiny, tmp_path):
+    rows = tiny["rows"] + [{"id": "ghost-7", "text": "w3 w4", "label": "pos", "split": "train"}]
+    labels = write_jsonl(tmp_path / "labels.jsonl", rows)
+    with pytest.raises(InputError, match=r"'ghost-7'.*not in the cache.*--skip-missing"):
+        train_from_cache(tiny["cache"], str(labels), config=TrainConfig(epochs=1))
+    s = train_from_cache(tiny["cache"], str(labels), mode="head", config=TrainConfig(epochs=1, **FAST), skip_missing=True)
+    assert s["skipped_missing"] == 1
+
+
+def test_label_file_errors_name_the_line(tmp_path):
+    from erpack.train.labels import read_labels
+
+    bad = tmp_path / "l.jsonl"
+    bad.write_text('{"id": "a", "label": "x"}\n{"id": "b"}\n')
+    with pytest.raises(InputError, match=r"l.jsonl:2: the row has no `label`"):
+        read_labels(str(bad))
+    bad.write_text('{"id": "a", "label": "x"}\n{"id": "a", "label": "y"}\n')
+    with pytest.raises(InputError, match=r"l.jsonl:2: id 'a' already labelled at .*l.jsonl:1"):
+        read_labels(str(bad))
+    csvf = tmp_path / "l.csv"
+    csvf.write_text("id,label\na,0.5\nb,oops\n")
+    with pytest.raises(InputError, match=r"l.csv:3: label 'oops' is not a number"):
+        read_labels(str(csvf), "regression")
+
+
+def test_save_load_round_trip_gives_identical_logits(tiny, tmp_path):
+    from erpack.store import CacheReader
+    from erpack.train.data import pad_batch
+
+    out = tmp_path / "tm"
+    s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="adapter", output=out,
+                         config=TrainConfig(epochs=1, **FAST))
+    info = json.loads((out / "erpack_task.json").read_text())
+    assert info["mode"] == "adapter" and info["adapter"]["kind"] == "lora" and info["layer"] == LAYER
+    assert info["cache"]["model"]["weights_sha256"] and info["cache"]["codec"]["id"] == "pipeline"
+    assert info["training"]["recycled"]["epochs"] and (out / "model.safetensors").is_file()
+    tm = TaskModel.load(out)
+    assert tm.labels == ["neg", "pos"] and tm.task == "classification" and s["output"] == str(out)
+    with CacheReader(tiny["cache"]) as r:
+        hidden, mask = pad_batch([r.get(i) for i in r.ids()[:6]])
+    again = TaskModel.load(out)
+    a, b = tm.predict(hidden, mask), again.predict(hidden, mask)
+    assert a.shape == (6, 2) and torch.equal(a, b)
+    assert not any("lora" in n for n in tm.model.state_dict()), "adapters are merged before saving"
+
+
+def test_regression_trains_and_scores(tiny, tmp_path):
+    rows = [dict(r, label=1.0 if r["label"] == "pos" else -1.0) for r in tiny["rows"]]
+    labels = write_jsonl(tmp_path / "reg.jsonl", rows)
+    s = train_from_cache(tiny["cache"], str(labels), task="regression", mode="upper",
+                         config=TrainConfig(epochs=3, lr=1e-3, **FAST))
+    assert set(s["recycled"]["test"]) == {"pearson", "mse", "n"}
+    assert s["labels"] == []
+
+
+def test_recycled_step_equals_full_model_step_on_upper_layers(tiny, tmp_path):
+    """From an exact (fp32, unplanted) cache, the upper stack's loss and gradients on layers k..L-1 and
+    the head are those of the whole model run from token ids (dropout off): training from the cache
+    is the same optimisation problem restricted to the upper weights."""
+    from erpack.models import split_model
+    from erpack.store import CacheReader
+    from erpack.train.data import pad_batch
+    from erpack.train.loop import loss_fn
+    from erpack.train.modes import load_for_cache, prepare
+
+    rows = tiny["rows"][:6]
+    cache = write_cache(tmp_path / "exact", tiny["model"], rows, plant=0.0)
+    with CacheReader(cache) as reader:
+        loaded, full = load_for_cache(reader.meta, 2, "classification", seed=3)
+        _, recycled = load_for_cache(reader.meta, 2, "classification", seed=3)
+        hidden, mask = pad_batch([reader.get(r["id"]) for r in rows])
+    prepare(recycled, "upper", LAYER)
+    _, upper = split_model(recycled, LAYER)
+    enc = loaded.tokenizer([r["text"] for r in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    y = torch.tensor([int(r["label"] == "pos") for r in rows])
+    loss_a = loss_fn("classification", full(**enc).logits, y)
+    loss_b = loss_fn("classification", upper(hidden, mask), y)
+    loss_a.backward()
+    loss_b.backward()
+    assert torch.allclose(loss_a, loss_b, atol=1e-5), (loss_a.item(), loss_b.item())
+    grads_b = {n: p.grad for n, p in recycled.named_parameters() if p.requires_grad}
+    assert any(n.startswith(f"bert.encoder.layer.{LAYER}.") for n in grads_b) and "classifier.weight" in grads_b
+    for n, p in full.named_parameters():
+        if n in grads_b:
+            diff = (p.grad - grads_b[n]).abs().max().item()
+            assert diff < 1e-4 * max(1.0, p.grad.abs().max().item()), (n, diff)

@@ -1,0 +1,309 @@
+"""Accuracy and time of training from the cache against the full fine-tune, over data sets, codecs, modes, seeds.
+
+    python tools/train_table.py --model minilm --datasets rt,bbc --codecs fp32,int8z,int4z \
+        --modes upper,adapter --seeds 0,1,2 --work runs/train
+    python tools/train_table.py --work runs/train --table-only        # the table from results.jsonl
+
+For each (model, data set) it writes a corpus (RT: the first --rt-train training reviews plus the full
+validation and test splits; BBC: everything), encodes it once per codec (the one-off cost, timed), then
+for each seed fine-tunes the whole model from text once (the baseline) and trains every (codec, mode)
+from the cache with the same seed, data, batches, epochs and head. Every run is appended to
+WORK/results.jsonl as it finishes, so an interrupted grid resumes. Prints a human table, then one JSON
+document as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = {"rt": "rotten_tomatoes", "bbc": "bbc"}
+# Which documents a subset takes: RT's order is mixed already (55% fresh in the first 1000 training
+# reviews, 58% overall); BBC's is by class, so its subsets take documents in sha256(id) order.
+ORDER = {"rt": "file", "bbc": "hash"}
+
+
+def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "file") -> Path:
+    """The first sizes[split] documents of each split as a JSONL corpus, in the data set's stable order
+    (order="file") or in sha256(id) order (order="hash", for data sets stored class by class)."""
+    import hashlib
+
+    from erpack.assets import load_dataset
+
+    if path.exists():
+        return path
+    records = load_dataset(dataset)
+    if order == "hash":
+        records = sorted(records, key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
+    rows, taken = [], dict.fromkeys(sizes, 0)
+    for r in records:
+        if taken[r.split] >= sizes[r.split]:
+            continue
+        taken[r.split] += 1
+        rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def run_grid(args) -> None:
+    import torch
+    import transformers
+
+    from erpack.encode import encode_corpus
+    from erpack.models import load_model
+    from erpack.store import CacheReader
+    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train.baseline import run_baseline
+    from erpack.train.trainer import prepare_data, run_recycled
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.jsonl"
+    done = {(r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), r.get("tag", ""))
+            for r in load_results(results_path)}
+    tag = args.tag
+    for model in args.model.split(","):
+        num_layers = load_model(model).num_layers
+        layer = num_layers // 2
+        for ds in args.datasets.split(","):
+            name = DATASETS[ds]
+            max_length = args.bbc_max_length if ds == "bbc" else args.rt_max_length
+            sizes = args.bbc_sizes if ds == "bbc" else args.rt_sizes
+            batch_size = args.bbc_batch_size if ds == "bbc" else args.batch_size
+            corpus = write_corpus(work / f"{ds}-{ORDER[ds]}-{sizes.replace(',', '-')}.jsonl", name,
+                                  dict(zip(("train", "validation", "test"), map(int, sizes.split(",")))), ORDER[ds])
+            caches = {}
+            for codec in args.codecs.split(","):
+                cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
+                caches[codec] = cache
+                if not any(d[:4] == ("encode", model, ds, codec) for d in done):
+                    t = time.perf_counter()
+                    s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec,
+                                      max_length=max_length)
+                    row = {"kind": "encode", "model": model, "dataset": ds, "codec": codec, "mode": None, "seed": None,
+                           "layer": layer, "seconds": time.perf_counter() - t, "documents": s.cache_documents,
+                           "tokens": s.cache_tokens, "bytes": s.cache_bytes}
+                    append(results_path, row)
+                    print(f"encoded {model} {ds} {codec}: {row['seconds']:.1f} s, {row['bytes'] / 1e6:.1f} MB", flush=True)
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, seed=seed, patience=args.patience,
+                                  lr=None, baseline_lr=args.full_lr)
+                first = CacheReader(caches[args.codecs.split(",")[0]])
+                data = prepare_data(first, str(corpus), "classification")
+                if not args.no_baseline and ("baseline", model, ds, None, "full", seed, tag) not in done:
+                    r = run_baseline(first.meta, data, cfg)
+                    append(results_path, {"kind": "baseline", "model": model, "dataset": ds, "codec": None,
+                                          "mode": "full", "seed": seed, "layer": layer, "tag": tag,
+                                          "result": r.as_dict()})
+                    print(f"baseline {model} {ds} seed {seed}: test {r.test['accuracy']:.4f}, "
+                          f"{r.train_seconds_per_epoch:.1f} s/epoch", flush=True)
+                first.close()
+                for codec, cache in caches.items():
+                    with CacheReader(cache) as reader:
+                        data = prepare_data(reader, str(corpus), "classification")
+                        for mode in args.modes.split(","):
+                            if ("recycled", model, ds, codec, mode, seed, tag) in done:
+                                continue
+                            mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if mode == "upper" else args.adapter_lr})
+                            _, r = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, mcfg)
+                            append(results_path, {"kind": "recycled", "model": model, "dataset": ds, "codec": codec,
+                                                  "mode": mode, "seed": seed, "layer": layer, "tag": tag,
+                                                  "result": r.as_dict()})
+                            print(f"{mode} {model} {ds} {codec} seed {seed}: test {r.test['accuracy']:.4f}, "
+                                  f"{r.train_seconds_per_epoch:.1f} s/epoch, waited "
+                                  f"{sum(e['wait_seconds'] for e in r.epochs):.1f} s", flush=True)
+
+
+def run_timing(args) -> None:
+    """Epoch times only, interleaved (full, then each mode from each cache, for --rounds rounds) on the first
+    --timing training documents, so slow spells of a shared machine hit every contender alike."""
+    import torch
+    import transformers
+
+    from erpack.encode import encode_corpus
+    from erpack.models import load_model
+    from erpack.store import CacheReader
+    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train.baseline import run_baseline
+    from erpack.train.trainer import prepare_data, run_recycled
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / "results.jsonl"
+    encoded = {(r["model"], r["dataset"], r["codec"]) for r in load_results(results_path) if r["kind"] == "encode"}
+    for model in args.model.split(","):
+        layer = load_model(model).num_layers // 2
+        for ds in args.datasets.split(","):
+            sizes = args.bbc_sizes if ds == "bbc" else args.rt_sizes
+            corpus = write_corpus(work / f"{ds}-{ORDER[ds]}-{sizes.replace(',', '-')}.jsonl", DATASETS[ds],
+                                  dict(zip(("train", "validation", "test"), map(int, sizes.split(",")))), ORDER[ds])
+            max_length = args.bbc_max_length if ds == "bbc" else args.rt_max_length
+            batch_size = args.bbc_batch_size if ds == "bbc" else args.batch_size
+            readers = {}
+            for codec in args.codecs.split(","):
+                cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
+                if (model, ds, codec) not in encoded:
+                    t = time.perf_counter()
+                    s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec, max_length=max_length)
+                    append(results_path, {"kind": "encode", "model": model, "dataset": ds, "codec": codec, "mode": None,
+                                          "seed": None, "layer": layer, "seconds": time.perf_counter() - t,
+                                          "documents": s.cache_documents, "tokens": s.cache_tokens, "bytes": s.cache_bytes})
+                readers[codec] = CacheReader(cache)
+            first = next(iter(readers.values()))
+            cfg = TrainConfig(epochs=1, batch_size=batch_size, seed=0, train_limit=args.timing)
+            data = prepare_data(first, str(corpus), "classification", train_limit=args.timing, splits=("train",))
+            for rnd in range(args.rounds):
+                r = run_baseline(first.meta, data, cfg)
+                times = {"full": r.train_seconds_per_epoch}
+                for codec, reader in readers.items():
+                    for mode in args.modes.split(","):
+                        _, rr = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, cfg)
+                        times[f"{mode} {codec}"] = rr.train_seconds_per_epoch
+                        times[f"{mode} {codec} wait"] = sum(e["wait_seconds"] for e in rr.epochs)
+                append(results_path, {"kind": "timing", "model": model, "dataset": ds, "codec": None, "mode": None,
+                                      "seed": rnd, "layer": layer, "documents": len(data.splits["train"]),
+                                      "tokens": int(sum(data.lengths["train"])), "threads": args.threads,
+                                      "seconds": times})
+                print(f"timing {model} {ds} round {rnd}: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()),
+                      flush=True)
+            for reader in readers.values():
+                reader.close()
+
+
+def timing_table(rows: list[dict]) -> list[dict]:
+    out = []
+    groups: dict = {}
+    for r in rows:
+        if r["kind"] == "timing":
+            groups.setdefault((r["model"], r["dataset"], r["layer"], r["documents"], r["tokens"]), []).append(r["seconds"])
+    if groups:
+        print()
+        print("epoch time, interleaved rounds (median s; ratio to the full fine-tune; time the model waited on the cache)")
+    for (model, ds, layer, docs, tokens), rounds in sorted(groups.items()):
+        full = float(np.median([x["full"] for x in rounds]))
+        print(f"{model} {ds} k={layer}: {docs} docs, {tokens} tokens, {len(rounds)} round(s): full {full:.1f} s")
+        for key in rounds[0]:
+            if key == "full" or key.endswith(" wait"):
+                continue
+            t = float(np.median([x[key] for x in rounds]))
+            w = float(np.median([x.get(key + " wait", 0.0) for x in rounds]))
+            print(f"    {key:<22} {t:7.1f} s  ratio {t / full:.3f}  waited {w:.2f} s")
+            out.append({"model": model, "dataset": ds, "layer": layer, "documents": docs, "tokens": tokens,
+                        "what": key, "seconds": t, "full_seconds": full, "ratio": t / full, "wait_seconds": w,
+                        "rounds": len(rounds)})
+    return out
+
+
+def _ms(values) -> str:
+    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}" if values else "-"
+
+
+def table(work: Path) -> dict:
+    rows = load_results(work / "results.jsonl")
+    base = {}
+    for r in rows:
+        if r["kind"] == "baseline":
+            base.setdefault((r["model"], r["dataset"], r.get("tag", "")), {})[r["seed"]] = r["result"]
+    enc = {(r["model"], r["dataset"], r["codec"]): r for r in rows if r["kind"] == "encode"}
+    groups: dict = {}
+    for r in rows:
+        if r["kind"] == "recycled":
+            groups.setdefault((r.get("tag", ""), r["model"], r["dataset"], r["codec"], r["mode"], r["layer"]), []).append(r)
+    out = []
+    header = (f"{'tag':<8}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'seeds':>5}  {'test acc (mean ± sd)':>21}  "
+              f"{'baseline':>15}  {'Δ pts':>6}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  {'encode s':>8}  {'break-even ep':>13}")
+    print(header)
+    print("-" * len(header))
+    for (tag, model, ds, codec, mode, layer), rs in sorted(groups.items()):
+        b = base.get((model, ds, tag), {})
+        seeds = sorted(r["seed"] for r in rs)
+        acc = [r["result"]["test"]["accuracy"] for r in rs]
+        bacc = [b[s]["test"]["accuracy"] for s in seeds if s in b]
+        t = float(np.mean([r["result"]["train_seconds_per_epoch"] for r in rs]))
+        bt = float(np.mean([b[s]["train_seconds_per_epoch"] for s in seeds if s in b])) if bacc else float("nan")
+        paired = [r["result"]["test"]["accuracy"] - b[r["seed"]]["test"]["accuracy"] for r in rs if r["seed"] in b]
+        e = enc.get((model, ds, codec), {})
+        saving = bt - t
+        breakeven = e.get("seconds", float("nan")) / saving if saving > 0 else float("inf")
+        row = {"tag": tag, "lr": rs[0]["result"]["lr"], "baseline_lr": next(iter(b.values()))["lr"] if b else None,
+               "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "seeds": seeds,
+               "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_sd": float(np.std(acc)),
+               "baseline_accuracy_mean": float(np.mean(bacc)) if bacc else None,
+               "baseline_accuracy_sd": float(np.std(bacc)) if bacc else None,
+               "delta_points_mean": 100 * float(np.mean(paired)) if paired else None,
+               "delta_points_min": 100 * float(np.min(paired)) if paired else None,
+               "delta_points_max": 100 * float(np.max(paired)) if paired else None,
+               "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt, "epoch_time_ratio": t / bt if bacc else None,
+               "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
+               "break_even_epochs": breakeven}
+        out.append(row)
+        delta = f"{row['delta_points_mean']:+.2f}" if paired else "-"
+        ratio = f"{row['epoch_time_ratio']:.2f}" if row["epoch_time_ratio"] else "-"
+        print(f"{tag:<8}{model:<7}{ds:<5}{layer:>3} {codec:<17}{mode:<8}{len(seeds):>5}  {_ms(acc):>21}  {_ms(bacc):>15}  "
+              f"{delta:>6}  {t:>7.1f}  {bt:>9.1f}  {ratio:>5}  {e.get('seconds', float('nan')):>8.1f}  {breakeven:>13.1f}")
+    timing = timing_table(rows)
+    return {"rows": out, "timing": timing, "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                                     "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="minilm", help="comma-separated built-in models (split at L // 2)")
+    p.add_argument("--datasets", default="rt,bbc")
+    p.add_argument("--codecs", default="fp32,int8z,int4z")
+    p.add_argument("--modes", default="upper,adapter")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--upper-lr", type=float, default=1e-4)
+    p.add_argument("--adapter-lr", type=float, default=1e-3)
+    p.add_argument("--full-lr", type=float, default=1e-4)
+    p.add_argument("--bbc-batch-size", type=int, default=16)
+    p.add_argument("--rt-sizes", default="1000,200,600", help="train,validation,test documents of Rotten Tomatoes")
+    p.add_argument("--bbc-sizes", default="200,60,239", help="train,validation,test documents of BBC")
+    p.add_argument("--rt-max-length", type=int, default=128)
+    p.add_argument("--bbc-max-length", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared 2-core machine)")
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--work", default="runs/train")
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
+    p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
+    args = p.parse_args(argv)
+    if args.timing:
+        run_timing(args)
+    elif not args.table_only:
+        run_grid(args)
+    print(json.dumps(table(Path(args.work))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
