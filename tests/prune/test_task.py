@@ -68,3 +68,20 @@ def test_taskmodel_load_reads_a_pruned_folder(tiny_task, tmp_path):
                              Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
     hidden, mask = _batch()
     assert torch.equal(tm.predict(hidden, mask), TaskModel.load(out).predict(hidden, mask))
+
+
+def test_inspect_shows_a_pruned_task_models_importance(tiny_task, tmp_path, capsys):
+    import json
+
+    from erpack.cli import main
+
+    out = tmp_path / "p"
+    prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
+                     Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
+    assert main(["inspect", str(out), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    data = json.loads(lines[-1])
+    scored = data["importance"]["layers"]
+    assert scored and all(len(row["heads"]) > 0 for row in scored)
+    assert any(line.startswith(f"layer {scored[0]['layer']}") for line in lines)
+    assert any(line.startswith("pruning") for line in lines)
