@@ -43,7 +43,8 @@ def _check(doc_id, text, pair, where: str) -> Document:
     return Document(doc_id, text, pair, where)
 
 
-def _jsonl(path: Path) -> Iterator[Document]:
+def iter_jsonl_objects(path: Path, fields: str) -> Iterator[tuple[dict, str]]:
+    """(object, "file:line") for each non-blank line; a malformed line is an error naming it."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -54,8 +55,13 @@ def _jsonl(path: Path) -> Iterator[Document]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
             if not isinstance(obj, dict):
-                raise InputError(f"{where}: each line must be a JSON object with `id` and `text`")
-            yield _check(obj.get("id"), obj.get("text"), obj.get("text_pair"), where)
+                raise InputError(f"{where}: each line must be a JSON object with {fields}")
+            yield obj, where
+
+
+def _jsonl(path: Path) -> Iterator[Document]:
+    for obj, where in iter_jsonl_objects(path, "`id` and `text`"):
+        yield _check(obj.get("id"), obj.get("text"), obj.get("text_pair"), where)
 
 
 def _csv(path: Path) -> Iterator[Document]:

@@ -2,7 +2,7 @@ r"""End-to-end benchmarks (`erpack bench`): documents to predictions through eve
 
     from erpack.bench import BenchConfig, run_bench, card
     result = run_bench(BenchConfig(corpus="rotten_tomatoes:test", codecs=["int8+zstd:3"], limit=256))
-    print("\n".join(card(result)))
+    lines = card(result)  # the human table; result is the JSON document
 
 Modules: timing (sections, medians, page-cache eviction, machine), paths (one class per inference
 path), runner (documents, caches, interleaved passes, the JSON result), card (the human table).

@@ -10,7 +10,6 @@ the same split erpack uses for built-in data everywhere.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +63,9 @@ def _row(obj: dict, task: str, where: str) -> Example:
 
 
 def _read_jsonl(path: Path, task: str) -> list[Example]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{where}: each line must be a JSON object with `id` and `label`")
-            out.append(_row(obj, task, where))
-    return out
+    from erpack.corpus import iter_jsonl_objects
+
+    return [_row(obj, task, where) for obj, where in iter_jsonl_objects(path, "`id` and `label`")]
 
 
 def _read_csv(path: Path, task: str) -> list[Example]:
