@@ -51,3 +51,11 @@ def test_demo_end_to_end_json(capsys):
     assert result["layer"] == 3 and result["num_layers"] == 6
     assert result["parity_max_abs_diff"] <= 1e-5
     assert result["documents"] == 16 and result["tokens"] > 16
+
+
+def test_cli_reference_in_docs_is_current():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "tools" / "cli_docs.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
