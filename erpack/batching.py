@@ -1,8 +1,10 @@
-"""Batches built by length, so compute is not spent on padding."""
+"""Batches built by length, so compute is not spent on padding, and padded again from cached records."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
@@ -24,3 +26,16 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     if current:
         batches.append(current)
     return batches
+
+
+def pad_arrays(arrays: list[np.ndarray], hidden_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-document (T_i, H) float32 arrays, right-padded to the longest: hidden (B, T, H) float32 and
+    attention mask (B, T) int64 with 1 on real tokens. The one place padding is added back at batch time."""
+    H = hidden_size or arrays[0].shape[1]
+    T = max(a.shape[0] for a in arrays)
+    hidden = np.zeros((len(arrays), T, H), dtype=np.float32)  # (B, T, H)
+    mask = np.zeros((len(arrays), T), dtype=np.int64)  # (B, T)
+    for i, a in enumerate(arrays):
+        hidden[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = 1
+    return hidden, mask

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from erpack.batching import pad_arrays
 from erpack.bench.timing import Stopwatch, evict
 from erpack.errors import ErpackError
 
@@ -267,12 +268,7 @@ class CachePath(InferencePath):
             with w("dequantize"):
                 arrays.append(stages[0].decode_checked(view, shape[0], shape[1], None, sizes[0]))
         with w("pad"):
-            T = max(a.shape[0] for a in arrays)
-            hidden = np.zeros((len(arrays), T, arrays[0].shape[1]), dtype=np.float32)  # (B, T, H)
-            mask = np.zeros((len(arrays), T), dtype=np.int64)  # (B, T)
-            for r, a in enumerate(arrays):
-                hidden[r, : a.shape[0]] = a
-                mask[r, : a.shape[0]] = 1
+            hidden, mask = pad_arrays(arrays)  # (B, T, H), (B, T)
         return hidden, mask
 
     @torch.no_grad()

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from erpack.batching import pad_arrays
+
 # (batch, lengths): batch 1 short and long, equal lengths, and padded batches with a 1-token document.
 PARITY_SHAPES = [[1], [9], [5, 5], [12, 7, 1], [16, 3, 9, 16, 2]]
 
 
-def pad_batch(arrays: list[np.ndarray], hidden_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(hidden (B, T, H) float32, mask (B, T) int64) from per-document (T_i, H) arrays."""
-    H = hidden_size or arrays[0].shape[1]
-    T = max(a.shape[0] for a in arrays)
-    hidden = np.zeros((len(arrays), T, H), dtype=np.float32)
-    mask = np.zeros((len(arrays), T), dtype=np.int64)
-    for i, a in enumerate(arrays):
-        hidden[i, : a.shape[0]] = a
-        mask[i, : a.shape[0]] = 1
-    return hidden, mask
+pad_batch = pad_arrays  # (hidden (B, T, H) float32, mask (B, T) int64) from per-document (T_i, H) arrays
 
 
 def random_batches(hidden_size: int, shapes=PARITY_SHAPES, max_tokens: int | None = None, seed: int = 0):

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from erpack.batching import length_batches, pad_arrays
+
 
 def batch_plan(lengths: Sequence[int], batch_size: int, seed: int | None = None, epoch: int = 0,
                pool: int = 50, max_tokens: int | None = None) -> list[list[int]]:
     """Indices into `lengths` in batches of similar length; `seed=None` gives a fixed, sorted plan."""
-    from erpack.batching import length_batches
 
     n = len(lengths)
     if seed is None:
@@ -44,12 +45,7 @@ def batch_plan(lengths: Sequence[int], batch_size: int, seed: int | None = None,
 
 def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-document (T_i, H) float32 arrays -> hidden (B, T, H) float32 and mask (B, T) int64."""
-    longest = max(a.shape[0] for a in arrays)
-    hidden = np.zeros((len(arrays), longest, arrays[0].shape[1]), dtype=np.float32)  # (B, T, H)
-    mask = np.zeros((len(arrays), longest), dtype=np.int64)  # (B, T)
-    for r, a in enumerate(arrays):
-        hidden[r, : a.shape[0]] = a
-        mask[r, : a.shape[0]] = 1
+    hidden, mask = pad_arrays(arrays)
     return torch.from_numpy(hidden), torch.from_numpy(mask)
 
 
