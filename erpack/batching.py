@@ -39,3 +39,8 @@ def pad_arrays(arrays: list[np.ndarray], hidden_size: int | None = None) -> tupl
         hidden[i, : a.shape[0]] = a
         mask[i, : a.shape[0]] = 1
     return hidden, mask
+
+
+def mask_from_lengths(lengths, T: int) -> np.ndarray:
+    """Attention mask int64 (B, T): 1 on the first lengths[b] positions of row b."""
+    return (np.arange(T)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)

@@ -2,7 +2,8 @@
 
 `measure(pipeline, arrays)` returns one row: bits per value (every byte of every blob counted),
 ratio against fp32, SQNR over the whole set, mean token cosine, and encode / decode speed in MB of
-fp32 per second on one thread (decode timed apart from encode, metrics outside the timed calls).
+fp32 per second on one thread (decode timed apart from encode, record by record and in padded batches,
+metrics outside the timed calls).
 `load_raw(path)` reads raw activations from .npy (+ offsets) or .safetensors; `load_source` also
 takes a cache folder; `recode_cache` writes a cache's documents into a new cache with a new codec.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.codecs.metrics import Meter
 from erpack.errors import CodecError, InputError
@@ -46,19 +48,28 @@ def single_thread(pipeline: Pipeline):
         torch.set_num_threads(before)
 
 
-def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1) -> dict:
+def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1,
+            batch_size: int = 32) -> dict:
     """One row of the codec table for `pipeline` (a Pipeline or a spec string) over `arrays`
-    (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, then decodes
-    every blob (dropping each array, as a streaming reader does), each loop timed on its own; speeds are MB of fp32 per second of this thread's CPU
-    time (other load on the machine does not count), the best of `repeat` passes. Sizes and quality
-    come from the first pass. `progress(n)` is called after each pass with the records it covered."""
+    (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, decodes every
+    blob record by record (`decode_MBps`: each array dropped, as a streaming reader does), then
+    decodes them again as length-grouped padded batches of `batch_size` (`batch_decode_MBps`:
+    `Pipeline.decode_batch` into reused batch arrays, what training, prediction and the benchmark
+    read), each loop timed on its own. Speeds are MB of fp32 (real tokens only) per second of this
+    thread's CPU time (other load on the machine does not count), the best of `repeat` passes. Sizes
+    and quality come from the first pass. `progress(n)` is called after each pass with the records
+    it covered."""
     pipe = as_pipeline(pipeline)
     records = [a[1] if isinstance(a, tuple) else a for a in arrays]
     if not records:
         raise InputError("nothing to measure: the source holds no documents")
     meter = Meter()
-    encode_s = decode_s = math.inf
+    encode_s = decode_s = batch_s = math.inf
     clock = time.thread_time
+    batches = length_batches([x.shape[0] for x in records], batch_size)
+    # one reusable output per batch, touched once before timing: a consumer recycles its batch memory,
+    # and first-touch page faults (slow on a VM) are the allocator's cost, not the codec's
+    outs = [np.ones((len(b), max(records[i].shape[0] for i in b), records[b[0]].shape[1]), np.float32) for b in batches]
     with single_thread(pipe):
         pipe.decode(pipe.encode(records[0]), records[0].shape)  # warm-up: lazy imports, zstd contexts
         for rep in range(max(1, repeat)):
@@ -68,7 +79,11 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
             for blob, x in zip(blobs, records):  # streaming: each array is dropped, as a reader's consumer would
                 pipe.decode(blob, x.shape)
             t2 = clock()
+            for rows, out in zip(batches, outs):  # padded batches, as train / predict / bench read them
+                pipe.decode_batch([blobs[i] for i in rows], [records[i].shape for i in rows], out)
+            t3 = clock()
             encode_s, decode_s = min(encode_s, t1 - t0), min(decode_s, t2 - t1)
+            batch_s = min(batch_s, t3 - t2)
             if rep == 0:  # quality from a separate, untimed decode
                 for x, blob in zip(records, blobs):
                     meter.add(x, pipe.decode(blob, x.shape), len(blob))
@@ -88,6 +103,8 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
         "mean_token_cosine": meter.mean_token_cosine,
         "encode_MBps": mb / max(encode_s, 1e-12),
         "decode_MBps": mb / max(decode_s, 1e-12),
+        "batch_decode_MBps": mb / max(batch_s, 1e-12),
+        "batch_size": batch_size,
     }
 
 

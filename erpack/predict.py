@@ -47,7 +47,7 @@ class _Reader:
             for rows in plan:
                 if self.stop.is_set():
                     return
-                batch = pad_batch([reader.get(ids[i]) for i in rows])  # (B, T, H), (B, T)
+                batch = reader.get_batch([ids[i] for i in rows])  # (B, T, H), (B, T)
                 self.q.put((rows, batch))
             self.q.put(None)
         except BaseException as exc:  # handed to the consumer, raised there

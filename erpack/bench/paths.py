@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from erpack.batching import pad_arrays
+from erpack.batching import mask_from_lengths
 from erpack.bench.timing import Stopwatch, evict
 from erpack.errors import ErpackError
 
@@ -251,24 +251,20 @@ class CachePath(InferencePath):
 
     def decode_batch(self, batch_ids) -> tuple[np.ndarray, np.ndarray]:
         """(hidden (B, T, H) float32, mask (B, T) int64) for the batch, timing each stage."""
-        from erpack.codecs.base import as_bytes_view
 
         codec, w = self.reader.codec, self.watch
-        stages = codec.stages
-        arrays = []
+        views, lengths = [], []
         for i in batch_ids:
             with w("read"):  # copy out of the memory map: the page faults are the disk read
-                buf, shape = self.reader.get_encoded(self.work.ids[i])
+                buf, (T, H) = self.reader.get_encoded(self.work.ids[i])
                 data = bytes(buf)
-            sizes = codec.bounds(shape)
-            with w("decompress"):
-                view = as_bytes_view(data)
-                for s in range(len(stages) - 1, 0, -1):
-                    view = as_bytes_view(stages[s].decode(view, max_size=sizes[s - 1]))
-            with w("dequantize"):
-                arrays.append(stages[0].decode_checked(view, shape[0], shape[1], None, sizes[0]))
+            with w("decompress"):  # every byte stage undone, bounded by the record's shape
+                views.append(codec.unwrap(data, T, H))
+            lengths.append(T)
+        with w("dequantize"):  # into the padded batch: one multiply for the batch where the codec allows
+            hidden = codec.dequantize_batch(views, lengths, H)  # (B, T, H)
         with w("pad"):
-            hidden, mask = pad_arrays(arrays)  # (B, T, H), (B, T)
+            mask = mask_from_lengths(lengths, hidden.shape[1])  # (B, T)
         return hidden, mask
 
     @torch.no_grad()

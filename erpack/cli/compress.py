@@ -16,6 +16,7 @@ COLUMNS = [  # (header, key, format)
     ("token cos", "mean_token_cosine", "{:.5f}"),
     ("enc MB/s", "encode_MBps", "{:.0f}"),
     ("dec MB/s", "decode_MBps", "{:.0f}"),
+    ("batch dec MB/s", "batch_decode_MBps", "{:.0f}"),
 ]
 
 
@@ -27,7 +28,8 @@ def add_parser(subparsers) -> None:
             "Encode and decode every document of SOURCE with each --codec pipeline and print a table: bits "
             "per stored value (every byte counted: headers, scales), compression against fp32, SQNR in dB "
             "over the whole set, mean token cosine, and encode / decode MB of fp32 per second on one thread "
-            "(CPU time of that thread, best of --repeat passes). SOURCE is a cache folder, or raw activations: a .npy float array "
+            "(CPU time of that thread, best of --repeat passes; decode record by record, and batch decode "
+            "into padded length-grouped batches of 32 as training and prediction read). SOURCE is a cache folder, or raw activations: a .npy float array "
             "(tokens, hidden) with a .npy of document offsets (--offsets, or NAME.offsets.npy beside it), or "
             "a .safetensors file with tensors 'activations' and 'offsets'. With --out, write each pipeline's "
             "re-encoded cache (cache SOURCE only). For a cache SOURCE the reference is what the cache holds, "

@@ -160,6 +160,14 @@ class ArrayCodec(Codec):
                        expected: int | None = None) -> np.ndarray:
         """decode for a shape already checked by check_shape, and the blob size if known (the
         pipeline's fast path)."""
+        self.check_header(view, T, H, expected)
+        y = np.empty((T, H), dtype=np.float32) if out is None else self.check_out(out, T, H)
+        self._decode(view[HEADER.size :], y)
+        return y
+
+    def check_header(self, view: memoryview, T: int, H: int, expected: int | None = None) -> None:
+        """Raise CodecError unless the blob has the length a (T, H) record takes (`expected`, if the
+        caller knows it) and its header names this codec, this format and shape (T, H)."""
         if expected is None:
             expected = HEADER.size + self.body_size(T, H)
         if len(view) != expected:
@@ -174,9 +182,15 @@ class ArrayCodec(Codec):
             raise CodecError(f"{self.codec_id}: blob format version {version} is unknown (this erpack reads {FORMAT_VERSION}); upgrade erpack")
         if (t, h) != (T, H):
             raise CodecError(f"{self.codec_id}: blob holds shape ({t}, {h}), but ({T}, {H}) was asked for")
-        y = np.empty((T, H), dtype=np.float32) if out is None else self.check_out(out, T, H)
-        self._decode(view[HEADER.size :], y)
-        return y
+
+    def decode_batch(self, views: list[memoryview], lengths: list[int], out: np.ndarray) -> None:
+        """Decode record r (`views[r]`, lengths[r] tokens) into out[r, :lengths[r]] of a float32
+        (B, T, H) batch and zero the rows past each record's length. Codecs whose dequantization
+        vectorises over a batch override this; the default decodes record by record."""
+        H = out.shape[2]
+        for r, (view, T) in enumerate(zip(views, lengths)):
+            self.decode_checked(view, T, H, out[r, :T])
+            out[r, T:] = 0
 
     # ---- helpers -------------------------------------------------------------------------------
     finite_only: ClassVar[bool] = True

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from erpack.codecs import steps
-from erpack.codecs.base import ArrayCodec, check_range, param
+from erpack.codecs.base import HEADER, ArrayCodec, check_range, param
 from erpack.codecs.registry import register_codec
+from erpack.errors import CodecError
 
 
 @register_codec
@@ -51,3 +52,32 @@ class Int8C(ArrayCodec):
         step = steps.read_steps(body, raw, nb, H, self.codec_id)
         q = raw[4 * nb + nb * H :].view(np.int8).reshape(T, H)
         steps.dequantize(q, step, B, out)
+
+    def decode_batch(self, views, lengths, out: np.ndarray) -> None:
+        """Every record's codes go into one int8 (B, T, H) scratch batch and its block steps into
+        (B, blocks, H), then one multiply per block column dequantizes the whole batch: the blocks
+        of every record start at multiples of `block`, so token i of any record is in block i // block."""
+        B, T, H = out.shape
+        blk = self.block or T  # block 0: one block per record, at most T tokens
+        nblk = -(-T // blk)
+        codes = steps.scratch_codes((B, T, H))
+        delta = np.ones((B, nblk), dtype=np.float32)
+        e = np.zeros((B, nblk, H), dtype=np.uint8)  # blocks past a record's end: step 1 times code 0
+        for r, (view, t) in enumerate(zip(views, lengths)):
+            nb = -(-t // blk)
+            self.check_header(view, t, H, HEADER.size + 4 * nb + nb * H + t * H)
+            raw = np.frombuffer(view, dtype=np.uint8, offset=HEADER.size)
+            delta[r, :nb] = np.frombuffer(view, dtype="<f4", count=nb, offset=HEADER.size)
+            e[r, :nb] = raw[4 * nb : 4 * nb + nb * H].reshape(nb, H)
+            codes[r, :t] = raw[4 * nb + nb * H :].view(np.int8).reshape(t, H)
+            codes[r, t:] = 0
+        if not (np.isfinite(delta).all() and (delta > 0).all()):
+            raise CodecError(f"{self.codec_id}: a blob's block step is not a finite positive number; the blob is garbled")
+        scale = steps.SCALES.take(e)  # (B, nblk, H)
+        scale *= delta[:, :, None]
+        full = T // blk
+        if full:  # splitting the token axis of a view gives a view: the products land in out
+            np.multiply(codes[:, : full * blk].reshape(B, full, blk, H), scale[:, :full, None, :],
+                        out=out[:, : full * blk].reshape(B, full, blk, H))
+        if full < nblk:
+            np.multiply(codes[:, full * blk :], scale[:, full, None, :], out=out[:, full * blk :])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 
 import numpy as np
 
@@ -31,6 +32,20 @@ TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32: 1/TINY is fi
 DELTA = struct.Struct("<f")
 # 2 ** (e / 8) for every uint8 e: ldexp of the roots is exact, so this table is the same everywhere.
 SCALES = np.ldexp(ROOTS[np.arange(256) & 7], np.arange(256) >> 3).astype(np.float32)
+
+
+_scratch = threading.local()
+
+
+def scratch_codes(shape: tuple[int, int, int]) -> np.ndarray:
+    """An int8 array of `shape` for batch decoding, reused by this thread's next call (fresh
+    memory costs a page fault per 4 KB, as much as the dequantization itself). Its contents are
+    whatever the last call left: the caller writes every element it reads."""
+    n = shape[0] * shape[1] * shape[2]
+    buf = getattr(_scratch, "codes", None)
+    if buf is None or buf.size < n:
+        buf = _scratch.codes = np.empty(max(n, 1 << 20), dtype=np.int8)
+    return buf[:n].reshape(shape)
 
 
 def n_blocks(T: int, block: int) -> tuple[int, int]:

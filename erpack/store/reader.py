@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from erpack.errors import StoreError
+from erpack.batching import mask_from_lengths
+from erpack.errors import CodecError, StoreError
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
 from erpack.store.shard import ShardFile, decode_payload
@@ -123,6 +124,24 @@ class CacheReader:
         shard, i = self._locate(doc_id)
         payload, shape, _ = shard.read(i, verify=self.verify_checksums)
         return decode_payload(self.codec, shard, i, payload, shape)
+
+    def get_batch(self, doc_ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Several documents as one padded batch: hidden float32 (B, T, H), T the longest of them, zero
+        past each document's length, and attention mask int64 (B, T), 1 on real tokens. Decoded by
+        `Pipeline.decode_batch` (one dequantization for the batch where the codec allows); `out`, a
+        (B, T, H) float32 array, is reused if given. A record that fails is named in the error."""
+        located = [self._locate(d) for d in doc_ids]
+        if not located:
+            raise StoreError("get_batch needs at least one document id")
+        reads = [shard.read(i, verify=self.verify_checksums) for shard, i in located]
+        shapes = [shape for _, shape, _ in reads]
+        try:
+            hidden = self.codec.decode_batch([payload for payload, _, _ in reads], shapes, out)
+        except CodecError:  # find the record and say which: decode_payload names shard, record and id
+            for (shard, i), (payload, shape, _) in zip(located, reads):
+                decode_payload(self.codec, shard, i, payload, shape)
+            raise
+        return hidden, mask_from_lengths([t for t, _ in shapes], hidden.shape[1])  # (B, T, H), (B, T)
 
     def iter_encoded(self) -> Iterator[tuple[str, memoryview, tuple[int, int]]]:
         for doc_id in self._order:

@@ -45,7 +45,12 @@ def batch_plan(lengths: Sequence[int], batch_size: int, seed: int | None = None,
 
 def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-document (T_i, H) float32 arrays -> hidden (B, T, H) float32 and mask (B, T) int64."""
-    hidden, mask = pad_arrays(arrays)
+    return as_tensors(pad_arrays(arrays))
+
+
+def as_tensors(batch: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hidden, mask) numpy arrays as tensors sharing their memory."""
+    hidden, mask = batch
     return torch.from_numpy(hidden), torch.from_numpy(mask)
 
 
@@ -127,7 +132,7 @@ def cache_source(reader, ids: Sequence[str], lengths: list[int], depth: int = 4,
     state = {"wait": 0.0}
 
     def batches(plan):
-        pf = Prefetcher(plan, lambda rows: pad_batch([reader.get(ids[i]) for i in rows]), depth=depth, pin=pin)
+        pf = Prefetcher(plan, lambda rows: as_tensors(reader.get_batch([ids[i] for i in rows])), depth=depth, pin=pin)
         try:
             yield from pf
         finally:

@@ -58,3 +58,20 @@ def check_refuses(pipe: Pipeline, blob: bytes, shape) -> None:
     for other in ((T + 1, H), (T, H + 1)):
         with pytest.raises(CodecError):
             pipe.decode(blob, other)
+
+
+def check_decode_batch(pipe: Pipeline, records: list[np.ndarray]) -> None:
+    """decode_batch of records of mixed lengths equals decoding each alone, bit for bit, with zeros
+    past each record's length; a reused `out` full of garbage gives the same batch."""
+    blobs = [pipe.encode(x) for x in records]
+    shapes = [x.shape for x in records]
+    batch = pipe.decode_batch(blobs, shapes)
+    T = max(t for t, _ in shapes)
+    assert batch.shape == (len(records), T, shapes[0][1]) and batch.dtype == np.float32
+    for r, (blob, (t, h)) in enumerate(zip(blobs, shapes)):
+        alone = pipe.decode(blob, (t, h))
+        assert np.array_equal(batch[r, :t].view(np.uint32), alone.view(np.uint32)), f"{pipe.spec}: record {r} differs"
+        assert not batch[r, t:].any(), f"{pipe.spec}: padding of record {r} is not zero"
+    out = np.full(batch.shape, np.nan, dtype=np.float32)
+    assert pipe.decode_batch(blobs, shapes, out) is out
+    assert np.array_equal(out.view(np.uint32), batch.view(np.uint32))

@@ -10,7 +10,7 @@ from erpack.codecs.base import HEADER
 from erpack.errors import CodecError, ErpackError
 
 from .cases import CASES, activations, params
-from .checkers import check_config, check_encode_decode, check_refuses
+from .checkers import check_config, check_decode_batch, check_encode_decode, check_refuses
 
 X = activations()
 
@@ -31,6 +31,34 @@ def test_odd_sizes(spec, lossless, min_sqnr, _real, shape):
     T beyond one block."""
     x = activations(*shape, seed=sum(shape))
     check_encode_decode(Pipeline.from_spec(spec), x, lossless, None)
+
+
+@pytest.mark.parametrize("spec, lossless, min_sqnr, _real", params())
+def test_decode_batch_equals_record_by_record(spec, lossless, min_sqnr, _real):
+    pipe = Pipeline.from_spec(spec)
+    # lengths around int8c's block of 64 (one and several blocks in one batch), and a 1-token record
+    lengths = [5, 64, 1, 65, 30, 130]
+    check_decode_batch(pipe, [activations(T, 40, seed=i) for i, T in enumerate(lengths)])
+    check_decode_batch(pipe, [activations(7, 40, seed=9)])
+
+
+def test_decode_batch_refuses_bad_input():
+    pipe = Pipeline.from_spec("int8c+zstd")
+    xs = [activations(T, 16, seed=T) for T in (3, 9)]
+    blobs = [pipe.encode(x) for x in xs]
+    with pytest.raises(CodecError, match="hidden size"):
+        pipe.decode_batch(blobs, [(3, 16), (9, 17)])
+    with pytest.raises(CodecError, match="one shape per blob"):
+        pipe.decode_batch(blobs, [(3, 16)])
+    with pytest.raises(CodecError):  # a record given the other's shape
+        pipe.decode_batch(blobs, [(9, 16), (3, 16)])
+    with pytest.raises(CodecError, match="out must be"):
+        pipe.decode_batch(blobs, [x.shape for x in xs], np.zeros((2, 9, 15), np.float32))
+    garbled = bytearray(pipe.stages[0].encode(xs[0]))
+    garbled[HEADER.size : HEADER.size + 4] = np.float32(np.inf).tobytes()  # the block step
+    raw = Pipeline.from_spec("int8c")
+    with pytest.raises(CodecError, match="not a finite positive"):
+        raw.decode_batch([bytes(garbled), raw.encode(xs[1])], [x.shape for x in xs])
 
 
 @pytest.mark.parametrize("spec, lossless, min_sqnr, _real", params())

@@ -40,6 +40,8 @@ def test_flipped_byte_names_shard_record_and_offset(cache, where, reason):
     np.testing.assert_array_equal(r.get("b-1"), dict(records(4, seed=2, prefix="b"))["b-1"])  # others fine
     with pytest.raises(CorruptRecordError, match="record 2"):
         list(r)
+    with pytest.raises(CorruptRecordError, match="'b-2'"):  # in a batch too, named
+        r.get_batch(["b-1", "b-2", "a-0"])
     report = r.verify()
     assert not report["ok"]
     assert [(f["shard"], f["record_index"], f["doc_id"], f["offset"], f["live"]) for f in report["failures"]] == [
@@ -122,3 +124,16 @@ def test_damaged_manifest(cache):
     (cache / "manifest.json").write_text("{")
     with pytest.raises(StoreError, match="not valid JSON"):
         CacheReader(cache)
+
+
+def test_undecodable_record_in_a_batch_is_named(tmp_path, meta):
+    """A record whose checksum holds but whose payload does not decode (written garbled): the batch
+    error names it, as reading it alone does."""
+    with CacheWriter(tmp_path, meta=meta, codec=pipe("int8c")) as w:
+        w.commit_shard(records(3, seed=4))
+    r = CacheReader(tmp_path, verify_checksums=False)
+    info = r.info("doc-1")
+    flip(tmp_path / "shard-000000.ers", info["offset"] + 32)  # the codec tag of its payload
+    r = CacheReader(tmp_path, verify_checksums=False)
+    with pytest.raises(CorruptRecordError, match="record 1.*'doc-1'.*does not decode"):
+        r.get_batch(["doc-0", "doc-1", "doc-2"])

@@ -183,3 +183,13 @@ def test_round_trip_through_real_pipelines(tmp_path, meta, spec, tolerance):
         assert got.dtype == np.float32 and got.shape == arr.shape
         assert np.max(np.abs(got - arr)) <= tolerance * np.max(np.abs(arr))
     assert r.verify()["ok"]
+    ids = [doc_id for doc_id, _ in reversed(recs)]
+    hidden, mask = r.get_batch(ids)  # one padded batch, any order
+    T = max(a.shape[0] for _, a in recs)
+    assert hidden.shape == (len(ids), T, HIDDEN) and mask.shape == (len(ids), T) and mask.dtype == np.int64
+    for b, doc_id in enumerate(ids):
+        t = r.info(doc_id)["tokens"]
+        assert np.array_equal(hidden[b, :t], r.get(doc_id)) and not hidden[b, t:].any()
+        assert mask[b].tolist() == [1] * t + [0] * (T - t)
+    with pytest.raises(MissingDocumentError, match="'nope'"):
+        r.get_batch(ids + ["nope"])
