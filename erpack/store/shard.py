@@ -159,11 +159,3 @@ def decode_payload(codec, shard: ShardFile, i: int, payload, shape: tuple[int, i
         got = f"{arr.dtype} {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
         raise shard.record_error(i, f"payload decoded to {got}, expected float32 {tuple(shape)}")
     return arr
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            sha.update(block)
-    return sha.hexdigest()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from erpack.checksums import file_sha256
 from erpack.errors import CorruptRecordError
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.manifest import MANIFEST, SHARD_RE, load_manifest
-from erpack.store.shard import ShardFile, decode_payload, file_sha256
+from erpack.store.shard import ShardFile, decode_payload
 
 
 def _failure(shard: str, reason: str, record_index=None, doc_id=None, offset=None) -> dict:
