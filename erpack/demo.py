@@ -1,23 +1,96 @@
-"""The built-in demo: the real MiniLM split at its middle layer over real Rotten Tomatoes reviews.
+"""The built-in demo: the whole erpack pipeline on the real MiniLM and real Rotten Tomatoes reviews.
 
-It checks that upper(lower(x)) reproduces the full model on real padded batches, and times the
-lower stack, the upper stack and the full model, per layer, so the compute bound L/(L-k) of
-recycling can be read beside what the split really saves on this machine.
+Each step calls the library function its command calls (nothing is shelled out or done twice):
+
+    1 parity    split the model at layer k; upper(lower(x)) must equal the full model on real batches
+    2 encode    a subset of the data set through layers 0..k-1 into a lossless cache (erpack encode;
+                resumed when the cache is there already), checked whole (erpack verify)
+    3 compress  the codec table (int8z, int4z, bf16z, lossless) on a sample of it (erpack compress),
+                and the int8z cache the task model is trained on (erpack compress --out)
+    4 train     LoRA adapters in layers k..L-1 + a head, from the int8z cache (erpack train --mode adapter)
+    5 prune     heads and feed-forward neurons of layers k..L-1, recovered with LoRA (erpack prune)
+    6 export    the pruned upper stack to ONNX, fp32 and int8 dynamic, checked against PyTorch (erpack export)
+    7 predict   the test documents from the cache with onnxruntime (erpack predict)
+    8 report    storage size, cost and break-even per codec, HTML + Markdown + JSON (erpack report)
+
+Everything goes into one folder (`out`): the subset as JSONL (id, text, label, split: corpus and labels
+at once), the caches, the task models, the graphs, the predictions, the report and demo.json.
 """
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from erpack.assets import load_dataset
 from erpack.batching import length_batches
+from erpack.errors import InputError
 from erpack.models import load_model, split_model
 
+STEPS = ("parity", "encode", "compress", "train", "prune", "export", "predict", "report")
+CODECS = ("int8z", "int4z", "bf16z", "lossless")  # measured in the compress step
+TRAIN_CODEC = "int8z"  # the cache the task model trains on, and is served from
+PARITY_TOLERANCE = 1e-5
 
+
+@dataclass
+class DemoConfig:
+    """What the demo runs on and how much of it; `quick()` is the tiniest run (the test suite's)."""
+
+    out: str = "erpack-demo"
+    model: str = "minilm"
+    dataset: str = "rotten_tomatoes"
+    layer: int | None = None  # default: the middle, L // 2 (3 for MiniLM)
+    documents: int = 2000  # taken evenly over the whole data set; its own splits decide train/validation/test
+    max_length: int = 128
+    batch_size: int = 32
+    epochs: int = 2  # adapter training, and LoRA recovery after pruning
+    rank: int = 16
+    prune: float = 0.4  # fraction of the upper stack's heads and feed-forward neurons removed
+    parity_documents: int = 32
+    sample: int = 200  # records measured by the compress table and the report
+    prune_samples: int = 256  # training documents the pruning importance is scored on
+    timing_runs: int = 10  # of the export's int8 latency comparison
+    projected_documents: float = 100_000_000  # corpus size the report projects to
+    seed: int = 0
+    device: str = "auto"
+
+    @classmethod
+    def quick(cls, **kw) -> DemoConfig:
+        small = dict(documents=160, epochs=1, parity_documents=8, sample=24, prune_samples=32, timing_runs=2)
+        small.update({k: v for k, v in kw.items() if v is not None})
+        return cls(**small)
+
+
+@dataclass
+class Paths:
+    root: Path
+    corpus: Path = field(init=False)
+    reference: Path = field(init=False)
+    cache: Path = field(init=False)
+    trained: Path = field(init=False)
+    pruned: Path = field(init=False)
+    graph: Path = field(init=False)
+    predictions: Path = field(init=False)
+    report: Path = field(init=False)
+
+    def __post_init__(self):
+        r = self.root
+        self.corpus, self.reference, self.cache = r / "corpus.jsonl", r / "cache-lossless", r / f"cache-{TRAIN_CODEC}"
+        self.trained, self.pruned = r / "model-lora", r / "model-pruned"
+        self.graph, self.predictions, self.report = r / "onnx" / "model.onnx", r / "predictions.jsonl", r / "report.html"
+
+
+# ---- step 1: the split is exact -----------------------------------------------------------------------
 def _timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float]:
     """Median seconds of `repeats` runs of fn (after one warm-up run), and its output."""
     out = fn()
@@ -30,20 +103,16 @@ def _timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, 
     return out, times[len(times) // 2]
 
 
-def run_demo(
-    model: str = "minilm",
-    dataset: str = "rotten_tomatoes",
-    layer: int | None = None,
-    documents: int = 256,
-    batch_size: int = 32,
-    max_length: int = 128,
-    repeats: int = 3,
-    progress: Callable | None = None,
-) -> dict:
-    """Split `model` at `layer` (default: the middle) and return parity and timings as a dict."""
+def split_parity(model: str = "minilm", dataset: str = "rotten_tomatoes", layer: int | None = None,
+                 documents: int = 32, batch_size: int = 32, max_length: int = 128, repeats: int = 3,
+                 progress: Callable | None = None) -> dict:
+    """Split `model` at `layer` (default: the middle): the largest |upper(lower(x)) - model(x)| over real
+    padded batches of `dataset`'s validation documents, and the time of lower, upper and full model."""
     loaded = load_model(model)
     num_layers = loaded.num_layers
     k = num_layers // 2 if layer is None else layer
+    if not 0 <= k <= num_layers:
+        raise InputError(f"--layer must be between 0 and {num_layers} for {model}, got {k}")
     lower, upper = split_model(loaded.model, k)
     records = load_dataset(dataset, split="validation", limit=documents)
     encoded = [loaded.tokenizer(r.text, truncation=True, max_length=max_length)["input_ids"] for r in records]
@@ -52,7 +121,7 @@ def run_demo(
 
     totals = {"lower": 0.0, "upper": 0.0, "full": 0.0}
     worst, tokens = 0.0, 0
-    iterator = progress(batches, desc="demo batches") if progress else batches
+    iterator = progress(batches, desc="parity", unit="batch") if progress else batches
     with torch.no_grad():
         for batch in iterator:
             longest = max(len(encoded[i]) for i in batch)
@@ -71,25 +140,203 @@ def run_demo(
             totals["lower"] += t_lower
             totals["upper"] += t_upper
             totals["full"] += t_full
-
     return {
-        "model": model,
-        "model_path": loaded.path,
-        "weights_sha256": loaded.sha256,
-        "dataset": dataset,
-        "documents": len(records),
-        "tokens": tokens,
-        "batches": len(batches),
-        "num_layers": num_layers,
-        "layer": k,
-        "parity_max_abs_diff": worst,
-        "seconds": totals,
-        "ms_per_layer": {
-            "lower": 1e3 * totals["lower"] / max(k, 1),
-            "upper": 1e3 * totals["upper"] / max(num_layers - k, 1),
-            "full": 1e3 * totals["full"] / num_layers,
-        },
+        "model": model, "model_path": loaded.path, "weights_sha256": loaded.sha256, "dataset": dataset,
+        "documents": len(records), "tokens": tokens, "batches": len(batches), "num_layers": num_layers, "layer": k,
+        "parity_max_abs_diff": worst, "tolerance": PARITY_TOLERANCE, "ok": worst <= PARITY_TOLERANCE,
+        "timing_seconds": totals,
         "speedup_upper_vs_full": totals["full"] / totals["upper"] if totals["upper"] else None,
         "compute_bound": num_layers / (num_layers - k) if k < num_layers else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
     }
+
+
+# ---- the subset -------------------------------------------------------------------------------------
+def write_subset(dataset: str, documents: int, path: Path) -> dict:
+    """`documents` records taken evenly over the whole data set (every label and split represented),
+    written as JSONL with id, text, label and split: a corpus for encode and a label source at once."""
+    if documents < 3:
+        raise InputError(f"--documents must be at least 3 (train, validation and test need one each), got {documents}")
+    records = load_dataset(dataset)
+    pick = sorted(set(np.linspace(0, len(records) - 1, num=min(documents, len(records))).round().astype(int).tolist()))
+    chosen = [records[i] for i in pick]
+    counts = {s: sum(r.split == s for r in chosen) for s in ("train", "validation", "test")}
+    if not all(counts.values()):
+        raise InputError(f"{documents} documents of {dataset} leave a split empty ({counts}); take more --documents")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in chosen:
+            f.write(json.dumps({"id": r.id, "text": r.text, "label": r.label, "split": r.split}) + "\n")
+    tmp.replace(path)
+    return {"documents": len(chosen), "splits": counts, "labels": sorted({r.label for r in chosen}), "file": str(path)}
+
+
+def _fresh(folder: Path) -> None:
+    """Remove a cache or model folder this demo wrote before (only those: a folder of something else stays)."""
+    if folder.is_dir() and any((folder / f).is_file() for f in ("manifest.json", "erpack_task.json")):
+        shutil.rmtree(folder)
+
+
+# ---- the whole pipeline -------------------------------------------------------------------------------
+def run_demo(cfg: DemoConfig | None = None, progress: Callable | None = None,
+             on_step: Callable[[int, str, dict], None] | None = None) -> dict:
+    """Run the eight steps; returns {config, out, steps: {name: figures incl. seconds}, seconds, ok}.
+
+    `progress(iterable=None, total=None, desc=..., unit=...)` makes a tqdm-like bar; `on_step(index,
+    name, figures)` is called as each step ends (the CLI prints its line there)."""
+    import transformers
+
+    cfg = cfg or DemoConfig()
+    transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report is expected
+    with warnings.catch_warnings():  # PEFT asks transformers a deprecated question on every adapter it adds
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return _pipeline(cfg, progress, on_step)
+
+
+def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | None) -> dict:
+    from erpack.codecs import Pipeline
+    from erpack.compress import load_source, measure, recode_cache
+    from erpack.encode import encode_corpus
+    from erpack.export import export_task_model
+    from erpack.predict import predict
+    from erpack.prune import Fractions, RecoveryConfig, prune_task_model
+    from erpack.report import ReportConfig, build_report, write_report
+    from erpack.store import verify_cache
+    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train.trainer import train_from_cache
+
+    paths = Paths(Path(cfg.out))
+    steps: dict[str, dict] = {}
+    t_all = time.perf_counter()
+
+    def bar(**kw):
+        return progress(leave=False, **kw) if progress else None
+
+    def done(name: str, t0: float, figures: dict) -> dict:
+        figures["seconds"] = time.perf_counter() - t0
+        steps[name] = figures
+        if on_step:
+            on_step(STEPS.index(name) + 1, name, figures)
+        return figures
+
+    # 1. parity (also checks the model and the data set before anything is written)
+    t0 = time.perf_counter()
+    par = split_parity(cfg.model, cfg.dataset, cfg.layer, cfg.parity_documents, cfg.batch_size, cfg.max_length,
+                       progress=(lambda it, **kw: progress(it, leave=False, **kw)) if progress else None)
+    k = par["layer"]
+    done("parity", t0, par)
+
+    # 2. encode the subset into a lossless cache (resumed if there), and verify it
+    t0 = time.perf_counter()
+    subset = write_subset(cfg.dataset, cfg.documents, paths.corpus)
+    enc = encode_corpus(str(paths.corpus), str(paths.reference), model=cfg.model, layer=k, codec="lossless",
+                        max_length=cfg.max_length, batch_size=cfg.batch_size, on_duplicate="skip",
+                        device=cfg.device, progress=lambda **kw: bar(**kw))
+    ver = verify_cache(paths.reference)
+    done("encode", t0, {**subset, "cache": str(paths.reference), "encode": enc.as_dict(),
+                        "verified": ver["ok"], "verify_failures": len(ver["failures"])})
+
+    # 3. the codec table on a sample, and the int8z cache the task model uses
+    t0 = time.perf_counter()
+    records, _ = load_source(paths.reference, limit=cfg.sample)
+    rows = []
+    for spec in CODECS:
+        b = bar(total=len(records), desc=f"measure {spec}", unit="doc")
+        rows.append(dict(measure(spec, records, progress=b.update if b else None), preset=spec))
+        if b:
+            b.close()
+    _fresh(paths.cache)
+    b = bar(total=enc.cache_documents, desc=f"write {TRAIN_CODEC} cache", unit="doc")
+    written = recode_cache(paths.reference, paths.cache, TRAIN_CODEC, progress=b.update if b else None)
+    if b:
+        b.close()
+    ver8 = verify_cache(paths.cache)
+    done("compress", t0, {"sample_documents": len(records), "sample_tokens": sum(a.shape[0] for _, a in records),
+                          "rows": rows, "cache": written, "verified": ver8["ok"]})
+
+    # 4. train LoRA adapters + head from the int8z cache
+    t0 = time.perf_counter()
+    _fresh(paths.trained)
+    tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
+    tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter",
+                          adapter=AdapterSpec("lora", r=cfg.rank, alpha=2 * cfg.rank), output=paths.trained,
+                          config=tcfg, progress=lambda **kw: bar(**kw))
+    r = tr["recycled"]
+    done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],
+                       "accuracy": r["test"]["accuracy"], "validation_accuracy": r["best_validation"]["accuracy"],
+                       "epochs": len(r["epochs"]), "trainable_params": r["trainable_params"],
+                       "total_params": r["total_params"], "train_seconds_per_epoch": r["train_seconds_per_epoch"]})
+
+    # 5. prune heads + FFN neurons of the upper stack, recover with LoRA
+    t0 = time.perf_counter()
+    _fresh(paths.pruned)
+    recovery = RecoveryConfig(epochs=cfg.epochs)
+    pcfg = TrainConfig(epochs=recovery.epochs, batch_size=cfg.batch_size, lr=recovery.lr, seed=cfg.seed,
+                       device=cfg.device)
+    _, pr = prune_task_model(paths.trained, paths.cache, str(paths.corpus), Fractions(cfg.prune, cfg.prune),
+                             output=paths.pruned, recovery=recovery, samples=cfg.prune_samples, train_cfg=pcfg,
+                             progress=lambda **kw: bar(**kw))
+    plan = pr["plan"]
+    done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
+                       "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
+                       "neurons_kept": plan["neurons_kept"], "neurons_total": plan["neurons_total"],
+                       "layers_dropped": plan["layers_dropped"], "params_before": pr["params_before"],
+                       "params_after": pr["params_after"], "accuracy": pr["test"]["accuracy"],
+                       "recovery_epochs": len(pr["recovery"]["epochs"]) if pr["recovery"] else 0})
+
+    # 6. export the pruned model: fp32 + int8 dynamic, parity against PyTorch on cached records
+    t0 = time.perf_counter()
+    ex = export_task_model(paths.pruned, paths.graph, quantize="dynamic", calibration_cache=paths.cache,
+                           timing_runs=cfg.timing_runs)
+    variants = [{key: v.get(key) for key in ("variant", "path", "bytes", "size_ratio", "agreement", "timing")}
+                for v in ex["variants"]]
+    done("export", t0, {"output": ex["output"], "bytes": ex["bytes"], "parity_max_diff": ex["parity"]["max_diff"],
+                        "tolerance": ex["parity"]["tolerance"], "variants": variants, "notes": ex["notes"]})
+
+    # 7. predict the test documents from the cache with onnxruntime, fp32 and int8
+    t0 = time.perf_counter()
+    served = {}
+    for name, graph in [("fp32", paths.graph)] + [(v["variant"], Path(v["path"])) for v in variants]:
+        out = paths.predictions if name == "fp32" else paths.predictions.with_suffix(f".{name}.jsonl")
+        s = predict(graph, paths.cache, labels=str(paths.corpus), split="test", output=out, device=cfg.device,
+                    batch_size=cfg.batch_size, progress=lambda **kw: bar(**kw))
+        served[name] = {"graph": str(graph), "output": str(out), "documents": s["predicted"],
+                        "accuracy": s["metrics"]["accuracy"], "provider": s["provider"], "seconds": s["seconds"],
+                        "missing": len(s["missing"])}
+    fp32 = served["fp32"]
+    done("predict", t0, {"documents": fp32["documents"], "accuracy": fp32["accuracy"], "provider": fp32["provider"],
+                         "output": fp32["output"], "graphs": served,
+                         "matches_pytorch": abs(fp32["accuracy"] - steps["prune"]["accuracy"]) < 1e-9})
+
+    # 8. the storage-cost report of both caches, plus bf16z / int4z re-encoded from the lossless one
+    t0 = time.perf_counter()
+    others = [c for c in CODECS if c not in ("lossless", TRAIN_CODEC)]
+    rcfg = ReportConfig(caches=[str(paths.reference), str(paths.cache)], codecs=others,
+                        documents=cfg.projected_documents, sample=cfg.sample,
+                        command=f"erpack report {paths.reference} {paths.cache} "
+                                + " ".join(f"--codec {c}" for c in others) + f" -o {paths.report}")
+    rep = build_report(rcfg)
+    files = write_report(rep, paths.report)
+    presets = {Pipeline.from_spec(c).spec: c for c in CODECS}
+    summary_rows = []
+    for row in rep["rows"]:
+        be = row["break_even"]
+        summary_rows.append({
+            "codec": row["codec"], "preset": presets.get(row["codec"]), "kind": row["kind"], "bits_per_value": row["bits_per_value"],
+            "bytes_per_token": row["bytes_per_token"], "sqnr_db": row["sqnr_db"], "lossless": row["lossless"],
+            "projected_bytes": row["projection"]["bytes"], "monthly_cost": row["projection"]["monthly_cost"],
+            "break_even_runs": be["break_even_runs"] if be else None})
+    done("report", t0, {"files": {k2: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
+                                  for k2, v in files.items()}, "rows": summary_rows,
+                        "projected_documents": rep["rows"][0]["projection"]["documents"],
+                        "projected_tokens": rep["rows"][0]["projection"]["tokens"],
+                        "profile_mean_tokens": rep["profile"]["mean"], "notes": rep["notes"]})
+
+    ok = (par["ok"] and steps["encode"]["verified"] and steps["compress"]["verified"]
+          and steps["predict"]["matches_pytorch"] and not any(s["missing"] for s in served.values()))
+    result = {"kind": "erpack-demo", "config": asdict(cfg), "out": str(paths.root), "model": cfg.model,
+              "dataset": cfg.dataset, "layer": k, "num_layers": par["num_layers"], "steps": steps,
+              "seconds": time.perf_counter() - t_all, "ok": ok,
+              "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}}
+    (paths.root / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result

@@ -133,25 +133,35 @@ def run_dataset(args, ds: str, seed: int, out: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> tuple[list[str], dict]:
-    groups: dict[tuple, list[dict]] = {}
+    """One line per (model, data set, level): accuracy mean and sd over seeds, its difference to the
+    unpruned model of the same seed (mean, and min to max over seeds), and the latency ratio to the
+    unpruned stack taken per seed (levels of one seed are timed in the same interleaved rounds), median."""
+    groups: dict[tuple, dict[int, dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["dataset"], r["level"]), []).append(r)
+        groups.setdefault((r["model"], r["dataset"], r["level"]), {})[r["seed"]] = r
     lines = [f"{'model':<7} {'data':<5} {'pruned':>6} {'upper params':>12} {'x':>5} {'latency ms':>10} {'x':>5} "
-             f"{'test acc':>8} {'delta':>6} {'seeds':>5}"]
+             f"{'test acc (sd)':>15} {'delta (min..max)':>20} {'seeds':>5}"]
     summary = {}
-    for (model, ds, level), rs in sorted(groups.items()):
-        base = groups.get((model, ds, 0.0))
-        acc = statistics.mean(r["test"]["accuracy"] for r in rs)
-        lat = statistics.median(r["latency_ms"] for r in rs)
-        b_acc = statistics.mean(r["test"]["accuracy"] for r in base) if base else acc
-        b_lat = statistics.median(r["latency_ms"] for r in base) if base else lat
-        b_par = base[0]["params"] if base else rs[0]["params"]
-        row = {"model": model, "dataset": ds, "level": level, "params": rs[0]["params"],
-               "params_ratio": rs[0]["params"] / b_par, "latency_ms": lat, "latency_ratio": lat / b_lat,
-               "accuracy": acc, "delta_points": (acc - b_acc) * 100, "seeds": len(rs)}
+    for (model, ds, level), by_seed in sorted(groups.items()):
+        base = groups.get((model, ds, 0.0), {})
+        seeds = sorted(s for s in by_seed if s in base)
+        if not seeds:
+            continue
+        accs = [by_seed[s]["test"]["accuracy"] for s in seeds]
+        deltas = [(by_seed[s]["test"]["accuracy"] - base[s]["test"]["accuracy"]) * 100 for s in seeds]
+        ratios = [by_seed[s]["latency_ms"] / base[s]["latency_ms"] for s in seeds]
+        acc, sd = statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
+        lat = statistics.median(by_seed[s]["latency_ms"] for s in seeds)
+        params = by_seed[seeds[0]]["params"]
+        row = {"model": model, "dataset": ds, "level": level, "params": params,
+               "params_ratio": params / base[seeds[0]]["params"], "latency_ms": lat,
+               "latency_ratio": statistics.median(ratios), "accuracy": acc, "accuracy_sd": sd,
+               "delta_points": statistics.mean(deltas), "delta_min": min(deltas), "delta_max": max(deltas),
+               "seeds": len(seeds)}
         summary.setdefault(f"{model}/{ds}", []).append(row)
-        lines.append(f"{model:<7} {ds:<5} {level:>6.0%} {row['params'] / 1e6:>11.2f}M {row['params_ratio']:>5.2f} "
-                     f"{lat:>10.1f} {row['latency_ratio']:>5.2f} {acc:>8.4f} {row['delta_points']:>+6.2f} {len(rs):>5}")
+        spread = f"{row['delta_points']:+.2f} ({min(deltas):+.2f}..{max(deltas):+.2f})"
+        lines.append(f"{model:<7} {ds:<5} {level:>6.0%} {params / 1e6:>11.2f}M {row['params_ratio']:>5.2f} "
+                     f"{lat:>10.1f} {row['latency_ratio']:>5.2f} {acc:>8.4f} ({sd:.4f}) {spread:>20} {len(seeds):>5}")
     verdicts = {}
     for key, rs in summary.items():
         ok = [r for r in rs if r["level"] > 0 and r["delta_points"] >= -1.0]

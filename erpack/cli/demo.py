@@ -1,59 +1,165 @@
-"""`erpack demo`: the main job on the built-in real model and data."""
+"""`erpack demo`: the whole pipeline on the built-in real model and data, in a few minutes on a CPU."""
 
 from __future__ import annotations
 
 import json
+import sys
+
+from erpack.cli import CLIError
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="split the real MiniLM at its middle layer over real reviews: parity and per-layer time",
+        help="the whole pipeline on the real MiniLM and Rotten Tomatoes: encode, compress, train, prune, "
+        "export, predict, report",
         description=(
-            "Load the built-in all-MiniLM-L6-v2 (installed offline by tools/setup.sh), split it at layer k, "
-            "run real Rotten Tomatoes reviews through lower then upper, and check the result equals the "
-            "full model on every non-padding token. Times the lower stack, the upper stack and the full "
-            "model (median of repeats, length-grouped batches) and prints the time per layer next to the "
-            "compute bound L/(L-k) of recycling."
+            "Run every erpack step on the built-in all-MiniLM-L6-v2 (installed offline by tools/setup.sh) and "
+            "real Rotten Tomatoes reviews, with the library calls the commands use, in a few minutes on a CPU: "
+            "(1) split the model at layer k and check upper(lower(x)) equals the full model on real batches; "
+            "(2) encode --documents reviews, taken evenly over the data set with its own train/validation/test "
+            "split, through layers 0..k-1 into a lossless cache (resumed when OUT holds it already) and verify "
+            "it; (3) measure the int8z, int4z, bf16z and lossless codecs on a sample of it (bits per value, "
+            "SQNR) and write the int8z cache; (4) train LoRA adapters in layers k..L-1 and a classifier head "
+            "from the int8z cache; (5) prune 40%% of the upper stack's heads and feed-forward neurons and "
+            "recover with LoRA; (6) export the pruned model to ONNX, fp32 and int8 dynamic, checked against "
+            "PyTorch; (7) predict the test reviews from the cache with onnxruntime; (8) write the storage-cost "
+            "report (size per codec, projected size and cost, break-even reuse count). Each step prints one "
+            "line of results and its wall time; everything lands in OUT."
         ),
+        epilog="Example: erpack demo --out erpack-demo --documents 2000",
     )
+    p.add_argument("--out", default="erpack-demo", help="folder for the subset, caches, task models, graphs, "
+                   "predictions and report; a cache already there is reused (default: erpack-demo)")
     p.add_argument("--model", default="minilm",
                    help="built-in name (minilm, mpnet), a local model folder, or a hub id (default: minilm)")
     p.add_argument("--dataset", default="rotten_tomatoes",
                    help="built-in data set: rotten_tomatoes (short reviews) or bbc (long articles)")
     p.add_argument("--layer", type=int, default=None,
-                   help="split layer k, 0..L (default: the middle, L // 2)")
-    p.add_argument("--documents", type=int, default=256,
-                   help="how many validation documents to run (default: 256)")
+                   help="split layer k, 0..L-1 (default: the middle, L // 2: 3 for MiniLM)")
+    p.add_argument("--documents", type=int, default=None,
+                   help="documents of the data set to run, taken evenly over it (default: 2000; 160 with --quick)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of adapter training, and of LoRA recovery after pruning (default: 2; 1 with --quick)")
+    p.add_argument("--prune", type=float, default=0.4,
+                   help="fraction of the upper stack's attention heads and feed-forward neurons to remove (default: 0.4)")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
     p.add_argument("--max-length", type=int, default=128, help="truncate documents to this many tokens (default: 128)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per batch; the median counts (default: 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON document as the last line")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
+    p.add_argument("--quick", action="store_true", help="the tiniest real run (160 documents, one epoch, small "
+                   "samples): checks the pipeline end to end in well under a minute")
+    p.add_argument("--json", action="store_true", help="print one JSON document with every step's figures as the "
+                   "last line (also written to OUT/demo.json)")
     p.set_defaults(run=run)
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def _sqnr(v) -> str:
+    return "exact" if v is None else f"{v:.1f} dB"
+
+
+def step_lines(name: str, s: dict) -> list[str]:
+    """The lines `erpack demo` prints for one finished step (the first carries its wall time)."""
+    if name == "parity":
+        bound = f" (bound L/(L-k) {s['compute_bound']:.2f}x)" if s["compute_bound"] else ""
+        speed = (f"; upper alone {s['speedup_upper_vs_full']:.2f}x faster than the full model{bound}"
+                 if s["speedup_upper_vs_full"] else "")
+        return [f"{s['model']} ({s['num_layers']} layers) split at k={s['layer']}: max |upper(lower(x)) - model(x)| "
+                f"{s['parity_max_abs_diff']:.1e} on {s['tokens']} tokens of {s['documents']} documents "
+                f"({'OK' if s['ok'] else 'FAIL'}, tolerance {s['tolerance']:.0e}){speed}"]
+    if name == "encode":
+        e, sp = s["encode"], s["splits"]
+        how = (f"encoded {e['encoded']} in {e['seconds']:.1f} s on {e['device']}"
+               + (f", {e['already_in_cache']} already cached" if e["already_in_cache"] else "")
+               if e["encoded"] else f"all {e['already_in_cache']} already cached: reused")
+        return [f"{s['documents']} documents (train {sp['train']}, validation {sp['validation']}, test {sp['test']}), "
+                f"{e['cache_tokens']} tokens -> {s['cache']} ({e['codec']}, {e['bytes_per_token']:.0f} bytes/token); "
+                f"{how}; verify {'OK' if s['verified'] else 'FAILED'}"]
+    if name == "compress":
+        c = s["cache"]
+        lines = [f"codecs on {s['sample_documents']} documents ({s['sample_tokens']} tokens); wrote {c['path']} "
+                 f"({c['documents']} documents, {_size(c['bytes'])}), verify {'OK' if s['verified'] else 'FAILED'}"]
+        for r in s["rows"]:
+            lines.append(f"    {r['preset']:<9} {r['bits_per_value']:6.2f} bits/value  x{r['ratio_vs_fp32']:5.1f} vs fp32  "
+                         f"SQNR {_sqnr(r['sqnr_db']):>9}  token cosine {r['mean_token_cosine']:.5f}")
+        return lines
+    if name == "train":
+        d = s["documents"]
+        return [f"LoRA adapters + head on {d['train']} train documents, {s['epochs']} epoch(s), "
+                f"{s['trainable_params'] / 1e6:.2f}M of {s['total_params'] / 1e6:.2f}M parameters trained: "
+                f"test accuracy {s['accuracy']:.4f} ({d['test']} documents), validation {s['validation_accuracy']:.4f}"]
+    if name == "prune":
+        dropped = f", layers dropped {s['layers_dropped']}" if s["layers_dropped"] else ""
+        return [f"{100 * s['heads']:.0f}% heads + {100 * s['ffn']:.0f}% FFN: heads {s['heads_kept']}/{s['heads_total']}, "
+                f"neurons {s['neurons_kept']}/{s['neurons_total']}{dropped}; upper stack {s['params_before'] / 1e6:.2f}M "
+                f"-> {s['params_after'] / 1e6:.2f}M parameters; after {s['recovery_epochs']} LoRA recovery epoch(s) "
+                f"test accuracy {s['accuracy']:.4f}"]
+    if name == "export":
+        lines = [f"{s['output']} ({_size(s['bytes'])}): largest |ONNX - PyTorch| {s['parity_max_diff']:.1e} "
+                 f"(tolerance {s['tolerance']:.0e}: pass)"]
+        for v in s["variants"]:
+            a, t = v["agreement"], v["timing"]
+            lines.append(f"    {v['variant']}: {v['path']} ({_size(v['bytes'])}, {v['size_ratio']:.1f}x smaller), "
+                         f"max |diff| vs fp32 {a['max_diff']:.1e}"
+                         + (f", argmax agrees {100 * a['argmax_agreement']:.1f}%" if a["argmax_agreement"] is not None
+                            else "")
+                         + f", batch {t['batch'][0]}x{t['batch'][1]} {t['variant_ms']:.1f} ms vs {t['fp32_ms']:.1f} ms")
+        lines += [f"    note: {n}" for n in s["notes"]]
+        return lines
+    if name == "predict":
+        g = s["graphs"]
+        others = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in g.items() if k != "fp32")
+        return [f"{s['documents']} test documents from the cache on {s['provider']}: accuracy {s['accuracy']:.4f} "
+                f"({'=' if s['matches_pytorch'] else '!='} PyTorch's)" + (f"; {others}" if others else "")
+                + f" -> {s['output']}"]
+    if name == "report":
+        f = s["files"]
+        lines = [f"projected to {s['projected_documents']:,.0f} documents of {s['profile_mean_tokens']:.1f} tokens "
+                 f"-> {f['html']} (+ .md, .json)"]
+        for r in s["rows"]:
+            be = r["break_even_runs"]
+            where = "cache" if r["kind"] == "cache" else "sample"
+            lines.append(f"    {r['preset'] or r['codec']:<9} {where:<6} {r['bytes_per_token']:7.1f} bytes/token  SQNR {_sqnr(r['sqnr_db']):>9}  "
+                         f"{_size(r['projected_bytes']):>9}  ${r['monthly_cost']:,.2f}/month  break-even "
+                         + ("-" if be is None else f"{be:.2f} runs"))
+        lines += [f"    note: {n}" for n in s["notes"]]
+        return lines
+    return []
 
 
 def run(args) -> int:
     from tqdm import tqdm
 
-    from erpack.demo import run_demo
+    from erpack.demo import STEPS, DemoConfig, run_demo
 
-    r = run_demo(model=args.model, dataset=args.dataset, layer=args.layer, documents=args.documents,
-                 batch_size=args.batch_size, max_length=args.max_length, repeats=args.repeats,
-                 progress=lambda it, desc: tqdm(it, desc=desc, unit="batch", leave=False))
-    L, k, ms = r["num_layers"], r["layer"], r["ms_per_layer"]
-    print(f"model        {r['model']} ({L} layers), weights sha256 {r['weights_sha256'][:16]}...")
-    print(f"data         {r['dataset']} validation: {r['documents']} documents, {r['tokens']} tokens, "
-          f"{r['batches']} batches")
-    print(f"split        layer k={k}: lower = embeddings + layers 0..{k - 1}, upper = layers {k}..{L - 1}")
-    ok = r["parity_max_abs_diff"] <= 1e-5
-    print(f"parity       max |upper(lower(x)) - model(x)| = {r['parity_max_abs_diff']:.2e} on real tokens "
-          f"({'OK' if ok else 'FAIL'}, tolerance 1e-5)")
-    print(f"time         lower {r['seconds']['lower']:.3f} s, upper {r['seconds']['upper']:.3f} s, "
-          f"full {r['seconds']['full']:.3f} s (median of {args.repeats} per batch)")
-    print(f"per layer    lower {ms['lower']:.1f} ms, upper {ms['upper']:.1f} ms, full {ms['full']:.1f} ms")
-    if r["compute_bound"]:
-        print(f"upper vs full {r['speedup_upper_vs_full']:.2f}x faster (compute bound L/(L-k) = "
-              f"{r['compute_bound']:.2f}x; no cache read yet: see `erpack encode`)")
+    for name in ("documents", "epochs", "batch_size", "max_length"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    if not 0.0 <= args.prune < 1.0:
+        raise CLIError(f"--prune must be in [0, 1), got {args.prune}")
+    kw = dict(out=args.out, model=args.model, dataset=args.dataset, layer=args.layer, documents=args.documents,
+              epochs=args.epochs, prune=args.prune, batch_size=args.batch_size, max_length=args.max_length,
+              device=args.device)
+    cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**{k: v for k, v in kw.items() if v is not None})
+    print(f"erpack demo: {cfg.model} on {cfg.dataset}, {cfg.documents} documents -> {cfg.out}/", flush=True)
+
+    def on_step(i: int, name: str, figures: dict) -> None:
+        lines = step_lines(name, figures)
+        print(f"[{i}/{len(STEPS)}] {name:<8} {figures['seconds']:6.1f} s  {lines[0]}")
+        for line in lines[1:]:
+            print(line)
+        sys.stdout.flush()
+
+    r = run_demo(cfg, progress=lambda *a, **kw: tqdm(*a, file=sys.stderr, disable=None, **kw), on_step=on_step)
+    print(f"done in {r['seconds']:.0f} s: {'OK' if r['ok'] else 'FAILED'}; every file is in {r['out']}/ "
+          "(demo.json holds every figure)")
     if args.json:
-        print(json.dumps(r))
-    return 0 if ok else 1
+        print(json.dumps(r, default=float))
+    return 0 if r["ok"] else 1
