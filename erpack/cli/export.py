@@ -36,6 +36,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quantize", choices=["dynamic", "static"], default=None,
                    help="also write an int8 graph: dynamic (int8 weights, activations quantized at run time; "
                    "no data needed) or static (QDQ, activation ranges calibrated on --calibration-cache)")
+    p.add_argument("--int8-exclude", choices=["auto", "none"], default="auto",
+                   help="--quantize dynamic with --calibration-cache: auto (default) ranks the weight MatMuls by "
+                   "the outlier ratio (max|x| / std) of their input on cached records and leaves the fewest of them "
+                   "in float that bring argmax agreement with the fp32 graph to 99%% on those records; none "
+                   "quantizes all. Weights are 7-bit either way (reduce_range: no int16 saturation on AVX2 CPUs)")
     p.add_argument("--calibration-cache", default=None, help="a cache of the task's corpus: its records calibrate "
                    "--quantize static, and serve as realistic inputs for the parity and agreement checks")
     p.add_argument("--calibration-docs", type=int, default=256, help="records used to calibrate (default: 256)")
@@ -63,6 +68,10 @@ def _variant_line(v: dict) -> str:
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
             line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+    if v.get("excluded") is not None and v["variant"] == "int8-dynamic":
+        line += f"\n             left in float: {len(v['excluded'])} MatMul(s)"
+        if v["excluded"]:
+            line += f" ({', '.join(v['excluded'][:4])}{', ...' if len(v['excluded']) > 4 else ''})"
     return line
 
 
@@ -75,7 +84,7 @@ def run(args) -> int:
     s = export_task_model(args.task_model, args.output, part=args.part, optimize=args.optimize,
                           quantize=args.quantize, calibration_cache=args.calibration_cache,
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
-                          calibration_docs=args.calibration_docs)
+                          calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude)
     par = s["parity"]
     print(f"exported     {s['output']} ({s['part']} stack of {s['model']}, layer {s['layer']}, {s['bytes'] / 1e6:.2f} MB, "
           f"exporter {s['exporter']})")

@@ -30,6 +30,7 @@ from erpack.export.session import create_session
 from erpack.export.timing import interleaved_medians
 
 PARTS = ("upper", "lower")
+INT8_EXCLUDE = ("auto", "none")
 AGREEMENT_WARNING = 0.98  # below this share of equal argmax a variant gets a warning note
 
 
@@ -107,7 +108,8 @@ def _sample_batches(tm, reader, hidden_size: int) -> tuple[list, list, tuple]:
 
 def export_task_model(task_model, output, part: str = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
-                      allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10) -> dict:
+                      allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
+                      int8_exclude: str = "auto") -> dict:
     """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc)."""
     if part not in PARTS:
         raise ExportError(f"unknown part {part!r}; use upper or lower")
@@ -116,6 +118,8 @@ def export_task_model(task_model, output, part: str = "upper", optimize: bool = 
     if part == "lower" and quantize:
         raise ExportError("--quantize applies to the upper stack: the lower graph's output goes into the cache, "
                           "whose codec (erpack encode --codec) does the quantizing")
+    if int8_exclude not in INT8_EXCLUDE:
+        raise ExportError(f"unknown int8 exclusion rule {int8_exclude!r}; use auto or none")
     if quantize == "static" and calibration_cache is None:
         raise ExportError("--quantize static needs --calibration-cache CACHE: the activation ranges are "
                           "calibrated on cached records of the task's corpus")
@@ -162,7 +166,7 @@ def export_task_model(task_model, output, part: str = "upper", optimize: bool = 
             source = Path(v["path"])
         if quantize:  # static from the fp32 graph: calibration cannot see into fused operators
             summary["variants"].append(_quantized(quantize, source if quantize == "dynamic" else out, out, reader,
-                                                  calibration_docs))
+                                                  calibration_docs, int8_exclude))
         for v in summary["variants"]:
             _measure(v, base, out, agree_batches, timing_batch, timing_runs)
             agree = v["agreement"]["argmax_agreement"]
@@ -191,13 +195,24 @@ def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) ->
     return {"variant": "optimized", "path": str(dst), "bytes": dst.stat().st_size, "parity": parity, **fused}
 
 
-def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int) -> dict:
-    from erpack.export.quantize import CacheCalibration, quantize_dynamic_graph, quantize_static_graph
+def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int, exclude: str = "auto") -> dict:
+    from erpack.export.quantize import (
+        CacheCalibration,
+        quantize_dynamic_graph,
+        quantize_static_graph,
+        sensitive_nodes,
+    )
 
     dst = _variant_path(out, f"int8-{mode}")
     tmp = _temp_path(dst)
     try:
-        if mode == "dynamic":
+        if mode == "dynamic" and exclude == "auto" and reader is not None:
+            # records of the first half of the cache (the agreement report uses the second half)
+            ids = reader.ids()
+            batches = cache_batches(reader, limit=min(calibration_docs, 128), batch_size=16,
+                                    ids=ids[: len(ids) // 2] or ids)
+            details = sensitive_nodes(source, tmp, batches)
+        elif mode == "dynamic":
             details = quantize_dynamic_graph(source, tmp)
         else:
             ids = reader.ids()

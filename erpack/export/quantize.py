@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
+
+import numpy as np
 
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_records, pad_batch
@@ -41,18 +44,110 @@ def _quiet():
         root.setLevel(level)
 
 
-def quantize_dynamic_graph(src, dst, per_channel: bool = True) -> dict:
-    """Weights of MatMul/Gemm/Attention to int8 (QInt8); activations quantized at run time."""
+def quantize_dynamic_graph(src, dst, per_channel: bool = True, reduce_range: bool = True,
+                           exclude=None) -> dict:
+    """Weights of MatMul/Gemm/Attention to int8 (QInt8); activations quantized at run time.
+
+    reduce_range: 7-bit weights. onnxruntime's U8S8 kernels on AVX2/AVX-512 without VNNI add pairs of
+    uint8 x int8 products in int16 and saturate when activations sit far from their zero point (an
+    outlier channel pushes the zero point to one end of the range): MPNet k=6 lost 40 points to that.
+    exclude: node names left in float (see `sensitive_nodes`).
+    """
     import onnx
 
     q = _quantization()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    exclude = list(exclude or [])
     # DefaultTensorType: fused operators of an optimized graph (com.microsoft domain) have no shape
     # inference, so the quantizer is told their outputs are float.
     with _quiet():
         q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                           reduce_range=reduce_range, nodes_to_exclude=exclude,
                            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"method": "dynamic", "weight_type": "int8", "per_channel": per_channel}
+    return {"method": "dynamic", "weight_type": "int8", "per_channel": per_channel, "reduce_range": reduce_range,
+            "excluded": exclude}
+
+
+def outlier_ratios(src, batches) -> list[tuple[str, float]]:
+    """(node, max|x| / std(x)) for the activation input of every weight MatMul/Gemm, largest first.
+
+    Measured on real tokens of `batches` ((hidden, mask) pairs, e.g. decoded cache records). A large
+    ratio means a few outlier channels take the whole per-tensor int8 range of a dynamically quantized
+    activation and the ordinary values get a handful of levels (Bondarenko et al. 2021; MPNet's FFN
+    output projections reach 100-170).
+    """
+    import onnx
+
+    from erpack.export.session import create_session
+
+    m = onnx.load(str(src))
+    weights = {i.name for i in m.graph.initializer}
+    nodes = [(nd.name, nd.input[0]) for nd in m.graph.node
+             if nd.op_type in ("MatMul", "Gemm") and len(nd.input) > 1 and nd.input[1] in weights]
+    graph_inputs = {i.name for i in m.graph.input}
+    outputs = {o.name for o in m.graph.output}
+    wanted = sorted({x for _, x in nodes if x not in graph_inputs})
+    for name in wanted:
+        if name not in outputs:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    probe = Path(src).with_name(f".{Path(src).stem}.probe-{os.getpid()}.onnx")
+    try:
+        onnx.save(m, str(probe))
+        sess = create_session(probe, "cpu").session
+        stats = {name: [0.0, 0.0, 0.0, 0] for name in wanted + sorted(graph_inputs & {x for _, x in nodes})}
+        for hidden, mask in batches:
+            feeds = {"hidden_states": hidden, "attention_mask": mask}
+            values = dict(zip(wanted, sess.run(wanted, feeds))) if wanted else {}
+            values.update({k: v for k, v in feeds.items() if k in stats})
+            real = mask.astype(bool)
+            for name, v in values.items():
+                v = v[real] if v.ndim == 3 and v.shape[:2] == mask.shape else v
+                v = v.astype(np.float64)
+                st = stats[name]
+                st[0] = max(st[0], float(np.abs(v).max()))
+                st[1] += float(v.sum())
+                st[2] += float((v * v).sum())
+                st[3] += v.size
+    finally:
+        probe.unlink(missing_ok=True)
+    ratios = []
+    for node, x in nodes:
+        mx, s1, s2, n = stats[x]
+        std = (max(s2 / n - (s1 / n) ** 2, 0.0)) ** 0.5 if n else 0.0
+        ratios.append((node, mx / std if std > 0 else 0.0))
+    return sorted(ratios, key=lambda t: -t[1])
+
+
+def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float = 0.25,
+                    per_channel: bool = True, reduce_range: bool = True) -> dict:
+    """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed MatMuls needed.
+
+    The weight MatMuls are ranked by the outlier ratio of their input activation (`outlier_ratios`)
+    on `batches` (cached records). All are quantized; while the int8 graph's argmax agrees with the
+    fp32 graph's on fewer than `target` of the batches' rows, the next group of nodes in that order is left in float (groups double in size),
+    up to `max_excluded` of the nodes. Returns the details of the graph written.
+    """
+
+    from erpack.export.session import create_session
+
+    ranked = [name for name, _ in outlier_ratios(src, batches)]
+    base = create_session(src, "cpu").session
+    ref = np.concatenate([base.run(None, {"hidden_states": h, "attention_mask": m})[0] for h, m in batches])
+    limit = int(len(ranked) * max_excluded)
+    k, step, tried = 0, 1, []
+    while True:
+        details = quantize_dynamic_graph(src, dst, per_channel, reduce_range, ranked[:k])
+        sess = create_session(dst, "cpu").session
+        z = np.concatenate([sess.run(None, {"hidden_states": h, "attention_mask": m})[0] for h, m in batches])
+        agree = float((z.argmax(1) == ref.argmax(1)).mean()) if z.shape[1] > 1 else 1.0
+        tried.append({"excluded": k, "agreement": agree, "max_diff": float(np.abs(z - ref).max())})
+        if agree >= target or k >= limit:
+            break
+        k = min(limit, k + step)
+        step *= 2
+    details.update({"auto_exclude": {"target": target, "rows": int(len(ref)), "steps": tried,
+                                     "ranked": ranked[: max(k, 3)]}})
+    return details
 
 
 class CacheCalibration:
