@@ -93,12 +93,16 @@ class Pipeline:
 
     def decode(self, buf, shape, out: np.ndarray | None = None) -> np.ndarray:
         T, H = check_shape(shape)
-        return self.stages[0].decode_checked(self.unwrap(buf, T, H), T, H, out, self._bounds(T, H)[0])
+        return self.stages[0].decode_checked(self._unwrap(buf, T, H), T, H, out, self._bounds(T, H)[0])
 
     def unwrap(self, buf, T: int, H: int) -> memoryview:
         """The array codec's blob inside `buf`: every byte stage undone (decompression), each bounded
         by what a (T, H) record can produce."""
         T, H = check_shape((T, H))
+        return self._unwrap(buf, T, H)
+
+    def _unwrap(self, buf, T: int, H: int) -> memoryview:
+        """unwrap for a shape check_shape has passed (decode's hot path checks it once)."""
         sizes = self._bounds(T, H)
         data = as_bytes_view(buf)
         if len(data) > sizes[-1]:
@@ -121,7 +125,7 @@ class Pipeline:
         if any(h != H for _, h in shapes):
             raise CodecError(f"decode_batch: records of one batch share the hidden size; got {sorted({h for _, h in shapes})}")
         lengths = [t for t, _ in shapes]
-        views = [self.unwrap(b, t, H) for b, t in zip(blobs, lengths)]
+        views = [self._unwrap(b, t, H) for b, t in zip(blobs, lengths)]
         return self.dequantize_batch(views, lengths, H, out)
 
     def dequantize_batch(self, views, lengths: list[int], H: int, out: np.ndarray | None = None) -> np.ndarray:
