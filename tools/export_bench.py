@@ -35,7 +35,11 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--calibration-docs", type=int, default=256)
     p.add_argument("--skip-static", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and onnxruntime intra-op threads (default: each library's own choice)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import transformers
 
@@ -76,7 +80,7 @@ def main() -> None:
     timing_rows = full[len(full) // 2]
     hidden, mask = pad_batch([records[i] for i in timing_rows])  # (32, T, H), (32, T)
 
-    sessions = {name: create_session(path, "cpu") for name, path in paths.items()}
+    sessions = {name: create_session(path, "cpu", threads=args.threads) for name, path in paths.items()}
     upper = tm.upper.eval()
     h_t, m_t = torch.from_numpy(hidden), torch.from_numpy(mask)
     feeds = {"hidden_states": hidden, "attention_mask": mask}

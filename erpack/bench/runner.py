@@ -29,6 +29,7 @@ from erpack.bench.paths import (
     FullTorch,
     Workload,
     prune_by_importance,
+    quantization_note,
 )
 from erpack.bench.timing import SECTIONS, describe_machine, summarize
 from erpack.errors import ErpackError, InputError
@@ -265,6 +266,9 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
         prepared.append(p)
         log(f"prepared {getattr(p, 'label', p.name)} in {p.prepare_seconds:.1f} s")
 
+    for key in sorted(work.quantization):
+        notes.append(f"graph {key}.int8: {quantization_note(work, key)}")
+
     preds: dict[int, np.ndarray] = {}
     for _ in range(cfg.warmup):
         for i, p in enumerate(prepared):
@@ -312,7 +316,8 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
                      "max_length": max_length, "model": cfg.model, "num_layers": L, "layer": k,
                      "compute_bound": L / (L - k), "task_model": cfg.task_model, "trained_head": trained,
                      "labels": bool(y is not None), "classes": classes},
-        "caches": caches, "pruned": pruned_info, "paths": results, "training": training, "notes": notes,
+        "caches": caches, "pruned": pruned_info, "quantization": work.quantization, "paths": results,
+        "training": training, "notes": notes,
         "seconds": time.perf_counter() - t_start,
     }
 

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
             "training stops after --patience epochs without improvement. The test split is scored at the end. "
             "Modes: `upper` fine-tunes layers k..L-1 and the head; `adapter` freezes them and trains PEFT "
             "adapters (LoRA or (IA)^3) in layers k..L-1 only, plus the head; `head` trains the head alone on the "
-            "frozen model's own pooling. The result is a folder that `erpack eval` and `TaskModel.load` read "
+            "frozen model's last hidden state. The head is the classifier with whatever pools for it (BERT's "
+            "pooler included), trained in every mode. The result is a folder that `erpack eval` and `TaskModel.load` read "
             "(docs/training.md)."
         ),
         epilog="Example: erpack train caches/rt --labels rotten_tomatoes --mode adapter -o models/rt-lora --baseline",

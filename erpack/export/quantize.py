@@ -68,10 +68,19 @@ def quantize_dynamic_graph(src, dst, per_channel: bool = True, reduce_range: boo
             "excluded": exclude}
 
 
+def _feeds(batch) -> dict:
+    """A batch as graph feeds: a dict of inputs as is, or an upper stack's (hidden, mask) pair."""
+    if isinstance(batch, dict):
+        return batch
+    hidden, mask = batch
+    return {"hidden_states": hidden, "attention_mask": mask}
+
+
 def outlier_ratios(src, batches) -> list[tuple[str, float]]:
     """(node, max|x| / std(x)) for the activation input of every weight MatMul/Gemm, largest first.
 
-    Measured on real tokens of `batches` ((hidden, mask) pairs, e.g. decoded cache records). A large
+    Measured on real tokens of `batches`: (hidden, mask) pairs of decoded cache records for an upper
+    stack, or feed dicts with an `attention_mask` for any graph (a whole model's token ids). A large
     ratio means a few outlier channels take the whole per-tensor int8 range of a dynamically quantized
     activation and the ordinary values get a handful of levels (Bondarenko et al. 2021; MPNet's FFN
     output projections reach 100-170).
@@ -95,8 +104,9 @@ def outlier_ratios(src, batches) -> list[tuple[str, float]]:
         onnx.save(m, str(probe))
         sess = create_session(probe, "cpu").session
         stats = {name: [0.0, 0.0, 0.0, 0] for name in wanted + sorted(graph_inputs & {x for _, x in nodes})}
-        for hidden, mask in batches:
-            feeds = {"hidden_states": hidden, "attention_mask": mask}
+        for batch in batches:
+            feeds = _feeds(batch)
+            mask = feeds["attention_mask"]
             values = dict(zip(wanted, sess.run(wanted, feeds))) if wanted else {}
             values.update({k: v for k, v in feeds.items() if k in stats})
             real = mask.astype(bool)
@@ -123,22 +133,23 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
     """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed MatMuls needed.
 
     The weight MatMuls are ranked by the outlier ratio of their input activation (`outlier_ratios`)
-    on `batches` (cached records). All are quantized; while the int8 graph's argmax agrees with the
+    on `batches` (cached records, or feed dicts of any graph whose first output is the logits). All are quantized; while the int8 graph's argmax agrees with the
     fp32 graph's on fewer than `target` of the batches' rows, the next group of nodes in that order is left in float (groups double in size),
     up to `max_excluded` of the nodes. Returns the details of the graph written.
     """
 
     from erpack.export.session import create_session
 
+    batches = [_feeds(b) for b in batches]
     ranked = [name for name, _ in outlier_ratios(src, batches)]
     base = create_session(src, "cpu").session
-    ref = np.concatenate([base.run(None, {"hidden_states": h, "attention_mask": m})[0] for h, m in batches])
+    ref = np.concatenate([base.run(None, feeds)[0] for feeds in batches])
     limit = int(len(ranked) * max_excluded)
     k, step, tried = 0, 1, []
     while True:
         details = quantize_dynamic_graph(src, dst, per_channel, reduce_range, ranked[:k])
         sess = create_session(dst, "cpu").session
-        z = np.concatenate([sess.run(None, {"hidden_states": h, "attention_mask": m})[0] for h, m in batches])
+        z = np.concatenate([sess.run(None, feeds)[0] for feeds in batches])
         agree = float((z.argmax(1) == ref.argmax(1)).mean()) if z.shape[1] > 1 else 1.0
         tried.append({"excluded": k, "agreement": agree, "max_diff": float(np.abs(z - ref).max())})
         if agree >= target or k >= limit:

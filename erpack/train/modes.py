@@ -3,12 +3,17 @@
 - `upper`: layers k..L-1, the pooler (if the model has one) and the head train; embeddings and
   layers 0..k-1 (and model-wide tables such as MPNet's relative position bias) stay frozen, so the
   lower stack, and therefore the cache, stay valid.
-- `adapter`: every pretrained weight is frozen; PEFT injects adapters into the linear layers of
-  layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
+- `adapter`: every pretrained weight of the encoder is frozen; PEFT injects adapters into the linear
+  layers of layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
   LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
   alpha=32. (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
-- `head`: only the head trains, on top of the frozen model's own pooling (BERT: the [CLS] pooler;
-  MPNet/RoBERTa: the first token through the head's dense layer).
+- `head`: only the head trains, on the frozen model's last hidden state.
+
+The head is the classifier and whatever pools the encoder's output for it: BERT's pooler (dense + tanh
+over [CLS], which transformers keeps inside the encoder) counts as head, as the dense layer of
+MPNet's and RoBERTa's classification head does. Both sit after layer L-1, so the cache stays valid,
+and without it a frozen BERT pooler would bottleneck adapter and head training (sentence-transformer
+checkpoints never trained theirs).
 - `full` (the baseline): everything trains, from text.
 
 The head is the model's own AutoModelForSequenceClassification head, so every mode and the baseline
@@ -85,9 +90,12 @@ def upper_linear_names(model: nn.Module, layer: int) -> list[str]:
 
 
 def _set_head_trainable(model: nn.Module) -> None:
+    """The classifier and the encoder's pooler (if any) train: see the module docstring."""
     for name in head_modules(model):
-        for p in getattr(model, name).parameters():
-            p.requires_grad_(True)
+        getattr(model, name).requires_grad_(True)
+    pooler = getattr(model.base_model, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(True)
 
 
 def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None = None) -> Prepared:
@@ -102,9 +110,6 @@ def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None
         _, layers = _layers(model)
         for i in range(layer, len(layers)):
             layers[i].requires_grad_(True)
-        pooler = getattr(model.base_model, "pooler", None)
-        if pooler is not None:
-            pooler.requires_grad_(True)
         _set_head_trainable(model)
         return Prepared(model)
     if mode == "head":

@@ -57,6 +57,15 @@ def test_untrained_head_is_said_and_agreement_given(result):
     assert any("without LoRA recovery" in n for n in result["notes"])
 
 
+def test_int8_graphs_are_calibrated_like_erpack_export(result):
+    """Both int8 graphs (full model, upper stack) go through erpack.export's auto exclusion."""
+    q = result["quantization"]
+    assert {"full", "upper"} <= set(q), q
+    for key in ("full", "upper"):
+        assert 0.0 <= q[key]["agreement"] <= 1.0 and q[key]["calibration_documents"] == 20
+        assert any(n.startswith(f"graph {key}.int8: int8 dynamic, 7-bit weights") for n in result["notes"])
+
+
 def test_json_and_card(result):
     from erpack.bench import card
 

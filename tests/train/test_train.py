@@ -36,7 +36,7 @@ def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
         data = prepare_data(reader, str(tiny["labels"]), "classification")
         _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
         before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
-        head = {n for n in before if n.startswith("classifier.")}
+        head = {n for n in before if n.startswith(("classifier.", "bert.pooler."))}
         prepared = prepare(model, "adapter", LAYER, AdapterSpec(kind))
         names = [n for n, _ in prepared.model.named_modules()]
         assert not any(f"encoder.layer.{i}." in n for n in names for i in range(LAYER)
@@ -51,6 +51,7 @@ def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
     assert changed and set(changed) <= head, f"frozen weights changed: {sorted(set(changed) - head)}"
     trained = [n for n, p in prepared.model.named_parameters() if p.requires_grad]
     assert any("lora_" in n or "ia3_" in n for n in trained)
+    assert "bert.pooler.dense.weight" in trained  # BERT's pooler is part of the head: it trains in every mode
 
 
 def test_cache_of_other_weights_is_refused(tiny, tmp_path):
