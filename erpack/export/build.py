@@ -185,10 +185,12 @@ def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) ->
 
     dst = _variant_path(out, "optimized")
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", 0)
+    uniform = len({len(layer["heads"]) for layer in (getattr(cfg, "erpack_pruning", None) or {}).get("layers", [])}
+                  | {heads}) == 1
     fused: dict = {}
 
     def write(p):
-        fused.update(optimize_graph(out, p, cfg.model_type, heads, hidden_size))
+        fused.update(optimize_graph(out, p, cfg.model_type, heads, hidden_size, fuse_attention=uniform))
         set_file_metadata(p, {"variant": "optimized", "derived_from": out.name, "optimizer": dict(fused)})
 
     parity = _checked_export(write, check, dst)

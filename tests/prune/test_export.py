@@ -33,3 +33,22 @@ def test_pruned_upper_exports_to_onnx(model_type, tmp_path):
     names = [i.name for i in sess.get_inputs()]
     got = sess.run(None, dict(zip(names, [hidden.numpy(), mask.numpy()])))[0]
     assert np.abs(got - want).max() <= 1e-5
+
+
+def test_pruned_task_model_exports_optimized_and_int8(tiny_task, tmp_path):
+    """`erpack export --optimize --quantize dynamic` of an `erpack prune` output: the fused Attention
+    kernel takes one head count for the graph, so a stack whose layers kept different numbers of heads
+    is optimized without it (LayerNorm still fuses) and every variant passes the parity check."""
+    from erpack.export import export_task_model
+    from erpack.prune import Fractions, prune_task_model
+
+    out = tmp_path / "p"
+    prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
+                     Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
+    s = export_task_model(out, tmp_path / "p.onnx", optimize=True, quantize="dynamic",
+                          calibration_cache=tiny_task["cache"], timing_runs=1)
+    optimized = next(v for v in s["variants"] if v["variant"] == "optimized")
+    assert not optimized["attention_fused"] and optimized["attention_not_fused_because"]
+    assert optimized["fused"].get("SkipLayerNormalization"), optimized["fused"]
+    assert optimized["parity"]["max_diff"] <= 1e-4
+    assert any(v["variant"] == "int8-dynamic" for v in s["variants"])
