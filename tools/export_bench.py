@@ -120,7 +120,7 @@ def main() -> None:
         })
     acc32 = next(r["accuracy"] for r in results if r["variant"] == "onnx fp32")
     cfg = tm.model.config
-    meta = {"task_model": args.task_model, "cache": args.cache, "model": tm.expected_cache["model"]["name"],
+    meta = {"task_model": args.task_model, "cache": args.cache, "out": args.out, "model": tm.expected_cache["model"]["name"],
             "layer": tm.layer, "num_layers": getattr(cfg, "num_hidden_layers", None),
             "hidden_size": getattr(cfg, "hidden_size", None), "split": args.split, "documents": len(records),
             "timing_batch": list(hidden.shape[:2]), "runs": args.runs, "parity_max_diff": s["parity"]["max_diff"],

@@ -1,0 +1,54 @@
+"""A CPU-sized corpus of a built-in data set: the first N (or a hash sample of N) of each split.
+
+    python tools/subset_corpus.py rotten_tomatoes --train 800 --validation 300 --how first \
+        -o runs/s10/corpus-rt.jsonl --labels-dir runs/s10
+    python tools/subset_corpus.py bbc --train 400 --validation 150 --how hash -o runs/s10/corpus-bbc.jsonl \
+        --labels-dir runs/s10
+
+Writes the corpus (JSONL: id, text, label, split; a split without a limit is kept whole) and, in
+--labels-dir, the label file `tools/prune_table.py` uses for the same limits (its `subset_labels`), so
+an `erpack encode` of the corpus makes the cache that the pruning table, `erpack train` and
+`tools/export_bench.py` read. Prints the label file's path and the document count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from prune_table import DATASETS, subset_labels  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("dataset", choices=sorted(DATASETS.values()))
+    p.add_argument("--train", type=int, default=None, help="training documents (default: all)")
+    p.add_argument("--validation", type=int, default=None, help="validation documents (default: all)")
+    p.add_argument("--test", type=int, default=None, help="test documents (default: all)")
+    p.add_argument("--how", choices=["first", "hash"], default="hash",
+                   help="the first N in the data set's order, or the N with the smallest sha1(id)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--labels-dir", required=True)
+    args = p.parse_args()
+    from erpack.assets import load_dataset
+
+    short = next(k for k, v in DATASETS.items() if v == args.dataset)
+    limits = {"train": args.train, "validation": args.validation, "test": args.test}
+    work = Path(args.labels_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    labels = subset_labels(work, short, limits, args.how)
+    ids = {json.loads(line)["id"] for line in open(labels)}
+    rows = [r for r in load_dataset(args.dataset) if r.id in ids]
+    tmp = Path(args.output).with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"id": r.id, "text": r.text, "label": r.label, "split": r.split}) + "\n"
+                           for r in rows))
+    os.replace(tmp, args.output)
+    print(f"{labels} {len(rows)}")
+
+
+if __name__ == "__main__":
+    main()
