@@ -178,9 +178,7 @@ def quantized(work: Workload, key: str, make_fp32, calibration) -> Path:
 
 
 def quantization_note(work: Workload, key: str) -> str:
-    q = work.quantization.get(key)
-    if q is None:
-        return "int8 graph reused from the work folder"
+    q = work.quantization[key]
     return (f"int8 dynamic, 7-bit weights; {len(q['excluded'])} MatMul(s) left in float for "
             f"{q['agreement']:.1%} argmax agreement with fp32 on {q['calibration_documents']} calibration documents")
 

@@ -133,9 +133,10 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
     """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed MatMuls needed.
 
     The weight MatMuls are ranked by the outlier ratio of their input activation (`outlier_ratios`)
-    on `batches` (cached records, or feed dicts of any graph whose first output is the logits). All are quantized; while the int8 graph's argmax agrees with the
-    fp32 graph's on fewer than `target` of the batches' rows, the next group of nodes in that order is left in float (groups double in size),
-    up to `max_excluded` of the nodes. Returns the details of the graph written.
+    on `batches` (cached records, or feed dicts of any graph whose first output is the logits). All
+    are quantized; while the int8 graph's argmax agrees with the fp32 graph's on fewer than `target`
+    of the batches' rows, the next group of nodes in that order is left in float (groups double in
+    size), up to `max_excluded` of the nodes. Returns the details of the graph written.
     """
 
     from erpack.export.session import create_session
