@@ -8,15 +8,13 @@
   LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
   alpha=32. (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
 - `head`: only the head trains, on the frozen model's last hidden state.
-
-The head is the classifier and whatever pools the encoder's output for it: BERT's pooler (dense + tanh
-over [CLS], which transformers keeps inside the encoder) counts as head, as the dense layer of
-MPNet's and RoBERTa's classification head does. Both sit after layer L-1, so the cache stays valid,
-and without it a frozen BERT pooler would bottleneck adapter and head training (sentence-transformer
-checkpoints never trained theirs).
 - `full` (the baseline): everything trains, from text.
 
-The head is the model's own AutoModelForSequenceClassification head, so every mode and the baseline
+The head is the model's own AutoModelForSequenceClassification head plus whatever pools the
+encoder's output for it: BERT's pooler (dense + tanh over [CLS], which transformers keeps inside the
+encoder) counts as head, as the dense layer of MPNet's and RoBERTa's classification head does. It
+sits after layer L-1, so the cache stays valid; a frozen BERT pooler would bottleneck adapter and
+head training (sentence-transformer checkpoints never trained theirs). Every mode and the baseline
 share it; it is initialised from the seed before anything else draws random numbers.
 """
 
