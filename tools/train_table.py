@@ -223,8 +223,14 @@ def _ms(values) -> str:
     return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}" if values else "-"
 
 
-def table(work: Path) -> dict:
+def table(work: Path, tags: list[str] | None = None, markdown: bool = False) -> dict:
+    """Rows of (tag, model, data set, codec, mode): test accuracy over seeds against the baseline of the
+    same tag and seeds, the paired difference in points (mean, min, max), epoch times, encoding cost.
+    Printed as a text table, or as a Markdown table with the criterion (mean Δ >= -1 point) when
+    `markdown`; `tags` keeps only those configurations."""
     rows = load_results(work / "results.jsonl")
+    if tags is not None:
+        rows = [r for r in rows if r["kind"] == "encode" or r.get("tag", "") in tags]
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
@@ -235,10 +241,6 @@ def table(work: Path) -> dict:
         if r["kind"] == "recycled":
             groups.setdefault((r.get("tag", ""), r["model"], r["dataset"], r["codec"], r["mode"], r["layer"]), []).append(r)
     out = []
-    header = (f"{'tag':<8}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'seeds':>5}  {'test acc (mean ± sd)':>21}  "
-              f"{'baseline':>15}  {'Δ pts':>6}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  {'encode s':>8}  {'break-even ep':>13}")
-    print(header)
-    print("-" * len(header))
     for (tag, model, ds, codec, mode, layer), rs in sorted(groups.items()):
         b = base.get((model, ds, tag), {})
         seeds = sorted(r["seed"] for r in rs)
@@ -250,25 +252,57 @@ def table(work: Path) -> dict:
         e = enc.get((model, ds, codec), {})
         saving = bt - t
         breakeven = e.get("seconds", float("nan")) / saving if saving > 0 else float("inf")
-        row = {"tag": tag, "lr": rs[0]["result"]["lr"], "baseline_lr": next(iter(b.values()))["lr"] if b else None,
-               "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "seeds": seeds,
-               "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_sd": float(np.std(acc)),
-               "baseline_accuracy_mean": float(np.mean(bacc)) if bacc else None,
-               "baseline_accuracy_sd": float(np.std(bacc)) if bacc else None,
-               "delta_points_mean": 100 * float(np.mean(paired)) if paired else None,
-               "delta_points_min": 100 * float(np.min(paired)) if paired else None,
-               "delta_points_max": 100 * float(np.max(paired)) if paired else None,
-               "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt, "epoch_time_ratio": t / bt if bacc else None,
-               "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
-               "break_even_epochs": breakeven}
-        out.append(row)
-        delta = f"{row['delta_points_mean']:+.2f}" if paired else "-"
-        ratio = f"{row['epoch_time_ratio']:.2f}" if row["epoch_time_ratio"] else "-"
-        print(f"{tag:<8}{model:<7}{ds:<5}{layer:>3} {codec:<17}{mode:<8}{len(seeds):>5}  {_ms(acc):>21}  {_ms(bacc):>15}  "
-              f"{delta:>6}  {t:>7.1f}  {bt:>9.1f}  {ratio:>5}  {e.get('seconds', float('nan')):>8.1f}  {breakeven:>13.1f}")
-    timing = timing_table(rows)
+        out.append({"tag": tag, "lr": rs[0]["result"]["lr"], "baseline_lr": next(iter(b.values()))["lr"] if b else None,
+                    "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "seeds": seeds,
+                    "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_sd": float(np.std(acc)),
+                    "baseline_accuracy_mean": float(np.mean(bacc)) if bacc else None,
+                    "baseline_accuracy_sd": float(np.std(bacc)) if bacc else None,
+                    "delta_points_mean": 100 * float(np.mean(paired)) if paired else None,
+                    "delta_points_min": 100 * float(np.min(paired)) if paired else None,
+                    "delta_points_max": 100 * float(np.max(paired)) if paired else None,
+                    "within_1_point": bool(100 * np.mean(paired) >= -1.0) if paired else None,
+                    "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt,
+                    "epoch_time_ratio": t / bt if bacc else None,
+                    "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
+                    "break_even_epochs": breakeven, "_acc": acc, "_bacc": bacc})
+    (_print_markdown if markdown else _print_text)(out)
+    for row in out:
+        del row["_acc"], row["_bacc"]
+    timing = timing_table([r for r in rows if r["kind"] == "timing"])
     return {"rows": out, "timing": timing, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+
+
+def _delta(row: dict) -> str:
+    if row["delta_points_mean"] is None:
+        return "-"
+    return f"{row['delta_points_mean']:+.2f} ({row['delta_points_min']:+.2f}..{row['delta_points_max']:+.2f})"
+
+
+def _print_text(out: list[dict]) -> None:
+    w = max([len(r["tag"]) for r in out] + [3]) + 2
+    header = (f"{'tag':<{w}}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'seeds':>5}  {'test acc (mean ± sd)':>21}  "
+              f"{'baseline':>15}  {'Δ pts (min..max)':>22}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  "
+              f"{'encode s':>8}  {'break-even ep':>13}")
+    print(header)
+    print("-" * len(header))
+    for r in out:
+        ratio = f"{r['epoch_time_ratio']:.2f}" if r["epoch_time_ratio"] else "-"
+        print(f"{r['tag']:<{w}}{r['model']:<7}{r['dataset']:<5}{r['layer']:>3} {r['codec']:<17}{r['mode']:<8}"
+              f"{len(r['seeds']):>5}  {_ms(r['_acc']):>21}  {_ms(r['_bacc']):>15}  {_delta(r):>22}  "
+              f"{r['seconds_per_epoch']:>7.1f}  {r['baseline_seconds_per_epoch']:>9.1f}  {ratio:>5}  "
+              f"{r['encode_seconds'] or float('nan'):>8.1f}  {r['break_even_epochs']:>13.1f}")
+
+
+def _print_markdown(out: list[dict]) -> None:
+    print("| tag | model, k | data | codec | mode | lr (full) | seeds | test acc (mean ± sd) | baseline | "
+          "Δ points (min..max) | within 1 point |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in out:
+        ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]]
+        print(f"| {r['tag']} | {r['model']}, {r['layer']} | {r['dataset']} | {r['codec']} | {r['mode']} | "
+              f"{r['lr']:g} ({r['baseline_lr'] or float('nan'):g}) | {len(r['seeds'])} | {_ms(r['_acc'])} | "
+              f"{_ms(r['_bacc'])} | {_delta(r)} | {ok} |")
 
 
 def main(argv=None) -> int:
@@ -293,6 +327,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--work", default="runs/train")
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--tags", default=None, help="comma-separated tags: the table shows only these configurations")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown with the 1-point verdict")
     p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
@@ -301,7 +337,8 @@ def main(argv=None) -> int:
         run_timing(args)
     elif not args.table_only:
         run_grid(args)
-    print(json.dumps(table(Path(args.work))))
+    tags = None if args.tags is None else args.tags.split(",")
+    print(json.dumps(table(Path(args.work), tags, args.markdown)))
     return 0
 
 

@@ -1,0 +1,49 @@
+"""tools/train_table.py's table: paired differences against the baseline of the same tag and seed."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "train_table.py"
+
+
+@pytest.fixture(scope="module")
+def train_table():
+    spec = importlib.util.spec_from_file_location("train_table", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(kind, seed, acc, tag="a", mode="full", codec=None, seconds=10.0):
+    return {"kind": kind, "model": "m", "dataset": "rt", "codec": codec, "mode": mode, "seed": seed, "layer": 3,
+            "tag": tag, "result": {"test": {"accuracy": acc}, "train_seconds_per_epoch": seconds, "lr": 1e-3}}
+
+
+def test_table_pairs_seeds_and_keeps_tags_apart(train_table, tmp_path, capsys):
+    rows = [
+        {"kind": "encode", "model": "m", "dataset": "rt", "codec": "int8z", "seconds": 8.0, "bytes": 100},
+        _run("baseline", 0, 0.80), _run("baseline", 1, 0.70),
+        _run("recycled", 0, 0.79, mode="upper", codec="int8z", seconds=4.0),
+        _run("recycled", 1, 0.67, mode="upper", codec="int8z", seconds=4.0),
+        # another configuration: its own baseline, never mixed with tag "a"
+        _run("baseline", 0, 0.50, tag="b"), _run("recycled", 0, 0.60, tag="b", mode="upper", codec="int8z"),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    out = train_table.table(tmp_path, tags=["a"], markdown=True)["rows"]
+    assert len(out) == 1
+    row = out[0]
+    assert row["seeds"] == [0, 1]
+    assert row["delta_points_mean"] == pytest.approx(-2.0)
+    assert (row["delta_points_min"], row["delta_points_max"]) == (pytest.approx(-3.0), pytest.approx(-1.0))
+    assert row["within_1_point"] is False
+    assert row["epoch_time_ratio"] == pytest.approx(0.4)
+    assert row["break_even_epochs"] == pytest.approx(8.0 / 6.0)
+    assert "| a | m, 3 | rt | int8z | upper |" in capsys.readouterr().out
+
+    both = {r["tag"]: r for r in train_table.table(tmp_path)["rows"]}
+    assert both["b"]["delta_points_mean"] == pytest.approx(10.0)
+    assert both["b"]["within_1_point"] is True
