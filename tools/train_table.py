@@ -223,14 +223,35 @@ def _ms(values) -> str:
     return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}" if values else "-"
 
 
-def table(work: Path, tags: list[str] | None = None, markdown: bool = False) -> dict:
+def select_on_validation(rows: list[dict], tags: list[str]) -> list[dict]:
+    """One configuration out of several: for each (model, data set, codec, mode, seed), and for each
+    (model, data set, seed) baseline, the run of `tags` with the best validation accuracy (the first
+    tag listed wins a tie). The test split plays no part in the choice. The rows come back tagged
+    "TAG1|TAG2|...", each with the tag it was taken from in "selected"."""
+    name = "|".join(tags)
+    best: dict = {}
+    for r in rows:
+        if r["kind"] == "encode" or r.get("tag", "") not in tags:
+            continue
+        key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
+        score = (r["result"]["best_validation"].get("accuracy", float("-inf")), -tags.index(r.get("tag", "")))
+        if key not in best or score > best[key][0]:
+            best[key] = (score, r)
+    chosen = [{**r, "tag": name, "selected": r.get("tag", "")} for _, r in best.values()]
+    return [r for r in rows if r["kind"] == "encode"] + chosen
+
+
+def table(work: Path, tags: list[str] | None = None, markdown: bool = False, select: bool = False) -> dict:
     """Rows of (tag, model, data set, codec, mode): test accuracy over seeds against the baseline of the
     same tag and seeds, the paired difference in points (mean, min, max), epoch times, encoding cost.
     Printed as a text table, or as a Markdown table with the criterion (mean Δ >= -1 point) when
-    `markdown`; `tags` keeps only those configurations."""
+    `markdown`; `tags` keeps only those configurations; `select` merges them into one, choosing per
+    seed on validation (`select_on_validation`)."""
     rows = load_results(work / "results.jsonl")
     if tags is not None:
         rows = [r for r in rows if r["kind"] == "encode" or r.get("tag", "") in tags]
+    if select:
+        rows = select_on_validation(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}))
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
@@ -252,7 +273,7 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False) -> 
         e = enc.get((model, ds, codec), {})
         saving = bt - t
         breakeven = e.get("seconds", float("nan")) / saving if saving > 0 else float("inf")
-        out.append({"tag": tag, "lr": rs[0]["result"]["lr"], "baseline_lr": next(iter(b.values()))["lr"] if b else None,
+        out.append({"tag": tag, "lr": sorted({r["result"]["lr"] for r in rs}), "baseline_lr": sorted({x["lr"] for x in b.values()}),
                     "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "seeds": seeds,
                     "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_sd": float(np.std(acc)),
                     "baseline_accuracy_mean": float(np.mean(bacc)) if bacc else None,
@@ -294,6 +315,10 @@ def _print_text(out: list[dict]) -> None:
               f"{r['encode_seconds'] or float('nan'):>8.1f}  {r['break_even_epochs']:>13.1f}")
 
 
+def _lrs(values: list[float]) -> str:
+    return "/".join(f"{v:g}" for v in values) or "-"
+
+
 def _print_markdown(out: list[dict]) -> None:
     print("| tag | model, k | data | codec | mode | lr (full) | seeds | test acc (mean ± sd) | baseline | "
           "Δ points (min..max) | within 1 point |")
@@ -301,7 +326,7 @@ def _print_markdown(out: list[dict]) -> None:
     for r in out:
         ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]]
         print(f"| {r['tag']} | {r['model']}, {r['layer']} | {r['dataset']} | {r['codec']} | {r['mode']} | "
-              f"{r['lr']:g} ({r['baseline_lr'] or float('nan'):g}) | {len(r['seeds'])} | {_ms(r['_acc'])} | "
+              f"{_lrs(r['lr'])} ({_lrs(r['baseline_lr'])}) | {len(r['seeds'])} | {_ms(r['_acc'])} | "
               f"{_ms(r['_bacc'])} | {_delta(r)} | {ok} |")
 
 
@@ -329,6 +354,8 @@ def main(argv=None) -> int:
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--tags", default=None, help="comma-separated tags: the table shows only these configurations")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown with the 1-point verdict")
+    p.add_argument("--select", action="store_true",
+                   help="merge --tags into one configuration: per cell and seed, the run with the best validation accuracy")
     p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
@@ -338,7 +365,7 @@ def main(argv=None) -> int:
     elif not args.table_only:
         run_grid(args)
     tags = None if args.tags is None else args.tags.split(",")
-    print(json.dumps(table(Path(args.work), tags, args.markdown)))
+    print(json.dumps(table(Path(args.work), tags, args.markdown, args.select)))
     return 0
 
 

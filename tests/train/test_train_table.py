@@ -17,9 +17,10 @@ def train_table():
     return module
 
 
-def _run(kind, seed, acc, tag="a", mode="full", codec=None, seconds=10.0):
+def _run(kind, seed, acc, tag="a", mode="full", codec=None, seconds=10.0, validation=0.5, lr=1e-3):
     return {"kind": kind, "model": "m", "dataset": "rt", "codec": codec, "mode": mode, "seed": seed, "layer": 3,
-            "tag": tag, "result": {"test": {"accuracy": acc}, "train_seconds_per_epoch": seconds, "lr": 1e-3}}
+            "tag": tag, "result": {"test": {"accuracy": acc}, "best_validation": {"accuracy": validation},
+                                   "train_seconds_per_epoch": seconds, "lr": lr}}
 
 
 def test_table_pairs_seeds_and_keeps_tags_apart(train_table, tmp_path, capsys):
@@ -47,3 +48,22 @@ def test_table_pairs_seeds_and_keeps_tags_apart(train_table, tmp_path, capsys):
     both = {r["tag"]: r for r in train_table.table(tmp_path)["rows"]}
     assert both["b"]["delta_points_mean"] == pytest.approx(10.0)
     assert both["b"]["within_1_point"] is True
+
+
+def test_select_chooses_each_seed_on_validation_never_on_test(train_table, tmp_path):
+    rows = [
+        _run("baseline", 0, 0.80, validation=0.7),
+        _run("recycled", 0, 0.70, mode="adapter", codec="fp32", validation=0.6, lr=2e-3),
+        _run("recycled", 1, 0.75, mode="adapter", codec="fp32", validation=0.9, lr=2e-3),
+        _run("baseline", 1, 0.80, validation=0.7),
+        # tag "b": better validation on seed 0 only (and a worse test score there), no baseline of its own
+        _run("recycled", 0, 0.65, tag="b", mode="adapter", codec="fp32", validation=0.8, lr=5e-3),
+        _run("recycled", 1, 0.99, tag="b", mode="adapter", codec="fp32", validation=0.1, lr=5e-3),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    (row,) = train_table.table(tmp_path, tags=["a", "b"], select=True)["rows"]
+    assert row["tag"] == "a|b"
+    assert row["lr"] == [2e-3, 5e-3]
+    assert row["test_accuracy_mean"] == pytest.approx((0.65 + 0.75) / 2)
+    assert row["delta_points_mean"] == pytest.approx(((0.65 - 0.80) + (0.75 - 0.80)) / 2 * 100)
