@@ -124,7 +124,7 @@ def run_grid(args) -> None:
                 for codec, cache in caches.items():
                     with CacheReader(cache) as reader:
                         data = prepare_data(reader, str(corpus), "classification")
-                        for mode in args.modes.split(","):
+                        for mode in [m for m in args.modes.split(",") if m]:
                             if ("recycled", model, ds, codec, mode, seed, tag) in done:
                                 continue
                             mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if mode == "upper" else args.adapter_lr})
@@ -223,35 +223,39 @@ def _ms(values) -> str:
     return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}" if values else "-"
 
 
-def select_on_validation(rows: list[dict], tags: list[str]) -> list[dict]:
+def select_on_validation(rows: list[dict], tags: list[str], on_validation: bool = True) -> list[dict]:
     """One configuration out of several: for each (model, data set, codec, mode, seed), and for each
     (model, data set, seed) baseline, the run of `tags` with the best validation accuracy (the first
-    tag listed wins a tie). The test split plays no part in the choice. The rows come back tagged
-    "TAG1|TAG2|...", each with the tag it was taken from in "selected"."""
+    tag listed wins a tie). The test split plays no part in the choice. on_validation=False: the first
+    tag listed that has the run (an overlay: one configuration's runs in place of another's). The rows
+    come back tagged "TAG1|TAG2|...", each with the tag it was taken from in "selected"."""
     name = "|".join(tags)
     best: dict = {}
     for r in rows:
         if r["kind"] == "encode" or r.get("tag", "") not in tags:
             continue
         key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
-        score = (r["result"]["best_validation"].get("accuracy", float("-inf")), -tags.index(r.get("tag", "")))
+        validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if on_validation else 0.0
+        score = (validation, -tags.index(r.get("tag", "")))
         if key not in best or score > best[key][0]:
             best[key] = (score, r)
     chosen = [{**r, "tag": name, "selected": r.get("tag", "")} for _, r in best.values()]
     return [r for r in rows if r["kind"] == "encode"] + chosen
 
 
-def table(work: Path, tags: list[str] | None = None, markdown: bool = False, select: bool = False) -> dict:
+def table(work: Path, tags: list[str] | None = None, markdown: bool = False, select: bool = False,
+          overlay: bool = False) -> dict:
     """Rows of (tag, model, data set, codec, mode): test accuracy over seeds against the baseline of the
     same tag and seeds, the paired difference in points (mean, min, max), epoch times, encoding cost.
     Printed as a text table, or as a Markdown table with the criterion (mean Δ >= -1 point) when
     `markdown`; `tags` keeps only those configurations; `select` merges them into one, choosing per
-    seed on validation (`select_on_validation`)."""
+    seed on validation (`select_on_validation`), `overlay` by the order of `tags`."""
     rows = load_results(work / "results.jsonl")
     if tags is not None:
         rows = [r for r in rows if r["kind"] == "encode" or r.get("tag", "") in tags]
-    if select:
-        rows = select_on_validation(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}))
+    if select or overlay:
+        rows = select_on_validation(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}),
+                                    on_validation=not overlay)
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
@@ -335,7 +339,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="minilm", help="comma-separated built-in models (split at L // 2)")
     p.add_argument("--datasets", default="rt,bbc")
     p.add_argument("--codecs", default="fp32,int8z,int4z")
-    p.add_argument("--modes", default="upper,adapter")
+    p.add_argument("--modes", default="upper,adapter", help="recycled modes; \"\" runs the baselines only")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--patience", type=int, default=2)
@@ -356,6 +360,8 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown with the 1-point verdict")
     p.add_argument("--select", action="store_true",
                    help="merge --tags into one configuration: per cell and seed, the run with the best validation accuracy")
+    p.add_argument("--overlay", action="store_true",
+                   help="merge --tags into one configuration: per cell and seed, the run of the first tag listed that has it")
     p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
@@ -365,7 +371,7 @@ def main(argv=None) -> int:
     elif not args.table_only:
         run_grid(args)
     tags = None if args.tags is None else args.tags.split(",")
-    print(json.dumps(table(Path(args.work), tags, args.markdown, args.select)))
+    print(json.dumps(table(Path(args.work), tags, args.markdown, args.select, args.overlay)))
     return 0
 
 
