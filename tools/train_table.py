@@ -228,8 +228,8 @@ def select_on_validation(rows: list[dict], tags: list[str], on_validation: bool 
     (model, data set, seed) baseline, the run of `tags` with the best validation accuracy (the first
     tag listed wins a tie). The test split plays no part in the choice. on_validation=False: the first
     tag listed that has the run (an overlay: one configuration's runs in place of another's). The rows
-    come back tagged "TAG1|TAG2|...", each with the tag it was taken from in "selected"."""
-    name = "|".join(tags)
+    come back tagged "TAG1+TAG2+...", each with the tag it was taken from in "selected"."""
+    name = "+".join(tags)
     best: dict = {}
     for r in rows:
         if r["kind"] == "encode" or r.get("tag", "") not in tags:

@@ -63,7 +63,7 @@ def test_select_chooses_each_seed_on_validation_never_on_test(train_table, tmp_p
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     (row,) = train_table.table(tmp_path, tags=["a", "b"], select=True)["rows"]
-    assert row["tag"] == "a|b"
+    assert row["tag"] == "a+b"
     assert row["lr"] == [2e-3, 5e-3]
     assert row["test_accuracy_mean"] == pytest.approx((0.65 + 0.75) / 2)
     assert row["delta_points_mean"] == pytest.approx(((0.65 - 0.80) + (0.75 - 0.80)) / 2 * 100)
