@@ -219,15 +219,18 @@ def timing_table(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _ms(values) -> str:
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}" if values else "-"
+def _ms(row: dict, key: str) -> str:
+    """`key`_mean ± `key`_sd of a table row, in percent ("-" when absent)."""
+    if row[f"{key}_mean"] is None:
+        return "-"
+    return f"{100 * row[f'{key}_mean']:.2f} ± {100 * row[f'{key}_sd']:.2f}"
 
 
-def select_on_validation(rows: list[dict], tags: list[str], on_validation: bool = True) -> list[dict]:
+def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> list[dict]:
     """One configuration out of several: for each (model, data set, codec, mode, seed), and for each
     (model, data set, seed) baseline, the run of `tags` with the best validation accuracy (the first
-    tag listed wins a tie). The test split plays no part in the choice. on_validation=False: the first
-    tag listed that has the run (an overlay: one configuration's runs in place of another's). The rows
+    tag listed wins a tie). The test split plays no part in the choice. by="order": the first tag
+    listed that has the run (an overlay: one configuration's runs in place of another's). The rows
     come back tagged "TAG1+TAG2+...", each with the tag it was taken from in "selected"."""
     name = "+".join(tags)
     best: dict = {}
@@ -235,7 +238,7 @@ def select_on_validation(rows: list[dict], tags: list[str], on_validation: bool 
         if r["kind"] == "encode" or r.get("tag", "") not in tags:
             continue
         key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
-        validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if on_validation else 0.0
+        validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if by == "validation" else 0.0
         score = (validation, -tags.index(r.get("tag", "")))
         if key not in best or score > best[key][0]:
             best[key] = (score, r)
@@ -249,13 +252,13 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, sel
     same tag and seeds, the paired difference in points (mean, min, max), epoch times, encoding cost.
     Printed as a text table, or as a Markdown table with the criterion (mean Δ >= -1 point) when
     `markdown`; `tags` keeps only those configurations; `select` merges them into one, choosing per
-    seed on validation (`select_on_validation`), `overlay` by the order of `tags`."""
+    seed on validation (`merge_tags`), `overlay` by the order of `tags`."""
     rows = load_results(work / "results.jsonl")
     if tags is not None:
         rows = [r for r in rows if r["kind"] == "encode" or r.get("tag", "") in tags]
     if select or overlay:
-        rows = select_on_validation(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}),
-                                    on_validation=not overlay)
+        rows = merge_tags(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}),
+                          by="order" if overlay else "validation")
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
@@ -289,10 +292,8 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, sel
                     "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt,
                     "epoch_time_ratio": t / bt if bacc else None,
                     "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
-                    "break_even_epochs": breakeven, "_acc": acc, "_bacc": bacc})
+                    "break_even_epochs": breakeven})
     (_print_markdown if markdown else _print_text)(out)
-    for row in out:
-        del row["_acc"], row["_bacc"]
     timing = timing_table([r for r in rows if r["kind"] == "timing"])
     return {"rows": out, "timing": timing, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
@@ -314,7 +315,7 @@ def _print_text(out: list[dict]) -> None:
     for r in out:
         ratio = f"{r['epoch_time_ratio']:.2f}" if r["epoch_time_ratio"] else "-"
         print(f"{r['tag']:<{w}}{r['model']:<7}{r['dataset']:<5}{r['layer']:>3} {r['codec']:<17}{r['mode']:<8}"
-              f"{len(r['seeds']):>5}  {_ms(r['_acc']):>21}  {_ms(r['_bacc']):>15}  {_delta(r):>22}  "
+              f"{len(r['seeds']):>5}  {_ms(r, 'test_accuracy'):>21}  {_ms(r, 'baseline_accuracy'):>15}  {_delta(r):>22}  "
               f"{r['seconds_per_epoch']:>7.1f}  {r['baseline_seconds_per_epoch']:>9.1f}  {ratio:>5}  "
               f"{r['encode_seconds'] or float('nan'):>8.1f}  {r['break_even_epochs']:>13.1f}")
 
@@ -330,8 +331,8 @@ def _print_markdown(out: list[dict]) -> None:
     for r in out:
         ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]]
         print(f"| {r['tag']} | {r['model']}, {r['layer']} | {r['dataset']} | {r['codec']} | {r['mode']} | "
-              f"{_lrs(r['lr'])} ({_lrs(r['baseline_lr'])}) | {len(r['seeds'])} | {_ms(r['_acc'])} | "
-              f"{_ms(r['_bacc'])} | {_delta(r)} | {ok} |")
+              f"{_lrs(r['lr'])} ({_lrs(r['baseline_lr'])}) | {len(r['seeds'])} | {_ms(r, 'test_accuracy')} | "
+              f"{_ms(r, 'baseline_accuracy')} | {_delta(r)} | {ok} |")
 
 
 def main(argv=None) -> int:
