@@ -235,7 +235,7 @@ def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> lis
     name = "+".join(tags)
     best: dict = {}
     for r in rows:
-        if r["kind"] == "encode" or r.get("tag", "") not in tags:
+        if r["kind"] in ("encode", "timing") or r.get("tag", "") not in tags:
             continue
         key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
         validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if by == "validation" else 0.0
@@ -243,22 +243,21 @@ def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> lis
         if key not in best or score > best[key][0]:
             best[key] = (score, r)
     chosen = [{**r, "tag": name, "selected": r.get("tag", "")} for _, r in best.values()]
-    return [r for r in rows if r["kind"] == "encode"] + chosen
+    return [r for r in rows if r["kind"] in ("encode", "timing")] + chosen
 
 
-def table(work: Path, tags: list[str] | None = None, markdown: bool = False, select: bool = False,
-          overlay: bool = False) -> dict:
+def table(work: Path, tags: list[str] | None = None, markdown: bool = False, merge: str | None = None) -> dict:
     """Rows of (tag, model, data set, codec, mode): test accuracy over seeds against the baseline of the
     same tag and seeds, the paired difference in points (mean, min, max), epoch times, encoding cost.
     Printed as a text table, or as a Markdown table with the criterion (mean Δ >= -1 point) when
-    `markdown`; `tags` keeps only those configurations; `select` merges them into one, choosing per
-    seed on validation (`merge_tags`), `overlay` by the order of `tags`."""
+    `markdown`; `tags` keeps only those configurations; `merge` ("validation" or "order") makes them
+    one (`merge_tags`)."""
     rows = load_results(work / "results.jsonl")
     if tags is not None:
-        rows = [r for r in rows if r["kind"] == "encode" or r.get("tag", "") in tags]
-    if select or overlay:
-        rows = merge_tags(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] != "encode"}),
-                          by="order" if overlay else "validation")
+        rows = [r for r in rows if r["kind"] in ("encode", "timing") or r.get("tag", "") in tags]
+    if merge:
+        rows = merge_tags(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] not in ("encode", "timing")}),
+                          by=merge)
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
@@ -294,7 +293,7 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, sel
                     "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
                     "break_even_epochs": breakeven})
     (_print_markdown if markdown else _print_text)(out)
-    timing = timing_table([r for r in rows if r["kind"] == "timing"])
+    timing = timing_table(rows)
     return {"rows": out, "timing": timing, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
 
@@ -359,9 +358,10 @@ def main(argv=None) -> int:
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--tags", default=None, help="comma-separated tags: the table shows only these configurations")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown with the 1-point verdict")
-    p.add_argument("--select", action="store_true",
+    merging = p.add_mutually_exclusive_group()
+    merging.add_argument("--select", dest="merge", action="store_const", const="validation",
                    help="merge --tags into one configuration: per cell and seed, the run with the best validation accuracy")
-    p.add_argument("--overlay", action="store_true",
+    merging.add_argument("--overlay", dest="merge", action="store_const", const="order",
                    help="merge --tags into one configuration: per cell and seed, the run of the first tag listed that has it")
     p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     elif not args.table_only:
         run_grid(args)
     tags = None if args.tags is None else args.tags.split(",")
-    print(json.dumps(table(Path(args.work), tags, args.markdown, args.select, args.overlay)))
+    print(json.dumps(table(Path(args.work), tags, args.markdown, args.merge)))
     return 0
 
 

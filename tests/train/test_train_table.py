@@ -62,15 +62,15 @@ def test_select_chooses_each_seed_on_validation_never_on_test(train_table, tmp_p
     ]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    (row,) = train_table.table(tmp_path, tags=["a", "b"], select=True)["rows"]
+    (row,) = train_table.table(tmp_path, tags=["a", "b"], merge="validation")["rows"]
     assert row["tag"] == "a+b"
     assert row["lr"] == [2e-3, 5e-3]
     assert row["test_accuracy_mean"] == pytest.approx((0.65 + 0.75) / 2)
     assert row["delta_points_mean"] == pytest.approx(((0.65 - 0.80) + (0.75 - 0.80)) / 2 * 100)
 
     # overlay: the first tag listed that has the run, whatever its validation score
-    (row,) = train_table.table(tmp_path, tags=["a", "b"], overlay=True)["rows"]
+    (row,) = train_table.table(tmp_path, tags=["a", "b"], merge="order")["rows"]
     assert row["test_accuracy_mean"] == pytest.approx((0.70 + 0.75) / 2)
-    (row,) = train_table.table(tmp_path, tags=["b", "a"], overlay=True)["rows"]
+    (row,) = train_table.table(tmp_path, tags=["b", "a"], merge="order")["rows"]
     assert row["test_accuracy_mean"] == pytest.approx((0.65 + 0.99) / 2)
     assert row["baseline_accuracy_mean"] == pytest.approx(0.80)
