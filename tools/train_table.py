@@ -28,6 +28,8 @@ DATASETS = {"rt": "rotten_tomatoes", "bbc": "bbc"}
 # Which documents a subset takes: RT's order is mixed already (55% fresh in the first 1000 training
 # reviews, 58% overall); BBC's is by class, so its subsets take documents in sha256(id) order.
 ORDER = {"rt": "file", "bbc": "hash"}
+# Result rows that belong to no training configuration: kept whatever --tags says, never merged.
+UNTAGGED = ("encode", "timing")
 
 
 def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "file") -> Path:
@@ -235,7 +237,7 @@ def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> lis
     name = "+".join(tags)
     best: dict = {}
     for r in rows:
-        if r["kind"] in ("encode", "timing") or r.get("tag", "") not in tags:
+        if r["kind"] in UNTAGGED or r.get("tag", "") not in tags:
             continue
         key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
         validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if by == "validation" else 0.0
@@ -243,7 +245,7 @@ def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> lis
         if key not in best or score > best[key][0]:
             best[key] = (score, r)
     chosen = [{**r, "tag": name, "selected": r.get("tag", "")} for _, r in best.values()]
-    return [r for r in rows if r["kind"] in ("encode", "timing")] + chosen
+    return [r for r in rows if r["kind"] in UNTAGGED] + chosen
 
 
 def table(work: Path, tags: list[str] | None = None, markdown: bool = False, merge: str | None = None) -> dict:
@@ -254,9 +256,9 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
     one (`merge_tags`)."""
     rows = load_results(work / "results.jsonl")
     if tags is not None:
-        rows = [r for r in rows if r["kind"] in ("encode", "timing") or r.get("tag", "") in tags]
+        rows = [r for r in rows if r["kind"] in UNTAGGED or r.get("tag", "") in tags]
     if merge:
-        rows = merge_tags(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] not in ("encode", "timing")}),
+        rows = merge_tags(rows, tags or sorted({r.get("tag", "") for r in rows if r["kind"] not in UNTAGGED}),
                           by=merge)
     base = {}
     for r in rows:
