@@ -153,9 +153,14 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path  # a hub id: transformers fetches it where a hub is reachable
 
 
+def bucket_of(doc_id: str) -> float:
+    """Where an id falls in [0, 1): the first 8 bytes of its sha256, the basis of every split."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") / 2**64
+
+
 def split_of(doc_id: str, fractions: tuple[float, float] = (0.8, 0.1)) -> str:
     """Deterministic split from a hash of the id: the same id lands in the same split everywhere."""
-    bucket = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") / 2**64
+    bucket = bucket_of(doc_id)
     if bucket < fractions[0]:
         return "train"
     if bucket < fractions[0] + fractions[1]:

@@ -10,6 +10,13 @@ for each seed fine-tunes the whole model from text once (the baseline) and train
 from the cache with the same seed, data, batches, epochs and head. Every run is appended to
 WORK/results.jsonl as it finishes, so an interrupted grid resumes. Prints a human table, then one JSON
 document as the last line.
+
+A second test sample: `--test-decile D` re-deals the corpus's train and test documents by the hash
+that makes the splits (erpack.assets.bucket_of): those in decile D are the test split, the rest train,
+validation unchanged (D = 9 is the default split; 8 is validation's). The documents are the same, so
+the caches are shared. The table pairs every run with the baseline of its seed and decile, pools the
+deciles of one tag, and gives a 95% paired-bootstrap interval of the mean difference over the test
+documents (runs record which test documents they got right).
 """
 
 from __future__ import annotations
@@ -57,6 +64,58 @@ def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "
     return path
 
 
+def fold_corpus(base: Path, decile: int) -> Path:
+    """`base` with its train and test documents re-dealt: hash decile `decile` is test, the rest train."""
+    from erpack.assets import bucket_of
+
+    if not 0 <= decile <= 9 or decile == 8:
+        raise SystemExit(f"--test-decile takes 0-7 or 9 (decile 8 is the validation split), got {decile}")
+    path = base.with_name(f"{base.stem}-d{decile}.jsonl")
+    if path.exists():
+        return path
+    rows = [json.loads(line) for line in base.read_text().splitlines() if line.strip()]
+    for r in rows:
+        if r["split"] != "validation":
+            r["split"] = "test" if int(bucket_of(r["id"]) * 10) == decile else "train"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    os.replace(tmp, path)
+    return path
+
+
+def decile_of(row: dict) -> int:
+    """The test decile of a result row (rows from before --test-decile ran on the default split, 9)."""
+    d = row.get("test_decile")
+    return 9 if d is None else d
+
+
+def correct_string(result, data) -> str:
+    """'1'/'0' per test document, in the split's order: what a paired bootstrap needs."""
+    if result.test_logits is None:
+        return ""
+    return "".join("1" if p == y else "0" for p, y in zip(result.test_logits.argmax(axis=1), data.y["test"]))
+
+
+def paired_bootstrap(pairs: list[tuple[int, str, str]], iterations: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval, in points, of the mean over `pairs` of (recycled - baseline) test accuracy, resampling
+    the test documents of each decile (pairs on one decile share its resample): (decile, recycled '1'/'0'
+    string, baseline '1'/'0' string) each."""
+    rng = np.random.default_rng(seed)
+    by_decile: dict = {}
+    for decile, r, b in pairs:
+        if len(r) != len(b):
+            raise ValueError(f"decile {decile}: {len(r)} recycled against {len(b)} baseline test documents")
+        diff = np.frombuffer(r.encode(), np.uint8).astype(np.int8) - np.frombuffer(b.encode(), np.uint8).astype(np.int8)
+        by_decile.setdefault(decile, []).append(diff)
+    total = np.zeros(iterations)
+    for diffs in by_decile.values():
+        idx = rng.integers(0, len(diffs[0]), size=(iterations, len(diffs[0])))
+        for d in diffs:
+            total += d[idx].mean(axis=1)
+    lo, hi = np.percentile(100 * total / len(pairs), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def load_results(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -84,8 +143,9 @@ def run_grid(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.jsonl"
-    done = {(r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), r.get("tag", ""))
-            for r in load_results(results_path)}
+    done = {(r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), r.get("tag", ""),
+             decile_of(r)) for r in load_results(results_path)}
+    decile = 9 if args.test_decile is None else args.test_decile
     tag = args.tag
     for model in args.model.split(","):
         num_layers = load_model(model).num_layers
@@ -97,6 +157,7 @@ def run_grid(args) -> None:
             batch_size = args.bbc_batch_size if ds == "bbc" else args.batch_size
             corpus = write_corpus(work / f"{ds}-{ORDER[ds]}-{sizes.replace(',', '-')}.jsonl", name,
                                   dict(zip(("train", "validation", "test"), map(int, sizes.split(",")))), ORDER[ds])
+            labels = str(corpus if args.test_decile is None else fold_corpus(corpus, args.test_decile))
             caches = {}
             for codec in args.codecs.split(","):
                 cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
@@ -114,26 +175,28 @@ def run_grid(args) -> None:
                 cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, seed=seed, patience=args.patience,
                                   lr=None, baseline_lr=args.full_lr)
                 first = CacheReader(caches[args.codecs.split(",")[0]])
-                data = prepare_data(first, str(corpus), "classification")
-                if not args.no_baseline and ("baseline", model, ds, None, "full", seed, tag) not in done:
+                data = prepare_data(first, labels, "classification")
+                if not args.no_baseline and ("baseline", model, ds, None, "full", seed, tag, decile) not in done:
                     r = run_baseline(first.meta, data, cfg)
                     append(results_path, {"kind": "baseline", "model": model, "dataset": ds, "codec": None,
                                           "mode": "full", "seed": seed, "layer": layer, "tag": tag,
+                                          "test_decile": args.test_decile, "test_correct": correct_string(r, data),
                                           "result": r.as_dict()})
                     print(f"baseline {model} {ds} seed {seed}: test {r.test['accuracy']:.4f}, "
                           f"{r.train_seconds_per_epoch:.1f} s/epoch", flush=True)
                 first.close()
                 for codec, cache in caches.items():
                     with CacheReader(cache) as reader:
-                        data = prepare_data(reader, str(corpus), "classification")
+                        data = prepare_data(reader, labels, "classification")
                         for mode in [m for m in args.modes.split(",") if m]:
-                            if ("recycled", model, ds, codec, mode, seed, tag) in done:
+                            if ("recycled", model, ds, codec, mode, seed, tag, decile) in done:
                                 continue
                             mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if mode == "upper" else args.adapter_lr})
                             _, r = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, mcfg)
                             append(results_path, {"kind": "recycled", "model": model, "dataset": ds, "codec": codec,
                                                   "mode": mode, "seed": seed, "layer": layer, "tag": tag,
-                                                  "result": r.as_dict()})
+                                                  "test_decile": args.test_decile,
+                                                  "test_correct": correct_string(r, data), "result": r.as_dict()})
                             print(f"{mode} {model} {ds} {codec} seed {seed}: test {r.test['accuracy']:.4f}, "
                                   f"{r.train_seconds_per_epoch:.1f} s/epoch, waited "
                                   f"{sum(e['wait_seconds'] for e in r.epochs):.1f} s", flush=True)
@@ -239,7 +302,7 @@ def merge_tags(rows: list[dict], tags: list[str], by: str = "validation") -> lis
     for r in rows:
         if r["kind"] in UNTAGGED or r.get("tag", "") not in tags:
             continue
-        key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"))
+        key = (r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), decile_of(r))
         validation = r["result"]["best_validation"].get("accuracy", float("-inf")) if by == "validation" else 0.0
         score = (validation, -tags.index(r.get("tag", "")))
         if key not in best or score > best[key][0]:
@@ -263,7 +326,7 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
     base = {}
     for r in rows:
         if r["kind"] == "baseline":
-            base.setdefault((r["model"], r["dataset"], r.get("tag", "")), {})[r["seed"]] = r["result"]
+            base.setdefault((r["model"], r["dataset"], r.get("tag", "")), {})[(r["seed"], decile_of(r))] = r
     enc = {(r["model"], r["dataset"], r["codec"]): r for r in rows if r["kind"] == "encode"}
     groups: dict = {}
     for r in rows:
@@ -271,24 +334,30 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
             groups.setdefault((r.get("tag", ""), r["model"], r["dataset"], r["codec"], r["mode"], r["layer"]), []).append(r)
     out = []
     for (tag, model, ds, codec, mode, layer), rs in sorted(groups.items()):
-        b = base.get((model, ds, tag), {})
-        seeds = sorted(r["seed"] for r in rs)
+        brows = base.get((model, ds, tag), {})
+        b = {key: x["result"] for key, x in brows.items()}
+        keys = sorted((r["seed"], decile_of(r)) for r in rs)
         acc = [r["result"]["test"]["accuracy"] for r in rs]
-        bacc = [b[s]["test"]["accuracy"] for s in seeds if s in b]
+        bacc = [b[key]["test"]["accuracy"] for key in keys if key in b]
         t = float(np.mean([r["result"]["train_seconds_per_epoch"] for r in rs]))
-        bt = float(np.mean([b[s]["train_seconds_per_epoch"] for s in seeds if s in b])) if bacc else float("nan")
-        paired = [r["result"]["test"]["accuracy"] - b[r["seed"]]["test"]["accuracy"] for r in rs if r["seed"] in b]
+        bt = float(np.mean([b[key]["train_seconds_per_epoch"] for key in keys if key in b])) if bacc else float("nan")
+        matched = [(r, brows[(r["seed"], decile_of(r))]) for r in rs if (r["seed"], decile_of(r)) in b]
+        paired = [r["result"]["test"]["accuracy"] - x["result"]["test"]["accuracy"] for r, x in matched]
+        ci = (paired_bootstrap([(decile_of(r), r["test_correct"], x["test_correct"]) for r, x in matched])
+              if matched and all(r.get("test_correct") and x.get("test_correct") for r, x in matched) else None)
         e = enc.get((model, ds, codec), {})
         saving = bt - t
         breakeven = e.get("seconds", float("nan")) / saving if saving > 0 else float("inf")
         out.append({"tag": tag, "lr": sorted({r["result"]["lr"] for r in rs}), "baseline_lr": sorted({x["lr"] for x in b.values()}),
-                    "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "seeds": seeds,
+                    "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode,
+                    "seeds": [s for s, _ in keys], "test_deciles": sorted({d for _, d in keys}),
                     "test_accuracy_mean": float(np.mean(acc)), "test_accuracy_sd": float(np.std(acc)),
                     "baseline_accuracy_mean": float(np.mean(bacc)) if bacc else None,
                     "baseline_accuracy_sd": float(np.std(bacc)) if bacc else None,
                     "delta_points_mean": 100 * float(np.mean(paired)) if paired else None,
                     "delta_points_min": 100 * float(np.min(paired)) if paired else None,
                     "delta_points_max": 100 * float(np.max(paired)) if paired else None,
+                    "delta_points_ci95": list(ci) if ci else None,
                     "within_1_point": bool(100 * np.mean(paired) >= -1.0) if paired else None,
                     "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt,
                     "epoch_time_ratio": t / bt if bacc else None,
@@ -303,12 +372,15 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
 def _delta(row: dict) -> str:
     if row["delta_points_mean"] is None:
         return "-"
-    return f"{row['delta_points_mean']:+.2f} ({row['delta_points_min']:+.2f}..{row['delta_points_max']:+.2f})"
+    text = f"{row['delta_points_mean']:+.2f} ({row['delta_points_min']:+.2f}..{row['delta_points_max']:+.2f})"
+    if row["delta_points_ci95"]:
+        text += " [{:+.2f}, {:+.2f}]".format(*row["delta_points_ci95"])
+    return text
 
 
 def _print_text(out: list[dict]) -> None:
     w = max([len(r["tag"]) for r in out] + [3]) + 2
-    header = (f"{'tag':<{w}}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'seeds':>5}  {'test acc (mean ± sd)':>21}  "
+    header = (f"{'tag':<{w}}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'runs':>5}  {'test acc (mean ± sd)':>21}  "
               f"{'baseline':>15}  {'Δ pts (min..max)':>22}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  "
               f"{'encode s':>8}  {'break-even ep':>13}")
     print(header)
@@ -326,7 +398,7 @@ def _lrs(values: list[float]) -> str:
 
 
 def _print_markdown(out: list[dict]) -> None:
-    print("| tag | model, k | data | codec | mode | lr (full) | seeds | test acc (mean ± sd) | baseline | "
+    print("| tag | model, k | data | codec | mode | lr (full) | runs | test acc (mean ± sd) | baseline | "
           "Δ points (min..max) | within 1 point |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in out:
@@ -366,6 +438,9 @@ def main(argv=None) -> int:
     merging.add_argument("--overlay", dest="merge", action="store_const", const="order",
                    help="merge --tags into one configuration: per cell and seed, the run of the first tag listed that has it")
     p.add_argument("--tag", default="", help="label of this configuration (e.g. the learning rates) in results and table")
+    p.add_argument("--test-decile", type=int, default=None,
+                   help="a second test sample: hash decile D (0-7; 9 is the default split) of the train and test "
+                        "documents is the test split, the rest train")
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
     args = p.parse_args(argv)

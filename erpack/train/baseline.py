@@ -86,6 +86,7 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
     if len(data.splits.get("test", [])):
         logits = predict(sources["test"], forward, [model], cfg.eval_batch_size, dev, cfg.max_tokens)
         result.test = score(data.task, logits, data.y["test"], len(data.labels))
+        result.test_logits = logits
     result.notes["tokenize_seconds"] = tokenize_seconds
     cached = data.lengths.get("train")
     if cached is not None:  # documents whose token count differs from their cached record (0 expected)

@@ -71,6 +71,8 @@ class RunResult:
     stopped_early: bool = False
     device: str = "cpu"
     notes: dict = field(default_factory=dict)  # e.g. tokenize_seconds, prefetch wait, cache notes
+    # (N, C) logits of the test split in example order, for paired comparisons; not serialized
+    test_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def train_seconds_per_epoch(self) -> float:
@@ -79,6 +81,7 @@ class RunResult:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d.pop("test_logits")
         d["train_seconds_per_epoch"] = self.train_seconds_per_epoch
         return d
 

@@ -112,6 +112,7 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         test = sources["test"]
         logits = predict(test, lambda x: tm.upper(*x), [tm.upper], cfg.eval_batch_size, dev, cfg.max_tokens)
         result.test = score(data.task, logits, data.y["test"], len(data.labels))
+        result.test_logits = logits
     return tm, result
 
 

@@ -169,3 +169,22 @@ def test_recycled_step_equals_full_model_step_on_upper_layers(tiny, tmp_path):
         if n in grads_b:
             diff = (p.grad - grads_b[n]).abs().max().item()
             assert diff < 1e-4 * max(1.0, p.grad.abs().max().item()), (n, diff)
+
+
+def test_runs_keep_their_test_logits_for_paired_comparisons_but_never_serialize_them(tiny):
+    from erpack.store import CacheReader
+    from erpack.train.baseline import run_baseline
+    from erpack.train.trainer import prepare_data, run_recycled
+
+    cfg = TrainConfig(epochs=1, lr=1e-3, **FAST)
+    with CacheReader(tiny["cache"]) as reader:
+        data = prepare_data(reader, str(tiny["labels"]), "classification")
+        _, recycled = run_recycled(reader, data, "upper", cfg=cfg)
+        baseline = run_baseline(reader.meta, data, cfg)
+    for r in (recycled, baseline):
+        assert r.test_logits.shape == (len(data.splits["test"]), 2)
+        right = (r.test_logits.argmax(axis=1) == data.y["test"]).mean()
+        assert r.test["accuracy"] == pytest.approx(right)
+        d = r.as_dict()
+        assert "test_logits" not in d
+        json.dumps(d)

@@ -74,3 +74,60 @@ def test_select_chooses_each_seed_on_validation_never_on_test(train_table, tmp_p
     (row,) = train_table.table(tmp_path, tags=["b", "a"], merge="order")["rows"]
     assert row["test_accuracy_mean"] == pytest.approx((0.65 + 0.99) / 2)
     assert row["baseline_accuracy_mean"] == pytest.approx(0.80)
+
+
+def test_a_test_decile_redeals_train_and_test_and_keeps_validation(train_table, tmp_path):
+    from erpack.assets import bucket_of
+
+    rows = [{"id": f"d{i}", "text": "t", "label": "x", "split": s}
+            for i, s in enumerate(["train"] * 60 + ["validation"] * 10 + ["test"] * 10)]
+    base = tmp_path / "rt-file-60-10-10.jsonl"
+    base.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    path = train_table.fold_corpus(base, 3)
+    assert path.name == "rt-file-60-10-10-d3.jsonl"
+    dealt = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in dealt] == [r["id"] for r in rows]  # the same documents: the caches are shared
+    for old, new in zip(rows, dealt):
+        if old["split"] == "validation":
+            assert new["split"] == "validation"
+        else:
+            assert new["split"] == ("test" if int(bucket_of(old["id"]) * 10) == 3 else "train")
+    assert {r["split"] for r in dealt} == {"train", "validation", "test"}
+    with pytest.raises(SystemExit, match="decile 8 is the validation split"):
+        train_table.fold_corpus(base, 8)
+
+
+def test_deciles_pair_with_their_own_baseline_and_pool_with_a_bootstrap_interval(train_table, tmp_path):
+    def run(kind, seed, decile, correct, **kw):
+        row = _run(kind, seed, correct.count("1") / len(correct), **kw)
+        return {**row, "test_decile": decile, "test_correct": correct}
+
+    rows = [
+        # decile 0: the recycled run gets one document of four fewer than its baseline
+        run("baseline", 0, 0, "1111"), run("recycled", 0, 0, "1110", mode="upper", codec="fp32"),
+        # decile 1, same seed: level with its own baseline (against decile 0's it would be 50 points down)
+        run("baseline", 0, 1, "1100"), run("recycled", 0, 1, "1100", mode="upper", codec="fp32"),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    (row,) = train_table.table(tmp_path)["rows"]
+    assert row["seeds"] == [0, 0] and row["test_deciles"] == [0, 1]
+    assert row["delta_points_mean"] == pytest.approx((-25.0 + 0.0) / 2)
+    lo, hi = row["delta_points_ci95"]
+    assert lo < row["delta_points_mean"] <= hi <= 0.0  # decile 0 can only lose, decile 1 only tie
+
+    # a run that did not record its test documents: no interval rather than one over part of the runs
+    rows.append(_run("baseline", 1, 0.5) | {"test_decile": None})
+    rows.append(_run("recycled", 1, 0.5, mode="upper", codec="fp32"))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (row,) = train_table.table(tmp_path)["rows"]
+    assert row["test_deciles"] == [0, 1, 9] and row["delta_points_ci95"] is None
+
+
+def test_paired_bootstrap_resamples_documents_shared_by_the_runs_of_a_decile(train_table):
+    assert train_table.paired_bootstrap([(9, "1" * 50, "1" * 50)]) == (0.0, 0.0)
+    lo, hi = train_table.paired_bootstrap([(9, "10" * 100, "01" * 100)])
+    assert lo < 0.0 < hi and hi - lo > 10.0  # every document disagrees: a wide interval around 0
+    with pytest.raises(ValueError, match="decile 9: 3 recycled against 2"):
+        train_table.paired_bootstrap([(9, "111", "11")])
