@@ -116,6 +116,36 @@ def paired_bootstrap(pairs: list[tuple[int, str, str]], iterations: int = 2000, 
     return float(lo), float(hi)
 
 
+def finished(path: Path) -> set[tuple]:
+    """Keys of the runs in results file `path`, read afresh: another process may have added some."""
+    return {(r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), r.get("tag", ""),
+             decile_of(r)) for r in load_results(path)}
+
+
+def ensure_cache(work: Path, corpus: Path, model: str, ds: str, codec: str, layer: int, max_length: int) -> Path:
+    """The work folder's cache of (model, data set, codec), encoded from `corpus` (timed, recorded) unless a
+    results row says it exists. Under a lock file, so grids that share a work folder encode it once."""
+    import fcntl
+
+    from erpack.encode import encode_corpus
+
+    cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
+    results_path = work / "results.jsonl"
+    with open(cache.with_name(cache.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if any(r["kind"] == "encode" and (r["model"], r["dataset"], r["codec"]) == (model, ds, codec)
+               for r in load_results(results_path)):
+            return cache
+        t = time.perf_counter()
+        s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec, max_length=max_length)
+        row = {"kind": "encode", "model": model, "dataset": ds, "codec": codec, "mode": None, "seed": None,
+               "layer": layer, "seconds": time.perf_counter() - t, "documents": s.cache_documents,
+               "tokens": s.cache_tokens, "bytes": s.cache_bytes}
+        append(results_path, row)
+    print(f"encoded {model} {ds} {codec}: {row['seconds']:.1f} s, {row['bytes'] / 1e6:.1f} MB", flush=True)
+    return cache
+
+
 def load_results(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -131,7 +161,6 @@ def run_grid(args) -> None:
     import torch
     import transformers
 
-    from erpack.encode import encode_corpus
     from erpack.models import load_model
     from erpack.store import CacheReader
     from erpack.train import AdapterSpec, TrainConfig
@@ -143,8 +172,6 @@ def run_grid(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.jsonl"
-    done = {(r["kind"], r["model"], r["dataset"], r.get("codec"), r.get("mode"), r.get("seed"), r.get("tag", ""),
-             decile_of(r)) for r in load_results(results_path)}
     decile = 9 if args.test_decile is None else args.test_decile
     tag = args.tag
     for model in args.model.split(","):
@@ -158,25 +185,15 @@ def run_grid(args) -> None:
             corpus = write_corpus(work / f"{ds}-{ORDER[ds]}-{sizes.replace(',', '-')}.jsonl", name,
                                   dict(zip(("train", "validation", "test"), map(int, sizes.split(",")))), ORDER[ds])
             labels = str(corpus if args.test_decile is None else fold_corpus(corpus, args.test_decile))
-            caches = {}
-            for codec in args.codecs.split(","):
-                cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
-                caches[codec] = cache
-                if not any(d[:4] == ("encode", model, ds, codec) for d in done):
-                    t = time.perf_counter()
-                    s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec,
-                                      max_length=max_length)
-                    row = {"kind": "encode", "model": model, "dataset": ds, "codec": codec, "mode": None, "seed": None,
-                           "layer": layer, "seconds": time.perf_counter() - t, "documents": s.cache_documents,
-                           "tokens": s.cache_tokens, "bytes": s.cache_bytes}
-                    append(results_path, row)
-                    print(f"encoded {model} {ds} {codec}: {row['seconds']:.1f} s, {row['bytes'] / 1e6:.1f} MB", flush=True)
+            caches = {codec: ensure_cache(work, corpus, model, ds, codec, layer, max_length)
+                      for codec in args.codecs.split(",")}
             for seed in [int(x) for x in args.seeds.split(",")]:
                 cfg = TrainConfig(epochs=args.epochs, batch_size=batch_size, seed=seed, patience=args.patience,
                                   lr=None, baseline_lr=args.full_lr)
                 first = CacheReader(caches[args.codecs.split(",")[0]])
                 data = prepare_data(first, labels, "classification")
-                if not args.no_baseline and ("baseline", model, ds, None, "full", seed, tag, decile) not in done:
+                baseline_key = ("baseline", model, ds, None, "full", seed, tag, decile)
+                if not args.no_baseline and baseline_key not in finished(results_path):
                     r = run_baseline(first.meta, data, cfg)
                     append(results_path, {"kind": "baseline", "model": model, "dataset": ds, "codec": None,
                                           "mode": "full", "seed": seed, "layer": layer, "tag": tag,
@@ -189,7 +206,7 @@ def run_grid(args) -> None:
                     with CacheReader(cache) as reader:
                         data = prepare_data(reader, labels, "classification")
                         for mode in [m for m in args.modes.split(",") if m]:
-                            if ("recycled", model, ds, codec, mode, seed, tag, decile) in done:
+                            if ("recycled", model, ds, codec, mode, seed, tag, decile) in finished(results_path):
                                 continue
                             mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if mode == "upper" else args.adapter_lr})
                             _, r = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, mcfg)
@@ -208,7 +225,6 @@ def run_timing(args) -> None:
     import torch
     import transformers
 
-    from erpack.encode import encode_corpus
     from erpack.models import load_model
     from erpack.store import CacheReader
     from erpack.train import AdapterSpec, TrainConfig
@@ -220,7 +236,6 @@ def run_timing(args) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.jsonl"
-    encoded = {(r["model"], r["dataset"], r["codec"]) for r in load_results(results_path) if r["kind"] == "encode"}
     for model in args.model.split(","):
         layer = load_model(model).num_layers // 2
         for ds in args.datasets.split(","):
@@ -229,16 +244,8 @@ def run_timing(args) -> None:
                                   dict(zip(("train", "validation", "test"), map(int, sizes.split(",")))), ORDER[ds])
             max_length = args.bbc_max_length if ds == "bbc" else args.rt_max_length
             batch_size = args.bbc_batch_size if ds == "bbc" else args.batch_size
-            readers = {}
-            for codec in args.codecs.split(","):
-                cache = work / f"cache-{model}-k{layer}-{ds}-{codec.replace(':', '').replace('+', '_')}"
-                if (model, ds, codec) not in encoded:
-                    t = time.perf_counter()
-                    s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec, max_length=max_length)
-                    append(results_path, {"kind": "encode", "model": model, "dataset": ds, "codec": codec, "mode": None,
-                                          "seed": None, "layer": layer, "seconds": time.perf_counter() - t,
-                                          "documents": s.cache_documents, "tokens": s.cache_tokens, "bytes": s.cache_bytes})
-                readers[codec] = CacheReader(cache)
+            readers = {codec: CacheReader(ensure_cache(work, corpus, model, ds, codec, layer, max_length))
+                       for codec in args.codecs.split(",")}
             first = next(iter(readers.values()))
             cfg = TrainConfig(epochs=1, batch_size=batch_size, seed=0, train_limit=args.timing)
             data = prepare_data(first, str(corpus), "classification", train_limit=args.timing, splits=("train",))

@@ -131,3 +131,22 @@ def test_paired_bootstrap_resamples_documents_shared_by_the_runs_of_a_decile(tra
     assert lo < 0.0 < hi and hi - lo > 10.0  # every document disagrees: a wide interval around 0
     with pytest.raises(ValueError, match="decile 9: 3 recycled against 2"):
         train_table.paired_bootstrap([(9, "111", "11")])
+
+
+def test_grids_sharing_a_work_folder_encode_a_cache_once(train_table, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from erpack.store import CacheReader
+
+    corpus = tmp_path / "rt-file-2-1-1.jsonl"
+    texts = ["a fine film", "dull and long", "a fresh take on an old story", "it drags"]
+    corpus.write_text("".join(json.dumps({"id": f"rt-{i}", "text": t, "label": "fresh", "split": "train"}) + "\n"
+                              for i, t in enumerate(texts)))
+    with ThreadPoolExecutor(2) as pool:  # two grids at once: the lock makes the second wait, then reuse
+        paths = list(pool.map(lambda _: train_table.ensure_cache(tmp_path, corpus, "minilm", "rt", "int8z", 3, 32),
+                              range(2)))
+    assert paths[0] == paths[1]
+    encodes = [r for r in train_table.load_results(tmp_path / "results.jsonl") if r["kind"] == "encode"]
+    assert len(encodes) == 1 and encodes[0]["documents"] == 4
+    with CacheReader(paths[0]) as reader:
+        assert reader.meta["layer"] == 3 and len(reader) == 4
