@@ -350,6 +350,9 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
         bt = float(np.mean([b[key]["train_seconds_per_epoch"] for key in keys if key in b])) if bacc else float("nan")
         matched = [(r, brows[(r["seed"], decile_of(r))]) for r in rs if (r["seed"], decile_of(r)) in b]
         paired = [r["result"]["test"]["accuracy"] - x["result"]["test"]["accuracy"] for r, x in matched]
+        by_decile: dict = {}
+        for (r, _), d in zip(matched, paired):
+            by_decile.setdefault(decile_of(r), []).append(100 * d)
         ci = (paired_bootstrap([(decile_of(r), r["test_correct"], x["test_correct"]) for r, x in matched])
               if matched and all(r.get("test_correct") and x.get("test_correct") for r, x in matched) else None)
         e = enc.get((model, ds, codec), {})
@@ -365,12 +368,17 @@ def table(work: Path, tags: list[str] | None = None, markdown: bool = False, mer
                     "delta_points_min": 100 * float(np.min(paired)) if paired else None,
                     "delta_points_max": 100 * float(np.max(paired)) if paired else None,
                     "delta_points_ci95": list(ci) if ci else None,
+                    # mean Δ of each test decile, and their mean (each decile one sample, whatever its seeds)
+                    "delta_points_by_decile": {d: float(np.mean(v)) for d, v in sorted(by_decile.items())},
+                    "delta_points_decile_mean": float(np.mean([np.mean(v) for v in by_decile.values()]))
+                    if by_decile else None,
                     "within_1_point": bool(100 * np.mean(paired) >= -1.0) if paired else None,
                     "seconds_per_epoch": t, "baseline_seconds_per_epoch": bt,
                     "epoch_time_ratio": t / bt if bacc else None,
                     "encode_seconds": e.get("seconds"), "cache_bytes": e.get("bytes"),
                     "break_even_epochs": breakeven})
     (_print_markdown if markdown else _print_text)(out)
+    _print_deciles(out)
     timing = timing_table(rows)
     return {"rows": out, "timing": timing, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                      "cpus": os.cpu_count(), "python": sys.version.split()[0]}}
@@ -398,6 +406,18 @@ def _print_text(out: list[dict]) -> None:
               f"{len(r['seeds']):>5}  {_ms(r, 'test_accuracy'):>21}  {_ms(r, 'baseline_accuracy'):>15}  {_delta(r):>22}  "
               f"{r['seconds_per_epoch']:>7.1f}  {r['baseline_seconds_per_epoch']:>9.1f}  {ratio:>5}  "
               f"{r['encode_seconds'] or float('nan'):>8.1f}  {r['break_even_epochs']:>13.1f}")
+
+
+def _print_deciles(out: list[dict]) -> None:
+    """Δ by test decile, for the rows that span more than one."""
+    spanning = [r for r in out if len(r["delta_points_by_decile"]) > 1]
+    if spanning:
+        print()
+        print("Δ points by test decile (mean over its seeds); mean over deciles")
+    for r in spanning:
+        parts = " · ".join(f"{d}: {v:+.2f}" for d, v in r["delta_points_by_decile"].items())
+        print(f"{r['tag']} {r['model']} {r['dataset']} {r['codec']} {r['mode']}: {parts}; "
+              f"mean over deciles {r['delta_points_decile_mean']:+.2f}")
 
 
 def _lrs(values: list[float]) -> str:

@@ -123,6 +123,8 @@ def test_deciles_pair_with_their_own_baseline_and_pool_with_a_bootstrap_interval
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (row,) = train_table.table(tmp_path)["rows"]
     assert row["test_deciles"] == [0, 1, 9] and row["delta_points_ci95"] is None
+    assert row["delta_points_by_decile"] == {0: pytest.approx(-25.0), 1: 0.0, 9: 0.0}
+    assert row["delta_points_decile_mean"] == pytest.approx(-25.0 / 3)
 
 
 def test_paired_bootstrap_resamples_documents_shared_by_the_runs_of_a_decile(train_table):
