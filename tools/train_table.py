@@ -45,6 +45,7 @@ def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "
     import hashlib
 
     from erpack.assets import load_dataset
+    from erpack.store.atomic import write_atomic
 
     if path.exists():
         return path
@@ -58,15 +59,14 @@ def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "
         taken[r.split] += 1
         rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows).encode())
     return path
 
 
 def fold_corpus(base: Path, decile: int) -> Path:
     """`base` with its train and test documents re-dealt: hash decile `decile` is test, the rest train."""
     from erpack.assets import bucket_of
+    from erpack.store.atomic import write_atomic
 
     if not 0 <= decile <= 9 or decile == 8:
         raise SystemExit(f"--test-decile takes 0-7 or 9 (decile 8 is the validation split), got {decile}")
@@ -77,9 +77,7 @@ def fold_corpus(base: Path, decile: int) -> Path:
     for r in rows:
         if r["split"] != "validation":
             r["split"] = "test" if int(bucket_of(r["id"]) * 10) == decile else "train"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(x) + "\n" for x in rows).encode())
     return path
 
 
