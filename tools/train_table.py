@@ -39,6 +39,31 @@ ORDER = {"rt": "file", "bbc": "hash"}
 UNTAGGED = ("encode", "timing")
 
 
+def mode_spec(cell: str):
+    """(erpack mode, AdapterSpec or None) of a --modes entry: `upper`, `head`, `adapter` (LoRA r=16, alpha
+    32, the default), `adapter-rN` (LoRA of rank N, alpha 2N), `adapter-rNaM` (rank N, alpha M),
+    `adapter-ia3`; an adapter entry ending in `-ln` also trains the upper layers' LayerNorms. The entry
+    names the table's cell."""
+    import re
+
+    from erpack.errors import InputError
+    from erpack.train import AdapterSpec
+
+    if cell in ("upper", "head"):
+        return cell, None
+    m = re.fullmatch(r"adapter(?:-(ia3)|-r(\d+)(?:a(\d+))?)?(-ln)?", cell)
+    if not m:
+        raise InputError(f"unknown mode {cell!r}; modes: upper, head, adapter, adapter-rN (LoRA rank N, alpha 2N), "
+                         "adapter-rNaM (rank N, alpha M), adapter-ia3, and any adapter with -ln (LayerNorms train)")
+    norms = bool(m[4])
+    if m[1]:
+        return "adapter", AdapterSpec("ia3", norms=norms)
+    if m[2]:
+        r = int(m[2])
+        return "adapter", AdapterSpec(r=r, alpha=int(m[3]) if m[3] else 2 * r, norms=norms)
+    return "adapter", AdapterSpec(norms=norms)
+
+
 def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "file") -> Path:
     """The first sizes[split] documents of each split as a JSONL corpus, in the data set's stable order
     (order="file") or in sha256(id) order (order="hash", for data sets stored class by class)."""
@@ -161,7 +186,7 @@ def run_grid(args) -> None:
 
     from erpack.models import load_model
     from erpack.store import CacheReader
-    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
 
@@ -206,8 +231,9 @@ def run_grid(args) -> None:
                         for mode in [m for m in args.modes.split(",") if m]:
                             if ("recycled", model, ds, codec, mode, seed, tag, decile) in finished(results_path):
                                 continue
-                            mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if mode == "upper" else args.adapter_lr})
-                            _, r = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, mcfg)
+                            kind, spec = mode_spec(mode)
+                            mcfg = TrainConfig(**{**vars(cfg), "lr": args.upper_lr if kind == "upper" else args.adapter_lr})
+                            _, r = run_recycled(reader, data, kind, spec, mcfg)
                             append(results_path, {"kind": "recycled", "model": model, "dataset": ds, "codec": codec,
                                                   "mode": mode, "seed": seed, "layer": layer, "tag": tag,
                                                   "test_decile": args.test_decile,
@@ -225,7 +251,7 @@ def run_timing(args) -> None:
 
     from erpack.models import load_model
     from erpack.store import CacheReader
-    from erpack.train import AdapterSpec, TrainConfig
+    from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
 
@@ -252,7 +278,7 @@ def run_timing(args) -> None:
                 times = {"full": r.train_seconds_per_epoch}
                 for codec, reader in readers.items():
                     for mode in args.modes.split(","):
-                        _, rr = run_recycled(reader, data, mode, AdapterSpec() if mode == "adapter" else None, cfg)
+                        _, rr = run_recycled(reader, data, *mode_spec(mode), cfg)
                         times[f"{mode} {codec}"] = rr.train_seconds_per_epoch
                         times[f"{mode} {codec} wait"] = sum(e["wait_seconds"] for e in rr.epochs)
                 append(results_path, {"kind": "timing", "model": model, "dataset": ds, "codec": None, "mode": None,
@@ -438,7 +464,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="minilm", help="comma-separated built-in models (split at L // 2)")
     p.add_argument("--datasets", default="rt,bbc")
     p.add_argument("--codecs", default="fp32,int8z,int4z")
-    p.add_argument("--modes", default="upper,adapter", help="recycled modes; \"\" runs the baselines only")
+    p.add_argument("--modes", default="upper,adapter", help="recycled modes: upper, head, adapter (LoRA r=16), adapter-rN[aM] (LoRA rank N, alpha M or 2N), "
+                                                      "adapter-ia3, and any adapter + -ln (its LayerNorms train); "
+                                                      "\"\" runs the baselines only")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--patience", type=int, default=2)
@@ -469,6 +497,8 @@ def main(argv=None) -> int:
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
     args = p.parse_args(argv)
+    for cell in [m for m in args.modes.split(",") if m]:
+        mode_spec(cell)  # an unknown mode fails before anything is written, encoded or trained
     if args.timing:
         run_timing(args)
     elif not args.table_only:

@@ -7,6 +7,8 @@
   layers of layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
   LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
   alpha=32. (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
+  `AdapterSpec(norms=True)` also trains the LayerNorms of layers k..L-1 (weight and bias: 2 x 2 x H
+  values a layer), which LoRA and (IA)^3 leave frozen.
 - `head`: only the head trains, on the frozen model's last hidden state.
 - `full` (the baseline): everything trains, from text.
 
@@ -37,6 +39,7 @@ class AdapterSpec:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.1
+    norms: bool = False  # also train the LayerNorms of layers k..L-1
 
     def __post_init__(self):
         if self.kind not in ADAPTERS:
@@ -46,7 +49,10 @@ class AdapterSpec:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        return d if self.kind == "lora" else {"kind": "ia3"}
+        d = d if self.kind == "lora" else {"kind": "ia3", "norms": self.norms}
+        if not self.norms:
+            del d["norms"]  # configs written before the option read the same
+        return d
 
 
 @dataclass
@@ -133,6 +139,12 @@ def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
     peft_model = get_peft_model(model, config)
     inner = peft_model.base_model.model  # the transformers model, adapters injected
     _set_head_trainable(inner)
+    if spec.norms:
+        _, layers = _layers(inner)
+        for i in range(layer, len(layers)):
+            for m in layers[i].modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.requires_grad_(True)
     return Prepared(inner, peft_model, targets)
 
 

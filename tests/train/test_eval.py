@@ -54,11 +54,13 @@ def test_prefetcher_raises_producer_errors_and_stops_early():
 def test_train_and_eval_cli(tiny, tmp_path, capsys):
     out, preds = tmp_path / "tm", tmp_path / "p.jsonl"
     code = main(["train", str(tiny["cache"]), "--labels", str(tiny["labels"]), "--mode", "adapter", "--adapter", "ia3",
-                 "-o", str(out), "--baseline", "--epochs", "2", "--batch-size", "8", "--json"])
+                 "--adapter-norms", "-o", str(out), "--baseline", "--epochs", "2", "--batch-size", "8", "--json"])
     assert code == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["baseline"]["mode"] == "full" and s["comparison"]["metric"] == "accuracy"
     assert s["baseline"]["notes"]["length_mismatches"] == 0  # text tokens == cached tokens
+    adapter = json.loads((out / "erpack_task.json").read_text())["adapter"]
+    assert adapter["kind"] == "ia3" and adapter["norms"] is True  # the saved model says what trained
     code = main(["eval", str(out), str(tiny["cache"]), "--labels", str(tiny["labels"]), "--split", "test",
                  "--predictions", str(preds), "--json"])
     assert code == 0

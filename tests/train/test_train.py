@@ -54,6 +54,22 @@ def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
     assert "bert.pooler.dense.weight" in trained  # BERT's pooler is part of the head: it trains in every mode
 
 
+def test_adapter_with_norms_trains_only_the_upper_layernorms_beside_it(tiny):
+    from erpack.store import CacheReader
+    from erpack.train.modes import load_for_cache, prepare
+
+    with CacheReader(tiny["cache"]) as reader:
+        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+    prepared = prepare(model, "adapter", LAYER, AdapterSpec(norms=True))
+    trained = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
+    norms = {n for n in trained if "LayerNorm" in n}
+    layers = len(prepared.model.bert.encoder.layer)
+    assert len(norms) == 2 * 2 * (layers - LAYER)  # two LayerNorms a layer, weight and bias, upper layers only
+    assert all(int(n.split(".")[3]) >= LAYER for n in norms)
+    assert not any("embeddings" in n for n in trained)
+    assert AdapterSpec(norms=True).as_dict()["norms"] is True and "norms" not in AdapterSpec().as_dict()
+
+
 def test_cache_of_other_weights_is_refused(tiny, tmp_path):
     from erpack.store import CacheReader
 

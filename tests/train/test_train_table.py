@@ -152,3 +152,27 @@ def test_grids_sharing_a_work_folder_encode_a_cache_once(train_table, tmp_path):
     assert len(encodes) == 1 and encodes[0]["documents"] == 4
     with CacheReader(paths[0]) as reader:
         assert reader.meta["layer"] == 3 and len(reader) == 4
+
+
+def test_mode_cells_name_the_adapter_they_train(train_table):
+    from erpack.errors import InputError
+    from erpack.train import AdapterSpec
+
+    assert train_table.mode_spec("upper") == ("upper", None)
+    assert train_table.mode_spec("adapter") == ("adapter", AdapterSpec())
+    assert train_table.mode_spec("adapter-r64") == ("adapter", AdapterSpec(r=64, alpha=128))
+    assert train_table.mode_spec("adapter-ia3") == ("adapter", AdapterSpec("ia3"))
+    assert train_table.mode_spec("adapter-r64a32") == ("adapter", AdapterSpec(r=64, alpha=32))
+    assert train_table.mode_spec("adapter-ln") == ("adapter", AdapterSpec(norms=True))
+    assert train_table.mode_spec("adapter-r8a16-ln") == ("adapter", AdapterSpec(r=8, alpha=16, norms=True))
+    for bad in ("adapter-r", "adapter-rx", "adapter-r8a", "adapter-ln-r8", "lora", "adapter-r0"):
+        with pytest.raises(InputError):
+            train_table.mode_spec(bad)
+
+
+def test_an_unknown_mode_fails_before_anything_is_written(train_table, tmp_path):
+    from erpack.errors import InputError
+
+    with pytest.raises(InputError, match="adapter-rN"):
+        train_table.main(["--work", str(tmp_path / "w"), "--modes", "upper,adaptor", "--datasets", "rt"])
+    assert not (tmp_path / "w").exists()
