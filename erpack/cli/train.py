@@ -37,7 +37,9 @@ def add_parser(subparsers) -> None:
                    "head (the head alone); default: upper")
     p.add_argument("--adapter", choices=["lora", "ia3"], default="lora", help="adapter kind for --mode adapter "
                    "(default: lora, r=16, alpha=32 on every linear of layers k..L-1)")
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank r (alpha = 2r; default: 16)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank r (default: 16)")
+    p.add_argument("--alpha", type=int, default=None, help="LoRA alpha (default: 2 x --rank). The update's scale "
+                   "grows with the rank at a fixed alpha/r: a larger --rank at the same --lr may need --alpha 32")
     p.add_argument("--adapter-norms", action="store_true", help="--mode adapter: also train the LayerNorms of "
                    "layers k..L-1 (4 x hidden values a layer), which the adapters leave frozen")
     p.add_argument("-o", "--output", required=True, help="folder for the task model (config.json, model.safetensors, "
@@ -84,7 +86,8 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report is expected
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_lr=args.baseline_lr,
                       patience=args.patience, seed=args.seed, train_limit=args.train_limit, device=args.device)
-    adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=2 * args.rank, norms=args.adapter_norms)
+    alpha = 2 * args.rank if args.alpha is None else args.alpha
+    adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=alpha, norms=args.adapter_norms)
                if args.mode == "adapter" else None)
     s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,

@@ -46,6 +46,8 @@ class AdapterSpec:
             raise InputError(f"unknown adapter {self.kind!r}; adapters: {', '.join(ADAPTERS)}")
         if self.r < 1:
             raise InputError(f"adapter rank must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise InputError(f"LoRA alpha must be > 0, got {self.alpha}")
 
     def as_dict(self) -> dict:
         d = asdict(self)
