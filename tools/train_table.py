@@ -464,9 +464,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="minilm", help="comma-separated built-in models (split at L // 2)")
     p.add_argument("--datasets", default="rt,bbc")
     p.add_argument("--codecs", default="fp32,int8z,int4z")
-    p.add_argument("--modes", default="upper,adapter", help="recycled modes: upper, head, adapter (LoRA r=16), adapter-rN[aM] (LoRA rank N, alpha M or 2N), "
-                                                      "adapter-ia3, and any adapter + -ln (its LayerNorms train); "
-                                                      "\"\" runs the baselines only")
+    p.add_argument("--modes", default="upper,adapter",
+                   help="recycled modes: upper, head, adapter (LoRA r=16), adapter-rN[aM] (LoRA rank N, alpha M or "
+                        "2N), adapter-ia3, and any adapter + -ln (its LayerNorms train); \"\" runs the baselines only")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--patience", type=int, default=2)
@@ -497,8 +497,13 @@ def main(argv=None) -> int:
     p.add_argument("--timing", type=int, default=None, help="measure epoch times only, on the first N training docs")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
     args = p.parse_args(argv)
-    for cell in [m for m in args.modes.split(",") if m]:
-        mode_spec(cell)  # an unknown mode fails before anything is written, encoded or trained
+    from erpack.errors import InputError
+
+    try:  # an unknown mode fails before anything is written, encoded or trained
+        for cell in [m for m in args.modes.split(",") if m]:
+            mode_spec(cell)
+    except InputError as e:
+        p.error(str(e))
     if args.timing:
         run_timing(args)
     elif not args.table_only:
