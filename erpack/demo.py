@@ -259,7 +259,7 @@ def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | No
     _fresh(paths.trained)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter",
-                          adapter=AdapterSpec("lora", r=cfg.rank, alpha=2 * cfg.rank), output=paths.trained,
+                          adapter=AdapterSpec("lora", r=cfg.rank), output=paths.trained,
                           config=tcfg, progress=lambda **kw: bar(**kw))
     r = tr["recycled"]
     done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],

@@ -59,8 +59,7 @@ def mode_spec(cell: str):
     if m[1]:
         return "adapter", AdapterSpec("ia3", norms=norms)
     if m[2]:
-        r = int(m[2])
-        return "adapter", AdapterSpec(r=r, alpha=int(m[3]) if m[3] else 2 * r, norms=norms)
+        return "adapter", AdapterSpec(r=int(m[2]), alpha=int(m[3]) if m[3] else None, norms=norms)
     return "adapter", AdapterSpec(norms=norms)
 
 

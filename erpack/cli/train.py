@@ -86,8 +86,7 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report is expected
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_lr=args.baseline_lr,
                       patience=args.patience, seed=args.seed, train_limit=args.train_limit, device=args.device)
-    alpha = 2 * args.rank if args.alpha is None else args.alpha
-    adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=alpha, norms=args.adapter_norms)
+    adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms)
                if args.mode == "adapter" else None)
     s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,

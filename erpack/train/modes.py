@@ -37,7 +37,7 @@ ADAPTERS = ("lora", "ia3")
 class AdapterSpec:
     kind: str = "lora"
     r: int = 16
-    alpha: int = 32
+    alpha: int | None = None  # None: 2r (32 at the default rank)
     dropout: float = 0.1
     norms: bool = False  # also train the LayerNorms of layers k..L-1
 
@@ -46,12 +46,13 @@ class AdapterSpec:
             raise InputError(f"unknown adapter {self.kind!r}; adapters: {', '.join(ADAPTERS)}")
         if self.r < 1:
             raise InputError(f"adapter rank must be >= 1, got {self.r}")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", 2 * self.r)
         if self.alpha <= 0:
             raise InputError(f"LoRA alpha must be > 0, got {self.alpha}")
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        d = d if self.kind == "lora" else {"kind": "ia3", "norms": self.norms}
+        d = asdict(self) if self.kind == "lora" else {"kind": "ia3", "norms": self.norms}
         if not self.norms:
             del d["norms"]  # configs written before the option read the same
         return d
