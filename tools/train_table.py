@@ -42,8 +42,8 @@ UNTAGGED = ("encode", "timing")
 def mode_spec(cell: str):
     """(erpack mode, AdapterSpec or None) of a --modes entry: `upper`, `head`, `adapter` (LoRA r=16, alpha
     32, the default), `adapter-rN` (LoRA of rank N, alpha 2N), `adapter-rNaM` (rank N, alpha M),
-    `adapter-ia3`; an adapter entry ending in `-ln` also trains the upper layers' LayerNorms. The entry
-    names the table's cell."""
+    `adapter-ia3`; a LoRA entry followed by `-dora` is DoRA (`adapter-dora`, `adapter-r8-dora`); an adapter
+    entry ending in `-ln` also trains the upper layers' LayerNorms. The entry names the table's cell."""
     import re
 
     from erpack.errors import InputError
@@ -51,16 +51,17 @@ def mode_spec(cell: str):
 
     if cell in ("upper", "head"):
         return cell, None
-    m = re.fullmatch(r"adapter(?:-(ia3)|-r(\d+)(?:a(\d+))?)?(-ln)?", cell)
-    if not m:
+    m = re.fullmatch(r"adapter(?:-(ia3)|-r(\d+)(?:a(\d+))?)?(-dora)?(-ln)?", cell)
+    if not m or (m[1] and m[4]):
         raise InputError(f"unknown mode {cell!r}; modes: upper, head, adapter, adapter-rN (LoRA rank N, alpha 2N), "
-                         "adapter-rNaM (rank N, alpha M), adapter-ia3, and any adapter with -ln (LayerNorms train)")
-    norms = bool(m[4])
+                         "adapter-rNaM (rank N, alpha M), adapter-ia3, a LoRA entry with -dora (DoRA), and any "
+                         "adapter with -ln (LayerNorms train)")
+    norms, dora = bool(m[5]), bool(m[4])
     if m[1]:
         return "adapter", AdapterSpec("ia3", norms=norms)
     if m[2]:
-        return "adapter", AdapterSpec(r=int(m[2]), alpha=int(m[3]) if m[3] else None, norms=norms)
-    return "adapter", AdapterSpec(norms=norms)
+        return "adapter", AdapterSpec(r=int(m[2]), alpha=int(m[3]) if m[3] else None, norms=norms, dora=dora)
+    return "adapter", AdapterSpec(norms=norms, dora=dora)
 
 
 def write_corpus(path: Path, dataset: str, sizes: dict[str, int], order: str = "file") -> Path:
@@ -465,7 +466,7 @@ def main(argv=None) -> int:
     p.add_argument("--codecs", default="fp32,int8z,int4z")
     p.add_argument("--modes", default="upper,adapter",
                    help="recycled modes: upper, head, adapter (LoRA r=16), adapter-rN[aM] (LoRA rank N, alpha M or "
-                        "2N), adapter-ia3, and any adapter + -ln (its LayerNorms train); \"\" runs the baselines only")
+                        "2N), adapter-ia3, a LoRA cell + -dora (DoRA), and any adapter + -ln (its LayerNorms train); \"\" runs the baselines only")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--patience", type=int, default=2)

@@ -6,7 +6,8 @@
 - `adapter`: every pretrained weight of the encoder is frozen; PEFT injects adapters into the linear
   layers of layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
   LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
-  alpha=32. (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
+  alpha=32; `AdapterSpec(dora=True)` makes it DoRA (the update split into a trained magnitude per
+  output and a LoRA-updated direction). (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
   `AdapterSpec(norms=True)` also trains the LayerNorms of layers k..L-1 (weight and bias: 2 x 2 x H
   values a layer), which LoRA and (IA)^3 leave frozen.
 - `head`: only the head trains, on the frozen model's last hidden state.
@@ -40,6 +41,7 @@ class AdapterSpec:
     alpha: int | None = None  # None: 2r (32 at the default rank)
     dropout: float = 0.1
     norms: bool = False  # also train the LayerNorms of layers k..L-1
+    dora: bool = False  # LoRA only: weight-decomposed (DoRA, PEFT's use_dora): a trained magnitude per output
 
     def __post_init__(self):
         if self.kind not in ADAPTERS:
@@ -50,11 +52,14 @@ class AdapterSpec:
             object.__setattr__(self, "alpha", 2 * self.r)
         if self.alpha <= 0:
             raise InputError(f"LoRA alpha must be > 0, got {self.alpha}")
+        if self.dora and self.kind != "lora":
+            raise InputError(f"DoRA is a form of LoRA; it does not apply to {self.kind}")
 
     def as_dict(self) -> dict:
         d = asdict(self) if self.kind == "lora" else {"kind": "ia3", "norms": self.norms}
-        if not self.norms:
-            del d["norms"]  # configs written before the option read the same
+        for option in ("norms", "dora"):
+            if not d.get(option, True):
+                del d[option]  # configs written before the option read the same
         return d
 
 
@@ -135,7 +140,7 @@ def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
         raise InputError(f"layer {layer} leaves no upper layer to put adapters in; use a smaller --layer or --mode head")
     if spec.kind == "lora":
         config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                            bias="none")
+                            bias="none", use_dora=spec.dora)
     else:
         down = [t for t in targets if _is_down_projection(model.get_submodule(t))]
         config = IA3Config(target_modules=targets, feedforward_modules=down)

@@ -73,13 +73,14 @@ def test_train_and_eval_cli(tiny, tmp_path, capsys):
     assert sum(lines[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_train_cli_lora_rank_and_alpha_reach_the_saved_config(tiny, tmp_path, capsys):
+def test_train_cli_lora_rank_alpha_and_dora_reach_the_saved_config(tiny, tmp_path, capsys):
     out = tmp_path / "tm"
     code = main(["train", str(tiny["cache"]), "--labels", str(tiny["labels"]), "--mode", "adapter", "--rank", "4",
-                 "--alpha", "2", "-o", str(out), "--epochs", "1", "--batch-size", "8"])
+                 "--alpha", "2", "--dora", "-o", str(out), "--epochs", "1", "--batch-size", "8"])
     assert code == 0
     adapter = json.loads((out / "erpack_task.json").read_text())["adapter"]
-    assert (adapter["kind"], adapter["r"], adapter["alpha"]) == ("lora", 4, 2) and "norms" not in adapter
+    assert (adapter["kind"], adapter["r"], adapter["alpha"], adapter["dora"]) == ("lora", 4, 2, True)
+    assert "norms" not in adapter
     assert main(["train", str(tiny["cache"]), "--labels", str(tiny["labels"]), "--mode", "adapter", "--alpha", "0",
                  "-o", str(tmp_path / "bad")]) == 2
     assert "alpha must be > 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -70,6 +70,40 @@ def test_adapter_with_norms_trains_only_the_upper_layernorms_beside_it(tiny):
     assert AdapterSpec(norms=True).as_dict()["norms"] is True and "norms" not in AdapterSpec().as_dict()
 
 
+def test_dora_trains_magnitudes_and_merges_to_the_same_function(tiny):
+    from erpack.models import split_model
+    from erpack.store import CacheReader
+    from erpack.train.data import as_tensors, cache_source
+    from erpack.train.loop import fit
+    from erpack.train.modes import load_for_cache, prepare
+    from erpack.train.trainer import prepare_data
+
+    with CacheReader(tiny["cache"]) as reader:
+        data = prepare_data(reader, str(tiny["labels"]), "classification")
+        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+        prepared = prepare(model, "adapter", LAYER, AdapterSpec(dora=True))
+        magnitudes = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if "magnitude" in n}
+        assert len(magnitudes) == len(prepared.targets)  # one magnitude vector per adapted linear
+        _, upper = split_model(prepared.model, LAYER)
+        train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
+        fit(task="classification", mode="adapter", lr=1e-2, cfg=TrainConfig(epochs=2, **FAST), params_of=prepared.model,
+            modules=[upper], forward=lambda x: upper(*x), train=train, y_train=data.y["train"], validation=None,
+            y_validation=None, num_classes=2, device=torch.device("cpu"))
+        batch = as_tensors(reader.get_batch([e.id for e in data.splits["test"]]))
+    trained = dict(prepared.model.named_parameters())
+    assert any(not torch.equal(trained[n].detach(), m) for n, m in magnitudes.items()), "no magnitude trained"
+    upper.eval()
+    with torch.no_grad():
+        before = upper(*batch).clone()
+        merged = prepared.finalize()
+        _, merged_upper = split_model(merged.eval(), LAYER)
+        after = merged_upper(*batch)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+    assert AdapterSpec(dora=True).as_dict()["dora"] is True and "dora" not in AdapterSpec().as_dict()
+    with pytest.raises(InputError, match="DoRA"):
+        AdapterSpec("ia3", dora=True)
+
+
 def test_cache_of_other_weights_is_refused(tiny, tmp_path):
     from erpack.store import CacheReader
 

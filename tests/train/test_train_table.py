@@ -165,7 +165,10 @@ def test_mode_cells_name_the_adapter_they_train(train_table):
     assert train_table.mode_spec("adapter-r64a32") == ("adapter", AdapterSpec(r=64, alpha=32))
     assert train_table.mode_spec("adapter-ln") == ("adapter", AdapterSpec(norms=True))
     assert train_table.mode_spec("adapter-r8a16-ln") == ("adapter", AdapterSpec(r=8, alpha=16, norms=True))
-    for bad in ("adapter-r", "adapter-rx", "adapter-r8a", "adapter-ln-r8", "lora", "adapter-r0"):
+    assert train_table.mode_spec("adapter-dora") == ("adapter", AdapterSpec(dora=True))
+    assert train_table.mode_spec("adapter-r8-dora-ln") == ("adapter", AdapterSpec(r=8, norms=True, dora=True))
+    for bad in ("adapter-r", "adapter-rx", "adapter-r8a", "adapter-ln-r8", "lora", "adapter-r0", "adapter-ia3-dora",
+                "adapter-ln-dora"):
         with pytest.raises(InputError):
             train_table.mode_spec(bad)
 
