@@ -23,6 +23,19 @@ def test_upper_loss_falls_and_lower_layers_stay(tiny):
     assert s["recycled"]["test"]["n"] == 8
 
 
+def test_a_seeded_run_repeats_exactly_and_another_seed_differs(tiny):
+    """Fixed seeds: a baseline trained by an earlier command with the same seed is the one this command
+    would train, so recycled runs can be compared with it (tools/train_table.py relies on this)."""
+    def run(seed):
+        s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="adapter", baseline=True,
+                             config=TrainConfig(epochs=2, lr=1e-2, seed=seed, **FAST))
+        return [(e["train_loss"], e["validation"]) for r in (s["recycled"], s["baseline"]) for e in r["epochs"]]
+
+    first = run(0)
+    assert run(0) == first
+    assert run(1) != first
+
+
 @pytest.mark.parametrize("kind", ["lora", "ia3"])
 def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
     from erpack.models import split_model
