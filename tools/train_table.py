@@ -52,13 +52,13 @@ def mode_spec(cell: str):
     if cell in ("upper", "head"):
         return cell, None
     m = re.fullmatch(r"adapter(?:-(ia3)|-r(\d+)(?:a(\d+))?)?(-dora)?(-ln)?", cell)
-    if not m or (m[1] and m[4]):
+    if not m:
         raise InputError(f"unknown mode {cell!r}; modes: upper, head, adapter, adapter-rN (LoRA rank N, alpha 2N), "
                          "adapter-rNaM (rank N, alpha M), adapter-ia3, a LoRA entry with -dora (DoRA), and any "
                          "adapter with -ln (LayerNorms train)")
     norms, dora = bool(m[5]), bool(m[4])
     if m[1]:
-        return "adapter", AdapterSpec("ia3", norms=norms)
+        return "adapter", AdapterSpec("ia3", norms=norms, dora=dora)  # ia3 + dora: the spec refuses it
     if m[2]:
         return "adapter", AdapterSpec(r=int(m[2]), alpha=int(m[3]) if m[3] else None, norms=norms, dora=dora)
     return "adapter", AdapterSpec(norms=norms, dora=dora)
@@ -466,7 +466,8 @@ def main(argv=None) -> int:
     p.add_argument("--codecs", default="fp32,int8z,int4z")
     p.add_argument("--modes", default="upper,adapter",
                    help="recycled modes: upper, head, adapter (LoRA r=16), adapter-rN[aM] (LoRA rank N, alpha M or "
-                        "2N), adapter-ia3, a LoRA cell + -dora (DoRA), and any adapter + -ln (its LayerNorms train); \"\" runs the baselines only")
+                        "2N), adapter-ia3, a LoRA cell + -dora (DoRA), and any adapter + -ln (its LayerNorms train); "
+                        "\"\" runs the baselines only")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--patience", type=int, default=2)

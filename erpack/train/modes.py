@@ -7,7 +7,8 @@
   layers of layers k..L-1 only (exact module names, so no lower layer gets one) and the head trains.
   LoRA: every linear of those layers (attention q/k/v/o, both feed-forward projections), r=16,
   alpha=32; `AdapterSpec(dora=True)` makes it DoRA (the update split into a trained magnitude per
-  output and a LoRA-updated direction). (IA)^3: the same linears, with the feed-forward down projection scaled on its input.
+  output and a LoRA-updated direction). (IA)^3: the same linears, with the feed-forward down
+  projection scaled on its input.
   `AdapterSpec(norms=True)` also trains the LayerNorms of layers k..L-1 (weight and bias: 2 x 2 x H
   values a layer), which LoRA and (IA)^3 leave frozen.
 - `head`: only the head trains, on the frozen model's last hidden state.
