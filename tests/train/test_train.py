@@ -36,12 +36,23 @@ def test_a_seeded_run_repeats_exactly_and_another_seed_differs(tiny):
     assert run(1) != first
 
 
-@pytest.mark.parametrize("kind", ["lora", "ia3"])
-def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
+def _fit_adapter(reader, data, prepared):
+    """Two epochs of `prepared` (adapter mode) on the cache's training split; returns its upper stack."""
     from erpack.models import split_model
-    from erpack.store import CacheReader
     from erpack.train.data import cache_source
     from erpack.train.loop import fit
+
+    _, upper = split_model(prepared.model, LAYER)
+    train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
+    fit(task="classification", mode="adapter", lr=1e-2, cfg=TrainConfig(epochs=2, **FAST), params_of=prepared.model,
+        modules=[upper], forward=lambda x: upper(*x), train=train, y_train=data.y["train"], validation=None,
+        y_validation=None, num_classes=2, device=torch.device("cpu"))
+    return upper
+
+
+@pytest.mark.parametrize("kind", ["lora", "ia3"])
+def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
+    from erpack.store import CacheReader
     from erpack.train.modes import load_for_cache, prepare
     from erpack.train.trainer import prepare_data
 
@@ -55,11 +66,7 @@ def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
         assert not any(f"encoder.layer.{i}." in n for n in names for i in range(LAYER)
                        if "lora" in n or "ia3" in n), "an adapter reached a lower layer"
         assert prepared.targets and all(int(t.split(".")[3]) >= LAYER for t in prepared.targets)
-        _, upper = split_model(prepared.model, LAYER)
-        train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
-        fit(task="classification", mode="adapter", lr=1e-2, cfg=TrainConfig(epochs=2, **FAST), params_of=prepared.model,
-            modules=[upper], forward=lambda x: upper(*x), train=train, y_train=data.y["train"], validation=None,
-            y_validation=None, num_classes=2, device=torch.device("cpu"))
+        _fit_adapter(reader, data, prepared)
     changed = [n for n, (p, old) in before.items() if not torch.equal(p.detach(), old)]
     assert changed and set(changed) <= head, f"frozen weights changed: {sorted(set(changed) - head)}"
     trained = [n for n, p in prepared.model.named_parameters() if p.requires_grad]
@@ -86,8 +93,7 @@ def test_adapter_with_norms_trains_only_the_upper_layernorms_beside_it(tiny):
 def test_dora_trains_magnitudes_and_merges_to_the_same_function(tiny):
     from erpack.models import split_model
     from erpack.store import CacheReader
-    from erpack.train.data import as_tensors, cache_source
-    from erpack.train.loop import fit
+    from erpack.train.data import as_tensors
     from erpack.train.modes import load_for_cache, prepare
     from erpack.train.trainer import prepare_data
 
@@ -97,11 +103,7 @@ def test_dora_trains_magnitudes_and_merges_to_the_same_function(tiny):
         prepared = prepare(model, "adapter", LAYER, AdapterSpec(dora=True))
         magnitudes = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if "magnitude" in n}
         assert len(magnitudes) == len(prepared.targets)  # one magnitude vector per adapted linear
-        _, upper = split_model(prepared.model, LAYER)
-        train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
-        fit(task="classification", mode="adapter", lr=1e-2, cfg=TrainConfig(epochs=2, **FAST), params_of=prepared.model,
-            modules=[upper], forward=lambda x: upper(*x), train=train, y_train=data.y["train"], validation=None,
-            y_validation=None, num_classes=2, device=torch.device("cpu"))
+        upper = _fit_adapter(reader, data, prepared)
         batch = as_tensors(reader.get_batch([e.id for e in data.splits["test"]]))
     trained = dict(prepared.model.named_parameters())
     assert any(not torch.equal(trained[n].detach(), m) for n, m in magnitudes.items()), "no magnitude trained"
