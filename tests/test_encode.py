@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -286,3 +287,84 @@ def test_a_10mb_document_encodes_like_its_first_100kb(tmp_path):
     r = CacheReader(tmp_path / "cache")
     assert r.info("big")["truncated"] and r.get("big").shape[0] == 512
     np.testing.assert_array_equal(r.get("big"), r.get("small"))
+
+
+# ---- faults seen from the command line (issue 17, point 8) ----------------------------------------
+def _erpack(*args, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "erpack", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _short_then_long(tmp_path: Path) -> Path:
+    """8 documents: a first shard of 4 short ones, then 4 of about 300 tokens (about 1 MB in fp16)."""
+    short = rt_docs(4)
+    long = [{"id": f"long-{i}", "text": " ".join(d["text"] for d in rt_docs(12, start=12 * i + 4))} for i in range(4)]
+    return write_jsonl(tmp_path / "c.jsonl", short + long)
+
+
+def _error_line(stderr: str) -> str:
+    """The line that says `erpack encode: error:`, which must start a line (not follow a progress bar)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.split("\n") if line.startswith("erpack encode: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _resumes(corpus: Path, out: Path) -> None:
+    done = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["cache_documents"] == 8
+    assert _erpack("verify", out).returncode == 0
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_during_encode_is_a_message_and_rerunning_resumes(tmp_path):
+    corpus, out = _short_then_long(tmp_path), tmp_path / "cache"
+    failed = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4,
+                     preexec_fn=_limit_file_size(400_000))
+    assert failed.returncode == 2
+    line = _error_line(failed.stderr)
+    assert f"could not write {out / 'shard-000001.ers.tmp'}: the file grew past the size limit" in line
+    assert "documents committed before it are intact" in line and "rerun the same command to resume" in line
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.ers"]
+    _resumes(corpus, out)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_encode_is_a_message_and_rerunning_resumes(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        corpus, out = _short_then_long(tmp_path), mnt / "cache"
+        failed = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4)
+        assert failed.returncode == 2
+        line = _error_line(failed.stderr)
+        assert f"could not write {out / 'shard-000001.ers.tmp'}: the disk is full" in line
+        assert "rerun the same command to resume" in line
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+        _resumes(corpus, out)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_changed_document_from_the_command_line_exits_2_on_a_line_of_its_own(tmp_path):
+    docs = rt_docs(3)
+    write_jsonl(tmp_path / "a.jsonl", docs)
+    assert _erpack("encode", tmp_path / "a.jsonl", "-o", tmp_path / "cache", "--layer", 1).returncode == 0
+    docs[2] = {"id": docs[2]["id"], "text": "Changed."}
+    failed = _erpack("encode", write_jsonl(tmp_path / "b.jsonl", docs + rt_docs(1, start=3)), "-o",
+                     tmp_path / "cache", "--layer", 1)
+    assert failed.returncode == 2
+    line = _error_line(failed.stderr)
+    assert f"b.jsonl:3: document '{docs[2]['id']}' changed" in line and "--on-duplicate replace" in line
