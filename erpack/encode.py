@@ -51,7 +51,7 @@ class EncodeSummary:
     encoded: int = 0
     already_in_cache: int = 0  # cached ids not encoded again: unchanged + unverified + kept_changed
     unchanged: int = 0  # cached with the same token hash
-    unverified: int = 0  # cached without a token hash (version-1 shard): kept, not compared
+    unverified: int = 0  # cached without a token hash (e.g. a version-1 shard): kept, not compared
     kept_changed: int = 0  # cached with another token hash, kept because on_duplicate="skip"
     kept_changed_ids: list[str] = field(default_factory=list)
     replaced: int = 0  # cached ids encoded again (on_duplicate="replace")
@@ -241,9 +241,9 @@ def _warnings(summary: EncodeSummary, corpus_warnings: list[str]) -> list[str]:
     out = list(corpus_warnings)
     if summary.unverified:
         out.append(
-            f"{summary.unverified} cached document(s) have no token hash (written by an older erpack, "
-            f"shard version 1), so they were kept without checking that their text is unchanged; pass "
-            f"--on-duplicate replace to encode them again"
+            f"{summary.unverified} cached document(s) have no token hash (written by erpack before shard "
+            f"version 2, or by a caller that gave none), so they were kept without checking that their text "
+            f"is unchanged; pass --on-duplicate replace to encode them again"
         )
     if summary.kept_changed:
         out.append(

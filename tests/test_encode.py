@@ -368,3 +368,16 @@ def test_a_changed_document_from_the_command_line_exits_2_on_a_line_of_its_own(t
     assert failed.returncode == 2
     line = _error_line(failed.stderr)
     assert f"b.jsonl:3: document '{docs[2]['id']}' changed" in line and "--on-duplicate replace" in line
+
+
+def test_generated_ids_are_warned_in_human_and_json_output(tmp_path):
+    (tmp_path / "reviews.csv").write_text("text\nA good film.\nA bad film.\n")
+    done = _erpack("encode", tmp_path / "reviews.csv", "-o", tmp_path / "cache", "--layer", 1, "--json")
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout.splitlines()[-1])["warnings"]
+    assert len(warnings) == 1 and "reviews.csv has no `id` column" in warnings[0]
+    assert f"warning      {warnings[0]}" in done.stdout.splitlines()
+    (tmp_path / "keyed.csv").write_text("key,text\nk1,A fine film.\n")
+    done = _erpack("encode", tmp_path / "keyed.csv", "-o", tmp_path / "cache", "--layer", 1, "--id-column", "key", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["warnings"] == []
+    assert CacheReader(tmp_path / "cache").ids() == ["reviews:0", "reviews:1", "k1"]
