@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands that commit their output in steps and resume when run again (see docs/cache-format.md).
 RESUMABLE = {"encode"}
 # OSErrors of the machine rather than of erpack: said in one line, exit 2.
-FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-        errno.EFBIG: "the file grew past the size limit (ulimit -f) or the file system's"}
+# errno -> (what happened, what to do first)
+FULL = {errno.ENOSPC: ("the disk is full", "free space"), errno.EDQUOT: ("the disk quota is used up", "free space"),
+        errno.EFBIG: ("the file grew past the size limit", "raise the limit (ulimit -f) or write to another file system")}
 DENIED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
           errno.EROFS: "the file system is read-only"}
 
@@ -64,10 +65,12 @@ def os_error_message(command: str, exc: OSError) -> str:
     intact = "; the documents committed before it are intact" if resumes else ""
     again = "rerun the same command to resume" if resumes else "run the command again"
     if exc.errno in FULL:
-        return f"could not write{path}: {FULL[exc.errno]} ({exc.strerror}){intact}; free space, then {again}"
+        what, todo = FULL[exc.errno]
+        return f"could not write{path}: {what} ({exc.strerror}){intact}; {todo}, then {again}"
     if exc.errno in DENIED:
         return f"could not write or read{path}: {DENIED[exc.errno]}{intact}; fix the permissions or use another path"
-    return f"{exc.strerror or exc} (errno {exc.errno}){': ' + path.strip() if path else ''}{intact}; {again}"
+    code = errno.errorcode.get(exc.errno, exc.errno)
+    return f"{exc.strerror or exc}{':' + path if path else ''} ({code}){intact}; check the path, then {again}"
 
 
 def _end_bars() -> None:
@@ -79,15 +82,22 @@ def _end_bars() -> None:
 
 def _error(command: str, message: str, status: int) -> int:
     _end_bars()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()  # what the command printed comes before the error
+    except OSError:
+        pass
     print(f"erpack {command}: {message}", file=sys.stderr)
     return status
 
 
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null: its reader left (`erpack ... | head`), so the exit flush must not fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (a test's capture): nothing to flush later
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
     os.close(devnull)
 
 
