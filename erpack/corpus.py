@@ -92,7 +92,7 @@ def _jsonl(path: Path, id_column: str | None) -> Iterator[Document]:
         yield _check(obj.get(key), obj.get("text"), obj.get("text_pair"), where, key)
 
 
-def generated_ids(path: Path, fieldnames, id_column: str | None) -> bool:
+def _generated_ids(path: Path, fieldnames, id_column: str | None) -> bool:
     """Whether a CSV with this header gets generated ids; an id_column it lacks is an error."""
     if id_column is not None and id_column not in fieldnames:
         raise InputError(f"{path}: no column {id_column!r} for ids (--id-column); the header has {list(fieldnames)}")
@@ -103,7 +103,7 @@ def _csv(path: Path, id_column: str | None) -> Iterator[Document]:
     reader = csv.DictReader(line for _, line in iter_lines(path))
     if not reader.fieldnames or "text" not in reader.fieldnames:
         raise InputError(f"{path}: a CSV corpus needs a header with a `text` column (and `id`, optional `text_pair`)")
-    generate, key = generated_ids(path, reader.fieldnames, id_column), id_column or "id"
+    generate, key = _generated_ids(path, reader.fieldnames, id_column), id_column or "id"
     for number, row in enumerate(reader, start=2):
         where = f"{path}:{number}"
         doc_id = f"{path.stem}:{number - 2}" if generate else row.get(key)
@@ -152,7 +152,7 @@ def check_corpus(source: str, id_column: str | None = None) -> CorpusCheck:
         raise InputError(f"corpus {source} holds no documents")
     warnings = []
     path = Path(source)
-    if path.suffix.lower() == ".csv" and id_column is None and "id" not in _header(path):
+    if path.suffix.lower() == ".csv" and _generated_ids(path, _header(path), id_column):
         warnings.append(
             f"{path} has no `id` column: its documents got the ids {path.stem}:0 to {path.stem}:{len(seen) - 1} "
             f"(file stem and row), which change if rows are added, removed or reordered; add an `id` column "
