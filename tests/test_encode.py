@@ -226,7 +226,7 @@ def test_a_cached_record_without_a_token_hash_is_kept_with_a_warning(tmp_path, m
 
 
 def test_token_hash_depends_on_tokens_and_truncation():
-    from erpack.encode import token_hash
+    from erpack.tokens import token_hash
 
     base = token_hash([101, 7, 102])
     assert base == token_hash([101, 7, 102]) and 0 < base < 2**64
@@ -267,7 +267,7 @@ def test_id_column_names_the_ids(tmp_path):
 
 
 def test_a_long_document_is_cut_before_tokenizing(minilm):
-    from erpack.encode import bounded_inputs
+    from erpack.tokens import bounded_inputs
 
     text = "a long review of a film " * 420_000  # 10 MB on one line
     cut, pair = bounded_inputs(minilm.tokenizer, text, None, 512)

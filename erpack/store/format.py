@@ -45,7 +45,7 @@ TRAILER_MAGIC = b"ERPT"
 TRAILER = struct.Struct("<QQIII4s")  # 32 bytes
 
 # Token hashes (version 2): one u64 per record, in record order, after the id blob and its padding.
-# 0 means "not known" (the writer's caller gave none); see erpack.encode.token_hash for the value.
+# 0 means "not known" (the writer's caller gave none); see erpack.tokens.token_hash for the value.
 TOKEN_HASH = np.dtype("<u8")
 NO_HASH = 0
 

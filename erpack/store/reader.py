@@ -113,7 +113,7 @@ class CacheReader:
                 "truncated": bool(int(e["flags"]) & FLAG_TRUNCATED)}
 
     def token_hash(self, doc_id: str) -> int | None:
-        """The u64 hash of the token ids that made the document's record (erpack.encode.token_hash),
+        """The u64 hash of the token ids that made the document's record (erpack.tokens.token_hash),
         or None where unknown (a version-1 shard, or a writer that gave none)."""
         shard, i = self._locate(doc_id)
         return shard.token_hash(i)

@@ -79,7 +79,7 @@ class ShardFile:
         return exc
 
     def token_hash(self, i: int) -> int | None:
-        """Record i's token hash (erpack.encode.token_hash), or None where unknown: a version-1 shard,
+        """Record i's token hash (erpack.tokens.token_hash), or None where unknown: a version-1 shard,
         or a record whose writer gave none."""
         if self.hashes is None or int(self.hashes[i]) == fmt.NO_HASH:
             return None

@@ -222,8 +222,9 @@ class CacheWriter:
         """Write `records` (an iterable of (doc_id, float array (tokens, hidden))) as one shard and
         commit it. `truncated`: ids among them whose input was cut at max_length (counted in the
         manifest, flagged per record). `token_hashes`: id -> u64 hash of the token ids that made the
-        record (erpack.encode.token_hash), stored in the shard index; ids left out store none. Returns {shard, documents, skipped, replaced, tokens, bytes};
-        shard is None when every record was skipped (nothing is written then)."""
+        record (erpack.tokens.token_hash), stored in the shard index; ids left out store none.
+        Returns {shard, documents, skipped, replaced, tokens, bytes}; shard is None when every
+        record was skipped (nothing is written then)."""
         if self._lock is None:
             raise StoreError(f"the writer of {self.path} is closed: open a new CacheWriter")
         checked = [self._check_record(k, r) for k, r in enumerate(records)]
