@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import os
 from collections import Counter
 from pathlib import Path
@@ -49,6 +50,22 @@ def _name_file(exc: BaseException, path: Path) -> None:
     the message of a full disk or a file size limit says which file."""
     if isinstance(exc, OSError) and exc.filename is None:
         exc.filename = str(path)
+
+
+def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
+    """token_hashes as {id: int}, each a u64 of an id in this commit; else StoreError before writing."""
+    unknown = set(token_hashes) - ids
+    if unknown:
+        raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
+    out = {}
+    for doc_id, h in token_hashes.items():
+        try:
+            out[doc_id] = operator.index(h)
+        except TypeError:
+            out[doc_id] = -1
+        if not 0 <= out[doc_id] < 1 << 64:
+            raise StoreError(f"document {doc_id!r}: token hash must be a u64 integer, got {h!r}")
+    return out
 
 
 class CacheWriter:
@@ -232,10 +249,7 @@ class CacheWriter:
         unknown = truncated - {c[0] for c in checked}
         if unknown:
             raise StoreError(f"truncated names ids that are not in this commit: {sorted(unknown)[:5]}")
-        hashes = dict(token_hashes or {})
-        unknown = set(hashes) - {c[0] for c in checked}
-        if unknown:
-            raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
+        hashes = _check_hashes(token_hashes or {}, {c[0] for c in checked})
         keep, skipped, replaced = self._plan(checked)
         info = {"shard": None, "documents": len(keep), "skipped": skipped, "replaced": replaced,
                 "tokens": sum(c[2].shape[0] for c in keep), "bytes": 0}
