@@ -5,9 +5,17 @@ documents in corpus order. Each chunk is tokenized, grouped by length into batch
 padding), run through layers 0..k-1, and committed as one shard: the non-padding tokens of each
 document, encoded by the codec pipeline. Memory holds one chunk at a time.
 
-Resuming: a chunk whose documents are all in the cache already was committed by an earlier run and
+Cached ids: every record keeps a hash of the token ids that made it (`token_hash`, stored in the
+shard index). A document whose id is cached is tokenized and compared: the same tokens are skipped
+(unchanged); other tokens stop the run with an error naming the document (`on_duplicate="error"`),
+are kept stale on request ("skip", counted and warned), or are encoded again ("replace"). A cached
+record without a hash (a version-1 shard) cannot be compared: it is kept, with a warning.
+
+Resuming: a chunk whose documents are all cached and unchanged was committed by an earlier run and
 is skipped, so running the same command again after a crash continues where it stopped. Because a
 chunk's batches depend only on the chunk, the records equal those of an uninterrupted run.
+
+Tokenizing (erpack.tokens) cuts a long text first, so a 10 MB line costs what its first tokens cost.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import torch
 from erpack.batching import length_batches
 from erpack.corpus import Document, check_corpus, iter_corpus
 from erpack.errors import InputError
+from erpack.tokens import token_hash
+from erpack.tokens import tokenize as _tokenize  # the name erpack.predict imports
 
 DEFAULT_CODEC = "int8c+zstd:3"
 
@@ -36,7 +46,12 @@ class EncodeSummary:
     device: str
     documents_in_corpus: int = 0
     encoded: int = 0
-    already_in_cache: int = 0
+    already_in_cache: int = 0  # cached ids not encoded again: unchanged + unverified + kept_changed
+    unchanged: int = 0  # cached with the same token hash
+    unverified: int = 0  # cached without a token hash (e.g. a version-1 shard): kept, not compared
+    kept_changed: int = 0  # cached with another token hash, kept because on_duplicate="skip"
+    kept_changed_ids: list[str] = field(default_factory=list)
+    replaced: int = 0  # cached ids encoded again (on_duplicate="replace")
     tokens: int = 0
     truncated: int = 0
     truncated_ids: list[str] = field(default_factory=list)
@@ -45,10 +60,12 @@ class EncodeSummary:
     cache_tokens: int = 0
     cache_bytes: int = 0
     removed_leftovers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # things the user should know, one sentence each
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["truncated_ids"] = d["truncated_ids"][:20]
+        d["kept_changed_ids"] = d["kept_changed_ids"][:20]
         d["documents_per_second"] = self.encoded / self.seconds if self.seconds else None
         d["tokens_per_second"] = self.tokens / self.seconds if self.seconds else None
         d["bytes_per_token"] = self.cache_bytes / self.cache_tokens if self.cache_tokens else None
@@ -90,19 +107,6 @@ def _chunks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
         yield chunk
 
 
-def _tokenize(tokenizer, chunk: list[Document], max_length: int) -> tuple[list[dict], list[bool]]:
-    """Token ids (and token types) per document, truncated to max_length, and which were cut."""
-    out, cut = [], []
-    for doc in chunk:
-        full = tokenizer(doc.text, doc.text_pair, truncation=False, verbose=False)
-        too_long = len(full["input_ids"]) > max_length
-        if too_long:
-            full = tokenizer(doc.text, doc.text_pair, truncation=True, max_length=max_length)
-        out.append({k: full[k] for k in ("input_ids", "token_type_ids") if k in full})
-        cut.append(too_long)
-    return out, cut
-
-
 def _pad(encoded: list[dict], rows: list[int], pad_id: int, device) -> dict:
     longest = max(len(encoded[i]["input_ids"]) for i in rows)
     batch = {"input_ids": torch.full((len(rows), longest), pad_id, dtype=torch.long),
@@ -135,6 +139,57 @@ def run_lower(lower, encoded: list[dict], pad_id: int, device, batch_size: int, 
     return outputs
 
 
+ON_DUPLICATE = ("error", "skip", "replace")
+
+
+def _triage(writer, chunk: list[Document], hashes: list[int], on_duplicate: str, summary: EncodeSummary) -> list[int]:
+    """Positions in chunk to encode. Cached ids are compared by token hash: unchanged ones, ones with
+    no stored hash, and (with "skip") changed ones are counted in summary and left out; a changed one
+    raises with "error". Nothing is written here."""
+    todo, changed = [], []
+    for k, (doc, h) in enumerate(zip(chunk, hashes)):
+        if doc.id not in writer or on_duplicate == "replace":
+            todo.append(k)
+            continue
+        old = writer.token_hash(doc.id)
+        if old is None:
+            summary.unverified += 1
+        elif old == h:
+            summary.unchanged += 1
+        elif on_duplicate == "skip":
+            summary.kept_changed += 1
+            summary.kept_changed_ids.append(doc.id)
+        else:
+            changed.append(doc)
+    if changed:
+        doc, more = changed[0], (f" ({len(changed) - 1} more in the same shard)" if len(changed) > 1 else "")
+        done = f"; the {summary.encoded} documents committed before it are kept" if summary.encoded else ""
+        raise InputError(
+            f"{doc.where}: document {doc.id!r} changed since it was encoded into {summary.output}: its "
+            f"tokens differ from the cached record's{more}. Nothing of this shard was written{done}. "
+            f"Pass --on-duplicate replace to encode changed documents again, or --on-duplicate skip to "
+            f"keep the cached records"
+        )
+    return todo
+
+
+def _warnings(summary: EncodeSummary, corpus_warnings: list[str]) -> list[str]:
+    out = list(corpus_warnings)
+    if summary.unverified:
+        out.append(
+            f"{summary.unverified} cached document(s) have no token hash (written by erpack before shard "
+            f"version 2, or by a caller that gave none), so they were kept without checking that their text "
+            f"is unchanged; pass --on-duplicate replace to encode them again"
+        )
+    if summary.kept_changed:
+        out.append(
+            f"{summary.kept_changed} document(s) changed since they were cached and were kept stale "
+            f"(--on-duplicate skip), e.g. {', '.join(summary.kept_changed_ids[:5])}; pass --on-duplicate "
+            f"replace to encode them again"
+        )
+    return out
+
+
 def encode_corpus(
     source: str,
     output: str,
@@ -148,10 +203,15 @@ def encode_corpus(
     on_duplicate: str = "error",
     device: str | None = None,
     progress: Callable | None = None,
+    id_column: str | None = None,
 ) -> EncodeSummary:
     """Encode `source` (JSONL, CSV or built-in data set) into the cache folder `output`.
 
     `layer` defaults to the middle (L // 2). `progress(total=..., desc=...)` makes a tqdm-like bar.
+    `on_duplicate`: what a document whose id is cached does when its tokens changed: "error" (stop,
+    nothing of its shard written), "skip" (keep the cached record, warned) or "replace" (encode
+    every cached id again); unchanged ones are skipped except with "replace". `id_column`: the
+    field or CSV column holding ids (default `id`; a CSV without one gets generated ids, warned).
     """
     from erpack.codecs import Pipeline
     from erpack.models import load_model, split_model
@@ -159,8 +219,10 @@ def encode_corpus(
 
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
+    if on_duplicate not in ON_DUPLICATE:
+        raise InputError(f"on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
-    total = check_corpus(source)
+    checked = check_corpus(source, id_column=id_column)
     dev = resolve_device(device)
     loaded = load_model(model, device=dev)
     k = loaded.num_layers // 2 if layer is None else layer
@@ -171,47 +233,47 @@ def encode_corpus(
     pad_id = loaded.tokenizer.pad_token_id or 0
 
     summary = EncodeSummary(output=str(output), model=model, layer=k, codec=pipeline.spec, device=str(dev),
-                            documents_in_corpus=total)
-    bar = progress(total=total, desc="encode", unit="doc") if progress else None
+                            documents_in_corpus=checked.documents)
+    bar = progress(total=checked.documents, desc="encode", unit="doc") if progress else None
     start = time.perf_counter()
     seen = {"tokens": 0}  # tokens run through the lower stack so far, for the bar
-    with CacheWriter(output, meta=cache_meta(loaded, k, max_length), codec=pipeline, mode="append",
-                     on_duplicate=on_duplicate) as writer:
-        summary.removed_leftovers = list(writer.removed)
-        for chunk in _chunks(iter_corpus(source), shard_size):
-            present = [writer.contains(d.id) for d in chunk]
-            if all(present) and on_duplicate != "replace":  # committed by an earlier run: resume past it
-                summary.already_in_cache += len(chunk)
-                if bar:
-                    bar.update(len(chunk))
-                continue
-            if any(present) and on_duplicate == "error":
-                doc = chunk[present.index(True)]
-                raise InputError(
-                    f"{doc.where}: document {doc.id!r} is already in {output}; pass --on-duplicate skip to keep "
-                    "the cached record or --on-duplicate replace to encode it again"
-                )
-            encoded, cut = _tokenize(loaded.tokenizer, chunk, max_length)
 
-            def on_batch(docs, tokens):
-                seen["tokens"] += tokens
-                if bar:
-                    bar.update(docs)
-                    elapsed = time.perf_counter() - start
-                    bar.set_postfix(tok_s=f"{seen['tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
+    def on_batch(docs, tokens):
+        seen["tokens"] += tokens
+        if bar:
+            bar.update(docs)
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(tok_s=f"{seen['tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
 
-            arrays = run_lower(lower, encoded, pad_id, dev, batch_size, max_tokens, on_batch)
-            truncated = [d.id for d, c in zip(chunk, cut) if c]
-            info = writer.commit_shard([(d.id, a) for d, a in zip(chunk, arrays)], truncated=truncated)
-            summary.encoded += info["documents"]
-            summary.already_in_cache += info["skipped"]
-            summary.tokens += sum(a.shape[0] for a in arrays)
-            summary.truncated += len(truncated)
-            summary.truncated_ids.extend(truncated)
-        counts = writer.manifest["counts"]
+    try:
+        with CacheWriter(output, meta=cache_meta(loaded, k, max_length), codec=pipeline, mode="append",
+                         on_duplicate=on_duplicate) as writer:
+            summary.removed_leftovers = list(writer.removed)
+            for chunk in _chunks(iter_corpus(source, id_column=id_column), shard_size):
+                encoded, cut = _tokenize(loaded.tokenizer, chunk, max_length)
+                hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
+                todo = _triage(writer, chunk, hashes, on_duplicate, summary)
+                if bar:
+                    bar.update(len(chunk) - len(todo))
+                if not todo:  # committed by an earlier run (resume) or all unchanged
+                    continue
+                arrays = run_lower(lower, [encoded[i] for i in todo], pad_id, dev, batch_size, max_tokens, on_batch)
+                docs = [chunk[i] for i in todo]
+                truncated = [chunk[i].id for i in todo if cut[i]]
+                info = writer.commit_shard([(d.id, a) for d, a in zip(docs, arrays)], truncated=truncated,
+                                           token_hashes={chunk[i].id: hashes[i] for i in todo})
+                summary.encoded += info["documents"]
+                summary.replaced += info["replaced"]
+                summary.tokens += sum(a.shape[0] for a in arrays)
+                summary.truncated += len(truncated)
+                summary.truncated_ids.extend(truncated)
+            counts = writer.manifest["counts"]
+    finally:
+        if bar:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
+            bar.close()
     summary.seconds = time.perf_counter() - start
-    if bar:
-        bar.close()
+    summary.already_in_cache = summary.unchanged + summary.unverified + summary.kept_changed
+    summary.warnings = _warnings(summary, checked.warnings)
     summary.cache_documents = counts["documents"]
     summary.cache_tokens = counts["tokens"]
     summary.cache_bytes = counts["bytes"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +111,26 @@ def test_cli_reference_in_docs_is_current():
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "tools" / "cli_docs.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`erpack assets | head -1`: the reader leaves before the command writes; no BrokenPipeError."""
+    read, write = os.pipe()
+    os.close(read)  # a real pipe whose reader is gone, as after `head` exits
+    try:
+        out = subprocess.run([sys.executable, "-m", "erpack", "assets"], stdout=write, stderr=subprocess.PIPE,
+                             text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+    assert out.returncode == 141 and out.stderr == ""
+
+
+def test_os_errors_are_one_line_naming_the_file():
+    from erpack.cli import os_error_message
+
+    full = os_error_message("encode", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/c/shard-000003.ers.tmp"))
+    assert full.startswith("could not write /c/shard-000003.ers.tmp: the disk is full")
+    assert "committed before it are intact" in full and "rerun the same command to resume" in full
+    denied = os_error_message("train", OSError(errno.EACCES, os.strerror(errno.EACCES), "/ro/model"))
+    assert "/ro/model: permission denied" in denied and "resume" not in denied and "\n" not in denied

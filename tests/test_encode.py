@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -73,18 +74,16 @@ def test_rerun_resumes_and_append_adds(tmp_path):
     assert added.encoded == 5 and added.cache_documents == 15
 
 
-def test_duplicate_ids_error_skip_replace(tmp_path):
+def test_duplicate_ids_unchanged_skip_replace(tmp_path):
     encode_corpus(str(write_jsonl(tmp_path / "a.jsonl", rt_docs(6))), tmp_path / "cache", layer=2, codec="fp32",
                   shard_size=100)
-    overlap = write_jsonl(tmp_path / "b.jsonl", rt_docs(4, start=4))  # ids 4, 5 already cached
-    before = folder_bytes(tmp_path / "cache")
-    with pytest.raises(InputError, match=r"b.jsonl:1: document 'rt-\d+' is already in .*--on-duplicate skip"):
-        encode_corpus(str(overlap), tmp_path / "cache", layer=2, codec="fp32")
-    assert folder_bytes(tmp_path / "cache") == before
+    overlap = write_jsonl(tmp_path / "b.jsonl", rt_docs(4, start=4))  # ids 4, 5 already cached, same texts
+    s = encode_corpus(str(overlap), tmp_path / "cache", layer=2, codec="fp32")
+    assert (s.encoded, s.unchanged, s.already_in_cache, s.cache_documents) == (2, 2, 2, 8)
     s = encode_corpus(str(overlap), tmp_path / "cache", layer=2, codec="fp32", on_duplicate="skip")
-    assert (s.encoded, s.already_in_cache, s.cache_documents) == (2, 2, 8)
+    assert (s.encoded, s.already_in_cache, s.cache_documents) == (0, 4, 8)
     s = encode_corpus(str(overlap), tmp_path / "cache", layer=2, codec="fp32", on_duplicate="replace")
-    assert s.encoded == 4 and s.cache_documents == 8
+    assert (s.encoded, s.replaced, s.cache_documents) == (4, 4, 8)
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -170,3 +169,215 @@ def test_sigkill_at_random_points_then_rerun_equals_uninterrupted_run(tmp_path):
         a, sa = whole.get_encoded(doc_id)
         b, sb = resumed.get_encoded(doc_id)
         assert sa == sb and bytes(a) == bytes(b), doc_id
+
+
+# ---- changed text under a cached id (issue 17, point 6) -------------------------------------------
+def test_changed_text_under_a_cached_id_stops_naming_it_and_writes_nothing(tmp_path):
+    docs = rt_docs(6)
+    encode_corpus(str(write_jsonl(tmp_path / "a.jsonl", docs)), tmp_path / "cache", layer=2, codec="fp32", shard_size=3)
+    before = folder_bytes(tmp_path / "cache")
+    changed = [dict(d) for d in docs]
+    changed[4]["text"] = "An entirely different review of another film."
+    corpus = write_jsonl(tmp_path / "b.jsonl", changed)  # every id cached: the resume path
+    with pytest.raises(InputError, match=rf"b.jsonl:5: document '{docs[4]['id']}' changed since it was encoded "
+                       r"into .*--on-duplicate replace"):
+        encode_corpus(str(corpus), tmp_path / "cache", layer=2, codec="fp32", shard_size=3)
+    assert folder_bytes(tmp_path / "cache") == before
+
+
+def test_same_text_under_a_cached_id_is_skipped_as_unchanged(tmp_path):
+    encode_corpus(str(write_jsonl(tmp_path / "a.jsonl", rt_docs(4))), tmp_path / "cache", layer=2, codec="fp32")
+    overlap = write_jsonl(tmp_path / "b.jsonl", rt_docs(4, start=2))  # 2 cached, 2 new, one shard
+    s = encode_corpus(str(overlap), tmp_path / "cache", layer=2, codec="fp32")
+    assert (s.encoded, s.unchanged, s.already_in_cache, s.cache_documents, s.warnings) == (2, 2, 2, 6, [])
+
+
+def test_replace_encodes_the_new_text_and_skip_keeps_the_old_one_with_a_warning(tmp_path, minilm):
+    docs = rt_docs(3)
+    encode_corpus(str(write_jsonl(tmp_path / "a.jsonl", docs)), tmp_path / "cache", layer=2, codec="fp32")
+    old = CacheReader(tmp_path / "cache").get(docs[1]["id"])
+    docs[1] = {"id": docs[1]["id"], "text": "A new text for a cached id."}
+    corpus = str(write_jsonl(tmp_path / "b.jsonl", docs))
+    s = encode_corpus(corpus, tmp_path / "cache", layer=2, codec="fp32", on_duplicate="skip")
+    assert (s.encoded, s.unchanged, s.kept_changed, s.kept_changed_ids) == (0, 2, 1, [docs[1]["id"]])
+    assert "kept stale" in s.warnings[0]
+    np.testing.assert_array_equal(CacheReader(tmp_path / "cache").get(docs[1]["id"]), old)
+    s = encode_corpus(corpus, tmp_path / "cache", layer=2, codec="fp32", on_duplicate="replace")
+    assert (s.encoded, s.replaced, s.cache_documents) == (3, 3, 3)
+    with torch.no_grad():
+        ids = minilm.tokenizer(docs[1]["text"], return_tensors="pt")
+        want = minilm.model(**ids, output_hidden_states=True).hidden_states[2][0].numpy()
+    np.testing.assert_allclose(CacheReader(tmp_path / "cache").get(docs[1]["id"]), want, atol=1e-5)
+    again = encode_corpus(corpus, tmp_path / "cache", layer=2, codec="fp32")  # now the cache agrees
+    assert (again.encoded, again.unchanged) == (0, 3)
+
+
+def test_a_cached_record_without_a_token_hash_is_kept_with_a_warning(tmp_path, minilm):
+    from erpack.codecs import Pipeline
+    from erpack.encode import cache_meta
+    from erpack.store import CacheWriter
+
+    docs = rt_docs(2)
+    with CacheWriter(tmp_path / "cache", meta=cache_meta(minilm, 1, 512), codec=Pipeline.from_spec("fp32")) as w:
+        w.commit_shard([(docs[0]["id"], np.zeros((3, 384), np.float32))])  # no token_hashes: unknown
+    s = encode_corpus(str(write_jsonl(tmp_path / "c.jsonl", docs)), tmp_path / "cache", layer=1, codec="fp32")
+    assert (s.encoded, s.unverified, s.unchanged) == (1, 1, 0)
+    assert "no token hash" in s.warnings[0] and "--on-duplicate replace" in s.warnings[0]
+
+
+def test_token_hash_depends_on_tokens_and_truncation():
+    from erpack.tokens import token_hash
+
+    base = token_hash([101, 7, 102])
+    assert base == token_hash([101, 7, 102]) and 0 < base < 2**64
+    assert len({base, token_hash([101, 8, 102]), token_hash([101, 7, 102], [0, 0, 0]),
+                token_hash([101, 7, 102], truncated=True)}) == 4
+
+
+# ---- corpus errors (issue 17, point 8) ------------------------------------------------------------
+@pytest.mark.parametrize("name, content, where", [
+    ("bad.jsonl", b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "caf\xe9"}\n', "bad.jsonl:2"),
+    ("bad.csv", b'id,text\na,fine\nb,fine\nc,caf\xe9 cr\xe8me\n', "bad.csv:4"),
+])
+def test_invalid_utf8_names_file_and_line(tmp_path, name, content, where):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=rf"{where}: not valid UTF-8 \(byte 0xe9"):
+        encode_corpus(str(tmp_path / name), tmp_path / "cache", layer=1, codec="fp32")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_csv_without_id_column_gets_file_ids_and_a_warning(tmp_path):
+    (tmp_path / "one.csv").write_text("text\nA good film.\nA bad film.\n")
+    (tmp_path / "two.csv").write_text("text\nAnother film.\n")
+    s = encode_corpus(str(tmp_path / "one.csv"), tmp_path / "cache", layer=1, codec="fp32")
+    assert len(s.warnings) == 1 and "one.csv has no `id` column" in s.warnings[0] and "--id-column" in s.warnings[0]
+    s = encode_corpus(str(tmp_path / "two.csv"), tmp_path / "cache", layer=1, codec="fp32")
+    assert (s.encoded, s.cache_documents) == (1, 3)  # no collision with one.csv's first row
+    assert CacheReader(tmp_path / "cache").ids() == ["one:0", "one:1", "two:0"]
+
+
+def test_id_column_names_the_ids(tmp_path):
+    (tmp_path / "c.csv").write_text("key,text\nk1,A good film.\nk2,A bad film.\n")
+    s = encode_corpus(str(tmp_path / "c.csv"), tmp_path / "cache", layer=1, codec="fp32", id_column="key")
+    assert s.warnings == [] and CacheReader(tmp_path / "cache").ids() == ["k1", "k2"]
+    write_jsonl(tmp_path / "c.jsonl", [{"key": "k3", "text": "Fine."}])
+    encode_corpus(str(tmp_path / "c.jsonl"), tmp_path / "cache", layer=1, codec="fp32", id_column="key")
+    with pytest.raises(InputError, match=r"c.csv: no column 'doc' for ids \(--id-column\)"):
+        encode_corpus(str(tmp_path / "c.csv"), tmp_path / "cache", layer=1, codec="fp32", id_column="doc")
+
+
+def test_a_long_document_is_cut_before_tokenizing(minilm):
+    from erpack.tokens import bounded_inputs
+
+    text = "a long review of a film " * 420_000  # 10 MB on one line
+    cut, pair = bounded_inputs(minilm.tokenizer, text, None, 512)
+    assert pair is None and 512 * 64 <= len(cut) < 100_000 and text.startswith(cut)
+    long_pair = bounded_inputs(minilm.tokenizer, "A short question?", text, 512)
+    assert long_pair[0] == "A short question?" and len(long_pair[1]) < 100_000
+    nospace = "x" * 1_000_000  # one word: no whole-word prefix to cut at, so kept whole
+    assert bounded_inputs(minilm.tokenizer, nospace, None, 512)[0] == nospace
+
+
+@pytest.mark.slow
+def test_a_10mb_document_encodes_like_its_first_100kb(tmp_path):
+    text = " ".join(f"word{i % 97} is here" for i in range(800_000))[:10_000_000]
+    docs = [{"id": "big", "text": text}, {"id": "small", "text": text[:100_000]}]
+    s = encode_corpus(str(write_jsonl(tmp_path / "c.jsonl", docs)), tmp_path / "cache", layer=2, codec="fp32")
+    assert s.truncated == 2 and sorted(s.truncated_ids) == ["big", "small"]
+    r = CacheReader(tmp_path / "cache")
+    assert r.info("big")["truncated"] and r.get("big").shape[0] == 512
+    np.testing.assert_array_equal(r.get("big"), r.get("small"))
+
+
+# ---- faults seen from the command line (issue 17, point 8) ----------------------------------------
+def _erpack(*args, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "erpack", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _short_then_long(tmp_path: Path) -> Path:
+    """8 documents: a first shard of 4 short ones, then 4 of about 300 tokens (about 1 MB in fp16)."""
+    short = rt_docs(4)
+    long = [{"id": f"long-{i}", "text": " ".join(d["text"] for d in rt_docs(12, start=12 * i + 4))} for i in range(4)]
+    return write_jsonl(tmp_path / "c.jsonl", short + long)
+
+
+def _error_line(stderr: str) -> str:
+    """The line that says `erpack encode: error:`, which must start a line (not follow a progress bar)."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.split("\n") if line.startswith("erpack encode: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _resumes(corpus: Path, out: Path) -> None:
+    done = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4, "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["cache_documents"] == 8
+    assert _erpack("verify", out).returncode == 0
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_during_encode_is_a_message_and_rerunning_resumes(tmp_path):
+    corpus, out = _short_then_long(tmp_path), tmp_path / "cache"
+    failed = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4,
+                     preexec_fn=_limit_file_size(400_000))
+    assert failed.returncode == 2
+    line = _error_line(failed.stderr)
+    assert f"could not write {out / 'shard-000001.ers.tmp'}: the file grew past the size limit" in line
+    assert "documents committed before it are intact" in line and "rerun the same command to resume" in line
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-000000.ers"]
+    _resumes(corpus, out)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_encode_is_a_message_and_rerunning_resumes(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)], capture_output=True)
+    if mount.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        corpus, out = _short_then_long(tmp_path), mnt / "cache"
+        failed = _erpack("encode", corpus, "-o", out, "--layer", 2, "--codec", "fp16", "--shard-size", 4)
+        assert failed.returncode == 2
+        line = _error_line(failed.stderr)
+        assert f"could not write {out / 'shard-000001.ers.tmp'}: the disk is full" in line
+        assert "rerun the same command to resume" in line
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+        _resumes(corpus, out)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_changed_document_from_the_command_line_exits_2_on_a_line_of_its_own(tmp_path):
+    docs = rt_docs(3)
+    write_jsonl(tmp_path / "a.jsonl", docs)
+    assert _erpack("encode", tmp_path / "a.jsonl", "-o", tmp_path / "cache", "--layer", 1).returncode == 0
+    docs[2] = {"id": docs[2]["id"], "text": "Changed."}
+    failed = _erpack("encode", write_jsonl(tmp_path / "b.jsonl", docs + rt_docs(1, start=3)), "-o",
+                     tmp_path / "cache", "--layer", 1)
+    assert failed.returncode == 2
+    line = _error_line(failed.stderr)
+    assert f"b.jsonl:3: document '{docs[2]['id']}' changed" in line and "--on-duplicate replace" in line
+
+
+def test_generated_ids_are_warned_in_human_and_json_output(tmp_path):
+    (tmp_path / "reviews.csv").write_text("text\nA good film.\nA bad film.\n")
+    done = _erpack("encode", tmp_path / "reviews.csv", "-o", tmp_path / "cache", "--layer", 1, "--json")
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout.splitlines()[-1])["warnings"]
+    assert len(warnings) == 1 and "reviews.csv has no `id` column" in warnings[0]
+    assert f"warning      {warnings[0]}" in done.stdout.splitlines()
+    (tmp_path / "keyed.csv").write_text("key,text\nk1,A fine film.\n")
+    done = _erpack("encode", tmp_path / "keyed.csv", "-o", tmp_path / "cache", "--layer", 1, "--id-column", "key", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["warnings"] == []
+    assert CacheReader(tmp_path / "cache").ids() == ["reviews:0", "reviews:1", "k1"]

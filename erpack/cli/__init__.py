@@ -8,6 +8,7 @@ Each subcommand lives in its own module of this package and exposes two function
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -47,6 +48,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that commit their output in steps and resume when run again (see docs/cache-format.md).
+RESUMABLE = {"encode"}
+# OSErrors of the machine rather than of erpack: said in one line, exit 2.
+# errno -> (what happened, what to do first)
+FULL = {errno.ENOSPC: ("the disk is full", "free space"), errno.EDQUOT: ("the disk quota is used up", "free space"),
+        errno.EFBIG: ("the file grew past the size limit", "raise the limit (ulimit -f) or write to another file system")}
+DENIED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+          errno.EROFS: "the file system is read-only"}
+
+
+def os_error_message(command: str, exc: OSError) -> str:
+    """One line for an OSError: the path, what happened, what is intact and what to do."""
+    path = f" {exc.filename}" if exc.filename else ""
+    resumes = command in RESUMABLE
+    intact = "; the documents committed before it are intact" if resumes else ""
+    again = "rerun the same command to resume" if resumes else "run the command again"
+    if exc.errno in FULL:
+        what, todo = FULL[exc.errno]
+        return f"could not write{path}: {what} ({exc.strerror}){intact}; {todo}, then {again}"
+    if exc.errno in DENIED:
+        return f"could not write or read{path}: {DENIED[exc.errno]}{intact}; fix the permissions or use another path"
+    code = errno.errorcode.get(exc.errno, exc.errno)
+    return f"{exc.strerror or exc}{':' + path if path else ''} ({code}){intact}; check the path, then {again}"
+
+
+def _end_bars() -> None:
+    """Close progress bars left open by an error, so the message starts a line of its own."""
+    tqdm = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def _error(command: str, message: str, status: int) -> int:
+    _end_bars()
+    try:
+        sys.stdout.flush()  # what the command printed comes before the error
+    except OSError:
+        pass
+    print(f"erpack {command}: {message}", file=sys.stderr)
+    return status
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: its reader left (`erpack ... | head`), so the exit flush must not fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a real file (a test's capture): nothing to flush later
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,13 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own bars say what is happening
     try:
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return status
+    except BrokenPipeError:  # the reader of stdout went away: end quietly, as `cat | head` does
+        _quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a command the pipe stopped
     except (CLIError, ErpackError) as exc:
-        print(f"erpack {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(args.command, f"error: {exc}", 2)
+    except OSError as exc:  # a full disk, a size limit, a read-only folder: the machine, not erpack
+        return _error(args.command, f"error: {os_error_message(args.command, exc)}", 2)
     except KeyboardInterrupt:
-        print(f"erpack {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _error(args.command, "interrupted", 130)
 
 
 if __name__ == "__main__":

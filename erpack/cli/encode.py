@@ -14,15 +14,20 @@ def add_parser(subparsers) -> None:
             "and store the hidden states entering layer k (non-padding tokens only) in a cache folder, "
             "encoded by a codec pipeline (see `erpack codecs`). Documents are grouped by length so little "
             "compute goes to padding; CUDA is used when present. The corpus is checked whole before any "
-            "work: a malformed line, an empty text or a repeated id stops it with the file and line named. "
-            "Running the same command again after an interruption resumes where it stopped; running it on "
-            "an existing cache with another corpus appends (same model, layer and codec required)."
+            "work: a malformed line, bytes that are not UTF-8, an empty text or a repeated id stops it with the "
+            "file and line named. Running the same command again after an interruption resumes where it "
+            "stopped; running it on an existing cache with another corpus appends (same model, layer and codec "
+            "required). Each record keeps a hash of its token ids, so a document whose id is cached is compared: "
+            "unchanged ones are skipped, changed ones are handled as --on-duplicate says."
         ),
         epilog="Example: erpack encode rotten_tomatoes -o caches/rt-minilm-k3 --layer 3 --codec int8c+zstd:3",
     )
     p.add_argument("corpus", help="a .jsonl file (one object per line: id, text, optional text_pair), a .csv file "
                    "with a header (id, text, optional text_pair), or a built-in data set: rotten_tomatoes, bbc "
                    "(optionally with a split, e.g. bbc:test)")
+    p.add_argument("--id-column", default=None, metavar="NAME",
+                   help="the JSONL field or CSV column holding document ids (default: id). A CSV without an id "
+                   "column gets ids made of the file name and row number (reviews:0, reviews:1, ...), with a warning")
     p.add_argument("-o", "--output", required=True, help="cache folder to create, resume or append to")
     p.add_argument("--model", default="minilm",
                    help="built-in name (minilm, mpnet), a local model folder, or a hub id (default: minilm)")
@@ -38,8 +43,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--shard-size", type=int, default=1024,
                    help="documents per shard; a shard is the unit of commit and of resume (default: 1024)")
     p.add_argument("--on-duplicate", choices=["error", "skip", "replace"], default="error",
-                   help="a document whose id is already in the cache: stop with an error (default), skip it "
-                   "(keep the cached record), or replace it (encode it again)")
+                   help="a document whose id is already in the cache: its tokens are compared with the cached "
+                   "record's; unchanged ones are skipped and a changed one is: error (default): stop with an error "
+                   "naming it, before its shard is written; skip: keep the cached record (stale; counted and warned); "
+                   "replace: encode every cached document of the corpus again. Cached records without a token hash "
+                   "(written by erpack before shard version 2) cannot be compared: they are kept, with a warning, "
+                   "except with replace")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
@@ -53,20 +62,28 @@ def run(args) -> int:
     s = encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
                       codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,
                       max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
-                      device=args.device, progress=lambda **kw: tqdm(**kw))
+                      device=args.device, progress=lambda **kw: tqdm(**kw), id_column=args.id_column)
     d = s.as_dict()
     if s.removed_leftovers:
         print(f"removed {len(s.removed_leftovers)} leftover file(s) of an interrupted run: "
               + ", ".join(s.removed_leftovers[:5]))
     print(f"encoded      {s.encoded} documents, {s.tokens} tokens in {s.seconds:.1f} s on {s.device}"
           + (f" ({d['documents_per_second']:.1f} doc/s, {d['tokens_per_second']:.0f} tok/s)" if s.seconds else ""))
-    if s.already_in_cache:
-        print(f"skipped      {s.already_in_cache} documents already in the cache")
+    if s.unchanged:
+        print(f"unchanged    {s.unchanged} documents already in the cache with the same tokens (skipped)")
+    if s.unverified:
+        print(f"unverified   {s.unverified} documents already in the cache without a token hash (kept)")
+    if s.kept_changed:
+        print(f"kept stale   {s.kept_changed} changed documents (--on-duplicate skip)")
+    if s.replaced:
+        print(f"replaced     {s.replaced} documents already in the cache (encoded again)")
     if s.truncated:
         print(f"truncated    {s.truncated} documents longer than max length (first: {', '.join(d['truncated_ids'][:5])})")
     print(f"cache        {s.output}: {s.cache_documents} documents, {s.cache_tokens} tokens, "
           f"{s.cache_bytes / 1e6:.2f} MB" + (f", {d['bytes_per_token']:.1f} bytes/token" if s.cache_tokens else ""))
     print(f"             {s.model} layer {s.layer}, codec {s.codec}")
+    for warning in s.warnings:
+        print(f"warning      {warning}")
     if args.json:
         print(json.dumps(d))
     return 0

@@ -19,6 +19,7 @@ from erpack.errors import ErpackError, InputError
 from erpack.report.project import fit_bytes
 
 INDEX_ENTRY = 32  # bytes of a record's index entry (docs/cache-format.md); its id is stored twice
+TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 and later)
 
 
 def _records(reader, limit: int | None = None):
@@ -27,13 +28,14 @@ def _records(reader, limit: int | None = None):
     for shard, live in reader.live_masks():
         e = shard.entries
         rec = shard.record_size()
+        index = INDEX_ENTRY + (TOKEN_HASH if shard.hashes is not None else 0)
         for i in np.flatnonzero(live):
             doc = shard.ids[i]
             n_id = len(doc.encode("utf-8"))
             ids.append(doc)
             tokens.append(int(e["tokens"][i]))
-            sizes.append(int(rec[i]) + INDEX_ENTRY + n_id)
-            overhead.append(int(rec[i]) - int(e["payload_len"][i]) + INDEX_ENTRY + n_id)
+            sizes.append(int(rec[i]) + index + n_id)
+            overhead.append(int(rec[i]) - int(e["payload_len"][i]) + index + n_id)
     return ids[:limit], tokens[:limit], sizes[:limit], overhead[:limit]
 
 

@@ -1,7 +1,8 @@
 """The shard file's byte layout: magic numbers, fixed little-endian structs, pack and unpack.
 
 A shard file is: a 16-byte file header, records one after another (each 8-byte aligned), an index
-(one 32-byte entry per record, then the records' ids), zero padding to 8 bytes, a 32-byte trailer.
+(one 32-byte entry per record, then the records' ids; from version 2 also zero padding to 8 bytes
+and one u64 token hash per record), zero padding to 8 bytes, a 32-byte trailer.
 Every byte is documented in docs/cache-format.md; tests/store/test_golden.py pins it. Changing
 anything here changes the format: bump SHARD_VERSION and keep reading the old one.
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 FORMAT_NAME = "erpack-cache"
 FORMAT_VERSION = 1  # of the whole cache (manifest and shards); readers accept <= this
-SHARD_VERSION = 1
+SHARD_VERSION = 2  # 2: the index ends with a u64 token hash per record; 1 (no hashes) is still read
 
 ALIGN = 8
 
@@ -42,6 +43,11 @@ INDEX_ENTRY = np.dtype(
 # index crc32 u32, crc32 of trailer bytes [0, 24), magic.
 TRAILER_MAGIC = b"ERPT"
 TRAILER = struct.Struct("<QQIII4s")  # 32 bytes
+
+# Token hashes (version 2): one u64 per record, in record order, after the id blob and its padding.
+# 0 means "not known" (the writer's caller gave none); see erpack.tokens.token_hash for the value.
+TOKEN_HASH = np.dtype("<u8")
+NO_HASH = 0
 
 assert FILE_HEADER.size == 16 and RECORD_HEADER.size == 32 and TRAILER.size == 32
 assert INDEX_ENTRY.itemsize == 32
@@ -76,6 +82,8 @@ def unpack_file_header(buf) -> int:
         raise FramingError(f"file header: magic {bytes(magic)!r}, expected {FILE_MAGIC!r} (not a shard)")
     if zlib.crc32(buf[:12]) != crc:
         raise FramingError("file header: crc32 mismatch")
+    if version < 1:
+        raise FramingError(f"file header: shard version {version} does not exist")
     if version > SHARD_VERSION:
         raise NewerVersionError(
             f"has shard version {version}, newer than this erpack reads ({SHARD_VERSION}): upgrade erpack"
@@ -109,9 +117,10 @@ def record_crc(buf, offset: int, payload_len: int, id_len: int) -> int:
     return zlib.crc32(buf[start + payload_len : start + payload_len + id_len], crc)
 
 
-def pack_index(entries: np.ndarray, id_blob: bytes) -> bytes:
-    """Index bytes (entries then ids), without the padding that follows them."""
-    return entries.astype(INDEX_ENTRY, copy=False).tobytes() + id_blob
+def pack_index(entries: np.ndarray, id_blob: bytes, hashes: np.ndarray) -> bytes:
+    """Index bytes (entries, ids, zero padding to 8, token hashes), without the padding that follows."""
+    head = entries.astype(INDEX_ENTRY, copy=False).tobytes() + id_blob
+    return head + b"\0" * padding(len(head)) + hashes.astype(TOKEN_HASH, copy=False).tobytes()
 
 
 def pack_trailer(index_offset: int, index: bytes, count: int) -> bytes:
@@ -138,13 +147,27 @@ def unpack_trailer(buf) -> tuple[int, int, int, int]:
     return index_offset, index_length, count, index_crc
 
 
-def unpack_index(buf, index_offset: int, index_length: int, count: int) -> tuple[np.ndarray, list[str]]:
-    """(entries, ids) from the index bytes. Checks that ids and record offsets are consistent."""
+def unpack_index(buf, index_offset: int, index_length: int, count: int,
+                 version: int = SHARD_VERSION) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """(entries, ids, token hashes or None for a version-1 shard) from the index bytes. Checks that
+    ids, hashes and record offsets are consistent."""
     index = buf[index_offset : index_offset + index_length]
     entries = np.frombuffer(index, dtype=INDEX_ENTRY, count=count).copy()
-    blob = bytes(index[count * INDEX_ENTRY.itemsize :])
     ends = entries["id_end"].astype(np.int64)
-    if count and (ends[-1] != len(blob) or np.any(np.diff(ends, prepend=0) <= 0)):
+    blob_end = count * INDEX_ENTRY.itemsize + (int(ends[-1]) if count else 0)
+    hashes = None
+    if version >= 2:
+        hash_start = blob_end + padding(blob_end)
+        if index_length != hash_start + count * TOKEN_HASH.itemsize:
+            raise FramingError(f"index: {index_length} bytes, but its ids and token hashes need "
+                               f"{hash_start + count * TOKEN_HASH.itemsize}")
+        if any(index[blob_end:hash_start]):
+            raise FramingError("index: the padding after the id blob is not zero")
+        hashes = np.frombuffer(index, dtype=TOKEN_HASH, count=count, offset=hash_start).copy()
+    elif count and ends[-1] != index_length - count * INDEX_ENTRY.itemsize:
+        raise FramingError("index: id offsets do not tile the id blob")
+    blob = bytes(index[count * INDEX_ENTRY.itemsize : blob_end])
+    if count and (np.any(np.diff(ends, prepend=0) <= 0) or ends[-1] != len(blob)):
         raise FramingError("index: id offsets do not tile the id blob")
     offsets = entries["offset"].astype(np.int64)
     if count and (offsets[0] != FILE_HEADER.size or np.any(np.diff(offsets) <= 0) or offsets[-1] >= index_offset
@@ -155,4 +178,4 @@ def unpack_index(buf, index_offset: int, index_length: int, count: int) -> tuple
         ids = [blob[a:b].decode("utf-8") for a, b in zip(starts.tolist(), ends.tolist())]
     except UnicodeDecodeError as exc:
         raise FramingError(f"index: an id is not utf-8 ({exc})") from None
-    return entries, ids
+    return entries, ids, hashes

@@ -112,6 +112,12 @@ class CacheReader:
                 "tokens": int(e["tokens"]), "payload_bytes": int(e["payload_len"]),
                 "truncated": bool(int(e["flags"]) & FLAG_TRUNCATED)}
 
+    def token_hash(self, doc_id: str) -> int | None:
+        """The u64 hash of the token ids that made the document's record (erpack.tokens.token_hash),
+        or None where unknown (a version-1 shard, or a writer that gave none)."""
+        shard, i = self._locate(doc_id)
+        return shard.token_hash(i)
+
     # ---- records ------------------------------------------------------------------------------
     def get_encoded(self, doc_id: str) -> tuple[memoryview, tuple[int, int]]:
         """(encoded payload, (tokens, hidden)): a zero-copy view, valid while the reader is open."""

@@ -22,7 +22,8 @@ VERIFY_HINT = "run `erpack verify {cache}` to list every damaged record, then re
 
 
 class ShardFile:
-    """A committed shard, memory-mapped read-only. `entries` and `ids` come from its index."""
+    """A committed shard, memory-mapped read-only. `entries`, `ids` and `hashes` (u64 token hashes,
+    None for a version-1 shard) come from its index."""
 
     def __init__(self, path: Path, expected_size: int | None = None):
         self.path = Path(path)
@@ -51,7 +52,8 @@ class ShardFile:
             index_offset, index_length, count, index_crc = fmt.unpack_trailer(self.view)
             if zlib.crc32(self.view[index_offset : index_offset + index_length]) != index_crc:
                 raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
-            self.entries, self.ids = fmt.unpack_index(self.view, index_offset, index_length, count)
+            self.entries, self.ids, self.hashes = fmt.unpack_index(self.view, index_offset, index_length, count,
+                                                                   self.version)
         except fmt.NewerVersionError as exc:
             self.close()
             raise StoreError(f"shard {self.path} {exc}") from None
@@ -75,6 +77,13 @@ class ShardFile:
         )
         exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, i, self.ids[i], offset, what
         return exc
+
+    def token_hash(self, i: int) -> int | None:
+        """Record i's token hash (erpack.tokens.token_hash), or None where unknown: a version-1 shard,
+        or a record whose writer gave none."""
+        if self.hashes is None or int(self.hashes[i]) == fmt.NO_HASH:
+            return None
+        return int(self.hashes[i])
 
     def record_size(self) -> np.ndarray:
         """Bytes each record takes in the file, alignment padding included."""
@@ -120,6 +129,7 @@ class ShardBuilder:
         self.size = 0
         self._entries: list[tuple] = []
         self._ids: list[bytes] = []
+        self._hashes: list[int] = []
         self._id_end = 0
         self._write(fmt.pack_file_header())
 
@@ -128,7 +138,11 @@ class ShardBuilder:
         self._sha.update(data)
         self.size += len(data)
 
-    def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int) -> None:
+    def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int,
+            token_hash: int | None = None) -> None:
+        """Write one record. `token_hash`: a u64 saying which token ids made it (None: unknown)."""
+        if token_hash is not None and not 0 <= token_hash < 1 << 64:
+            raise StoreError(f"document {doc_id!r}: token hash must be a u64, got {token_hash!r}")
         offset = self.size
         pieces, crc = fmt.pack_record(doc_id, payload, tokens, hidden, flags)
         for piece in pieces:
@@ -138,12 +152,13 @@ class ShardBuilder:
         if self._id_end >= 1 << 32:
             raise StoreError("one shard's ids exceed 4 GiB: commit fewer documents per shard")
         self._entries.append((offset, len(payload), tokens, self._id_end, flags, crc))
+        self._hashes.append(fmt.NO_HASH if token_hash is None else token_hash)
 
     def finish(self) -> str:
         """Write index, padding and trailer; return the file's sha256 (hex)."""
         index_offset = self.size
         entries = np.array(self._entries, dtype=fmt.INDEX_ENTRY)
-        index = fmt.pack_index(entries, b"".join(self._ids))
+        index = fmt.pack_index(entries, b"".join(self._ids), np.array(self._hashes, dtype=fmt.TOKEN_HASH))
         self._write(index + b"\0" * fmt.padding(len(index)))
         self._write(fmt.pack_trailer(index_offset, index, len(self._entries)))
         return self._sha.hexdigest()

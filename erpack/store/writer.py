@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import os
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,29 @@ def _is_temp(name: str) -> bool:
     return name.endswith(TMP_SUFFIX) and (name == MANIFEST + TMP_SUFFIX or bool(SHARD_RE.match(name[: -len(TMP_SUFFIX)])))
 
 
+def _name_file(exc: BaseException, path: Path) -> None:
+    """Give an OSError raised while writing `path` its file name (a failed write() has none), so
+    the message of a full disk or a file size limit says which file."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+
+
+def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
+    """token_hashes as {id: int}, each a u64 of an id in this commit; else StoreError before writing."""
+    unknown = set(token_hashes) - ids
+    if unknown:
+        raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
+    out = {}
+    for doc_id, h in token_hashes.items():
+        try:
+            out[doc_id] = operator.index(h)
+        except TypeError:
+            out[doc_id] = -1
+        if not 0 <= out[doc_id] < 1 << 64:
+            raise StoreError(f"document {doc_id!r}: token hash must be a u64 integer, got {h!r}")
+    return out
+
+
 class CacheWriter:
     """Writes one cache folder. `mode`: "create" (folder missing or empty) or "append" (creates it
     when missing, else checks that meta and codec match the stored ones). `on_duplicate`: what an id
@@ -59,7 +83,7 @@ class CacheWriter:
         self.codec = codec
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
-        self._docs: dict[str, tuple[int, int]] = {}  # live id -> (tokens, flags)
+        self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         meta = check_meta(meta)
         codec_config = jsonable(codec.get_config(), "codec.get_config()")
@@ -116,13 +140,13 @@ class CacheWriter:
             shard = ShardFile(self.path / entry["name"], expected_size=entry["bytes"])
             try:
                 tokens, flags = shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()
-                for doc_id, t, f in zip(shard.ids, tokens, flags):
-                    self._docs[doc_id] = (t, f)
+                for i, (doc_id, t, f) in enumerate(zip(shard.ids, tokens, flags)):
+                    self._docs[doc_id] = (t, f, shard.token_hash(i))
                 counts["records"] += shard.count
                 counts["bytes"] += shard.size
             finally:
                 shard.close()
-        for t, f in self._docs.values():
+        for t, f, _ in self._docs.values():
             counts["documents"] += 1
             counts["tokens"] += t
             counts["truncated"] += f & fmt.FLAG_TRUNCATED
@@ -147,6 +171,11 @@ class CacheWriter:
 
     def __len__(self) -> int:
         return len(self._docs)
+
+    def token_hash(self, doc_id: str) -> int | None:
+        """The token hash stored with the live record of doc_id; None when the record has none (a
+        version-1 shard, or a caller that gave none). KeyError if the id is not in the cache."""
+        return self._docs[doc_id][2]
 
     @property
     def manifest(self) -> dict:
@@ -206,11 +235,13 @@ class CacheWriter:
         keep = [c for k, c in enumerate(checked) if last[c[0]] == k]
         return keep, len(checked) - len(keep), len(in_cache)
 
-    def commit_shard(self, records, truncated=()) -> dict:
+    def commit_shard(self, records, truncated=(), token_hashes: dict | None = None) -> dict:
         """Write `records` (an iterable of (doc_id, float array (tokens, hidden))) as one shard and
         commit it. `truncated`: ids among them whose input was cut at max_length (counted in the
-        manifest, flagged per record). Returns {shard, documents, skipped, replaced, tokens, bytes};
-        shard is None when every record was skipped (nothing is written then)."""
+        manifest, flagged per record). `token_hashes`: id -> u64 hash of the token ids that made the
+        record (erpack.tokens.token_hash), stored in the shard index; ids left out store none.
+        Returns {shard, documents, skipped, replaced, tokens, bytes}; shard is None when every
+        record was skipped (nothing is written then)."""
         if self._lock is None:
             raise StoreError(f"the writer of {self.path} is closed: open a new CacheWriter")
         checked = [self._check_record(k, r) for k, r in enumerate(records)]
@@ -218,6 +249,7 @@ class CacheWriter:
         unknown = truncated - {c[0] for c in checked}
         if unknown:
             raise StoreError(f"truncated names ids that are not in this commit: {sorted(unknown)[:5]}")
+        hashes = _check_hashes(token_hashes or {}, {c[0] for c in checked})
         keep, skipped, replaced = self._plan(checked)
         info = {"shard": None, "documents": len(keep), "skipped": skipped, "replaced": replaced,
                 "tokens": sum(c[2].shape[0] for c in keep), "bytes": 0}
@@ -225,33 +257,35 @@ class CacheWriter:
             return info
         name = shard_name(self._next)
         flags = {c[0]: fmt.FLAG_TRUNCATED if c[0] in truncated else 0 for c in keep}
-        size, sha = self._write_shard(self.path / name, keep, flags)
+        size, sha = self._write_shard(self.path / name, keep, flags, hashes)
         try:
             manifest = self._next_manifest(name, keep, flags, size, sha)
             write_atomic(self.path / MANIFEST, dump_manifest(manifest))
-        except BaseException:
+        except BaseException as exc:
             (self.path / name).unlink(missing_ok=True)  # never listed: garbage either way
+            _name_file(exc, self.path / MANIFEST)
             raise
         self._manifest = manifest
         self._next += 1
         for doc_id, _, arr in keep:
-            self._docs[doc_id] = (arr.shape[0], flags[doc_id])
+            self._docs[doc_id] = (arr.shape[0], flags[doc_id], hashes.get(doc_id))
         return {**info, "shard": name, "bytes": size}
 
-    def _write_shard(self, final: Path, keep: list, flags: dict) -> tuple[int, str]:
+    def _write_shard(self, final: Path, keep: list, flags: dict, hashes: dict) -> tuple[int, str]:
         tmp = tmp_path(final)
         try:
             with open(tmp, "wb") as f:
                 builder = ShardBuilder(f)
                 for doc_id, id_bytes, arr in keep:  # arr: (tokens, hidden) float32
                     payload = memoryview(self.codec.encode(arr)).cast("B")
-                    builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flags[doc_id])
+                    builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flags[doc_id], hashes.get(doc_id))
                 sha = builder.finish()
                 f.flush()
                 os.fsync(f.fileno())
             publish(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            _name_file(exc, tmp)
             raise
         return builder.size, sha
 
@@ -263,7 +297,7 @@ class CacheWriter:
             tokens += arr.shape[0]
             trunc += flags[doc_id]
             if doc_id in self._docs:  # replaced: the old record becomes dead
-                old_tokens, old_flags = self._docs[doc_id]
+                old_tokens, old_flags, _ = self._docs[doc_id]
                 counts["documents"] -= 1
                 counts["tokens"] -= old_tokens
                 counts["truncated"] -= old_flags & fmt.FLAG_TRUNCATED

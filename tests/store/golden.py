@@ -1,7 +1,8 @@
-"""The input of the golden cache in tests/fixtures/store/v1: write it with `python -m tests.store.golden DIR`.
+"""The input of the golden caches in tests/fixtures/store/vN: write one with `python -m tests.store.golden DIR`.
 
-The fixture pins format version 1 byte for byte. Never regenerate it in place: a new format version
-gets a new folder (v2) and v1 must keep reading. Uses the lossless "fp32" pipeline, so every byte
+Each fixture pins its shard version byte for byte: v1 (written by erpack with shard version 1, no
+token hashes) and v2 (the current writer; the same records, with token hashes). Never regenerate
+one in place: a new format version gets a new folder and the older ones must keep reading. Uses the lossless "fp32" pipeline, so every byte
 is fixed by the store format and the fp32 codec's own (pinned) framing.
 """
 
@@ -28,11 +29,15 @@ def values(tokens: int, base: float) -> np.ndarray:
     return (base + 0.25 * np.arange(tokens * HIDDEN, dtype=np.float32)).reshape(tokens, HIDDEN)
 
 
-# Two commits: the second replaces "a" and adds "d", so the cache has one dead record.
+# Two commits: the second replaces "a" and adds "d", so the cache has one dead record. Each commit:
+# (records, truncated ids, token hashes by id; "d" has none, stored as 0 = unknown; v1 has none at all).
 COMMITS = [
-    ([("a", values(2, 0.0)), ("ü-2", values(1, -1.0)), ("c", values(3, 10.0))], ["ü-2"]),
-    ([("a", values(1, 100.0)), ("d", values(1, -2.5))], []),
+    ([("a", values(2, 0.0)), ("ü-2", values(1, -1.0)), ("c", values(3, 10.0))], ["ü-2"],
+     {"a": 0x0123456789ABCDEF, "ü-2": 0xFEDCBA9876543210, "c": 1}),
+    ([("a", values(1, 100.0)), ("d", values(1, -2.5))], [], {"a": 0x8000000000000001}),
 ]
+# The token hash of each live record in the v2 fixture (None: unknown).
+HASHES = {"ü-2": 0xFEDCBA9876543210, "c": 1, "a": 0x8000000000000001, "d": None}
 # What the cache serves, in order.
 EXPECTED = {"c": values(3, 10.0), "ü-2": values(1, -1.0), "a": values(1, 100.0), "d": values(1, -2.5)}
 EXPECTED = {k: EXPECTED[k] for k in ("ü-2", "c", "a", "d")}
@@ -43,8 +48,8 @@ def write_golden(path: Path) -> None:
     from erpack.store import CacheWriter
 
     with CacheWriter(path, meta=META, codec=Pipeline.from_spec("fp32"), on_duplicate="replace") as w:
-        for records, truncated in COMMITS:
-            w.commit_shard(records, truncated=truncated)
+        for records, truncated, hashes in COMMITS:
+            w.commit_shard(records, truncated=truncated, token_hashes=hashes)
 
 
 def _row(data: bytes, start: int, size: int, what: str) -> str:
@@ -54,7 +59,8 @@ def _row(data: bytes, start: int, size: int, what: str) -> str:
 
 def annotate(data: bytes) -> str:
     """A hex dump of one shard, one field per line, as docs/cache-format.md shows it."""
-    rows = [_row(data, 0, 8, "file header: magic ERPKSHRD"), _row(data, 8, 2, "shard version 1"),
+    version = struct.unpack_from("<H", data, 8)[0]
+    rows = [_row(data, 0, 8, "file header: magic ERPKSHRD"), _row(data, 8, 2, f"shard version {version}"),
             _row(data, 10, 2, "reserved"), _row(data, 12, 4, "crc32 of bytes 0000..000b")]
     index_offset, index_length, count = struct.unpack_from("<QQI", data, len(data) - 32)
     off = 16
@@ -76,7 +82,8 @@ def annotate(data: bytes) -> str:
         if -end % 8:
             rows.append(_row(data, end, -end % 8, "zero padding to a multiple of 8"))
         off = end + (-end % 8)
-    rows.append(f"      -- index at {index_offset}: {count} entries of 32 bytes, then the id blob")
+    then = "the id blob" + (", padding, the token hashes" if version >= 2 else "")
+    rows.append(f"      -- index at {index_offset}: {count} entries of 32 bytes, then {then}")
     for i in range(count):
         e = index_offset + 32 * i
         o, plen, tokens, id_end, flags, _ = struct.unpack_from("<QQIIII", data, e)
@@ -85,7 +92,15 @@ def annotate(data: bytes) -> str:
                  _row(data, e + 24, 4, f"flags {flags}"), _row(data, e + 28, 4, "the record's crc32")]
     blob = index_offset + 32 * count
     end = index_offset + index_length
-    rows.append(_row(data, blob, end - blob, f"id blob {data[blob:end].decode()!r}"))
+    blob_end = blob + id_end if count else blob
+    rows.append(_row(data, blob, blob_end - blob, f"id blob {data[blob:blob_end].decode()!r}"))
+    if version >= 2:
+        hashes = blob_end + (-blob_end % 8)
+        if hashes > blob_end:
+            rows.append(_row(data, blob_end, hashes - blob_end, "zero padding to a multiple of 8"))
+        for i in range(count):
+            (h,) = struct.unpack_from("<Q", data, hashes + 8 * i)
+            rows.append(_row(data, hashes + 8 * i, 8, f"token hash of record {i}: " + (f"{h:#018x}" if h else "0 (unknown)")))
     if -end % 8:
         rows.append(_row(data, end, -end % 8, "zero padding to a multiple of 8"))
     t = len(data) - 32

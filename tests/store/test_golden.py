@@ -1,4 +1,5 @@
-"""Golden bytes: tests/fixtures/store/v1 must read forever, and writing its input must reproduce it.
+"""Golden bytes: tests/fixtures/store/v1 and v2 must read forever, and writing their input must
+reproduce the current version (v2) byte for byte.
 
 `walk` re-reads a shard with nothing but `struct` and zlib, following docs/cache-format.md, so the
 documented layout, the fixture and erpack's own reader are checked against each other.
@@ -12,25 +13,38 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from erpack.store import CacheReader, verify_cache
+from erpack.store.format import SHARD_VERSION
 from tests.store.conftest import snapshot
-from tests.store.golden import EXPECTED, HIDDEN, META, write_golden
+from tests.store.golden import EXPECTED, HASHES, HIDDEN, META, write_golden
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store" / "v1"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store"
+FIXTURE = FIXTURES / f"v{SHARD_VERSION}"  # what the current writer writes
+VERSIONS = [1, 2]
 
 
 def walk(data: bytes) -> list[dict]:
     """Records of one shard file, parsed by the documented layout alone."""
     assert data[:8] == b"ERPKSHRD"
     version, reserved, crc = struct.unpack_from("<HHI", data, 8)
-    assert (version, reserved, crc) == (1, 0, zlib.crc32(data[:12]))
+    assert version in VERSIONS and (reserved, crc) == (0, zlib.crc32(data[:12]))
     index_offset, index_length, count, index_crc, trailer_crc, magic = struct.unpack_from("<QQIII4s", data, len(data) - 32)
     assert magic == b"ERPT" and trailer_crc == zlib.crc32(data[len(data) - 32 : len(data) - 8])
     index_end = index_offset + index_length
     assert index_crc == zlib.crc32(data[index_offset:index_end])
     assert data[index_end : len(data) - 32] == b"\0" * (-index_end % 8)
-    blob = data[index_offset + 32 * count : index_end]
+    blob_start = index_offset + 32 * count
+    blob_end = blob_start + (struct.unpack_from("<I", data, blob_start - 12)[0] if count else 0)  # last id_end
+    blob = data[blob_start:blob_end]
+    if version == 1:  # the index is entries and ids
+        assert blob_end == index_end
+        hashes = [None] * count
+    else:  # then zero padding to 8 and one u64 token hash per record
+        hashes_at = blob_end + (-blob_end % 8)
+        assert data[blob_end:hashes_at] == b"\0" * (hashes_at - blob_end) and hashes_at + 8 * count == index_end
+        hashes = struct.unpack_from(f"<{count}Q", data, hashes_at)
     out, offset, id_start = [], 16, 0
     for i in range(count):
         magic, flags, tokens, hidden, payload_len, id_len, crc = struct.unpack_from("<4sIIIQII", data, offset)
@@ -42,32 +56,39 @@ def walk(data: bytes) -> list[dict]:
         entry = struct.unpack_from("<QQIIII", data, index_offset + 32 * i)
         assert entry == (offset, payload_len, tokens, id_start + id_len, flags, crc)
         assert blob[id_start : id_start + id_len] == doc_id
-        out.append({"id": doc_id.decode(), "flags": flags, "tokens": tokens, "hidden": hidden, "payload": payload})
+        out.append({"id": doc_id.decode(), "flags": flags, "tokens": tokens, "hidden": hidden, "payload": payload,
+                    "hash": hashes[i] or None})
         offset, id_start = end + (-end % 8), id_start + id_len
-    assert offset == index_offset
+    assert offset == index_offset and id_start == len(blob)
     return out
 
 
-def test_fixture_reads():
-    r = CacheReader(FIXTURE)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fixture_reads(version):
+    r = CacheReader(FIXTURES / f"v{version}")
     assert r.ids() == list(EXPECTED) and r.meta == META and r.layer == 1 and r.hidden_size == HIDDEN
     for doc_id, want in EXPECTED.items():
         np.testing.assert_array_equal(r.get(doc_id), want)
     assert r.info("ü-2")["truncated"] and not r.info("c")["truncated"]
     assert r.manifest["counts"] == {"documents": 4, "tokens": 6, "truncated": 1, "records": 5,
                                     "bytes": sum(s["bytes"] for s in r.manifest["shards"])}
-    assert verify_cache(FIXTURE)["ok"]
+    assert verify_cache(FIXTURES / f"v{version}")["ok"]
+    # Version 1 shards hold no token hashes: every one reads as unknown.
+    assert {d: r.token_hash(d) for d in EXPECTED} == (HASHES if version >= 2 else dict.fromkeys(EXPECTED))
 
 
-def test_fixture_follows_the_documented_layout():
-    manifest = json.loads((FIXTURE / "manifest.json").read_text())
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fixture_follows_the_documented_layout(version):
+    fixture = FIXTURES / f"v{version}"
+    manifest = json.loads((fixture / "manifest.json").read_text())
     assert (manifest["format"], manifest["format_version"]) == ("erpack-cache", 1)
-    records = [rec for s in manifest["shards"] for rec in walk((FIXTURE / s["name"]).read_bytes())]
+    records = [rec for s in manifest["shards"] for rec in walk((fixture / s["name"]).read_bytes())]
     assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
         ("a", 0, 2, 4), ("ü-2", 1, 1, 4), ("c", 0, 3, 4), ("a", 0, 1, 4), ("d", 0, 1, 4)]
-    r = CacheReader(FIXTURE)
+    r = CacheReader(fixture)
     for rec in records[1:]:  # the first "a" is dead; the others are what the reader serves
         assert bytes(r.get_encoded(rec["id"])[0]) == rec["payload"]
+        assert rec["hash"] == (HASHES[rec["id"]] if version >= 2 else None)
 
 
 def test_writing_reproduces_the_fixture_bytes(tmp_path):

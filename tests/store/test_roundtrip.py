@@ -158,14 +158,17 @@ def test_newer_shard_version_is_refused(tmp_path, meta):
     import struct
     import zlib
 
+    from erpack.store.format import SHARD_VERSION
+
     with CacheWriter(tmp_path, meta=meta, codec=pipe()) as w:
         w.commit_shard(records(1))
     path = tmp_path / "shard-000000.ers"
     data = bytearray(path.read_bytes())
-    data[8:10] = struct.pack("<H", 2)
+    newer = SHARD_VERSION + 1
+    data[8:10] = struct.pack("<H", newer)
     data[12:16] = struct.pack("<I", zlib.crc32(bytes(data[:12])))
     path.write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="shard-000000.ers has shard version 2, newer .*upgrade erpack"):
+    with pytest.raises(StoreError, match=f"shard-000000.ers has shard version {newer}, newer .*upgrade erpack"):
         CacheReader(tmp_path)
 
 
