@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 FORMAT_NAME = "erpack-cache"
-FORMAT_VERSION = 1  # of the whole cache (manifest and shards); readers accept <= this
+FORMAT_VERSION = 2  # of the cache's manifest (2: sealed by a checksum); readers accept 1 to this
 SHARD_VERSION = 1
 
 ALIGN = 8

@@ -1,8 +1,9 @@
-"""The input of the golden cache in tests/fixtures/store/v1: write it with `python -m tests.store.golden DIR`.
+"""The input of the golden caches in tests/fixtures/store/vN: write one with `python -m tests.store.golden DIR`.
 
-The fixture pins format version 1 byte for byte. Never regenerate it in place: a new format version
-gets a new folder (v2) and v1 must keep reading. Uses the lossless "fp32" pipeline, so every byte
-is fixed by the store format and the fp32 codec's own (pinned) framing.
+Each fixture pins one format version byte for byte: v1 (manifest without checksum) and v2 (the
+manifest sealed by its checksum; the same shard bytes). Never regenerate one in place: a new format
+version gets a new folder, and every older one must keep reading. Uses the lossless "fp32" pipeline,
+so every byte is fixed by the store format and the fp32 codec's own (pinned) framing.
 """
 
 from __future__ import annotations

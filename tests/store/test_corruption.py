@@ -80,15 +80,25 @@ def test_damaged_footer(cache, from_end):
     assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000001.ers", None)]
 
 
-def test_damage_outside_records_is_caught_by_sha256(cache):
+def test_damage_in_record_padding_is_caught_by_reads(cache):
+    """The zero padding after a record is covered by no crc32: readers check it is zero."""
     info = CacheReader(cache).info("a-0")
     pad_at = info["offset"] + 32 + info["payload_bytes"] + 3  # id "a-0" is 3 bytes: next is padding
-    path = cache / "shard-000000.ers"
-    flip(path, pad_at)
-    CacheReader(cache).get("a-0")  # reading is unaffected
+    flip(cache / "shard-000000.ers", pad_at)
+    r = CacheReader(cache, verify_checksums=False)  # checked even without crc32s
+    with pytest.raises(CorruptRecordError, match=r"record 0 \(doc id 'a-0'\).*not its zero padding"):
+        r.get("a-0")
+    r.get("a-1")
     report = verify_cache(cache)
-    assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000000.ers", None)]
-    assert "sha256" in report["failures"][0]["error"]
+    assert [(f["shard"], f["record_index"], f["doc_id"]) for f in report["failures"]] == [("shard-000000.ers", 0, "a-0")]
+
+
+def test_damage_in_index_padding_is_caught_on_open(cache):
+    path = cache / "shard-000000.ers"
+    flip(path, path.stat().st_size - 33)  # the last padding byte before the trailer (ids: 12 bytes, 4 of padding)
+    with pytest.raises(CorruptRecordError, match="shard-000000.ers is damaged.*padding after the index"):
+        CacheReader(cache)
+    assert [(f["shard"], f["record_index"]) for f in verify_cache(cache)["failures"]] == [("shard-000000.ers", None)]
 
 
 def test_missing_shard(cache):
