@@ -112,3 +112,15 @@ def test_verify_reports_a_crafted_record(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "FAILED     shard-000000.ers: record 1 (doc id 'bomb')" in out and "max_length 16" in out
     assert "re-encode 1 live document(s) ('bomb')" in out
+
+
+@pytest.mark.parametrize("spec", ["fp32+zstd:1", "fp32+zstd:19", "fp32+shuffle:4+zstd:level=3,streams=4", "int8c+zstd:1"])
+def test_highly_compressible_records_still_decode(spec):
+    """The zstd expansion cap (32768 bytes out per 4 bytes of a frame, zstd's RLE block) never refuses
+    a real frame: all-zero and constant records of the largest max_length compress the most."""
+    codec = pipe(spec)
+    for x in (np.zeros((512, 768), np.float32), np.full((512, 768), 0.5, np.float32)):
+        blob = codec.encode(x)
+        np.testing.assert_array_equal(codec.decode(blob, shape=x.shape), x)
+        out = codec.decode_batch([blob, blob], [x.shape, x.shape])
+        np.testing.assert_array_equal(out[1], x)
