@@ -121,6 +121,6 @@ def test_highly_compressible_records_still_decode(spec):
     codec = pipe(spec)
     for x in (np.zeros((512, 768), np.float32), np.full((512, 768), 0.5, np.float32)):
         blob = codec.encode(x)
-        np.testing.assert_array_equal(codec.decode(blob, shape=x.shape), x)
-        out = codec.decode_batch([blob, blob], [x.shape, x.shape])
-        np.testing.assert_array_equal(out[1], x)
+        y = codec.decode(blob, shape=x.shape)
+        np.testing.assert_allclose(y, x, atol=0 if codec.lossless else 0.01)
+        np.testing.assert_array_equal(codec.decode_batch([blob, blob], [x.shape, x.shape])[1], y)
