@@ -99,7 +99,7 @@ def is_sealed(manifest: dict) -> bool:
     return manifest.get("format_version", 0) >= SEALED_VERSION
 
 
-def sealed(manifest: dict) -> dict:
+def at_current_version(manifest: dict) -> dict:
     """A copy of a (version 1) manifest at the current version; dump_manifest seals it."""
     return {**{k: v for k, v in manifest.items() if k != CHECKSUM}, "format_version": FORMAT_VERSION}
 

@@ -16,7 +16,14 @@ from erpack.checksums import file_sha256
 from erpack.errors import CorruptRecordError
 from erpack.store.atomic import FolderLock, write_atomic
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
-from erpack.store.manifest import MANIFEST, SHARD_RE, dump_manifest, is_sealed, load_manifest, sealed
+from erpack.store.manifest import (
+    MANIFEST,
+    SHARD_RE,
+    at_current_version,
+    dump_manifest,
+    is_sealed,
+    load_manifest,
+)
 from erpack.store.shard import RecordLimits, ShardFile, decode_payload
 
 UNSEALED = (f"{MANIFEST} is format version 1: it has no checksum, so a changed byte in it would go unnoticed; "
@@ -137,7 +144,7 @@ def seal_cache(path) -> dict:
         report = verify_cache(folder, decode=True, manifest=manifest)
         report["sealed_now"] = False
         if report["ok"] and not report["sealed"]:
-            write_atomic(folder / MANIFEST, dump_manifest(sealed(manifest)))
+            write_atomic(folder / MANIFEST, dump_manifest(at_current_version(manifest)))
             report["sealed"] = report["sealed_now"] = True
             report["warnings"] = [w for w in report["warnings"] if not w.startswith(f"{MANIFEST} is format version 1")]
     finally:
