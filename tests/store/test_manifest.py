@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from erpack.cli import main
@@ -14,6 +15,7 @@ from erpack.errors import StoreError
 from erpack.store import CacheReader, CacheWriter, verify_cache
 from tests.store.conftest import make_meta, pipe, records
 from tests.store.crafted import rewrite_manifest
+from tests.store.golden import META
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store"
 
@@ -145,12 +147,8 @@ def test_seal_refuses_a_damaged_cache(tmp_path, capsys):
 def test_appending_keeps_the_version(tmp_path):
     """A writer appends in the cache's own version: a version-1 cache stays unsealed (seal it with
     `erpack verify --seal`), a version-2 cache is resealed on every commit."""
-    from tests.store.golden import META
-
     cache = tmp_path / "v1"
     shutil.copytree(FIXTURES / "v1", cache)
-    import numpy as np
-
     with CacheWriter(cache, meta=META, codec=pipe(), mode="append") as w:
         w.commit_shard([("e", np.ones((2, 4), np.float32))])
     manifest = json.loads((cache / "manifest.json").read_bytes())
