@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
             "size equal, tokens at most max_length), it decodes with the cache's codec to float32 (tokens, "
             "hidden), and the manifest's counts match the shards. Prints a summary, each failure (shard, "
             "record index, document id, byte offset, what is wrong) and what to do. Exit status: 0 all good, "
-            "1 something failed, 2 not a readable cache (no manifest, or a damaged one). Re-encode the "
-            "documents it lists (appending with on_duplicate='replace' supersedes a damaged record)."
+            "1 something failed (a damaged manifest too), 2 not a cache (no manifest) or one this erpack cannot "
+            "read. Re-encode the documents it lists (appending with on_duplicate='replace' supersedes a "
+            "damaged record)."
         ),
     )
     p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json)")
@@ -86,13 +87,32 @@ def actions(report: dict) -> list[str]:
     return out
 
 
+def manifest_failure(path: str, exc: Exception) -> dict:
+    """The report of a cache whose manifest is damaged: nothing else can be checked without it."""
+    return {"path": path, "ok": False, "sealed": None, "unreadable": [], "documents": None, "records": None,
+            "decoded": False, "shards": [], "warnings": [], "manifest_error": str(exc),
+            "failures": [{"shard": "manifest.json", "record_index": None, "doc_id": None, "offset": None,
+                          "error": str(exc), "live": None}]}
+
+
 def run(args) -> int:
+    from erpack.errors import CorruptManifestError
     from erpack.store import verify_cache
     from erpack.store.verify import seal_cache
 
     if args.seal and args.no_decode:
         raise CLIError("--seal needs the full check: drop --no-decode")
-    report = seal_cache(args.cache) if args.seal else verify_cache(args.cache, decode=not args.no_decode)
+    try:
+        report = seal_cache(args.cache) if args.seal else verify_cache(args.cache, decode=not args.no_decode)
+    except CorruptManifestError as exc:  # damage found (exit 1), not a folder that is no cache (exit 2)
+        report = manifest_failure(args.cache, exc)
+        print("\n".join([f"cache      {args.cache}", f"FAILED     {exc}",
+                         "result     FAILED: manifest.json is damaged, so no shard or record can be checked",
+                         "action     restore manifest.json from a copy of the cache, or re-encode the corpus "
+                         "into a new folder"]))
+        if args.json:
+            print(json.dumps(report))
+        return 1
     print("\n".join(summary(report)))
     if args.json:
         print(json.dumps(report))

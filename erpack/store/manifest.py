@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from erpack.errors import ManifestMismatchError, StoreError
+from erpack.errors import CorruptManifestError, ManifestMismatchError, StoreError
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
 
 MANIFEST = "manifest.json"
@@ -108,17 +108,17 @@ def _check_seal(path: Path, raw: bytes, manifest: dict) -> None:
     """A sealed manifest's checksum must match and its bytes must be exactly the canonical dump."""
     checksum = manifest.get(CHECKSUM)
     if not isinstance(checksum, str) or not CHECKSUM_RE.match(checksum):
-        raise StoreError(
+        raise CorruptManifestError(
             f"{path} has format_version {manifest['format_version']} but no valid {CHECKSUM!r} field "
             f"(got {checksum!r}): the manifest is damaged or was edited by hand; {RESTORE_HINT}"
         )
     if manifest_checksum(manifest) != checksum:
-        raise StoreError(
+        raise CorruptManifestError(
             f"{path} fails its checksum: its content changed after erpack wrote it (damage or a hand "
             f"edit); {RESTORE_HINT}"
         )
     if raw != _canonical(manifest):
-        raise StoreError(
+        raise CorruptManifestError(
             f"{path} holds the right fields but not the bytes erpack wrote (whitespace, key order or "
             f"escapes changed): it was damaged or rewritten by another tool; {RESTORE_HINT}"
         )
@@ -136,13 +136,14 @@ def load_manifest(folder: Path) -> dict:
             f"or check the path)"
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"{path} is not valid JSON ({exc}): the manifest is damaged; restore it from a copy") from None
+        raise CorruptManifestError(f"{path} is not valid JSON ({exc}): the manifest is damaged; {RESTORE_HINT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{path} is not an erpack cache manifest (its 'format' is not {FORMAT_NAME!r})")
     version = manifest.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise StoreError(f"{path} has format_version {version!r}, which no erpack writes: the manifest is damaged; "
-                         f"{RESTORE_HINT}")
+        raise CorruptManifestError(
+            f"{path} has format_version {version!r}, which no erpack writes: the manifest is damaged; {RESTORE_HINT}"
+        )
     if version > FORMAT_VERSION:
         raise StoreError(
             f"{path} has format_version {version!r}; this erpack reads versions 1 to {FORMAT_VERSION}: "
@@ -152,14 +153,18 @@ def load_manifest(folder: Path) -> dict:
         _check_seal(path, raw, manifest)
     for key, kind in (("meta", dict), ("codec", dict), ("counts", dict), ("shards", list)):
         if not isinstance(manifest.get(key), kind):
-            raise StoreError(f"{path} lacks {key!r} ({kind.__name__}): the manifest is damaged")
+            raise CorruptManifestError(f"{path} lacks {key!r} ({kind.__name__}): the manifest is damaged; {RESTORE_HINT}")
     for i, shard in enumerate(manifest["shards"]):
         if not isinstance(shard, dict) or not SHARD_RE.match(str(shard.get("name"))) or not isinstance(
             shard.get("bytes"), int
         ):
-            raise StoreError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged")
+            raise CorruptManifestError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged; "
+                                       f"{RESTORE_HINT}")
     _check_unique(path, manifest["shards"])
-    check_meta(manifest["meta"])
+    try:
+        check_meta(manifest["meta"])
+    except StoreError as exc:
+        raise CorruptManifestError(f"{path}: {exc}: the manifest is damaged; {RESTORE_HINT}") from None
     return manifest
 
 
@@ -168,7 +173,7 @@ def _check_unique(path: Path, shards: list) -> None:
     for i, shard in enumerate(shards):
         first = seen.setdefault(shard["name"], i)
         if first != i:
-            raise StoreError(
+            raise CorruptManifestError(
                 f"{path} lists shard {shard['name']} twice (entries {first} and {i}): the manifest is "
                 f"damaged or was edited by hand; {RESTORE_HINT}"
             )
