@@ -2,10 +2,9 @@
 
 The child commits one shard per fixed chunk of ids and skips chunks already in the cache (what
 the encoder does to resume), printing a line after each commit. The parent kills it a random few
-commits in, up to 5 ms after the last line (inside the next commit
-or between two), so every kill lands mid-run whatever the machine's load. After several kills and
-a final uninterrupted resume, the folder must be byte-for-byte the folder an uninterrupted run
-writes: same shards, same manifest.
+commits in, up to 5 ms after the last line (inside the next commit or between two), so every kill
+lands mid-run whatever the machine's load. After several kills and a final uninterrupted resume,
+the folder must be byte-for-byte the folder an uninterrupted run writes: same shards, same manifest.
 """
 
 from __future__ import annotations
