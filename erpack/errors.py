@@ -25,6 +25,10 @@ class CorruptRecordError(StoreError):
     """A record whose checksum or framing is wrong (names shard, record and offset)."""
 
 
+class CorruptManifestError(StoreError):
+    """A manifest.json that is damaged: not JSON, malformed, or failing its checksum (names the file)."""
+
+
 class ManifestMismatchError(StoreError):
     """A cache made by another model, layer, tokenizer or codec than the one asked for."""
 

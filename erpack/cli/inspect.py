@@ -41,7 +41,8 @@ def card(s: dict, max_shards: int = 10) -> list[str]:
     sha = str(model.get("weights_sha256") or "?")[:16]
     tpd, bpd = s["tokens_per_document"], s["bytes_per_document"]
     lines = [
-        f"cache        {s['path']} ({s['format']})",
+        f"cache        {s['path']} ({s['format']}, "
+        + ("manifest sealed by its checksum)" if s.get("sealed") else "manifest not sealed: `erpack verify --seal` seals it)"),
         f"model        {model.get('name')} ({model.get('model_type')}, {model.get('num_layers')} layers, "
         f"hidden {s['hidden_size']}), weights sha256 {sha}...",
         f"layer        {s['layer']} (hidden states entering layer {s['layer']}: the output of layers 0.."

@@ -4,51 +4,116 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli import CLIError
+
+RESTORE = "restore it from a copy of the cache, or re-encode the corpus into a new folder"
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
-        help="check every shard's sha256 and every record's checksum and decoding; exit 1 on damage",
+        help="check the manifest's checksum, every shard's sha256 and every record's checksum and decoding; exit 1 on damage",
         description=(
-            "Read a whole cache and check it: each shard listed in manifest.json exists with the size and "
-            "sha256 the manifest recorded, its header, index and footer are intact, every record's crc32 "
-            "matches and agrees with the index, every record decodes with the cache's codec to float32 "
-            "(tokens, hidden), and the manifest's counts match the shards. Prints a summary and each "
-            "failure (shard, record index, document id, byte offset, what is wrong). Exit status: 0 all "
-            "good, 1 something failed, 2 not a readable cache. Re-encode the documents it lists (appending "
-            "with on_duplicate='replace' supersedes a damaged record)."
+            "Read a whole cache and check it: manifest.json is sealed by its checksum (format version 2; a "
+            "version-1 manifest has none and gets a warning), each shard it lists exists with the size and "
+            "sha256 the manifest recorded, its header, index, padding and footer are intact, every record's "
+            "crc32 matches and agrees with the index, its tokens and hidden size fit the manifest (hidden "
+            "size equal, tokens at most max_length), it decodes with the cache's codec to float32 (tokens, "
+            "hidden), and the manifest's counts match the shards. Prints a summary, each failure (shard, "
+            "record index, document id, byte offset, what is wrong) and what to do. Exit status: 0 all good, "
+            "1 something failed (a damaged manifest too), 2 not a cache (no manifest) or one this erpack cannot "
+            "read. Re-encode the documents it lists (appending with on_duplicate='replace' supersedes a "
+            "damaged record)."
         ),
     )
     p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json)")
     p.add_argument("--no-decode", action="store_true",
                    help="check checksums and framing only, skip decoding every record (faster)")
+    p.add_argument("--seal", action="store_true",
+                   help="after a full check that finds nothing wrong, rewrite a version-1 manifest as version 2, "
+                        "sealed by its checksum (atomic, holding the writer lock; shards are not touched)")
     p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from erpack.store import verify_cache
+def _where(f: dict) -> str:
+    if f["record_index"] is not None:
+        return f"record {f['record_index']} (doc id {f['doc_id']!r}) at byte {f['offset']}"
+    return "whole file" if f["offset"] is None else f"byte {f['offset']}"
 
-    report = verify_cache(args.cache, decode=not args.no_decode)
-    failures = report["failures"]
-    bad_shards = [s["name"] for s in report["shards"] if not s["ok"]]
-    print(f"cache      {report['path']}")
-    print(f"checked    {len(report['shards'])} shards, {report['records']} records "
-          f"({report['documents']} live documents); sha256, crc32"
-          + (", decoding" if report["decoded"] else " (decoding skipped: --no-decode)"))
-    for w in report["warnings"]:
-        print(f"warning    {w}")
+
+def summary(report: dict) -> list[str]:
+    """The human report: what was checked, each warning and failure, the result and what to do."""
+    failures, unreadable = report["failures"], report["unreadable"]
+    live = f"{report['documents']} live documents" if report["documents"] is not None else (
+        f"live documents unknown: {len(unreadable)} shard(s) cannot be read")
+    lines = [f"cache      {report['path']}",
+             f"checked    {len(report['shards'])} shards, {report['records']} records ({live}); "
+             + ("manifest checksum, " if report["sealed"] else "")
+             + "sha256, crc32" + (", decoding" if report["decoded"] else " (decoding skipped: --no-decode)")]
+    lines += [f"warning    {w}" for w in report["warnings"]]
     for f in failures:
-        where = f"record {f['record_index']} (doc id {f['doc_id']!r}) at byte {f['offset']}" \
-            if f["record_index"] is not None else ("whole file" if f["offset"] is None else f"byte {f['offset']}")
         dead = " [dead record, superseded]" if f.get("live") is False else ""
-        print(f"FAILED     {f['shard']}: {where}: {f['error']}{dead}")
+        lines.append(f"FAILED     {f['shard']}: {_where(f)}: {f['error']}{dead}")
     if report["ok"]:
-        print("result     OK: every shard and record checks out")
-    else:
-        ids = sorted({f["doc_id"] for f in failures if f["doc_id"] is not None and f.get("live") is not False})
-        print(f"result     FAILED: {len(failures)} problem(s) in {len(bad_shards)} shard(s) "
-              f"({', '.join(bad_shards) or 'manifest'}); {len(ids)} live document(s) to re-encode")
+        sealed = " and the manifest is sealed now" if report.get("sealed_now") else ""
+        return lines + [f"result     OK: every shard and record checks out{sealed}"]
+    bad = sorted({f["shard"] for f in failures})
+    lines.append(f"result     FAILED: {len(failures)} problem(s) in {', '.join(bad)}")
+    return lines + [f"action     {a}" for a in actions(report)]
+
+
+def actions(report: dict) -> list[str]:
+    """What to do about each kind of failure in the report, one line each."""
+    failures, out = report["failures"], []
+    for name in report["unreadable"]:
+        error = next(f["error"] for f in failures if f["shard"] == name and f["record_index"] is None)
+        out.append(f"{name} cannot be read ({error}), so the documents it holds cannot be listed: {RESTORE}")
+    records = [f for f in failures if f["record_index"] is not None]
+    ids = sorted({f["doc_id"] for f in records if f.get("live") is not False})
+    if ids:
+        shown = ", ".join(map(repr, ids[:10])) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        out.append(f"re-encode {len(ids)} live document(s) ({shown}): encode them again into this cache with "
+                   f"--on-duplicate replace (the damaged records stay, dead), or re-encode into a new folder")
+    if records and not ids:
+        out.append("every damaged record is dead (superseded by a newer record of its id): reads are not "
+                   "affected; to drop them, re-encode into a new folder")
+    named = {f["shard"] for f in records} | set(report["unreadable"])
+    other = sorted({f["shard"] for f in failures if f["shard"] not in named})
+    if other:
+        out.append(f"{', '.join(other)}: the manifest's records of the shards (sha256 or counts) disagree with "
+                   f"the files, which check out: restore manifest.json from a copy of the cache, or re-encode "
+                   f"into a new folder")
+    return out
+
+
+def manifest_failure(path: str, exc: Exception) -> dict:
+    """The report of a cache whose manifest is damaged: nothing else can be checked without it."""
+    return {"path": path, "ok": False, "sealed": None, "unreadable": [], "documents": None, "records": None,
+            "decoded": False, "shards": [], "warnings": [], "manifest_error": str(exc),
+            "failures": [{"shard": "manifest.json", "record_index": None, "doc_id": None, "offset": None,
+                          "error": str(exc), "live": None}]}
+
+
+def run(args) -> int:
+    from erpack.errors import CorruptManifestError
+    from erpack.store import verify_cache
+    from erpack.store.verify import seal_cache
+
+    if args.seal and args.no_decode:
+        raise CLIError("--seal needs the full check: drop --no-decode")
+    try:
+        report = seal_cache(args.cache) if args.seal else verify_cache(args.cache, decode=not args.no_decode)
+    except CorruptManifestError as exc:  # damage found (exit 1), not a folder that is no cache (exit 2)
+        report = manifest_failure(args.cache, exc)
+        print("\n".join([f"cache      {args.cache}", f"FAILED     {exc}",
+                         "result     FAILED: manifest.json is damaged, so no shard or record can be checked",
+                         "action     restore manifest.json from a copy of the cache, or re-encode the corpus "
+                         "into a new folder"]))
+        if args.json:
+            print(json.dumps(report))
+        return 1
+    print("\n".join(summary(report)))
     if args.json:
         print(json.dumps(report))
     return 0 if report["ok"] else 1

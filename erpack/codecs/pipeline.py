@@ -126,6 +126,10 @@ class Pipeline:
             raise CodecError(f"decode_batch: records of one batch share the hidden size; got {sorted({h for _, h in shapes})}")
         lengths = [t for t, _ in shapes]
         views = [self._unwrap(b, t, H) for b, t in zip(blobs, lengths)]
+        for r, (view, t) in enumerate(zip(views, lengths)):  # the batch is allocated from checked sizes only
+            if len(view) != self._bounds(t, H)[0]:
+                raise CodecError(f"decode_batch: record {r} holds {len(view)} bytes, but a ({t}, {H}) record "
+                                 f"of {self.spec} takes {self._bounds(t, H)[0]}; it belongs to another shape or codec")
         return self.dequantize_batch(views, lengths, H, out)
 
     def dequantize_batch(self, views, lengths: list[int], H: int, out: np.ndarray | None = None) -> np.ndarray:

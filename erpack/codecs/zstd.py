@@ -5,8 +5,9 @@ different statistics (exponents versus mantissa bits), so `streams=N` compresses
 as separate frames. `match` is zstd's shortest match: short matches in noisy activation bytes cost
 more than they save, so 7 is the default (0 = zstd's own choice for the level).
 
-Decoding never allocates more than the bound the pipeline derives from the record's shape: a frame
-whose header claims a larger size is refused before anything is allocated.
+Decoding never allocates more than the bound the pipeline derives from the record's (checked) shape,
+nor more than the frame's own bytes can expand to (MAX_RATIO): a frame whose header claims a larger
+size is refused before anything is allocated.
 Layout: streams=1 is one standard zstd frame; streams=N is N-1 uint32 frame lengths, then N frames.
 """
 
@@ -21,6 +22,9 @@ import zstandard
 from erpack.codecs.base import ByteCodec, as_bytes_view, check_range, param, write_out
 from erpack.codecs.registry import register_codec
 from erpack.errors import CodecError
+
+# The most a zstd frame can expand: an RLE block turns 4 bytes (3 header, 1 value) into at most 128 KiB.
+MAX_RATIO = (128 * 1024) // 4
 
 _local = threading.local()  # zstd (de)compressor objects are not thread-safe: one per thread
 
@@ -105,6 +109,7 @@ class Zstd(ByteCodec):
 
     @staticmethod
     def _frame(frame, bound: int) -> bytes:
+        bound = min(bound, MAX_RATIO * len(frame))  # also caps the buffer of a frame that states no size
         try:
             claimed = zstandard.frame_content_size(frame)
         except zstandard.ZstdError:

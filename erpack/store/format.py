@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 FORMAT_NAME = "erpack-cache"
-FORMAT_VERSION = 1  # of the whole cache (manifest and shards); readers accept <= this
+FORMAT_VERSION = 2  # of the cache's manifest (2: sealed by a checksum); readers accept 1 to this
 SHARD_VERSION = 2  # 2: the index ends with a u64 token hash per record; 1 (no hashes) is still read
 
 ALIGN = 8

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from erpack.store.format import FLAG_TRUNCATED
-from erpack.store.manifest import MANIFEST
+from erpack.store.manifest import MANIFEST, is_sealed
 
 
 def _ratio(a, b):
@@ -45,6 +45,7 @@ def cache_stats(reader) -> dict:
     return {
         "path": str(reader.path),
         "format": f"{reader.manifest['format']} v{reader.manifest['format_version']}",
+        "sealed": is_sealed(reader.manifest),
         "model": meta.get("model"),
         "layer": meta.get("layer"),
         "max_length": meta.get("max_length"),

@@ -2,20 +2,28 @@
 
 The manifest is the commit point: a shard exists for readers only once the manifest lists it. It
 is JSON, written with sorted keys and 2-space indent so that the same cache gives the same bytes.
+From format version 2 it is sealed: its `checksum` is the sha256 of its own canonical bytes without
+that field, and a reader requires both the checksum and the canonical bytes, so any changed byte of
+the file is refused. Version 1 manifests (no checksum) are still read; `erpack verify` warns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
-from erpack.errors import ManifestMismatchError, StoreError
+from erpack.errors import CorruptManifestError, ManifestMismatchError, StoreError
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
 
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".ers"
 SHARD_RE = re.compile(r"^shard-(\d{6,})\.ers$")
+CHECKSUM = "checksum"  # the manifest field that seals it (format_version >= SEALED_VERSION)
+SEALED_VERSION = 2
+CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+RESTORE_HINT = "restore manifest.json from a copy, or re-encode the corpus into a new folder"
 
 # Fields of `meta` (dotted paths) that must be equal for two runs to share one cache.
 # The weights hash is the model's identity: the same checkpoint loaded as "minilm" or from its folder
@@ -69,39 +77,106 @@ def new_manifest(meta: dict, codec_config: dict) -> dict:
     }
 
 
-def dump_manifest(manifest: dict) -> bytes:
+def _canonical(manifest: dict) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+def manifest_checksum(manifest: dict) -> str:
+    """"sha256:<hex>" of the canonical bytes of the manifest without its checksum field."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    return "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def dump_manifest(manifest: dict) -> bytes:
+    """The bytes of manifest.json: canonical JSON, sealed with a fresh checksum from version 2 on."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM}
+    if body.get("format_version", FORMAT_VERSION) >= SEALED_VERSION:
+        body[CHECKSUM] = manifest_checksum(body)
+    return _canonical(body)
+
+
+def is_sealed(manifest: dict) -> bool:
+    return manifest.get("format_version", 0) >= SEALED_VERSION
+
+
+def at_current_version(manifest: dict) -> dict:
+    """A copy of a (version 1) manifest at the current version; dump_manifest seals it."""
+    return {**{k: v for k, v in manifest.items() if k != CHECKSUM}, "format_version": FORMAT_VERSION}
+
+
+def _check_seal(path: Path, raw: bytes, manifest: dict) -> None:
+    """A sealed manifest's checksum must match and its bytes must be exactly the canonical dump."""
+    checksum = manifest.get(CHECKSUM)
+    if not isinstance(checksum, str) or not CHECKSUM_RE.match(checksum):
+        raise CorruptManifestError(
+            f"{path} has format_version {manifest['format_version']} but no valid {CHECKSUM!r} field "
+            f"(got {checksum!r}): the manifest is damaged or was edited by hand; {RESTORE_HINT}"
+        )
+    if manifest_checksum(manifest) != checksum:
+        raise CorruptManifestError(
+            f"{path} fails its checksum: its content changed after erpack wrote it (damage or a hand "
+            f"edit); {RESTORE_HINT}"
+        )
+    if raw != _canonical(manifest):
+        raise CorruptManifestError(
+            f"{path} holds the right fields but not the bytes erpack wrote (whitespace, key order or "
+            f"escapes changed): it was damaged or rewritten by another tool; {RESTORE_HINT}"
+        )
+
+
 def load_manifest(folder: Path) -> dict:
+    """The manifest of the cache in `folder`, checked: seal (version >= 2), structure, unique shards."""
     path = folder / MANIFEST
     try:
-        manifest = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
     except FileNotFoundError:
         raise StoreError(
             f"{folder} is not an erpack cache: it has no {MANIFEST} (create one with `erpack encode`, "
             f"or check the path)"
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"{path} is not valid JSON ({exc}): the manifest is damaged; restore it from a copy") from None
+        raise CorruptManifestError(f"{path} is not valid JSON ({exc}): the manifest is damaged; {RESTORE_HINT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise StoreError(f"{path} is not an erpack cache manifest (its 'format' is not {FORMAT_NAME!r})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CorruptManifestError(
+            f"{path} has format_version {version!r}, which no erpack writes: the manifest is damaged; {RESTORE_HINT}"
+        )
+    if version > FORMAT_VERSION:
         raise StoreError(
             f"{path} has format_version {version!r}; this erpack reads versions 1 to {FORMAT_VERSION}: "
             f"upgrade erpack to read it"
         )
+    if is_sealed(manifest):
+        _check_seal(path, raw, manifest)
     for key, kind in (("meta", dict), ("codec", dict), ("counts", dict), ("shards", list)):
         if not isinstance(manifest.get(key), kind):
-            raise StoreError(f"{path} lacks {key!r} ({kind.__name__}): the manifest is damaged")
+            raise CorruptManifestError(f"{path} lacks {key!r} ({kind.__name__}): the manifest is damaged; {RESTORE_HINT}")
     for i, shard in enumerate(manifest["shards"]):
         if not isinstance(shard, dict) or not SHARD_RE.match(str(shard.get("name"))) or not isinstance(
             shard.get("bytes"), int
         ):
-            raise StoreError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged")
-    check_meta(manifest["meta"])
+            raise CorruptManifestError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged; "
+                                       f"{RESTORE_HINT}")
+    _check_unique(path, manifest["shards"])
+    try:
+        check_meta(manifest["meta"])
+    except StoreError as exc:
+        raise CorruptManifestError(f"{path}: {exc}: the manifest is damaged; {RESTORE_HINT}") from None
     return manifest
+
+
+def _check_unique(path: Path, shards: list) -> None:
+    seen: dict[str, int] = {}
+    for i, shard in enumerate(shards):
+        first = seen.setdefault(shard["name"], i)
+        if first != i:
+            raise CorruptManifestError(
+                f"{path} lists shard {shard['name']} twice (entries {first} and {i}): the manifest is "
+                f"damaged or was edited by hand; {RESTORE_HINT}"
+            )
 
 
 def mismatches(stored: dict, new: dict, fields=COMPAT_FIELDS) -> list[tuple[str, object, object]]:

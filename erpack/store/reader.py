@@ -16,7 +16,7 @@ from erpack.batching import mask_from_lengths
 from erpack.errors import CodecError, StoreError
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
-from erpack.store.shard import ShardFile, decode_payload
+from erpack.store.shard import RecordLimits, ShardFile, decode_payload
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -34,7 +34,7 @@ def pipeline_from_config(config: dict):
 
 class CacheReader:
     """Read-only view of a cache folder. `verify_checksums=False` skips the per-record crc32 (the
-    framing and index are still checked)."""
+    framing, the index and each record's (T, H) against the manifest are still checked)."""
 
     def __init__(self, path, verify_checksums: bool = True):
         self.path = Path(path)
@@ -42,10 +42,11 @@ class CacheReader:
         self.manifest = load_manifest(self.path)
         self.meta = self.manifest["meta"]
         self.codec = pipeline_from_config(self.manifest["codec"])
+        self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
         self._shards: list[ShardFile] = []
         try:
             for entry in self.manifest["shards"]:
-                self._shards.append(ShardFile(self.path / entry["name"], expected_size=entry["bytes"]))
+                self._shards.append(ShardFile(self.path / entry["name"], expected_size=entry["bytes"], limits=self.limits))
         except BaseException:
             self.close()
             raise

@@ -11,6 +11,7 @@ import hashlib
 import mmap
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,39 @@ from erpack.store import format as fmt
 VERIFY_HINT = "run `erpack verify {cache}` to list every damaged record, then re-encode those documents"
 
 
+@dataclass(frozen=True)
+class RecordLimits:
+    """What a record of one cache may claim, from its manifest's meta: H equal to model.hidden_size and
+    1 <= T <= max_length (T unbounded when the meta has no max_length). Checked before any allocation."""
+
+    hidden_size: int
+    max_tokens: int | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> RecordLimits:
+        limit = meta.get("max_length")
+        usable = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
+        return cls(meta["model"]["hidden_size"], limit if usable else None)
+
+    def problem(self, tokens: int, hidden: int) -> str | None:
+        """Why a record of shape (tokens, hidden) cannot belong to this cache, or None."""
+        if hidden != self.hidden_size:
+            return f"record claims hidden size {hidden}, but the manifest's model.hidden_size is {self.hidden_size}"
+        if tokens < 1:
+            return "record claims 0 tokens (a record holds at least one)"
+        if self.max_tokens is not None and tokens > self.max_tokens:
+            return f"record claims {tokens} tokens, more than the manifest's max_length {self.max_tokens}"
+        return None
+
+
 class ShardFile:
     """A committed shard, memory-mapped read-only. `entries`, `ids` and `hashes` (u64 token hashes,
     None for a version-1 shard) come from its index."""
 
-    def __init__(self, path: Path, expected_size: int | None = None):
+    def __init__(self, path: Path, expected_size: int | None = None, limits: RecordLimits | None = None):
         self.path = Path(path)
         self.name = self.path.name
+        self.limits = limits  # checked by read(); None: only the framing is checked
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -54,6 +81,8 @@ class ShardFile:
                 raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
             self.entries, self.ids, self.hashes = fmt.unpack_index(self.view, index_offset, index_length, count,
                                                                    self.version)
+            if any(self.view[index_offset + index_length : size - fmt.TRAILER.size]):
+                raise fmt.FramingError("the padding after the index is not zero")
         except fmt.NewerVersionError as exc:
             self.close()
             raise StoreError(f"shard {self.path} {exc}") from None
@@ -91,7 +120,8 @@ class ShardFile:
         return np.diff(offsets, append=self.index_offset)
 
     def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
-        """(payload view, (tokens, hidden), flags) of record i. Checks framing always, crc32 if verify."""
+        """(payload view, (tokens, hidden), flags) of record i. Checks always: framing, the zero padding
+        after the record, and (T, H) against `limits`; the crc32 and id if verify."""
         e = self.entries[i]
         offset, payload_len = int(e["offset"]), int(e["payload_len"])
         try:
@@ -101,8 +131,15 @@ class ShardFile:
         end = offset + fmt.RECORD_HEADER.size + plen + id_len
         if (plen, tokens, flags, crc) != (payload_len, int(e["tokens"]), int(e["flags"]), int(e["crc32"])):
             raise self.record_error(i, "record header disagrees with the shard index")
-        if end > self.index_offset:
-            raise self.record_error(i, "record runs past the start of the index")
+        last = i + 1 == self.count
+        following = self.index_offset if last else int(self.entries["offset"][i + 1])
+        if end > following:
+            raise self.record_error(i, f"record runs past the start of {'the index' if last else 'the next record'}")
+        if following - end != fmt.padding(end) or any(self.view[end:following]):
+            raise self.record_error(i, f"the {following - end} byte(s) after the record are not its zero padding")
+        problem = self.limits.problem(tokens, hidden) if self.limits is not None else None
+        if problem:
+            raise self.record_error(i, problem)
         if verify and fmt.record_crc(self.view, offset, plen, id_len) != crc:
             raise self.record_error(i, "crc32 mismatch (the bytes changed after they were written)")
         start = offset + fmt.RECORD_HEADER.size

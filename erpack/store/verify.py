@@ -3,7 +3,9 @@
 Per listed shard: the file exists, has the manifest's size and sha256, its header, trailer and
 index check out; per record: framing, crc32, agreement with the index, and (unless decode=False)
 that the codec decodes it to float32 (tokens, hidden). Then the manifest's counts against the
-shards. Unlisted shard or .tmp files are reported as warnings (the next writer removes them).
+shards. Unlisted shard or .tmp files are reported as warnings (the next writer removes them), and so
+is a version-1 manifest, which has no checksum: `seal_cache` checks such a cache and seals it.
+A damaged manifest is not a report but a StoreError (nothing in the cache can be trusted without it).
 """
 
 from __future__ import annotations
@@ -12,16 +14,28 @@ from pathlib import Path
 
 from erpack.checksums import file_sha256
 from erpack.errors import CorruptRecordError
-from erpack.store.format import FLAG_TRUNCATED
-from erpack.store.manifest import MANIFEST, SHARD_RE, load_manifest
-from erpack.store.shard import ShardFile, decode_payload
+from erpack.store.atomic import FolderLock, write_atomic
+from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
+from erpack.store.manifest import (
+    MANIFEST,
+    SHARD_RE,
+    at_current_version,
+    dump_manifest,
+    is_sealed,
+    load_manifest,
+)
+from erpack.store.shard import RecordLimits, ShardFile, decode_payload
+
+UNSEALED = (f"{MANIFEST} is format version 1: it has no checksum, so a changed byte in it would go unnoticed; "
+            f"`erpack verify --seal {{cache}}` checks the whole cache and then seals the manifest (version "
+            f"{FORMAT_VERSION}, which an erpack older than this one cannot read)")
 
 
 def _failure(shard: str, reason: str, record_index=None, doc_id=None, offset=None) -> dict:
     return {"shard": shard, "record_index": record_index, "doc_id": doc_id, "offset": offset, "error": reason}
 
 
-def _check_shard(folder: Path, entry: dict, codec, decode: bool) -> tuple[dict, list, list | None]:
+def _check_shard(folder: Path, entry: dict, codec, decode: bool, limits: RecordLimits) -> tuple[dict, list, list | None]:
     """(shard report, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
     name, path = entry["name"], folder / entry["name"]
     report = {"name": name, "ok": False, "records": None, "failed_records": 0, "sha256_ok": None}
@@ -30,7 +44,7 @@ def _check_shard(folder: Path, entry: dict, codec, decode: bool) -> tuple[dict, 
     failures = []
     report["sha256_ok"] = file_sha256(path) == entry.get("sha256")
     try:
-        shard = ShardFile(path, expected_size=entry["bytes"])
+        shard = ShardFile(path, expected_size=entry["bytes"], limits=limits)
     except CorruptRecordError as exc:
         return report, [_failure(name, exc.reason, offset=exc.offset)], None
     try:
@@ -47,9 +61,9 @@ def _check_shard(folder: Path, entry: dict, codec, decode: bool) -> tuple[dict, 
         rows = list(zip(shard.ids, shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()))
     finally:
         shard.close()
-    if not report["sha256_ok"] and not failures:  # every record checks out: padding or unused bytes
+    if not report["sha256_ok"] and not failures:  # every byte checks out: the manifest's sha256 is wrong
         failures.append(_failure(name, "sha256 of the file differs from the manifest's, though every "
-                                       "record checks out (damage outside the records)"))
+                                       "record, its padding and the index check out"))
     for key, value in (("documents", len(rows)), ("tokens", sum(r[1] for r in rows))):
         if entry.get(key) != value:
             failures.append(_failure(name, f"manifest says {key}={entry.get(key)}, the shard index holds {value}"))
@@ -62,28 +76,33 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
 
     Each failure: {shard, record_index, doc_id, offset, error, live}; record_index is None for a
     shard-level failure (missing, wrong size or sha256, damaged footer/index). `live` says whether
-    the record is the one the cache serves for its id (False: superseded by a replace)."""
+    the record is the one the cache serves for its id (False: superseded by a replace). Also
+    `sealed` (the manifest has a checksum) and `unreadable` (shards whose index could not be read:
+    their documents cannot be listed, so `documents` is None). Raises StoreError for a damaged
+    manifest."""
     folder = Path(path)
     manifest = manifest if manifest is not None else load_manifest(folder)
     if decode and codec is None:
         from erpack.store.reader import pipeline_from_config
 
         codec = pipeline_from_config(manifest["codec"])
-    shards, failures, where, readable = [], [], {}, True
+    limits = RecordLimits.from_meta(manifest["meta"])
+    shards, failures, where, unreadable = [], [], {}, []
     for s, entry in enumerate(manifest["shards"]):
-        report, found, rows = _check_shard(folder, entry, codec, decode)
+        report, found, rows = _check_shard(folder, entry, codec, decode, limits)
         shards.append(report)
         for f in found:
             f["shard_number"] = s
         failures += found
         if rows is None:
-            readable = False
+            unreadable.append(entry["name"])
             continue
         for i, (doc_id, tokens, flags) in enumerate(rows):
             where[doc_id] = (s, i, tokens, flags)
     for f in failures:
         s, hit = f.pop("shard_number"), where.get(f["doc_id"])
         f["live"] = None if hit is None else hit[:2] == (s, f["record_index"])
+    readable = not unreadable
     if readable:  # counts can only be recomputed when every index could be read
         live = {"documents": len(where), "tokens": sum(w[2] for w in where.values()),
                 "truncated": sum(w[3] & FLAG_TRUNCATED for w in where.values())}
@@ -97,9 +116,13 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
         for p in sorted(folder.iterdir())
         if (SHARD_RE.match(p.name) and p.name not in listed) or p.name.endswith(".tmp")
     ]
+    if not is_sealed(manifest):
+        warnings.append(UNSEALED.format(cache=folder))
     return {
         "path": str(folder),
         "ok": not failures,
+        "sealed": is_sealed(manifest),
+        "unreadable": unreadable,
         "documents": len(where) if readable else None,
         "records": sum(r["records"] or 0 for r in shards),
         "decoded": decode,
@@ -107,3 +130,23 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
         "failures": failures,
         "warnings": warnings,
     }
+
+
+def seal_cache(path) -> dict:
+    """Verify the whole cache (decoding every record), holding the writer lock; if every check passes
+    and its manifest is version 1, rewrite it atomically at the current version, sealed by its
+    checksum. The report gets `sealed_now` (True when this call sealed it). Shards are not touched."""
+    folder = Path(path)
+    load_manifest(folder)  # a clear error for a folder that is not a cache, before taking the lock
+    lock = FolderLock(folder)
+    try:
+        manifest = load_manifest(folder)  # under the lock: no writer can change it now
+        report = verify_cache(folder, decode=True, manifest=manifest)
+        report["sealed_now"] = False
+        if report["ok"] and not report["sealed"]:
+            write_atomic(folder / MANIFEST, dump_manifest(at_current_version(manifest)))
+            report["sealed"] = report["sealed_now"] = True
+            report["warnings"] = [w for w in report["warnings"] if not w.startswith(f"{MANIFEST} is format version 1")]
+    finally:
+        lock.release()
+    return report

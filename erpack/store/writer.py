@@ -33,7 +33,7 @@ from erpack.store.manifest import (
     new_manifest,
     shard_name,
 )
-from erpack.store.shard import ShardBuilder, ShardFile
+from erpack.store.shard import RecordLimits, ShardBuilder, ShardFile
 
 log = logging.getLogger("erpack.store")
 
@@ -208,6 +208,12 @@ class CacheWriter:
             raise StoreError(
                 f"document {doc_id!r}: activations must have shape (tokens >= 1, hidden={self.hidden_size}), "
                 f"got {a.shape}: pass one document's non-padding tokens at the cached layer"
+            )
+        limit = RecordLimits.from_meta(self._manifest["meta"]).max_tokens
+        if limit is not None and a.shape[0] > limit:  # readers refuse such a record: never write one
+            raise StoreError(
+                f"document {doc_id!r}: {a.shape[0]} tokens, more than the cache's max_length {limit}: truncate "
+                f"the input at max_length (and flag it in `truncated`)"
             )
         return doc_id, id_bytes, np.ascontiguousarray(a, dtype=np.float32)
 

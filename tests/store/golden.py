@@ -1,9 +1,10 @@
 """The input of the golden caches in tests/fixtures/store/vN: write one with `python -m tests.store.golden DIR`.
 
-Each fixture pins its shard version byte for byte: v1 (written by erpack with shard version 1, no
-token hashes) and v2 (the current writer; the same records, with token hashes). Never regenerate
-one in place: a new format version gets a new folder and the older ones must keep reading. Uses the lossless "fp32" pipeline, so every byte
-is fixed by the store format and the fp32 codec's own (pinned) framing.
+Each fixture pins one cache format version byte for byte: v1 (shard version 1 without token
+hashes, the manifest without checksum) and v2 (shard version 2 with a token hash per record, the
+manifest sealed by its checksum; the same records). Never regenerate one in place: a new format
+version gets a new folder, and every older one must keep reading. Uses the lossless "fp32" pipeline,
+so every byte is fixed by the store format and the fp32 codec's own (pinned) framing.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 from erpack.cli import main
 from erpack.store import CacheReader, CacheWriter
 from tests.store.conftest import pipe, records
+from tests.store.crafted import rewrite_manifest
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def test_inspect(cache, capsys):
     stats = json.loads(out[-1])
     assert stats["documents"] == 6 and stats["dead_records"] == 1 and stats["truncated"] == 1
     text = "\n".join(out[:-1])
-    for part in ("tiny-bert", "layer        2", "codec        fp32", "6 (1 truncated", "bytes per token",
+    for part in ("erpack-cache v2, manifest sealed by its checksum", "tiny-bert", "layer        2", "codec        fp32", "6 (1 truncated", "bytes per token",
                  "bits per value", "shard-000001.ers", "1 dead"):
         assert part in text
 
@@ -48,7 +49,7 @@ def test_verify_lists_the_damaged_record(cache, capsys):
         ("shard-000000.ers", 2, "doc-2")]
     text = "\n".join(out[:-1])
     assert "FAILED     shard-000000.ers: record 2 (doc id 'doc-2')" in text
-    assert "1 live document(s) to re-encode" in text
+    assert "action     re-encode 1 live document(s) ('doc-2')" in text
     assert main(["verify", str(cache), "--no-decode"]) == 1
 
 
@@ -56,3 +57,64 @@ def test_not_a_cache_is_exit_2(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path)]) == 2
+
+
+def flip(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _record(cache, doc_id: str, shard: str = "shard-000000.ers"):
+    info = CacheReader(cache).info(doc_id)
+    assert info["shard"] == shard
+    return cache / shard, info["offset"] + 40
+
+
+def _unseal(cache, edit=lambda m: None):
+    rewrite_manifest(cache, lambda m: (m.update(format_version=1), edit(m)))
+
+
+DAMAGE = {  # kind: (how, lines the human report must hold)
+    "missing shard": (lambda c: (c / "shard-000001.ers").unlink(), [
+        "(live documents unknown: 1 shard(s) cannot be read)",
+        "FAILED     shard-000001.ers: whole file: listed in the manifest but missing",
+        "action     shard-000001.ers cannot be read (listed in the manifest but missing), so the documents it "
+        "holds cannot be listed: restore it from a copy of the cache, or re-encode the corpus into a new folder"]),
+    "truncated shard": (lambda c: (c / "shard-000001.ers").write_bytes((c / "shard-000001.ers").read_bytes()[:-9]), [
+        "(live documents unknown: 1 shard(s) cannot be read)",
+        "action     shard-000001.ers cannot be read (is", "truncated after it was committed), so the documents it holds "
+        "cannot be listed: restore it from a copy"]),
+    "damaged index": (lambda c: flip(c / "shard-000001.ers", (c / "shard-000001.ers").stat().st_size - 40), [
+        "action     shard-000001.ers cannot be read (is damaged (index at offset"]),
+    "damaged live record": (lambda c: flip(*_record(c, "doc-2")), [
+        "(6 live documents)", "FAILED     shard-000000.ers: record 2 (doc id 'doc-2')",
+        "action     re-encode 1 live document(s) ('doc-2'): encode them again into this cache with --on-duplicate "
+        "replace"]),
+    "damaged dead record": (lambda c: flip(c / "shard-000000.ers", 16 + 40), [  # the first doc-0, since replaced
+        "[dead record, superseded]", "action     every damaged record is dead"]),
+    "sha256 in a v1 manifest": (lambda c: _unseal(c, lambda m: m["shards"][1].update(sha256="0" * 64)), [
+        "FAILED     shard-000001.ers: whole file: sha256 of the file differs from the manifest's",
+        "action     shard-000001.ers: the manifest's records of the shards (sha256 or counts) disagree with the "
+        "files, which check out: restore manifest.json from a copy"]),
+    "counts in a v1 manifest": (lambda c: _unseal(c, lambda m: m["counts"].update(tokens=1)), [
+        "FAILED     manifest.json: whole file: counts.tokens is 1", "action     manifest.json: the manifest's records"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_verify_says_what_failed_and_what_to_do(tmp_path, meta, capsys, kind):
+    with CacheWriter(tmp_path, meta=meta, codec=pipe(), on_duplicate="replace") as w:
+        w.commit_shard(records(5, seed=1))  # doc-0 .. doc-4
+        w.commit_shard(records(2, seed=2, start=4) + records(1, seed=3))  # doc-4, doc-5 and doc-0 again
+    how, lines = DAMAGE[kind]
+    how(tmp_path)
+    assert main(["verify", str(tmp_path), "--json"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    text = "\n".join(out[:-1])
+    for line in lines:
+        assert line in text, f"{line!r} not in:\n{text}"
+    assert "None" not in text and "0 live document(s)" not in text and "result     FAILED" in text
+    if "v1" in kind:
+        assert "warning    manifest.json is format version 1" in text
+    assert not json.loads(out[-1])["ok"]

@@ -9,6 +9,7 @@ import pytest
 
 from erpack.errors import CorruptRecordError, StoreError
 from erpack.store import CacheReader, CacheWriter, verify_cache
+from erpack.store.shard import ShardFile
 from tests.store.conftest import pipe, records
 
 
@@ -80,15 +81,28 @@ def test_damaged_footer(cache, from_end):
     assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000001.ers", None)]
 
 
-def test_damage_outside_records_is_caught_by_sha256(cache):
+def test_damage_in_record_padding_is_caught_by_reads(cache):
+    """The zero padding after a record is covered by no crc32: readers check it is zero."""
     info = CacheReader(cache).info("a-0")
     pad_at = info["offset"] + 32 + info["payload_bytes"] + 3  # id "a-0" is 3 bytes: next is padding
-    path = cache / "shard-000000.ers"
-    flip(path, pad_at)
-    CacheReader(cache).get("a-0")  # reading is unaffected
+    flip(cache / "shard-000000.ers", pad_at)
+    r = CacheReader(cache, verify_checksums=False)  # checked even without crc32s
+    with pytest.raises(CorruptRecordError, match=r"record 0 \(doc id 'a-0'\).*not its zero padding"):
+        r.get("a-0")
+    r.get("a-1")
     report = verify_cache(cache)
-    assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000000.ers", None)]
-    assert "sha256" in report["failures"][0]["error"]
+    assert [(f["shard"], f["record_index"], f["doc_id"]) for f in report["failures"]] == [("shard-000000.ers", 0, "a-0")]
+
+
+def test_damage_in_index_padding_is_caught_on_open(cache):
+    path = cache / "shard-000000.ers"
+    shard = ShardFile(path)  # version 2: ids (12 bytes), 4 bytes of padding, a u64 hash per record
+    hashes = 8 * shard.count
+    shard.close()
+    flip(path, path.stat().st_size - 32 - hashes - 1)  # the last padding byte after the id blob
+    with pytest.raises(CorruptRecordError, match="shard-000000.ers is damaged"):
+        CacheReader(cache)
+    assert [(f["shard"], f["record_index"]) for f in verify_cache(cache)["failures"]] == [("shard-000000.ers", None)]
 
 
 def test_missing_shard(cache):

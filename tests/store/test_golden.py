@@ -1,5 +1,5 @@
 """Golden bytes: tests/fixtures/store/v1 and v2 must read forever, and writing their input must
-reproduce the current version (v2) byte for byte.
+reproduce the newest (v2: shards with token hashes, the manifest sealed by its checksum).
 
 `walk` re-reads a shard with nothing but `struct` and zlib, following docs/cache-format.md, so the
 documented layout, the fixture and erpack's own reader are checked against each other.
@@ -7,6 +7,7 @@ documented layout, the fixture and erpack's own reader are checked against each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -15,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from erpack.store import CacheReader, verify_cache
-from erpack.store.format import SHARD_VERSION
+from erpack.store import FORMAT_VERSION, CacheReader, verify_cache
+from erpack.store.manifest import manifest_checksum
 from tests.store.conftest import snapshot
 from tests.store.golden import EXPECTED, HASHES, HIDDEN, META, write_golden
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store"
-FIXTURE = FIXTURES / f"v{SHARD_VERSION}"  # what the current writer writes
+FIXTURE = FIXTURES / f"v{FORMAT_VERSION}"  # what this erpack writes
 VERSIONS = [1, 2]
 
 
@@ -72,7 +73,8 @@ def test_fixture_reads(version):
     assert r.info("ü-2")["truncated"] and not r.info("c")["truncated"]
     assert r.manifest["counts"] == {"documents": 4, "tokens": 6, "truncated": 1, "records": 5,
                                     "bytes": sum(s["bytes"] for s in r.manifest["shards"])}
-    assert verify_cache(FIXTURES / f"v{version}")["ok"]
+    report = verify_cache(FIXTURES / f"v{version}")
+    assert report["ok"] and report["sealed"] == (version >= 2)
     # Version 1 shards hold no token hashes: every one reads as unknown.
     assert {d: r.token_hash(d) for d in EXPECTED} == (HASHES if version >= 2 else dict.fromkeys(EXPECTED))
 
@@ -80,8 +82,16 @@ def test_fixture_reads(version):
 @pytest.mark.parametrize("version", VERSIONS)
 def test_fixture_follows_the_documented_layout(version):
     fixture = FIXTURES / f"v{version}"
-    manifest = json.loads((fixture / "manifest.json").read_text())
-    assert (manifest["format"], manifest["format_version"]) == ("erpack-cache", 1)
+    raw = (fixture / "manifest.json").read_bytes()
+    manifest = json.loads(raw)
+    assert (manifest["format"], manifest["format_version"]) == ("erpack-cache", version)
+    if version >= 2:  # the checksum: sha256 of the canonical dump without it
+        body = {k: v for k, v in manifest.items() if k != "checksum"}
+        dump = (json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        assert manifest["checksum"] == "sha256:" + hashlib.sha256(dump).hexdigest() == manifest_checksum(manifest)
+        assert raw == (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    else:
+        assert "checksum" not in manifest
     records = [rec for s in manifest["shards"] for rec in walk((fixture / s["name"]).read_bytes())]
     assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
         ("a", 0, 2, 4), ("ü-2", 1, 1, 4), ("c", 0, 3, 4), ("a", 0, 1, 4), ("d", 0, 1, 4)]
@@ -92,8 +102,8 @@ def test_fixture_follows_the_documented_layout(version):
 
 
 def test_writing_reproduces_the_fixture_bytes(tmp_path):
-    write_golden(tmp_path / "v1")
-    assert snapshot(tmp_path / "v1") == snapshot(FIXTURE)
+    write_golden(tmp_path / "new")
+    assert snapshot(tmp_path / "new") == snapshot(FIXTURE)
 
 
 def test_docs_show_the_fixture():

@@ -94,6 +94,7 @@ def test_unicode_ids_and_float64_input(tmp_path, meta):
     [
         (("d", np.ones((2, HIDDEN + 1), np.float32)), "document 'd'.*hidden=8"),
         (("d", np.ones((0, HIDDEN), np.float32)), "document 'd'.*tokens >= 1"),
+        (("d", np.ones((17, HIDDEN), np.float32)), "document 'd': 17 tokens, more than the cache's max_length 16"),
         (("d", np.ones(HIDDEN, np.float32)), "document 'd'.*shape"),
         (("d", np.ones((2, HIDDEN), np.int32)), "document 'd'.*dtype int32"),
         (("", np.ones((2, HIDDEN), np.float32)), "non-empty str"),
