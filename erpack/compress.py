@@ -225,7 +225,8 @@ def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: i
         for start in range(0, len(ids), shard_docs):
             chunk = ids[start : start + shard_docs]
             truncated = [i for i in chunk if reader.info(i)["truncated"]]
-            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated)
+            hashes = {i: h for i in chunk if (h := reader.token_hash(i)) is not None}
+            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated, token_hashes=hashes)
             done += info["documents"]
             nbytes += info["bytes"]
             if progress is not None:

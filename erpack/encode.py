@@ -32,7 +32,7 @@ from erpack.batching import length_batches
 from erpack.corpus import Document, check_corpus, iter_corpus
 from erpack.errors import InputError
 from erpack.tokens import token_hash
-from erpack.tokens import tokenize as _tokenize  # the name erpack.predict imports
+from erpack.tokens import tokenize
 
 DEFAULT_CODEC = "int8c+zstd:3"
 
@@ -250,7 +250,7 @@ def encode_corpus(
                          on_duplicate=on_duplicate) as writer:
             summary.removed_leftovers = list(writer.removed)
             for chunk in _chunks(iter_corpus(source, id_column=id_column), shard_size):
-                encoded, cut = _tokenize(loaded.tokenizer, chunk, max_length)
+                encoded, cut = tokenize(loaded.tokenizer, chunk, max_length)
                 hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
                 todo = _triage(writer, chunk, hashes, on_duplicate, summary)
                 if bar:

@@ -148,16 +148,19 @@ def _lower_runner(reader, lower_graph, model_override, device: str):
     return tokenizer, run, f"onnx:{sess.provider}"
 
 
-def _encode_texts(reader, docs: list, lower_graph, model_override, device) -> tuple[list[np.ndarray], list[str], str]:
-    """Hidden states entering layer k for text documents, after the cache's codec round trip."""
-    from erpack.encode import _tokenize  # the exact tokenization `erpack encode` stores
+def _encode_texts(reader, docs: list, lower_graph, model_override,
+                  device) -> tuple[list[np.ndarray], list[str], dict[str, int], str]:
+    """Hidden states entering layer k for text documents, after the cache's codec round trip, with
+    the truncated ids and each document's token hash (what `erpack encode` would store)."""
+    from erpack.tokens import token_hash, tokenize  # the exact tokenization `erpack encode` stores
 
     tokenizer, run, how = _lower_runner(reader, lower_graph, model_override, device)
-    encoded, cut = _tokenize(tokenizer, docs, reader.meta["max_length"])
+    encoded, cut = tokenize(tokenizer, docs, reader.meta["max_length"])
     hidden = run(encoded)
     codec = reader.codec
     roundtrip = [codec.decode(codec.encode(h), shape=h.shape) for h in hidden]
-    return roundtrip, [d.id for d, c in zip(docs, cut) if c], how
+    hashes = {d.id: token_hash(e["input_ids"], e.get("token_type_ids"), c) for d, e, c in zip(docs, encoded, cut)}
+    return roundtrip, [d.id for d, c in zip(docs, cut) if c], hashes, how
 
 
 def predict(graph, cache, ids=None, texts=None, add_to_cache: bool = False, output=None, batch_size: int = 32,
@@ -236,7 +239,7 @@ def predict(graph, cache, ids=None, texts=None, add_to_cache: bool = False, outp
         text_info = {"documents": len(text_docs), "lower": None, "truncated": [], "added_to_cache": 0}
         if text_docs:
             docs = [text_docs[i] for i in absent if i in text_docs]
-            hidden_list, truncated, how = _encode_texts(reader, docs, lower_graph, model, device)
+            hidden_list, truncated, hashes, how = _encode_texts(reader, docs, lower_graph, model, device)
             text_info.update(lower=how, truncated=truncated)
             for rows in length_batches([h.shape[0] for h in hidden_list], batch_size, max_tokens):
                 hidden, mask = pad_batch([hidden_list[i] for i in rows])
@@ -251,16 +254,17 @@ def predict(graph, cache, ids=None, texts=None, add_to_cache: bool = False, outp
             bar.close()
     if text_docs and add_to_cache:  # the reader is closed: the writer appends one shard
         with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
-            done = w.commit_shard([(d.id, h) for d, h in zip(docs, hidden_list)], truncated=truncated)
+            done = w.commit_shard([(d.id, h) for d, h in zip(docs, hidden_list)], truncated=truncated,
+                                  token_hashes=hashes)
         text_info["added_to_cache"] = done["documents"]
 
     rows_out = _prediction_rows(requested, logits, info, text_docs, label_rows)
     if output is not None:
+        from erpack.store.atomic import write_atomic  # fsynced and renamed: a kill leaves the old file or the new
+
         out_path = Path(output)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_path, "w", encoding="utf-8") as f:
-            for row in rows_out:
-                f.write(json.dumps(row) + "\n")
+        write_atomic(out_path, "".join(json.dumps(row) + "\n" for row in rows_out).encode("utf-8"))
     seconds = time.perf_counter() - t_start
     summary = {
         "graph": str(graph), "cache": str(cache), "variant": info.get("variant"), "task": info.get("task"),
