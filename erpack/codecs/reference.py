@@ -30,13 +30,22 @@ FP4 = np.array(
 TINY = np.float32(1e-38)  # bitsandbytes' floor for an all-zero block's absmax when scaling
 
 
+def linspace32(start: float, end: float, n: int) -> np.ndarray:
+    """torch.linspace(start, end, n, dtype=float32) exactly: a float32 step, each point rounded once,
+    counted from the start for the first half and from the end for the second."""
+    lo, hi = np.float32(start), np.float32(end)
+    step = np.float64((hi - lo) / np.float32(n - 1))
+    i = np.arange(n, dtype=np.float64)
+    return np.where(i < n // 2, np.float64(lo) + step * i, np.float64(hi) - step * (n - 1 - i)).astype(np.float32)
+
+
 def dynamic_map() -> np.ndarray:
-    """The 256-entry signed dynamic 8-bit code of bnb8 (bitsandbytes' create_dynamic_map(), sorted)."""
+    """The 256-entry signed dynamic 8-bit code of bnb8: bitsandbytes' create_dynamic_map(), bit for bit."""
     data: list[float] = []
-    for i in range(7):  # exponent 10^(i-6); 2^i fraction steps between 0.1 and 1
-        bounds = np.linspace(0.1, 1, 2**i + 1, dtype=np.float32)
-        means = ((bounds[:-1] + bounds[1:]) / np.float32(2)).astype(np.float64)
-        scale = 10.0 ** (i - 6)
+    for i in range(7):  # exponent 10^(i-6); 2^i fraction steps between 0.1 and 1, float32 arithmetic
+        bounds = linspace32(0.1, 1.0, 2**i + 1)
+        means = (bounds[:-1] + bounds[1:]) / np.float32(2)
+        scale = np.float32(10.0 ** (i - 6))
         data += (scale * means).tolist() + (-scale * means).tolist()
     data += [0.0, 1.0]
     return np.sort(np.array(data, dtype=np.float32))
