@@ -28,7 +28,7 @@ class DropKernelsNotice(logging.Filter):
     """Drops bitsandbytes' notice that the optional `kernels` package is missing; passes the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(NOISE)
+        return NOISE not in str(record.msg) and NOISE not in str(record.args)
 
 
 def quiet_bitsandbytes() -> None:
