@@ -5,14 +5,17 @@ value 2i in the high nibble of byte i). Encode and decode both need bitsandbytes
 (`pip install 'erpack[quant]'`); it runs on CPU.
 Layout after the header: absmax float32[ceil(T*H / blocksize)], packed codes uint8[ceil(T*H / 2)].
 
-Both directions hand bitsandbytes the record as one flat vector of an even length: its CPU
-dequantize_4bit (0.50.2) computes wrong on AVX-512 CPUs when given a 2-D shape whose rows blocks
-straddle, and sends an odd length to a fallback that torch.compile recompiles for every new length.
-The blob is the same either way; the self-check (selfcheck.py) guards whatever the kernels do.
+Both directions hand bitsandbytes the record as one flat vector, of an even length for decode: its
+CPU dequantize_4bit (0.50.2) computes wrong on AVX-512 CPUs when given a 2-D shape whose rows blocks
+straddle, and sends an odd length (and, on AVX-512, blocks of 2048 or more) to a fallback that
+torch.compile recompiles for every new length (seconds each; that one runs eagerly here). Zeros
+decode as +0.0 on every path. The blob is the same either way; the self-check (selfcheck.py)
+guards whatever the kernels do.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,6 +27,7 @@ from erpack.codecs.bnb import BlockwiseCodec, eager, functional
 from erpack.codecs.registry import register_codec
 
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+FALLBACK_BLOCKSIZE = 2048  # from here on bitsandbytes' AVX-512 CPU path decodes with its compiled fallback
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,7 @@ class BnB4(BlockwiseCodec):
     def kernel_encode(self, x: np.ndarray) -> bytes:
         F, torch = functional()
         flat = torch.from_numpy(np.array(x, dtype=np.float32).reshape(-1))  # a writable copy, (n,)
-        with eager(torch):
-            q, state = F.quantize_4bit(flat, blocksize=self.blocksize, quant_type=self.quant_type)
+        q, state = F.quantize_4bit(flat, blocksize=self.blocksize, quant_type=self.quant_type)
         return state.absmax.numpy().astype("<f4").tobytes() + q.numpy().tobytes()
 
     def kernel_decode(self, body, out: np.ndarray) -> None:
@@ -60,7 +63,7 @@ class BnB4(BlockwiseCodec):
             absmax=torch.from_numpy(absmax.copy()), shape=torch.Size((even,)), dtype=torch.float32,
             blocksize=self.blocksize, quant_type=self.quant_type,
         )
-        with eager(torch):
+        with eager(torch) if self.blocksize >= FALLBACK_BLOCKSIZE else contextlib.nullcontext():
             y = F.dequantize_4bit(torch.from_numpy(packed.copy()).reshape(-1, 1), quant_state=state)
         np.add(y.reshape(-1)[:n].numpy(), np.float32(0), out=out.reshape(-1))  # -0.0 -> 0.0 as on every path
 

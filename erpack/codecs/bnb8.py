@@ -14,7 +14,7 @@ import numpy as np
 
 from erpack.codecs import reference
 from erpack.codecs.base import param
-from erpack.codecs.bnb import BlockwiseCodec, eager, functional
+from erpack.codecs.bnb import BlockwiseCodec, functional
 from erpack.codecs.registry import register_codec
 
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
@@ -47,14 +47,12 @@ class BnB8(BlockwiseCodec):
     def kernel_encode(self, x: np.ndarray) -> bytes:
         F, torch = functional()
         flat = torch.from_numpy(np.array(x, dtype=np.float32).reshape(-1))  # a writable copy, (n,)
-        with eager(torch):
-            q, state = F.quantize_blockwise(flat, blocksize=self.blocksize)
+        q, state = F.quantize_blockwise(flat, blocksize=self.blocksize)
         return state.absmax.numpy().astype("<f4").tobytes() + q.numpy().tobytes()
 
     def kernel_decode(self, body, out: np.ndarray) -> None:
         F, torch = functional()
         absmax, codes = self.split(body, out.size)
-        with eager(torch):
-            y = F.dequantize_blockwise(torch.from_numpy(codes.copy()), absmax=torch.from_numpy(absmax.copy()),
-                                       blocksize=self.blocksize)
+        y = F.dequantize_blockwise(torch.from_numpy(codes.copy()), absmax=torch.from_numpy(absmax.copy()),
+                                   blocksize=self.blocksize)
         np.add(y.numpy(), np.float32(0), out=out.reshape(-1))  # -0.0 -> 0.0, as on every path
