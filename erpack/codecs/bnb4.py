@@ -23,7 +23,8 @@ import numpy as np
 
 from erpack.codecs import reference
 from erpack.codecs.base import param
-from erpack.codecs.bnb import BlockwiseCodec, eager, functional
+from erpack.codecs.blockwise import BlockwiseCodec
+from erpack.codecs.bnb import eager, functional
 from erpack.codecs.registry import register_codec
 
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)

@@ -14,7 +14,8 @@ import numpy as np
 
 from erpack.codecs import reference
 from erpack.codecs.base import param
-from erpack.codecs.bnb import BlockwiseCodec, functional
+from erpack.codecs.blockwise import BlockwiseCodec
+from erpack.codecs.bnb import functional
 from erpack.codecs.registry import register_codec
 
 BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
