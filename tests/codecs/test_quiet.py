@@ -9,6 +9,7 @@ warned. Each run here is a fresh process, as a user's is.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ NOISY = ("kernels-community", "gemm_4bit_forward", "Warning", "recompile", "Trac
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
-    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 

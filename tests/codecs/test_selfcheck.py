@@ -8,6 +8,7 @@ subprocess, so this process's cache of results holds only the real kernels' pass
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ except KernelCheckError:
 
 def run_failing(tail: str, *args: str) -> subprocess.CompletedProcess:
     """A fresh Python whose first check of nf4:64 ran on a wrong decoder, then `tail`."""
-    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-c", FAILING + tail, *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=300)
 
