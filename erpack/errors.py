@@ -17,6 +17,12 @@ class CodecError(ErpackError):
     """An unknown codec, a bad spec string, or an encoded buffer that does not decode."""
 
 
+class KernelCheckError(ErpackError):
+    """A codec whose library kernels failed their known-answer check on this machine (names the
+    codec, the library and its version, the CPU, and what to use instead). Not a CodecError on
+    purpose: the data is not damaged, so readers must not report it as a damaged record."""
+
+
 class StoreError(ErpackError):
     """A cache folder that cannot be read or written as asked."""
 

@@ -1,4 +1,7 @@
-"""erpack bench on a tiny model and cache: every path runs, the JSON has its fields, the breakdown adds up."""
+"""erpack bench on a tiny model and cache: every path runs, the JSON has its fields, the breakdown adds up.
+
+No test here compares one time with another: on a loaded machine any section can stretch. Speed
+lives in the benchmark's own output, never in an assertion."""
 
 from __future__ import annotations
 
@@ -30,14 +33,22 @@ def test_every_path_runs(result):
     assert result["workload"]["compute_bound"] == pytest.approx(4 / (4 - tiny.LAYER))  # tiny BERT: L = 4
 
 
-def test_breakdown_sums_to_total(result):
+def test_breakdown_is_complete_and_consistent(result):
+    """Structure, not proportions: every pass times the sections its path has, none negative, their
+    sum never past the pass's total; the breakdown holds those sections plus `other` and adds up to
+    the median pass."""
+    from erpack.bench.timing import SECTIONS
+
     for p in result["paths"]:
         med = p["seconds"]["median"]
+        assert set(p["breakdown"]) <= set(SECTIONS) | {"other"} and "other" in p["breakdown"], p["path"]
+        assert all(v >= 0 for v in p["breakdown"].values()), p["path"]
         assert sum(p["breakdown"].values()) == pytest.approx(med, rel=1e-6), p["path"]
-        for run in p["runs"]:  # the timed sections cover most of each pass; the rest is loop overhead
-            covered = sum(run["sections"].values())
-            assert covered <= run["total"] * (1 + 1e-9)
-            assert covered >= 0.5 * run["total"], (p["path"], run)
+        assert len(p["runs"]) == 2  # repeats=2
+        for run in p["runs"]:
+            assert set(run["sections"]) == set(p["breakdown"]) - {"other"}, (p["path"], run)
+            assert all(v >= 0 for v in run["sections"].values()) and run["total"] > 0
+            assert sum(run["sections"].values()) <= run["total"] * (1 + 1e-9)
         if p["path"].startswith("erpack"):
             assert {"read", "decompress", "dequantize", "pad", "compute"} <= set(p["breakdown"])
             assert p["bytes_per_token"] > 0 and p["compute_bound"] == pytest.approx(4 / 3)
