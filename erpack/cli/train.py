@@ -110,6 +110,8 @@ def run(args) -> int:
         delta = c["test_delta_points"]
         print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c['epoch_time_ratio']:.2f}"
               if delta is not None else f"epoch time x{c['epoch_time_ratio']:.2f} of the baseline's")
+    for note in s.get("cleaned") or []:
+        print(f"note: {note}")
     print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)"
           + (f"; baseline in {s['baseline_output']}" if s.get("baseline_output") else ""))
     if args.json:

@@ -133,12 +133,14 @@ class TaskModel:
         self.info = write_task_file(folder, self.info)
         return folder
 
-    def save(self, path, overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
+    def save(self, path, overwrite: bool = False, extra: Callable[[Path], None] | None = None,
+             notes: list | None = None) -> Path:
         """Write the task model folder atomically (erpack.store.atomic.atomic_folder): after a kill at any
-        point `path` is the old model or the new one. An existing folder is replaced only with overwrite."""
+        point `path` is the old model or the new one. An existing folder is replaced only with overwrite.
+        What was cleaned up after an earlier killed write is appended to `notes`."""
         from erpack.store.atomic import atomic_folder
 
-        with atomic_folder(path, overwrite, what="task model") as tmp:
+        with atomic_folder(path, overwrite, what="task model", notes=notes) as tmp:
             self.write(tmp, extra)
         return Path(path)
 

@@ -168,5 +168,8 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
             summary["baseline_output"] = str(Path(output) / BASELINE_FOLDER)
             base_tm.info["training"] = summary
         tm.info["training"] = summary
-        tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None)
+        cleaned: list[str] = []
+        tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None,
+                notes=cleaned)
+        summary["cleaned"] = cleaned  # temporary folders an earlier, killed write of the output left
     return summary

@@ -153,3 +153,21 @@ def test_an_unlisted_file_is_refused(good, tmp_path):
     (folder / "model-00002-of-00002.safetensors").write_bytes(b"x")
     with pytest.raises(TaskModelError, match="model-00002-of-00002.safetensors: not part of the task model"):
         TaskModel.load(folder)
+
+
+def test_a_version_1_folder_still_loads_and_is_still_checked(good, tmp_path):
+    """Folders written before the checksums (version 1) load; their fields and pickle files are still checked."""
+    from erpack.errors import TaskModelError
+    from erpack.train import TaskModel
+
+    folder = tmp_path / "v1"
+    shutil.copytree(good, folder)
+    info = json.loads((folder / TASK_FILE).read_text())
+    for key in ("files", "checksum"):
+        info.pop(key)
+    info["version"] = 1
+    (folder / TASK_FILE).write_text(json.dumps(info))
+    assert TaskModel.load(folder).layer == info["layer"]
+    (folder / TASK_FILE).write_text(json.dumps(dict(info, layer="2")))
+    with pytest.raises(TaskModelError, match="layer '2' is not a layer number"):
+        TaskModel.load(folder)
