@@ -28,7 +28,7 @@ from erpack.export.onnx_export import FullStack, export_full, export_lower, expo
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
 from erpack.export.timing import interleaved_medians
-from erpack.store.atomic import check_output, fsync_file, publish
+from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
 
 PARTS = ("upper", "lower", "full")
 INT8_EXCLUDE = ("auto", "none")
@@ -153,6 +153,8 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     if out.suffix != ".onnx":
         raise ExportError(f"output {out} must end in .onnx")
     for path in [out] + [_variant_path(out, v) for v in _variants(optimize, quantize)]:
+        if out.parent.is_dir():
+            clean_leftovers(path)  # `.NAME.partial-PID` files an earlier, killed export left
         check_output(path, overwrite, "export output")
     out.parent.mkdir(parents=True, exist_ok=True)
     tm = _task_model(task_model)

@@ -129,7 +129,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def leftovers(final: Path) -> list[Path]:
-    """Sibling folders a killed writer of `final` left: `.NAME.partial-PID` and `.NAME.old-PID`."""
+    """Siblings a killed writer of `final` left: `.NAME.partial-PID` (a folder, or an export's file) and
+    `.NAME.old-PID`."""
     out = []
     for p in final.parent.glob(f".{final.name}.*-*"):
         tag, _, pid = p.name[len(final.name) + 1:].rpartition("-")
@@ -152,7 +153,10 @@ def clean_leftovers(final: Path) -> list[str]:
             os.rename(p, final)
             done.append(f"restored {final} from {p.name}, left by an interrupted overwrite")
         else:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             done.append(f"removed {p}, left by an interrupted write of {final}")
     if done:
         fsync_dir(final.parent)

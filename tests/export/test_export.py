@@ -162,6 +162,8 @@ def test_existing_output_is_refused_before_any_work_unless_overwrite(tiny, tmp_p
     err = capsys.readouterr().err
     assert f"{variant} exists already" in err and "--overwrite" in err
     assert not out.exists() and variant.read_bytes() == b"keep"
+    dead = 2 ** 22 + 1  # above Linux's largest process id: no live process has it
+    (tmp_path / f".m.onnx.partial-{dead}").write_bytes(b"half")  # what a killed export leaves
     assert main(["export", str(tiny["task_model"]), "-o", str(out)]) == 0
     first = out.read_bytes()
     assert main(["export", str(tiny["task_model"]), "-o", str(out)]) == 2
