@@ -104,6 +104,9 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     tcfg = train_cfg or TrainConfig(epochs=recovery.epochs if recovery else 0, lr=recovery.lr if recovery else None)
     dev = resolve_device(tcfg.device)
     tm = task_model if isinstance(task_model, TaskModel) else load_task_model(task_model)
+    if tm.input == "text":
+        raise PruneError(f"task model {task_model} computes from text (a baseline, every layer tuned): pruning scores "
+                         "and recovers from cached states, which do not feed it; prune the recycled model instead")
     tm.to(dev)
     k = tm.layer
     summary: dict = {"task_model": str(task_model) if not isinstance(task_model, TaskModel) else None,

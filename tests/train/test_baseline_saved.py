@@ -53,3 +53,9 @@ def test_export_writes_the_baseline_whole_and_refuses_its_upper_stack(trained, t
     err = capsys.readouterr().err
     assert "computes from text" in err and "--part full" in err
     assert not (tmp_path / "up.onnx").exists()
+
+
+def test_prune_refuses_the_baseline(trained, tiny, tmp_path, capsys):
+    assert main(["prune", str(trained / "baseline"), str(tiny["cache"]), "--labels", str(tiny["labels"]),
+                 "--heads", "0.3", "--epochs", "0", "-o", str(tmp_path / "p")]) == 2
+    assert "computes from text" in capsys.readouterr().err and not (tmp_path / "p").exists()
