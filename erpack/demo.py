@@ -287,7 +287,7 @@ def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | No
     # 6. export the pruned model: fp32 + int8 dynamic, parity against PyTorch on cached records
     t0 = time.perf_counter()
     ex = export_task_model(paths.pruned, paths.graph, quantize="dynamic", calibration_cache=paths.cache,
-                           timing_runs=cfg.timing_runs)
+                           timing_runs=cfg.timing_runs, overwrite=True)  # the demo's own folder: rerun replaces
     variants = [{key: v.get(key) for key in ("variant", "path", "bytes", "size_ratio", "agreement", "timing")}
                 for v in ex["variants"]]
     done("export", t0, {"output": ex["output"], "bytes": ex["bytes"], "parity_max_diff": ex["parity"]["max_diff"],

@@ -54,3 +54,11 @@ class ExportError(ErpackError):
 
 class GraphCacheMismatchError(ManifestMismatchError):
     """An ONNX graph exported for another cache (model weights, layer or codec) than the one given."""
+
+
+class OutputExistsError(ErpackError):
+    """An output (task model folder, ONNX file) that exists already, written without --overwrite."""
+
+
+class TaskModelError(InputError):
+    """A task model folder that is damaged, mixed, altered or not one erpack wrote (names the file)."""

@@ -59,7 +59,8 @@ def main() -> None:
     graph = out / "upper.onnx"
     t0 = time.perf_counter()
     tm = TaskModel.load(args.task_model)
-    s = export_task_model(tm, graph, optimize=True, quantize="dynamic", calibration_cache=args.cache, timing_runs=3)
+    s = export_task_model(tm, graph, optimize=True, quantize="dynamic", calibration_cache=args.cache, timing_runs=3,
+                          overwrite=True)  # the tool's own output folder: a rerun replaces it
     paths = {"onnx fp32": graph}
     paths.update({f"onnx {v['variant']}": Path(v["path"]) for v in s["variants"]})
     rows = read_labels(args.labels)

@@ -117,7 +117,8 @@ def run_dataset(args, ds: str, seed: int, out: Path) -> list[dict]:
                                  recovery=RecoveryConfig(rank=args.rank, epochs=args.recovery_epochs, lr=1e-3,
                                                          distill=not args.no_distill),
                                  train_cfg=TrainConfig(epochs=args.recovery_epochs, lr=1e-3, seed=seed,
-                                                       train_limit=args.train_limit))
+                                                       train_limit=args.train_limit),
+                                 overwrite=True)  # the tool's work folder: a rerun replaces its pruned models
         models[level] = tm
         rows.append({"dataset": ds, "seed": seed, "level": level, "params": s["params_after"], "test": s["test"],
                      "seconds": time.perf_counter() - t1, "plan": s["plan"] | {"layers": None}})

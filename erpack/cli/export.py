@@ -27,9 +27,12 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("task_model", help="task model folder written by `erpack train`")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write (variants go beside it)")
-    p.add_argument("--part", choices=["upper", "lower"], default="upper",
+    p.add_argument("--part", choices=["upper", "lower", "full"], default=None,
                    help="upper: layers k..L-1 + head, from cached hidden states (default); lower: embeddings + "
-                   "layers 0..k-1, from token ids")
+                   "layers 0..k-1, from token ids; full: the whole model, token ids -> logits (the default, and "
+                   "the only part, for a model that computes from text: the baseline of `erpack train --baseline`)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (each is written "
+                   "beside its place and renamed in when checked; without this flag an existing one is refused)")
     p.add_argument("--optimize", action="store_true", help="also write NAME.optimized.onnx: onnxruntime's "
                    "transformer fusions (attention, LayerNorm, GELU where the pattern matches; the fused "
                    "operators are listed), checked against PyTorch like the fp32 graph")
@@ -84,7 +87,8 @@ def run(args) -> int:
     s = export_task_model(args.task_model, args.output, part=args.part, optimize=args.optimize,
                           quantize=args.quantize, calibration_cache=args.calibration_cache,
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
-                          calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude)
+                          calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
+                          overwrite=args.overwrite)
     par = s["parity"]
     print(f"exported     {s['output']} ({s['part']} stack of {s['model']}, layer {s['layer']}, {s['bytes'] / 1e6:.2f} MB, "
           f"exporter {s['exporter']})")

@@ -70,15 +70,19 @@ def card(s: dict, max_shards: int = 10) -> list[str]:
 def task_model_card(folder) -> tuple[list[str], dict]:
     """A task model folder: what it was trained for, the cache it expects, and its importance scores."""
     from erpack.prune import describe_importance
+    from erpack.train.taskmodel import check_folder
 
-    info = json.loads((folder / "erpack_task.json").read_text())
+    info, _ = check_folder(folder)  # checksums, fields, config, weights; TaskModelError names what is wrong
     d = describe_importance(folder)
     expected = info.get("cache") or {}
     lines = [f"task model   {folder}",
              f"task         {info.get('task')} ({', '.join(map(str, info.get('labels') or []))}), mode {info.get('mode')}",
              f"expects      a cache of {(expected.get('model') or {}).get('name')} at layer {expected.get('layer')} "
              f"(weights sha256 {str((expected.get('model') or {}).get('weights_sha256'))[:16]}...), "
-             f"codec {expected.get('codec_spec')}"]
+             f"codec {expected.get('codec_spec')}"
+             + (" (computes from text: its own tuned lower layers)" if info.get("input") == "text" else "")]
+    if info.get("version", 1) >= 2:
+        lines.append(f"files        {len(info['files'])} checked against their sha256 in erpack_task.json")
     if d.get("pruning"):
         kept = [f"{len(layer['heads'])}h/{layer['intermediate_size']}n" for layer in d["pruning"].get("layers", [])]
         lines.append(f"pruning      kept per layer (heads/neurons): {' '.join(kept)}; dropped layers: "

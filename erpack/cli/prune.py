@@ -27,6 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("cache", help="the cache the task model was trained on (same encoder and layer)")
     p.add_argument("--labels", required=True, help="label source, as for `erpack train`")
     p.add_argument("-o", "--output", required=True, help="folder for the pruned task model")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder (atomically; "
+                   "without this flag an existing folder is refused)")
     g = p.add_argument_group("target (fractions, or one budget)")
     g.add_argument("--heads", type=float, default=None, help="fraction of the upper stack's attention heads to remove")
     g.add_argument("--ffn", type=float, default=None, help="fraction of the upper stack's feed-forward neurons to remove")
@@ -91,7 +93,7 @@ def run(args) -> int:
     _, s = prune_task_model(args.task_model, args.cache, args.labels, target, output=args.output,
                             recovery=recovery if args.epochs > 0 else None, samples=args.samples,
                             drop_ffn=args.drop_ffn, train_cfg=cfg, skip_missing=args.skip_missing,
-                            progress=lambda **kw: tqdm(leave=False, **kw))
+                            progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
     plan = s["plan"]
     print(f"pruned     {args.task_model} (layers {s['layer']}.. of the upper stack): heads {plan['heads_kept']}/"
           f"{plan['heads_total']} kept, neurons {plan['neurons_kept']}/{plan['neurons_total']} kept"

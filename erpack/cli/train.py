@@ -45,10 +45,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--adapter-norms", action="store_true", help="--mode adapter: also train the LayerNorms of "
                    "layers k..L-1 (4 x hidden values a layer), which the adapters leave frozen")
     p.add_argument("-o", "--output", required=True, help="folder for the task model (config.json, model.safetensors, "
-                   "erpack_task.json)")
+                   "erpack_task.json with the sha256 of the other files); written whole or not at all")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder (atomically: "
+                   "until the new model is complete the old one stays; without this flag an existing folder is refused)")
     p.add_argument("--baseline", action="store_true", help="also fine-tune the whole model from the texts (same "
-                   "documents tokenized with the cache's max_length, same head, batches, seeds and epochs) and report "
-                   "both; needs texts in --labels")
+                   "documents tokenized with the cache's max_length, same head, batches, seeds and epochs), report "
+                   "both, and save it as OUTPUT/baseline (a task model computing from text, which `erpack eval` "
+                   "scores on the texts of --labels and `erpack export` writes whole); needs texts in --labels")
     p.add_argument("--epochs", type=int, default=3, help="most epochs (default: 3)")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-4 upper, 1e-3 adapter and "
@@ -92,7 +95,7 @@ def run(args) -> int:
                if args.mode == "adapter" else None)
     s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
-                         progress=lambda **kw: tqdm(leave=False, **kw))
+                         progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
     metric = primary_metric(args.task)
     docs = s["documents"]
     print(f"cache      {s['cache']}: {s['model']} layer {s['layer']}, codec {s['codec']}")
@@ -107,7 +110,10 @@ def run(args) -> int:
         delta = c["test_delta_points"]
         print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c['epoch_time_ratio']:.2f}"
               if delta is not None else f"epoch time x{c['epoch_time_ratio']:.2f} of the baseline's")
-    print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)")
+    for note in s.get("cleaned") or []:
+        print(f"note: {note}")
+    print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)"
+          + (f"; baseline in {s['baseline_output']}" if s.get("baseline_output") else ""))
     if args.json:
         print(json.dumps(s))
     return 0

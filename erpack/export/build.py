@@ -24,12 +24,13 @@ import numpy as np
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
 from erpack.export.metadata import check_cache, set_file_metadata
-from erpack.export.onnx_export import export_lower, export_upper, wants_token_types
-from erpack.export.parity import TOLERANCE, graph_agreement, lower_parity, upper_parity
+from erpack.export.onnx_export import FullStack, export_full, export_lower, export_upper, wants_token_types
+from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
 from erpack.export.timing import interleaved_medians
+from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
 
-PARTS = ("upper", "lower")
+PARTS = ("upper", "lower", "full")
 INT8_EXCLUDE = ("auto", "none")
 AGREEMENT_WARNING = 0.98  # below this share of equal argmax a variant gets a warning note
 
@@ -55,6 +56,17 @@ def _task_model(task_model):
     return tm
 
 
+def _part_for(tm, part: str | None, source) -> str:
+    """The part to export: a text-input model (a baseline) only whole, from token ids."""
+    if tm.input != "text":
+        return part or "upper"
+    if part not in (None, "full"):
+        raise ExportError(f"task model {source} computes from text (input \"text\": a baseline, every layer "
+                          f"tuned), so its {part} stack does not fit a cache of the pretrained encoder; export it "
+                          "with --part full (token ids -> logits)")
+    return "full"
+
+
 def _info(tm, source) -> dict:
     cache = dict(tm.expected_cache)
     if "codec_spec" not in cache and cache.get("codec"):
@@ -67,6 +79,10 @@ def _info(tm, source) -> dict:
 
 def _variant_path(out: Path, name: str) -> Path:
     return out.with_name(f"{out.stem}.{name}{out.suffix or '.onnx'}")
+
+
+def _variants(optimize: bool, quantize: str | None) -> list[str]:
+    return (["optimized"] if optimize else []) + ([f"int8-{quantize}"] if quantize else [])
 
 
 def _temp_path(out: Path) -> Path:
@@ -84,7 +100,8 @@ def _checked_export(write, check, out: Path) -> dict:
                               f"{report.tolerance:.0e}; {report.summary()}); the file was not written. Try "
                               "--exporter dynamo, or report the model type as a bug")
         set_file_metadata(tmp, {"parity": report.as_dict()})
-        os.replace(tmp, out)
+        fsync_file(tmp)
+        publish(tmp, out)
         return report.as_dict()
     finally:
         tmp.unlink(missing_ok=True)
@@ -106,18 +123,27 @@ def _sample_batches(tm, reader, hidden_size: int) -> tuple[list, list, tuple]:
     return parity, agree, timing
 
 
-def export_task_model(task_model, output, part: str = "upper", optimize: bool = False, quantize: str | None = None,
+def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
                       allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto") -> dict:
-    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc)."""
-    if part not in PARTS:
-        raise ExportError(f"unknown part {part!r}; use upper or lower")
+                      int8_exclude: str = "auto", overwrite: bool = False) -> dict:
+    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc).
+
+    part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
+    logits); None picks "full" for a model that computes from text (a baseline), else "upper".
+
+    Each file is written beside its place, checked, fsynced and renamed into it; an existing output
+    (or variant) is refused before any work unless overwrite.
+    """
+    if part not in PARTS + (None,):
+        raise ExportError(f"unknown part {part!r}; use {', '.join(PARTS)}")
     if quantize not in (None, "dynamic", "static"):
         raise ExportError(f"unknown quantization {quantize!r}; use dynamic or static")
     if part == "lower" and quantize:
         raise ExportError("--quantize applies to the upper stack: the lower graph's output goes into the cache, "
                           "whose codec (erpack encode --codec) does the quantizing")
+    if part == "full" and quantize:
+        raise ExportError("--quantize applies to the upper stack; export the full model without it")
     if int8_exclude not in INT8_EXCLUDE:
         raise ExportError(f"unknown int8 exclusion rule {int8_exclude!r}; use auto or none")
     if quantize == "static" and calibration_cache is None:
@@ -126,8 +152,13 @@ def export_task_model(task_model, output, part: str = "upper", optimize: bool = 
     out = Path(output)
     if out.suffix != ".onnx":
         raise ExportError(f"output {out} must end in .onnx")
+    for path in [out] + [_variant_path(out, v) for v in _variants(optimize, quantize)]:
+        if out.parent.is_dir():
+            clean_leftovers(path)  # `.NAME.partial-PID` files an earlier, killed export left
+        check_output(path, overwrite, "export output")
     out.parent.mkdir(parents=True, exist_ok=True)
     tm = _task_model(task_model)
+    part = _part_for(tm, part, task_model)
     info = _info(tm, task_model)
     cfg = tm.model.config
     hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
@@ -140,17 +171,20 @@ def export_task_model(task_model, output, part: str = "upper", optimize: bool = 
         notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
         summary = {"output": str(out), "part": part, "layer": tm.layer, "model": info["cache"]["model"].get("name"),
                    "task": tm.task, "exporter": exporter, "notes": notes, "variants": []}
-        if part == "lower":
-            batches = random_token_batches(getattr(cfg, "vocab_size", 100), with_token_types=wants_token_types(tm.lower),
+        if part in ("lower", "full"):
+            module = tm.lower if part == "lower" else FullStack(tm.model)
+            batches = random_token_batches(getattr(cfg, "vocab_size", 100), with_token_types=wants_token_types(module),
                                            first_id=3)
-            summary["parity"] = _checked_export(
-                lambda p: export_lower(tm.lower, p, info, exporter=exporter),
-                lambda p: lower_parity(tm.lower, create_session(p, "cpu"), batches, tolerance), out)
+            write = export_lower if part == "lower" else export_full
+            parity = lower_parity if part == "lower" else full_parity
+
+            def check(p):
+                return parity(module, create_session(p, "cpu"), batches, tolerance)
+
+            summary["parity"] = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
             summary["bytes"] = out.stat().st_size
             if optimize:
-                summary["variants"].append(_optimized(tm, out, hidden_size, cfg, tolerance,
-                                                      lambda p: lower_parity(tm.lower, create_session(p, "cpu"),
-                                                                             batches, tolerance)))
+                summary["variants"].append(_optimized(tm, out, hidden_size, cfg, tolerance, check))
             return summary
         parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
         summary["parity"] = _checked_export(
@@ -221,7 +255,8 @@ def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int
             details = quantize_static_graph(source, tmp, CacheCalibration(reader, calibration_docs,
                                                                            ids=ids[: len(ids) // 2] or ids))
         set_file_metadata(tmp, {"variant": f"int8-{mode}", "derived_from": source.name, "quantization": details})
-        os.replace(tmp, dst)
+        fsync_file(tmp)
+        publish(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
     return {"variant": f"int8-{mode}", "path": str(dst), "bytes": dst.stat().st_size, **details}

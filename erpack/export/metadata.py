@@ -2,7 +2,7 @@
 
 Every graph erpack writes carries an ONNX metadata property `erpack` holding one JSON document:
 
-    {"format": "erpack-onnx", "version": 1, "part": "upper" | "lower", "variant": "fp32" | ...,
+    {"format": "erpack-onnx", "version": 1, "part": "upper" | "lower" | "full", "variant": "fp32" | ...,
      "inputs": [...], "outputs": [...],
      "cache": {"model": {name, model_type, weights_sha256, num_layers, hidden_size},
                "layer": k, "max_length": N, "tokenizer": {...}, "codec": {codec config}, "codec_spec": "..."},

@@ -3,6 +3,7 @@
     export_upper(upper, "m.onnx", hidden_size=384, info=...)   # (hidden_states, attention_mask) -> logits
     export_lower(lower, "l.onnx", info=...)                      # (input_ids, attention_mask[, token_type_ids])
                                                                  #   -> hidden_states (B, T, H)
+    export_full(FullStack(model), "f.onnx", info=...)            # (input_ids, attention_mask[, ...]) -> logits
 
 erpack calls torch.onnx directly (not optimum) so the export works on transformers 5. The default
 is the TorchScript-based exporter (`dynamo=False`): on these encoders it gives the same parity as
@@ -136,4 +137,34 @@ def export_lower(lower: nn.Module, path, info: dict, exporter: str = "legacy", o
     axes["hidden_states"] = {0: "batch", 1: "tokens"}
     _export(lower, args, path, names, ["hidden_states"], axes, exporter, opset)
     _stamp(path, dict(info, part="lower", exporter=exporter, opset=opset, inputs=names, outputs=["hidden_states"]))
+    return path
+
+
+class FullStack(nn.Module):
+    """The whole task model from token ids: (input_ids, attention_mask[, token_type_ids]) -> logits (B, C)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.view = model  # `view`: what eager_attention and wants_token_types look at
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return self.view(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (B, C)
+
+
+def export_full(full: FullStack, path, info: dict, exporter: str = "legacy", opset: int = OPSET) -> Path:
+    """Write `full` (input_ids, attention_mask[, token_type_ids]) -> logits (B, C): a model that computes
+    from text, such as the baseline `erpack train --baseline` saves."""
+    path = Path(path)
+    ids = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    mask = _example_mask(2, 8)
+    names = ["input_ids", "attention_mask"]
+    args: tuple = (ids, mask)
+    if wants_token_types(full):
+        names.append("token_type_ids")
+        args = (ids, mask, torch.zeros_like(ids))
+    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    axes["logits"] = {0: "batch"}
+    _export(full, args, path, names, ["logits"], axes, exporter, opset)
+    _stamp(path, dict(info, part="full", exporter=exporter, opset=opset, inputs=names, outputs=["logits"]))
     return path

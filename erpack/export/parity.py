@@ -71,6 +71,21 @@ def lower_parity(lower, session, batches, tolerance: float = TOLERANCE) -> Parit
     return report
 
 
+def full_parity(full, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
+    """Compare `full(input_ids, mask[, token_type_ids])` logits (B, C) with the graph on real tokens."""
+    full.eval()
+    report = ParityReport(tolerance)
+    names = set(session.input_names)
+    for feeds in batches:
+        feeds = {k: v for k, v in feeds.items() if k in names}
+        t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        with torch.no_grad():
+            ref = full(t["input_ids"], t["attention_mask"], t.get("token_type_ids")).float().numpy()  # (B, C)
+        got = session.run(feeds)[0]
+        report.add(feeds["input_ids"].shape, bool((feeds["attention_mask"] == 0).any()), np.abs(got - ref).ravel())
+    return report
+
+
 def graph_agreement(reference, candidate, batches) -> dict:
     """How far `candidate`'s outputs are from `reference`'s (two Sessions, e.g. fp32 and int8 graphs):
     max and mean |diff| of the logits and the share of rows whose argmax agrees."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,17 +35,10 @@ from erpack.prune.recover import RecoveryConfig, recover
 
 
 def load_task_model(path, device: str | torch.device = "cpu"):
-    """TaskModel.load that also rebuilds a pruned model's shapes (until TaskModel.load does it itself)."""
-    import json
-    from pathlib import Path
+    """TaskModel.load (kept for callers of this name; it rebuilds a pruned model's shapes itself)."""
+    from erpack.train.taskmodel import TaskModel
 
-    from erpack.prune.structure import is_pruned, load_pruned_model
-    from erpack.train.taskmodel import TASK_FILE, TaskModel
-
-    if not is_pruned(path):
-        return TaskModel.load(path, device)
-    info = json.loads((Path(path) / TASK_FILE).read_text())
-    return TaskModel(load_pruned_model(path, device), info)
+    return TaskModel.load(path, device)
 
 
 def importance_batches(reader, data, samples: int, batch_size: int, device, seed: int = 0):
@@ -89,20 +83,30 @@ def _important_positions(before: dict, after: dict, importance: Importance, shar
 
 def prune_task_model(task_model, cache, labels: str, target, output=None, recovery: RecoveryConfig | None = None,
                      samples: int = 512, drop_ffn: float = 0.5, train_cfg=None, skip_missing: bool = False,
-                     importance: Importance | None = None, progress: Callable | None = None):
-    """Prune a task model for its task and recover it; returns (pruned TaskModel, summary dict)."""
+                     importance: Importance | None = None, progress: Callable | None = None,
+                     overwrite: bool = False):
+    """Prune a task model for its task and recover it; returns (pruned TaskModel, summary dict).
+
+    `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
+    """
     from erpack.encode import resolve_device
     from erpack.prune.structure import apply_plan, pruning_record
     from erpack.store import CacheReader
+    from erpack.store.atomic import check_output
     from erpack.train.data import cache_source
     from erpack.train.loop import TrainConfig, predict, score
     from erpack.train.taskmodel import TaskModel
     from erpack.train.trainer import prepare_data
 
+    if output is not None:  # before any work: an existing output is refused now, not after recovery
+        check_output(Path(output), overwrite, "task model")
     t0 = time.perf_counter()
     tcfg = train_cfg or TrainConfig(epochs=recovery.epochs if recovery else 0, lr=recovery.lr if recovery else None)
     dev = resolve_device(tcfg.device)
     tm = task_model if isinstance(task_model, TaskModel) else load_task_model(task_model)
+    if tm.input == "text":
+        raise PruneError(f"task model {task_model} computes from text (a baseline, every layer tuned): pruning scores "
+                         "and recovers from cached states, which do not feed it; prune the recycled model instead")
     tm.to(dev)
     k = tm.layer
     summary: dict = {"task_model": str(task_model) if not isinstance(task_model, TaskModel) else None,
@@ -149,7 +153,6 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     if output is not None:
         pruned.info["pruning"]["summary"] = {k2: summary[k2] for k2 in ("params_before", "params_after", "test")
                                              if k2 in summary}
-        pruned.save(output)
-        importance.save(output)
+        pruned.save(output, overwrite, extra=importance.save)
         summary["output"] = str(output)
     return pruned, summary

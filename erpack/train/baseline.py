@@ -18,6 +18,8 @@ from erpack.train.data import Prefetcher, Source
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.modes import load_for_cache, prepare
 
+BASELINE_FOLDER = "baseline"  # `erpack train --baseline -o OUT` saves the baseline as OUT/baseline/
+
 
 def _tokenize(tokenizer, examples, max_length: int) -> list[dict]:
     out = []
@@ -59,8 +61,12 @@ def text_source(encoded: list[dict], pad_id: int, depth: int = 4) -> Source:
 
 
 def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None = None,
-                 model_override: str | None = None, device=None, progress: Callable | None = None) -> RunResult:
-    """Fine-tune the whole model from the texts of `data` (a TaskData); the test score is filled in."""
+                 model_override: str | None = None, device=None, progress: Callable | None = None,
+                 keep: dict | None = None) -> RunResult:
+    """Fine-tune the whole model from the texts of `data` (a TaskData); the test score is filled in.
+
+    With `keep` (a dict), the trained model and its tokenizer are put there ("model", "tokenizer").
+    """
     from erpack.encode import resolve_device
 
     dev = device or resolve_device(cfg.device)
@@ -91,4 +97,37 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
     cached = data.lengths.get("train")
     if cached is not None:  # documents whose token count differs from their cached record (0 expected)
         result.notes["length_mismatches"] = int(np.sum(np.asarray(cached) != np.asarray(sources["train"].lengths)))
+    if keep is not None:
+        keep.update(model=model.eval(), tokenizer=loaded.tokenizer)
     return result
+
+
+def run_baseline_model(reader, data, cfg: TrainConfig, recycled_mode: str | None = None,
+                       model_override: str | None = None, device=None, progress: Callable | None = None):
+    """run_baseline on the encoder of `reader`'s cache, keeping the model: (TaskModel, RunResult).
+
+    The TaskModel computes from text (info "input": "text", its tokenizer saved with it): every layer
+    was tuned, so a cache of the pretrained encoder does not feed it. It records the cache it was
+    trained beside, whose documents, max_length and tokenizer `erpack eval` uses to score it.
+    """
+    from erpack.train.taskmodel import TaskModel, expected_cache_of
+
+    kept: dict = {}
+    result = run_baseline(reader.meta, data, cfg, recycled_mode, model_override, device, progress, keep=kept)
+    info = {"task": data.task, "labels": data.labels, "mode": "full", "input": "text", "adapter": None,
+            "layer": reader.meta["layer"], "cache": expected_cache_of(reader)}
+    return TaskModel(kept["model"], info, kept["tokenizer"]), result
+
+
+def text_logits(tm, examples, max_length: int, batch_size: int, device, max_tokens=None) -> np.ndarray:
+    """Logits (N, C) of a text-input task model (a baseline) on the texts of `examples`."""
+    encoded = _tokenize(tm.tokenizer, examples, max_length)
+    source = text_source(encoded, tm.tokenizer.pad_token_id or 0)
+    model = tm.model
+
+    def forward(inputs):
+        ids, mask, tt = inputs
+        kwargs = {"token_type_ids": tt} if tt is not None else {}
+        return model(input_ids=ids, attention_mask=mask, **kwargs).logits  # (B, C)
+
+    return predict(source, forward, [model], batch_size, device, max_tokens)

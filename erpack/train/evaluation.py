@@ -41,18 +41,12 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
         examples, y = data.splits[split], data.y[split]
         if not examples:
             raise InputError(f"{labels} labels no document of the cache {cache} as {split!r}; choose another --split")
-        source = cache_source(reader, [e.id for e in examples], data.lengths[split], pin=dev.type == "cuda")
-        plan = batch_plan(source.lengths, batch_size)
-        bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
-        logits = np.zeros((len(examples), 1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
-        tm.model.eval()
-        with torch.no_grad():
-            for rows, (hidden, mask) in source.batches(plan):
-                logits[rows] = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
-                if bar:
-                    bar.update(1)
-        if bar:
-            bar.close()
+        if tm.input == "text":  # a baseline: every layer tuned, so it runs from the texts, not the records
+            logits = _text_logits(tm, examples, batch_size, dev)
+            notes.append(f"{tm.mode} model computes from text: scored on the texts of {labels} (tokenized with "
+                         f"max_length {tm.expected_cache.get('max_length')}) for the documents the cache holds")
+        else:
+            logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
     metrics = score(tm.task, logits, y, len(tm.labels))
     if predictions is not None:
         write_predictions(predictions, examples, logits, tm.task, tm.labels)
@@ -61,6 +55,31 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             "skipped_missing": len(data.missing), "metrics": metrics, "notes": notes,
             "predictions": str(predictions) if predictions is not None else None,
             "seconds": time.perf_counter() - t0, "device": str(dev)}
+
+
+def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress) -> np.ndarray:
+    """Logits (N, C) of the upper stack on the cached records of `examples`."""
+    source = cache_source(reader, [e.id for e in examples], lengths, pin=dev.type == "cuda")
+    plan = batch_plan(source.lengths, batch_size)
+    bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
+    logits = np.zeros((len(examples), 1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
+    tm.model.eval()
+    with torch.no_grad():
+        for rows, (hidden, mask) in source.batches(plan):
+            logits[rows] = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    return logits
+
+
+def _text_logits(tm, examples, batch_size: int, dev) -> np.ndarray:
+    """Logits (N, C) of a text-input model (a baseline) on the texts of `examples`."""
+    from erpack.train.baseline import text_logits
+
+    with torch.no_grad():
+        return text_logits(tm, examples, tm.expected_cache.get("max_length") or 512, batch_size, dev)
 
 
 def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str]) -> None:

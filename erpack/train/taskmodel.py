@@ -4,7 +4,10 @@ Folder layout (`TaskModel.save(out)`):
 
     out/config.json, out/model.safetensors   the whole transformers model, `save_pretrained` style
                                              (adapters merged into the weights; lower layers unchanged)
-    out/erpack_task.json                     what it is and which cache it expects (see TASK_FILE_FIELDS)
+    out/erpack_task.json                     what it is, which cache it expects, and the sha256 of every
+                                             other file (written last: erpack.train.taskfolder)
+    out/baseline/                            with `erpack train --baseline`: the baseline, a task model
+                                             folder of its own that computes from text (input "text")
 
     tm = TaskModel.load(out)          # AutoModelForSequenceClassification + split at the recorded layer
     logits = tm.upper(hidden, mask)   # (B, T, H) float, (B, T) -> (B, C); regression: C = 1
@@ -14,29 +17,38 @@ Folder layout (`TaskModel.save(out)`):
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from erpack.errors import InputError, ManifestMismatchError
+from erpack.errors import ErpackError, ManifestMismatchError, TaskModelError
+from erpack.train.taskfolder import (
+    RETRAIN,
+    TASK_FILE,
+    TASK_FORMAT,
+    TASK_VERSION,
+    check_layer,
+    read_task_file,
+    write_task_file,
+)
 
-TASK_FILE = "erpack_task.json"
-TASK_FORMAT = "erpack-task"
-TASK_VERSION = 1
-# erpack_task.json: format, version, task, labels, mode, adapter, layer,
-# cache {model (identity incl. weights_sha256), layer, max_length, tokenizer, codec}, training (summary)
+__all__ = ["TASK_FILE", "TASK_FORMAT", "TASK_VERSION", "TaskModel"]
+# erpack_task.json: format, version, task, labels, mode, adapter, layer, input (cache | text),
+# cache {model (identity incl. weights_sha256), layer, max_length, tokenizer, codec}, training (summary),
+# files {name: sha256, bytes}, checksum (erpack.train.taskfolder)
 
 
 class TaskModel:
     """A task model that runs from a cache's layer-k hidden states."""
 
-    def __init__(self, model: nn.Module, info: dict):
+    def __init__(self, model: nn.Module, info: dict, tokenizer=None):
         from erpack.models import split_model
 
         self.model = model
         self.info = info
+        self.tokenizer = tokenizer  # set for a model that computes from text (input "text": a baseline)
         self.lower, self.upper = split_model(model, info["layer"])
 
     # ---- what it is ----------------------------------------------------------------------------
@@ -55,6 +67,11 @@ class TaskModel:
     @property
     def mode(self) -> str:
         return self.info["mode"]
+
+    @property
+    def input(self) -> str:
+        """"cache": runs from a cache's layer-k states; "text": from token ids (a baseline, every layer tuned)."""
+        return self.info.get("input", "cache")
 
     @property
     def expected_cache(self) -> dict:
@@ -104,38 +121,120 @@ class TaskModel:
         return notes
 
     # ---- disk ------------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
-        info = dict(self.info, format=TASK_FORMAT, version=TASK_VERSION)
-        (out / TASK_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        return out
+    def write(self, folder, extra: Callable[[Path], None] | None = None) -> Path:
+        """Write the model into `folder` (and, with `extra`, more files), then seal it with erpack_task.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        if self.tokenizer is not None:  # a model that computes from text carries its tokenizer
+            self.tokenizer.save_pretrained(folder)
+        if extra is not None:
+            extra(folder)
+        self.info = write_task_file(folder, self.info)
+        return folder
+
+    def save(self, path, overwrite: bool = False, extra: Callable[[Path], None] | None = None,
+             notes: list | None = None) -> Path:
+        """Write the task model folder atomically (erpack.store.atomic.atomic_folder): after a kill at any
+        point `path` is the old model or the new one. An existing folder is replaced only with overwrite.
+        What was cleaned up after an earlier killed write is appended to `notes`."""
+        from erpack.store.atomic import atomic_folder
+
+        with atomic_folder(path, overwrite, what="task model", notes=notes) as tmp:
+            self.write(tmp, extra)
+        return Path(path)
 
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> TaskModel:
-        from transformers import AutoModelForSequenceClassification
-
-        folder = Path(path)
-        task_file = folder / TASK_FILE
-        if not task_file.is_file():
-            raise InputError(f"{folder} is not an erpack task model (no {TASK_FILE}); train one with `erpack train`")
-        try:
-            info = json.loads(task_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{task_file}: malformed JSON ({exc.msg}); train the model again") from None
-        if info.get("format") != TASK_FORMAT or info.get("version", 0) > TASK_VERSION:
-            raise InputError(f"{task_file}: format {info.get('format')!r} version {info.get('version')!r} is not "
-                             f"one this erpack reads ({TASK_FORMAT} <= {TASK_VERSION}); upgrade erpack")
+        """The task model in `path`, checked before loading (TaskModelError names what is wrong)."""
         from erpack.prune.structure import is_pruned, load_pruned_model
 
-        if is_pruned(folder):  # heads and neurons cut out: rebuild the smaller shapes first
-            model = load_pruned_model(folder, device)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(folder)
+        folder = Path(path)
+        info, config = check_folder(folder)
+        try:
+            if is_pruned(folder):  # heads and neurons cut out: rebuild the smaller shapes first
+                model = load_pruned_model(folder, device)
+            else:
+                from transformers import AutoModelForSequenceClassification
+
+                model = AutoModelForSequenceClassification.from_pretrained(folder, config=config, use_safetensors=True)
+        except ErpackError:
+            raise
+        except Exception as exc:  # transformers' and safetensors' errors, on a folder that passed the checks
+            raise TaskModelError(f"{folder}: the model does not load ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); {RETRAIN}") from None
         model.to(device).eval()
-        return cls(model, info)
+        tokenizer = _load_tokenizer(folder) if info.get("input") == "text" else None
+        return cls(model, info, tokenizer)
 
     def __repr__(self) -> str:
         return (f"TaskModel(task={self.task!r}, mode={self.mode!r}, layer={self.layer}, "
                 f"labels={len(self.labels)}, model={self.expected_cache['model'].get('name')!r})")
+
+
+def check_folder(folder) -> tuple[dict, object]:
+    """Check a task model folder without loading its weights: (record, transformers config).
+
+    Checksums and fields of erpack_task.json (erpack.train.taskfolder), config.json readable with
+    the recorded layer inside the model, safetensors weights whole. TaskModelError names the file.
+    """
+    folder = Path(folder)
+    info = read_task_file(folder)
+    config = _read_config(folder, info)
+    _check_weights(folder)
+    return info, config
+
+
+def expected_cache_of(reader) -> dict:
+    """What a task model trained on `reader`'s cache records as the cache it expects."""
+    meta = reader.meta
+    return {"model": meta["model"], "layer": meta["layer"], "max_length": meta.get("max_length"),
+            "tokenizer": meta.get("tokenizer"), "codec": reader.manifest["codec"], "codec_spec": reader.codec.spec}
+
+
+def _read_config(folder: Path, info: dict):
+    """config.json, read by transformers; its model type known and the recorded layer inside the model."""
+    from transformers import AutoConfig
+
+    path = folder / "config.json"
+    if not path.is_file():
+        raise TaskModelError(f"{path}: missing (the model's architecture); {RETRAIN}")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:  # ValueError for an unknown model_type, OSError / JSONDecodeError for a bad file
+        raise TaskModelError(f"{path}: transformers cannot read it ({str(exc).splitlines()[0][:200]}); "
+                             f"{RETRAIN}") from None
+    from erpack.prune.structure import RECORD
+
+    record = getattr(config, RECORD, None)
+    layers = record["num_hidden_layers"] if isinstance(record, dict) and "num_hidden_layers" in record else \
+        getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    if isinstance(layers, int):
+        check_layer(info, layers, folder)
+    return config
+
+
+def _check_weights(folder: Path) -> None:
+    """The folder holds safetensors weights whose header and size are whole."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise TaskModelError(f"{folder}: no model.safetensors (the weights); {RETRAIN}")
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as exc:  # SafetensorError: truncated, empty or not safetensors
+            raise TaskModelError(f"{f}: not a whole safetensors file ({str(exc).splitlines()[0][:160]}); "
+                                 f"{RETRAIN}") from None
+
+
+def _load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:
+        raise TaskModelError(f"{folder}: its tokenizer does not load ({str(exc).splitlines()[0][:160]}); "
+                             f"{RETRAIN}") from None

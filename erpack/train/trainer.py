@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
     from erpack.encode import resolve_device
     from erpack.models import split_model
-    from erpack.train.taskmodel import TaskModel
+    from erpack.train.taskmodel import TaskModel, expected_cache_of
 
     cfg = cfg or TrainConfig()
     if not data.splits.get("train"):
@@ -103,9 +104,7 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         "task": data.task, "labels": data.labels, "mode": mode, "layer": k,
         "adapter": dict((adapter or AdapterSpec()).as_dict(), targets=prepared.targets, merged=True)
         if mode == "adapter" else None,
-        "cache": {"model": reader.meta["model"], "layer": k, "max_length": reader.meta.get("max_length"),
-                  "tokenizer": reader.meta.get("tokenizer"), "codec": reader.manifest["codec"],
-                  "codec_spec": reader.codec.spec},
+        "cache": expected_cache_of(reader),
     }
     tm = TaskModel(final, info)
     if len(data.splits.get("test", [])):
@@ -134,21 +133,27 @@ def compare(recycled: RunResult, baseline: RunResult | None, task: str) -> dict 
 def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
-                     progress: Callable | None = None) -> dict:
+                     progress: Callable | None = None, overwrite: bool = False) -> dict:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a summary dict: data counts, the recycled run, the baseline run (if asked) and the
     comparison of the two. The saved erpack_task.json holds the same summary under "training".
+    `output` is written whole or not at all (TaskModel.save), the baseline as `output/baseline/`;
+    an existing output is refused (before any training) unless overwrite.
     """
     from erpack.store import CacheReader
-    from erpack.train.baseline import run_baseline
+    from erpack.store.atomic import check_output
+    from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 
+    if output is not None:
+        check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
     with CacheReader(cache) as reader:
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit)
         tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
-        base = run_baseline(reader.meta, data, cfg, mode, model_override, progress=progress) if baseline else None
+        base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
+                         if baseline else (None, None))
         summary = {
             "cache": str(cache), "codec": reader.codec.spec, "model": reader.meta["model"]["name"],
             "layer": reader.meta["layer"], "task": task, "labels": data.labels, "source": labels,
@@ -159,6 +164,12 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
         }
     if output is not None:
         summary["output"] = str(output)
+        if base_tm is not None:
+            summary["baseline_output"] = str(Path(output) / BASELINE_FOLDER)
+            base_tm.info["training"] = summary
         tm.info["training"] = summary
-        tm.save(output)
+        cleaned: list[str] = []
+        tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None,
+                notes=cleaned)
+        summary["cleaned"] = cleaned  # temporary folders an earlier, killed write of the output left
     return summary

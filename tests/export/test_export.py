@@ -150,3 +150,39 @@ def test_other_architectures_parity(model_type, tmp_path):
     report = upper_parity(upper, create_session(out, "cpu"), random_batches(32, SHAPES, seed=3))
     print(f"tiny {model_type} k=2: {report.summary()}")
     assert report.passed, report.summary()
+
+
+def test_existing_output_is_refused_before_any_work_unless_overwrite(tiny, tmp_path, capsys):
+    from erpack.cli import main
+
+    out = tmp_path / "m.onnx"
+    variant = tmp_path / "m.optimized.onnx"
+    variant.write_bytes(b"keep")
+    assert main(["export", str(tiny["task_model"]), "-o", str(out), "--optimize"]) == 2
+    err = capsys.readouterr().err
+    assert f"{variant} exists already" in err and "--overwrite" in err
+    assert not out.exists() and variant.read_bytes() == b"keep"
+    dead = 2 ** 22 + 1  # above Linux's largest process id: no live process has it
+    (tmp_path / f".m.onnx.partial-{dead}").write_bytes(b"half")  # what a killed export leaves
+    assert main(["export", str(tiny["task_model"]), "-o", str(out)]) == 0
+    first = out.read_bytes()
+    assert main(["export", str(tiny["task_model"]), "-o", str(out)]) == 2
+    assert "exists already" in capsys.readouterr().err and out.read_bytes() == first
+    assert main(["export", str(tiny["task_model"]), "-o", str(out), "--overwrite", "--optimize"]) == 0
+    assert variant.read_bytes() != b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.optimized.onnx"]
+
+
+def test_full_part_computes_the_task_model_from_token_ids(tiny, tmp_path):
+    out = tmp_path / "full.onnx"
+    s = export_task_model(tiny["task_model"], out, part="full")
+    assert s["parity"]["passed"]
+    info = read_metadata(out)
+    assert info["part"] == "full" and info["outputs"] == ["logits"]
+    tok = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny["folder"]))
+    enc = tok([r["text"] for r in tiny["rows"][:3]], padding=True, return_tensors="np")
+    feeds = {k: enc[k].astype(np.int64) for k in info["inputs"]}
+    got = create_session(out, "cpu").run(feeds)[0]  # (B, C)
+    with torch.no_grad():
+        ref = tiny["tm"].model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    assert got.shape == (3, 2) and np.abs(got - ref).max() < 1e-4

@@ -85,3 +85,24 @@ def test_inspect_shows_a_pruned_task_models_importance(tiny_task, tmp_path, caps
     assert scored and all(len(row["heads"]) > 0 for row in scored)
     assert any(line.startswith(f"layer {scored[0]['layer']}") for line in lines)
     assert any(line.startswith("pruning") for line in lines)
+
+
+def test_prune_output_is_sealed_refused_when_it_exists_and_replaced_with_overwrite(tiny_task, tmp_path, capsys):
+    from erpack.cli import main
+    from erpack.train import TaskModel
+
+    out = tmp_path / "p"
+    argv = ["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
+            "--heads", "0.3", "--ffn", "0.3", "--epochs", "0", "--samples", "8", "-o", str(out)]
+    assert main(argv) == 0
+    files = json.loads((out / "erpack_task.json").read_text())["files"]
+    assert "erpack_importance.safetensors" in files and "model.safetensors" in files  # sealed with the model
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out} exists already" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(argv[:-4] + ["--heads", "0.5", "--samples", "8", "-o", str(out), "--overwrite"]) == 0
+    assert TaskModel.load(out).info["pruning"]["target"]["heads"] == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
