@@ -93,10 +93,10 @@ def soft_targets(task: str, y: np.ndarray, teacher: np.ndarray, num_classes: int
 def with_lora(model: nn.Module, layer: int, important: set[int], cfg: RecoveryConfig):
     """Freeze `model`, inject LoRA (larger ranks on `important` layer positions); returns the PeftModel."""
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
     except ImportError:
         raise InputError("recovery needs peft: pip install 'erpack[train]' (or: pip install peft)") from None
-    from erpack.train.modes import head_modules
+    from erpack.train.modes import head_modules, with_peft
 
     names = lora_targets(model, layer, cfg.targets)
     if not names:
@@ -105,7 +105,7 @@ def with_lora(model: nn.Module, layer: int, important: set[int], cfg: RecoveryCo
     model.requires_grad_(False)
     config = LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank, lora_dropout=cfg.dropout, target_modules=names,
                         rank_pattern=ranks, alpha_pattern=alphas, bias="none")
-    peft_model = get_peft_model(model, config)
+    peft_model = with_peft(model, config)
     inner = peft_model.base_model.model
     for name in head_modules(inner):
         getattr(inner, name).requires_grad_(True)

@@ -131,9 +131,21 @@ def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None
     return _with_adapters(model, layer, adapter or AdapterSpec())
 
 
+def with_peft(model: nn.Module, config):
+    """peft.get_peft_model(model, config), without the FutureWarning peft 0.21 triggers on transformers 5.24
+    (it reads the deprecated `is_gradient_checkpointing`): a user reads it as a broken install."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
     try:
-        from peft import IA3Config, LoraConfig, get_peft_model
+        from peft import IA3Config, LoraConfig
     except ImportError:
         raise InputError("adapter mode needs peft: pip install 'erpack[train]' (or: pip install peft)") from None
     targets = upper_linear_names(model, layer)
@@ -145,7 +157,7 @@ def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
     else:
         down = [t for t in targets if _is_down_projection(model.get_submodule(t))]
         config = IA3Config(target_modules=targets, feedforward_modules=down)
-    peft_model = get_peft_model(model, config)
+    peft_model = with_peft(model, config)
     inner = peft_model.base_model.model  # the transformers model, adapters injected
     _set_head_trainable(inner)
     if spec.norms:

@@ -89,3 +89,19 @@ def test_train_cli_lora_rank_alpha_and_dora_reach_the_saved_config(tiny, tmp_pat
 def test_eval_cli_error_names_the_task_model(tiny, tmp_path, capsys):
     code = main(["eval", str(tmp_path), str(tiny["cache"]), "--labels", str(tiny["labels"])])
     assert code == 2 and "not an erpack task model" in capsys.readouterr().err
+
+
+def test_train_with_adapters_prints_no_warning_that_reads_like_a_broken_install(tiny, tmp_path):
+    """peft 0.21 on transformers 5.24 warned FutureWarning (`is_gradient_checkpointing`), and importing
+    peft made bitsandbytes log its kernels-community notice: a fresh `erpack train` shows neither."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "erpack", "train", str(tiny["cache"]), "--labels", str(tiny["labels"]),
+                           "--mode", "adapter", "-o", str(tmp_path / "tm"), "--epochs", "1", "--batch-size", "8"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for noise in ("FutureWarning", "kernels-community", "Traceback"):
+        assert noise not in done.stderr, done.stderr
