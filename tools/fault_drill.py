@@ -295,31 +295,79 @@ def drill_shard_flips(work: Path, reference: Path, flips: int, rng: random.Rando
 
 CRAFT_CHILD = """
 import resource, sys
-cap = int(sys.argv[2])
+cap = int(sys.argv[2]) << 20
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 from erpack.errors import ErpackError
 from erpack.store import CacheReader, verify_cache
-path = sys.argv[1]
 outcomes = []
 try:
-    with CacheReader(path) as r:
-        for fn in (lambda: r.get(r.ids()[-1]), lambda: r.get_batch(r.ids())):
+    with CacheReader(sys.argv[1]) as r:
+        bomb = r.ids()[-1]
+        for read in (lambda: r.get(bomb), lambda: r.get_batch(r.ids()), lambda: list(r)):
             try:
-                fn(); outcomes.append("read")
+                read()
+                outcomes.append("read")
             except ErpackError:
                 outcomes.append("refused")
 except ErpackError:
     outcomes.append("refused at open")
-report = verify_cache(path)
-outcomes.append("verify ok" if report["ok"] else "verify flagged")
+outcomes.append("verify flagged" if not verify_cache(sys.argv[1])["ok"] else "verify passed")
 print(",".join(outcomes))
 """
 
 
+def crafted_cases(reference: Path) -> dict[str, tuple[bytes, int, int]]:
+    """name: (payload, claimed tokens, claimed hidden). Payloads are real records of the reference
+    cache (or a zstd frame that states no size), so every checksum of the crafted cache is valid."""
+    import zstandard
+
+    from erpack.store import CacheReader
+
+    with CacheReader(reference) as r:
+        hidden, max_length = r.hidden_size, r.meta["max_length"]
+        doc = r.ids()[0]
+        payload, (tokens, _) = r.get_encoded(doc)
+        payload = bytes(payload)
+    no_size = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(hidden * 500_000))
+    return {
+        "T = 2^31-1": (payload, 2**31 - 1, hidden),
+        "T = 5,000,000": (payload, 5_000_000, hidden),
+        "T = max_length + 1": (payload, max_length + 1, hidden),
+        "H = 2^31-1": (payload, tokens, 2**31 - 1),
+        "H = hidden - 1": (payload, tokens, hidden - 1),
+        "T claimed from a real record, 2x its tokens": (payload, min(2 * tokens, max_length), hidden),
+        "zstd frame without a size, 190 MB of zeros claimed as 500,000 tokens": (no_size, 500_000, hidden),
+    }
+
+
 def drill_crafted_records(work: Path, reference: Path) -> Part:
-    part = Part("crafted records with valid checksums", "a record claiming a huge T or H, read and verified "
-                "in a process capped at 1.5 GiB of address space above its start")
-    # filled in below, once the store's crafting helper exists
+    part = Part("crafted records with valid checksums",
+                "a record claiming a huge or wrong T or H (every crc32, sha256 and the manifest checksum valid): "
+                "get, get_batch, iteration and verify in a process capped at 2 GiB of address space")
+    sys.path.insert(0, str(ROOT))
+    from erpack.store import CacheReader
+    from tests.store.crafted import write_cache  # the store's own ShardBuilder and manifest writer
+
+    with CacheReader(reference) as r:
+        meta, codec = r.meta, r.manifest["codec"]
+        honest = [(d, bytes(r.get_encoded(d)[0]), *r.get_encoded(d)[1]) for d in r.ids()[:3]]
+    for name, (payload, tokens, hidden) in crafted_cases(reference).items():
+        folder = write_cache(work / f"crafted-{part.count}", meta, codec,
+                             [*honest, ("crafted", payload, tokens, hidden)])
+        out = subprocess.run([sys.executable, "-c", CRAFT_CHILD, str(folder), "2048"], env=ENV, cwd=ROOT,
+                             capture_output=True, text=True)
+        part.count += 1
+        outcomes = out.stdout.strip().split(",") if out.returncode == 0 else []
+        if "Traceback" in out.stderr or out.returncode != 0:
+            part.tracebacks += 1
+            part.notes.append(f"{name}: exit {out.returncode}, {out.stderr.strip().splitlines()[-1:]}")
+        elif "read" in outcomes:
+            part.wrong_reads += 1
+            part.notes.append(f"{name}: a reader returned data ({outcomes})")
+        elif outcomes[-1] == "verify flagged":
+            part.detected += 1
+        else:
+            part.notes.append(f"{name}: {outcomes}")
     return part
 
 

@@ -11,6 +11,7 @@ from erpack.errors import ExportError
 from erpack.export import create_session, export_task_model, export_upper, read_metadata, upper_parity
 from erpack.export.inputs import random_batches
 from erpack.models import split_model
+from erpack.train.modes import with_peft
 from tests.checkers import tiny_model
 
 SHAPES = [[1], [1, 1], [3, 17, 8], [30] * 2, [2, 9, 31, 5, 5, 1]]
@@ -119,7 +120,7 @@ def test_lora_merged_model_exports_with_parity(tmp_path):
     model = tiny_model("bert", num_labels=3)
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value", "dense"],
                              layers_to_transform=[2, 3], modules_to_save=["classifier"])
-    pm = peft.get_peft_model(model, config)
+    pm = with_peft(model, config)
     with torch.no_grad():
         for name, p in pm.named_parameters():
             if "lora_B" in name:
