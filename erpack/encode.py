@@ -31,8 +31,7 @@ import torch
 from erpack.batching import length_batches
 from erpack.corpus import Document, check_corpus, iter_corpus
 from erpack.errors import InputError
-from erpack.tokens import token_hash
-from erpack.tokens import tokenize
+from erpack.tokens import token_hash, tokenize
 
 DEFAULT_CODEC = "int8c+zstd:3"
 
