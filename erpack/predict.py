@@ -260,9 +260,8 @@ def predict(graph, cache, ids=None, texts=None, add_to_cache: bool = False, outp
 
     rows_out = _prediction_rows(requested, logits, info, text_docs, label_rows)
     if output is not None:
-        from erpack.store.atomic import (
-            write_atomic,  # fsynced, renamed: a kill leaves the old file or the new
-        )
+        # fsynced and renamed: a kill leaves the old file or the new one
+        from erpack.store.atomic import write_atomic
 
         out_path = Path(output)
         out_path.parent.mkdir(parents=True, exist_ok=True)
