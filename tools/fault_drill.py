@@ -183,6 +183,20 @@ def drill_compress_kills(work: Path, reference: Path, kills: int, rng: random.Ra
     return part
 
 
+def model_state(folder: Path, old: Path, new: Path, part: Part) -> str | None:
+    """"old" (byte for byte the old model), "new" (loads with every checksum verified, and holds the
+    weights and seed of the new run: its record also names its own output folder and timings), or None."""
+    if not folder.is_dir():
+        return None
+    if folder_digest(folder) == folder_digest(old):
+        return "old"
+    if run(erpack("inspect", str(folder)), part, check=False).returncode != 0:
+        return None
+    weights = (folder / "model.safetensors").read_bytes() == (new / "model.safetensors").read_bytes()
+    seed = json.loads((folder / "erpack_task.json").read_text())["training"]["config"]["seed"]
+    return "new" if weights and seed == 1 else None
+
+
 def drill_train_kills(work: Path, reference: Path, labels: Path, kills: int, rng: random.Random) -> Part:
     part = Part("SIGKILL during `erpack train -o EXISTING --overwrite`",
                 "kill while a new model replaces an old one; the folder must be the old or the new model")
@@ -194,20 +208,17 @@ def drill_train_kills(work: Path, reference: Path, labels: Path, kills: int, rng
     old, new = work / "model-old", work / "model-new"
     run(cmd(old, 0), part)
     full = timed(cmd(new, 1), part)
-    digests = {folder_digest(old): "old", folder_digest(new): "new"}
     target = work / "model-killed"
     shutil.copytree(old, target)
     while part.count < kills:
         if kill_at(cmd(target, 1, "--overwrite"), rng.uniform(0.3, 1.0) * full, part):
             part.count += 1
-        state = digests.get(folder_digest(target)) if target.is_dir() else None
-        if state is None or run(erpack("inspect", str(target)), part, check=False).returncode != 0:
+        state = model_state(target, old, new, part)
+        if state is None:
             part.lost_or_mixed += 1
             part.notes.append(f"kill {part.count}: the folder is neither the old model nor the new one")
+        if state != "old":
             shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(old, target)
-        elif state == "new":
-            shutil.rmtree(target)
             shutil.copytree(old, target)
     part.detected = part.count
     return part

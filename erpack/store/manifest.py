@@ -149,7 +149,7 @@ def load_manifest(folder: Path) -> dict:
             f"{path} has format_version {version!r}; this erpack reads versions 1 to {FORMAT_VERSION}: "
             f"upgrade erpack to read it"
         )
-    if is_sealed(manifest):
+    if is_sealed(manifest) or CHECKSUM in manifest:  # a version-1 manifest never has one: a 2 edited to 1
         _check_seal(path, raw, manifest)
     for key, kind in (("meta", dict), ("codec", dict), ("counts", dict), ("shards", list)):
         if not isinstance(manifest.get(key), kind):

@@ -89,6 +89,18 @@ def test_layer_edited_by_hand_is_refused(cache, meta, capsys):
     assert json.loads(out[-1])["failures"][0]["shard"] == "manifest.json"
 
 
+def test_a_sealed_manifest_edited_to_say_version_1_is_refused(cache):
+    """Version 1 carries no checksum, so a checksum beside it means a version-2 manifest whose 2 changed
+    (one byte: 0x32 ^ 0x03; found by tools/fault_drill.py, which XORs whole bytes)."""
+    path = cache / "manifest.json"
+    text = path.read_text()
+    assert text.count('"format_version": 2') == 1
+    path.write_text(text.replace('"format_version": 2', '"format_version": 1'))
+    for open_it in (CacheReader, verify_cache):
+        with pytest.raises(StoreError, match="manifest.json fails its checksum"):
+            open_it(cache)
+
+
 def test_reformatted_manifest_is_refused(cache):
     """Same fields and checksum, other bytes (indent, key order): refused, as any change is."""
     path = cache / "manifest.json"
