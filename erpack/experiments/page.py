@@ -13,15 +13,14 @@ from pathlib import Path
 
 from erpack.store.atomic import write_atomic
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def command_line(argv: list[str] | None = None) -> str:
-    """`python SCRIPT ARGS...` as it was run, the script relative to the repository when inside it."""
-    argv = list(sys.argv if argv is None else argv)
+    """`python tools/SCRIPT ARGS...` as it was run; a script given by its absolute path is named from the
+    folder above its own (the repository, for the scripts in tools/)."""
+    argv = [str(a) for a in (sys.argv if argv is None else argv)]
     script = Path(argv[0])
-    if script.is_absolute() and script.is_relative_to(ROOT):
-        argv[0] = str(script.relative_to(ROOT))
+    if script.is_absolute():
+        argv[0] = str(script.relative_to(script.parents[1]))
     return "python " + " ".join(argv)
 
 
