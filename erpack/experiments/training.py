@@ -103,44 +103,51 @@ def _run_row(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, 
             "result": result.as_dict()}
 
 
-def run_grid(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None) -> None:
-    """Every run of `grid` not yet in WORK/results.jsonl, each appended (and passed to `log`) as it ends."""
-    from erpack.models import load_model
+def _finish(grid: TrainGrid, row: dict, log) -> None:
+    append_result(grid.work / RESULTS, row)
+    log(row)
+
+
+def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str, Path], labels: str, seed: int,
+              log) -> None:
+    """The baseline of one seed (unless done or turned off), then every (codec, cell) not yet done."""
     from erpack.store import CacheReader
     from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
 
+    done = finished(grid.work / RESULTS)
+    cfg = TrainConfig(epochs=grid.epochs, batch_size=grid.of(ds)[2], seed=seed, patience=grid.patience, lr=None,
+                      baseline_lr=grid.full_lr)
+    if grid.baseline and run_key(_stub("baseline", model, ds, None, "full", grid, seed)) not in done:
+        with CacheReader(caches[grid.codecs[0]]) as first:
+            data = prepare_data(first, labels, "classification")
+            r = run_baseline(first.meta, data, cfg)
+        _finish(grid, _run_row("baseline", model, ds, None, "full", grid, seed, layer, r, data), log)
+    for codec, cache in caches.items():
+        with CacheReader(cache) as reader:
+            data = prepare_data(reader, labels, "classification")
+            for cell in grid.modes:
+                if run_key(_stub("recycled", model, ds, codec, cell, grid, seed)) in finished(grid.work / RESULTS):
+                    continue  # read afresh: a grid sharing the work folder may have run it meanwhile
+                kind, spec = cell_mode(cell)
+                lr = grid.upper_lr if kind == "upper" else grid.adapter_lr
+                _, r = run_recycled(reader, data, kind, spec, replace(cfg, lr=lr))
+                _finish(grid, _run_row("recycled", model, ds, codec, cell, grid, seed, layer, r, data), log)
+
+
+def run_grid(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None) -> None:
+    """Every run of `grid` not yet in WORK/results.jsonl, each appended (and passed to `log`) as it ends."""
+    from erpack.models import load_model
+
     grid.work.mkdir(parents=True, exist_ok=True)
-    path = grid.work / RESULTS
     for model in grid.models:
         layer = load_model(model).num_layers // 2
         for ds in grid.datasets:
             corpus, caches = _caches(grid, model, ds, layer, log)
-            sizes, _, batch_size = grid.of(ds)
-            labels = str(corpus if grid.test_decile is None else grid_corpus(grid.work, ds, sizes, grid.test_decile))
+            labels = corpus if grid.test_decile is None else grid_corpus(grid.work, ds, grid.of(ds)[0], grid.test_decile)
             for seed in grid.seeds:
-                cfg = TrainConfig(epochs=grid.epochs, batch_size=batch_size, seed=seed, patience=grid.patience,
-                                  lr=None, baseline_lr=grid.full_lr)
-                with CacheReader(caches[grid.codecs[0]]) as first:
-                    data = prepare_data(first, labels, "classification")
-                    if grid.baseline and run_key(_stub("baseline", model, ds, None, "full", grid, seed)) not in finished(path):
-                        r = run_baseline(first.meta, data, cfg)
-                        row = _run_row("baseline", model, ds, None, "full", grid, seed, layer, r, data)
-                        append_result(path, row)
-                        log(row)
-                for codec, cache in caches.items():
-                    with CacheReader(cache) as reader:
-                        data = prepare_data(reader, labels, "classification")
-                        for cell in grid.modes:
-                            if run_key(_stub("recycled", model, ds, codec, cell, grid, seed)) in finished(path):
-                                continue
-                            kind, spec = cell_mode(cell)
-                            lr = grid.upper_lr if kind == "upper" else grid.adapter_lr
-                            _, r = run_recycled(reader, data, kind, spec, replace(cfg, lr=lr))
-                            row = _run_row("recycled", model, ds, codec, cell, grid, seed, layer, r, data)
-                            append_result(path, row)
-                            log(row)
+                _run_seed(grid, model, ds, layer, caches, str(labels), seed, log)
 
 
 def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, threads: int = 1) -> None:
@@ -171,8 +178,7 @@ def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, 
                 row = {"kind": "timing", "model": model, "dataset": ds, "codec": None, "mode": None, "seed": rnd,
                        "layer": layer, "documents": len(data.splits["train"]),
                        "tokens": int(sum(data.lengths["train"])), "threads": threads, "seconds": times}
-                append_result(grid.work / RESULTS, row)
-                log(row)
+                _finish(grid, row, log)
             for reader in readers.values():
                 reader.close()
 
