@@ -4,8 +4,8 @@
         --modes upper,adapter --seeds 0,1,2 --work runs/train
     python tools/train_table.py --work runs/train --table-only        # the table from results.jsonl
 
-For each (model, data set) it writes a corpus (RT: the first --rt-train training reviews plus the full
-validation and test splits; BBC: everything), encodes it once per codec (the one-off cost, timed), then
+For each (model, data set) it writes a corpus (the first --rt-sizes / --bbc-sizes train, validation and
+test documents: RT in file order, BBC in sha256(id) order), encodes it once per codec (the one-off cost, timed), then
 for each seed fine-tunes the whole model from text once (the baseline) and trains every (codec, mode)
 from the cache with the same seed, data, batches, epochs and head. Every run is appended to
 WORK/results.jsonl as it finishes, so an interrupted grid resumes. Prints a human table, then one JSON
@@ -16,7 +16,8 @@ that makes the splits (erpack.assets.bucket_of): those in decile D are the test 
 validation unchanged (D = 9 is the default split; 8 is validation's). The documents are the same, so
 the caches are shared. The table pairs every run with the baseline of its seed and decile, pools the
 deciles of one tag, and gives a 95% paired-bootstrap interval of the mean difference over the test
-documents (runs record which test documents they got right).
+documents (runs record which test documents they got right). `--results docs/results/NAME.md` also
+writes the table as a results page. The grid, the table and its statistics are erpack.experiments.
 """
 
 from __future__ import annotations
