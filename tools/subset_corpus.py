@@ -6,7 +6,8 @@
         --labels-dir runs/s10
 
 Writes the corpus (JSONL: id, text, label, split; a split without a limit is kept whole) and, in
---labels-dir, the label file `tools/prune_table.py` uses for the same limits (its `subset_labels`), so
+--labels-dir, the label file `tools/prune_table.py` uses for the same limits
+(erpack.experiments.corpora.subset_labels), so
 an `erpack encode` of the corpus makes the cache that the pruning table, `erpack train` and
 `tools/export_bench.py` read. Prints the label file's path and the document count.
 """
@@ -14,16 +15,15 @@ an `erpack encode` of the corpus makes the cache that the pruning table, `erpack
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from prune_table import DATASETS, subset_labels  # noqa: E402
+from erpack.assets import load_dataset
+from erpack.errors import ErpackError
+from erpack.experiments.corpora import DATASETS, subset_labels, subset_records, write_records
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", choices=sorted(DATASETS.values()))
     p.add_argument("--train", type=int, default=None, help="training documents (default: all)")
@@ -34,21 +34,19 @@ def main() -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--labels-dir", required=True)
     args = p.parse_args()
-    from erpack.assets import load_dataset
-
     short = next(k for k, v in DATASETS.items() if v == args.dataset)
     limits = {"train": args.train, "validation": args.validation, "test": args.test}
-    work = Path(args.labels_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    labels = subset_labels(work, short, limits, args.how)
-    ids = {json.loads(line)["id"] for line in open(labels)}
-    rows = [r for r in load_dataset(args.dataset) if r.id in ids]
-    tmp = Path(args.output).with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"id": r.id, "text": r.text, "label": r.label, "split": r.split}) + "\n"
-                           for r in rows))
-    os.replace(tmp, args.output)
+    try:
+        labels = subset_labels(Path(args.labels_dir), short, limits, args.how)
+        ids = {r.id for r in subset_records(short, limits, args.how)}
+        rows = [r for r in load_dataset(args.dataset) if r.id in ids]  # the corpus keeps the data set's order
+        write_records(Path(args.output), rows)
+    except ErpackError as e:
+        print(f"subset_corpus: error: {e}", file=sys.stderr)
+        return 2
     print(f"{labels} {len(rows)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

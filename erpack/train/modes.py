@@ -24,6 +24,7 @@ share it; it is initialised from the seed before anything else draws random numb
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,10 +34,16 @@ from erpack.errors import InputError, ManifestMismatchError
 
 MODES = ("upper", "adapter", "head")
 ADAPTERS = ("lora", "ia3")
+# An adapter in one word (a table cell, a grid's --modes entry): AdapterSpec.parse / AdapterSpec.label
+ADAPTER_GRAMMAR = ("adapter (LoRA r=16, alpha 32), adapter-rN (LoRA rank N, alpha 2N), adapter-rNaM (rank N, "
+                   "alpha M), adapter-ia3, a LoRA entry with -dora (DoRA), and any adapter with -ln (LayerNorms train)")
+_CELL = re.compile(r"adapter(?:-(ia3)|-r(\d+)(?:a(\d+))?)?(-dora)?(-ln)?")
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
+    """The adapters `adapter` mode injects; `parse` and `label` write one as a word (`adapter-r8-dora-ln`)."""
+
     kind: str = "lora"
     r: int = 16
     alpha: int | None = None  # None: 2r (32 at the default rank)
@@ -55,6 +62,31 @@ class AdapterSpec:
             raise InputError(f"LoRA alpha must be > 0, got {self.alpha}")
         if self.dora and self.kind != "lora":
             raise InputError(f"DoRA is a form of LoRA; it does not apply to {self.kind}")
+
+    @classmethod
+    def parse(cls, text: str) -> AdapterSpec:
+        """The adapter a word names: `adapter` (LoRA r=16, alpha 32), `adapter-rN` (rank N, alpha 2N),
+        `adapter-rNaM` (rank N, alpha M), `adapter-ia3`; `-dora` after a LoRA word makes it DoRA, a
+        final `-ln` also trains the upper layers' LayerNorms (`adapter-r16a32-dora-ln`)."""
+        m = _CELL.fullmatch(text)
+        if not m:
+            raise InputError(f"unknown adapter {text!r}; adapters: {ADAPTER_GRAMMAR}")
+        norms, dora = bool(m[5]), bool(m[4])
+        if m[1]:
+            return cls("ia3", norms=norms, dora=dora)  # ia3 + dora: __post_init__ refuses it
+        if m[2]:
+            return cls(r=int(m[2]), alpha=int(m[3]) if m[3] else None, norms=norms, dora=dora)
+        return cls(norms=norms, dora=dora)
+
+    def label(self) -> str:
+        """The word `parse` reads back as this spec (dropout is not part of it)."""
+        if self.kind == "ia3":
+            word = "adapter-ia3"
+        elif self.r == 16 and self.alpha == 32:
+            word = "adapter"
+        else:
+            word = f"adapter-r{self.r}" + ("" if self.alpha == 2 * self.r else f"a{self.alpha}")
+        return word + ("-dora" if self.dora else "") + ("-ln" if self.norms else "")
 
     def as_dict(self) -> dict:
         d = asdict(self) if self.kind == "lora" else {"kind": "ia3", "norms": self.norms}

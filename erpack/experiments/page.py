@@ -1,0 +1,42 @@
+"""A results page (docs/results/NAME.md): a title, the command that made it, the machine, then tables.
+
+    write_page("docs/results/training.md", "Training from the cache", command_line(sys.argv), machine, lines)
+
+Pages are rendered from result files by the tool that produced them (its `--results` option), never
+edited by hand: a second run of the command rewrites the page.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from erpack.store.atomic import write_atomic
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """`python tools/SCRIPT ARGS...` as it was run; a script given by its absolute path is named from the
+    folder above its own (the repository, for the scripts in tools/)."""
+    argv = [str(a) for a in (sys.argv if argv is None else argv)]
+    script = Path(argv[0])
+    if script.is_absolute():
+        argv[0] = str(script.relative_to(script.parents[1]))
+    return "python " + " ".join(argv)
+
+
+def machine_line(machine: dict) -> str:
+    """One line of erpack.bench.timing.describe_machine's dict: CPU, cores, threads, versions."""
+    versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    return (f"{machine.get('cpu')}, {machine.get('usable_cores')} usable cores{gpu}, torch threads "
+            f"{machine.get('torch_threads')}, Python {machine.get('python')} ({versions})")
+
+
+def write_page(path, title: str, command: str, machine: dict | str, body: list[str]) -> Path:
+    """Write the page atomically: `# title`, the command and the machine, a blank line, `body`."""
+    path = Path(path)
+    where = machine if isinstance(machine, str) else machine_line(machine)
+    text = "\n".join([f"# {title}", "", f"Made by `{command}`", f"on {where}.", "", *body]) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode())
+    return path
