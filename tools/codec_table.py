@@ -1,4 +1,4 @@
-"""Measure every codec on real middle-layer activations and write the table in docs/codecs.md.
+"""Measure every codec on real middle-layer activations and write the table in docs/results/codecs.md.
 
 Sets (fixed and deterministic): MiniLM (all-MiniLM-L6-v2) at layer 3 and MPNet (all-mpnet-base-v2)
 at layer 6, each over
@@ -9,7 +9,7 @@ record per document, the input of layer k: the lower stack's output, as `erpack 
 (erpack.experiments.codec_table).
 
 Prints a human table per set and the targets, then one JSON document as the last line, and
-rewrites the part of docs/codecs.md between its `codec-table` markers.
+rewrites the part of docs/results/codecs.md between its `codec-table` markers.
 
     python tools/codec_table.py                   # everything, about 5 minutes on 2 CPU cores
     python tools/codec_table.py --quick --no-doc  # a smoke run: 30 + 10 documents, MiniLM only
@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--spec", action="append", metavar="SPEC", help="a pipeline to measure (repeat; default: the list in SPECS)")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes per spec; the fastest is kept (5)")
     parser.add_argument("--cache-dir", default=str(ROOT / "runs" / "codec_table"), help="where activations are kept")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "codecs.md"), help="markdown file to update")
+    parser.add_argument("--doc", default=str(ROOT / "docs" / "results" / "codecs.md"), help="markdown file to update")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave the doc alone")
     parser.add_argument("--quick", action="store_true", help="smoke run: 30 + 10 documents, MiniLM, repeat 1")
     parser.add_argument("--from-json", metavar="FILE",

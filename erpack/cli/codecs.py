@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
             "List every codec a pipeline can use (array codecs quantize a (tokens, hidden) float32 record "
             "to bytes; byte codecs follow them), each with its parameters and defaults, the named presets, "
             "and the grammar of spec strings such as 'int8c+zstd:3' accepted by --codec everywhere. "
-            "Measured sizes and SQNR: docs/codecs.md, or `erpack compress SOURCE --codec SPEC`."
+            "Measured sizes and SQNR: docs/results/codecs.md, or `erpack compress SOURCE --codec SPEC`."
         ),
     )
     p.add_argument("--json", action="store_true", help="print one JSON document (grammar, presets, codecs) instead")

@@ -6,7 +6,7 @@
     y = pipe.decode(blob, shape=x.shape)
 
 Each codec is one module; importing this package registers them all. `erpack codecs` lists them,
-docs/codecs.md has the spec grammar and the measured table.
+docs/codecs.md has the spec grammar; docs/results/codecs.md the measured table.
 """
 
 from erpack.codecs import (  # noqa: F401  (importing registers each codec)

@@ -1,4 +1,4 @@
-"""Every codec measured on real middle-layer activations (tools/codec_table.py, docs/codecs.md).
+"""Every codec measured on real middle-layer activations (tools/codec_table.py, docs/results/codecs.md).
 
     arrays = load_set("minilm", "bbc", rt_docs=300, bbc_per_label=12, cache_dir=Path("runs/codec_table"))
     result = measure_all(["minilm"], SPECS, rt_docs=300, bbc_per_label=12, cache_dir=..., repeat=5, command=...)

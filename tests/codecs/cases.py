@@ -15,7 +15,7 @@ import pytest
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 needs_bnb = pytest.mark.skipif(not HAS_BNB, reason="bitsandbytes not installed (pip install 'erpack[quant]')")
 
-# spec, lossless, min SQNR synthetic, min SQNR real (MiniLM layer 3, measured values in docs/codecs.md)
+# spec, lossless, min SQNR synthetic, min SQNR real (MiniLM layer 3, measured values in docs/results/codecs.md)
 CASES = [
     ("fp32", True, None, None),
     ("fp16", False, 70.0, 70.0),

@@ -1,6 +1,6 @@
 """Every codec on real activations: MiniLM (all-MiniLM-L6-v2) layer 3, 30 Rotten Tomatoes reviews.
 
-The per-codec thresholds (CASES, last column) sit below the values docs/codecs.md reports on the
+The per-codec thresholds (CASES, last column) sit below the values docs/results/codecs.md reports on the
 full sample, so a codec that regresses on real BERT-like activations (outlier channels and all) fails.
 """
 
