@@ -23,6 +23,7 @@ from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.codecs.metrics import Meter
 from erpack.errors import CodecError, InputError
+from erpack.store import CacheReader, CacheWriter
 
 Record = tuple[str, np.ndarray]
 
@@ -198,8 +199,6 @@ def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Re
     for a cache, its spec and meta."""
     path = Path(source)
     if path.is_dir():
-        from erpack.store import CacheReader
-
         with CacheReader(path) as reader:
             records = []
             for doc_id, arr in reader:
@@ -216,8 +215,6 @@ def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: i
                  progress: Callable[[int], None] | None = None) -> dict:
     """Write the documents of cache `source` (its first `limit`) into a new cache `dest` encoded
     with `pipeline`, keeping meta and truncation flags. Returns {path, spec, documents, bytes}."""
-    from erpack.store import CacheReader, CacheWriter
-
     pipe = as_pipeline(pipeline)
     done = nbytes = 0
     with CacheReader(source) as reader, CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:

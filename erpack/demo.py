@@ -33,8 +33,12 @@ import torch
 
 from erpack.assets import load_dataset
 from erpack.batching import length_batches
+from erpack.codecs import Pipeline
+from erpack.compress import load_source, measure, recode_cache
 from erpack.errors import InputError
 from erpack.models import load_model, split_model
+from erpack.report import ReportConfig, build_report, write_report
+from erpack.store import verify_cache
 
 STEPS = ("parity", "encode", "compress", "train", "prune", "export", "predict", "report")
 CODECS = ("int8z", "int4z", "bf16z", "lossless")  # measured in the compress step
@@ -194,14 +198,10 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable | None = None,
 
 
 def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | None) -> dict:
-    from erpack.codecs import Pipeline
-    from erpack.compress import load_source, measure, recode_cache
     from erpack.encode import encode_corpus
     from erpack.export import export_task_model
     from erpack.predict import predict
     from erpack.prune import Fractions, RecoveryConfig, prune_task_model
-    from erpack.report import ReportConfig, build_report, write_report
-    from erpack.store import verify_cache
     from erpack.train import AdapterSpec, TrainConfig
     from erpack.train.trainer import train_from_cache
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from erpack.assets import load_dataset, resolve_model
+from erpack.batching import length_batches
 from erpack.bench.paths import (
     ErpackOnnx,
     ErpackPrunedInt8,
@@ -32,6 +34,7 @@ from erpack.bench.paths import (
     quantization_note,
 )
 from erpack.bench.timing import SECTIONS, describe_machine, summarize
+from erpack.corpus import iter_corpus
 from erpack.errors import ErpackError, InputError
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
@@ -78,8 +81,6 @@ def read_documents(corpus: str, limit: int | None) -> tuple[list, dict[str, str]
     """(documents, {id: label}) for a corpus; labels from built-in data sets or a JSONL `label` field."""
     from itertools import islice
 
-    from erpack.corpus import iter_corpus
-
     docs = list(islice(iter_corpus(corpus), limit))
     labels: dict[str, str] = {}
     path = Path(corpus)
@@ -91,8 +92,6 @@ def read_documents(corpus: str, limit: int | None) -> tuple[list, dict[str, str]
                 if str(row.get("id")) in wanted and row.get("label") is not None:
                     labels[str(row["id"])] = str(row["label"])
     elif not path.exists():
-        from erpack.assets import load_dataset
-
         name, _, split = corpus.partition(":")
         labels = {r.id: r.label for r in load_dataset(name, split=split or None)}
     return docs, labels
@@ -102,7 +101,6 @@ def load_models(cfg: BenchConfig, label_names: list[str]):
     """(full classifier, tokenizer, class names, trained?) from the task model or a random head."""
     from transformers import AutoTokenizer
 
-    from erpack.assets import resolve_model
     from erpack.models import load_model
 
     if cfg.task_model:
@@ -212,7 +210,6 @@ def timed_pass(path, batches, cold: bool) -> tuple[float, dict, np.ndarray]:
 
 def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
     """Run the benchmark; returns the JSON-able result (see docs/benchmarks.md for its fields)."""
-    from erpack.batching import length_batches
     from erpack.encode import default_max_length
 
     log = log or (lambda msg: None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.assets import DATASETS, MODELS, load_dataset, model_path
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,8 +25,6 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from collections import Counter
-
-    from erpack.assets import DATASETS, MODELS, load_dataset, model_path
 
     out = {"models": {}, "datasets": {}}
     for name in MODELS:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from erpack.cli import CLIError
+from erpack.codecs import Pipeline
+from erpack.compress import load_source, measure, recode_cache, spec_slug
 
 COLUMNS = [  # (header, key, format)
     ("spec", "spec", "{}"),
@@ -66,9 +68,6 @@ def progress_bar(total: int, desc: str):
 
 
 def run(args) -> int:
-    from erpack.codecs import Pipeline
-    from erpack.compress import load_source, measure, recode_cache, spec_slug
-
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
     if args.repeat < 1:

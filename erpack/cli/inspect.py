@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.store import CacheReader
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -99,8 +101,6 @@ def task_model_card(folder) -> tuple[list[str], dict]:
 
 def run(args) -> int:
     from pathlib import Path
-
-    from erpack.store import CacheReader
 
     folder = Path(args.cache)
     if (folder / "erpack_task.json").is_file():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.codecs import Pipeline
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
 from erpack.export.metadata import check_cache, set_file_metadata
@@ -28,6 +29,7 @@ from erpack.export.onnx_export import FullStack, export_full, export_lower, expo
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
 from erpack.export.timing import interleaved_medians
+from erpack.store import CacheReader
 from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
 
 PARTS = ("upper", "lower", "full")
@@ -70,8 +72,6 @@ def _part_for(tm, part: str | None, source) -> str:
 def _info(tm, source) -> dict:
     cache = dict(tm.expected_cache)
     if "codec_spec" not in cache and cache.get("codec"):
-        from erpack.codecs import Pipeline
-
         cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
     return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
             "task_model": str(source) if not hasattr(source, "info") else None}
@@ -164,8 +164,6 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
     reader = None
     if calibration_cache is not None:
-        from erpack.store import CacheReader
-
         reader = CacheReader(calibration_cache)
     try:
         notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
