@@ -262,15 +262,17 @@ def compress_step(run: DemoRun, cached_documents: int) -> dict:
     """3. the codec table on a sample, and the int8z cache the task model uses."""
     paths, t0 = run.paths, time.perf_counter()
     records, _ = load_source(paths.reference, limit=run.cfg.sample)
-    rows = [dict(_with_bar(run, len(records), f"measure {spec}", lambda up, spec=spec: measure(spec, records, progress=up)),
-                 preset=spec) for spec in CODECS]
+    rows = []
+    for spec in CODECS:
+        row = _with_bar(run, len(records), f"measure {spec}", lambda up, spec=spec: measure(spec, records, progress=up))
+        rows.append(dict(row.as_dict(), preset=spec))
     _fresh(paths.cache)
     written = _with_bar(run, cached_documents, f"write {TRAIN_CODEC} cache",
                         lambda up: recode_cache(paths.reference, paths.cache, TRAIN_CODEC, progress=up))
     ver8 = verify_cache(paths.cache)
     return run.done("compress", t0, {"sample_documents": len(records),
                                      "sample_tokens": sum(a.shape[0] for _, a in records),
-                                     "rows": rows, "cache": written, "verified": ver8["ok"]})
+                                     "rows": rows, "cache": written.as_dict(), "verified": ver8["ok"]})
 
 
 def train_step(run: DemoRun) -> dict:

@@ -65,8 +65,8 @@ def cache_row(path, sample: int = 200) -> dict:
                 "bytes_per_token": st["bytes_per_token"], "bytes_per_document": st["bytes_on_disk"] / st["documents"],
                 "bits_per_value": st["bits_per_value"], "payload_bits_per_value": st["payload_bits_per_value"],
                 "fit": {"a": a, "b": b}, "record_overhead_bytes": float(np.mean(overhead)),
-                "sqnr_db": None, "encode_MBps": m["encode_MBps"], "decode_MBps": m["decode_MBps"],
-                "sample_documents": m["docs"]}
+                "sqnr_db": None, "encode_MBps": m.encode_MBps, "decode_MBps": m.decode_MBps,
+                "sample_documents": m.docs}
 
 
 def codec_row(reference, spec: str, sample: int = 200) -> dict:
@@ -91,11 +91,11 @@ def codec_row(reference, spec: str, sample: int = 200) -> dict:
             "model_type": meta["model"].get("model_type"), "layer": meta.get("layer"), "hidden": hidden,
             "max_length": meta.get("max_length"), "documents": len(arrays), "tokens": n_tok, "bytes": total,
             "bytes_per_token": total / n_tok, "bytes_per_document": total / len(arrays),
-            "bits_per_value": 8 * total / (n_tok * hidden), "payload_bits_per_value": m["bits_per_value"],
+            "bits_per_value": 8 * total / (n_tok * hidden), "payload_bits_per_value": m.bits_per_value,
             "fit": {"a": a, "b": b}, "record_overhead_bytes": extra,
-            "sqnr_db": m["sqnr_db"],  # None: decodes the reference exactly
-            "sqnr_reference": ref_codec, "encode_MBps": m["encode_MBps"], "decode_MBps": m["decode_MBps"],
-            "sample_documents": m["docs"]}
+            "sqnr_db": m.sqnr_db,  # None: decodes the reference exactly
+            "sqnr_reference": ref_codec, "encode_MBps": m.encode_MBps, "decode_MBps": m.decode_MBps,
+            "sample_documents": m.docs}
 
 
 def sqnr_against(reference, path, limit: int = 200) -> float | None:
