@@ -27,7 +27,7 @@ class BenchDocuments:
     docs: list[Document]
     labels: dict[str, str]  # id -> label, for the documents that have one
     split: str  # train, validation, test, or "all" (the corpus has no splits, or all was asked for)
-    split_source: str | None  # how splits were known: "built-in", "field", "hash of the id"; None for "all"
+    split_source: str | None  # how splits were known: "built-in", "split field", "hash of the id"; None for "all"
 
 
 def _jsonl_rows(path: Path) -> dict[str, dict]:
@@ -53,7 +53,7 @@ def labels_and_splits(corpus: str, docs: list[Document]) -> tuple[dict[str, str]
                 splits[d.id], by_field = str(row["split"]), True
             elif d.id in labels:
                 splits[d.id] = split_of(d.id)
-        return labels, splits, ("field" if by_field else "hash of the id") if splits else None
+        return labels, splits, ("split field" if by_field else "hash of the id") if splits else None
     if path.exists():  # a CSV corpus: no labels, no splits
         return {}, {}, None
     name, _, split = corpus.partition(":")

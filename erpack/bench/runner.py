@@ -259,14 +259,14 @@ def prepare_workload(cfg: BenchConfig, docs: BenchDocuments, steps: Steps) -> tu
     work = Workload(ids=[d.id for d in docs.docs], texts=texts, lengths=lengths, batches=batches,
                     model=model, tokenizer=tokenizer, layer=k, max_length=max_length, work=Path(cfg.work),
                     threads=cfg.threads, device=str(device))
-    steps.done(f"{len(texts)} documents ({split_words(docs)}), {sum(lengths)} tokens, {len(batches)} batches; "
+    steps.done(f"{len(texts)} documents of {split_words(docs)}, {sum(lengths)} tokens, {len(batches)} batches; "
                f"model {cfg.model} L={L} k={k}")
     return work, classes, trained
 
 
 def split_words(docs: BenchDocuments) -> str:
-    """Which documents are scored, in words: 'split test (built-in)' or 'all documents'."""
-    return "all documents" if docs.split == ALL else f"split {docs.split} ({docs.split_source})"
+    """Which documents are scored, in words: 'the test split (built-in)' or 'all documents'."""
+    return "all documents" if docs.split == ALL else f"the {docs.split} split ({docs.split_source})"
 
 
 def reference_and_pruned(cfg: BenchConfig, work: Workload, caches: list[dict], notes: list[str], steps: Steps):

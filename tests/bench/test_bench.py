@@ -143,9 +143,9 @@ def test_default_split_is_the_test_split(tmp_path):
     cfg = dict(corpus=str(corpus), model=str(t["model"]), layer=tiny.LAYER, limit=8, paths=["full-torch"], repeats=1,
                warmup=0, work=str(tmp_path / "work"))
     res = run_bench(BenchConfig(**cfg)).as_dict()
-    assert res["workload"]["split"] == "test" and res["workload"]["split_source"] == "field"
+    assert res["workload"]["split"] == "test" and res["workload"]["split_source"] == "split field"
     assert res["workload"]["documents"] == 8
-    assert "accuracy on the test split (field)" in "\n".join(card(res))
+    assert "accuracy on the test split (split field)" in "\n".join(card(res))
     train = run_bench(BenchConfig(**cfg, split="train")).as_dict()
     assert train["workload"]["split"] == "train"
     everything = run_bench(BenchConfig(**dict(cfg, limit=None), split="all")).as_dict()
