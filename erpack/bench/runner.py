@@ -1,11 +1,11 @@
 """`erpack bench` as a library call: the same documents through every inference path, timed.
 
-    result = run_bench(BenchConfig(corpus="rotten_tomatoes:test", model="minilm", layer=3,
-                                   codecs=["int8+zstd:3"], limit=512, repeats=5))
+    result = run_bench(BenchConfig(corpus="rotten_tomatoes", model="minilm", layer=3,
+                                   codecs=["int8+zstd:3"], limit=512, repeats=5))  # a BenchResult
 
-Steps: read the documents (and their labels where the corpus has them); load the task model (or a
-randomly initialised head: then accuracy is n/a and paths are compared by agreement with the full
-model); build missing caches with erpack.encode into the work folder; prepare every path; one
+Steps: read the documents of one split (the test split by default, erpack.bench.documents) and
+their labels where the corpus has them; load the task model (or a randomly initialised head: then
+accuracy is n/a and paths are compared by agreement with the full model); build missing caches with erpack.encode into the work folder; prepare every path; one
 warm-up pass each; then `repeats` timed passes, interleaved (A, B, C, A, B, C, ...) so load from
 other processes hurts every path alike; report medians, spread and the per-section breakdown.
 """
