@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from erpack.store import CacheReader
 
@@ -100,8 +101,6 @@ def task_model_card(folder) -> tuple[list[str], dict]:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     folder = Path(args.cache)
     if (folder / "erpack_task.json").is_file():
         lines, data = task_model_card(folder)
