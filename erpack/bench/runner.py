@@ -306,17 +306,19 @@ def training_result(cfg: BenchConfig, layer: int, notes: list[str], log) -> dict
     """`--train N`: one epoch from the cache against one of full fine-tuning, or None."""
     if not cfg.train:
         return None
-    try:
-        from erpack.bench.training import bench_training  # erpack.train (torch, peft) is optional here
+    try:  # erpack.train (and peft) load inside: optional here
+        from erpack.bench.training import bench_training
+
+        log(f"training benchmark: {cfg.train} training documents, one epoch each way")
+        return bench_training(cfg.corpus, cfg.model, layer, (cfg.codecs or ["int8+zstd:3"])[0], Path(cfg.work),
+                              cfg.train, cfg.batch_size, cfg.device)
     except ImportError as exc:
         notes.append(f"training benchmark skipped: erpack.train is not available ({exc})")
         return None
-    log(f"training benchmark: {cfg.train} training documents, one epoch each way")
-    return bench_training(cfg.corpus, cfg.model, layer, (cfg.codecs or ["int8+zstd:3"])[0], Path(cfg.work), cfg.train,
-                          cfg.batch_size, cfg.device)
 
 
 def workload_dict(cfg: BenchConfig, docs: BenchDocuments, work: Workload, classes, trained: bool, labelled: bool) -> dict:
+    """The result's `workload`: what was scored (corpus, split, documents, tokens), the model and k."""
     tokens, L, k = sum(work.lengths), work.num_layers, work.layer
     return {"corpus": cfg.corpus, "split": docs.split, "split_source": docs.split_source,
             "documents": len(docs.docs), "tokens": tokens,
