@@ -247,18 +247,19 @@ def split_words(docs: BenchDocuments) -> str:
 
 
 def reference_and_pruned(cfg: BenchConfig, work: Workload, caches: list[dict], notes: list[str], steps: Steps):
-    """(the full PyTorch model's predictions or None, the pruned model or None, what was pruned)."""
-    if "full-torch" not in cfg.paths:  # the reference's predictions, for agreement and for pruning importance
-        if "erpack-pruned-int8" in cfg.paths:
-            notes.append("erpack-pruned-int8 skipped: it needs the full-torch path as reference")
-        return None, None, None
+    """(the full PyTorch model's predictions or None, the pruned model or None, what was pruned): two steps."""
+    reference, pruned, pruned_info = None, None, None
     steps.start("reference predictions")
-    ref = FullTorch(work)
-    ref.prepare()
-    reference = {"predictions": timed_pass(ref, work.batches, False)[2]}
+    if "full-torch" in cfg.paths:  # the reference's predictions, for agreement and for pruning importance
+        ref = FullTorch(work)
+        ref.prepare()
+        reference = {"predictions": timed_pass(ref, work.batches, False)[2]}
     steps.done()
     steps.start("prune")
-    pruned, pruned_info = pruned_model(cfg, work, caches, reference, notes)
+    if reference is not None:
+        pruned, pruned_info = pruned_model(cfg, work, caches, reference, notes)
+    elif "erpack-pruned-int8" in cfg.paths:
+        notes.append("erpack-pruned-int8 skipped: it needs the full-torch path as reference")
     steps.done()
     return reference, pruned, pruned_info
 
@@ -337,7 +338,7 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> BenchResult:
         torch.set_num_threads(cfg.threads)
     Path(cfg.work).mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    steps = Steps(progress, log, total=5)
+    steps = Steps(progress, log, total=6)  # then one per path
     try:
         steps.start("read the documents")
         docs = read_documents(cfg.corpus, cfg.limit, cfg.split)
