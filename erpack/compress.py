@@ -53,6 +53,15 @@ class CodecMeasurement:
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """Where measured records came from: a cache (with its codec spec and meta) or raw activations."""
+
+    kind: str  # "cache" or "raw"
+    codec: str | None = None  # the cache's pipeline spec
+    meta: dict | None = None  # the cache's manifest meta (model identity, layer, tokenizer settings)
+
+
+@dataclass(frozen=True)
 class RecodeSummary:
     """What `recode_cache` wrote: the new cache folder, its pipeline, documents and bytes committed."""
 
@@ -223,9 +232,8 @@ def _check_offsets(off: np.ndarray, n_tokens: int, path: Path) -> np.ndarray:
 
 
 # ---- sources: raw files or cache folders -------------------------------------------------------------
-def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], dict]:
-    """(records, info) from a raw activations file or a cache folder; info names the kind and,
-    for a cache, its spec and meta."""
+def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], SourceInfo]:
+    """(records, where they came from) from a raw activations file or a cache folder."""
     path = Path(source)
     if path.is_dir():
         with CacheReader(path) as reader:
@@ -234,10 +242,10 @@ def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Re
                 if limit is not None and len(records) >= limit:
                     break
                 records.append((doc_id, arr))
-            info = {"kind": "cache", "codec": reader.codec.spec, "meta": reader.meta}
+            info = SourceInfo("cache", reader.codec.spec, reader.meta)
         return records, info
     records = load_raw(path, offsets)
-    return (records[:limit] if limit is not None else records), {"kind": "raw"}
+    return (records[:limit] if limit is not None else records), SourceInfo("raw")
 
 
 def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: int = 1000,

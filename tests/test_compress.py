@@ -140,7 +140,7 @@ def test_load_source_and_recode_cache(tmp_path):
     arrays = docs()
     src = make_cache(tmp_path, arrays)
     records, info = load_source(src, limit=4)
-    assert info["kind"] == "cache" and info["codec"] == "fp32" and [i for i, _ in records] == ["d0", "d1", "d2", "d3"]
+    assert info.kind == "cache" and info.codec == "fp32" and [i for i, _ in records] == ["d0", "d1", "d2", "d3"]
     out = recode_cache(src, tmp_path / "small", "int8z")
     assert out.documents == len(arrays) and out.spec == "int8c:41+zstd:3"
     with CacheReader(tmp_path / "small") as r:

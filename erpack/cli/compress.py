@@ -78,7 +78,7 @@ def run(args) -> int:
         raise CLIError("--out re-encodes a cache: SOURCE must be a cache folder, not raw activations")
     records, info = load_source(source, offsets=args.offsets, limit=args.limit)
     tokens = sum(a.shape[0] for _, a in records)
-    where = f"cache written with {info['codec']}" if info["kind"] == "cache" else "raw activations"
+    where = f"cache written with {info.codec}" if info.kind == "cache" else "raw activations"
     print(f"source   {source} ({where}): {len(records)} documents, {tokens} tokens, hidden {records[0][1].shape[1]}")
     rows = []
     for pipe in pipes:
@@ -95,6 +95,6 @@ def run(args) -> int:
             row["out"] = written.as_dict()
             print(f"wrote    {dest}: {written.documents} documents, {written.bytes} bytes ({pipe.spec})")
     if args.json:
-        print(json.dumps({"source": str(source), "kind": info["kind"], "documents": len(records), "tokens": tokens,
+        print(json.dumps({"source": str(source), "kind": info.kind, "documents": len(records), "tokens": tokens,
                           "rows": json_rows}))
     return 0
