@@ -1,11 +1,12 @@
 """Measure codec pipelines on real activations, and re-encode a cache with another pipeline.
 
-`measure(pipeline, arrays)` returns one row: bits per value (every byte of every blob counted),
+`measure(pipeline, arrays)` returns one row (`CodecMeasurement`): bits per value (every byte of every blob counted),
 ratio against fp32, SQNR over the whole set, mean token cosine, and encode / decode speed in MB of
 fp32 per second on one thread (decode timed apart from encode, record by record and in padded batches,
 metrics outside the timed calls).
 `load_raw(path)` reads raw activations from .npy (+ offsets) or .safetensors; `load_source` also
-takes a cache folder; `recode_cache` writes a cache's documents into a new cache with a new codec.
+takes a cache folder; `recode_cache` writes a cache's documents into a new cache with a new codec
+(`RecodeSummary`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,53 @@ from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.codecs.metrics import Meter
 from erpack.errors import CodecError, InputError
+from erpack.store import CacheReader, CacheWriter
 
 Record = tuple[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CodecMeasurement:
+    """One row of the codec table: a pipeline's size, quality and speed over a set of records."""
+
+    spec: str
+    lossless: bool
+    docs: int
+    tokens: int
+    hidden: int
+    bits_per_value: float  # every byte of every blob, per stored value
+    ratio_vs_fp32: float
+    sqnr_db: float | None  # over the whole set; None: decoded exactly
+    mean_token_cosine: float
+    encode_MBps: float  # MB of fp32 per second of this thread's CPU time, best pass
+    decode_MBps: float  # record by record
+    batch_decode_MBps: float  # into padded length-grouped batches
+    batch_size: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where measured records came from: a cache (with its codec spec and meta) or raw activations."""
+
+    kind: str  # "cache" or "raw"
+    codec: str | None = None  # the cache's pipeline spec
+    meta: dict | None = None  # the cache's manifest meta (model identity, layer, tokenizer settings)
+
+
+@dataclass(frozen=True)
+class RecodeSummary:
+    """What `recode_cache` wrote: the new cache folder, its pipeline, documents and bytes committed."""
+
+    path: str
+    spec: str
+    documents: int
+    bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def as_pipeline(pipeline) -> Pipeline:
@@ -49,7 +96,7 @@ def single_thread(pipeline: Pipeline):
 
 
 def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1,
-            batch_size: int = 32) -> dict:
+            batch_size: int = 32) -> CodecMeasurement:
     """One row of the codec table for `pipeline` (a Pipeline or a spec string) over `arrays`
     (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, decodes every
     blob record by record (`decode_MBps`: each array dropped, as a streaming reader does), then
@@ -91,21 +138,13 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
                 progress(len(records))
     mb = 4.0 * meter.values / 1e6  # fp32 megabytes
     sqnr = meter.sqnr_db
-    return {
-        "spec": pipe.spec,
-        "lossless": pipe.lossless,
-        "docs": len(records),
-        "tokens": meter.tokens,
-        "hidden": int(records[0].shape[1]),
-        "bits_per_value": meter.bits_per_value,
-        "ratio_vs_fp32": 32.0 / meter.bits_per_value,
-        "sqnr_db": None if math.isinf(sqnr) else sqnr,  # None: decoded exactly
-        "mean_token_cosine": meter.mean_token_cosine,
-        "encode_MBps": mb / max(encode_s, 1e-12),
-        "decode_MBps": mb / max(decode_s, 1e-12),
-        "batch_decode_MBps": mb / max(batch_s, 1e-12),
-        "batch_size": batch_size,
-    }
+    return CodecMeasurement(
+        spec=pipe.spec, lossless=pipe.lossless, docs=len(records), tokens=meter.tokens,
+        hidden=int(records[0].shape[1]), bits_per_value=meter.bits_per_value,
+        ratio_vs_fp32=32.0 / meter.bits_per_value, sqnr_db=None if math.isinf(sqnr) else sqnr,
+        mean_token_cosine=meter.mean_token_cosine, encode_MBps=mb / max(encode_s, 1e-12),
+        decode_MBps=mb / max(decode_s, 1e-12), batch_decode_MBps=mb / max(batch_s, 1e-12), batch_size=batch_size,
+    )
 
 
 # ---- raw activations -------------------------------------------------------------------------------
@@ -193,31 +232,26 @@ def _check_offsets(off: np.ndarray, n_tokens: int, path: Path) -> np.ndarray:
 
 
 # ---- sources: raw files or cache folders -------------------------------------------------------------
-def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], dict]:
-    """(records, info) from a raw activations file or a cache folder; info names the kind and,
-    for a cache, its spec and meta."""
+def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], SourceInfo]:
+    """(records, where they came from) from a raw activations file or a cache folder."""
     path = Path(source)
     if path.is_dir():
-        from erpack.store import CacheReader
-
         with CacheReader(path) as reader:
             records = []
             for doc_id, arr in reader:
                 if limit is not None and len(records) >= limit:
                     break
                 records.append((doc_id, arr))
-            info = {"kind": "cache", "codec": reader.codec.spec, "meta": reader.meta}
+            info = SourceInfo("cache", reader.codec.spec, reader.meta)
         return records, info
     records = load_raw(path, offsets)
-    return (records[:limit] if limit is not None else records), {"kind": "raw"}
+    return (records[:limit] if limit is not None else records), SourceInfo("raw")
 
 
 def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: int = 1000,
-                 progress: Callable[[int], None] | None = None) -> dict:
+                 progress: Callable[[int], None] | None = None) -> RecodeSummary:
     """Write the documents of cache `source` (its first `limit`) into a new cache `dest` encoded
-    with `pipeline`, keeping meta and truncation flags. Returns {path, spec, documents, bytes}."""
-    from erpack.store import CacheReader, CacheWriter
-
+    with `pipeline`, keeping meta, truncation flags and token hashes."""
     pipe = as_pipeline(pipeline)
     done = nbytes = 0
     with CacheReader(source) as reader, CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:
@@ -231,7 +265,7 @@ def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: i
             nbytes += info["bytes"]
             if progress is not None:
                 progress(len(chunk))
-    return {"path": str(dest), "spec": pipe.spec, "documents": done, "bytes": nbytes}
+    return RecodeSummary(path=str(dest), spec=pipe.spec, documents=done, bytes=nbytes)
 
 
 def spec_slug(spec: str) -> str:

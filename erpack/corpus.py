@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from erpack.assets import load_dataset
 from erpack.errors import InputError
 
 MAX_ID_BYTES = 1024
@@ -113,8 +114,6 @@ def _csv(path: Path, id_column: str | None) -> Iterator[Document]:
 
 
 def _builtin(spec: str) -> Iterator[Document]:
-    from erpack.assets import load_dataset
-
     name, _, split = spec.partition(":")
     for r in load_dataset(name, split=split or None):
         yield Document(r.id, r.text, None, f"{name}:{r.id}")

@@ -33,8 +33,12 @@ import torch
 
 from erpack.assets import load_dataset
 from erpack.batching import length_batches
+from erpack.codecs import Pipeline
+from erpack.compress import load_source, measure, recode_cache
 from erpack.errors import InputError
 from erpack.models import load_model, split_model
+from erpack.report import ReportConfig, build_report, write_report
+from erpack.store import verify_cache
 
 STEPS = ("parity", "encode", "compress", "train", "prune", "export", "predict", "report")
 CODECS = ("int8z", "int4z", "bf16z", "lossless")  # measured in the compress step
@@ -193,123 +197,172 @@ def run_demo(cfg: DemoConfig | None = None, progress: Callable | None = None,
         return _pipeline(cfg, progress, on_step)
 
 
-def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | None) -> dict:
-    from erpack.codecs import Pipeline
-    from erpack.compress import load_source, measure, recode_cache
-    from erpack.encode import encode_corpus
-    from erpack.export import export_task_model
-    from erpack.predict import predict
-    from erpack.prune import Fractions, RecoveryConfig, prune_task_model
-    from erpack.report import ReportConfig, build_report, write_report
-    from erpack.store import verify_cache
-    from erpack.train import AdapterSpec, TrainConfig
-    from erpack.train.trainer import train_from_cache
+@dataclass
+class DemoRun:
+    """One run of the demo: its settings, its files, the figures of the steps done so far, and how it
+    reports (`progress` makes bars, `on_step` hears each finished step)."""
 
-    paths = Paths(Path(cfg.out))
-    steps: dict[str, dict] = {}
-    t_all = time.perf_counter()
+    cfg: DemoConfig
+    paths: Paths
+    progress: Callable | None = None
+    on_step: Callable | None = None
+    steps: dict[str, dict] = field(default_factory=dict)
 
-    def bar(**kw):
-        return progress(leave=False, **kw) if progress else None
+    def bar(self, **kw):
+        """A transient progress bar, or None without `progress`."""
+        return self.progress(leave=False, **kw) if self.progress else None
 
-    def done(name: str, t0: float, figures: dict) -> dict:
+    def bars(self) -> Callable:
+        """The `progress(**kw)` factory the library functions take."""
+        return lambda **kw: self.bar(**kw)
+
+    def done(self, name: str, t0: float, figures: dict) -> dict:
+        """Record step `name`'s figures with its seconds since t0, and tell on_step."""
         figures["seconds"] = time.perf_counter() - t0
-        steps[name] = figures
-        if on_step:
-            on_step(STEPS.index(name) + 1, name, figures)
+        self.steps[name] = figures
+        if self.on_step:
+            self.on_step(STEPS.index(name) + 1, name, figures)
         return figures
 
-    # 1. parity (also checks the model and the data set before anything is written)
-    t0 = time.perf_counter()
-    par = split_parity(cfg.model, cfg.dataset, cfg.layer, cfg.parity_documents, cfg.batch_size, cfg.max_length,
-                       progress=(lambda it, **kw: progress(it, leave=False, **kw)) if progress else None)
-    k = par["layer"]
-    done("parity", t0, par)
 
-    # 2. encode the subset into a lossless cache (resumed if there), and verify it
-    t0 = time.perf_counter()
+def parity_step(run: DemoRun) -> dict:
+    """1. parity (also checks the model and the data set before anything is written)."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    par = split_parity(cfg.model, cfg.dataset, cfg.layer, cfg.parity_documents, cfg.batch_size, cfg.max_length,
+                       progress=(lambda it, **kw: run.progress(it, leave=False, **kw)) if run.progress else None)
+    return run.done("parity", t0, par)
+
+
+def encode_step(run: DemoRun, k: int):
+    """2. encode the subset into a lossless cache (resumed if there), and verify it. Returns the EncodeSummary."""
+    from erpack.encode import encode_corpus  # torch and transformers
+
+    cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     subset = write_subset(cfg.dataset, cfg.documents, paths.corpus)
     enc = encode_corpus(str(paths.corpus), str(paths.reference), model=cfg.model, layer=k, codec="lossless",
                         max_length=cfg.max_length, batch_size=cfg.batch_size, on_duplicate="skip",
-                        device=cfg.device, progress=lambda **kw: bar(**kw))
+                        device=cfg.device, progress=run.bars())
     ver = verify_cache(paths.reference)
-    done("encode", t0, {**subset, "cache": str(paths.reference), "encode": enc.as_dict(),
-                        "verified": ver["ok"], "verify_failures": len(ver["failures"])})
+    run.done("encode", t0, {**subset, "cache": str(paths.reference), "encode": enc.as_dict(),
+                            "verified": ver["ok"], "verify_failures": len(ver["failures"])})
+    return enc
 
-    # 3. the codec table on a sample, and the int8z cache the task model uses
-    t0 = time.perf_counter()
-    records, _ = load_source(paths.reference, limit=cfg.sample)
-    rows = []
-    for spec in CODECS:
-        b = bar(total=len(records), desc=f"measure {spec}", unit="doc")
-        rows.append(dict(measure(spec, records, progress=b.update if b else None), preset=spec))
+
+def _with_bar(run: DemoRun, total: int, desc: str, work: Callable):
+    """work(update or None) under a transient bar of `total` documents."""
+    b = run.bar(total=total, desc=desc, unit="doc")
+    try:
+        return work(b.update if b else None)
+    finally:
         if b:
             b.close()
-    _fresh(paths.cache)
-    b = bar(total=enc.cache_documents, desc=f"write {TRAIN_CODEC} cache", unit="doc")
-    written = recode_cache(paths.reference, paths.cache, TRAIN_CODEC, progress=b.update if b else None)
-    if b:
-        b.close()
-    ver8 = verify_cache(paths.cache)
-    done("compress", t0, {"sample_documents": len(records), "sample_tokens": sum(a.shape[0] for _, a in records),
-                          "rows": rows, "cache": written, "verified": ver8["ok"]})
 
-    # 4. train LoRA adapters + head from the int8z cache
-    t0 = time.perf_counter()
+
+def compress_step(run: DemoRun, cached_documents: int) -> dict:
+    """3. the codec table on a sample, and the int8z cache the task model uses."""
+    paths, t0 = run.paths, time.perf_counter()
+    records, _ = load_source(paths.reference, limit=run.cfg.sample)
+    rows = []
+    for spec in CODECS:
+        row = _with_bar(run, len(records), f"measure {spec}", lambda up, spec=spec: measure(spec, records, progress=up))
+        rows.append(dict(row.as_dict(), preset=spec))
+    _fresh(paths.cache)
+    written = _with_bar(run, cached_documents, f"write {TRAIN_CODEC} cache",
+                        lambda up: recode_cache(paths.reference, paths.cache, TRAIN_CODEC, progress=up))
+    ver8 = verify_cache(paths.cache)
+    return run.done("compress", t0, {"sample_documents": len(records),
+                                     "sample_tokens": sum(a.shape[0] for _, a in records),
+                                     "rows": rows, "cache": written.as_dict(), "verified": ver8["ok"]})
+
+
+def train_step(run: DemoRun) -> dict:
+    """4. train LoRA adapters + head from the int8z cache."""
+    from erpack.train import AdapterSpec, TrainConfig  # torch, peft
+    from erpack.train.trainer import train_from_cache
+
+    cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     _fresh(paths.trained)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
-    tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter",
-                          adapter=AdapterSpec("lora", r=cfg.rank), output=paths.trained,
-                          config=tcfg, progress=lambda **kw: bar(**kw))
+    tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter", adapter=AdapterSpec("lora", r=cfg.rank),
+                          output=paths.trained, config=tcfg, progress=run.bars())
     r = tr["recycled"]
-    done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],
-                       "accuracy": r["test"]["accuracy"], "validation_accuracy": r["best_validation"]["accuracy"],
-                       "epochs": len(r["epochs"]), "trainable_params": r["trainable_params"],
-                       "total_params": r["total_params"], "train_seconds_per_epoch": r["train_seconds_per_epoch"]})
+    return run.done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],
+                                  "accuracy": r["test"]["accuracy"],
+                                  "validation_accuracy": r["best_validation"]["accuracy"],
+                                  "epochs": len(r["epochs"]), "trainable_params": r["trainable_params"],
+                                  "total_params": r["total_params"],
+                                  "train_seconds_per_epoch": r["train_seconds_per_epoch"]})
 
-    # 5. prune heads + FFN neurons of the upper stack, recover with LoRA
-    t0 = time.perf_counter()
+
+def prune_step(run: DemoRun) -> dict:
+    """5. prune heads + FFN neurons of the upper stack, recover with LoRA."""
+    from erpack.prune import Fractions, RecoveryConfig, prune_task_model  # torch, peft
+    from erpack.train import TrainConfig
+
+    cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     _fresh(paths.pruned)
     recovery = RecoveryConfig(epochs=cfg.epochs)
     pcfg = TrainConfig(epochs=recovery.epochs, batch_size=cfg.batch_size, lr=recovery.lr, seed=cfg.seed,
                        device=cfg.device)
     _, pr = prune_task_model(paths.trained, paths.cache, str(paths.corpus), Fractions(cfg.prune, cfg.prune),
                              output=paths.pruned, recovery=recovery, samples=cfg.prune_samples, train_cfg=pcfg,
-                             progress=lambda **kw: bar(**kw))
+                             progress=run.bars())
     plan = pr["plan"]
-    done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
-                       "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
-                       "neurons_kept": plan["neurons_kept"], "neurons_total": plan["neurons_total"],
-                       "layers_dropped": plan["layers_dropped"], "params_before": pr["params_before"],
-                       "params_after": pr["params_after"], "accuracy": pr["test"]["accuracy"],
-                       "recovery_epochs": len(pr["recovery"]["epochs"]) if pr["recovery"] else 0})
+    return run.done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
+                                  "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
+                                  "neurons_kept": plan["neurons_kept"], "neurons_total": plan["neurons_total"],
+                                  "layers_dropped": plan["layers_dropped"], "params_before": pr["params_before"],
+                                  "params_after": pr["params_after"], "accuracy": pr["test"]["accuracy"],
+                                  "recovery_epochs": len(pr["recovery"]["epochs"]) if pr["recovery"] else 0})
 
-    # 6. export the pruned model: fp32 + int8 dynamic, parity against PyTorch on cached records
-    t0 = time.perf_counter()
+
+def export_step(run: DemoRun) -> dict:
+    """6. export the pruned model: fp32 + int8 dynamic, parity against PyTorch on cached records."""
+    from erpack.export import export_task_model  # torch, onnx
+
+    paths, t0 = run.paths, time.perf_counter()
     ex = export_task_model(paths.pruned, paths.graph, quantize="dynamic", calibration_cache=paths.cache,
-                           timing_runs=cfg.timing_runs, overwrite=True)  # the demo's own folder: rerun replaces
+                           timing_runs=run.cfg.timing_runs, overwrite=True)  # the demo's own folder: rerun replaces
     variants = [{key: v.get(key) for key in ("variant", "path", "bytes", "size_ratio", "agreement", "timing")}
                 for v in ex["variants"]]
-    done("export", t0, {"output": ex["output"], "bytes": ex["bytes"], "parity_max_diff": ex["parity"]["max_diff"],
-                        "tolerance": ex["parity"]["tolerance"], "variants": variants, "notes": ex["notes"]})
+    return run.done("export", t0, {"output": ex["output"], "bytes": ex["bytes"],
+                                   "parity_max_diff": ex["parity"]["max_diff"],
+                                   "tolerance": ex["parity"]["tolerance"], "variants": variants, "notes": ex["notes"]})
 
-    # 7. predict the test documents from the cache with onnxruntime, fp32 and int8
-    t0 = time.perf_counter()
+
+def predict_step(run: DemoRun) -> dict:
+    """7. predict the test documents from the cache with onnxruntime, fp32 and int8."""
+    from erpack.predict import predict  # torch, onnxruntime
+
+    cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     served = {}
-    for name, graph in [("fp32", paths.graph)] + [(v["variant"], Path(v["path"])) for v in variants]:
+    graphs = [("fp32", paths.graph)] + [(v["variant"], Path(v["path"])) for v in run.steps["export"]["variants"]]
+    for name, graph in graphs:
         out = paths.predictions if name == "fp32" else paths.predictions.with_suffix(f".{name}.jsonl")
         s = predict(graph, paths.cache, labels=str(paths.corpus), split="test", output=out, device=cfg.device,
-                    batch_size=cfg.batch_size, progress=lambda **kw: bar(**kw))
+                    batch_size=cfg.batch_size, progress=run.bars())
         served[name] = {"graph": str(graph), "output": str(out), "documents": s["predicted"],
                         "accuracy": s["metrics"]["accuracy"], "provider": s["provider"], "seconds": s["seconds"],
                         "missing": len(s["missing"])}
     fp32 = served["fp32"]
-    done("predict", t0, {"documents": fp32["documents"], "accuracy": fp32["accuracy"], "provider": fp32["provider"],
-                         "output": fp32["output"], "graphs": served,
-                         "matches_pytorch": abs(fp32["accuracy"] - steps["prune"]["accuracy"]) < 1e-9})
+    return run.done("predict", t0, {"documents": fp32["documents"], "accuracy": fp32["accuracy"],
+                                    "provider": fp32["provider"], "output": fp32["output"], "graphs": served,
+                                    "matches_pytorch": abs(fp32["accuracy"] - run.steps["prune"]["accuracy"]) < 1e-9})
 
-    # 8. the storage-cost report of both caches, plus bf16z / int4z re-encoded from the lossless one
-    t0 = time.perf_counter()
+
+def report_row(row: dict, presets: dict[str, str]) -> dict:
+    """The figures of one report row the demo keeps."""
+    be = row["break_even"]
+    return {"codec": row["codec"], "preset": presets.get(row["codec"]), "kind": row["kind"],
+            "bits_per_value": row["bits_per_value"], "bytes_per_token": row["bytes_per_token"],
+            "sqnr_db": row["sqnr_db"], "lossless": row["lossless"], "projected_bytes": row["projection"]["bytes"],
+            "monthly_cost": row["projection"]["monthly_cost"],
+            "break_even_runs": be["break_even_runs"] if be else None}
+
+
+def report_step(run: DemoRun) -> dict:
+    """8. the storage-cost report of both caches, plus bf16z / int4z re-encoded from the lossless one."""
+    cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     others = [c for c in CODECS if c not in ("lossless", TRAIN_CODEC)]
     rcfg = ReportConfig(caches=[str(paths.reference), str(paths.cache)], codecs=others,
                         documents=cfg.projected_documents, sample=cfg.sample,
@@ -318,25 +371,31 @@ def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | No
     rep = build_report(rcfg)
     files = write_report(rep, paths.report)
     presets = {Pipeline.from_spec(c).spec: c for c in CODECS}
-    summary_rows = []
-    for row in rep["rows"]:
-        be = row["break_even"]
-        summary_rows.append({
-            "codec": row["codec"], "preset": presets.get(row["codec"]), "kind": row["kind"], "bits_per_value": row["bits_per_value"],
-            "bytes_per_token": row["bytes_per_token"], "sqnr_db": row["sqnr_db"], "lossless": row["lossless"],
-            "projected_bytes": row["projection"]["bytes"], "monthly_cost": row["projection"]["monthly_cost"],
-            "break_even_runs": be["break_even_runs"] if be else None})
-    done("report", t0, {"files": {k2: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
-                                  for k2, v in files.items()}, "rows": summary_rows,
-                        "projected_documents": rep["rows"][0]["projection"]["documents"],
-                        "projected_tokens": rep["rows"][0]["projection"]["tokens"],
-                        "profile_mean_tokens": rep["profile"]["mean"], "notes": rep["notes"]})
+    return run.done("report", t0, {"files": {k2: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
+                                             for k2, v in files.items()},
+                                   "rows": [report_row(row, presets) for row in rep["rows"]],
+                                   "projected_documents": rep["rows"][0]["projection"]["documents"],
+                                   "projected_tokens": rep["rows"][0]["projection"]["tokens"],
+                                   "profile_mean_tokens": rep["profile"]["mean"], "notes": rep["notes"]})
 
+
+def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | None) -> dict:
+    run = DemoRun(cfg, Paths(Path(cfg.out)), progress, on_step)
+    t_all = time.perf_counter()
+    par = parity_step(run)
+    enc = encode_step(run, par["layer"])
+    compress_step(run, enc.cache_documents)
+    train_step(run)
+    prune_step(run)
+    export_step(run)
+    served = predict_step(run)["graphs"]
+    report_step(run)
+    steps = run.steps
     ok = (par["ok"] and steps["encode"]["verified"] and steps["compress"]["verified"]
           and steps["predict"]["matches_pytorch"] and not any(s["missing"] for s in served.values()))
-    result = {"kind": "erpack-demo", "config": asdict(cfg), "out": str(paths.root), "model": cfg.model,
-              "dataset": cfg.dataset, "layer": k, "num_layers": par["num_layers"], "steps": steps,
+    result = {"kind": "erpack-demo", "config": asdict(cfg), "out": str(run.paths.root), "model": cfg.model,
+              "dataset": cfg.dataset, "layer": par["layer"], "num_layers": par["num_layers"], "steps": steps,
               "seconds": time.perf_counter() - t_all, "ok": ok,
               "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}}
-    (paths.root / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (run.paths.root / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from erpack.batching import length_batches
+from erpack.codecs import Pipeline
 from erpack.corpus import Document, check_corpus, iter_corpus
 from erpack.errors import InputError
+from erpack.store import CacheWriter
 from erpack.tokens import token_hash, tokenize
 
 DEFAULT_CODEC = "int8c+zstd:3"
@@ -212,9 +214,7 @@ def encode_corpus(
     every cached id again); unchanged ones are skipped except with "replace". `id_column`: the
     field or CSV column holding ids (default `id`; a CSV without one gets generated ids, warned).
     """
-    from erpack.codecs import Pipeline
     from erpack.models import load_model, split_model
-    from erpack.store import CacheWriter
 
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")

@@ -55,20 +55,20 @@ def make_cache(tmp_path, arrays, spec="fp32"):
 def test_measure_row():
     arrays = docs()
     row = measure("int8z", arrays)
-    assert row["spec"] == "int8c:41+zstd:3" and not row["lossless"]
-    assert row["docs"] == len(arrays) and row["tokens"] == sum(len(a) for a in arrays) and row["hidden"] == H
+    assert row.spec == "int8c:41+zstd:3" and not row.lossless
+    assert row.docs == len(arrays) and row.tokens == sum(len(a) for a in arrays) and row.hidden == H
     nbytes = sum(len(Pipeline.from_spec("int8z").encode(a)) for a in arrays)
-    assert row["bits_per_value"] == pytest.approx(8 * nbytes / sum(a.size for a in arrays))
-    assert row["ratio_vs_fp32"] == pytest.approx(32 / row["bits_per_value"])
-    assert 35 < row["sqnr_db"] < 50 and 0.999 < row["mean_token_cosine"] <= 1
-    assert row["encode_MBps"] > 0 and row["decode_MBps"] > 0
-    json.dumps(row, allow_nan=False)
+    assert row.bits_per_value == pytest.approx(8 * nbytes / sum(a.size for a in arrays))
+    assert row.ratio_vs_fp32 == pytest.approx(32 / row.bits_per_value)
+    assert 35 < row.sqnr_db < 50 and 0.999 < row.mean_token_cosine <= 1
+    assert row.encode_MBps > 0 and row.decode_MBps > 0
+    json.dumps(row.as_dict(), allow_nan=False)
 
 
 def test_measure_lossless_is_exact_and_accepts_pairs():
     arrays = docs()
     row = measure(Pipeline.from_spec("lossless"), [(str(i), a) for i, a in enumerate(arrays)])
-    assert row["sqnr_db"] is None and row["lossless"] and row["mean_token_cosine"] == pytest.approx(1.0)
+    assert row.sqnr_db is None and row.lossless and row.mean_token_cosine == pytest.approx(1.0)
     with pytest.raises(InputError, match="no documents"):
         measure("fp32", [])
 
@@ -140,9 +140,9 @@ def test_load_source_and_recode_cache(tmp_path):
     arrays = docs()
     src = make_cache(tmp_path, arrays)
     records, info = load_source(src, limit=4)
-    assert info["kind"] == "cache" and info["codec"] == "fp32" and [i for i, _ in records] == ["d0", "d1", "d2", "d3"]
+    assert info.kind == "cache" and info.codec == "fp32" and [i for i, _ in records] == ["d0", "d1", "d2", "d3"]
     out = recode_cache(src, tmp_path / "small", "int8z")
-    assert out["documents"] == len(arrays) and out["spec"] == "int8c:41+zstd:3"
+    assert out.documents == len(arrays) and out.spec == "int8c:41+zstd:3"
     with CacheReader(tmp_path / "small") as r:
         assert r.codec == Pipeline.from_spec("int8z") and r.meta["model"]["hidden_size"] == H
         assert r.info("d1")["truncated"] and not r.info("d0")["truncated"]

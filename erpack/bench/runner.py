@@ -1,11 +1,11 @@
 """`erpack bench` as a library call: the same documents through every inference path, timed.
 
-    result = run_bench(BenchConfig(corpus="rotten_tomatoes:test", model="minilm", layer=3,
-                                   codecs=["int8+zstd:3"], limit=512, repeats=5))
+    result = run_bench(BenchConfig(corpus="rotten_tomatoes", model="minilm", layer=3,
+                                   codecs=["int8+zstd:3"], limit=512, repeats=5))  # a BenchResult
 
-Steps: read the documents (and their labels where the corpus has them); load the task model (or a
-randomly initialised head: then accuracy is n/a and paths are compared by agreement with the full
-model); build missing caches with erpack.encode into the work folder; prepare every path; one
+Steps: read the documents of one split (the test split by default, erpack.bench.documents) and
+their labels where the corpus has them; load the task model (or a randomly initialised head: then
+accuracy is n/a and paths are compared by agreement with the full model); build missing caches with erpack.encode into the work folder; prepare every path; one
 warm-up pass each; then `repeats` timed passes, interleaved (A, B, C, A, B, C, ...) so load from
 other processes hurts every path alike; report medians, spread and the per-section breakdown.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from erpack.assets import resolve_model
+from erpack.batching import length_batches
+from erpack.bench.documents import ALL, BenchDocuments, read_documents
 from erpack.bench.paths import (
     ErpackOnnx,
     ErpackPrunedInt8,
@@ -31,7 +35,9 @@ from erpack.bench.paths import (
     prune_by_importance,
     quantization_note,
 )
-from erpack.bench.timing import SECTIONS, describe_machine, summarize
+from erpack.bench.result import BenchResult, path_result, true_classes, with_speedups
+from erpack.bench.timing import describe_machine
+from erpack.encode import default_max_length, encode_corpus, resolve_device
 from erpack.errors import ErpackError, InputError
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
@@ -50,6 +56,7 @@ class BenchConfig:
     full_onnx_int8: str | None = None  # a full-model int8 graph made elsewhere (optimum)
     paths: list[str] = field(default_factory=lambda: list(PATHS))
     limit: int | None = 256
+    split: str | None = None  # train, validation, test or all; None: test when the corpus has splits, else all
     batch_size: int = 32
     max_tokens: int = 16384
     repeats: int = 5
@@ -73,40 +80,15 @@ def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", spec).strip("-")
 
 
-# ---- documents and labels ----------------------------------------------------------------------
-def read_documents(corpus: str, limit: int | None) -> tuple[list, dict[str, str]]:
-    """(documents, {id: label}) for a corpus; labels from built-in data sets or a JSONL `label` field."""
-    from itertools import islice
-
-    from erpack.corpus import iter_corpus
-
-    docs = list(islice(iter_corpus(corpus), limit))
-    labels: dict[str, str] = {}
-    path = Path(corpus)
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        wanted = {d.id for d in docs}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if str(row.get("id")) in wanted and row.get("label") is not None:
-                    labels[str(row["id"])] = str(row["label"])
-    elif not path.exists():
-        from erpack.assets import load_dataset
-
-        name, _, split = corpus.partition(":")
-        labels = {r.id: r.label for r in load_dataset(name, split=split or None)}
-    return docs, labels
-
-
+# ---- models and caches ------------------------------------------------------------------------
 def load_models(cfg: BenchConfig, label_names: list[str]):
     """(full classifier, tokenizer, class names, trained?) from the task model or a random head."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: loaded when a benchmark runs, not on `erpack --help`
 
-    from erpack.assets import resolve_model
-    from erpack.models import load_model
+    from erpack.models import load_model  # torch and transformers
 
     if cfg.task_model:
-        from erpack.train import TaskModel
+        from erpack.train import TaskModel  # torch, and peft for adapter task models
 
         tm = TaskModel.load(cfg.task_model)
         name = tm.expected_cache["model"].get("name") or cfg.model
@@ -120,8 +102,6 @@ def load_models(cfg: BenchConfig, label_names: list[str]):
 def build_caches(cfg: BenchConfig, docs, layer: int, max_length: int, work: Path, progress=None) -> list[dict]:
     """The caches to read: those given, plus one per asked codec (encoded once into the work folder).
     Each comes with the encode summary that made it (seconds per document), when this run made it."""
-    from erpack.encode import encode_corpus
-
     out = [{"path": str(c), "encode": None} for c in cfg.caches]
     if not cfg.codecs:
         return out
@@ -132,8 +112,6 @@ def build_caches(cfg: BenchConfig, docs, layer: int, max_length: int, work: Path
         summary_file = work / f"encode-{slug(cfg.model)}-k{layer}-{slug(spec)}.json"
         if not (folder / "manifest.json").exists() or not summary_file.exists():
             if folder.exists():
-                import shutil
-
                 shutil.rmtree(folder)  # a cache of another document set: start again
             s = encode_corpus(str(corpus), folder, model=cfg.model, layer=layer, codec=spec, max_length=max_length,
                               batch_size=cfg.batch_size, progress=progress, device=cfg.device)
@@ -210,65 +188,105 @@ def timed_pass(path, batches, cold: bool) -> tuple[float, dict, np.ndarray]:
     return total, dict(path.watch.seconds), preds
 
 
-def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
-    """Run the benchmark; returns the JSON-able result (see docs/benchmarks.md for its fields)."""
-    from erpack.batching import length_batches
-    from erpack.encode import default_max_length
+class Steps:
+    """The preparation steps as one progress bar (`progress(total=, desc=, unit=)` makes a tqdm-like
+    bar), each step's name shown beside it; and the log. Without `progress`, only the log."""
 
-    log = log or (lambda msg: None)
-    t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    work_dir = Path(cfg.work)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-    docs, labels = read_documents(cfg.corpus, cfg.limit)
-    if not docs:
-        raise InputError(f"corpus {cfg.corpus} holds no documents")
-    from erpack.encode import resolve_device
+    def __init__(self, progress, log, total: int):
+        self.bar = progress(total=total, desc="bench: preparing", unit="step") if progress else None
+        self.log = log
 
-    model, tokenizer, classes, task_layer, trained = load_models(cfg, sorted(set(labels.values())))
+    def start(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=True)
+
+    def done(self, message: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if message:
+            self.log(message)
+
+    def add(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.total += n
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def prepare_workload(cfg: BenchConfig, docs: BenchDocuments, steps: Steps) -> tuple[Workload, list[str], bool]:
+    """(the workload every path shares, class names, trained head?): model on its device, layer k,
+    documents tokenized and batched by length."""
+    steps.start("load the model")
+    model, tokenizer, classes, task_layer, trained = load_models(cfg, sorted(set(docs.labels.values())))
     device = resolve_device(cfg.device)
     model.to(device)
     L = int(model.config.num_hidden_layers)
     k = cfg.layer if cfg.layer is not None else (task_layer if task_layer is not None else L // 2)
     if not 0 < k < L:
         raise InputError(f"--layer must be between 1 and {L - 1} for {cfg.model}, got {k}")
+    steps.done()
+    steps.start("tokenize")
+    texts = [d.text for d in docs.docs]
     max_length = default_max_length(tokenizer, model.config)
-    lengths = [len(x) for x in tokenizer([d.text for d in docs], truncation=True, max_length=max_length)["input_ids"]]
+    lengths = [len(x) for x in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     batches = length_batches(lengths, cfg.batch_size, cfg.max_tokens)
-    work = Workload(ids=[d.id for d in docs], texts=[d.text for d in docs], lengths=lengths, batches=batches,
-                    model=model, tokenizer=tokenizer, layer=k, max_length=max_length, work=work_dir,
+    work = Workload(ids=[d.id for d in docs.docs], texts=texts, lengths=lengths, batches=batches,
+                    model=model, tokenizer=tokenizer, layer=k, max_length=max_length, work=Path(cfg.work),
                     threads=cfg.threads, device=str(device))
-    log(f"{len(docs)} documents, {sum(lengths)} tokens, {len(batches)} batches; model {cfg.model} L={L} k={k}")
-    caches = build_caches(cfg, docs, k, max_length, work_dir, progress) if any(
-        p.startswith("erpack") for p in cfg.paths) else []
+    steps.done(f"{len(texts)} documents of {split_words(docs)}, {sum(lengths)} tokens, {len(batches)} batches; "
+               f"model {cfg.model} L={L} k={k}")
+    return work, classes, trained
 
-    reference = None
+
+def split_words(docs: BenchDocuments) -> str:
+    """Which documents are scored, in words: 'the test split (built-in)' or 'all documents'."""
+    return "all documents" if docs.split == ALL else f"the {docs.split} split ({docs.split_source})"
+
+
+def reference_and_pruned(cfg: BenchConfig, work: Workload, caches: list[dict], notes: list[str], steps: Steps):
+    """(the full PyTorch model's predictions or None, the pruned model or None, what was pruned): two steps."""
+    reference, pruned, pruned_info = None, None, None
+    steps.start("reference predictions")
     if "full-torch" in cfg.paths:  # the reference's predictions, for agreement and for pruning importance
         ref = FullTorch(work)
         ref.prepare()
-        reference = {"predictions": timed_pass(ref, batches, False)[2]}
-    pruned, pruned_info = pruned_model(cfg, work, caches, reference or {"predictions": None}, notes) if reference \
-        else (None, None)
-    if "erpack-pruned-int8" in cfg.paths and reference is None:
+        reference = {"predictions": timed_pass(ref, work.batches, False)[2]}
+    steps.done()
+    steps.start("prune")
+    if reference is not None:
+        pruned, pruned_info = pruned_model(cfg, work, caches, reference, notes)
+    elif "erpack-pruned-int8" in cfg.paths:
         notes.append("erpack-pruned-int8 skipped: it needs the full-torch path as reference")
-    paths = make_paths(cfg, work, caches, pruned, notes)
+    steps.done()
+    return reference, pruned, pruned_info
+
+
+def prepare_paths(paths: list, notes: list[str], steps: Steps) -> list:
+    """The paths whose preparation (graphs exported, sessions opened, caches mapped) succeeded."""
     prepared = []
+    steps.add(len(paths))
     for p in paths:
+        label = getattr(p, "label", p.name)
+        steps.start(f"prepare {label}")
         t0 = time.perf_counter()
         try:
             p.prepare()
         except (ImportError, ErpackError) as exc:
-            notes.append(f"{getattr(p, 'label', p.name)} skipped: {exc}")
+            notes.append(f"{label} skipped: {exc}")
+            steps.done()
             continue
         p.prepare_seconds = time.perf_counter() - t0
         prepared.append(p)
-        log(f"prepared {getattr(p, 'label', p.name)} in {p.prepare_seconds:.1f} s")
+        steps.done(f"prepared {label} in {p.prepare_seconds:.1f} s")
+    return prepared
 
-    for key in sorted(work.quantization):
-        notes.append(f"graph {key}.int8: {quantization_note(work, key)}")
 
+def interleaved_passes(cfg: BenchConfig, prepared: list, batches, log) -> tuple[dict[int, list], dict[int, np.ndarray]]:
+    """Warm-up passes, then `repeats` timed passes interleaved across paths: ({path: [(total, sections)]},
+    {path: predictions of its last pass})."""
     preds: dict[int, np.ndarray] = {}
     for _ in range(cfg.warmup):
         for i, p in enumerate(prepared):
@@ -282,66 +300,71 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
         log(f"repeat {r + 1}/{cfg.repeats} done")
     for p in prepared:
         p.close()
+    return runs, preds
 
-    y = None
-    if trained and labels and all(d.id in labels for d in docs):
-        index = {c: j for j, c in enumerate(classes)}
-        if all(labels[d.id] in index for d in docs):
-            y = np.array([index[labels[d.id]] for d in docs])
-    tokens = sum(lengths)
-    results = [path_result(p, runs[i], preds[i], len(docs), tokens, L, k, y, reference) for i, p in enumerate(prepared)]
-    base = next((r for r in results if r["path"] == "full-torch"), None)
-    onnx = next((r for r in results if r["path"] == "full-onnx-int8"), None)
-    for r in results:
-        r["speedup_vs_full_torch"] = base["seconds"]["median"] / r["seconds"]["median"] if base else None
-        r["speedup_vs_full_onnx_int8"] = onnx["seconds"]["median"] / r["seconds"]["median"] if onnx else None
-    training = None
-    if cfg.train:
-        try:
-            from erpack.bench.training import bench_training
 
-            log(f"training benchmark: {cfg.train} training documents, one epoch each way")
-            training = bench_training(cfg.corpus, cfg.model, k, (cfg.codecs or ["int8+zstd:3"])[0], work_dir, cfg.train,
-                                      cfg.batch_size, cfg.device)
-        except ImportError as exc:
-            notes.append(f"training benchmark skipped: erpack.train is not available ({exc})")
+def training_result(cfg: BenchConfig, layer: int, notes: list[str], log) -> dict | None:
+    """`--train N`: one epoch from the cache against one of full fine-tuning, or None."""
+    if not cfg.train:
+        return None
+    try:  # erpack.train (and peft) load inside: optional here
+        from erpack.bench.training import bench_training
+
+        log(f"training benchmark: {cfg.train} training documents, one epoch each way")
+        return bench_training(cfg.corpus, cfg.model, layer, (cfg.codecs or ["int8+zstd:3"])[0], Path(cfg.work),
+                              cfg.train, cfg.batch_size, cfg.device)
+    except ImportError as exc:
+        notes.append(f"training benchmark skipped: erpack.train is not available ({exc})")
+        return None
+
+
+def workload_dict(cfg: BenchConfig, docs: BenchDocuments, work: Workload, classes, trained: bool, labelled: bool) -> dict:
+    """The result's `workload`: what was scored (corpus, split, documents, tokens), the model and k."""
+    tokens, L, k = sum(work.lengths), work.num_layers, work.layer
+    return {"corpus": cfg.corpus, "split": docs.split, "split_source": docs.split_source,
+            "documents": len(docs.docs), "tokens": tokens,
+            "tokens_per_document": tokens / len(docs.docs), "batches": len(work.batches), "batch_size": cfg.batch_size,
+            "max_length": work.max_length, "model": cfg.model, "num_layers": L, "layer": k,
+            "compute_bound": L / (L - k), "task_model": cfg.task_model, "trained_head": trained,
+            "labels": labelled, "classes": classes}
+
+
+def run_bench(cfg: BenchConfig, progress=None, log=None) -> BenchResult:
+    """Run the benchmark. `progress(total=, desc=, unit=)` makes a tqdm-like bar (preparation steps,
+    encoding); `log(message)` takes a line per finished step."""
+    log = log or (lambda msg: None)
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    Path(cfg.work).mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    steps = Steps(progress, log, total=6)  # then one per path
+    try:
+        steps.start("read the documents")
+        docs = read_documents(cfg.corpus, cfg.limit, cfg.split)
+        if not docs.docs:
+            raise InputError(f"corpus {cfg.corpus} holds no documents")
+        steps.done()
+        work, classes, trained = prepare_workload(cfg, docs, steps)
+        steps.start("encode the caches")
+        caches = build_caches(cfg, docs.docs, work.layer, work.max_length, work.work, progress) if any(
+            p.startswith("erpack") for p in cfg.paths) else []
+        steps.done()
+        reference, pruned, pruned_info = reference_and_pruned(cfg, work, caches, notes, steps)
+        prepared = prepare_paths(make_paths(cfg, work, caches, pruned, notes), notes, steps)
+    finally:
+        steps.close()
+    notes += [f"graph {key}.int8: {quantization_note(work, key)}" for key in sorted(work.quantization)]
+    runs, preds = interleaved_passes(cfg, prepared, work.batches, log)
+    y = true_classes(docs, classes, trained)
+    tokens = sum(work.lengths)
+    results = with_speedups([path_result(p, runs[i], preds[i], len(docs.docs), tokens, work.num_layers, work.layer, y,
+                                         reference) for i, p in enumerate(prepared)])
+    training = training_result(cfg, work.layer, notes, log)
     if not trained:
         notes.append("accuracy n/a (untrained head): a randomly initialised classification head; paths are compared "
                      "by agreement with the full PyTorch model's predictions")
-    return {
-        "kind": "erpack-bench", "version": 1, "command": cfg.command, "config": asdict(cfg),
-        "machine": describe_machine(cfg.threads),
-        "workload": {"corpus": cfg.corpus, "documents": len(docs), "tokens": tokens,
-                     "tokens_per_document": tokens / len(docs), "batches": len(batches), "batch_size": cfg.batch_size,
-                     "max_length": max_length, "model": cfg.model, "num_layers": L, "layer": k,
-                     "compute_bound": L / (L - k), "task_model": cfg.task_model, "trained_head": trained,
-                     "labels": bool(y is not None), "classes": classes},
-        "caches": caches, "pruned": pruned_info, "quantization": work.quantization, "paths": results,
-        "training": training, "notes": notes,
-        "seconds": time.perf_counter() - t_start,
-    }
-
-
-def path_result(p, runs, preds, n_docs, tokens, L, k, y, reference) -> dict:
-    totals = [t for t, _ in runs]
-    names = [s for s in SECTIONS if any(s in sec for _, sec in runs)]
-    breakdown = {s: float(np.median([sec.get(s, 0.0) for _, sec in runs])) for s in names}
-    med = float(np.median(totals))
-    breakdown["other"] = max(0.0, med - sum(breakdown.values()))
-    d = p.describe()
-    out = {"path": p.name, "label": getattr(p, "label", p.name), "codec": d.get("codec"),
-           "seconds": summarize(totals), "breakdown": breakdown,
-           "runs": [{"total": t, "sections": sec} for t, sec in runs],
-           "breakdown_share": {s: v / med for s, v in breakdown.items()} if med else {},
-           "documents_per_second": n_docs / med, "tokens_per_second": tokens / med,
-           "compute_bound": L / (L - k) if p.name.startswith("erpack") else None,
-           "bytes_per_token": d.get("bytes_per_token"), "bits_per_value": d.get("bits_per_value"),
-           "prepare_seconds": getattr(p, "prepare_seconds", None),
-           "accuracy": float((preds == y).mean()) if y is not None else None,
-           "agreement_with_full_torch": float((preds == reference["predictions"]).mean()) if reference else None,
-           "notes": d.get("notes", [])}
-    if getattr(p, "evicted", None):
-        out["evicted"] = p.evicted
-    if hasattr(p, "graph_bytes"):
-        out["graph_bytes"] = p.graph_bytes
-    return out
+    return BenchResult(command=cfg.command, config=asdict(cfg), machine=describe_machine(cfg.threads),
+                       workload=workload_dict(cfg, docs, work, classes, trained, y is not None), caches=caches,
+                       pruned=pruned_info, quantization=work.quantization, paths=results, training=training,
+                       notes=notes, seconds=time.perf_counter() - t_start)

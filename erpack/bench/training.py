@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from erpack.assets import load_dataset
 from erpack.errors import InputError
 
 
@@ -22,7 +23,6 @@ def training_documents(corpus: str, n: int) -> tuple[list[dict], str]:
         if not all("label" in r and "split" in r for r in rows):
             raise InputError(f"--train on {corpus}: each row needs `label` and `split` (train/validation/test)")
         return rows, str(path)
-    from erpack.assets import load_dataset
 
     name = corpus.partition(":")[0]
     quota = {"train": n, "validation": max(8, n // 4), "test": max(8, n // 4)}

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from erpack import __version__
 from erpack.errors import ErpackError
 
 # Subcommand modules, in the order `erpack --help` lists them.
@@ -24,8 +25,6 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from erpack import __version__
-
     parser = argparse.ArgumentParser(
         prog="erpack",
         description=(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+from erpack.assets import DATASETS, MODELS, load_dataset, model_path
 
 
 def add_parser(subparsers) -> None:
@@ -22,10 +25,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from collections import Counter
-
-    from erpack.assets import DATASETS, MODELS, load_dataset, model_path
-
     out = {"models": {}, "datasets": {}}
     for name in MODELS:
         out["models"][name] = str(model_path(name))

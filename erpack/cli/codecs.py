@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.codecs import GRAMMAR, PRESETS, list_codecs
+
 GRAMMAR_HELP = """\
 spec grammar: stages joined by '+'; the first stage is one array codec, the rest byte codecs.
   stage := NAME | NAME:VALUE | NAME:KEY=VALUE,KEY=VALUE,...
@@ -33,8 +35,6 @@ def describe_param(prm: dict, primary: str | None) -> str:
 
 
 def run(args) -> int:
-    from erpack.codecs import GRAMMAR, PRESETS, list_codecs
-
     codecs = list_codecs()
     if args.json:
         print(json.dumps({"grammar": GRAMMAR, "presets": PRESETS, "codecs": codecs}))

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from erpack.cli import CLIError
+from erpack.codecs import Pipeline
+from erpack.compress import CodecMeasurement, load_source, measure, recode_cache, spec_slug
 
 COLUMNS = [  # (header, key, format)
     ("spec", "spec", "{}"),
@@ -51,10 +53,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def table(rows: list[dict]) -> list[str]:
+def table(rows: list[CodecMeasurement]) -> list[str]:
     cells = [[h for h, _, _ in COLUMNS]]
     for r in rows:
-        cells.append([("exact" if r[k] is None else f.format(r[k])) for _, k, f in COLUMNS])
+        cells.append([("exact" if getattr(r, k) is None else f.format(getattr(r, k))) for _, k, f in COLUMNS])
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
 
@@ -66,9 +68,6 @@ def progress_bar(total: int, desc: str):
 
 
 def run(args) -> int:
-    from erpack.codecs import Pipeline
-    from erpack.compress import load_source, measure, recode_cache, spec_slug
-
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
     if args.repeat < 1:
@@ -79,21 +78,23 @@ def run(args) -> int:
         raise CLIError("--out re-encodes a cache: SOURCE must be a cache folder, not raw activations")
     records, info = load_source(source, offsets=args.offsets, limit=args.limit)
     tokens = sum(a.shape[0] for _, a in records)
-    where = f"cache written with {info['codec']}" if info["kind"] == "cache" else "raw activations"
+    where = f"cache written with {info.codec}" if info.kind == "cache" else "raw activations"
     print(f"source   {source} ({where}): {len(records)} documents, {tokens} tokens, hidden {records[0][1].shape[1]}")
     rows = []
     for pipe in pipes:
         with progress_bar(len(records) * args.repeat, pipe.spec) as bar:
             rows.append(measure(pipe, records, progress=bar.update, repeat=args.repeat))
     print("\n".join(table(rows)))
+    json_rows = [r.as_dict() for r in rows]
     if args.out:
         out = Path(args.out)
-        for pipe, row in zip(pipes, rows):
+        for pipe, row in zip(pipes, json_rows):
             dest = out if len(pipes) == 1 else out / spec_slug(pipe.spec)
             with progress_bar(len(records), f"write {dest}") as bar:
-                row["out"] = recode_cache(source, dest, pipe, limit=args.limit, progress=bar.update)
-            print(f"wrote    {dest}: {row['out']['documents']} documents, {row['out']['bytes']} bytes ({pipe.spec})")
+                written = recode_cache(source, dest, pipe, limit=args.limit, progress=bar.update)
+            row["out"] = written.as_dict()
+            print(f"wrote    {dest}: {written.documents} documents, {written.bytes} bytes ({pipe.spec})")
     if args.json:
-        print(json.dumps({"source": str(source), "kind": info["kind"], "documents": len(records), "tokens": tokens,
-                          "rows": rows}))
+        print(json.dumps({"source": str(source), "kind": info.kind, "documents": len(records), "tokens": tokens,
+                          "rows": json_rows}))
     return 0

@@ -64,73 +64,100 @@ def _sqnr(v) -> str:
     return "exact" if v is None else f"{v:.1f} dB"
 
 
+def _parity_lines(s: dict) -> list[str]:
+    """Split parity and the upper stack's speed."""
+    bound = f" (bound L/(L-k) {s['compute_bound']:.2f}x)" if s["compute_bound"] else ""
+    speed = (f"; upper alone {s['speedup_upper_vs_full']:.2f}x faster than the full model{bound}"
+             if s["speedup_upper_vs_full"] else "")
+    return [f"{s['model']} ({s['num_layers']} layers) split at k={s['layer']}: max |upper(lower(x)) - model(x)| "
+            f"{s['parity_max_abs_diff']:.1e} on {s['tokens']} tokens of {s['documents']} documents "
+            f"({'OK' if s['ok'] else 'FAIL'}, tolerance {s['tolerance']:.0e}){speed}"]
+
+
+def _encode_lines(s: dict) -> list[str]:
+    """The lossless cache."""
+    e, sp = s["encode"], s["splits"]
+    how = (f"encoded {e['encoded']} in {e['seconds']:.1f} s on {e['device']}"
+           + (f", {e['already_in_cache']} already cached" if e["already_in_cache"] else "")
+           if e["encoded"] else f"all {e['already_in_cache']} already cached: reused")
+    return [f"{s['documents']} documents (train {sp['train']}, validation {sp['validation']}, test {sp['test']}), "
+            f"{e['cache_tokens']} tokens -> {s['cache']} ({e['codec']}, {e['bytes_per_token']:.0f} bytes/token); "
+            f"{how}; verify {'OK' if s['verified'] else 'FAILED'}"]
+
+
+def _compress_lines(s: dict) -> list[str]:
+    """The codec table and the int8z cache."""
+    c = s["cache"]
+    lines = [f"codecs on {s['sample_documents']} documents ({s['sample_tokens']} tokens); wrote {c['path']} "
+             f"({c['documents']} documents, {_size(c['bytes'])}), verify {'OK' if s['verified'] else 'FAILED'}"]
+    for r in s["rows"]:
+        lines.append(f"    {r['preset']:<9} {r['bits_per_value']:6.2f} bits/value  x{r['ratio_vs_fp32']:5.1f} vs fp32  "
+                     f"SQNR {_sqnr(r['sqnr_db']):>9}  token cosine {r['mean_token_cosine']:.5f}")
+    return lines
+
+
+def _train_lines(s: dict) -> list[str]:
+    """The LoRA task model."""
+    d = s["documents"]
+    return [f"LoRA adapters + head on {d['train']} train documents, {s['epochs']} epoch(s), "
+            f"{s['trainable_params'] / 1e6:.2f}M of {s['total_params'] / 1e6:.2f}M parameters trained: "
+            f"test accuracy {s['accuracy']:.4f} ({d['test']} documents), validation {s['validation_accuracy']:.4f}"]
+
+
+def _prune_lines(s: dict) -> list[str]:
+    """The pruned task model."""
+    dropped = f", layers dropped {s['layers_dropped']}" if s["layers_dropped"] else ""
+    return [f"{100 * s['heads']:.0f}% heads + {100 * s['ffn']:.0f}% FFN: heads {s['heads_kept']}/{s['heads_total']}, "
+            f"neurons {s['neurons_kept']}/{s['neurons_total']}{dropped}; upper stack {s['params_before'] / 1e6:.2f}M "
+            f"-> {s['params_after'] / 1e6:.2f}M parameters; after {s['recovery_epochs']} LoRA recovery epoch(s) "
+            f"test accuracy {s['accuracy']:.4f}"]
+
+
+def _export_lines(s: dict) -> list[str]:
+    """The ONNX graphs."""
+    lines = [f"{s['output']} ({_size(s['bytes'])}): largest |ONNX - PyTorch| {s['parity_max_diff']:.1e} "
+             f"(tolerance {s['tolerance']:.0e}: pass)"]
+    for v in s["variants"]:
+        a, t = v["agreement"], v["timing"]
+        lines.append(f"    {v['variant']}: {v['path']} ({_size(v['bytes'])}, {v['size_ratio']:.1f}x smaller), "
+                     f"max |diff| vs fp32 {a['max_diff']:.1e}"
+                     + (f", argmax agrees {100 * a['argmax_agreement']:.1f}%" if a["argmax_agreement"] is not None
+                        else "")
+                     + f", batch {t['batch'][0]}x{t['batch'][1]} {t['variant_ms']:.1f} ms vs {t['fp32_ms']:.1f} ms")
+    lines += [f"    note: {n}" for n in s["notes"]]
+    return lines
+
+
+def _predict_lines(s: dict) -> list[str]:
+    """Served predictions."""
+    g = s["graphs"]
+    others = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in g.items() if k != "fp32")
+    return [f"{s['documents']} test documents from the cache on {s['provider']}: accuracy {s['accuracy']:.4f} "
+            f"({'=' if s['matches_pytorch'] else '!='} PyTorch's)" + (f"; {others}" if others else "")
+            + f" -> {s['output']}"]
+
+
+def _report_lines(s: dict) -> list[str]:
+    """The storage-cost report."""
+    f = s["files"]
+    lines = [f"projected to {s['projected_documents']:,.0f} documents of {s['profile_mean_tokens']:.1f} tokens "
+             f"-> {f['html']} (+ .md, .json)"]
+    for r in s["rows"]:
+        be = r["break_even_runs"]
+        where = "cache" if r["kind"] == "cache" else "sample"
+        lines.append(f"    {r['preset'] or r['codec']:<9} {where:<6} {r['bytes_per_token']:7.1f} bytes/token  SQNR {_sqnr(r['sqnr_db']):>9}  "
+                     f"{_size(r['projected_bytes']):>9}  ${r['monthly_cost']:,.2f}/month  break-even "
+                     + ("-" if be is None else f"{be:.2f} runs"))
+    lines += [f"    note: {n}" for n in s["notes"]]
+    return lines
+
+
+STEP_LINES = {"parity": _parity_lines, "encode": _encode_lines, "compress": _compress_lines, "train": _train_lines, "prune": _prune_lines, "export": _export_lines, "predict": _predict_lines, "report": _report_lines}
+
+
 def step_lines(name: str, s: dict) -> list[str]:
     """The lines `erpack demo` prints for one finished step (the first carries its wall time)."""
-    if name == "parity":
-        bound = f" (bound L/(L-k) {s['compute_bound']:.2f}x)" if s["compute_bound"] else ""
-        speed = (f"; upper alone {s['speedup_upper_vs_full']:.2f}x faster than the full model{bound}"
-                 if s["speedup_upper_vs_full"] else "")
-        return [f"{s['model']} ({s['num_layers']} layers) split at k={s['layer']}: max |upper(lower(x)) - model(x)| "
-                f"{s['parity_max_abs_diff']:.1e} on {s['tokens']} tokens of {s['documents']} documents "
-                f"({'OK' if s['ok'] else 'FAIL'}, tolerance {s['tolerance']:.0e}){speed}"]
-    if name == "encode":
-        e, sp = s["encode"], s["splits"]
-        how = (f"encoded {e['encoded']} in {e['seconds']:.1f} s on {e['device']}"
-               + (f", {e['already_in_cache']} already cached" if e["already_in_cache"] else "")
-               if e["encoded"] else f"all {e['already_in_cache']} already cached: reused")
-        return [f"{s['documents']} documents (train {sp['train']}, validation {sp['validation']}, test {sp['test']}), "
-                f"{e['cache_tokens']} tokens -> {s['cache']} ({e['codec']}, {e['bytes_per_token']:.0f} bytes/token); "
-                f"{how}; verify {'OK' if s['verified'] else 'FAILED'}"]
-    if name == "compress":
-        c = s["cache"]
-        lines = [f"codecs on {s['sample_documents']} documents ({s['sample_tokens']} tokens); wrote {c['path']} "
-                 f"({c['documents']} documents, {_size(c['bytes'])}), verify {'OK' if s['verified'] else 'FAILED'}"]
-        for r in s["rows"]:
-            lines.append(f"    {r['preset']:<9} {r['bits_per_value']:6.2f} bits/value  x{r['ratio_vs_fp32']:5.1f} vs fp32  "
-                         f"SQNR {_sqnr(r['sqnr_db']):>9}  token cosine {r['mean_token_cosine']:.5f}")
-        return lines
-    if name == "train":
-        d = s["documents"]
-        return [f"LoRA adapters + head on {d['train']} train documents, {s['epochs']} epoch(s), "
-                f"{s['trainable_params'] / 1e6:.2f}M of {s['total_params'] / 1e6:.2f}M parameters trained: "
-                f"test accuracy {s['accuracy']:.4f} ({d['test']} documents), validation {s['validation_accuracy']:.4f}"]
-    if name == "prune":
-        dropped = f", layers dropped {s['layers_dropped']}" if s["layers_dropped"] else ""
-        return [f"{100 * s['heads']:.0f}% heads + {100 * s['ffn']:.0f}% FFN: heads {s['heads_kept']}/{s['heads_total']}, "
-                f"neurons {s['neurons_kept']}/{s['neurons_total']}{dropped}; upper stack {s['params_before'] / 1e6:.2f}M "
-                f"-> {s['params_after'] / 1e6:.2f}M parameters; after {s['recovery_epochs']} LoRA recovery epoch(s) "
-                f"test accuracy {s['accuracy']:.4f}"]
-    if name == "export":
-        lines = [f"{s['output']} ({_size(s['bytes'])}): largest |ONNX - PyTorch| {s['parity_max_diff']:.1e} "
-                 f"(tolerance {s['tolerance']:.0e}: pass)"]
-        for v in s["variants"]:
-            a, t = v["agreement"], v["timing"]
-            lines.append(f"    {v['variant']}: {v['path']} ({_size(v['bytes'])}, {v['size_ratio']:.1f}x smaller), "
-                         f"max |diff| vs fp32 {a['max_diff']:.1e}"
-                         + (f", argmax agrees {100 * a['argmax_agreement']:.1f}%" if a["argmax_agreement"] is not None
-                            else "")
-                         + f", batch {t['batch'][0]}x{t['batch'][1]} {t['variant_ms']:.1f} ms vs {t['fp32_ms']:.1f} ms")
-        lines += [f"    note: {n}" for n in s["notes"]]
-        return lines
-    if name == "predict":
-        g = s["graphs"]
-        others = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in g.items() if k != "fp32")
-        return [f"{s['documents']} test documents from the cache on {s['provider']}: accuracy {s['accuracy']:.4f} "
-                f"({'=' if s['matches_pytorch'] else '!='} PyTorch's)" + (f"; {others}" if others else "")
-                + f" -> {s['output']}"]
-    if name == "report":
-        f = s["files"]
-        lines = [f"projected to {s['projected_documents']:,.0f} documents of {s['profile_mean_tokens']:.1f} tokens "
-                 f"-> {f['html']} (+ .md, .json)"]
-        for r in s["rows"]:
-            be = r["break_even_runs"]
-            where = "cache" if r["kind"] == "cache" else "sample"
-            lines.append(f"    {r['preset'] or r['codec']:<9} {where:<6} {r['bytes_per_token']:7.1f} bytes/token  SQNR {_sqnr(r['sqnr_db']):>9}  "
-                         f"{_size(r['projected_bytes']):>9}  ${r['monthly_cost']:,.2f}/month  break-even "
-                         + ("-" if be is None else f"{be:.2f} runs"))
-        lines += [f"    note: {n}" for n in s["notes"]]
-        return lines
-    return []
+    return STEP_LINES[name](s) if name in STEP_LINES else []
 
 
 def run(args) -> int:

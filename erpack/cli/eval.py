@@ -42,17 +42,17 @@ def run(args) -> int:
     r = evaluate(args.task_model, args.cache, args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
                  progress=lambda **kw: tqdm(leave=False, **kw))
-    m = r["metrics"]
-    print(f"{args.task_model} ({r['task']}, {r['mode']}) on {args.cache} {args.split}: {r['documents']} documents"
-          + (f" ({r['skipped_missing']} not in the cache, skipped)" if r["skipped_missing"] else ""))
-    if r["task"] == "regression":
+    m = r.metrics
+    print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
+          + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))
+    if r.task == "regression":
         print(f"pearson {m['pearson']:.4f}  mse {m['mse']:.4f}")
     else:
         print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
-    for note in r["notes"]:
+    for note in r.notes:
         print(f"note: {note}")
-    if r["predictions"]:
-        print(f"predictions {r['predictions']}")
+    if r.predictions:
+        print(f"predictions {r.predictions}")
     if args.json:
-        print(json.dumps(r))
+        print(json.dumps(r.as_dict()))
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from erpack.store import CacheReader
 
 
 def add_parser(subparsers) -> None:
@@ -98,10 +101,6 @@ def task_model_card(folder) -> tuple[list[str], dict]:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from erpack.store import CacheReader
-
     folder = Path(args.cache)
     if (folder / "erpack_task.json").is_file():
         lines, data = task_model_card(folder)

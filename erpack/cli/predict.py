@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from erpack.cli import CLIError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -55,7 +57,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from erpack.cli import CLIError
     from erpack.predict import predict, read_ids_file
 
     if args.ids not in (None, "all"):

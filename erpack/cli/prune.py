@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli import CLIError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -61,7 +63,6 @@ def add_parser(subparsers) -> None:
 
 
 def target_from_args(args):
-    from erpack.cli import CLIError
     from erpack.prune import Fractions, LatencyBudget, ParamsBudget
 
     fractions = args.heads is not None or args.ffn is not None

@@ -7,6 +7,8 @@ import shlex
 import sys
 
 from erpack.cli import CLIError
+from erpack.report import ReportConfig, build_report, write_report
+from erpack.report.render import tables
 
 
 def add_parser(subparsers) -> None:
@@ -43,9 +45,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from erpack.report import ReportConfig, build_report, write_report
-    from erpack.report.render import tables
-
     if args.sample < 1:
         raise CLIError(f"--sample must be at least 1, got {args.sample}")
     documents = args.documents if args.documents is not None or args.tokens is not None else 100_000_000

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from erpack.cli import CLIError
+from erpack.errors import CorruptManifestError
+from erpack.store import verify_cache
+from erpack.store.verify import seal_cache
 
 RESTORE = "restore it from a copy of the cache, or re-encode the corpus into a new folder"
 
@@ -96,10 +99,6 @@ def manifest_failure(path: str, exc: Exception) -> dict:
 
 
 def run(args) -> int:
-    from erpack.errors import CorruptManifestError
-    from erpack.store import verify_cache
-    from erpack.store.verify import seal_cache
-
     if args.seal and args.no_decode:
         raise CLIError("--seal needs the full check: drop --no-decode")
     try:

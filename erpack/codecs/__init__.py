@@ -23,8 +23,8 @@ from erpack.codecs import (  # noqa: F401  (importing registers each codec)
     zstd,
 )
 from erpack.codecs.base import ArrayCodec, ByteCodec, Codec
-from erpack.codecs.pipeline import Pipeline
-from erpack.codecs.registry import get_codec, list_codecs, register_codec
+from erpack.codecs.pipeline import Pipeline, get_codec
+from erpack.codecs.registry import list_codecs, register_codec
 from erpack.codecs.spec import GRAMMAR, PRESETS
 
 __all__ = [

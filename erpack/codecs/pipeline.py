@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from erpack.codecs.base import HEADER, ArrayCodec, ByteCodec, Codec, as_bytes_view, check_shape
-from erpack.codecs.registry import get_codec, list_codecs
+from erpack.codecs.registry import check_config, codec_from_config, list_codecs
 from erpack.codecs.spec import format_stage, parse_spec
 from erpack.errors import CodecError
 
@@ -142,3 +142,11 @@ class Pipeline:
             raise CodecError(f"out must be a C-contiguous float32 array of shape {shape}, got {got}")
         self.stages[0].decode_batch(views, lengths, out)  # writes every element: padding rows as zeros
         return out
+
+
+def get_codec(config: dict) -> Codec | Pipeline:
+    """A codec, or a whole pipeline (id "pipeline"), from its config dict."""
+    check_config(config)
+    if config["id"] == "pipeline":
+        return Pipeline.from_config(config)
+    return codec_from_config(config)

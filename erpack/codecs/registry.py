@@ -1,4 +1,6 @@
-"""The codec registry: codec id -> class. `get_codec(config)` builds a codec from its JSON config."""
+"""The codec registry: codec id -> class. `codec_from_config(config)` builds one registered codec from its
+JSON config; `erpack.codecs.pipeline.get_codec` adds whole pipelines (id "pipeline") on top, so the
+dependency runs one way: pipeline -> spec -> registry -> base."""
 
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ def codec_class(codec_id: str) -> type[Codec]:
         raise CodecError(f"unknown codec {codec_id!r}; known codecs: {', '.join(known_ids())}") from None
 
 
-def get_codec(config: dict):
-    """A codec (or a whole pipeline, id "pipeline") from its config dict."""
+def check_config(config) -> None:
+    """Raise CodecError unless `config` is a dict with an 'id' key."""
     if not isinstance(config, dict) or "id" not in config:
         raise CodecError(f"a codec config is a dict with an 'id' key, got {config!r}")
-    if config["id"] == "pipeline":
-        from erpack.codecs.pipeline import Pipeline
 
-        return Pipeline.from_config(config)
+
+def codec_from_config(config: dict) -> Codec:
+    """One registered codec (not a pipeline) from its config dict."""
+    check_config(config)
     return codec_class(config["id"]).from_config(config)
 
 

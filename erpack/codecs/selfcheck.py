@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.codecs.registry import codec_class, known_ids
+from erpack.codecs.spec import format_stage
 from erpack.errors import CodecError, ErpackError, KernelCheckError
 
 DECODE_TOL = 1e-6  # of the input's largest |value|: float32 rounding only
@@ -140,8 +142,6 @@ def differs(what: str, got: np.ndarray, want: np.ndarray, tol: float, shape) -> 
 
 def refusal(codec, problem: str) -> str:
     """The message of a failed check: codec, library and version, CPU, what was wrong, what to do."""
-    from erpack.codecs.spec import format_stage
-
     name = format_stage(codec)
     lib = f"{codec.library} {codec.library_version()}"
     return (
@@ -176,8 +176,6 @@ def cpu_description() -> str:
 
 def library_codecs() -> list:
     """One codec per registered library codec and supported block size."""
-    from erpack.codecs.registry import codec_class, known_ids
-
     out = []
     for codec_id in known_ids():
         cls = codec_class(codec_id)
@@ -188,9 +186,7 @@ def library_codecs() -> list:
 
 def main() -> int:
     """Check every library codec here; one line each; exit status 1 if any is refused."""
-    import erpack.codecs  # noqa: F401  (registers every codec)
-    from erpack.codecs.spec import format_stage
-
+    # Every codec is registered: importing this module imported the package erpack.codecs first.
     failed = 0
     print(f"CPU: {cpu_description()}")
     for codec in library_codecs():

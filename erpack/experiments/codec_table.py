@@ -118,7 +118,7 @@ def measure_all(models: list[str], specs: list[str], rt_docs: int, bbc_per_label
                          "docs": len(arrays), "tokens": int(sum(len(a) for a in arrays)), "hidden": int(arrays[0].shape[1])})
             log(f"measuring {name}")
             for spec in specs:
-                rows.append({"set": name, **measure(spec, arrays, repeat=repeat)})
+                rows.append({"set": name, **measure(spec, arrays, repeat=repeat).as_dict()})
     return {"command": command, "machine": machine(), "versions": versions(),
             "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t_start, 1),
             "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)], "sets": sets, "rows": rows}

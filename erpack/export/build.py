@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.codecs import Pipeline
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
 from erpack.export.metadata import check_cache, set_file_metadata
@@ -28,6 +29,7 @@ from erpack.export.onnx_export import FullStack, export_full, export_lower, expo
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
 from erpack.export.timing import interleaved_medians
+from erpack.store import CacheReader
 from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
 
 PARTS = ("upper", "lower", "full")
@@ -70,8 +72,6 @@ def _part_for(tm, part: str | None, source) -> str:
 def _info(tm, source) -> dict:
     cache = dict(tm.expected_cache)
     if "codec_spec" not in cache and cache.get("codec"):
-        from erpack.codecs import Pipeline
-
         cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
     return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
             "task_model": str(source) if not hasattr(source, "info") else None}
@@ -123,18 +123,8 @@ def _sample_batches(tm, reader, hidden_size: int) -> tuple[list, list, tuple]:
     return parity, agree, timing
 
 
-def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
-                      calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
-                      allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto", overwrite: bool = False) -> dict:
-    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc).
-
-    part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
-    logits); None picks "full" for a model that computes from text (a baseline), else "upper".
-
-    Each file is written beside its place, checked, fsynced and renamed into it; an existing output
-    (or variant) is refused before any work unless overwrite.
-    """
+def _check_request(part, quantize, int8_exclude: str, calibration_cache, out: Path) -> None:
+    """Refuse a request that cannot be exported, before any work."""
     if part not in PARTS + (None,):
         raise ExportError(f"unknown part {part!r}; use {', '.join(PARTS)}")
     if quantize not in (None, "dynamic", "static"):
@@ -149,13 +139,33 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     if quantize == "static" and calibration_cache is None:
         raise ExportError("--quantize static needs --calibration-cache CACHE: the activation ranges are "
                           "calibrated on cached records of the task's corpus")
-    out = Path(output)
     if out.suffix != ".onnx":
         raise ExportError(f"output {out} must end in .onnx")
+
+
+def _free_outputs(out: Path, optimize: bool, quantize, overwrite: bool) -> None:
+    """Clean what a killed export left at the output and its variants; refuse existing ones unless overwrite."""
     for path in [out] + [_variant_path(out, v) for v in _variants(optimize, quantize)]:
         if out.parent.is_dir():
             clean_leftovers(path)  # `.NAME.partial-PID` files an earlier, killed export left
         check_output(path, overwrite, "export output")
+
+
+def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
+                      calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
+                      allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
+                      int8_exclude: str = "auto", overwrite: bool = False) -> dict:
+    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc).
+
+    part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
+    logits); None picks "full" for a model that computes from text (a baseline), else "upper".
+
+    Each file is written beside its place, checked, fsynced and renamed into it; an existing output
+    (or variant) is refused before any work unless overwrite.
+    """
+    out = Path(output)
+    _check_request(part, quantize, int8_exclude, calibration_cache, out)
+    _free_outputs(out, optimize, quantize, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tm = _task_model(task_model)
     part = _part_for(tm, part, task_model)
@@ -164,28 +174,13 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
     reader = None
     if calibration_cache is not None:
-        from erpack.store import CacheReader
-
         reader = CacheReader(calibration_cache)
     try:
         notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
         summary = {"output": str(out), "part": part, "layer": tm.layer, "model": info["cache"]["model"].get("name"),
                    "task": tm.task, "exporter": exporter, "notes": notes, "variants": []}
         if part in ("lower", "full"):
-            module = tm.lower if part == "lower" else FullStack(tm.model)
-            batches = random_token_batches(getattr(cfg, "vocab_size", 100), with_token_types=wants_token_types(module),
-                                           first_id=3)
-            write = export_lower if part == "lower" else export_full
-            parity = lower_parity if part == "lower" else full_parity
-
-            def check(p):
-                return parity(module, create_session(p, "cpu"), batches, tolerance)
-
-            summary["parity"] = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
-            summary["bytes"] = out.stat().st_size
-            if optimize:
-                summary["variants"].append(_optimized(tm, out, hidden_size, cfg, tolerance, check))
-            return summary
+            return _export_from_tokens(tm, part, out, info, summary, exporter, optimize, tolerance)
         parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
         summary["parity"] = _checked_export(
             lambda p: export_upper(tm.upper, p, hidden_size, info, exporter=exporter),
@@ -212,6 +207,27 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     finally:
         if reader is not None:
             reader.close()
+
+
+def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: dict, exporter: str, optimize: bool,
+                        tolerance: float) -> dict:
+    """The lower stack or the full model (token ids in), checked on random token batches; `summary` filled in."""
+    cfg = tm.model.config
+    module = tm.lower if part == "lower" else FullStack(tm.model)
+    batches = random_token_batches(getattr(cfg, "vocab_size", 100), with_token_types=wants_token_types(module),
+                                   first_id=3)
+    write = export_lower if part == "lower" else export_full
+    parity = lower_parity if part == "lower" else full_parity
+
+    def check(p):
+        return parity(module, create_session(p, "cpu"), batches, tolerance)
+
+    summary["parity"] = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
+    summary["bytes"] = out.stat().st_size
+    if optimize:
+        summary["variants"].append(_optimized(tm, out, getattr(cfg, "hidden_size", None) or cfg.dim, cfg, tolerance,
+                                              check))
+    return summary
 
 
 def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) -> dict:

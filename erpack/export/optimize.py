@@ -10,6 +10,7 @@ for a graph that came out unchanged. The caller checks parity of the result like
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from erpack.errors import ExportError
@@ -31,7 +32,6 @@ def optimize_graph(src, dst, model_type: str, num_heads: int, hidden_size: int, 
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError:
         raise ExportError("onnxruntime.transformers is not available: pip install 'erpack[onnx]'") from None
-    import logging
 
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     kind = OPTIMIZER_TYPES.get(model_type, "bert")

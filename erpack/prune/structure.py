@@ -15,6 +15,7 @@ model loads to the same logits.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -100,8 +101,6 @@ def rebuild(model: nn.Module, record: dict) -> nn.Module:
 
 
 def is_pruned(folder) -> bool:
-    import json
-
     config = Path(folder) / "config.json"
     return config.is_file() and RECORD in json.loads(config.read_text())
 

@@ -32,6 +32,8 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig, recover
+from erpack.store import CacheReader
+from erpack.store.atomic import check_output
 
 
 def load_task_model(path, device: str | torch.device = "cpu"):
@@ -91,8 +93,6 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     """
     from erpack.encode import resolve_device
     from erpack.prune.structure import apply_plan, pruning_record
-    from erpack.store import CacheReader
-    from erpack.store.atomic import check_output
     from erpack.train.data import cache_source
     from erpack.train.loop import TrainConfig, predict, score
     from erpack.train.taskmodel import TaskModel

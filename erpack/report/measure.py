@@ -15,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.assets import load_dataset, resolve_model
+from erpack.batching import length_batches
+from erpack.codecs import Pipeline
+from erpack.compress import measure
 from erpack.errors import ErpackError, InputError
 from erpack.report.project import fit_bytes
+from erpack.store import CacheReader
 
 INDEX_ENTRY = 32  # bytes of a record's index entry (docs/cache-format.md); its id is stored twice
 TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 and later)
@@ -48,9 +53,6 @@ def sample_arrays(reader, n: int) -> list[np.ndarray]:
 
 def cache_row(path, sample: int = 200) -> dict:
     """What a cache costs as stored, and its codec's speed on a sample of its records."""
-    from erpack.compress import measure
-    from erpack.store import CacheReader
-
     with CacheReader(path) as r:
         st = r.stats()
         _, tokens, sizes, overhead = _records(r)
@@ -63,17 +65,13 @@ def cache_row(path, sample: int = 200) -> dict:
                 "bytes_per_token": st["bytes_per_token"], "bytes_per_document": st["bytes_on_disk"] / st["documents"],
                 "bits_per_value": st["bits_per_value"], "payload_bits_per_value": st["payload_bits_per_value"],
                 "fit": {"a": a, "b": b}, "record_overhead_bytes": float(np.mean(overhead)),
-                "sqnr_db": None, "encode_MBps": m["encode_MBps"], "decode_MBps": m["decode_MBps"],
-                "sample_documents": m["docs"]}
+                "sqnr_db": None, "encode_MBps": m.encode_MBps, "decode_MBps": m.decode_MBps,
+                "sample_documents": m.docs}
 
 
 def codec_row(reference, spec: str, sample: int = 200) -> dict:
     """A sample of the reference cache re-encoded with `spec`: size per record (blob + the reference's
     framing overhead), SQNR against the reference's decoded values, codec speed."""
-    from erpack.codecs import Pipeline
-    from erpack.compress import measure
-    from erpack.store import CacheReader
-
     pipe = Pipeline.from_spec(spec)
     with CacheReader(reference) as r:
         arrays = sample_arrays(r, sample)
@@ -93,17 +91,15 @@ def codec_row(reference, spec: str, sample: int = 200) -> dict:
             "model_type": meta["model"].get("model_type"), "layer": meta.get("layer"), "hidden": hidden,
             "max_length": meta.get("max_length"), "documents": len(arrays), "tokens": n_tok, "bytes": total,
             "bytes_per_token": total / n_tok, "bytes_per_document": total / len(arrays),
-            "bits_per_value": 8 * total / (n_tok * hidden), "payload_bits_per_value": m["bits_per_value"],
+            "bits_per_value": 8 * total / (n_tok * hidden), "payload_bits_per_value": m.bits_per_value,
             "fit": {"a": a, "b": b}, "record_overhead_bytes": extra,
-            "sqnr_db": m["sqnr_db"],  # None: decodes the reference exactly
-            "sqnr_reference": ref_codec, "encode_MBps": m["encode_MBps"], "decode_MBps": m["decode_MBps"],
-            "sample_documents": m["docs"]}
+            "sqnr_db": m.sqnr_db,  # None: decodes the reference exactly
+            "sqnr_reference": ref_codec, "encode_MBps": m.encode_MBps, "decode_MBps": m.decode_MBps,
+            "sample_documents": m.docs}
 
 
 def sqnr_against(reference, path, limit: int = 200) -> float | None:
     """SQNR in dB of a cache's decoded records against a lossless reference cache, on shared ids."""
-    from erpack.store import CacheReader
-
     with CacheReader(reference) as ref, CacheReader(path) as r:
         shared = [d for d in ref.ids() if d in r][:limit]
         if not shared:
@@ -122,16 +118,12 @@ def length_profile(source: str, tokenizer_model: str | None = None, max_length: 
     tokenized with `tokenizer_model` and truncated at `max_length`, as `erpack encode` would."""
     path = Path(source)
     if (path / "manifest.json").is_file():
-        from erpack.store import CacheReader
-
         with CacheReader(path) as r:
             lengths = _records(r)[1]
             how = f"token counts of the {len(lengths)} records of cache {path} ({r.meta['model'].get('name')}, " \
                   f"max_length {r.meta.get('max_length')})"
     else:
         from transformers import AutoTokenizer
-
-        from erpack.assets import load_dataset, resolve_model
 
         if tokenizer_model is None:
             raise InputError(f"profile {source!r}: a built-in corpus needs the caches' model to tokenize it")
@@ -157,7 +149,6 @@ def lower_seconds_per_token(model: str, layer: int, lengths: list[int], docs: in
     (compute does not depend on which ids): the cost erpack saves on every run."""
     import torch
 
-    from erpack.batching import length_batches
     from erpack.models import load_model, split_model
 
     try:
@@ -193,8 +184,6 @@ def lower_seconds_per_token(model: str, layer: int, lengths: list[int], docs: in
 
 def read_seconds_per_token(path, sample: int = 200, repeats: int = 3) -> float:
     """Seconds per token to read (copy out of the map) and decode records of a cache, warm page cache."""
-    from erpack.store import CacheReader
-
     with CacheReader(path) as r:
         ids = r.ids()
         pick = sorted(set(np.linspace(0, len(ids) - 1, num=min(sample, len(ids))).round().astype(int).tolist()))

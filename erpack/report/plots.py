@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
+
+from erpack.errors import ErpackError
+from erpack.report.units import size_text
 
 
 def _plt():
     try:
         import matplotlib
     except ImportError:
-        from erpack.errors import ErpackError
-
         raise ErpackError("the report's figures need matplotlib: pip install 'erpack[report]'") from None
 
     matplotlib.use("Agg")
@@ -29,8 +31,6 @@ def _png(fig) -> bytes:
 
 def quality(rows: list[dict], points: list[dict]) -> bytes | None:
     """Bits per value against SQNR (codec rows) and against accuracy or agreement (bench points)."""
-    from pathlib import Path
-
     sq = [r for r in rows if r.get("sqnr_db") is not None]
     acc = [p for p in points if p["bits_per_value"] is not None and (p["accuracy"] is not None or p["agreement"] is not None)]
     if not sq and not acc:
@@ -69,8 +69,6 @@ def quality(rows: list[dict], points: list[dict]) -> bytes | None:
 
 def speedup(points: list[dict]) -> bytes | None:
     """Speedup against the full PyTorch model, per erpack path, against bytes per token; bound drawn."""
-    from pathlib import Path
-
     pts = [p for p in points if p["bytes_per_token"] is not None and p["speedup"] is not None]
     if not pts:
         return None
@@ -127,17 +125,13 @@ def profile(prof: dict) -> bytes:
 def storage(rows: list[dict]) -> bytes:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
-    from pathlib import Path
-
-    from erpack.report.render import _size
-
     labels = [f"{r['codec']} ({Path(str(r['model'])).name} k={r['layer']}, "
               f"{'cache' if r['kind'] == 'cache' else 'sample'})" for r in rows]
     tb = [r["projection"]["bytes"] / 1e12 for r in rows]
     ax.barh(range(len(rows)), tb, color=["tab:blue" if r["kind"] == "cache" else "tab:cyan" for r in rows])
     ax.set_yticks(range(len(rows)), labels)
     for i, r in enumerate(rows):
-        ax.text(tb[i], i, f" {_size(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
+        ax.text(tb[i], i, f" {size_text(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
                 va="center", fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("projected size, TB (10^12 bytes)")

@@ -12,17 +12,11 @@ import json
 from pathlib import Path
 
 from erpack.report import plots
+from erpack.report.units import size_text
 
 
 def _n(v, f="{:.2f}", none="-") -> str:
     return none if v is None else f.format(v)
-
-
-def _size(nbytes: float) -> str:
-    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.2f} {unit}"
-    return f"{nbytes:.0f} B"
 
 
 def _short(name) -> str:
@@ -53,7 +47,7 @@ def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 f"({rep['profile']['name']} length profile), ${cfg['price_per_gb_month']} per GB-month",
                 ["codec", "model", "k", "size", "bytes/document", "$ / month", "encode hours (once)",
                  "recompute hours / run", "read hours / run", "break-even runs"],
-                [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), _size(r["projection"]["bytes"]),
+                [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), size_text(r["projection"]["bytes"]),
                   _n(r["projection"]["bytes_per_document"], "{:,.0f}"), _n(r["projection"]["monthly_cost"], "{:,.2f}"),
                   _n(r["break_even"] and r["break_even"]["encode_seconds"] / 3600, "{:,.0f}"),
                   _n(r["break_even"] and r["break_even"]["recompute_seconds_per_run"] / 3600, "{:,.0f}"),

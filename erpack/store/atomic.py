@@ -10,7 +10,9 @@ A folder (a task model) is written whole by `atomic_folder`: filled as a hidden 
 
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,8 +107,6 @@ def fsync_tree(folder: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    import ctypes
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
@@ -145,8 +145,6 @@ def clean_leftovers(final: Path) -> list[str]:
     A set-aside old folder (`.old-`) with no `final` beside it is moved back: the kill came between
     the two renames of a non-atomic swap, and the old folder is the last complete one.
     """
-    import shutil
-
     done = []
     for p in leftovers(final):
         if p.name.startswith(f".{final.name}{OLD_TAG}") and not final.exists():
@@ -172,8 +170,6 @@ def check_output(final: Path, overwrite: bool, what: str = "output") -> None:
 
 def replace_folder(tmp: Path, final: Path) -> None:
     """Move the complete folder `tmp` to `final`, replacing any old one atomically; remove the old one."""
-    import shutil
-
     if not final.exists():
         os.rename(tmp, final)
         fsync_dir(final.parent)
@@ -201,8 +197,6 @@ def atomic_folder(final, overwrite: bool = False, what: str = "output", notes: l
     cleans the temporary folders a killed run left (what it did is appended to `notes`). On an error
     the temporary folder is removed and `final` is untouched.
     """
-    import shutil
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     done = clean_leftovers(final)

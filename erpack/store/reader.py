@@ -13,10 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from erpack.batching import mask_from_lengths
+from erpack.codecs import Pipeline
 from erpack.errors import CodecError, StoreError
 from erpack.store.format import FLAG_TRUNCATED
+from erpack.store.inspect import cache_stats
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
 from erpack.store.shard import RecordLimits, ShardFile, decode_payload
+from erpack.store.verify import verify_cache
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -24,12 +27,6 @@ class MissingDocumentError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0]) if self.args else ""
-
-
-def pipeline_from_config(config: dict):
-    from erpack.codecs import Pipeline  # the codec registry, loaded when a cache is opened
-
-    return Pipeline.from_config(config)
 
 
 class CacheReader:
@@ -41,7 +38,7 @@ class CacheReader:
         self.verify_checksums = verify_checksums
         self.manifest = load_manifest(self.path)
         self.meta = self.manifest["meta"]
-        self.codec = pipeline_from_config(self.manifest["codec"])
+        self.codec = Pipeline.from_config(self.manifest["codec"])
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
         self._shards: list[ShardFile] = []
         try:
@@ -173,14 +170,10 @@ class CacheReader:
     # ---- whole-cache reports ------------------------------------------------------------------
     def verify(self, decode: bool = True) -> dict:
         """Check every shard's sha256 and every record's framing, crc32 and decoding (see verify.py)."""
-        from erpack.store.verify import verify_cache
-
         return verify_cache(self.path, decode=decode, manifest=self.manifest, codec=self.codec)
 
     def stats(self) -> dict:
         """What the cache holds and what it costs (see inspect.py); reads only the indexes."""
-        from erpack.store.inspect import cache_stats
-
         return cache_stats(self)
 
     def close(self) -> None:

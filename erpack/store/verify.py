@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from erpack.checksums import file_sha256
+from erpack.codecs import Pipeline
 from erpack.errors import CorruptRecordError
 from erpack.store.atomic import FolderLock, write_atomic
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
@@ -83,9 +84,7 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
     folder = Path(path)
     manifest = manifest if manifest is not None else load_manifest(folder)
     if decode and codec is None:
-        from erpack.store.reader import pipeline_from_config
-
-        codec = pipeline_from_config(manifest["codec"])
+        codec = Pipeline.from_config(manifest["codec"])
     limits = RecordLimits.from_meta(manifest["meta"])
     shards, failures, where, unreadable = [], [], {}, []
     for s, entry in enumerate(manifest["shards"]):

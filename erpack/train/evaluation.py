@@ -9,24 +9,46 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from erpack.errors import InputError
+from erpack.store import CacheReader
 from erpack.train.data import batch_plan, cache_source
 
 
+@dataclass
+class EvalSummary:
+    """What `evaluate` scored: a task model on one split of a cache. `as_dict()` is `erpack eval --json`."""
+
+    task_model: str | None  # the folder, None when given a loaded TaskModel
+    cache: str
+    split: str
+    task: str  # classification, pair-classification or regression
+    mode: str
+    documents: int
+    skipped_missing: int  # labelled ids of the split the cache does not hold (--skip-missing)
+    metrics: dict  # accuracy, macro_f1 (classification) or pearson, mse (regression), ...
+    notes: list[str]
+    predictions: str | None  # the predictions file written, if asked
+    seconds: float
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 def evaluate(task_model, cache, labels: str, split: str = "test", predictions=None, skip_missing: bool = False,
-             batch_size: int = 64, device: str = "auto", progress: Callable | None = None) -> dict:
+             batch_size: int = 64, device: str = "auto", progress: Callable | None = None) -> EvalSummary:
     """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
 
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression.
     """
     from erpack.encode import resolve_device
-    from erpack.store import CacheReader
     from erpack.train.loop import score
     from erpack.train.taskmodel import TaskModel
     from erpack.train.trainer import prepare_data
@@ -50,11 +72,11 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     metrics = score(tm.task, logits, y, len(tm.labels))
     if predictions is not None:
         write_predictions(predictions, examples, logits, tm.task, tm.labels)
-    return {"task_model": str(task_model) if not isinstance(task_model, TaskModel) else None, "cache": str(cache),
-            "split": split, "task": tm.task, "mode": tm.mode, "documents": len(examples),
-            "skipped_missing": len(data.missing), "metrics": metrics, "notes": notes,
-            "predictions": str(predictions) if predictions is not None else None,
-            "seconds": time.perf_counter() - t0, "device": str(dev)}
+    return EvalSummary(task_model=str(task_model) if not isinstance(task_model, TaskModel) else None,
+                       cache=str(cache), split=split, task=tm.task, mode=tm.mode, documents=len(examples),
+                       skipped_missing=len(data.missing), metrics=metrics, notes=notes,
+                       predictions=str(predictions) if predictions is not None else None,
+                       seconds=time.perf_counter() - t0, device=str(dev))
 
 
 def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress) -> np.ndarray:

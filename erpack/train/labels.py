@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from erpack.assets import load_dataset, split_of
+from erpack.corpus import iter_jsonl_objects
 from erpack.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -54,8 +56,6 @@ def _row(obj: dict, task: str, where: str) -> Example:
     if split is not None and split not in SPLITS:
         raise InputError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
     if split is None:
-        from erpack.assets import split_of
-
         split = split_of(str(doc_id))
     text = obj.get("text") or None
     pair = obj.get("text_pair") or None
@@ -63,8 +63,6 @@ def _row(obj: dict, task: str, where: str) -> Example:
 
 
 def _read_jsonl(path: Path, task: str) -> list[Example]:
-    from erpack.corpus import iter_jsonl_objects
-
     return [_row(obj, task, where) for obj, where in iter_jsonl_objects(path, "`id` and `label`")]
 
 
@@ -90,8 +88,6 @@ def read_labels(source: str, task: str = "classification") -> list[Example]:
     elif path.exists():
         raise InputError(f"{path}: unknown label file format; use .jsonl or .csv with `id` and `label`")
     else:
-        from erpack.assets import load_dataset
-
         rows = [Example(r.id, _label(r.label, task, f"{source}:{r.id}"), r.split, r.text, None, f"{source}:{r.id}")
                 for r in load_dataset(source)]
     if not rows:

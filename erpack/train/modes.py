@@ -25,6 +25,7 @@ share it; it is initialised from the seed before anything else draws random numb
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -166,8 +167,6 @@ def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None
 def with_peft(model: nn.Module, config):
     """peft.get_peft_model(model, config), without the FutureWarning peft 0.21 triggers on transformers 5.24
     (it reads the deprecated `is_gradient_checkpointing`): a user reads it as a broken install."""
-    import warnings
-
     from peft import get_peft_model
 
     with warnings.catch_warnings():

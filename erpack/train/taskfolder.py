@@ -17,6 +17,7 @@ from pathlib import Path
 
 from erpack.checksums import file_sha256
 from erpack.errors import TaskModelError
+from erpack.store.atomic import write_atomic
 
 TASK_FILE = "erpack_task.json"
 TASK_FORMAT = "erpack-task"
@@ -41,8 +42,6 @@ def record_checksum(info: dict) -> str:
 
 def write_task_file(folder: Path, info: dict) -> dict:
     """Seal `folder`: write erpack_task.json with `info`, the checksums of the other files and its own."""
-    from erpack.store.atomic import write_atomic
-
     sealed = dict(info, format=TASK_FORMAT, version=TASK_VERSION, files=file_entries(folder))
     sealed.pop("checksum", None)
     sealed = json.loads(json.dumps(sealed))  # the form a reader sees (tuples as lists)

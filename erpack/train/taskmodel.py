@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from erpack.errors import ErpackError, ManifestMismatchError, TaskModelError
+from erpack.store.atomic import atomic_folder
 from erpack.train.taskfolder import (
     RETRAIN,
     TASK_FILE,
@@ -138,8 +139,6 @@ class TaskModel:
         """Write the task model folder atomically (erpack.store.atomic.atomic_folder): after a kill at any
         point `path` is the old model or the new one. An existing folder is replaced only with overwrite.
         What was cleaned up after an earlier killed write is appended to `notes`."""
-        from erpack.store.atomic import atomic_folder
-
         with atomic_folder(path, overwrite, what="task model", notes=notes) as tmp:
             self.write(tmp, extra)
         return Path(path)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from erpack.errors import InputError
+from erpack.store import CacheReader
+from erpack.store.atomic import check_output
 from erpack.train.data import cache_lengths, cache_source
 from erpack.train.labels import Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
@@ -141,8 +143,6 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     `output` is written whole or not at all (TaskModel.save), the baseline as `output/baseline/`;
     an existing output is refused (before any training) unless overwrite.
     """
-    from erpack.store import CacheReader
-    from erpack.store.atomic import check_output
     from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 
     if output is not None:

@@ -19,9 +19,9 @@ def result(tmp_path_factory):
 
     t = tiny.build(tmp_path_factory.mktemp("bench"))
     cfg = BenchConfig(corpus=str(t["corpus"]), model=str(t["model"]), layer=tiny.LAYER, codecs=["int8+zstd:3"],
-                      caches=[str(t["cache"])], prune=(0.5, 0.5), limit=None, batch_size=8, repeats=2, warmup=1,
-                      threads=1, work=str(t["root"] / "work"), cold=True)
-    return run_bench(cfg)
+                      caches=[str(t["cache"])], prune=(0.5, 0.5), limit=None, split="all", batch_size=8, repeats=2,
+                      warmup=1, threads=1, work=str(t["root"] / "work"), cold=True)
+    return run_bench(cfg).as_dict()
 
 
 def test_every_path_runs(result):
@@ -93,7 +93,7 @@ def test_missing_pieces_are_skipped_with_a_note(tmp_path):
     cfg = BenchConfig(corpus=str(t["corpus"]), model=str(t["model"]), layer=tiny.LAYER, limit=8,
                       paths=["full-torch", "erpack-torch", "erpack-pruned-int8"], repeats=1, warmup=0,
                       work=str(tmp_path / "work"))
-    res = run_bench(cfg)
+    res = run_bench(cfg).as_dict()
     assert [p["path"] for p in res["paths"]] == ["full-torch"]
     assert any("no cache given" in n for n in res["notes"])
 
@@ -116,7 +116,95 @@ def test_training_epoch_from_cache_against_full_fine_tune(tmp_path):
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = run_bench(BenchConfig(corpus=str(labelled), model=str(t["model"]), layer=tiny.LAYER, limit=8,
-                                paths=["full-torch"], repeats=1, warmup=0, train=24, work=str(tmp_path / "work")))
+                                paths=["full-torch"], repeats=1, warmup=0, train=24,
+                                work=str(tmp_path / "work"))).as_dict()
     tr = res["training"]
     assert tr["documents"]["train"] == 24 and tr["recycled_seconds_per_epoch"] > 0
     assert tr["speedup"] == pytest.approx(tr["baseline_seconds_per_epoch"] / tr["recycled_seconds_per_epoch"])
+
+
+def train_first_corpus(t, tmp_path):
+    """The tiny corpus rewritten to list its 30 training documents first, then 10 test documents."""
+    rows = [json.loads(x) for x in t["corpus"].read_text().splitlines()]
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i < 30 else "test"
+    path = tmp_path / "train-first.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, {r["id"] for r in rows[30:]}
+
+
+class Bar:
+    """A progress bar that remembers what it was told (the `progress(**kw)` factory's product)."""
+
+    def __init__(self, total=None, desc="", unit=""):
+        self.total, self.desc, self.n, self.closed, self.postfixes = total, desc, 0, False, []
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfixes.append(text)
+
+    def refresh(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_default_split_is_the_test_split(tmp_path):
+    """A corpus that lists its training documents first: `--limit 8` scores 8 test documents, not the
+    first 8 (training) ones, and the card says which split the accuracy is on."""
+    from erpack.bench import BenchConfig, card, run_bench
+
+    t = tiny.build(tmp_path)
+    corpus, _ = train_first_corpus(t, tmp_path)
+    cfg = dict(corpus=str(corpus), model=str(t["model"]), layer=tiny.LAYER, limit=8, paths=["full-torch"], repeats=1,
+               warmup=0, work=str(tmp_path / "work"))
+    res = run_bench(BenchConfig(**cfg)).as_dict()
+    assert res["workload"]["split"] == "test" and res["workload"]["split_source"] == "split field"
+    assert res["workload"]["documents"] == 8
+    assert "accuracy on the test split (split field)" in "\n".join(card(res))
+    bars = []
+    train = run_bench(BenchConfig(**cfg, split="train"), progress=lambda **kw: bars.append(Bar(**kw)) or bars[-1])
+    assert train.workload["split"] == "train"
+    prep = next(b for b in bars if b.desc == "bench: preparing")  # preparation shows progress, step by step
+    assert prep.n == prep.total >= 6 and prep.closed and "prepare full-torch" in prep.postfixes
+    everything = run_bench(BenchConfig(**dict(cfg, limit=None), split="all")).as_dict()
+    assert everything["workload"]["documents"] == 40
+
+
+def test_split_selects_the_documents(tmp_path):
+    from erpack.bench.documents import read_documents
+    from erpack.errors import InputError
+
+    t = tiny.build(tmp_path)
+    corpus, test_ids = train_first_corpus(t, tmp_path)
+    docs = read_documents(str(corpus), 8)
+    assert docs.split == "test" and {d.id for d in docs.docs} <= test_ids and len(docs.docs) == 8
+    assert {d.id for d in read_documents(str(corpus), None, "train").docs}.isdisjoint(test_ids)
+    with pytest.raises(InputError, match="holds no validation documents"):
+        read_documents(str(corpus), 8, "validation")
+    unlabelled = tmp_path / "plain.jsonl"
+    unlabelled.write_text("".join(json.dumps({"id": f"u{i}", "text": "w1 w2"}) + "\n" for i in range(5)))
+    assert read_documents(str(unlabelled), None).split == "all"
+    with pytest.raises(InputError, match="has no splits"):
+        read_documents(str(unlabelled), None, "test")
+
+
+def test_cli_prints_the_card_and_json_only_when_asked(tmp_path, capsys):
+    """The human output has no JSON line; --json adds it as the last line; -o writes it either way."""
+    from erpack.cli import main
+
+    t = tiny.build(tmp_path)
+    corpus, _ = train_first_corpus(t, tmp_path)
+    args = ["bench", str(corpus), "--model", str(t["model"]), "--layer", str(tiny.LAYER), "--limit", "4",
+            "--paths", "full-torch", "--repeats", "1", "--warmup", "0", "--work", str(tmp_path / "work")]
+    assert main(args + ["-o", str(tmp_path / "bench.json")]) == 0
+    out = capsys.readouterr().out
+    assert "erpack bench: 4 documents of the test split" in out
+    assert not any(line.lstrip().startswith("{") for line in out.splitlines()), out
+    assert json.loads((tmp_path / "bench.json").read_text())["workload"]["split"] == "test"
+    assert main(args + ["--json"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["kind"] == "erpack-bench"

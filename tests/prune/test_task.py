@@ -37,7 +37,7 @@ def test_prune_recover_save_load(tiny_task, tmp_path):
     from erpack.train import evaluate
 
     r = evaluate(loaded, tiny_task["cache"], str(tiny_task["labels"]), split="test", device="cpu")
-    assert abs(r["metrics"]["accuracy"] - s["test"]["accuracy"]) < 1e-9
+    assert abs(r.metrics["accuracy"] - s["test"]["accuracy"]) < 1e-9
 
 
 def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):

@@ -68,7 +68,8 @@ def report(tmp_path_factory):
     t = tiny.build(tmp_path_factory.mktemp("report"))
     bench = run_bench(BenchConfig(corpus=str(t["corpus"]), model=str(t["model"]), layer=tiny.LAYER,
                                   caches=[str(t["cache"])], paths=["full-torch", "erpack-torch"], limit=None,
-                                  repeats=1, warmup=0, work=str(t["root"] / "work"), command="erpack bench (test)"))
+                                  split="all", repeats=1, warmup=0, work=str(t["root"] / "work"),
+                                  command="erpack bench (test)")).as_dict()
     bench_file = t["root"] / "bench.json"
     bench_file.write_text("card line\n" + json.dumps(bench) + "\n")
     cfg = ReportConfig(caches=[str(t["cache"])], codecs=["fp32", "int4c:19+zstd:3"], bench=[str(bench_file)],
