@@ -18,6 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.assets import load_dataset, subset
+from erpack.codecs import Pipeline
+from erpack.compress import measure
+from erpack.corpus import Document
+from erpack.tokens import tokenize
+
 MODELS = {"minilm": 3, "mpnet": 6}  # model -> layer k (the middle of 6 and 12 layers)
 MAX_LENGTH = 512
 SPECS = [
@@ -36,7 +42,6 @@ TARGETS = {
 
 def sample(dataset: str, rt_docs: int, bbc_per_label: int):
     """The set's records: the first rt_docs reviews by id, or the first bbc_per_label articles of each label."""
-    from erpack.assets import load_dataset, subset
 
     records = load_dataset(dataset)
     if dataset == "rotten_tomatoes":
@@ -49,10 +54,8 @@ def sample(dataset: str, rt_docs: int, bbc_per_label: int):
 def layer_activations(model: str, layer: int, records, batch: int = 16) -> list[np.ndarray]:
     """The lower stack's output (the input of layer `layer`) for each record's tokens, float32 (T, H), in
     record order: the arrays `erpack encode` would store."""
-    from erpack.corpus import Document
     from erpack.encode import run_lower
     from erpack.models import load_model, split_model
-    from erpack.tokens import tokenize
 
     loaded = load_model(model)
     lower, _ = split_model(loaded.model, layer)
@@ -106,7 +109,6 @@ def machine() -> str:
 def measure_all(models: list[str], specs: list[str], rt_docs: int, bbc_per_label: int, cache_dir: Path,
                 repeat: int, command: str, log=lambda text: None) -> dict:
     """Measure every spec on every set: the whole result, as the tool's JSON line carries it."""
-    from erpack.compress import measure
 
     t_start, load_start = time.time(), os.getloadavg()[0]
     rows, sets = [], []
@@ -126,7 +128,6 @@ def measure_all(models: list[str], specs: list[str], rt_docs: int, bbc_per_label
 
 def target_checks(rows: list[dict]) -> dict:
     """spec -> target -> {"ok": met on every set, "why": what missed where}."""
-    from erpack.codecs import Pipeline
 
     by_spec: dict[str, list[dict]] = {}
     for r in rows:

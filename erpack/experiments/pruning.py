@@ -21,6 +21,7 @@ from pathlib import Path
 from erpack.experiments.corpora import subset_labels
 from erpack.experiments.grid import RESULTS, append_result
 from erpack.experiments.stats import mean_sd
+from erpack.store import CacheReader
 
 
 @dataclass
@@ -77,7 +78,6 @@ def run_levels(cfg: PruneGrid, ds: str, seed: int) -> list[dict]:
     from erpack.prune.budget import interleaved_latency
     from erpack.prune.importance import score_importance
     from erpack.prune.task import importance_batches
-    from erpack.store import CacheReader
     from erpack.train import TrainConfig
     from erpack.train.trainer import prepare_data
 

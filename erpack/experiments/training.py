@@ -24,6 +24,7 @@ from erpack.experiments.corpora import grid_corpus
 from erpack.experiments.grid import RESULTS, append_result, decile_of, ensure_cache, finished, run_key
 from erpack.experiments.stats import correct_string, decile_means, mean_sd, paired_bootstrap
 from erpack.experiments.tags import all_tags, keep_tags, merge_tags
+from erpack.store import CacheReader
 from erpack.train.modes import ADAPTER_GRAMMAR, AdapterSpec
 
 
@@ -111,7 +112,6 @@ def _finish(grid: TrainGrid, row: dict, log) -> None:
 def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str, Path], labels: str, seed: int,
               log) -> None:
     """The baseline of one seed (unless done or turned off), then every (codec, cell) not yet done."""
-    from erpack.store import CacheReader
     from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
@@ -154,7 +154,6 @@ def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, 
     """Epoch times only, interleaved (full, then each mode from each cache, for `rounds` rounds) on the first
     `timing` training documents, so slow spells of a shared machine hit every contender alike."""
     from erpack.models import load_model
-    from erpack.store import CacheReader
     from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
