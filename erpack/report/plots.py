@@ -125,24 +125,29 @@ def profile(prof: dict) -> bytes:
 
 
 def storage(rows: list[dict]) -> bytes:
+    return _png(storage_figure(rows))
+
+
+def storage_figure(rows: list[dict]):
+    """Projected size per codec row, in TiB, labelled with its size and monthly cost."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
     from pathlib import Path
 
-    from erpack.report.render import _size
+    from erpack.report.units import TIB, human_size
 
     labels = [f"{r['codec']} ({Path(str(r['model'])).name} k={r['layer']}, "
               f"{'cache' if r['kind'] == 'cache' else 'sample'})" for r in rows]
-    tb = [r["projection"]["bytes"] / 1e12 for r in rows]
+    tb = [r["projection"]["bytes"] / TIB for r in rows]
     ax.barh(range(len(rows)), tb, color=["tab:blue" if r["kind"] == "cache" else "tab:cyan" for r in rows])
     ax.set_yticks(range(len(rows)), labels)
     for i, r in enumerate(rows):
-        ax.text(tb[i], i, f" {_size(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
+        ax.text(tb[i], i, f" {human_size(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
                 va="center", fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("projected size, TB (10^12 bytes)")
+    ax.set_xlabel("projected size, TiB (2^40 bytes)")
     ax.set_xlim(0, max(tb) * 1.5)
     d = rows[0]["projection"]["documents"]
     ax.set_title(f"projected cache size for {d:,.0f} documents")
     ax.tick_params(axis="y", labelsize=7)
-    return _png(fig)
+    return fig
