@@ -22,7 +22,8 @@ def _plt():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    # "tight" grows the canvas to whatever is drawn: point labels and legends outside the axes stay whole
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -47,6 +48,7 @@ def quality(rows: list[dict], points: list[dict]) -> bytes | None:
         ax.set_xlabel("bits per value on disk")
         ax.set_ylabel("SQNR dB (vs lossless reference)")
         ax.set_title("size against reconstruction quality")
+        ax.margins(x=0.2, y=0.12)  # room for the codec labels right of and above the last points
         ax.grid(alpha=0.3)
     if acc:
         ax = axes[-1]

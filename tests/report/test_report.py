@@ -202,3 +202,20 @@ def test_storage_chart_axis_is_in_tib():
     ax = plots.storage_figure([row]).axes[0]
     assert "TiB" in ax.get_xlabel() and ax.patches[0].get_width() == pytest.approx(2.0)
     assert "2.00 TiB" in ax.texts[0].get_text()
+
+
+def test_labels_outside_the_axes_are_not_cut():
+    """A point label past the axes' edge is inside the PNG (the canvas grows to what is drawn)."""
+    import struct
+
+    pytest.importorskip("matplotlib")
+    from erpack.report import plots
+
+    fig, ax = plots._plt().subplots(figsize=(4, 3))
+    ax.scatter([1.0], [1.0])
+    ax.annotate("int4:32+shuffle:4+zstd:9 " * 2, (1.0, 1.0), xytext=(3, 3), textcoords="offset points")
+    fig.tight_layout()
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, everything drawn
+    png = plots._png(fig)
+    width = struct.unpack(">I", png[16:20])[0]  # the PNG header's width, in pixels at dpi 110
+    assert width >= drawn.width * 110 - 2
