@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import torch
 
 from erpack.prune import Fractions, RecoveryConfig, describe_importance, load_task_model, prune_task_model
 from erpack.prune.arch import layer_list
 from erpack.train import TrainConfig
+from tests.checkers import Bars
 
 
 def _batch(hidden_size: int = 32):
@@ -52,29 +52,6 @@ def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["params_after"] <= 0.7 * s["params_before"] and s["recovery"] is None
     assert load_task_model(out).layer == 1
-
-
-class Bars:
-    """A progress factory as the CLI passes one (tqdm-like): records each bar's description, total and counts."""
-
-    def __init__(self):
-        self.bars = []
-
-    def __call__(self, total=None, desc=None, unit=None, **kw):
-        bar = {"desc": desc, "total": total, "done": 0, "closed": False}
-        self.bars.append(bar)
-
-        class Bar:
-            def update(self, n=1):
-                bar["done"] += n
-
-            def set_postfix(self, *a, **k):
-                pass
-
-            def close(self):
-                bar["closed"] = True
-
-        return Bar()
 
 
 def test_importance_scoring_has_a_bar_and_the_unpruned_score_is_kept(tiny_task, tmp_path):
