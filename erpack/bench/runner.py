@@ -103,13 +103,13 @@ def load_models(cfg: BenchConfig, label_names: list[str]):
     from transformers import AutoTokenizer
 
     from erpack.assets import resolve_model
-    from erpack.models import load_model
+    from erpack.models import load_model, recorded_location
 
     if cfg.task_model:
         from erpack.train import TaskModel
 
         tm = TaskModel.load(cfg.task_model)
-        name = tm.expected_cache["model"].get("name") or cfg.model
+        name = recorded_location(tm.expected_cache["model"]) if tm.expected_cache.get("model") else cfg.model
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model if cfg.model else name))
         return tm.model.eval(), tok, tm.labels, tm.layer, True
     torch.manual_seed(0)

@@ -108,14 +108,15 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
         row.update(reference=reference["source"], reference_lossless=reference["lossless"])
         rows.append(row)
     first = rows[0]
-    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model"], first["max_length"])
+    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model_location"], first["max_length"])
     docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
     lowers: dict[tuple, dict] = {}  # (model, layer) -> timing of layers 0..k-1 on the profile's lengths
     if cfg.time_lower:
         for key in dict.fromkeys((r["model"], r["layer"]) for r in rows):
             log(f"timing layers 0..{key[1] - 1} of {key[0]}")
             try:
-                lowers[key] = measure.lower_seconds_per_token(key[0], key[1], profile["lengths"])
+                where = next(r["model_location"] for r in rows if (r["model"], r["layer"]) == key)
+                lowers[key] = measure.lower_seconds_per_token(where, key[1], profile["lengths"])
             except Exception as exc:  # a model that cannot be loaded here: the report still has sizes
                 notes.append(f"break-even not computed for {key[0]} k={key[1]}: the lower stack could not be "
                              f"timed ({exc})")
