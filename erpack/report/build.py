@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from erpack.errors import InputError
 from erpack.report import measure, project
@@ -85,6 +86,16 @@ def lossy_reference_note(reference: dict) -> str:
             "lossless cache (e.g. `erpack encode --codec fp32+zstd:3`) among the caches to project from it")
 
 
+def same_model(bench_model, row: dict) -> bool:
+    """Is the model a bench ran (as its user named it) the one a cache row was made with (its recorded
+    name, or the folder it was loaded from)?"""
+    named = str(bench_model)
+    if named in (row["model"], row.get("model_location")):
+        return True
+    folder = Path(named).expanduser()
+    return folder.is_dir() and str(folder.resolve()) == row.get("model_location")
+
+
 def build_report(cfg: ReportConfig, log=None) -> dict:
     log = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -139,7 +150,7 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
             r["break_even"] = None
     for r in rows:
         r["bench"] = [p for p in bench_points(benches) if p["codec"] == r["codec"]
-                      and p["model"] in (r["model"],) and p["layer"] == r["layer"]]
+                      and same_model(p["model"], r) and p["layer"] == r["layer"]]
     profile_out = {k: v for k, v in profile.items() if k != "lengths"}
     return {"kind": "erpack-report", "version": 1, "command": cfg.command, "config": asdict(cfg),
             "inputs": {"caches": list(cfg.caches), "codecs_reencoded_from": reference["source"] if reference else None,
