@@ -61,6 +61,7 @@ class EncodeSummary:
     cache_tokens: int = 0
     cache_bytes: int = 0
     removed_leftovers: list[str] = field(default_factory=list)
+    existing_documents: int = 0  # documents the cache held before this run (appended to when > 0)
     warnings: list[str] = field(default_factory=list)  # things the user should know, one sentence each
 
     def as_dict(self) -> dict:
@@ -70,7 +71,13 @@ class EncodeSummary:
         d["documents_per_second"] = self.encoded / self.seconds if self.seconds else None
         d["tokens_per_second"] = self.tokens / self.seconds if self.seconds else None
         d["bytes_per_token"] = self.cache_bytes / self.cache_tokens if self.cache_tokens else None
+        d["appended"] = self.appended
         return d
+
+    @property
+    def appended(self) -> bool:
+        """This run added documents to a cache that held some before it."""
+        return bool(self.existing_documents and self.encoded)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -248,6 +255,7 @@ def encode_corpus(
         with CacheWriter(output, meta=cache_meta(loaded, k, max_length), codec=pipeline, mode="append",
                          on_duplicate=on_duplicate) as writer:
             summary.removed_leftovers = list(writer.removed)
+            summary.existing_documents = writer.manifest["counts"]["documents"]
             for chunk in _chunks(iter_corpus(source, id_column=id_column), shard_size):
                 encoded, cut = tokenize(loaded.tokenizer, chunk, max_length)
                 hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]

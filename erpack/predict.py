@@ -102,15 +102,12 @@ def _texts(source, wanted: set[str]) -> dict:
 def _lower_runner(reader, lower_graph, model_override, device: str):
     """(tokenizer, run(encoded) -> list of (T, H)) for the encoder the cache was made with."""
     from erpack.encode import run_lower
-    from erpack.models import load_model, split_model
+    from erpack.models import load_recorded, recorded_location, split_model
 
     ident = reader.meta["model"]
-    name = model_override or ident["name"]
+    name = model_override or recorded_location(ident)
     if lower_graph is None:
-        loaded = load_model(name)
-        if loaded.sha256 != ident["weights_sha256"]:
-            raise ExportError(f"model {name} has weights sha256 {loaded.sha256[:16]}, the cache {reader.path} was "
-                              f"made by {ident['weights_sha256'][:16]}; pass --model with the encoder that made it")
+        loaded = load_recorded(ident, model_override, f"the cache {reader.path}")
         lower, _ = split_model(loaded.model, reader.meta["layer"])
         pad = loaded.tokenizer.pad_token_id or 0
         return loaded.tokenizer, lambda enc: run_lower(lower, enc, pad, "cpu", 32, 16384), "pytorch"

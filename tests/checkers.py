@@ -52,3 +52,41 @@ def max_diff_on_tokens(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> 
     """Largest |a - b| over the non-padding tokens of (B, T, H) tensors (padding rows are undefined)."""
     keep = mask.bool()
     return (a[keep] - b[keep]).abs().max().item()
+
+
+class Bars:
+    """A progress factory as the CLI passes one (`progress(total=..., desc=..., unit=...)` -> a tqdm-like
+    bar): records each bar's descriptions, total, count and whether it was closed."""
+
+    def __init__(self):
+        self.bars: list[dict] = []
+
+    def __call__(self, total=None, desc=None, unit=None, **kw):
+        record = {"desc": desc, "descriptions": [desc], "total": total, "done": 0, "closed": False}
+        self.bars.append(record)
+        return _Bar(record)
+
+
+class _Bar:
+    def __init__(self, record: dict):
+        self.record = record
+
+    @property
+    def total(self):
+        return self.record["total"]
+
+    @total.setter
+    def total(self, n):
+        self.record["total"] = n
+
+    def update(self, n=1):
+        self.record["done"] += n
+
+    def set_description(self, desc, refresh=True):
+        self.record["descriptions"].append(desc)
+
+    def set_postfix(self, *a, **kw):
+        pass
+
+    def close(self):
+        self.record["closed"] = True

@@ -74,6 +74,23 @@ def test_rerun_resumes_and_append_adds(tmp_path):
     assert added.encoded == 5 and added.cache_documents == 15
 
 
+def test_append_is_said(tmp_path, capsys):
+    """encode on a cache that holds documents says it appended: a line, and `appended` in the JSON."""
+    from erpack.cli import main
+
+    out = str(tmp_path / "cache")
+    first = write_jsonl(tmp_path / "a.jsonl", rt_docs(4))
+    assert main(["encode", str(first), "-o", out, "--layer", "1", "--codec", "fp16", "--json"]) == 0
+    fresh = capsys.readouterr().out.splitlines()
+    assert json.loads(fresh[-1])["appended"] is False and not any(x.startswith("appended") for x in fresh)
+    more = write_jsonl(tmp_path / "b.jsonl", rt_docs(3, start=4))
+    assert main(["encode", str(more), "-o", out, "--layer", "1", "--codec", "fp16", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    d = json.loads(lines[-1])
+    assert d["appended"] is True and d["existing_documents"] == 4 and d["cache_documents"] == 7
+    assert "appended     3 documents to an existing cache of 4" in lines
+
+
 def test_duplicate_ids_unchanged_skip_replace(tmp_path):
     encode_corpus(str(write_jsonl(tmp_path / "a.jsonl", rt_docs(6))), tmp_path / "cache", layer=2, codec="fp32",
                   shard_size=100)

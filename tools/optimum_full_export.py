@@ -72,6 +72,7 @@ def main() -> None:
 
     from erpack.assets import resolve_model
     from erpack.batching import length_batches
+    from erpack.models.loading import recorded_location
     from erpack.train.labels import read_labels
 
     transformers.logging.set_verbosity_error()
@@ -79,7 +80,7 @@ def main() -> None:
     out = Path(args.out)
     fp32_dir, int8_dir = out / "fp32", out / "int8"
     with tempfile.TemporaryDirectory() as tmp:
-        staged = _stage(Path(args.task_model), resolve_model(task["cache"]["model"]["name"]), Path(tmp) / "model")
+        staged = _stage(Path(args.task_model), resolve_model(recorded_location(task["cache"]["model"])), Path(tmp) / "model")
         t0 = time.perf_counter()
         main_export(str(staged), output=str(fp32_dir), task="text-classification", opset=18, do_validation=True)
         export_s = time.perf_counter() - t0

@@ -85,13 +85,13 @@ def load_models(cfg: BenchConfig, label_names: list[str]):
     """(full classifier, tokenizer, class names, trained?) from the task model or a random head."""
     from transformers import AutoTokenizer  # heavy: loaded when a benchmark runs, not on `erpack --help`
 
-    from erpack.models import load_model  # torch and transformers
+    from erpack.models import load_model, recorded_location  # torch and transformers
 
     if cfg.task_model:
         from erpack.train import TaskModel  # torch, and peft for adapter task models
 
         tm = TaskModel.load(cfg.task_model)
-        name = tm.expected_cache["model"].get("name") or cfg.model
+        name = recorded_location(tm.expected_cache["model"]) if tm.expected_cache.get("model") else cfg.model
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model if cfg.model else name))
         return tm.model.eval(), tok, tm.labels, tm.layer, True
     torch.manual_seed(0)

@@ -54,10 +54,10 @@ def add_parser(subparsers) -> None:
 
 
 def _size(nbytes: float) -> str:
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes:.0f} B"
+    """Sizes in the report's binary units (KiB ... TiB), so the demo's figures match its report."""
+    from erpack.report.units import human_size
+
+    return human_size(nbytes, digits=1)
 
 
 def _sqnr(v) -> str:

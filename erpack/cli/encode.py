@@ -69,6 +69,8 @@ def run(args) -> int:
               + ", ".join(s.removed_leftovers[:5]))
     print(f"encoded      {s.encoded} documents, {s.tokens} tokens in {s.seconds:.1f} s on {s.device}"
           + (f" ({d['documents_per_second']:.1f} doc/s, {d['tokens_per_second']:.0f} tok/s)" if s.seconds else ""))
+    if s.appended:
+        print(f"appended     {s.encoded} documents to an existing cache of {s.existing_documents}")
     if s.unchanged:
         print(f"unchanged    {s.unchanged} documents already in the cache with the same tokens (skipped)")
     if s.unverified:

@@ -71,6 +71,8 @@ def _variant_line(v: dict) -> str:
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
             line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+        elif a.get("pearson") is not None:  # a regression score: agreement as the correlation of the scores
+            line += f", scores' Pearson r {a['pearson']:.4f} over {a['rows']}"
     if v.get("excluded") is not None and v["variant"] == "int8-dynamic":
         line += f"\n             left in float: {len(v['excluded'])} MatMul(s)"
         if v["excluded"]:
@@ -79,7 +81,10 @@ def _variant_line(v: dict) -> str:
 
 
 def run(args) -> int:
+    import sys
+
     import transformers
+    from tqdm import tqdm
 
     from erpack.export import export_task_model
 
@@ -88,7 +93,8 @@ def run(args) -> int:
                           quantize=args.quantize, calibration_cache=args.calibration_cache,
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
                           calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite,
+                          progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
     par = s["parity"]
     print(f"exported     {s['output']} ({s['part']} stack of {s['model']}, layer {s['layer']}, {s['bytes'] / 1e6:.2f} MB, "
           f"exporter {s['exporter']})")

@@ -22,6 +22,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("cache", metavar="PATH", help="cache folder (the one holding manifest.json), or a task model "
                    "folder (erpack_task.json): then its task, expected cache and head/neuron importance are shown")
+    p.add_argument("--ids", action="store_true", help="list the ids of the documents the cache holds instead, one "
+                   "per line (with --json: one JSON list)")
     p.add_argument("--shards", type=int, default=10, help="list at most this many shards (default: 10)")
     p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
     p.set_defaults(run=run)
@@ -109,6 +111,10 @@ def run(args) -> int:
             print(json.dumps(data, default=str))
         return 0
     with CacheReader(args.cache) as reader:
+        if args.ids:
+            ids = reader.ids()
+            print(json.dumps(ids) if args.json else "\n".join(ids))
+            return 0
         stats = reader.stats()
     print("\n".join(card(stats, args.shards)))
     if args.json:

@@ -111,7 +111,9 @@ def run(args) -> int:
               f"{r['trainable_params'] / 1e6:.2f}M" + (", distilled" if args.distill else ""))
     if s.get("test"):
         metric = primary_metric(s["task"])
-        print(f"test       {metric} {s['test'][metric]:.4f}")
+        unpruned = s.get("test_unpruned")
+        print(f"test       {metric} {s['test'][metric]:.4f}"
+              + (f" (unpruned {unpruned[metric]:.4f}, {s['test'][metric] - unpruned[metric]:+.4f})" if unpruned else ""))
     print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)")
     if args.json:
         print(json.dumps(s))

@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
         help="storage-cost report: size, monthly cost and break-even reuse count per codec (HTML, Markdown, JSON)",
         description=(
             "Measure each CACHE (bytes per token and per document, from its index; codec speed on a sample of "
-            "its records), re-encode a sample of the first cache with each --codec, project the size and "
+            "its records), re-encode a sample of the reference cache with each --codec (the first lossless CACHE, "
+            "e.g. one encoded with fp32+zstd:3, else the first CACHE, with a note that a lossy reference "
+            "understates both size and error), project the size and "
             "monthly cost of a corpus of --documents (or --tokens) with the --profile length distribution, and "
             "the break-even number of reuse runs after which the cache has paid for itself. With --bench, the "
             "end-to-end speedups and accuracy of `erpack bench -o FILE` runs are tabled and plotted. Writes "
@@ -27,13 +29,16 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("caches", nargs="+", metavar="CACHE", help="cache folders (erpack encode)")
     p.add_argument("--codec", action="append", default=[], metavar="SPEC",
-                   help="also re-encode a sample of the first cache with this codec (repeatable)")
+                   help="also re-encode a sample of the reference cache (the first lossless CACHE, else the first) with "
+                   "this codec (repeatable)")
     p.add_argument("--bench", action="append", default=[], metavar="FILE", help="erpack bench JSON (repeatable)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--documents", type=float, help="documents in the projected corpus (default 100000000)")
     size.add_argument("--tokens", type=float, help="tokens in the projected corpus (instead of --documents)")
     p.add_argument("--profile", help="length profile: bbc, rotten_tomatoes, or a cache folder (default: first CACHE)")
-    p.add_argument("--price-per-gb-month", type=float, default=0.023, help="storage $ per GB-month (default 0.023)")
+    p.add_argument("--price-per-gib-month", "--price-per-gb-month", dest="price_per_gib_month", type=float,
+                   default=0.023, help="storage $ per GiB-month (2^30 bytes: what clouds call a GB-month; "
+                   "default 0.023). The report states every size in binary units (KiB, MiB, GiB, TiB)")
     p.add_argument("--price-per-hour", type=float, default=0.10,
                    help="compute $ per hour of the machine that encodes and runs models (default 0.10)")
     p.add_argument("--months", type=float, default=1.0, help="months the cache is kept (default 1)")
@@ -49,7 +54,7 @@ def run(args) -> int:
         raise CLIError(f"--sample must be at least 1, got {args.sample}")
     documents = args.documents if args.documents is not None or args.tokens is not None else 100_000_000
     cfg = ReportConfig(caches=args.caches, codecs=args.codec, bench=args.bench, documents=documents,
-                       tokens=args.tokens, profile=args.profile, price_per_gb_month=args.price_per_gb_month,
+                       tokens=args.tokens, profile=args.profile, price_per_gib_month=args.price_per_gib_month,
                        price_per_hour=args.price_per_hour, months=args.months, sample=args.sample,
                        time_lower=not args.no_lower_timing,
                        command="erpack report " + " ".join(shlex.quote(a) for a in sys.argv[2:]))

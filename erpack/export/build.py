@@ -77,6 +77,33 @@ def _info(tm, source) -> dict:
             "task_model": str(source) if not hasattr(source, "info") else None}
 
 
+class Steps:
+    """A bar over named steps: `start(name)` ends the step before it and shows `name`; `close()` ends the last."""
+
+    def __init__(self, progress, total: int):
+        self.bar = progress(total=total, desc="export", unit="step") if progress else None
+        self.running = False
+
+    def total(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.total = n
+
+    def start(self, name: str) -> None:
+        if self.bar is None:
+            return
+        if self.running:
+            self.bar.update(1)
+        self.bar.set_description(f"export: {name}")
+        self.running = True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            if self.running:
+                self.bar.update(1)
+            self.bar.close()
+            self.bar, self.running = None, False
+
+
 def _variant_path(out: Path, name: str) -> Path:
     return out.with_name(f"{out.stem}.{name}{out.suffix or '.onnx'}")
 
@@ -151,14 +178,22 @@ def _free_outputs(out: Path, optimize: bool, quantize, overwrite: bool) -> None:
         check_output(path, overwrite, "export output")
 
 
+def _step_count(part: str | None, variants: list) -> int:
+    """Load, export and check, then each variant (and its timing, for the upper stack)."""
+    return 2 + len(variants) * (1 if part in ("lower", "full") else 2)
+
+
 def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
                       allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto", overwrite: bool = False) -> dict:
+                      int8_exclude: str = "auto", overwrite: bool = False, progress=None) -> dict:
     """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc).
 
     part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
     logits); None picks "full" for a model that computes from text (a baseline), else "upper".
+
+    `progress(total=..., desc=..., unit=...)` makes a tqdm-like bar over the steps (load, export and
+    check, each variant, its measuring), named as each starts.
 
     Each file is written beside its place, checked, fsynced and renamed into it; an existing output
     (or variant) is refused before any work unless overwrite.
@@ -167,8 +202,12 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     _check_request(part, quantize, int8_exclude, calibration_cache, out)
     _free_outputs(out, optimize, quantize, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
+    variants = _variants(optimize, quantize)
+    steps = Steps(progress, _step_count(part, variants))
+    steps.start("load the task model")
     tm = _task_model(task_model)
     part = _part_for(tm, part, task_model)
+    steps.total(_step_count(part, variants))
     info = _info(tm, task_model)
     cfg = tm.model.config
     hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
@@ -176,11 +215,12 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     if calibration_cache is not None:
         reader = CacheReader(calibration_cache)
     try:
+        steps.start(f"export the {part} stack and check it against PyTorch")
         notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
         summary = {"output": str(out), "part": part, "layer": tm.layer, "model": info["cache"]["model"].get("name"),
                    "task": tm.task, "exporter": exporter, "notes": notes, "variants": []}
         if part in ("lower", "full"):
-            return _export_from_tokens(tm, part, out, info, summary, exporter, optimize, tolerance)
+            return _export_from_tokens(tm, part, out, info, summary, exporter, optimize, tolerance, steps)
         parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
         summary["parity"] = _checked_export(
             lambda p: export_upper(tm.upper, p, hidden_size, info, exporter=exporter),
@@ -189,28 +229,30 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
         base = create_session(out, "cpu")
         source = out
         if optimize:
+            steps.start("optimize")
             v = _optimized(tm, out, hidden_size, cfg, tolerance,
                            lambda p: upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance))
             summary["variants"].append(v)
             source = Path(v["path"])
         if quantize:  # static from the fp32 graph: calibration cannot see into fused operators
+            steps.start(f"quantize ({quantize})")
             summary["variants"].append(_quantized(quantize, source if quantize == "dynamic" else out, out, reader,
                                                   calibration_docs, int8_exclude))
         for v in summary["variants"]:
+            steps.start(f"time and compare {v['variant']}")
             _measure(v, base, out, agree_batches, timing_batch, timing_runs)
-            agree = v["agreement"]["argmax_agreement"]
-            if agree is not None and agree < AGREEMENT_WARNING:
-                notes.append(f"{v['variant']} changes the predicted class of {100 * (1 - agree):.1f}% of "
-                             f"{v['agreement']['rows']} {'cached' if reader is not None else 'random'} inputs: "
-                             "measure its accuracy before deploying it (tools/export_bench.py)")
+            note = _agreement_note(v, "cached" if reader is not None else "random")
+            if note:
+                notes.append(note)
         return summary
     finally:
+        steps.close()
         if reader is not None:
             reader.close()
 
 
 def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: dict, exporter: str, optimize: bool,
-                        tolerance: float) -> dict:
+                        tolerance: float, steps) -> dict:
     """The lower stack or the full model (token ids in), checked on random token batches; `summary` filled in."""
     cfg = tm.model.config
     module = tm.lower if part == "lower" else FullStack(tm.model)
@@ -225,9 +267,23 @@ def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: dict, exp
     summary["parity"] = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
     summary["bytes"] = out.stat().st_size
     if optimize:
+        steps.start("optimize")
         summary["variants"].append(_optimized(tm, out, getattr(cfg, "hidden_size", None) or cfg.dim, cfg, tolerance,
                                               check))
     return summary
+
+
+def _agreement_note(v: dict, inputs: str) -> str | None:
+    """A warning when a variant's outputs stray from the fp32 graph's: class changes, or a regression
+    score's Pearson r below AGREEMENT_WARNING."""
+    a = v["agreement"]
+    if a["argmax_agreement"] is not None and a["argmax_agreement"] < AGREEMENT_WARNING:
+        return (f"{v['variant']} changes the predicted class of {100 * (1 - a['argmax_agreement']):.1f}% of "
+                f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
+    if a.get("pearson") is not None and a["pearson"] < AGREEMENT_WARNING:
+        return (f"{v['variant']}'s scores correlate with the fp32 graph's at Pearson r {a['pearson']:.3f} on "
+                f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
+    return None
 
 
 def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) -> dict:

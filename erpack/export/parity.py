@@ -88,15 +88,29 @@ def full_parity(full, session, batches, tolerance: float = TOLERANCE) -> ParityR
 
 def graph_agreement(reference, candidate, batches) -> dict:
     """How far `candidate`'s outputs are from `reference`'s (two Sessions, e.g. fp32 and int8 graphs):
-    max and mean |diff| of the logits and the share of rows whose argmax agrees."""
-    diffs, agree, rows = [], 0, 0
+    max and mean |diff| of the outputs, and for class logits (B, C > 1) the share of rows whose argmax
+    agrees; for a regression score (B, 1), whose argmax always agrees, the Pearson r of the scores."""
+    diffs, agree, rows, scores = [], 0, 0, []
     for hidden, mask in batches:
         feeds = {"hidden_states": hidden, "attention_mask": mask}
         a, b = reference.run(feeds)[0], candidate.run(feeds)[0]
         diffs.append(np.abs(a - b).reshape(len(a), -1).max(axis=1))
-        if a.ndim == 2:
+        if a.ndim == 2 and a.shape[1] == 1:
+            scores.append(np.stack([a[:, 0], b[:, 0]]))  # (2, B)
+        elif a.ndim == 2:
             agree += int((a.argmax(axis=1) == b.argmax(axis=1)).sum())
         rows += len(a)
     d = np.concatenate(diffs) if diffs else np.zeros(0)
-    return {"rows": rows, "max_diff": float(d.max(initial=0.0)), "mean_diff": float(d.mean()) if d.size else 0.0,
-            "argmax_agreement": agree / rows if rows else None}
+    out = {"rows": rows, "max_diff": float(d.max(initial=0.0)), "mean_diff": float(d.mean()) if d.size else 0.0,
+           "argmax_agreement": agree / rows if rows and not scores else None}
+    if scores:
+        out["pearson"] = _pearson(np.concatenate(scores, axis=1))
+    return out
+
+
+def _pearson(pairs: np.ndarray) -> float | None:
+    """Pearson r of the two rows of `pairs` (2, N); None when either is constant."""
+    x, y = pairs.astype(np.float64)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])

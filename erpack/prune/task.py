@@ -58,6 +58,18 @@ def importance_batches(reader, data, samples: int, batch_size: int, device, seed
         yield hidden.to(device), mask.to(device), y[batch_rows].to(device)
 
 
+def counted(batches, bar):
+    """The (hidden, mask, y) batches, each counted on `bar` (documents) as it is used; the bar closed at the end."""
+    try:
+        for batch in batches:
+            yield batch
+            if bar is not None:
+                bar.update(int(batch[0].shape[0]))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def choose_plan(model, layer: int, importance: Importance, target, drop_ffn: float = 0.5) -> tuple[Plan, dict]:
     """A plan for any target; returns it with what was asked and what was chosen."""
     if isinstance(target, Fractions):
@@ -118,8 +130,10 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
             raise PruneError(f"no training documents in {cache} labelled by {labels}: importance needs a few")
         t1 = time.perf_counter()
         if importance is None:
-            importance = score_importance(tm.model, k, importance_batches(reader, data, samples, 32, dev, tcfg.seed),
-                                          tm.task)
+            batches = importance_batches(reader, data, samples, 32, dev, tcfg.seed)
+            bar = progress(total=min(samples, len(data.splits["train"])), desc="importance", unit="doc") \
+                if progress else None
+            importance = score_importance(tm.model, k, counted(batches, bar), tm.task)
         summary["importance_seconds"] = time.perf_counter() - t1
         plan, asked = choose_plan(tm.model, k, importance, target, drop_ffn)
         sources = {s: cache_source(reader, [e.id for e in v], data.lengths[s]) for s, v in data.splits.items()}
@@ -127,6 +141,10 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
         if recovery is not None and recovery.distill:
             teacher = predict(sources["train"], lambda x: tm.upper(*x), [tm.upper], tcfg.eval_batch_size, dev,
                               tcfg.max_tokens)
+        if data.splits.get("test"):  # the unpruned model's score, to print beside the pruned one
+            logits = predict(sources["test"], lambda x: tm.upper(*x), [tm.upper], tcfg.eval_batch_size, dev,
+                             tcfg.max_tokens)
+            summary["test_unpruned"] = score(tm.task, logits, data.y["test"], len(tm.labels))
         params_before = upper_params(tm.model, k)
         before = pruning_record(tm.model)
         model = apply_plan(copy.deepcopy(tm.model), plan)
@@ -151,7 +169,8 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
             summary["test"] = score(tm.task, logits, data.y["test"], len(tm.labels))
     summary["seconds"] = time.perf_counter() - t0
     if output is not None:
-        pruned.info["pruning"]["summary"] = {k2: summary[k2] for k2 in ("params_before", "params_after", "test")
+        pruned.info["pruning"]["summary"] = {k2: summary[k2] for k2 in ("params_before", "params_after", "test",
+                                                                                      "test_unpruned")
                                              if k2 in summary}
         pruned.save(output, overwrite, extra=importance.save)
         summary["output"] = str(output)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from erpack.errors import InputError
 from erpack.report import measure, project
@@ -27,7 +28,7 @@ class ReportConfig:
     documents: float | None = 100_000_000
     tokens: float | None = None
     profile: str | None = None  # bbc, rotten_tomatoes, or a cache folder; default: the first cache
-    price_per_gb_month: float = 0.023
+    price_per_gib_month: float = 0.023  # $ per GiB-month (2^30 bytes)
     price_per_hour: float = 0.10  # of the machine that encodes and runs the models
     months: float = 1.0
     sample: int = 200
@@ -39,7 +40,7 @@ class ReportConfig:
             raise InputError("erpack report needs at least one cache folder")
         if self.documents is not None and self.tokens is not None:
             raise InputError("give --documents or --tokens, not both")
-        for name in ("price_per_gb_month", "price_per_hour", "months"):
+        for name in ("price_per_gib_month", "price_per_hour", "months"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
 
@@ -72,6 +73,29 @@ def bench_points(benches: list[dict]) -> list[dict]:
     return out
 
 
+def reencode_reference(rows: list[dict]) -> dict:
+    """The cache row whose records the --codec samples re-encode: the first lossless cache (it holds
+    the activations themselves), else the first cache."""
+    return next((r for r in rows if r["kind"] == "cache" and r["lossless"]), rows[0])
+
+
+def lossy_reference_note(reference: dict) -> str:
+    return (f"the re-encoded samples were made from {reference['source']} ({reference['codec']}), a lossy cache: "
+            "their sizes and SQNR are those of re-encoding values it had already quantized, not the activations "
+            "(fewer distinct values compress better and lose less, so both look better than they are); give a "
+            "lossless cache (e.g. `erpack encode --codec fp32+zstd:3`) among the caches to project from it")
+
+
+def same_model(bench_model, row: dict) -> bool:
+    """Is the model a bench ran (as its user named it) the one a cache row was made with (its recorded
+    name, or the folder it was loaded from)?"""
+    named = str(bench_model)
+    if named in (row["model"], row.get("model_location")):
+        return True
+    folder = Path(named).expanduser()
+    return folder.is_dir() and str(folder.resolve()) == row.get("model_location")
+
+
 def build_report(cfg: ReportConfig, log=None) -> dict:
     log = log or (lambda msg: None)
     t0 = time.perf_counter()
@@ -85,19 +109,25 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
         if lossless and r is not lossless and r["model"] == lossless["model"] and r["layer"] == lossless["layer"]:
             r["sqnr_db"] = measure.sqnr_against(lossless["source"], r["source"], cfg.sample)
             r["sqnr_reference"] = lossless["codec"]
-    for spec in cfg.codecs:
-        log(f"re-encoding a sample of {cfg.caches[0]} with {spec}")
-        rows.append(measure.codec_row(cfg.caches[0], spec, cfg.sample))
-    first = rows[0]
-    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model"], first["max_length"])
-    docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
     notes = []
+    reference = reencode_reference(rows) if cfg.codecs else None
+    if reference is not None and not reference["lossless"]:
+        notes.append(lossy_reference_note(reference))
+    for spec in cfg.codecs:
+        log(f"re-encoding a sample of {reference['source']} with {spec}")
+        row = measure.codec_row(reference["source"], spec, cfg.sample)
+        row.update(reference=reference["source"], reference_lossless=reference["lossless"])
+        rows.append(row)
+    first = rows[0]
+    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model_location"], first["max_length"])
+    docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
     lowers: dict[tuple, dict] = {}  # (model, layer) -> timing of layers 0..k-1 on the profile's lengths
     if cfg.time_lower:
         for key in dict.fromkeys((r["model"], r["layer"]) for r in rows):
             log(f"timing layers 0..{key[1] - 1} of {key[0]}")
             try:
-                lowers[key] = measure.lower_seconds_per_token(key[0], key[1], profile["lengths"])
+                where = next(r["model_location"] for r in rows if (r["model"], r["layer"]) == key)
+                lowers[key] = measure.lower_seconds_per_token(where, key[1], profile["lengths"])
             except Exception as exc:  # a model that cannot be loaded here: the report still has sizes
                 notes.append(f"break-even not computed for {key[0]} k={key[1]}: the lower stack could not be "
                              f"timed ({exc})")
@@ -107,7 +137,7 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
         r["decode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["decode_MBps"]
         r["encode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["encode_MBps"]
         nbytes = project.projected_bytes(r["fit"]["a"], r["fit"]["b"], docs, profile["mean"])
-        monthly = project.monthly_cost(nbytes, cfg.price_per_gb_month)
+        monthly = project.monthly_cost(nbytes, cfg.price_per_gib_month)
         r["projection"] = {"documents": docs, "tokens": tokens, "bytes": nbytes,
                            "bytes_per_document": nbytes / docs, "monthly_cost": monthly}
         lower = lowers.get((r["model"], r["layer"]))
@@ -120,17 +150,17 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
             r["break_even"] = None
     for r in rows:
         r["bench"] = [p for p in bench_points(benches) if p["codec"] == r["codec"]
-                      and p["model"] in (r["model"],) and p["layer"] == r["layer"]]
+                      and same_model(p["model"], r) and p["layer"] == r["layer"]]
     profile_out = {k: v for k, v in profile.items() if k != "lengths"}
     return {"kind": "erpack-report", "version": 1, "command": cfg.command, "config": asdict(cfg),
-            "inputs": {"caches": list(cfg.caches), "codecs_reencoded_from": cfg.caches[0] if cfg.codecs else None,
+            "inputs": {"caches": list(cfg.caches), "codecs_reencoded_from": reference["source"] if reference else None,
                        "bench": [b["file"] for b in benches], "bench_commands": [b.get("command") for b in benches],
                        "profile": profile_out["how"], "lower_timing": [v["how"] for v in lowers.values()]},
             "profile": profile_out, "lower": list(lowers.values()), "rows": rows, "bench": bench_points(benches),
             "bench_machines": [b["machine"] for b in benches], "notes": notes,
             "formulas": {"size": "bytes = N * (a + b * m): a, b fitted per codec on measured records "
                                  "(bytes(doc) = a + b * tokens(doc)), m = mean tokens per document of the profile",
-                         "monthly_cost": "bytes / 2^30 * price per GB-month",
+                         "monthly_cost": "bytes / 2^30 (GiB) * price per GiB-month",
                          "break_even": "n* = (E * p + S * M) / ((C - R) * p): E = T * (t_lower + t_encode) encode "
                                        "seconds once, S storage $/month, M months kept, C = T * t_lower recompute "
                                        "seconds per run, R = T * t_read read + decode seconds per run, p $ per "

@@ -20,6 +20,7 @@ from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.compress import measure
 from erpack.errors import ErpackError, InputError
+from erpack.models.loading import recorded_location
 from erpack.report.project import fit_bytes
 from erpack.store import CacheReader
 
@@ -59,7 +60,8 @@ def cache_row(path, sample: int = 200) -> dict:
         a, b = fit_bytes(tokens, sizes)
         m = measure(r.codec, sample_arrays(r, sample))
         return {"kind": "cache", "source": str(path), "codec": r.codec.spec, "lossless": r.codec.lossless,
-                "model": st["model"].get("name"), "model_type": st["model"].get("model_type"),
+                "model": st["model"].get("name"), "model_location": recorded_location(st["model"]),
+                "model_type": st["model"].get("model_type"),
                 "layer": st["layer"], "hidden": st["hidden_size"], "max_length": st["max_length"],
                 "documents": st["documents"], "tokens": st["tokens"], "bytes": st["bytes_on_disk"],
                 "bytes_per_token": st["bytes_per_token"], "bytes_per_document": st["bytes_on_disk"] / st["documents"],
@@ -88,6 +90,7 @@ def codec_row(reference, spec: str, sample: int = 200) -> dict:
     total = sum(sizes)
     return {"kind": "re-encoded sample", "source": f"{len(arrays)} records of {reference} ({ref_codec})",
             "codec": pipe.spec, "lossless": pipe.lossless, "model": meta["model"].get("name"),
+            "model_location": recorded_location(meta["model"]),
             "model_type": meta["model"].get("model_type"), "layer": meta.get("layer"), "hidden": hidden,
             "max_length": meta.get("max_length"), "documents": len(arrays), "tokens": n_tok, "bytes": total,
             "bytes_per_token": total / n_tok, "bytes_per_document": total / len(arrays),

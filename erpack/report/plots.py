@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from erpack.errors import ErpackError
-from erpack.report.units import size_text
+from erpack.report.units import TIB, human_size
 
 
 def _plt():
@@ -24,7 +24,8 @@ def _plt():
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    # "tight" grows the canvas to whatever is drawn: point labels and legends outside the axes stay whole
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", pad_inches=0.15)
     _plt().close(fig)
     return buf.getvalue()
 
@@ -47,6 +48,7 @@ def quality(rows: list[dict], points: list[dict]) -> bytes | None:
         ax.set_xlabel("bits per value on disk")
         ax.set_ylabel("SQNR dB (vs lossless reference)")
         ax.set_title("size against reconstruction quality")
+        ax.margins(x=0.2, y=0.12)  # room for the codec labels right of and above the last points
         ax.grid(alpha=0.3)
     if acc:
         ax = axes[-1]
@@ -123,20 +125,25 @@ def profile(prof: dict) -> bytes:
 
 
 def storage(rows: list[dict]) -> bytes:
+    return _png(storage_figure(rows))
+
+
+def storage_figure(rows: list[dict]):
+    """Projected size per codec row, in TiB, labelled with its size and monthly cost."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(rows)))
     labels = [f"{r['codec']} ({Path(str(r['model'])).name} k={r['layer']}, "
               f"{'cache' if r['kind'] == 'cache' else 'sample'})" for r in rows]
-    tb = [r["projection"]["bytes"] / 1e12 for r in rows]
+    tb = [r["projection"]["bytes"] / TIB for r in rows]
     ax.barh(range(len(rows)), tb, color=["tab:blue" if r["kind"] == "cache" else "tab:cyan" for r in rows])
     ax.set_yticks(range(len(rows)), labels)
     for i, r in enumerate(rows):
-        ax.text(tb[i], i, f" {size_text(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
+        ax.text(tb[i], i, f" {human_size(r['projection']['bytes'])}, ${r['projection']['monthly_cost']:,.2f}/month",
                 va="center", fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("projected size, TB (10^12 bytes)")
+    ax.set_xlabel("projected size, TiB (2^40 bytes)")
     ax.set_xlim(0, max(tb) * 1.5)
     d = rows[0]["projection"]["documents"]
     ax.set_title(f"projected cache size for {d:,.0f} documents")
     ax.tick_params(axis="y", labelsize=7)
-    return _png(fig)
+    return fig

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-GB = 2**30  # prices per "GB-month" (S3 and most clouds) are per 2^30 bytes
+from erpack.report.units import GIB  # prices are per GiB-month: what S3 and most clouds call a "GB-month"
 
 
 def fit_bytes(tokens, nbytes) -> tuple[float, float]:
@@ -44,8 +44,8 @@ def projected_bytes(a: float, b: float, documents: float, tokens_per_document: f
     return documents * (a + b * tokens_per_document)
 
 
-def monthly_cost(nbytes: float, price_per_gb_month: float) -> float:
-    return nbytes / GB * price_per_gb_month
+def monthly_cost(nbytes: float, price_per_gib_month: float) -> float:
+    return nbytes / GIB * price_per_gib_month
 
 
 def break_even(tokens: float, t_lower: float, t_encode: float, t_read: float, storage_per_month: float,

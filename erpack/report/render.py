@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from erpack.report import plots
-from erpack.report.units import size_text
+from erpack.report.units import human_size, mib_per_second
 
 
 def _n(v, f="{:.2f}", none="-") -> str:
@@ -27,7 +27,8 @@ def _short(name) -> str:
 def _short_source(r: dict) -> str:
     if r["kind"] == "cache":
         return f"cache {_short(r['source'])}"
-    return f"{r['documents']} records of the first cache"
+    lossy = "" if r.get("reference_lossless", True) else ", lossy"
+    return f"{r['documents']} records of {_short(r.get('reference', 'the first cache'))}{lossy}"
 
 
 def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -35,19 +36,19 @@ def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     out.append(("Measured size per codec",
                 ["codec", "model", "k", "measured", "documents", "tokens", "bits/value", "bytes/token",
-                 "bytes/document", "fit a (B/doc)", "fit b (B/token)", "SQNR dB", "encode MB/s", "decode MB/s"],
+                 "bytes/document", "fit a (B/doc)", "fit b (B/token)", "SQNR dB", "encode MiB/s", "decode MiB/s"],
                 [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), _short_source(r), str(r["documents"]),
                   str(r["tokens"]), _n(r["bits_per_value"], "{:.3f}"), _n(r["bytes_per_token"], "{:.1f}"),
                   _n(r["bytes_per_document"], "{:.0f}"), _n(r["fit"]["a"], "{:.1f}"), _n(r["fit"]["b"], "{:.2f}"),
-                  "exact" if r["lossless"] else _n(r["sqnr_db"], "{:.2f}"), _n(r["encode_MBps"], "{:.0f}"),
-                  _n(r["decode_MBps"], "{:.0f}")] for r in rows]))
+                  "exact" if r["lossless"] else _n(r["sqnr_db"], "{:.2f}"), _n(mib_per_second(r["encode_MBps"]), "{:.0f}"),
+                  _n(mib_per_second(r["decode_MBps"]), "{:.0f}")] for r in rows]))
     p = rows[0]["projection"]
     cfg = rep["config"]
     out.append((f"Projected: {p['documents']:,.0f} documents, {p['tokens']:,.0f} tokens "
-                f"({rep['profile']['name']} length profile), ${cfg['price_per_gb_month']} per GB-month",
+                f"({rep['profile']['name']} length profile), ${cfg['price_per_gib_month']} per GiB-month",
                 ["codec", "model", "k", "size", "bytes/document", "$ / month", "encode hours (once)",
                  "recompute hours / run", "read hours / run", "break-even runs"],
-                [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), size_text(r["projection"]["bytes"]),
+                [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), human_size(r["projection"]["bytes"]),
                   _n(r["projection"]["bytes_per_document"], "{:,.0f}"), _n(r["projection"]["monthly_cost"], "{:,.2f}"),
                   _n(r["break_even"] and r["break_even"]["encode_seconds"] / 3600, "{:,.0f}"),
                   _n(r["break_even"] and r["break_even"]["recompute_seconds_per_run"] / 3600, "{:,.0f}"),
@@ -81,7 +82,7 @@ def figures(rep: dict) -> dict[str, bytes]:
 
 def _assumptions(rep: dict) -> list[str]:
     cfg, lower = rep["config"], rep["lower"]
-    lines = [f"Storage price ${cfg['price_per_gb_month']} per GB-month (GB = 2^30 bytes); compute price "
+    lines = [f"Storage price ${cfg['price_per_gib_month']} per GiB-month (GiB = 2^30 bytes; sizes are binary: MiB = 2^20, TiB = 2^40); compute price "
              f"${cfg['price_per_hour']} per machine-hour; cache kept {cfg['months']:g} month(s)."]
     for lo in lower:
         lines.append(f"Lower stack: {lo['seconds_per_token'] * 1e6:.1f} µs per token ({lo['how']}, "

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from erpack.errors import InputError, ManifestMismatchError
+from erpack.errors import InputError
 
 MODES = ("upper", "adapter", "head")
 ADAPTERS = ("lora", "ia3")
@@ -208,22 +208,15 @@ def _is_down_projection(linear: nn.Linear) -> bool:
 def load_for_cache(meta: dict, num_labels: int, task: str, seed: int, model_override: str | None = None):
     """(LoadedModel of the base encoder, fresh AutoModelForSequenceClassification) for a cache's meta.
 
-    The encoder is found by the name the cache recorded (or `model_override`) and must have the
-    weights the cache was made with (sha256), else ManifestMismatchError.
+    The encoder is found where the cache recorded it (erpack.models.load_recorded; or at
+    `model_override`) and must have the weights the cache was made with (sha256), else
+    ManifestMismatchError; a recorded folder that has moved asks for --model FOLDER.
     """
     from transformers import AutoModelForSequenceClassification
 
-    from erpack.models import load_model
+    from erpack.models import load_recorded
 
-    identity = meta["model"]
-    name = model_override or identity["name"]
-    loaded = load_model(name)
-    if loaded.sha256 != identity["weights_sha256"]:
-        raise ManifestMismatchError(
-            f"model {name!r} has weights sha256 {loaded.sha256[:16]}..., but the cache was encoded with "
-            f"{identity['weights_sha256'][:16]}... ({identity['name']}); pass --model with the encoder the cache "
-            "was made with, or encode the corpus again with this model"
-        )
+    loaded = load_recorded(meta["model"], model_override, "the cache")
     torch.manual_seed(seed)  # the head's initial weights depend on the seed only
     kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {"num_labels": num_labels}
     model = AutoModelForSequenceClassification.from_pretrained(loaded.path, **kwargs)

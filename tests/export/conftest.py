@@ -62,19 +62,23 @@ def write_cache(path, model_folder, rows, layer: int = LAYER, codec: str = "int8
     return path
 
 
-def make_task_model(model_folder, cache, seed: int = 1):
-    """A TaskModel (random head, eval mode) expecting `cache`, as `erpack train` would record it."""
+def make_task_model(model_folder, cache, seed: int = 1, task: str = "classification"):
+    """A TaskModel (random head, eval mode) expecting `cache`, as `erpack train` would record it; a
+    regression one (one output) with task="regression"."""
     from transformers import AutoModelForSequenceClassification
 
     from erpack.store import CacheReader
     from erpack.train import TaskModel
 
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_folder), num_labels=2).eval()
+    regression = task == "regression"
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_folder), num_labels=1 if regression else 2,
+                                                               **({"problem_type": "regression"} if regression else {}))
+    model.eval()
     with CacheReader(cache) as r:
         expected = {"model": r.meta["model"], "layer": r.meta["layer"], "max_length": r.meta["max_length"],
                     "tokenizer": r.meta["tokenizer"], "codec": r.manifest["codec"], "codec_spec": r.codec.spec}
-    info = {"task": "classification", "labels": ["neg", "pos"], "mode": "upper", "adapter": None,
+    info = {"task": task, "labels": [] if regression else ["neg", "pos"], "mode": "upper", "adapter": None,
             "layer": expected["layer"], "cache": expected}
     return TaskModel(model, info)
 

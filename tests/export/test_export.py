@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -187,3 +189,31 @@ def test_full_part_computes_the_task_model_from_token_ids(tiny, tmp_path):
     with torch.no_grad():
         ref = tiny["tm"].model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
     assert got.shape == (3, 2) and np.abs(got - ref).max() < 1e-4
+
+
+def test_export_shows_its_steps(tiny, tmp_path):
+    """A bar over the export's steps, each named as it starts, closed at the end."""
+    from tests.checkers import Bars
+
+    bars = Bars()
+    export_task_model(tiny["task_model"], tmp_path / "s.onnx", quantize="dynamic", timing_runs=1, progress=bars)
+    (bar,) = bars.bars
+    assert bar["closed"] and bar["done"] == bar["total"] == 4
+    steps = " | ".join(bar["descriptions"])
+    for name in ("load the task model", "export the upper stack", "quantize (dynamic)", "time and compare int8-dynamic"):
+        assert name in steps, steps
+
+
+def test_regression_export_reports_pearson_not_argmax(tiny, tmp_path, capsys):
+    """A regression model's one output always has the same argmax: agreement is the scores' Pearson r."""
+    from erpack.cli import main
+    from tests.export.conftest import make_task_model
+
+    make_task_model(tiny["folder"], tiny["cache"], task="regression").save(tmp_path / "reg")
+    out = tmp_path / "reg.onnx"
+    assert main(["export", str(tmp_path / "reg"), "-o", str(out), "--quantize", "dynamic", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    a = json.loads(lines[-1])["variants"][0]["agreement"]
+    assert a["argmax_agreement"] is None and 0.9 < a["pearson"] <= 1.0 and a["max_diff"] < 0.05
+    line = next(x for x in lines if x.startswith("int8-dynamic"))
+    assert "Pearson r" in line and "argmax" not in line

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from erpack.prune import Fractions, RecoveryConfig, describe_importance, load_task_model, prune_task_model
 from erpack.prune.arch import layer_list
 from erpack.train import TrainConfig
+from tests.checkers import Bars
 
 
 def _batch(hidden_size: int = 32):
@@ -50,6 +52,27 @@ def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["params_after"] <= 0.7 * s["params_before"] and s["recovery"] is None
     assert load_task_model(out).layer == 1
+
+
+def test_importance_scoring_has_a_bar_and_the_unpruned_score_is_kept(tiny_task, tmp_path):
+    bars = Bars()
+    _, s = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]), Fractions(0.0, 0.0),
+                            samples=8, progress=bars)
+    importance = [b for b in bars.bars if b["desc"] == "importance"]
+    assert importance and importance[0]["total"] == 8 and importance[0]["done"] == 8 and importance[0]["closed"]
+    assert s["test_unpruned"]["accuracy"] == pytest.approx(s["test"]["accuracy"])  # nothing pruned, no recovery
+
+
+def test_cli_prints_the_unpruned_score_beside_the_pruned_one(tiny_task, tmp_path, capsys):
+    from erpack.cli import main
+
+    code = main(["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
+                 "--heads", "0.5", "--epochs", "0", "--samples", "8", "-o", str(tmp_path / "p"), "--json"])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    s = json.loads(out[-1])
+    test = next(x for x in out if x.startswith("test "))
+    assert f"accuracy {s['test']['accuracy']:.4f} (unpruned {s['test_unpruned']['accuracy']:.4f}, " in test
 
 
 def test_cli_refuses_two_targets(tiny_task, tmp_path, capsys):

@@ -21,11 +21,11 @@ def test_fit_recovers_a_linear_size():
 
 
 def test_projection_and_break_even_by_hand():
-    from erpack.report.project import GB, break_even, corpus_tokens, monthly_cost, projected_bytes
+    from erpack.report.project import break_even, corpus_tokens, monthly_cost, projected_bytes
 
     # 1e6 documents of 400 tokens mean, 100 bytes per document + 50 per token: 1e6 * 20100 bytes
     assert projected_bytes(100, 50, 1e6, 400) == pytest.approx(2.01e10)
-    assert monthly_cost(2 * GB, 0.023) == pytest.approx(0.046)
+    assert monthly_cost(2 * 2**30, 0.023) == pytest.approx(0.046)  # $ per GiB-month
     assert corpus_tokens(None, 8e8, 400) == (2e6, 8e8)
     assert corpus_tokens(1e6, None, 400) == (1e6, 4e8)
     # T = 1e6 tokens; lower 100 us/token, codec encode 10 us, read 10 us; $3.6/hour = $0.001/s; $1/month, 1 month
@@ -130,3 +130,91 @@ def test_bad_bench_file_fails_first(tmp_path):
     bad.write_text('{"kind": "something-else"}\n')
     with pytest.raises(InputError, match="not erpack-bench"):
         build_report(ReportConfig(caches=[str(tmp_path)], bench=[str(bad)]))
+
+
+# ---- the reference of re-encoded samples, and the units ----------------------------------------
+@pytest.fixture(scope="module")
+def lossy_first(tmp_path_factory):
+    """A tiny int8 cache and an fp32 cache of the same corpus, the lossy one listed first."""
+    from erpack.encode import encode_corpus
+
+    t = tiny.build(tmp_path_factory.mktemp("lossy-first"))
+    fp32 = t["root"] / "cache-fp32"
+    encode_corpus(str(t["corpus"]), fp32, model=str(t["model"]), layer=tiny.LAYER, codec="fp32", batch_size=8)
+    return t["cache"], fp32
+
+
+def _report(caches, codecs, tmp_path):
+    from erpack.report import ReportConfig, build_report, write_report
+
+    rep = build_report(ReportConfig(caches=[str(c) for c in caches], codecs=codecs, documents=1e6, sample=10,
+                                    time_lower=False))
+    return rep, write_report(rep, tmp_path / "report.html")
+
+
+def test_codecs_are_projected_from_the_lossless_cache(lossy_first, tmp_path):
+    pytest.importorskip("matplotlib")
+    int8, fp32 = lossy_first
+    rep, written = _report([int8, fp32], ["bf16"], tmp_path)
+    bf16 = rep["rows"][-1]
+    assert rep["inputs"]["codecs_reencoded_from"] == str(fp32) and bf16["reference"] == str(fp32)
+    assert bf16["reference_lossless"] and str(fp32) in bf16["source"]
+    assert not any("lossy cache" in n for n in rep["notes"])
+    # bf16 of the real values: 16 bits a value plus framing, not the fewer bits of re-quantized int8 values
+    assert bf16["payload_bits_per_value"] == pytest.approx(16, abs=0.5)
+
+
+def test_a_lossy_reference_is_said(lossy_first, tmp_path):
+    pytest.importorskip("matplotlib")
+    int8, _ = lossy_first
+    rep, written = _report([int8], ["bf16"], tmp_path)
+    assert rep["rows"][-1]["reference_lossless"] is False
+    note = [n for n in rep["notes"] if "lossy cache" in n]
+    assert note and str(int8) in note[0] and "lossless cache" in note[0]
+    assert "lossy cache" in open(written["markdown"], encoding="utf-8").read()
+
+
+def test_one_unit_convention(lossy_first, tmp_path):
+    """Sizes, prices, chart axis and JSON keys all in binary units (GiB = 2^30), labelled so."""
+    import re
+
+    from erpack.report.units import human_size
+
+    pytest.importorskip("matplotlib")
+    assert human_size(1.5 * 2**30) == "1.50 GiB" and human_size(3 * 2**40) == "3.00 TiB" and human_size(10) == "10 B"
+    int8, fp32 = lossy_first
+    rep, written = _report([int8, fp32], ["int4c:19+zstd:3"], tmp_path)
+    md = open(written["markdown"], encoding="utf-8").read()
+    page = open(written["html"], encoding="utf-8").read()
+    for text in (md, page):
+        assert "per GiB-month" in text and "MiB/s" in text
+        assert not re.search(r"\d (KB|MB|GB|TB|PB)\b|GB-month|MB/s|10\^12", text), re.findall(r".{30}(?:GB|TB|MB).{10}", text)
+    assert "price_per_gib_month" in rep["config"] and "price_per_gb_month" not in rep["config"]
+    assert "GiB" in rep["formulas"]["monthly_cost"]
+
+
+def test_storage_chart_axis_is_in_tib():
+    """The storage chart's axis says TiB and its bars are bytes / 2^40."""
+    pytest.importorskip("matplotlib")
+    from erpack.report import plots
+
+    row = {"codec": "fp32", "model": "m", "layer": 1, "kind": "cache",
+           "projection": {"bytes": 2 * 2**40, "monthly_cost": 1.0, "documents": 10}}
+    ax = plots.storage_figure([row]).axes[0]
+    assert "TiB" in ax.get_xlabel() and ax.patches[0].get_width() == pytest.approx(2.0)
+    assert "2.00 TiB" in ax.texts[0].get_text()
+
+
+def test_labels_outside_the_axes_are_not_cut():
+    """A point label past the axes' edge is inside the PNG (the canvas grows to what is drawn)."""
+    import struct
+
+    pytest.importorskip("matplotlib")
+    from erpack.report import plots
+
+    fig, ax = plots._plt().subplots(figsize=(4, 3))
+    ax.scatter([1.0], [1.0])
+    ax.annotate("int4:32+shuffle:4+zstd:9 " * 2, (1.0, 1.0), xytext=(3, 3), textcoords="offset points")
+    png = plots._png(fig)
+    width = struct.unpack(">I", png[16:20])[0]  # the PNG header's width, in pixels at dpi 110
+    assert width > 4 * 110 + 100  # wider than the 4-inch figure by the label's overhang

@@ -31,6 +31,17 @@ def test_inspect(cache, capsys):
         assert part in text
 
 
+def test_inspect_ids(cache, capsys):
+    """--ids: the live document ids, one per line (pipeable); with --json one list."""
+    with CacheReader(cache) as r:
+        want = r.ids()
+    assert len(want) == 6
+    assert main(["inspect", str(cache), "--ids"]) == 0
+    assert capsys.readouterr().out.splitlines() == want
+    assert main(["inspect", str(cache), "--ids", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == want
+
+
 def test_verify_ok(cache, capsys):
     assert main(["verify", str(cache)]) == 0
     assert "OK: every shard and record checks out" in capsys.readouterr().out
