@@ -299,7 +299,7 @@ def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | No
     for name, graph in [("fp32", paths.graph)] + [(v["variant"], Path(v["path"])) for v in variants]:
         out = paths.predictions if name == "fp32" else paths.predictions.with_suffix(f".{name}.jsonl")
         s = predict(graph, paths.cache, labels=str(paths.corpus), split="test", output=out, device=cfg.device,
-                    batch_size=cfg.batch_size, progress=lambda **kw: bar(**kw))
+                    batch_size=cfg.batch_size, progress=lambda **kw: bar(**kw)).as_dict()
         served[name] = {"graph": str(graph), "output": str(out), "documents": s["predicted"],
                         "accuracy": s["metrics"]["accuracy"], "provider": s["provider"], "seconds": s["seconds"],
                         "missing": len(s["missing"])}

@@ -81,12 +81,12 @@ def latency_batch(reader, data, batch_size: int):
 
 
 def run_dataset(args, ds: str, seed: int, out: Path) -> list[dict]:
-    from erpack.prune import Fractions, RecoveryConfig, load_task_model, prune_task_model, upper_params
+    from erpack.prune import Fractions, RecoveryConfig, prune_task_model, upper_params
     from erpack.prune.budget import interleaved_latency
     from erpack.prune.importance import score_importance
     from erpack.prune.task import importance_batches
     from erpack.store import CacheReader
-    from erpack.train import TrainConfig, train_from_cache
+    from erpack.train import TaskModel, TrainConfig, train_from_cache
     from erpack.train.trainer import prepare_data
 
     work = Path(args.work)
@@ -98,7 +98,7 @@ def run_dataset(args, ds: str, seed: int, out: Path) -> list[dict]:
     if not (base_dir / "erpack_task.json").exists():
         train_from_cache(cache, labels, mode="upper", output=base_dir,
                          config=TrainConfig(epochs=args.epochs, seed=seed, train_limit=args.train_limit, lr=args.lr))
-    base = load_task_model(base_dir)
+    base = TaskModel.load(base_dir)
     base_seconds = time.perf_counter() - t0
     models = {0.0: base}
     rows = []

@@ -4,8 +4,7 @@ r"""End-to-end benchmarks (`erpack bench`): documents to predictions through eve
     result = run_bench(BenchConfig(corpus="rotten_tomatoes:test", codecs=["int8+zstd:3"], limit=256))
     lines = card(result)  # the human table; result is the JSON document
 
-Modules: timing (sections, medians, page-cache eviction, machine), paths (one class per inference
-path), runner (documents, caches, interleaved passes, the JSON result), card (the human table).
+Modules: paths (one class per inference path; timing from erpack.runtime.timing), runner (documents, caches, interleaved passes, the JSON result), card (the human table).
 """
 
 from erpack.bench.card import card

@@ -31,8 +31,8 @@ from erpack.bench.paths import (
     prune_by_importance,
     quantization_note,
 )
-from erpack.bench.timing import SECTIONS, describe_machine, summarize
 from erpack.errors import ErpackError, InputError
+from erpack.runtime.timing import SECTIONS, describe_machine, summarize
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
 
@@ -173,9 +173,9 @@ def pruned_model(cfg: BenchConfig, work: Workload, caches: list[dict], reference
         notes.append("erpack-pruned-int8 skipped: erpack.prune is not installed in this checkout")
         return None, None
     if cfg.pruned_model:
-        from erpack.prune import load_task_model
+        from erpack.train.taskmodel import TaskModel
 
-        tm = load_task_model(cfg.pruned_model)
+        tm = TaskModel.load(cfg.pruned_model)
         return tm.model.eval(), {"source": cfg.pruned_model, "pruning": tm.info.get("pruning")}
     if cfg.prune is None or not caches:
         notes.append("erpack-pruned-int8 skipped: give --pruned-model (an `erpack prune` output) or --prune HEADS,FFN")
@@ -225,7 +225,7 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
     docs, labels = read_documents(cfg.corpus, cfg.limit)
     if not docs:
         raise InputError(f"corpus {cfg.corpus} holds no documents")
-    from erpack.encode import resolve_device
+    from erpack.runtime.device import resolve_device
 
     model, tokenizer, classes, task_layer, trained = load_models(cfg, sorted(set(labels.values())))
     device = resolve_device(cfg.device)

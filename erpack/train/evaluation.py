@@ -25,7 +25,7 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression.
     """
-    from erpack.encode import resolve_device
+    from erpack.runtime.device import resolve_device
     from erpack.store import CacheReader
     from erpack.train.loop import score
     from erpack.train.taskmodel import TaskModel

@@ -72,8 +72,8 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
                  cfg: TrainConfig | None = None, model_override: str | None = None,
                  progress: Callable | None = None):
     """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
-    from erpack.encode import resolve_device
     from erpack.models import split_model
+    from erpack.runtime.device import resolve_device
     from erpack.train.taskmodel import TaskModel, expected_cache_of
 
     cfg = cfg or TrainConfig()
