@@ -42,8 +42,10 @@ def _mismatches(expected: dict, reader, kind: str) -> list[str]:
            for key in MODEL_FIELDS if have_model.get(key) != want_model.get(key)]
     if meta.get("layer") != expected.get("layer"):
         out.append(f"layer {meta.get('layer')} ({kind} expects {expected.get('layer')})")
-    if expected.get("tokenizer") and meta.get("tokenizer") and meta["tokenizer"] != expected["tokenizer"]:
-        out.append(f"tokenizer {meta['tokenizer']} ({kind} expects {expected['tokenizer']})")
+    have_tok, want_tok = meta.get("tokenizer"), expected.get("tokenizer")
+    if have_tok and want_tok and have_tok != want_tok:
+        out += [f"tokenizer {key} {have_tok.get(key)} ({kind} expects {want_tok.get(key)})"
+                for key in sorted(set(have_tok) | set(want_tok)) if have_tok.get(key) != want_tok.get(key)]
     return out
 
 

@@ -32,6 +32,7 @@ from erpack.bench.paths import (
     quantization_note,
 )
 from erpack.errors import ErpackError, InputError
+from erpack.runtime.device import resolve_device
 from erpack.runtime.timing import SECTIONS, describe_machine, summarize
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
@@ -225,8 +226,6 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> dict:
     docs, labels = read_documents(cfg.corpus, cfg.limit)
     if not docs:
         raise InputError(f"corpus {cfg.corpus} holds no documents")
-    from erpack.runtime.device import resolve_device
-
     model, tokenizer, classes, task_layer, trained = load_models(cfg, sorted(set(labels.values())))
     device = resolve_device(cfg.device)
     model.to(device)

@@ -32,6 +32,7 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig, recover
+from erpack.runtime.device import resolve_device
 
 
 def importance_batches(reader, data, samples: int, batch_size: int, device, seed: int = 0):
@@ -83,7 +84,6 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
     """
     from erpack.prune.structure import apply_plan, pruning_record
-    from erpack.runtime.device import resolve_device
     from erpack.store import CacheReader
     from erpack.store.atomic import check_output
     from erpack.train.data import cache_source

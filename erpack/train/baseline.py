@@ -15,6 +15,7 @@ import torch
 
 from erpack.batching import pad_token_ids
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
 from erpack.runtime.prefetch import Prefetcher
 from erpack.tokens import tokenize
 from erpack.train.data import Source
@@ -60,8 +61,6 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
 
     With `keep` (a dict), the trained model and its tokenizer are put there ("model", "tokenizer").
     """
-    from erpack.runtime.device import resolve_device
-
     dev = device or resolve_device(cfg.device)
     loaded, model = load_for_cache(meta, len(data.labels), data.task, cfg.seed, model_override)
     t0 = time.perf_counter()

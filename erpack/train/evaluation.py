@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
 from erpack.train.data import batch_plan, cache_source
 
 
@@ -25,7 +26,6 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression.
     """
-    from erpack.runtime.device import resolve_device
     from erpack.store import CacheReader
     from erpack.train.loop import score
     from erpack.train.taskmodel import TaskModel

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
 from erpack.train.data import cache_lengths, cache_source
 from erpack.train.labels import Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
@@ -73,7 +74,6 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
                  progress: Callable | None = None):
     """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
     from erpack.models import split_model
-    from erpack.runtime.device import resolve_device
     from erpack.train.taskmodel import TaskModel, expected_cache_of
 
     cfg = cfg or TrainConfig()

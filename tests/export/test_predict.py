@@ -104,3 +104,16 @@ def test_cli_export_prints_parity(tiny, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and out.exists() and "largest |ONNX - PyTorch|" in text and "int8-dynamic" in text
     assert json.loads(text.strip().splitlines()[-1])["parity"]["passed"]
+
+
+def test_json_summary_keeps_its_fields(exported, tiny, tmp_path, capsys):
+    """PredictResult.as_dict() is the document `erpack predict --json` printed before it was a dataclass."""
+    out, _ = exported
+    assert main(["predict", str(out), str(tiny["cache"]), "--labels", str(tiny["corpus"]), "-o",
+                 str(tmp_path / "p.jsonl"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(s) == ["graph", "cache", "variant", "task", "requested", "predicted", "from_cache", "from_text",
+                       "missing", "provider", "providers", "output", "notes", "seconds", "inference_seconds",
+                       "waited_on_reader_seconds", "documents_per_second", "metrics"]
+    assert list(s["from_text"]) == ["documents", "lower", "truncated", "added_to_cache"]
+    assert s["predicted"] == len(tiny["rows"]) and s["metrics"]["documents"] == len(tiny["rows"])
