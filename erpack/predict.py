@@ -32,8 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from erpack.batching import length_batches, pad_arrays
+from erpack.corpus import iter_corpus
 from erpack.errors import ExportError, InputError
+from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
+from erpack.store import CacheReader, CacheWriter
+from erpack.store.atomic import write_atomic
 from erpack.tokens import token_hash, tokenize
 
 MISSING = "not in the cache and no text given"
@@ -139,8 +143,6 @@ def predict(graph, cache, options: PredictOptions | None = None, progress: Calla
     `fields` set PredictOptions fields directly: predict(graph, cache, ids=["d1"], output="p.jsonl").
     `progress(total=..., desc=..., unit=...)` makes a tqdm-like bar.
     """
-    from erpack.store import CacheReader
-
     opts = replace(options or PredictOptions(), **fields)
     t_start = time.perf_counter()
     sess, info = _open_upper(graph, opts.device)
@@ -215,8 +217,6 @@ def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> lis
         return [r.id for r in label_rows.values() if r.split == opts.split]
     ids = reader.ids()
     if opts.texts is not None:
-        from erpack.corpus import iter_corpus
-
         cached = set(ids)
         ids += [d.id for d in iter_corpus(str(opts.texts)) if d.id not in cached]
     return ids
@@ -235,8 +235,6 @@ def _select(reader, opts: PredictOptions, label_rows: dict | None, notes: list[s
 
 
 def _texts(source, wanted: set[str]) -> dict:
-    from erpack.corpus import iter_corpus
-
     return {d.id: d for d in iter_corpus(str(source)) if d.id in wanted}
 
 
@@ -302,7 +300,6 @@ def _lower_runner(reader, opts: PredictOptions):
 def _torch_lower(reader, name: str):
     """The encoder `name` in PyTorch on the CPU, refused unless its weights are the cache's."""
     from erpack.models import load_model, split_model
-    from erpack.runtime.lower import run_lower
 
     ident = reader.meta["model"]
     loaded = load_model(name)
@@ -320,7 +317,6 @@ def _onnx_lower(reader, name: str, lower_graph, device: str):
     from erpack.assets import resolve_model
     from erpack.export.metadata import check_cache, read_metadata
     from erpack.export.session import create_session
-    from erpack.runtime.lower import run_lower_onnx
 
     sess = create_session(lower_graph, device)
     info = read_metadata(sess.session)
@@ -333,8 +329,6 @@ def _onnx_lower(reader, name: str, lower_graph, device: str):
 
 def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     """Append the documents encoded from text to the cache as one shard; how many were added."""
-    from erpack.store import CacheWriter
-
     with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
         done = w.commit_shard([(d.id, h) for d, h in zip(docs, encoded.hidden)], truncated=encoded.truncated,
                               token_hashes=encoded.hashes)
@@ -343,8 +337,6 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """The prediction lines, fsynced and renamed: a kill leaves the old file or the new one."""
-    from erpack.store.atomic import write_atomic
-
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
