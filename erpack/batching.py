@@ -1,4 +1,5 @@
-"""Batches built by length, so compute is not spent on padding, and padded again from cached records."""
+"""Batches built by length, so compute is not spent on padding, and the padding itself: token ids for
+the lower stack (`pad_token_ids`), cached records for the upper stack (`pad_arrays`, `mask_from_lengths`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,27 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     if current:
         batches.append(current)
     return batches
+
+
+def pad_token_ids(encoded: Sequence[dict], pad_id: int, token_types: bool | None = None) -> dict[str, np.ndarray]:
+    """Tokenized documents ({"input_ids": [...], "token_type_ids": [...] optional}, as erpack.tokens gives)
+    right-padded to the longest: input_ids (B, T) filled with pad_id, attention_mask (B, T) with 1 on
+    real tokens, and token_type_ids (B, T) (0 on padding, and where a document has none) when
+    `token_types` is true; None: when the first document carries them. All int64."""
+    T = max(len(e["input_ids"]) for e in encoded)
+    if token_types is None:
+        token_types = "token_type_ids" in encoded[0]
+    batch = {"input_ids": np.full((len(encoded), T), pad_id, dtype=np.int64),  # (B, T)
+             "attention_mask": np.zeros((len(encoded), T), dtype=np.int64)}  # (B, T)
+    if token_types:
+        batch["token_type_ids"] = np.zeros((len(encoded), T), dtype=np.int64)  # (B, T)
+    for r, e in enumerate(encoded):
+        n = len(e["input_ids"])
+        batch["input_ids"][r, :n] = e["input_ids"]
+        batch["attention_mask"][r, :n] = 1
+        if token_types and "token_type_ids" in e:
+            batch["token_type_ids"][r, :n] = e["token_type_ids"]
+    return batch
 
 
 def pad_arrays(arrays: list[np.ndarray], hidden_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -340,7 +340,7 @@ def predict_step(run: DemoRun) -> dict:
     for name, graph in graphs:
         out = paths.predictions if name == "fp32" else paths.predictions.with_suffix(f".{name}.jsonl")
         s = predict(graph, paths.cache, labels=str(paths.corpus), split="test", output=out, device=cfg.device,
-                    batch_size=cfg.batch_size, progress=run.bars())
+                    batch_size=cfg.batch_size, progress=run.bars()).as_dict()
         served[name] = {"graph": str(graph), "output": str(out), "documents": s["predicted"],
                         "accuracy": s["metrics"]["accuracy"], "provider": s["provider"], "seconds": s["seconds"],
                         "missing": len(s["missing"])}

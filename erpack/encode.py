@@ -25,13 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 
-import numpy as np
-import torch
-
-from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.corpus import Document, check_corpus, iter_corpus
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
+from erpack.runtime.lower import run_lower
 from erpack.store import CacheWriter
 from erpack.tokens import token_hash, tokenize
 
@@ -80,12 +78,6 @@ class EncodeSummary:
         return bool(self.existing_documents and self.encoded)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def default_max_length(tokenizer, config) -> int:
     """The longest input the model takes: the tokenizer's limit, capped at 512."""
     limit = getattr(tokenizer, "model_max_length", 512) or 512
@@ -113,38 +105,6 @@ def _chunks(docs: Iterable[Document], size: int) -> Iterator[list[Document]]:
     it = iter(docs)
     while chunk := list(islice(it, size)):
         yield chunk
-
-
-def _pad(encoded: list[dict], rows: list[int], pad_id: int, device) -> dict:
-    longest = max(len(encoded[i]["input_ids"]) for i in rows)
-    batch = {"input_ids": torch.full((len(rows), longest), pad_id, dtype=torch.long),
-             "attention_mask": torch.zeros((len(rows), longest), dtype=torch.long)}
-    if "token_type_ids" in encoded[rows[0]]:
-        batch["token_type_ids"] = torch.zeros((len(rows), longest), dtype=torch.long)
-    for r, i in enumerate(rows):
-        n = len(encoded[i]["input_ids"])
-        batch["input_ids"][r, :n] = torch.tensor(encoded[i]["input_ids"])
-        batch["attention_mask"][r, :n] = 1
-        if "token_type_ids" in batch:
-            batch["token_type_ids"][r, :n] = torch.tensor(encoded[i]["token_type_ids"])
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-@torch.no_grad()
-def run_lower(lower, encoded: list[dict], pad_id: int, device, batch_size: int, max_tokens: int,
-              on_batch: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """Hidden states entering layer k for each document, (tokens, hidden) float32, in input order."""
-    lengths = [len(e["input_ids"]) for e in encoded]
-    outputs: list[np.ndarray | None] = [None] * len(encoded)
-    for rows in length_batches(lengths, batch_size, max_tokens):
-        batch = _pad(encoded, rows, pad_id, device)
-        hidden = lower(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))  # (B, T, H)
-        hidden = hidden.float().cpu().numpy()
-        for r, i in enumerate(rows):
-            outputs[i] = np.ascontiguousarray(hidden[r, : lengths[i]])
-        if on_batch:
-            on_batch(len(rows), sum(lengths[i] for i in rows))
-    return outputs
 
 
 ON_DUPLICATE = ("error", "skip", "replace")

@@ -1,74 +1,117 @@
 """`erpack predict`: serve an exported upper-stack graph from the cache, and from text for new documents.
 
-    s = predict("rt.int8-dynamic.onnx", "caches/rt", ids=None, texts="new.jsonl", add_to_cache=True,
-                output="predictions.jsonl")
+    s = predict("rt.int8-dynamic.onnx", "caches/rt", texts="new.jsonl", add_to_cache=True,
+                output="predictions.jsonl")            # or predict(graph, cache, PredictOptions(...))
+    s.predicted, s.missing, s.as_dict()                 # a PredictResult
 
-- The graph's metadata names the cache it was made for; another encoder, layer or codec is refused
-  (GraphCacheMismatchError) before any work.
-- Cached documents: a background thread reads and decodes records (zstd and numpy release the GIL)
-  into length-grouped padded batches while onnxruntime runs the previous batch.
-- Documents not in the cache but given in `texts` are tokenized as `erpack encode` does, run through
-  the lower stack (the exported lower graph if given, else PyTorch, the encoder found by the name the
-  cache recorded and checked by its weights sha256), passed through the cache's codec (so their
-  prediction equals the one a later run from the cache gives) and, with add_to_cache, appended.
+Steps (one function each): open the graph and check it is an upper stack; check it fits the cache
+(erpack.fit's rule: another encoder, layer or codec is refused with GraphCacheMismatchError before
+any work); choose the documents; run the cached ones; run the ones given as text; append those to
+the cache when asked; write the prediction lines; score them against labels when given.
+
+- Cached documents: erpack.runtime.prefetch reads and decodes records (zstd and numpy release the
+  GIL) into length-grouped padded batches in a background thread while onnxruntime runs the
+  previous batch.
+- Documents not in the cache but given in `texts` are tokenized as `erpack encode` does
+  (erpack.tokens), run through the lower stack (erpack.runtime.lower: the exported lower graph if
+  given, else PyTorch, the encoder found by the name the cache recorded and checked by its weights
+  sha256), passed through the cache's codec (so their prediction equals the one a later run from the
+  cache gives) and, with add_to_cache, appended.
 - Requested ids found nowhere are never skipped in silence: each gets an output line with an
-  `error`, and the summary lists them (the CLI then exits 1).
+  `error`, and the result lists them (the CLI then exits 1).
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from erpack.batching import length_batches
+from erpack.batching import length_batches, pad_arrays
+from erpack.corpus import iter_corpus
 from erpack.errors import ExportError, InputError
-from erpack.export.inputs import pad_batch
+from erpack.runtime.lower import run_lower, run_lower_onnx
+from erpack.runtime.prefetch import Prefetcher
+from erpack.store import CacheReader, CacheWriter
+from erpack.store.atomic import write_atomic
+from erpack.tokens import token_hash, tokenize
 
 MISSING = "not in the cache and no text given"
 
 
-class _Reader:
-    """Background thread: decoded, padded batches of cached records, in plan order, through a bounded queue."""
+@dataclass
+class PredictOptions:
+    """What to predict and how. ids: None = every cached document plus every document of `texts`
+    (or, with `split`, the ids of that split in `labels`)."""
 
-    def __init__(self, reader, ids: list[str], plan: list[list[int]], depth: int = 4):
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(reader, ids, plan), daemon=True, name="erpack-predict-reader")
-        self.thread.start()
+    ids: list[str] | None = None
+    texts: str | None = None  # corpus whose documents are used for ids not in the cache
+    add_to_cache: bool = False  # append the documents encoded from `texts` to the cache
+    output: str | Path | None = None  # predictions JSONL
+    batch_size: int = 32
+    max_tokens: int = 16384
+    device: str = "auto"  # onnxruntime: auto (CUDA when offered), cuda, cpu
+    lower_graph: str | Path | None = None  # exported lower stack for `texts` (default: PyTorch)
+    model: str | None = None  # where to load the encoder for `texts` when the cache's name is not found
+    allow_other_codec: bool = False
+    labels: str | None = None  # label source (as for `erpack eval`): the predictions are scored
+    split: str | None = None  # with labels and no ids: the documents of this split
 
-    def _run(self, reader, ids, plan) -> None:
-        try:
-            for rows in plan:
-                if self.stop.is_set():
-                    return
-                batch = reader.get_batch([ids[i] for i in rows])  # (B, T, H), (B, T)
-                self.q.put((rows, batch))
-            self.q.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            self.q.put(exc)
 
-    def __iter__(self):
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+@dataclass
+class TextRun:
+    """The documents predicted from text: how their lower stack ran, which were truncated, and how
+    many were appended to the cache."""
 
-    def close(self) -> None:
-        self.stop.set()
-        while self.thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self.q.get_nowait()
-            except queue.Empty:
-                self.thread.join(0.05)
+    documents: int = 0
+    lower: str | None = None  # "pytorch" or "onnx:PROVIDER"
+    truncated: list[str] = field(default_factory=list)
+    added_to_cache: int = 0
+
+
+@dataclass
+class PredictResult:
+    """What `predict` did. `as_dict()` is the JSON document `erpack predict --json` prints."""
+
+    graph: str
+    cache: str
+    variant: str | None
+    task: str | None
+    requested: int = 0
+    predicted: int = 0
+    from_cache: int = 0
+    from_text: TextRun = field(default_factory=TextRun)
+    missing: list[str] = field(default_factory=list)  # requested ids found nowhere
+    provider: str = ""
+    providers: list[str] = field(default_factory=list)
+    output: str | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    inference_seconds: float = 0.0
+    waited_on_reader_seconds: float = 0.0
+    metrics: dict | None = None  # with labels: documents and accuracy (or mse, pearson)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        metrics = d.pop("metrics")
+        d["documents_per_second"] = self.predicted / self.seconds if self.seconds else None
+        if metrics is not None:
+            d["metrics"] = metrics
+        return d
+
+
+@dataclass
+class Selection:
+    """Which requested documents come from where."""
+
+    requested: list[str]  # in request order, each once
+    cached: list[str]  # in the cache
+    text_docs: list  # erpack.corpus.Document, in request order, not in the cache but in `texts`
+    missing: list[str]  # found nowhere
 
 
 def read_ids_file(path) -> list[str]:
@@ -93,24 +136,180 @@ def read_ids_file(path) -> list[str]:
     return out
 
 
-def _texts(source, wanted: set[str]) -> dict:
-    from erpack.corpus import iter_corpus
+def predict(graph, cache, options: PredictOptions | None = None, progress: Callable | None = None,
+            **fields) -> PredictResult:
+    """Predictions of the upper-stack `graph` for documents of `cache` (and of `options.texts`).
 
+    `fields` set PredictOptions fields directly: predict(graph, cache, ids=["d1"], output="p.jsonl").
+    `progress(total=..., desc=..., unit=...)` makes a tqdm-like bar.
+    """
+    opts = replace(options or PredictOptions(), **fields)
+    t_start = time.perf_counter()
+    sess, info = _open_upper(graph, opts.device)
+    label_rows = _label_rows(opts.labels, info)
+    result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
+                           provider=sess.provider, providers=list(sess.providers),
+                           output=str(opts.output) if opts.output is not None else None)
+    with CacheReader(cache) as reader:
+        result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
+        chosen = _select(reader, opts, label_rows, result.notes)
+        bar = progress(total=len(chosen.cached) + len(chosen.text_docs), desc="predict", unit="doc") if progress else None
+        try:
+            logits = _run_cached(sess, reader, chosen.cached, opts, bar, result)
+            encoded = _encode_texts(reader, chosen.text_docs, opts) if chosen.text_docs else None
+            if encoded is not None:
+                logits.update(_run_arrays(sess, chosen.text_docs, encoded.hidden, opts, bar))
+                result.from_text = TextRun(len(chosen.text_docs), encoded.how, encoded.truncated)
+            meta, codec = reader.meta, reader.codec
+        finally:
+            if bar:
+                bar.close()
+    if encoded is not None and opts.add_to_cache:  # the reader is closed: the writer appends one shard
+        result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
+    rows = _prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
+    if opts.output is not None:
+        _write_rows(Path(opts.output), rows)
+    result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
+    result.from_cache = len(chosen.cached)
+    if label_rows is not None:
+        result.metrics = _score(rows, label_rows, info)
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _open_upper(graph, device: str):
+    """(session, metadata) of an upper-stack graph; another part is refused."""
+    from erpack.export.metadata import read_metadata
+    from erpack.export.session import create_session
+
+    sess = create_session(graph, device)
+    info = read_metadata(sess.session)
+    if info.get("part") != "upper":
+        raise ExportError(f"{graph} is the {info.get('part')} part; predict needs the upper graph (erpack export "
+                          "TASK_MODEL -o FILE.onnx)")
+    return sess, info
+
+
+def _label_rows(labels, info: dict) -> dict | None:
+    """{id: erpack.train.labels.Example} of the label source, or None without one."""
+    if labels is None:
+        return None
+    from erpack.train.labels import read_labels
+
+    task = "regression" if info.get("task") == "regression" else "classification"
+    return {r.id: r for r in read_labels(labels, task)}
+
+
+def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
+    from erpack.export.metadata import check_cache
+
+    return check_cache(info, reader, f"graph {graph}", opts.allow_other_codec)
+
+
+def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> list[str]:
+    """The ids asked for, in order (repeats kept): given, a split of the labels, or every cached one
+    plus every document of `texts`."""
+    if opts.ids is not None:
+        return [str(i) for i in opts.ids]
+    if opts.split is not None:
+        if label_rows is None:
+            raise InputError("--split selects ids from --labels: give --labels too")
+        return [r.id for r in label_rows.values() if r.split == opts.split]
+    ids = reader.ids()
+    if opts.texts is not None:
+        cached = set(ids)
+        ids += [d.id for d in iter_corpus(str(opts.texts)) if d.id not in cached]
+    return ids
+
+
+def _select(reader, opts: PredictOptions, label_rows: dict | None, notes: list[str]) -> Selection:
+    """Where each requested document comes from; a note when ids were repeated."""
+    ids = _requested_ids(reader, opts, label_rows)
+    requested = list(dict.fromkeys(ids))
+    if len(requested) < len(ids):
+        notes.append(f"{len(ids) - len(requested)} repeated id(s) given; each is predicted once")
+    absent = [i for i in requested if i not in reader]
+    found = _texts(opts.texts, set(absent)) if absent and opts.texts is not None else {}
+    return Selection(requested, [i for i in requested if i in reader], [found[i] for i in absent if i in found],
+                     [i for i in absent if i not in found])
+
+
+def _texts(source, wanted: set[str]) -> dict:
     return {d.id: d for d in iter_corpus(str(source)) if d.id in wanted}
 
 
-def _lower_runner(reader, lower_graph, model_override, device: str):
-    """(tokenizer, run(encoded) -> list of (T, H)) for the encoder the cache was made with."""
-    from erpack.encode import run_lower
-    from erpack.models import load_recorded, recorded_location, split_model
+def _run_cached(sess, reader, ids: list[str], opts: PredictOptions, bar, result: PredictResult) -> dict:
+    """{id: logits} of cached documents, batches read and decoded ahead in a background thread; the
+    seconds spent in inference and waiting on the reader go into `result`."""
+    plan = length_batches([reader.info(i)["tokens"] for i in ids], opts.batch_size, opts.max_tokens)
+    source = Prefetcher(plan, lambda rows: reader.get_batch([ids[i] for i in rows]))  # (B, T, H), (B, T)
+    logits = {}
+    for rows, (hidden, mask) in source:
+        t0 = time.perf_counter()
+        out = sess.run({"hidden_states": hidden, "attention_mask": mask})[0]
+        result.inference_seconds += time.perf_counter() - t0
+        logits.update((ids[i], out[r]) for r, i in enumerate(rows))
+        if bar:
+            bar.update(len(rows))
+    result.waited_on_reader_seconds = source.wait_seconds
+    return logits
 
-    ident = reader.meta["model"]
-    name = model_override or recorded_location(ident)
-    if lower_graph is None:
-        loaded = load_recorded(ident, model_override, f"the cache {reader.path}")
-        lower, _ = split_model(loaded.model, reader.meta["layer"])
-        pad = loaded.tokenizer.pad_token_id or 0
-        return loaded.tokenizer, lambda enc: run_lower(lower, enc, pad, "cpu", 32, 16384), "pytorch"
+
+def _run_arrays(sess, docs: list, hidden: list[np.ndarray], opts: PredictOptions, bar) -> dict:
+    """{id: logits} of documents given as (T, H) arrays, padded in length-grouped batches."""
+    logits = {}
+    for rows in length_batches([h.shape[0] for h in hidden], opts.batch_size, opts.max_tokens):
+        batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
+        out = sess.run({"hidden_states": batch, "attention_mask": mask})[0]
+        logits.update((docs[i].id, out[r]) for r, i in enumerate(rows))
+        if bar:
+            bar.update(len(rows))
+    return logits
+
+
+@dataclass
+class Encoded:
+    """Text documents run through the lower stack as `erpack encode` would store them."""
+
+    hidden: list[np.ndarray]  # per document (T, H) float32, after the cache's codec round trip
+    truncated: list[str]  # ids cut at max_length
+    hashes: dict[str, int]  # id -> token hash
+    how: str  # "pytorch" or "onnx:PROVIDER"
+
+
+def _encode_texts(reader, docs: list, opts: PredictOptions) -> Encoded:
+    """Hidden states entering layer k for text documents, after the cache's codec round trip, with
+    the truncated ids and each document's token hash (what `erpack encode` would store)."""
+    tokenizer, run, how = _lower_runner(reader, opts)
+    encoded, cut = tokenize(tokenizer, docs, reader.meta["max_length"])
+    hidden = run(encoded, tokenizer.pad_token_id or 0)
+    codec = reader.codec
+    roundtrip = [codec.decode(codec.encode(h), shape=h.shape) for h in hidden]
+    hashes = {d.id: token_hash(e["input_ids"], e.get("token_type_ids"), c) for d, e, c in zip(docs, encoded, cut)}
+    return Encoded(roundtrip, [d.id for d, c in zip(docs, cut) if c], hashes, how)
+
+
+def _lower_runner(reader, opts: PredictOptions):
+    """(tokenizer, run(encoded, pad_id) -> list of (T, H), how) for the encoder the cache was made with."""
+    from erpack.models import recorded_location  # torch and transformers
+
+    if opts.lower_graph is None:
+        return _torch_lower(reader, opts.model)
+    return _onnx_lower(reader, opts.model or recorded_location(reader.meta["model"]), opts.lower_graph, opts.device)
+
+
+def _torch_lower(reader, model_override: str | None):
+    """The encoder the cache records (or `model_override`, checked against the recorded weights sha256),
+    in PyTorch on the CPU."""
+    from erpack.models import load_recorded, split_model  # torch and transformers
+
+    loaded = load_recorded(reader.meta["model"], model_override, f"the cache {reader.path}")
+    lower, _ = split_model(loaded.model, reader.meta["layer"])
+    return loaded.tokenizer, lambda enc, pad: run_lower(lower, enc, pad, "cpu"), "pytorch"
+
+
+def _onnx_lower(reader, name: str, lower_graph, device: str):
+    """An exported lower graph, refused unless it fits the cache (the codec aside: it never sees it)."""
     from transformers import AutoTokenizer
 
     from erpack.assets import resolve_model
@@ -121,160 +320,23 @@ def _lower_runner(reader, lower_graph, model_override, device: str):
     info = read_metadata(sess.session)
     if info.get("part") != "lower":
         raise ExportError(f"{lower_graph} is the {info.get('part')} part; --lower needs a graph exported with --part lower")
-    check_cache(info, reader, str(lower_graph), allow_other_codec=True)  # the lower graph never sees the codec
+    check_cache(info, reader, f"graph {lower_graph}", allow_other_codec=True)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
-    pad = tokenizer.pad_token_id or 0
-
-    def run(encoded):
-        out = []
-        for rows in length_batches([len(e["input_ids"]) for e in encoded], 32):
-            T = max(len(encoded[i]["input_ids"]) for i in rows)
-            feeds = {n: np.zeros((len(rows), T), dtype=np.int64) for n in sess.input_names}
-            feeds["input_ids"][:] = pad
-            for r, i in enumerate(rows):
-                n = len(encoded[i]["input_ids"])
-                feeds["input_ids"][r, :n] = encoded[i]["input_ids"]
-                feeds["attention_mask"][r, :n] = 1
-                if "token_type_ids" in feeds and "token_type_ids" in encoded[i]:
-                    feeds["token_type_ids"][r, :n] = encoded[i]["token_type_ids"]
-            hidden = sess.run(feeds)[0]  # (B, T, H)
-            out.extend((i, np.ascontiguousarray(hidden[r, : len(encoded[i]["input_ids"])])) for r, i in enumerate(rows))
-        out.sort(key=lambda x: x[0])
-        return [a for _, a in out]
-
-    return tokenizer, run, f"onnx:{sess.provider}"
+    return tokenizer, lambda enc, pad: run_lower_onnx(sess, enc, pad), f"onnx:{sess.provider}"
 
 
-def _encode_texts(reader, docs: list, lower_graph, model_override,
-                  device) -> tuple[list[np.ndarray], list[str], dict[str, int], str]:
-    """Hidden states entering layer k for text documents, after the cache's codec round trip, with
-    the truncated ids and each document's token hash (what `erpack encode` would store)."""
-    from erpack.tokens import token_hash, tokenize  # the exact tokenization `erpack encode` stores
-
-    tokenizer, run, how = _lower_runner(reader, lower_graph, model_override, device)
-    encoded, cut = tokenize(tokenizer, docs, reader.meta["max_length"])
-    hidden = run(encoded)
-    codec = reader.codec
-    roundtrip = [codec.decode(codec.encode(h), shape=h.shape) for h in hidden]
-    hashes = {d.id: token_hash(e["input_ids"], e.get("token_type_ids"), c) for d, e, c in zip(docs, encoded, cut)}
-    return roundtrip, [d.id for d, c in zip(docs, cut) if c], hashes, how
+def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
+    """Append the documents encoded from text to the cache as one shard; how many were added."""
+    with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
+        done = w.commit_shard([(d.id, h) for d, h in zip(docs, encoded.hidden)], truncated=encoded.truncated,
+                              token_hashes=encoded.hashes)
+    return done["documents"]
 
 
-def predict(graph, cache, ids=None, texts=None, add_to_cache: bool = False, output=None, batch_size: int = 32,
-            max_tokens: int = 16384, device: str = "auto", lower_graph=None, model=None,
-            allow_other_codec: bool = False, labels=None, split=None, progress: Callable | None = None) -> dict:
-    """Predictions for `ids` (default: every cached document, plus every document of `texts`).
-
-    Returns a summary: documents, from_cache, from_text, missing (ids), provider(s), timings, notes,
-    and metrics when `labels` (a label source, as for `erpack eval`) is given. With `split` and no
-    `ids`, the ids are those of that split in `labels`.
-    """
-    from erpack.export.metadata import check_cache, read_metadata
-    from erpack.export.session import create_session
-    from erpack.store import CacheReader, CacheWriter
-
-    t_start = time.perf_counter()
-    sess = create_session(graph, device)
-    info = read_metadata(sess.session)
-    if info.get("part") != "upper":
-        raise ExportError(f"{graph} is the {info.get('part')} part; predict needs the upper graph (erpack export "
-                          "TASK_MODEL -o FILE.onnx)")
-    label_rows = None
-    if labels is not None:
-        from erpack.train.labels import read_labels
-
-        label_rows = {r.id: r for r in read_labels(labels, "regression" if info.get("task") == "regression"
-                                                   else "classification")}
-    with CacheReader(cache) as reader:
-        notes = check_cache(info, reader, str(graph), allow_other_codec) + list(sess.notes)
-        if ids is None and split is not None:
-            if label_rows is None:
-                raise InputError("--split selects ids from --labels: give --labels too")
-            ids = [r.id for r in label_rows.values() if r.split == split]
-        text_docs = {}
-        if ids is None:
-            ids = reader.ids()
-            if texts is not None:
-                from erpack.corpus import iter_corpus
-
-                cached = set(ids)
-                ids += [d.id for d in iter_corpus(str(texts)) if d.id not in cached]
-        requested = list(dict.fromkeys(str(i) for i in ids))
-        if len(requested) < len(ids):
-            notes.append(f"{len(ids) - len(requested)} repeated id(s) given; each is predicted once")
-        absent = [i for i in requested if i not in reader]
-        if absent and texts is not None:
-            text_docs = _texts(texts, set(absent))
-        missing = [i for i in absent if i not in text_docs]
-        cached_ids = [i for i in requested if i in reader]
-
-        logits: dict[str, np.ndarray] = {}
-        wait = compute = 0.0
-        lengths = [reader.info(i)["tokens"] for i in cached_ids]
-        plan = length_batches(lengths, batch_size, max_tokens)
-        bar = progress(total=len(cached_ids) + len(text_docs), desc="predict", unit="doc") if progress else None
-        source = _Reader(reader, cached_ids, plan)
-        try:
-            it = iter(source)
-            while True:
-                t0 = time.perf_counter()
-                item = next(it, None)
-                t1 = time.perf_counter()
-                wait += t1 - t0
-                if item is None:
-                    break
-                rows, (hidden, mask) = item
-                out = sess.run({"hidden_states": hidden, "attention_mask": mask})[0]
-                compute += time.perf_counter() - t1
-                for r, i in enumerate(rows):
-                    logits[cached_ids[i]] = out[r]
-                if bar:
-                    bar.update(len(rows))
-        finally:
-            source.close()
-
-        text_info = {"documents": len(text_docs), "lower": None, "truncated": [], "added_to_cache": 0}
-        if text_docs:
-            docs = [text_docs[i] for i in absent if i in text_docs]
-            hidden_list, truncated, hashes, how = _encode_texts(reader, docs, lower_graph, model, device)
-            text_info.update(lower=how, truncated=truncated)
-            for rows in length_batches([h.shape[0] for h in hidden_list], batch_size, max_tokens):
-                hidden, mask = pad_batch([hidden_list[i] for i in rows])
-                out = sess.run({"hidden_states": hidden, "attention_mask": mask})[0]
-                for r, i in enumerate(rows):
-                    logits[docs[i].id] = out[r]
-                if bar:
-                    bar.update(len(rows))
-            if add_to_cache:
-                meta, codec = reader.meta, reader.codec
-        if bar:
-            bar.close()
-    if text_docs and add_to_cache:  # the reader is closed: the writer appends one shard
-        with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
-            done = w.commit_shard([(d.id, h) for d, h in zip(docs, hidden_list)], truncated=truncated,
-                                  token_hashes=hashes)
-        text_info["added_to_cache"] = done["documents"]
-
-    rows_out = _prediction_rows(requested, logits, info, text_docs, label_rows)
-    if output is not None:
-        # fsynced and renamed: a kill leaves the old file or the new one
-        from erpack.store.atomic import write_atomic
-
-        out_path = Path(output)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_path, "".join(json.dumps(row) + "\n" for row in rows_out).encode("utf-8"))
-    seconds = time.perf_counter() - t_start
-    summary = {
-        "graph": str(graph), "cache": str(cache), "variant": info.get("variant"), "task": info.get("task"),
-        "requested": len(requested), "predicted": len(logits), "from_cache": len(cached_ids),
-        "from_text": text_info, "missing": missing, "provider": sess.provider, "providers": sess.providers,
-        "output": str(output) if output is not None else None, "notes": notes, "seconds": seconds,
-        "inference_seconds": compute, "waited_on_reader_seconds": wait,
-        "documents_per_second": len(logits) / seconds if seconds else None,
-    }
-    if label_rows is not None:
-        summary["metrics"] = _score(rows_out, label_rows, info)
-    return summary
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """The prediction lines, fsynced and renamed: a kill leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
 
 def _prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:

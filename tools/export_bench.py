@@ -49,7 +49,7 @@ def main() -> None:
     from erpack.export.inputs import pad_batch
     from erpack.export.metadata import set_file_metadata
     from erpack.export.quantize import CacheCalibration, quantize_static_graph
-    from erpack.export.timing import interleaved_medians
+    from erpack.runtime.timing import interleaved_medians
     from erpack.store import CacheReader
     from erpack.train import TaskModel
     from erpack.train.labels import read_labels

@@ -22,10 +22,10 @@ import os
 import sys
 from pathlib import Path
 
-from erpack.bench.timing import describe_machine
 from erpack.errors import ErpackError
 from erpack.experiments.grid import RESULTS, load_results
 from erpack.experiments.pruning import PruneGrid, prune_table, run_levels
+from erpack.runtime.timing import describe_machine
 
 HEADER = (f"{'model':<7} {'data':<5} {'pruned':>6} {'upper params':>12} {'x':>5} {'latency ms':>10} {'x':>5} "
           f"{'test acc (sd)':>15} {'delta (min..max)':>20} {'seeds':>5}")

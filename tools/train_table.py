@@ -27,10 +27,10 @@ import json
 import sys
 from pathlib import Path
 
-from erpack.bench.timing import describe_machine
 from erpack.errors import ErpackError, InputError
 from erpack.experiments.grid import RESULTS, load_results
 from erpack.experiments.training import TrainGrid, grid_table, run_grid, run_timing, timing_table
+from erpack.runtime.timing import describe_machine
 
 
 def _timing_lines(timing: list[dict]) -> list[str]:

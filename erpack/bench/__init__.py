@@ -4,9 +4,9 @@ r"""End-to-end benchmarks (`erpack bench`): documents to predictions through eve
     result = run_bench(BenchConfig(corpus="rotten_tomatoes", codecs=["int8+zstd:3"], limit=256)).as_dict()
     lines = card(result)  # the human table; result is the JSON document
 
-Modules: documents (which split is scored, and the labels), timing (sections, medians, page-cache
-eviction, machine), paths (one class per inference path), runner (caches, interleaved passes, the
-BenchResult), card (the human table).
+Modules: documents (which split is scored, and the labels), paths (one class per inference path;
+timing from erpack.runtime.timing), runner (caches, interleaved passes), result (the BenchResult),
+card (the human table).
 """
 
 from erpack.bench.card import card

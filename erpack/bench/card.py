@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from erpack.bench.timing import SECTIONS
+from erpack.runtime.timing import SECTIONS
 
 
 def _fmt(v, f="{:.2f}", none="-") -> str:

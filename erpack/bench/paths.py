@@ -17,7 +17,6 @@ ONNX graphs are written once into the work folder (`Workload.graph`) and shared 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,9 @@ import numpy as np
 import torch
 
 from erpack.batching import mask_from_lengths
-from erpack.bench.timing import Stopwatch, evict
 from erpack.errors import ErpackError
+from erpack.runtime.lower import wants_token_types
+from erpack.runtime.timing import Stopwatch, evict
 
 
 @dataclass
@@ -116,34 +116,6 @@ class FullTorch(InferencePath):
             return self.work.model(**enc).logits.argmax(-1).cpu().numpy()
 
 
-class _FullGraph(torch.nn.Module):
-    """The full classifier as (input_ids, attention_mask[, token_type_ids]) -> logits, for export."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-
-
-def export_full(model, tokenizer, path: Path) -> Path:
-    """The whole classifier through torch.onnx (TorchScript exporter), dynamic batch and tokens."""
-    with torch.no_grad():
-        enc = tokenizer(["an example input", "two"], padding=True, return_tensors="pt")
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if _wants_token_types(model) else [])
-    args = tuple(enc[n] if n in enc else torch.zeros_like(enc["input_ids"]) for n in names)
-    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"logits": {0: "batch"}}
-    model.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_FullGraph(model), args, str(path), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=18, dynamo=False, do_constant_folding=True)
-    model.eval()
-    return path
-
-
 def on_cpu(model, make):
     """make() with `model` moved to the CPU (the exporters trace with CPU example inputs), then back."""
     device = next(model.parameters()).device
@@ -152,10 +124,6 @@ def on_cpu(model, make):
         return make()
     finally:
         model.to(device)
-
-
-def _wants_token_types(model) -> bool:
-    return getattr(model.config, "type_vocab_size", 0) > 1
 
 
 def quantized(work: Workload, key: str, make_fp32, calibration) -> Path:
@@ -204,10 +172,12 @@ class FullOnnxInt8(FullTorch):
             path = Path(self.given)
             self.notes.append(f"graph given: {path}")
         else:
-            model, tok = self.work.model, self.work.tokenizer
-            path = quantized(self.work, "full", lambda p: on_cpu(model, lambda: export_full(model, tok, p)),
-                             self.calibration)
-            self.notes.append("torch.onnx (TorchScript exporter) + onnxruntime quantize_dynamic, by hand; "
+            from erpack.export.onnx_export import FullStack, export_full  # `erpack export`'s exporter
+
+            full = FullStack(self.work.model)
+            make = lambda p: on_cpu(self.work.model, lambda: export_full(full, p, info={"source": "erpack bench"}))  # noqa: E731
+            path = quantized(self.work, "full", make, self.calibration)
+            self.notes.append("torch.onnx (TorchScript exporter, as erpack export) + onnxruntime quantize_dynamic; "
                               + quantization_note(self.work, "full"))
         self.sess = session(path, self.work.threads, self.work.device)
         self.notes += self.sess.notes
@@ -222,7 +192,7 @@ class FullOnnxInt8(FullTorch):
         return feeds
 
     def calibration(self) -> list[dict]:
-        names = {"input_ids", "attention_mask"} | ({"token_type_ids"} if _wants_token_types(self.work.model) else set())
+        names = {"input_ids", "attention_mask"} | ({"token_type_ids"} if wants_token_types(self.work.model) else set())
         return [self.feeds(b, names) for b in self.work.calibration_indices()]
 
     def run(self, batch_ids):

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from erpack.bench.documents import BenchDocuments
-from erpack.bench.timing import SECTIONS, summarize
+from erpack.runtime.timing import SECTIONS, summarize
 
 
 @dataclass

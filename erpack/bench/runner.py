@@ -36,9 +36,10 @@ from erpack.bench.paths import (
     quantization_note,
 )
 from erpack.bench.result import BenchResult, path_result, true_classes, with_speedups
-from erpack.bench.timing import describe_machine
-from erpack.encode import default_max_length, encode_corpus, resolve_device
+from erpack.encode import default_max_length, encode_corpus
 from erpack.errors import ErpackError, InputError
+from erpack.runtime.device import resolve_device
+from erpack.runtime.timing import describe_machine
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
 
@@ -151,9 +152,9 @@ def pruned_model(cfg: BenchConfig, work: Workload, caches: list[dict], reference
         notes.append("erpack-pruned-int8 skipped: erpack.prune is not installed in this checkout")
         return None, None
     if cfg.pruned_model:
-        from erpack.prune import load_task_model
+        from erpack.train.taskmodel import TaskModel
 
-        tm = load_task_model(cfg.pruned_model)
+        tm = TaskModel.load(cfg.pruned_model)
         return tm.model.eval(), {"source": cfg.pruned_model, "pruning": tm.info.get("pruning")}
     if cfg.prune is None or not caches:
         notes.append("erpack-pruned-int8 skipped: give --pruned-model (an `erpack prune` output) or --prune HEADS,FFN")

@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from erpack.predict import predict, read_ids_file
+    from erpack.predict import PredictOptions, predict, read_ids_file
 
     if args.ids not in (None, "all"):
         raise CLIError(f"unknown positional {args.ids!r}: use --ids id1,id2, --ids-file FILE, or `all`")
@@ -68,10 +68,10 @@ def run(args) -> int:
         ids = read_ids_file(args.ids_file)
     if args.add_to_cache and not args.texts:
         raise CLIError("--add-to-cache adds documents encoded from --texts: give --texts")
-    s = predict(args.graph, args.cache, ids=ids, texts=args.texts, add_to_cache=args.add_to_cache, output=args.output,
-                batch_size=args.batch_size, device=args.device, lower_graph=args.lower, model=args.model,
-                allow_other_codec=args.allow_other_codec, labels=args.labels, split=args.split,
-                progress=lambda **kw: tqdm(leave=False, **kw))
+    options = PredictOptions(ids=ids, texts=args.texts, add_to_cache=args.add_to_cache, output=args.output,
+                             batch_size=args.batch_size, device=args.device, lower_graph=args.lower, model=args.model,
+                             allow_other_codec=args.allow_other_codec, labels=args.labels, split=args.split)
+    s = predict(args.graph, args.cache, options, progress=lambda **kw: tqdm(leave=False, **kw)).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"

@@ -54,8 +54,8 @@ def sample(dataset: str, rt_docs: int, bbc_per_label: int):
 def layer_activations(model: str, layer: int, records, batch: int = 16) -> list[np.ndarray]:
     """The lower stack's output (the input of layer `layer`) for each record's tokens, float32 (T, H), in
     record order: the arrays `erpack encode` would store."""
-    from erpack.encode import run_lower
     from erpack.models import load_model, split_model
+    from erpack.runtime.lower import run_lower
 
     loaded = load_model(model)
     lower, _ = split_model(loaded.model, layer)
@@ -99,8 +99,8 @@ def versions() -> str:
 
 
 def machine() -> str:
-    """CPU model, cores and Python of this machine, from erpack.bench.timing.describe_machine."""
-    from erpack.bench.timing import describe_machine
+    """CPU model, cores and Python of this machine, from erpack.runtime.timing.describe_machine."""
+    from erpack.runtime.timing import describe_machine
 
     m = describe_machine()
     return f"{m['cpu']}, {m['cores']} CPU cores, Python {m['python']}"

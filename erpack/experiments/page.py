@@ -25,7 +25,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def machine_line(machine: dict) -> str:
-    """One line of erpack.bench.timing.describe_machine's dict: CPU, cores, threads, versions."""
+    """One line of erpack.runtime.timing.describe_machine's dict: CPU, cores, threads, versions."""
     versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
     return (f"{machine.get('cpu')}, {machine.get('usable_cores')} usable cores{gpu}, torch threads "

@@ -59,15 +59,14 @@ def latency_batch(reader, data, batch_size: int):
 
 def _unpruned(cfg: PruneGrid, ds: str, seed: int, cache: Path, labels: str):
     """The unpruned task model of (ds, seed), trained unless its folder holds one, and the seconds it took."""
-    from erpack.prune import load_task_model
-    from erpack.train import TrainConfig, train_from_cache
+    from erpack.train import TaskModel, TrainConfig, train_from_cache
 
     folder = cfg.work / f"{cfg.model}-{ds}-s{seed}-base"
     t0 = time.perf_counter()
     if not (folder / "erpack_task.json").exists():
         train_from_cache(cache, labels, mode="upper", output=folder,
                          config=TrainConfig(epochs=cfg.epochs, seed=seed, train_limit=cfg.train_limit, lr=cfg.lr))
-    return load_task_model(folder), time.perf_counter() - t0
+    return TaskModel.load(folder), time.perf_counter() - t0
 
 
 def run_levels(cfg: PruneGrid, ds: str, seed: int) -> list[dict]:

@@ -7,10 +7,11 @@ quantized; sessions that say which execution provider runs them.
     info = read_metadata(sess.session)                     # the cache the graph expects
     check_cache(info, CacheReader("caches/rt"))            # GraphCacheMismatchError if it is another cache
 
-Modules: onnx_export (torch.onnx, dynamic axes, metadata), metadata (what a graph records and the
-cache check), parity (ORT against PyTorch), optimize (onnxruntime transformer fusions), quantize
-(dynamic and static int8, calibration from cached records), session (providers), inputs (padded
-batches), timing (interleaved medians), build (the whole `erpack export`). Serving: erpack.predict.
+Modules: onnx_export (torch.onnx, dynamic axes, metadata), metadata (what a graph records, and
+erpack.fit's cache check over it), parity (ORT against PyTorch), optimize (onnxruntime transformer
+fusions), quantize (dynamic and static int8, calibration from cached records), session (providers),
+inputs (padded batches), build (the whole `erpack export`; timing from erpack.runtime.timing).
+Serving: erpack.predict.
 Needs the `onnx` extra (onnx, onnxscript, onnxruntime). See docs/export.md.
 """
 

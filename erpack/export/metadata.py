@@ -1,4 +1,4 @@
-"""What an exported graph records about itself, and the check that it fits a cache.
+"""What an exported graph records about itself, and the check that it fits a cache (erpack.fit's rule).
 
 Every graph erpack writes carries an ONNX metadata property `erpack` holding one JSON document:
 
@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from erpack.errors import ExportError, GraphCacheMismatchError
+from erpack.fit import check_fit
 
 META_KEY = "erpack"
 META_FORMAT = "erpack-onnx"
@@ -88,34 +89,8 @@ def read_metadata(source) -> dict:
 
 
 def check_cache(info: dict, reader, graph_name="the graph", allow_other_codec: bool = False) -> list[str]:
-    """Refuse a cache that the graph was not made for; return notes on allowed differences.
-
-    Refused: other encoder weights (sha256), other layer, other hidden size, other codec (unless
-    `allow_other_codec`: a decoded record is the same representation up to quantization error, and
-    the difference comes back as a note). A different max_length only changes truncation: a note.
-    """
-    want = info.get("cache") or {}
-    meta = reader.meta
-    have_model, want_model = meta.get("model") or {}, want.get("model") or {}
-    problems, notes = [], []
-    for key in ("weights_sha256", "hidden_size"):
-        if have_model.get(key) != want_model.get(key):
-            problems.append(f"model {key} {str(have_model.get(key))[:16]} (graph expects {str(want_model.get(key))[:16]})")
-    if meta.get("layer") != want.get("layer"):
-        problems.append(f"layer {meta.get('layer')} (graph expects {want.get('layer')})")
-    codec = reader.manifest["codec"]
-    if want.get("codec") is not None and codec != want["codec"]:
-        text = f"codec {reader.codec.spec} (graph expects {want.get('codec_spec') or want['codec']})"
-        (notes if allow_other_codec else problems).append(text)
-    if problems:
-        raise GraphCacheMismatchError(
-            f"{graph_name} was exported for another cache than {reader.path}: " + "; ".join(problems)
-            + f". Use a cache encoded with {want_model.get('name')} layer {want.get('layer')} and codec "
-            f"{want.get('codec_spec')} (erpack encode CORPUS -o CACHE --model {want_model.get('name')} --layer "
-            f"{want.get('layer')} --codec {want.get('codec_spec')}), or export the task model again for this cache"
-            + ("" if any(p.startswith(("model", "layer")) for p in problems) else
-               " (or pass --allow-other-codec to accept the codec difference)")
-        )
-    if want.get("max_length") and meta.get("max_length") != want["max_length"]:
-        notes.append(f"max_length {meta.get('max_length')} differs from the graph's cache ({want['max_length']})")
-    return notes
+    """Refuse a cache that the graph was not made for (GraphCacheMismatchError); return notes on allowed
+    differences. The rule is erpack.fit.check_fit's, over the cache identity in the graph's metadata;
+    another codec is refused unless `allow_other_codec`."""
+    return check_fit(info.get("cache") or {}, reader, graph_name, kind="graph", allow_other_codec=allow_other_codec,
+                     error=GraphCacheMismatchError, remedy=", or export the task model again for this cache")

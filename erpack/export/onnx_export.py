@@ -27,6 +27,7 @@ from torch import nn
 
 from erpack.errors import ExportError
 from erpack.export.metadata import write_metadata
+from erpack.runtime.lower import wants_token_types
 
 OPSET = 18
 EXPORTERS = ("legacy", "dynamo")
@@ -115,12 +116,6 @@ def export_upper(upper: nn.Module, path, hidden_size: int, info: dict, exporter:
     _stamp(path, dict(info, part="upper", exporter=exporter, opset=opset,
                       inputs=["hidden_states", "attention_mask"], outputs=[out]))
     return path
-
-
-def wants_token_types(lower: nn.Module) -> bool:
-    """Whether the encoder has token-type embeddings (BERT-like: yes; RoBERTa-like with one type, MPNet: no)."""
-    config = lower.view.config
-    return getattr(config, "type_vocab_size", 0) > 1
 
 
 def export_lower(lower: nn.Module, path, info: dict, exporter: str = "legacy", opset: int = OPSET) -> Path:

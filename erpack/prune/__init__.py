@@ -26,12 +26,12 @@ from erpack.prune.recover import RecoveryConfig
 from erpack.prune.structure import apply_plan, is_pruned, load_pruned_model, pruning_record
 
 __all__ = ["Fractions", "Importance", "LatencyBudget", "LayerPlan", "ParamsBudget", "Plan", "RecoveryConfig",
-           "apply_plan", "describe_importance", "is_pruned", "load_pruned_model", "load_task_model", "make_plan",
+           "apply_plan", "describe_importance", "is_pruned", "load_pruned_model", "make_plan",
            "plan_params", "prune_task_model", "pruning_record", "score_importance", "upper_params"]
 
 
 def __getattr__(name):
-    if name in ("prune_task_model", "load_task_model"):
+    if name == "prune_task_model":
         from erpack.prune import task
 
         return getattr(task, name)

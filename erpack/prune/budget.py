@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 
 import torch
 from torch import nn
@@ -18,23 +17,18 @@ from torch import nn
 from erpack.errors import PruneError
 from erpack.prune.importance import Importance
 from erpack.prune.plan import Fractions, LatencyBudget, Plan, make_plan
+from erpack.runtime.timing import interleaved_times
 
 
 @torch.no_grad()
 def interleaved_latency(uppers: list[nn.Module], hidden: torch.Tensor, mask: torch.Tensor, repeats: int = 7,
                         warmup: int = 2) -> list[float]:
-    """Median seconds of one forward pass of each upper stack on (hidden (B, T, H), mask (B, T))."""
+    """Median seconds of one forward pass of each upper stack on (hidden (B, T, H), mask (B, T)), in eval
+    mode, timed in turns (erpack.runtime.timing)."""
     for u in uppers:
         u.eval()
-        for _ in range(warmup):
-            u(hidden, mask)
-    times: list[list[float]] = [[] for _ in uppers]
-    for _ in range(repeats):
-        for n, u in enumerate(uppers):
-            t = time.perf_counter()
-            u(hidden, mask)
-            times[n].append(time.perf_counter() - t)
-    return [statistics.median(t) for t in times]
+    times = interleaved_times({n: (lambda u=u: u(hidden, mask)) for n, u in enumerate(uppers)}, repeats, warmup)
+    return [statistics.median(times[n]) for n in range(len(uppers))]
 
 
 def synthetic_batch(hidden_size: int, batch_size: int, tokens: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

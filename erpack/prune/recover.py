@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from erpack.errors import InputError, PruneError
+from erpack.runtime.device import resolve_device
 
 TARGETS = ("all", "attention")
 
@@ -115,7 +116,6 @@ def with_lora(model: nn.Module, layer: int, important: set[int], cfg: RecoveryCo
 def recover(model: nn.Module, layer: int, data, reader, important: set[int], cfg: RecoveryConfig,
             train_cfg=None, teacher: np.ndarray | None = None, progress=None):
     """Train LoRA on the pruned `model` from the cache; returns (merged plain model, RunResult)."""
-    from erpack.encode import resolve_device
     from erpack.models import split_model
     from erpack.train.data import cache_source
     from erpack.train.loop import TrainConfig, fit

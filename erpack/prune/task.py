@@ -32,15 +32,9 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig, recover
+from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
-
-
-def load_task_model(path, device: str | torch.device = "cpu"):
-    """TaskModel.load (kept for callers of this name; it rebuilds a pruned model's shapes itself)."""
-    from erpack.train.taskmodel import TaskModel
-
-    return TaskModel.load(path, device)
 
 
 def importance_batches(reader, data, samples: int, batch_size: int, device, seed: int = 0):
@@ -103,7 +97,6 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
 
     `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
     """
-    from erpack.encode import resolve_device
     from erpack.prune.structure import apply_plan, pruning_record
     from erpack.train.data import cache_source
     from erpack.train.loop import TrainConfig, predict, score
@@ -115,7 +108,7 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     t0 = time.perf_counter()
     tcfg = train_cfg or TrainConfig(epochs=recovery.epochs if recovery else 0, lr=recovery.lr if recovery else None)
     dev = resolve_device(tcfg.device)
-    tm = task_model if isinstance(task_model, TaskModel) else load_task_model(task_model)
+    tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
     if tm.input == "text":
         raise PruneError(f"task model {task_model} computes from text (a baseline, every layer tuned): pruning scores "
                          "and recovers from cached states, which do not feed it; prune the recycled model instead")

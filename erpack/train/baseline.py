@@ -13,8 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from erpack.batching import pad_token_ids
 from erpack.errors import InputError
-from erpack.train.data import Prefetcher, Source
+from erpack.runtime.device import resolve_device
+from erpack.runtime.prefetch import Prefetcher
+from erpack.tokens import tokenize
+from erpack.train.data import Source
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.modes import load_for_cache, prepare
 
@@ -22,14 +26,13 @@ BASELINE_FOLDER = "baseline"  # `erpack train --baseline -o OUT` saves the basel
 
 
 def _tokenize(tokenizer, examples, max_length: int) -> list[dict]:
-    out = []
+    """Token ids of each example as `erpack encode` makes them (erpack.tokens), so a document has as
+    many tokens as its cached record; an example without text is an error naming it."""
     for e in examples:
         if e.text is None:
             raise InputError(f"{e.where}: document {e.id!r} has no text, and --baseline tokenizes the texts; "
                              "give --labels a corpus file with `text` (and `label`) fields, or a built-in data set")
-        enc = tokenizer(e.text, e.text_pair, truncation=True, max_length=max_length)
-        out.append({k: enc[k] for k in ("input_ids", "token_type_ids") if k in enc})
-    return out
+    return tokenize(tokenizer, examples, max_length)[0]
 
 
 def text_source(encoded: list[dict], pad_id: int, depth: int = 4) -> Source:
@@ -38,17 +41,8 @@ def text_source(encoded: list[dict], pad_id: int, depth: int = 4) -> Source:
     state = {"wait": 0.0}
 
     def make(rows):
-        T = max(lengths[i] for i in rows)
-        ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        tt = torch.zeros((len(rows), T), dtype=torch.long) if "token_type_ids" in encoded[rows[0]] else None
-        for r, i in enumerate(rows):
-            n = lengths[i]
-            ids[r, :n] = torch.tensor(encoded[i]["input_ids"])
-            mask[r, :n] = 1
-            if tt is not None:
-                tt[r, :n] = torch.tensor(encoded[i]["token_type_ids"])
-        return ids, mask, tt
+        batch = {k: torch.from_numpy(v) for k, v in pad_token_ids([encoded[i] for i in rows], pad_id).items()}
+        return batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
 
     def batches(plan):
         pf = Prefetcher(plan, make, depth=depth)
@@ -67,8 +61,6 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
 
     With `keep` (a dict), the trained model and its tokenizer are put there ("model", "tokenizer").
     """
-    from erpack.encode import resolve_device
-
     dev = device or resolve_device(cfg.device)
     loaded, model = load_for_cache(meta, len(data.labels), data.task, cfg.seed, model_override)
     t0 = time.perf_counter()

@@ -5,17 +5,13 @@ each epoch the documents are permuted by `seed + epoch`, cut into pools of `pool
 length inside a pool, cut into batches, and the batches permuted again. The same plan (it needs only
 the token counts) drives the text baseline, so both see the same documents in the same batches.
 
-`Prefetcher` runs a producer thread that reads each batch's records, decodes them (zstd and the
-dequantizers mostly release the GIL) and pads them into `(B, T, H)` float32 plus a `(B, T)` mask,
-ahead of the training loop, through a bounded queue: memory holds at most `depth` batches and the
-model does not wait on the disk. `wait_seconds` is how long the consumer still waited.
+`cache_source` reads each batch's records, decodes them and pads them into `(B, T, H)` float32 plus
+a `(B, T)` mask ahead of the training loop, in erpack.runtime.prefetch's background thread: memory
+holds at most `depth` batches and the model does not wait on the disk.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +19,7 @@ import numpy as np
 import torch
 
 from erpack.batching import length_batches, pad_arrays
+from erpack.runtime.prefetch import Prefetcher
 
 
 def batch_plan(lengths: Sequence[int], batch_size: int, seed: int | None = None, epoch: int = 0,
@@ -52,70 +49,6 @@ def as_tensors(batch: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torc
     """(hidden, mask) numpy arrays as tensors sharing their memory."""
     hidden, mask = batch
     return torch.from_numpy(hidden), torch.from_numpy(mask)
-
-
-class Prefetcher:
-    """Iterate `(rows, batch)` with batch = make(rows), made `depth` batches ahead in a thread.
-
-    An exception in the producer is raised in the consumer; leaving the loop early (break, error)
-    stops the producer. `pin=True` pins host memory so a CUDA copy can be non-blocking.
-    """
-
-    _DONE = object()
-
-    def __init__(self, plan: list[list[int]], make: Callable[[list[int]], object], depth: int = 4, pin: bool = False):
-        self.plan = plan
-        self.make = make
-        self.depth = max(1, depth)
-        self.pin = pin
-        self.wait_seconds = 0.0
-        self.produce_seconds = 0.0
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def _produce(self, q: queue.Queue, stop: threading.Event) -> None:
-        try:
-            for rows in self.plan:
-                t = time.perf_counter()
-                batch = self.make(rows)
-                if self.pin:
-                    batch = tuple(x.pin_memory() if torch.is_tensor(x) else x for x in batch)
-                self.produce_seconds += time.perf_counter() - t
-                while not stop.is_set():
-                    try:
-                        q.put((rows, batch), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(self._DONE)
-        except BaseException as exc:  # handed to the consumer
-            q.put(exc)
-
-    def __iter__(self) -> Iterator[tuple[list[int], object]]:
-        q: queue.Queue = queue.Queue(maxsize=self.depth)
-        stop = threading.Event()
-        thread = threading.Thread(target=self._produce, args=(q, stop), daemon=True, name="erpack-prefetch")
-        thread.start()
-        try:
-            while True:
-                t = time.perf_counter()
-                item = q.get()
-                self.wait_seconds += time.perf_counter() - t
-                if item is self._DONE:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # drain so a blocked producer can finish
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.05)
 
 
 @dataclass

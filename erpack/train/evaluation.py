@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.train.data import batch_plan, cache_source
 
@@ -48,7 +49,6 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression.
     """
-    from erpack.encode import resolve_device
     from erpack.train.loop import score
     from erpack.train.taskmodel import TaskModel
     from erpack.train.trainer import prepare_data

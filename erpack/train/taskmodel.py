@@ -13,6 +13,7 @@ Folder layout (`TaskModel.save(out)`):
     logits = tm.upper(hidden, mask)   # (B, T, H) float, (B, T) -> (B, C); regression: C = 1
     notes = tm.check_cache(reader)    # ManifestMismatchError if model weights, layer, hidden size or
                                       # tokenizer differ; codec / max_length differences come back as notes
+                                      # (the rule: erpack.fit)
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from erpack.errors import ErpackError, ManifestMismatchError, TaskModelError
+from erpack.errors import ErpackError, TaskModelError
+from erpack.fit import check_fit
 from erpack.store.atomic import atomic_folder
 from erpack.train.taskfolder import (
     RETRAIN,
@@ -50,6 +52,7 @@ class TaskModel:
         self.model = model
         self.info = info
         self.tokenizer = tokenizer  # set for a model that computes from text (input "text": a baseline)
+        self.path: Path | None = None  # the folder it was loaded from (TaskModel.load), for messages
         self.lower, self.upper = split_model(model, info["layer"])
 
     # ---- what it is ----------------------------------------------------------------------------
@@ -91,35 +94,10 @@ class TaskModel:
 
     # ---- the cache it runs on ----------------------------------------------------------------------
     def check_cache(self, reader) -> list[str]:
-        """Refuse a cache from another encoder, layer or tokenizer; return notes on allowed differences.
-
-        The codec may differ (a decoded record is the same representation, up to quantization error)
-        and so may max_length (only truncation differs); both come back as notes for the summary.
-        """
-        want = self.expected_cache
-        meta = reader.meta
-        problems = []
-        for key in ("weights_sha256", "hidden_size", "model_type"):
-            if meta["model"].get(key) != want["model"].get(key):
-                problems.append(f"model {key} {str(meta['model'].get(key))[:16]} (task model expects "
-                                f"{str(want['model'].get(key))[:16]})")
-        if meta.get("layer") != want["layer"]:
-            problems.append(f"layer {meta.get('layer')} (task model expects {want['layer']})")
-        if want.get("tokenizer") and meta.get("tokenizer") and meta["tokenizer"] != want["tokenizer"]:
-            problems.append(f"tokenizer {meta['tokenizer']} (task model expects {want['tokenizer']})")
-        if problems:
-            raise ManifestMismatchError(
-                f"cache {reader.path} does not fit task model ({want['model'].get('name')} layer {want['layer']}): "
-                + "; ".join(problems) + ". Encode the corpus with the task model's encoder and layer "
-                f"(erpack encode CORPUS -o CACHE --model {want['model'].get('name')} --layer {want['layer']})"
-            )
-        notes = []
-        if want.get("codec") and reader.manifest["codec"] != want["codec"]:
-            notes.append(f"codec {reader.codec.spec} differs from the training cache's; decoded values are the "
-                         "same representation up to quantization error")
-        if want.get("max_length") and meta.get("max_length") != want["max_length"]:
-            notes.append(f"max_length {meta.get('max_length')} differs from the training cache's {want['max_length']}")
-        return notes
+        """Refuse a cache from another encoder, layer or tokenizer (ManifestMismatchError); return notes on
+        allowed differences: the codec (the same representation up to quantization error) and max_length.
+        The rule is erpack.fit.check_fit's."""
+        return check_fit(self.expected_cache, reader, f"task model {self.path}" if self.path else "the task model")
 
     # ---- disk ------------------------------------------------------------------------------------
     def write(self, folder, extra: Callable[[Path], None] | None = None) -> Path:
@@ -164,7 +142,9 @@ class TaskModel:
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); {RETRAIN}") from None
         model.to(device).eval()
         tokenizer = _load_tokenizer(folder) if info.get("input") == "text" else None
-        return cls(model, info, tokenizer)
+        tm = cls(model, info, tokenizer)
+        tm.path = folder
+        return tm
 
     def __repr__(self) -> str:
         return (f"TaskModel(task={self.task!r}, mode={self.mode!r}, layer={self.layer}, "

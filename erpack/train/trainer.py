@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from erpack.errors import InputError
+from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
 from erpack.train.data import cache_lengths, cache_source
@@ -74,7 +75,6 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
                  cfg: TrainConfig | None = None, model_override: str | None = None,
                  progress: Callable | None = None):
     """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
-    from erpack.encode import resolve_device
     from erpack.models import split_model
     from erpack.train.taskmodel import TaskModel, expected_cache_of
 

@@ -37,7 +37,7 @@ def test_breakdown_is_complete_and_consistent(result):
     """Structure, not proportions: every pass times the sections its path has, none negative, their
     sum never past the pass's total; the breakdown holds those sections plus `other` and adds up to
     the median pass."""
-    from erpack.bench.timing import SECTIONS
+    from erpack.runtime.timing import SECTIONS
 
     for p in result["paths"]:
         med = p["seconds"]["median"]

@@ -24,8 +24,8 @@ def _lines(path):
 def test_predictions_match_pytorch(exported, tiny, tmp_path):
     out, _ = exported
     s = predict(out, tiny["cache"], output=tmp_path / "p.jsonl", batch_size=5, labels=str(tiny["corpus"]))
-    assert s["predicted"] == s["requested"] == len(tiny["rows"]) and not s["missing"]
-    assert s["provider"] == "CPUExecutionProvider" and s["metrics"]["documents"] == len(tiny["rows"])
+    assert s.predicted == s.requested == len(tiny["rows"]) and not s.missing
+    assert s.provider == "CPUExecutionProvider" and s.metrics["documents"] == len(tiny["rows"])
     rows = {r["id"]: r for r in _lines(tmp_path / "p.jsonl")}
     with CacheReader(tiny["cache"]) as reader, torch.no_grad():
         for doc_id in ["d000", "d007", "d023"]:
@@ -55,7 +55,7 @@ def test_graph_for_another_cache_is_refused(exported, tiny, tmp_path, capsys):
     other_codec = write_cache(tmp_path / "fp16", tiny["folder"], tiny["rows"][:3], codec="fp16")
     with pytest.raises(GraphCacheMismatchError, match="codec fp16"):
         predict(out, other_codec)
-    assert predict(out, other_codec, allow_other_codec=True)["predicted"] == 3
+    assert predict(out, other_codec, allow_other_codec=True).predicted == 3
     from tests.export.conftest import make_model_folder
 
     other_weights = write_cache(tmp_path / "w", make_model_folder(tmp_path / "m2", seed=7), tiny["rows"][:3])
@@ -70,12 +70,12 @@ def test_texts_run_through_the_lower_stack_and_are_added(exported, tiny, tmp_pat
     texts = write_jsonl(tmp_path / "new.jsonl", new)
     ids = ["d003", "new000", "new001", "gone"]
     s = predict(out, cache, ids=ids, texts=texts, add_to_cache=True, output=tmp_path / "p.jsonl")
-    assert s["missing"] == ["gone"] and s["from_text"]["documents"] == 2 and s["from_text"]["added_to_cache"] == 2
+    assert s.missing == ["gone"] and s.from_text.documents == 2 and s.from_text.added_to_cache == 2
     rows = {r["id"]: r for r in _lines(tmp_path / "p.jsonl")}
     assert rows["new000"]["source"] == "text" and rows["d003"]["source"] == "cache" and "error" in rows["gone"]
     # from the cache now, the same prediction
     again = predict(out, cache, ids=["new000", "new001"], output=tmp_path / "p2.jsonl")
-    assert again["from_cache"] == 2 and not again["missing"]
+    assert again.from_cache == 2 and not again.missing
     for r in _lines(tmp_path / "p2.jsonl"):
         for k, v in r["probabilities"].items():
             assert abs(v - rows[r["id"]]["probabilities"][k]) < 1e-5
@@ -85,7 +85,7 @@ def test_texts_run_through_the_lower_stack_and_are_added(exported, tiny, tmp_pat
     lower = tmp_path / "lower.onnx"
     export_task_model(tiny["task_model"], lower, part="lower")
     s3 = predict(out, tiny["cache"], ids=["new002"], texts=texts, lower_graph=lower, output=tmp_path / "p3.jsonl")
-    assert s3["from_text"]["lower"].startswith("onnx:") and s3["predicted"] == 1
+    assert s3.from_text.lower.startswith("onnx:") and s3.predicted == 1
 
 
 def test_lower_graph_refused_as_upper(tiny, tmp_path):
@@ -104,3 +104,16 @@ def test_cli_export_prints_parity(tiny, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and out.exists() and "largest |ONNX - PyTorch|" in text and "int8-dynamic" in text
     assert json.loads(text.strip().splitlines()[-1])["parity"]["passed"]
+
+
+def test_json_summary_keeps_its_fields(exported, tiny, tmp_path, capsys):
+    """PredictResult.as_dict() is the document `erpack predict --json` printed before it was a dataclass."""
+    out, _ = exported
+    assert main(["predict", str(out), str(tiny["cache"]), "--labels", str(tiny["corpus"]), "-o",
+                 str(tmp_path / "p.jsonl"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(s) == ["graph", "cache", "variant", "task", "requested", "predicted", "from_cache", "from_text",
+                       "missing", "provider", "providers", "output", "notes", "seconds", "inference_seconds",
+                       "waited_on_reader_seconds", "documents_per_second", "metrics"]
+    assert list(s["from_text"]) == ["documents", "lower", "truncated", "added_to_cache"]
+    assert s["predicted"] == len(tiny["rows"]) and s["metrics"]["documents"] == len(tiny["rows"])

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from erpack.prune import Fractions, RecoveryConfig, describe_importance, load_task_model, prune_task_model
+from erpack.prune import Fractions, RecoveryConfig, describe_importance, prune_task_model
 from erpack.prune.arch import layer_list
-from erpack.train import TrainConfig
+from erpack.train import TaskModel, TrainConfig
 from tests.checkers import Bars
 
 
@@ -28,7 +28,7 @@ def test_prune_recover_save_load(tiny_task, tmp_path):
     assert s["params_after"] < s["params_before"]
     assert s["recovery"]["notes"]["targets"] > 0 and "accuracy" in s["test"]
     assert not any("lora" in n for n, _ in tm.model.named_parameters())  # merged
-    loaded = load_task_model(out)
+    loaded = TaskModel.load(out)
     hidden, mask = _batch()
     assert torch.equal(tm.predict(hidden, mask), loaded.predict(hidden, mask))
     assert loaded.info["pruning"]["plan"]["heads_kept"] == 6
@@ -51,7 +51,7 @@ def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):
     assert code == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["params_after"] <= 0.7 * s["params_before"] and s["recovery"] is None
-    assert load_task_model(out).layer == 1
+    assert TaskModel.load(out).layer == 1
 
 
 def test_importance_scoring_has_a_bar_and_the_unpruned_score_is_kept(tiny_task, tmp_path):
@@ -84,8 +84,6 @@ def test_cli_refuses_two_targets(tiny_task, tmp_path, capsys):
 
 
 def test_taskmodel_load_reads_a_pruned_folder(tiny_task, tmp_path):
-    from erpack.train import TaskModel
-
     out = tmp_path / "p"
     tm, _ = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
                              Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
@@ -112,8 +110,6 @@ def test_inspect_shows_a_pruned_task_models_importance(tiny_task, tmp_path, caps
 
 def test_prune_output_is_sealed_refused_when_it_exists_and_replaced_with_overwrite(tiny_task, tmp_path, capsys):
     from erpack.cli import main
-    from erpack.train import TaskModel
-
     out = tmp_path / "p"
     argv = ["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
             "--heads", "0.3", "--ffn", "0.3", "--epochs", "0", "--samples", "8", "-o", str(out)]

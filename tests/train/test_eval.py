@@ -35,22 +35,6 @@ def test_batch_plan_is_seeded_and_complete():
     assert sorted(i for batch in a for i in batch) == list(range(103))
 
 
-def test_prefetcher_raises_producer_errors_and_stops_early():
-    from erpack.train.data import Prefetcher
-
-    def make(rows):
-        if rows == [3]:
-            raise ValueError("record 3 is broken")
-        return rows
-
-    with pytest.raises(ValueError, match="record 3"):
-        list(Prefetcher([[0], [1], [2], [3]], make, depth=1))
-    pf = Prefetcher([[i] for i in range(100)], lambda r: r, depth=2)
-    for rows, _ in pf:
-        if rows == [5]:
-            break  # the producer thread is stopped and joined
-
-
 def test_train_and_eval_cli(tiny, tmp_path, capsys):
     out, preds = tmp_path / "tm", tmp_path / "p.jsonl"
     code = main(["train", str(tiny["cache"]), "--labels", str(tiny["labels"]), "--mode", "adapter", "--adapter", "ia3",

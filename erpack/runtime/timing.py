@@ -1,12 +1,13 @@
-"""Timing machinery for `erpack bench`: named sections, repeats, medians and spread, page-cache
-eviction for cold runs, and a description of the machine the numbers came from.
+"""Timing on a shared machine: interleaved runs and medians, named sections, page-cache eviction,
+and a description of the machine the numbers came from.
 
+    interleaved_medians({"a": f, "b": g}, runs=20)   # A, B, A, B, ...: load hurts every variant alike
     sw = Stopwatch()
     with sw("read"):
-        ...                                   # seconds accumulate per section
-    summarize([1.2, 1.1, 1.3])                # {"median", "min", "max", "spread", "runs"}
-    evict(paths)                              # POSIX_FADV_DONTNEED on each file (cold-cache runs)
-    describe_machine(threads=2)               # CPU model, cores, load, torch threads, versions
+        ...                                          # seconds accumulate per section
+    summarize([1.2, 1.1, 1.3])                       # {"median", "min", "max", "spread", "runs"}
+    evict(paths)                                     # POSIX_FADV_DONTNEED on each file (cold-cache runs)
+    describe_machine(threads=2)                      # CPU model, cores, load, torch threads, versions
 """
 
 from __future__ import annotations
@@ -17,9 +18,33 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+# The stages of an inference step, as a Stopwatch of `erpack bench` charges them, in pipeline order.
 SECTIONS = ("tokenize", "read", "decompress", "dequantize", "pad", "host_to_device", "compute")
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], runs: int = 20, warmup: int = 2) -> dict[str, list[float]]:
+    """{name: [seconds per run]} for each zero-argument callable: `warmup` untimed rounds, then `runs`
+    rounds in turns (A, B, C, A, B, C, ...), so load from other processes hurts every variant alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], runs: int = 20, warmup: int = 2) -> dict[str, dict]:
+    """{name: {"median_ms", "min_ms", "runs"}} for each zero-argument callable, timed in turns."""
+    times = interleaved_times(fns, runs, warmup)
+    return {name: {"median_ms": statistics.median(t) * 1e3, "min_ms": min(t) * 1e3, "runs": len(t)}
+            for name, t in times.items()}
 
 
 class Stopwatch:
