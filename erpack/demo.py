@@ -35,8 +35,10 @@ from erpack.assets import load_dataset
 from erpack.batching import length_batches
 from erpack.codecs import Pipeline
 from erpack.compress import load_source, measure, recode_cache
+from erpack.encode import encode_corpus
 from erpack.errors import InputError
 from erpack.models import load_model, split_model
+from erpack.predict import predict
 from erpack.report import ReportConfig, build_report, write_report
 from erpack.store import verify_cache
 
@@ -235,7 +237,6 @@ def parity_step(run: DemoRun) -> dict:
 
 def encode_step(run: DemoRun, k: int):
     """2. encode the subset into a lossless cache (resumed if there), and verify it. Returns the EncodeSummary."""
-    from erpack.encode import encode_corpus  # torch and transformers
 
     cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     subset = write_subset(cfg.dataset, cfg.documents, paths.corpus)
@@ -332,7 +333,6 @@ def export_step(run: DemoRun) -> dict:
 
 def predict_step(run: DemoRun) -> dict:
     """7. predict the test documents from the cache with onnxruntime, fp32 and int8."""
-    from erpack.predict import predict  # torch, onnxruntime
 
     cfg, paths, t0 = run.cfg, run.paths, time.perf_counter()
     served = {}

@@ -18,6 +18,7 @@ Every refusal reads `cache PATH does not fit OWNER (made for NAME layer K, codec
 
 from __future__ import annotations
 
+from erpack.codecs import Pipeline
 from erpack.errors import ManifestMismatchError
 
 MODEL_FIELDS = ("weights_sha256", "model_type", "hidden_size")
@@ -26,7 +27,6 @@ MODEL_FIELDS = ("weights_sha256", "model_type", "hidden_size")
 def _codec_spec(config) -> str | None:
     if config is None:
         return None
-    from erpack.codecs import Pipeline
 
     try:
         return Pipeline.from_config(config).spec

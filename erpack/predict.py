@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.assets import resolve_model
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
 from erpack.errors import ExportError, InputError
@@ -312,7 +313,6 @@ def _onnx_lower(reader, name: str, lower_graph, device: str):
     """An exported lower graph, refused unless it fits the cache (the codec aside: it never sees it)."""
     from transformers import AutoTokenizer
 
-    from erpack.assets import resolve_model
     from erpack.export.metadata import check_cache, read_metadata
     from erpack.export.session import create_session
 

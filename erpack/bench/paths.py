@@ -27,6 +27,7 @@ from erpack.batching import mask_from_lengths
 from erpack.errors import ErpackError
 from erpack.runtime.lower import wants_token_types
 from erpack.runtime.timing import Stopwatch, evict
+from erpack.store import CacheReader
 
 
 @dataclass
@@ -218,7 +219,6 @@ class CachePath(InferencePath):
         return f"{self.name} [{self.codec}]"
 
     def prepare(self) -> None:
-        from erpack.store import CacheReader
 
         self.reader = CacheReader(self.cache)
         meta = self.reader.meta
@@ -246,7 +246,6 @@ class CachePath(InferencePath):
     def begin_run(self, cold: bool = False) -> None:
         super().begin_run(cold)
         if cold:  # close (unmap) first: mapped pages are not evicted
-            from erpack.store import CacheReader
 
             self.reader.close()
             self.evicted = evict(self.files)

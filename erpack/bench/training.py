@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from erpack.assets import load_dataset
+from erpack.encode import encode_corpus
 from erpack.errors import InputError
 
 
@@ -36,7 +37,6 @@ def training_documents(corpus: str, n: int) -> tuple[list[dict], str]:
 
 def bench_training(corpus: str, model: str, layer: int, codec: str, work: Path, n: int = 128,
                    batch_size: int = 32, device: str = "cpu", progress=None) -> dict:
-    from erpack.encode import encode_corpus
     from erpack.train import TrainConfig, train_from_cache
 
     rows, labels = training_documents(corpus, n)

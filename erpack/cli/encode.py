@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.encode import DEFAULT_CODEC, encode_corpus
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -57,7 +59,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from erpack.encode import DEFAULT_CODEC, encode_corpus
 
     s = encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
                       codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,

@@ -6,6 +6,7 @@ import json
 import sys
 
 from erpack.cli import CLIError
+from erpack.predict import PredictOptions, predict, read_ids_file
 
 
 def add_parser(subparsers) -> None:
@@ -57,7 +58,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from erpack.predict import PredictOptions, predict, read_ids_file
 
     if args.ids not in (None, "all"):
         raise CLIError(f"unknown positional {args.ids!r}: use --ids id1,id2, --ids-file FILE, or `all`")

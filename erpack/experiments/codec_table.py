@@ -22,6 +22,8 @@ from erpack.assets import load_dataset, subset
 from erpack.codecs import Pipeline
 from erpack.compress import measure
 from erpack.corpus import Document
+from erpack.runtime.lower import run_lower
+from erpack.runtime.timing import describe_machine
 from erpack.tokens import tokenize
 
 MODELS = {"minilm": 3, "mpnet": 6}  # model -> layer k (the middle of 6 and 12 layers)
@@ -55,7 +57,6 @@ def layer_activations(model: str, layer: int, records, batch: int = 16) -> list[
     """The lower stack's output (the input of layer `layer`) for each record's tokens, float32 (T, H), in
     record order: the arrays `erpack encode` would store."""
     from erpack.models import load_model, split_model
-    from erpack.runtime.lower import run_lower
 
     loaded = load_model(model)
     lower, _ = split_model(loaded.model, layer)
@@ -100,7 +101,6 @@ def versions() -> str:
 
 def machine() -> str:
     """CPU model, cores and Python of this machine, from erpack.runtime.timing.describe_machine."""
-    from erpack.runtime.timing import describe_machine
 
     m = describe_machine()
     return f"{m['cpu']}, {m['cores']} CPU cores, Python {m['python']}"

@@ -16,6 +16,8 @@ import json
 import time
 from pathlib import Path
 
+from erpack.encode import encode_corpus
+
 RESULTS = "results.jsonl"
 
 
@@ -60,7 +62,6 @@ def ensure_cache(work: Path, corpus: Path, model: str, dataset: str, codec: str,
     """The work folder's cache of (model, data set, codec) and the "encode" row written when this call
     encoded it (timed), or None when a results row says it exists. Under a lock file per cache, so
     grids that share a work folder encode it once."""
-    from erpack.encode import encode_corpus
 
     cache = cache_folder(work, model, dataset, codec, layer)
     results_path = Path(work) / RESULTS
