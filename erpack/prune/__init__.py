@@ -11,6 +11,7 @@ the config, rebuild on load), budget (interleaved latency, latency-budget search
 through PEFT, optional distillation), task (the whole command as one call).
 """
 
+from erpack.models.pruned import is_pruned, load_pruned_model, pruning_record
 from erpack.prune.importance import Importance, describe_importance, score_importance
 from erpack.prune.plan import (
     Fractions,
@@ -23,7 +24,7 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig
-from erpack.prune.structure import apply_plan, is_pruned, load_pruned_model, pruning_record
+from erpack.prune.structure import apply_plan
 
 __all__ = ["Fractions", "Importance", "LatencyBudget", "LayerPlan", "ParamsBudget", "Plan", "RecoveryConfig",
            "apply_plan", "describe_importance", "is_pruned", "load_pruned_model", "make_plan",

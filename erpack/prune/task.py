@@ -97,7 +97,8 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
 
     `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
     """
-    from erpack.prune.structure import apply_plan, pruning_record
+    from erpack.models.pruned import pruning_record
+    from erpack.prune.structure import apply_plan
     from erpack.train.data import cache_source
     from erpack.train.loop import TrainConfig, predict, score
     from erpack.train.taskmodel import TaskModel

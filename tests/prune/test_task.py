@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from erpack.models.prunable import layer_list
 from erpack.prune import Fractions, RecoveryConfig, describe_importance, prune_task_model
-from erpack.prune.arch import layer_list
 from erpack.train import TaskModel, TrainConfig
 from tests.checkers import Bars
 
