@@ -286,13 +286,13 @@ def train_step(run: DemoRun) -> dict:
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter", adapter=AdapterSpec("lora", r=cfg.rank),
                           output=paths.trained, config=tcfg, progress=run.bars())
-    r = tr["recycled"]
-    return run.done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],
-                                  "accuracy": r["test"]["accuracy"],
-                                  "validation_accuracy": r["best_validation"]["accuracy"],
-                                  "epochs": len(r["epochs"]), "trainable_params": r["trainable_params"],
-                                  "total_params": r["total_params"],
-                                  "train_seconds_per_epoch": r["train_seconds_per_epoch"]})
+    r = tr.recycled
+    return run.done("train", t0, {"output": str(paths.trained), "documents": tr.documents, "labels": tr.labels,
+                                  "accuracy": r.test["accuracy"],
+                                  "validation_accuracy": r.best_validation["accuracy"],
+                                  "epochs": len(r.epochs), "trainable_params": r.trainable_params,
+                                  "total_params": r.total_params,
+                                  "train_seconds_per_epoch": r.train_seconds_per_epoch})
 
 
 def prune_step(run: DemoRun) -> dict:
