@@ -308,13 +308,13 @@ def prune_step(run: DemoRun) -> dict:
     _, pr = prune_task_model(paths.trained, paths.cache, str(paths.corpus), Fractions(cfg.prune, cfg.prune),
                              output=paths.pruned, recovery=recovery, samples=cfg.prune_samples, train_cfg=pcfg,
                              progress=run.bars())
-    plan = pr["plan"]
+    plan = pr.plan.counts()
     return run.done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
                                   "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
                                   "neurons_kept": plan["neurons_kept"], "neurons_total": plan["neurons_total"],
-                                  "layers_dropped": plan["layers_dropped"], "params_before": pr["params_before"],
-                                  "params_after": pr["params_after"], "accuracy": pr["test"]["accuracy"],
-                                  "recovery_epochs": len(pr["recovery"]["epochs"]) if pr["recovery"] else 0})
+                                  "layers_dropped": plan["layers_dropped"], "params_before": pr.params_before,
+                                  "params_after": pr.params_after, "accuracy": pr.test["accuracy"],
+                                  "recovery_epochs": len(pr.recovery.epochs) if pr.recovery else 0})
 
 
 def export_step(run: DemoRun) -> dict:
