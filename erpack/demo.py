@@ -325,10 +325,9 @@ def export_step(run: DemoRun) -> dict:
     ex = export_task_model(paths.pruned, paths.graph, quantize="dynamic", calibration_cache=paths.cache,
                            timing_runs=run.cfg.timing_runs, overwrite=True)  # the demo's own folder: rerun replaces
     variants = [{key: v.get(key) for key in ("variant", "path", "bytes", "size_ratio", "agreement", "timing")}
-                for v in ex["variants"]]
-    return run.done("export", t0, {"output": ex["output"], "bytes": ex["bytes"],
-                                   "parity_max_diff": ex["parity"]["max_diff"],
-                                   "tolerance": ex["parity"]["tolerance"], "variants": variants, "notes": ex["notes"]})
+                for v in (v.as_dict() for v in ex.variants)]
+    return run.done("export", t0, {"output": ex.output, "bytes": ex.bytes, "parity_max_diff": ex.parity["max_diff"],
+                                   "tolerance": ex.parity["tolerance"], "variants": variants, "notes": ex.notes})
 
 
 def predict_step(run: DemoRun) -> dict:
