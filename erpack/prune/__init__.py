@@ -4,11 +4,12 @@
     tm, summary = prune_task_model("models/rt", "caches/rt", "rotten_tomatoes", Fractions(heads=0.4, ffn=0.4),
                                    recovery=RecoveryConfig(distill=True), output="models/rt-p40")
 
-Modules: arch (where heads and neurons live, per model_type), gates (head/neuron gates as
-pre-hooks), importance (|dLoss/dgate|, normalised per layer, saved as safetensors), plan (targets
-and the plan of kept units), heads / ffn (cutting weights), structure (apply a plan, record it in
-the config, rebuild on load), budget (interleaved latency, latency-budget search), recover (LoRA
-through PEFT, optional distillation), task (the whole command as one call).
+Modules: gates (head/neuron gates as pre-hooks), importance (|dLoss/dgate|, normalised per layer,
+saved as safetensors), plan (targets and the plan of kept units), structure (apply a plan), budget
+(interleaved latency, latency-budget search), recover (LoRA through PEFT, optional distillation),
+task (the whole command as one call). Where heads and neurons live per model_type, cutting them and
+the pruned shapes a saved model is rebuilt with are model structure: erpack.models.prunable, heads,
+ffn and pruned (which TaskModel.load uses without importing this package).
 """
 
 from erpack.models.pruned import is_pruned, load_pruned_model, pruning_record
