@@ -286,13 +286,13 @@ def train_step(run: DemoRun) -> dict:
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter", adapter=AdapterSpec("lora", r=cfg.rank),
                           output=paths.trained, config=tcfg, progress=run.bars())
-    r = tr["recycled"]
-    return run.done("train", t0, {"output": str(paths.trained), "documents": tr["documents"], "labels": tr["labels"],
-                                  "accuracy": r["test"]["accuracy"],
-                                  "validation_accuracy": r["best_validation"]["accuracy"],
-                                  "epochs": len(r["epochs"]), "trainable_params": r["trainable_params"],
-                                  "total_params": r["total_params"],
-                                  "train_seconds_per_epoch": r["train_seconds_per_epoch"]})
+    r = tr.recycled
+    return run.done("train", t0, {"output": str(paths.trained), "documents": tr.documents, "labels": tr.labels,
+                                  "accuracy": r.test["accuracy"],
+                                  "validation_accuracy": r.best_validation["accuracy"],
+                                  "epochs": len(r.epochs), "trainable_params": r.trainable_params,
+                                  "total_params": r.total_params,
+                                  "train_seconds_per_epoch": r.train_seconds_per_epoch})
 
 
 def prune_step(run: DemoRun) -> dict:
@@ -308,13 +308,13 @@ def prune_step(run: DemoRun) -> dict:
     _, pr = prune_task_model(paths.trained, paths.cache, str(paths.corpus), Fractions(cfg.prune, cfg.prune),
                              output=paths.pruned, recovery=recovery, samples=cfg.prune_samples, train_cfg=pcfg,
                              progress=run.bars())
-    plan = pr["plan"]
+    plan = pr.plan.counts()
     return run.done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
                                   "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
                                   "neurons_kept": plan["neurons_kept"], "neurons_total": plan["neurons_total"],
-                                  "layers_dropped": plan["layers_dropped"], "params_before": pr["params_before"],
-                                  "params_after": pr["params_after"], "accuracy": pr["test"]["accuracy"],
-                                  "recovery_epochs": len(pr["recovery"]["epochs"]) if pr["recovery"] else 0})
+                                  "layers_dropped": plan["layers_dropped"], "params_before": pr.params_before,
+                                  "params_after": pr.params_after, "accuracy": pr.test["accuracy"],
+                                  "recovery_epochs": len(pr.recovery.epochs) if pr.recovery else 0})
 
 
 def export_step(run: DemoRun) -> dict:
@@ -325,10 +325,9 @@ def export_step(run: DemoRun) -> dict:
     ex = export_task_model(paths.pruned, paths.graph, quantize="dynamic", calibration_cache=paths.cache,
                            timing_runs=run.cfg.timing_runs, overwrite=True)  # the demo's own folder: rerun replaces
     variants = [{key: v.get(key) for key in ("variant", "path", "bytes", "size_ratio", "agreement", "timing")}
-                for v in ex["variants"]]
-    return run.done("export", t0, {"output": ex["output"], "bytes": ex["bytes"],
-                                   "parity_max_diff": ex["parity"]["max_diff"],
-                                   "tolerance": ex["parity"]["tolerance"], "variants": variants, "notes": ex["notes"]})
+                for v in (v.as_dict() for v in ex.variants)]
+    return run.done("export", t0, {"output": ex.output, "bytes": ex.bytes, "parity_max_diff": ex.parity["max_diff"],
+                                   "tolerance": ex.parity["tolerance"], "variants": variants, "notes": ex.notes})
 
 
 def predict_step(run: DemoRun) -> dict:

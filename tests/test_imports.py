@@ -55,13 +55,6 @@ def packages_entered(m: str, target: str) -> list[str]:
     return [p for p in parents if not (m == p or m.startswith(p + "."))]
 
 
-# A circle that another part of issue 18 takes apart ("one loader"): train.taskmodel loads pruned task
-# models through erpack.prune.structure (-> prune.plan -> prune.importance -> erpack.train), and the
-# package erpack.prune imports erpack.train. Its edges are left out until that lands; every other
-# circle fails the test.
-KNOWN = {("erpack.train.taskmodel", "erpack.prune"), ("erpack.train.taskmodel", "erpack.prune.structure")}
-
-
 def graph() -> dict[str, set[str]]:
     modules = module_files()
     edges: dict[str, set[str]] = {m: set() for m in modules}
@@ -69,7 +62,6 @@ def graph() -> dict[str, set[str]]:
         for target, _, _ in imports(ast.parse(f.read_text()), modules):
             if target != m and target in modules:
                 edges[m] |= {target} | set(packages_entered(m, target))
-        edges[m] -= {t for k, t in KNOWN if k == m}
     return edges
 
 

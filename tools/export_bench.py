@@ -62,7 +62,7 @@ def main() -> None:
     s = export_task_model(tm, graph, optimize=True, quantize="dynamic", calibration_cache=args.cache, timing_runs=3,
                           overwrite=True)  # the tool's own output folder: a rerun replaces it
     paths = {"onnx fp32": graph}
-    paths.update({f"onnx {v['variant']}": Path(v["path"]) for v in s["variants"]})
+    paths.update({f"onnx {v.variant}": Path(v.path) for v in s.variants})
     rows = read_labels(args.labels)
     with CacheReader(args.cache) as reader:
         test = [r for r in rows if r.split == args.split and r.id in reader]
@@ -124,8 +124,8 @@ def main() -> None:
     meta = {"task_model": args.task_model, "cache": args.cache, "out": args.out, "model": tm.expected_cache["model"]["name"],
             "layer": tm.layer, "num_layers": getattr(cfg, "num_hidden_layers", None),
             "hidden_size": getattr(cfg, "hidden_size", None), "split": args.split, "documents": len(records),
-            "timing_batch": list(hidden.shape[:2]), "runs": args.runs, "parity_max_diff": s["parity"]["max_diff"],
-            "optimizer_fused": next((v["fused"] for v in s["variants"] if v["variant"] == "optimized"), None),
+            "timing_batch": list(hidden.shape[:2]), "runs": args.runs, "parity_max_diff": s.parity["max_diff"],
+            "optimizer_fused": s.variant("optimized").details["fused"] if s.variant("optimized") else None,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "onnxruntime": __import__("onnxruntime").__version__, "transformers": transformers.__version__,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

@@ -50,11 +50,12 @@ def bench_training(corpus: str, model: str, layer: int, codec: str, work: Path, 
     cfg = TrainConfig(epochs=1, batch_size=batch_size, seed=0, device=device)
     s = train_from_cache(str(cache), labels, mode="upper", config=cfg, baseline=True, model_override=None,
                          skip_missing=True, progress=progress)
-    rec, base = s["recycled"], s["baseline"]
-    return {"documents": s["documents"], "codec": codec, "mode": "upper", "epochs": 1,
-            "recycled_seconds_per_epoch": rec["train_seconds_per_epoch"],
-            "baseline_seconds_per_epoch": base["train_seconds_per_epoch"],
-            "speedup": base["train_seconds_per_epoch"] / rec["train_seconds_per_epoch"],
-            "recycled_test": rec.get("test"), "baseline_test": base.get("test"), "comparison": s["comparison"],
+    rec, base = s.recycled, s.baseline
+    return {"documents": s.documents, "codec": codec, "mode": "upper", "epochs": 1,
+            "recycled_seconds_per_epoch": rec.train_seconds_per_epoch,
+            "baseline_seconds_per_epoch": base.train_seconds_per_epoch,
+            "speedup": base.train_seconds_per_epoch / rec.train_seconds_per_epoch,
+            "recycled_test": rec.test, "baseline_test": base.test,
+            "comparison": s.comparison.as_dict() if s.comparison else None,
             "note": "one epoch each, not repeated; the baseline fine-tunes every layer from text, the recycled "
                     "run trains layers k..L-1 and the head from the cache"}

@@ -58,25 +58,27 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _variant_line(v: dict) -> str:
-    line = f"{v['variant']:<13} {v['path']}  {v['bytes'] / 1e6:.2f} MB"
-    if "size_ratio" in v:
-        line += f" ({v['size_ratio']:.2f}x smaller)"
-    if "timing" in v:
-        t = v["timing"]
+def _variant_line(v) -> str:
+    """A Variant in a line (and, for int8-dynamic, the MatMuls left in float on the next)."""
+    line = f"{v.variant:<13} {v.path}  {v.bytes / 1e6:.2f} MB"
+    if v.size_ratio is not None:
+        line += f" ({v.size_ratio:.2f}x smaller)"
+    if v.timing is not None:
+        t = v.timing
         line += (f"  batch {t['batch'][0]}x{t['batch'][1]}: {t['variant_ms']:.1f} ms vs fp32 {t['fp32_ms']:.1f} ms "
                  f"({t['speedup']:.2f}x)")
-    if "agreement" in v:
-        a = v["agreement"]
+    if v.agreement is not None:
+        a = v.agreement
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
             line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
         elif a.get("pearson") is not None:  # a regression score: agreement as the correlation of the scores
             line += f", scores' Pearson r {a['pearson']:.4f} over {a['rows']}"
-    if v.get("excluded") is not None and v["variant"] == "int8-dynamic":
-        line += f"\n             left in float: {len(v['excluded'])} MatMul(s)"
-        if v["excluded"]:
-            line += f" ({', '.join(v['excluded'][:4])}{', ...' if len(v['excluded']) > 4 else ''})"
+    excluded = v.details.get("excluded")
+    if excluded is not None and v.variant == "int8-dynamic":
+        line += f"\n             left in float: {len(excluded)} MatMul(s)"
+        if excluded:
+            line += f" ({', '.join(excluded[:4])}{', ...' if len(excluded) > 4 else ''})"
     return line
 
 
@@ -95,19 +97,19 @@ def run(args) -> int:
                           calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
                           overwrite=args.overwrite,
                           progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
-    par = s["parity"]
-    print(f"exported     {s['output']} ({s['part']} stack of {s['model']}, layer {s['layer']}, {s['bytes'] / 1e6:.2f} MB, "
-          f"exporter {s['exporter']})")
+    par = s.parity
+    print(f"exported     {s.output} ({s.part} stack of {s.model}, layer {s.layer}, {s.bytes / 1e6:.2f} MB, "
+          f"exporter {s.exporter})")
     print(f"parity       largest |ONNX - PyTorch| {par['max_diff']:.2e} (mean {par['mean_diff']:.2e}) over "
           f"{len(par['cases'])} batches incl. batch 1 and padded; tolerance {par['tolerance']:.0e}: pass")
-    for v in s["variants"]:
+    for v in s.variants:
         print(_variant_line(v))
-        if v["variant"] == "optimized":
-            fused = ", ".join(f"{op} {n}" for op, n in sorted(v["fused"].items())) or "nothing"
-            print(f"             fused: {fused}" + ("" if v["attention_fused"] else " (attention not fused)"))
-            print(f"             parity {v['parity']['max_diff']:.2e}: pass")
-    for note in s["notes"]:
+        if v.variant == "optimized":
+            fused = ", ".join(f"{op} {n}" for op, n in sorted(v.details["fused"].items())) or "nothing"
+            print(f"             fused: {fused}" + ("" if v.details["attention_fused"] else " (attention not fused)"))
+            print(f"             parity {v.parity['max_diff']:.2e}: pass")
+    for note in s.notes:
         print(f"note: {note}")
     if args.json:
-        print(json.dumps(s))
+        print(json.dumps(s.as_dict()))
     return 0

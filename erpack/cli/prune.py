@@ -82,8 +82,6 @@ def run(args) -> int:
 
     from erpack.prune import RecoveryConfig, prune_task_model
     from erpack.train import TrainConfig
-    from erpack.train.metrics import primary_metric
-
     transformers.logging.set_verbosity_error()
     target = target_from_args(args)
     recovery = RecoveryConfig(rank=args.rank, important_factor=args.rank_factor, targets=args.lora_targets,
@@ -95,26 +93,33 @@ def run(args) -> int:
                             recovery=recovery if args.epochs > 0 else None, samples=args.samples,
                             drop_ffn=args.drop_ffn, train_cfg=cfg, skip_missing=args.skip_missing,
                             progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
-    plan = s["plan"]
-    print(f"pruned     {args.task_model} (layers {s['layer']}.. of the upper stack): heads {plan['heads_kept']}/"
+    _print_summary(s, args)
+    if args.json:
+        print(json.dumps(s.as_dict()))
+    return 0
+
+
+def _print_summary(s, args) -> None:
+    """The human card of a PruneSummary: what was kept, parameters, the target, recovery, test scores."""
+    from erpack.train.metrics import primary_metric
+
+    plan = s.plan.counts()
+    print(f"pruned     {args.task_model} (layers {s.layer}.. of the upper stack): heads {plan['heads_kept']}/"
           f"{plan['heads_total']} kept, neurons {plan['neurons_kept']}/{plan['neurons_total']} kept"
           + (f", layers dropped {plan['layers_dropped']}" if plan["layers_dropped"] else ""))
-    print(f"parameters {s['params_before'] / 1e6:.2f}M -> {s['params_after'] / 1e6:.2f}M in the upper stack "
-          f"(x{s['params_after'] / s['params_before']:.2f})")
-    if s["target"].get("fraction_chosen") is not None:
-        print(f"target     {s['target']['kind']} {s['target']['budget']:g}: fraction {s['target']['fraction_chosen']:.2f}"
-              + (f", measured latency x{s['target']['measured_ratio']:.2f}" if "measured_ratio" in s["target"] else ""))
-    if s["recovery"]:
-        r = s["recovery"]
+    print(f"parameters {s.params_before / 1e6:.2f}M -> {s.params_after / 1e6:.2f}M in the upper stack "
+          f"(x{s.params_after / s.params_before:.2f})")
+    if s.target.get("fraction_chosen") is not None:
+        print(f"target     {s.target['kind']} {s.target['budget']:g}: fraction {s.target['fraction_chosen']:.2f}"
+              + (f", measured latency x{s.target['measured_ratio']:.2f}" if "measured_ratio" in s.target else ""))
+    if s.recovery:
+        r = s.recovery
         print(f"recovery   LoRA r={args.rank} (x{args.rank_factor} on the most important layers), "
-              f"{len(r['epochs'])} epoch(s), {r['train_seconds_per_epoch']:.1f} s/epoch, trainable "
-              f"{r['trainable_params'] / 1e6:.2f}M" + (", distilled" if args.distill else ""))
-    if s.get("test"):
-        metric = primary_metric(s["task"])
-        unpruned = s.get("test_unpruned")
-        print(f"test       {metric} {s['test'][metric]:.4f}"
-              + (f" (unpruned {unpruned[metric]:.4f}, {s['test'][metric] - unpruned[metric]:+.4f})" if unpruned else ""))
-    print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)")
-    if args.json:
-        print(json.dumps(s))
-    return 0
+              f"{len(r.epochs)} epoch(s), {r.train_seconds_per_epoch:.1f} s/epoch, trainable "
+              f"{r.trainable_params / 1e6:.2f}M" + (", distilled" if args.distill else ""))
+    if s.test:
+        metric = primary_metric(s.task)
+        unpruned = s.test_unpruned
+        print(f"test       {metric} {s.test[metric]:.4f}"
+              + (f" (unpruned {unpruned[metric]:.4f}, {s.test[metric] - unpruned[metric]:+.4f})" if unpruned else ""))
+    print(f"saved      {s.output} ({s.seconds:.0f} s in all)")

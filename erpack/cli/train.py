@@ -24,6 +24,16 @@ def add_parser(subparsers) -> None:
         ),
         epilog="Example: erpack train caches/rt --labels rotten_tomatoes --mode adapter -o models/rt-lora --baseline",
     )
+    _add_input_options(p)
+    _add_mode_options(p)
+    _add_output_options(p)
+    _add_training_options(p)
+    _add_run_options(p)
+    p.set_defaults(run=run)
+
+
+def _add_input_options(p) -> None:
+    """The cache, the labels and the task."""
     p.add_argument("cache", help="cache folder written by `erpack encode`")
     p.add_argument("--labels", required=True, help="label source: a built-in data set (rotten_tomatoes, bbc: labels "
                    "and splits included), or a .jsonl/.csv file with `id` and `label` per document (optional: `split` "
@@ -32,6 +42,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task", choices=["classification", "pair-classification", "regression"], default="classification",
                    help="classification (cross-entropy, accuracy), pair-classification (the same on text pairs), "
                    "regression (one output, MSE, Pearson); default: classification")
+
+
+def _add_mode_options(p) -> None:
+    """What trains: the mode and, for --mode adapter, the adapter."""
     p.add_argument("--mode", choices=["upper", "adapter", "head"], default="upper",
                    help="what trains: upper (layers k..L-1 + head), adapter (PEFT adapters in layers k..L-1 + head), "
                    "head (the head alone); default: upper")
@@ -44,6 +58,10 @@ def add_parser(subparsers) -> None:
                    "magnitude trains beside the low-rank direction update; on the CPU about 1.7x the time of a LoRA epoch)")
     p.add_argument("--adapter-norms", action="store_true", help="--mode adapter: also train the LayerNorms of "
                    "layers k..L-1 (4 x hidden values a layer), which the adapters leave frozen")
+
+
+def _add_output_options(p) -> None:
+    """Where the task model goes, and the baseline saved beside it."""
     p.add_argument("-o", "--output", required=True, help="folder for the task model (config.json, model.safetensors, "
                    "erpack_task.json with the sha256 of the other files); written whole or not at all")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder (atomically: "
@@ -52,6 +70,10 @@ def add_parser(subparsers) -> None:
                    "documents tokenized with the cache's max_length, same head, batches, seeds and epochs), report "
                    "both, and save it as OUTPUT/baseline (a task model computing from text, which `erpack eval` "
                    "scores on the texts of --labels and `erpack export` writes whole); needs texts in --labels")
+
+
+def _add_training_options(p) -> None:
+    """Epochs, batches, learning rates, early stopping, seed and the training subset."""
     p.add_argument("--epochs", type=int, default=3, help="most epochs (default: 3)")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-4 upper, 1e-3 adapter and "
@@ -62,22 +84,47 @@ def add_parser(subparsers) -> None:
                    "score (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's init, dropout and the shuffle order (default: 0)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N training documents only")
+
+
+def _add_run_options(p) -> None:
+    """Missing documents, where the encoder is, the device and the JSON summary."""
     p.add_argument("--skip-missing", action="store_true", help="train on the labelled documents the cache holds, "
                    "instead of stopping at the first labelled id it lacks")
     p.add_argument("--model", default=None, help="where to load the encoder from when the name the cache recorded "
                    "is not found here (its weights must match the cache's sha256)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
-    p.set_defaults(run=run)
 
 
-def _line(name: str, r: dict, metric: str) -> str:
-    test = r.get("test") or {}
-    val = r.get("best_validation") or {}
+def _line(name: str, r, metric: str) -> str:
+    """One run (a RunResult) in a line: test and validation score, epochs, time, trainable share, lr."""
+    test = r.test or {}
+    val = r.best_validation or {}
     return (f"{name:<9} {metric} test {test.get(metric, float('nan')):.4f}  validation {val.get(metric, float('nan')):.4f}"
-            f" (epoch {r['best_epoch']}/{len(r['epochs'])}{', stopped early' if r['stopped_early'] else ''})  "
-            f"{r['train_seconds_per_epoch']:.1f} s/epoch  trainable {r['trainable_params'] / 1e6:.2f}M of "
-            f"{r['total_params'] / 1e6:.2f}M  lr {r['lr']:g}")
+            f" (epoch {r.best_epoch}/{len(r.epochs)}{', stopped early' if r.stopped_early else ''})  "
+            f"{r.train_seconds_per_epoch:.1f} s/epoch  trainable {r.trainable_params / 1e6:.2f}M of "
+            f"{r.total_params / 1e6:.2f}M  lr {r.lr:g}")
+
+
+def _print_summary(s, mode: str, metric: str) -> None:
+    """The human card of a TrainSummary: the cache, the documents, each run, the comparison, where it went."""
+    docs = s.documents
+    print(f"cache      {s.cache}: {s.model} layer {s.layer}, codec {s.codec}")
+    print(f"documents  train {docs.get('train', 0)}, validation {docs.get('validation', 0)}, test {docs.get('test', 0)}"
+          + (f" ({s.skipped_missing} labelled ids not in the cache, skipped)" if s.skipped_missing else ""))
+    r = s.recycled
+    wait = sum(e["wait_seconds"] for e in r.epochs)
+    print(_line(mode, r, metric) + f"  waited on the cache {wait:.1f} s")
+    if s.baseline:
+        print(_line("baseline", s.baseline, metric))
+        c = s.comparison
+        delta = c.test_delta_points
+        print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c.epoch_time_ratio:.2f}"
+              if delta is not None else f"epoch time x{c.epoch_time_ratio:.2f} of the baseline's")
+    for note in s.cleaned or []:
+        print(f"note: {note}")
+    print(f"saved      {s.output} ({s.seconds:.0f} s in all)"
+          + (f"; baseline in {s.baseline_output}" if s.baseline_output else ""))
 
 
 def run(args) -> int:
@@ -96,24 +143,7 @@ def run(args) -> int:
     s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
-    metric = primary_metric(args.task)
-    docs = s["documents"]
-    print(f"cache      {s['cache']}: {s['model']} layer {s['layer']}, codec {s['codec']}")
-    print(f"documents  train {docs.get('train', 0)}, validation {docs.get('validation', 0)}, test {docs.get('test', 0)}"
-          + (f" ({s['skipped_missing']} labelled ids not in the cache, skipped)" if s["skipped_missing"] else ""))
-    r = s["recycled"]
-    wait = sum(e["wait_seconds"] for e in r["epochs"])
-    print(_line(args.mode, r, metric) + f"  waited on the cache {wait:.1f} s")
-    if s["baseline"]:
-        print(_line("baseline", s["baseline"], metric))
-        c = s["comparison"]
-        delta = c["test_delta_points"]
-        print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c['epoch_time_ratio']:.2f}"
-              if delta is not None else f"epoch time x{c['epoch_time_ratio']:.2f} of the baseline's")
-    for note in s.get("cleaned") or []:
-        print(f"note: {note}")
-    print(f"saved      {s['output']} ({s['seconds']:.0f} s in all)"
-          + (f"; baseline in {s['baseline_output']}" if s.get("baseline_output") else ""))
+    _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
-        print(json.dumps(s))
+        print(json.dumps(s.as_dict()))
     return 0

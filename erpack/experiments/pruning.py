@@ -102,8 +102,8 @@ def run_levels(cfg: PruneGrid, ds: str, seed: int) -> list[dict]:
                                                        train_limit=cfg.train_limit),
                                  overwrite=True)  # the tool's work folder: a rerun replaces its pruned models
         models[level] = tm
-        rows.append({"dataset": ds, "seed": seed, "level": level, "params": s["params_after"], "test": s["test"],
-                     "seconds": time.perf_counter() - t1, "plan": s["plan"] | {"layers": None}})
+        rows.append({"dataset": ds, "seed": seed, "level": level, "params": s.params_after, "test": s.test,
+                     "seconds": time.perf_counter() - t1, "plan": s.plan.as_dict() | {"layers": None}})
     times = interleaved_latency([models[lv].upper for lv in sorted(models)], hidden, mask, repeats=cfg.repeats, warmup=2)
     for row, t in zip(sorted(rows, key=lambda r: r["level"]), times):
         row.update(latency_ms=t * 1e3, latency_batch=list(hidden.shape[:2]), model=cfg.model, layer=base.layer,

@@ -10,7 +10,7 @@ quantized; sessions that say which execution provider runs them.
 Modules: onnx_export (torch.onnx, dynamic axes, metadata), metadata (what a graph records, and
 erpack.fit's cache check over it), parity (ORT against PyTorch), optimize (onnxruntime transformer
 fusions), quantize (dynamic and static int8, calibration from cached records), session (providers),
-inputs (padded batches), build (the whole `erpack export`; timing from erpack.runtime.timing).
+inputs (padded batches), summary (ExportSummary and Variant, what an export returns), build (the whole `erpack export`; timing from erpack.runtime.timing).
 Serving: erpack.predict.
 Needs the `onnx` extra (onnx, onnxscript, onnxruntime). See docs/export.md.
 """
@@ -21,7 +21,8 @@ from erpack.export.metadata import check_cache, read_metadata
 from erpack.export.onnx_export import export_lower, export_upper
 from erpack.export.parity import TOLERANCE, ParityReport, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import Session, create_session
+from erpack.export.summary import ExportSummary, Variant
 
-__all__ = ["PARTS", "TOLERANCE", "ParityReport", "Session", "check_cache", "create_session", "export_lower",
+__all__ = ["PARTS", "TOLERANCE", "ExportSummary", "ParityReport", "Session", "Variant", "check_cache", "create_session", "export_lower",
            "export_task_model", "export_upper", "graph_agreement", "lower_parity", "merge_adapters", "pad_batch",
            "read_metadata", "upper_parity"]

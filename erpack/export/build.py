@@ -28,6 +28,7 @@ from erpack.export.metadata import check_cache, set_file_metadata
 from erpack.export.onnx_export import FullStack, export_full, export_lower, export_upper
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
+from erpack.export.summary import ExportSummary, Variant
 from erpack.runtime.lower import wants_token_types
 from erpack.runtime.timing import interleaved_medians
 from erpack.store import CacheReader
@@ -187,8 +188,8 @@ def _step_count(part: str | None, variants: list) -> int:
 def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
                       allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto", overwrite: bool = False, progress=None) -> dict:
-    """Export, check and vary a task model (folder or TaskModel); returns a summary (see module doc).
+                      int8_exclude: str = "auto", overwrite: bool = False, progress=None) -> ExportSummary:
+    """Export, check and vary a task model (folder or TaskModel); returns an ExportSummary (see module doc).
 
     part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
     logits); None picks "full" for a model that computes from text (a baseline), else "upper".
@@ -210,50 +211,58 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     part = _part_for(tm, part, task_model)
     steps.total(_step_count(part, variants))
     info = _info(tm, task_model)
-    cfg = tm.model.config
-    hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
-    reader = None
-    if calibration_cache is not None:
-        reader = CacheReader(calibration_cache)
+    reader = CacheReader(calibration_cache) if calibration_cache is not None else None
     try:
         steps.start(f"export the {part} stack and check it against PyTorch")
         notes = [] if reader is None else check_cache(info, reader, f"task model {task_model}", allow_other_codec)
-        summary = {"output": str(out), "part": part, "layer": tm.layer, "model": info["cache"]["model"].get("name"),
-                   "task": tm.task, "exporter": exporter, "notes": notes, "variants": []}
+        summary = ExportSummary(str(out), part, tm.layer, info["cache"]["model"].get("name"), tm.task, exporter, notes)
         if part in ("lower", "full"):
             return _export_from_tokens(tm, part, out, info, summary, exporter, optimize, tolerance, steps)
-        parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
-        summary["parity"] = _checked_export(
-            lambda p: export_upper(tm.upper, p, hidden_size, info, exporter=exporter),
-            lambda p: upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance), out)
-        summary["bytes"] = out.stat().st_size
-        base = create_session(out, "cpu")
-        source = out
-        if optimize:
-            steps.start("optimize")
-            v = _optimized(tm, out, hidden_size, cfg, tolerance,
-                           lambda p: upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance))
-            summary["variants"].append(v)
-            source = Path(v["path"])
-        if quantize:  # static from the fp32 graph: calibration cannot see into fused operators
-            steps.start(f"quantize ({quantize})")
-            summary["variants"].append(_quantized(quantize, source if quantize == "dynamic" else out, out, reader,
-                                                  calibration_docs, int8_exclude))
-        for v in summary["variants"]:
-            steps.start(f"time and compare {v['variant']}")
-            _measure(v, base, out, agree_batches, timing_batch, timing_runs)
-            note = _agreement_note(v, "cached" if reader is not None else "random")
-            if note:
-                notes.append(note)
-        return summary
+        return _export_upper_stack(tm, out, info, summary, reader, steps, optimize=optimize, quantize=quantize,
+                                   tolerance=tolerance, calibration_docs=calibration_docs,
+                                   int8_exclude=int8_exclude, timing_runs=timing_runs)
     finally:
         steps.close()
         if reader is not None:
             reader.close()
 
 
-def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: dict, exporter: str, optimize: bool,
-                        tolerance: float, steps) -> dict:
+def _export_upper_stack(tm, out: Path, info: dict, summary: ExportSummary, reader, steps, *, optimize: bool,
+                        quantize: str | None, tolerance: float, calibration_docs: int, int8_exclude: str,
+                        timing_runs: int) -> ExportSummary:
+    """The upper stack (cached states in), checked on random and cached batches; then its variants, each
+    compared with it and timed against it; `summary` filled in."""
+    cfg = tm.model.config
+    hidden_size = getattr(cfg, "hidden_size", None) or cfg.dim
+    parity_batches, agree_batches, timing_batch = _sample_batches(tm, reader, hidden_size)
+
+    def check(p):
+        return upper_parity(tm.upper, create_session(p, "cpu"), parity_batches, tolerance)
+
+    summary.parity = _checked_export(
+        lambda p: export_upper(tm.upper, p, hidden_size, info, exporter=summary.exporter), check, out)
+    summary.bytes = out.stat().st_size
+    source = out
+    if optimize:
+        steps.start("optimize")
+        summary.variants.append(_optimized(tm, out, hidden_size, cfg, tolerance, check))
+        source = Path(summary.variants[-1].path)
+    if quantize:  # static from the fp32 graph: calibration cannot see into fused operators
+        steps.start(f"quantize ({quantize})")
+        summary.variants.append(_quantized(quantize, source if quantize == "dynamic" else out, out, reader,
+                                           calibration_docs, int8_exclude))
+    base = create_session(out, "cpu")
+    for v in summary.variants:
+        steps.start(f"time and compare {v.variant}")
+        _measure(v, base, out, agree_batches, timing_batch, timing_runs)
+        note = _agreement_note(v, "cached" if reader is not None else "random")
+        if note:
+            summary.notes.append(note)
+    return summary
+
+
+def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: ExportSummary, exporter: str, optimize: bool,
+                        tolerance: float, steps) -> ExportSummary:
     """The lower stack or the full model (token ids in), checked on random token batches; `summary` filled in."""
     cfg = tm.model.config
     module = tm.lower if part == "lower" else FullStack(tm.model)
@@ -265,29 +274,29 @@ def _export_from_tokens(tm, part: str, out: Path, info: dict, summary: dict, exp
     def check(p):
         return parity(module, create_session(p, "cpu"), batches, tolerance)
 
-    summary["parity"] = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
-    summary["bytes"] = out.stat().st_size
+    summary.parity = _checked_export(lambda p: write(module, p, info, exporter=exporter), check, out)
+    summary.bytes = out.stat().st_size
     if optimize:
         steps.start("optimize")
-        summary["variants"].append(_optimized(tm, out, getattr(cfg, "hidden_size", None) or cfg.dim, cfg, tolerance,
-                                              check))
+        summary.variants.append(_optimized(tm, out, getattr(cfg, "hidden_size", None) or cfg.dim, cfg, tolerance,
+                                           check))
     return summary
 
 
-def _agreement_note(v: dict, inputs: str) -> str | None:
+def _agreement_note(v: Variant, inputs: str) -> str | None:
     """A warning when a variant's outputs stray from the fp32 graph's: class changes, or a regression
     score's Pearson r below AGREEMENT_WARNING."""
-    a = v["agreement"]
+    a = v.agreement
     if a["argmax_agreement"] is not None and a["argmax_agreement"] < AGREEMENT_WARNING:
-        return (f"{v['variant']} changes the predicted class of {100 * (1 - a['argmax_agreement']):.1f}% of "
+        return (f"{v.variant} changes the predicted class of {100 * (1 - a['argmax_agreement']):.1f}% of "
                 f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
     if a.get("pearson") is not None and a["pearson"] < AGREEMENT_WARNING:
-        return (f"{v['variant']}'s scores correlate with the fp32 graph's at Pearson r {a['pearson']:.3f} on "
+        return (f"{v.variant}'s scores correlate with the fp32 graph's at Pearson r {a['pearson']:.3f} on "
                 f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
     return None
 
 
-def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) -> dict:
+def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) -> Variant:
     from erpack.export.optimize import optimize_graph
 
     dst = _variant_path(out, "optimized")
@@ -301,10 +310,10 @@ def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) ->
         set_file_metadata(p, {"variant": "optimized", "derived_from": out.name, "optimizer": dict(fused)})
 
     parity = _checked_export(write, check, dst)
-    return {"variant": "optimized", "path": str(dst), "bytes": dst.stat().st_size, "parity": parity, **fused}
+    return Variant("optimized", str(dst), dst.stat().st_size, parity=parity, details=fused)
 
 
-def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int, exclude: str = "auto") -> dict:
+def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int, exclude: str = "auto") -> Variant:
     from erpack.export.quantize import (
         CacheCalibration,
         quantize_dynamic_graph,
@@ -332,17 +341,17 @@ def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int
         publish(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"variant": f"int8-{mode}", "path": str(dst), "bytes": dst.stat().st_size, **details}
+    return Variant(f"int8-{mode}", str(dst), dst.stat().st_size, details=details)
 
 
-def _measure(v: dict, base, out: Path, agree_batches, timing_batch, runs: int) -> None:
+def _measure(v: Variant, base, out: Path, agree_batches, timing_batch, runs: int) -> None:
     """Agreement with the fp32 graph, and batch-32 latency against it (interleaved medians)."""
-    s = create_session(v["path"], "cpu")
-    v["agreement"] = graph_agreement(base, s, agree_batches)
+    s = create_session(v.path, "cpu")
+    v.agreement = graph_agreement(base, s, agree_batches)
     hidden, mask = timing_batch
     feeds = {"hidden_states": hidden, "attention_mask": mask}
     t = interleaved_medians({"fp32": lambda: base.run(feeds), "variant": lambda: s.run(feeds)}, runs=runs)
-    v["timing"] = {"batch": list(hidden.shape[:2]), "fp32_ms": t["fp32"]["median_ms"],
-                   "variant_ms": t["variant"]["median_ms"], "speedup": t["fp32"]["median_ms"] / t["variant"]["median_ms"],
-                   "runs": runs}
-    v["size_ratio"] = out.stat().st_size / v["bytes"]
+    v.timing = {"batch": list(hidden.shape[:2]), "fp32_ms": t["fp32"]["median_ms"],
+                "variant_ms": t["variant"]["median_ms"], "speedup": t["fp32"]["median_ms"] / t["variant"]["median_ms"],
+                "runs": runs}
+    v.size_ratio = out.stat().st_size / v.bytes

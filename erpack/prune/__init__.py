@@ -4,13 +4,15 @@
     tm, summary = prune_task_model("models/rt", "caches/rt", "rotten_tomatoes", Fractions(heads=0.4, ffn=0.4),
                                    recovery=RecoveryConfig(distill=True), output="models/rt-p40")
 
-Modules: arch (where heads and neurons live, per model_type), gates (head/neuron gates as
-pre-hooks), importance (|dLoss/dgate|, normalised per layer, saved as safetensors), plan (targets
-and the plan of kept units), heads / ffn (cutting weights), structure (apply a plan, record it in
-the config, rebuild on load), budget (interleaved latency, latency-budget search), recover (LoRA
-through PEFT, optional distillation), task (the whole command as one call).
+Modules: gates (head/neuron gates as pre-hooks), importance (|dLoss/dgate|, normalised per layer,
+saved as safetensors), plan (targets and the plan of kept units), structure (apply a plan), budget
+(interleaved latency, latency-budget search), recover (LoRA through PEFT, optional distillation),
+task (the whole command as one call). Where heads and neurons live per model_type, cutting them and
+the pruned shapes a saved model is rebuilt with are model structure: erpack.models.prunable, heads,
+ffn and pruned (which TaskModel.load uses without importing this package).
 """
 
+from erpack.models.pruned import is_pruned, load_pruned_model, pruning_record
 from erpack.prune.importance import Importance, describe_importance, score_importance
 from erpack.prune.plan import (
     Fractions,
@@ -23,7 +25,7 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig
-from erpack.prune.structure import apply_plan, is_pruned, load_pruned_model, pruning_record
+from erpack.prune.structure import apply_plan
 
 __all__ = ["Fractions", "Importance", "LatencyBudget", "LayerPlan", "ParamsBudget", "Plan", "RecoveryConfig",
            "apply_plan", "describe_importance", "is_pruned", "load_pruned_model", "make_plan",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from erpack.prune.arch import head_size, layer_list, paths_of
+from erpack.models.prunable import head_size, layer_list, paths_of
 
 
 class Gates:

@@ -91,7 +91,7 @@ def score_importance(model: nn.Module, layer: int, batches: Iterable, task: str 
     in eval mode (no dropout) and its weights are not changed; only the gates get gradients.
     """
     from erpack.models import split_model
-    from erpack.prune.arch import layer_list
+    from erpack.models.prunable import layer_list
     from erpack.train.loop import loss_fn
 
     _, upper = split_model(model, layer)

@@ -128,7 +128,7 @@ def upper_params(model, layer: int) -> int:
 
 def plan_params(model, layer: int, plan: Plan) -> int:
     """Upper-stack parameters after `plan`, computed from shapes (nothing is pruned)."""
-    from erpack.prune.arch import head_size, layer_list
+    from erpack.models.prunable import head_size, layer_list
 
     hidden, d = model.config.hidden_size, head_size(model)
     per_head = 3 * (hidden * d + d) + d * hidden  # q/k/v rows and bias, output projection columns

@@ -54,7 +54,7 @@ class RecoveryConfig:
 
 def lora_targets(model: nn.Module, layer: int, targets: str = "all") -> list[str]:
     """Names of the non-empty linears of layers k..L-1 that get LoRA."""
-    from erpack.prune.arch import paths_of
+    from erpack.models.prunable import paths_of
     from erpack.train.modes import upper_linear_names
 
     names = [n for n in upper_linear_names(model, layer) if model.get_submodule(n).weight.numel()]
@@ -67,7 +67,7 @@ def lora_targets(model: nn.Module, layer: int, targets: str = "all") -> list[str
 
 def rank_patterns(model: nn.Module, names: list[str], important: set[int], cfg: RecoveryConfig) -> tuple[dict, dict]:
     """PEFT rank_pattern / alpha_pattern giving the linears of `important` layer positions a larger rank."""
-    from erpack.prune.arch import layer_list_name
+    from erpack.models.prunable import layer_list_name
 
     prefix = layer_list_name(model) + "."
     ranks, alphas = {}, {}

@@ -3,6 +3,7 @@
     from erpack.prune import Fractions, RecoveryConfig, prune_task_model
     tm, summary = prune_task_model("models/rt", "caches/rt", "rotten_tomatoes", Fractions(0.4, 0.4),
                                    recovery=RecoveryConfig(distill=True), output="models/rt-p40")
+    summary.params_after, summary.test, summary.plan.counts()   # PruneSummary; as_dict: `erpack prune --json`
 
 Steps: score importance on `samples` training documents; plan (fractions, params or latency
 budget); if distilling, the unpruned model's logits over the training split; cut the weights; LoRA
@@ -15,12 +16,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from erpack.errors import PruneError
+from erpack.models.pruned import pruning_record
 from erpack.prune.importance import Importance, score_importance
 from erpack.prune.plan import (
     Fractions,
@@ -32,15 +35,18 @@ from erpack.prune.plan import (
     upper_params,
 )
 from erpack.prune.recover import RecoveryConfig, recover
+from erpack.prune.structure import apply_plan
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
+from erpack.train.data import batch_plan, cache_source
+from erpack.train.loop import RunResult, TrainConfig, predict, score
+from erpack.train.taskmodel import TaskModel
+from erpack.train.trainer import prepare_data
 
 
 def importance_batches(reader, data, samples: int, batch_size: int, device, seed: int = 0):
     """(hidden, mask, y) batches over `samples` training documents drawn with `seed`."""
-    from erpack.train.data import batch_plan, cache_source
-
     train = data.splits["train"]
     rng = np.random.default_rng(seed)
     rows = sorted(rng.permutation(len(train))[:samples].tolist())
@@ -89,82 +95,135 @@ def _important_positions(before: dict, after: dict, importance: Importance, shar
     return {pos for pos, e in enumerate(after["layers"]) if e["index"] in top}
 
 
+@dataclass
+class PruneSummary:
+    """What `prune_task_model` did: the plan, parameters and test scores before and after, the recovery run.
+
+    `as_dict()` is `erpack prune --json`; `record()` is what the pruned folder's erpack_task.json keeps
+    under pruning.summary.
+    """
+
+    task_model: str | None  # the folder pruned (None when given a TaskModel)
+    cache: str
+    layer: int
+    task: str
+    cache_notes: list[str]  # allowed differences between the cache and the one the model expects
+    importance_seconds: float
+    target: dict  # what was asked and what was chosen (choose_plan)
+    plan: Plan
+    params_before: int  # upper-stack parameters
+    params_after: int
+    recovery: RunResult | None  # the LoRA recovery run (None: no recovery)
+    seconds: float
+    test_unpruned: dict | None = None  # test scores, when the labels have a test split
+    test: dict | None = None
+    output: str | None = None
+
+    def record(self) -> dict:
+        d = {"params_before": self.params_before, "params_after": self.params_after, "test": self.test,
+             "test_unpruned": self.test_unpruned}
+        return {k: v for k, v in d.items() if k.startswith("params") or v is not None}
+
+    def as_dict(self) -> dict:
+        d = {"task_model": self.task_model, "cache": self.cache, "layer": self.layer, "task": self.task,
+             "output": self.output, "cache_notes": self.cache_notes, "importance_seconds": self.importance_seconds}
+        if self.test_unpruned is not None:
+            d["test_unpruned"] = self.test_unpruned
+        d.update(target=self.target, plan=self.plan.as_dict(), params_before=self.params_before,
+                 params_after=self.params_after, recovery=self.recovery.as_dict() if self.recovery else None)
+        if self.test is not None:
+            d["test"] = self.test
+        d["seconds"] = self.seconds
+        return d
+
+
 def prune_task_model(task_model, cache, labels: str, target, output=None, recovery: RecoveryConfig | None = None,
                      samples: int = 512, drop_ffn: float = 0.5, train_cfg=None, skip_missing: bool = False,
                      importance: Importance | None = None, progress: Callable | None = None,
-                     overwrite: bool = False):
-    """Prune a task model for its task and recover it; returns (pruned TaskModel, summary dict).
+                     overwrite: bool = False) -> tuple[TaskModel, PruneSummary]:
+    """Prune a task model for its task and recover it; returns (pruned TaskModel, PruneSummary).
 
     `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
     """
-    from erpack.prune.structure import apply_plan, pruning_record
-    from erpack.train.data import cache_source
-    from erpack.train.loop import TrainConfig, predict, score
-    from erpack.train.taskmodel import TaskModel
-    from erpack.train.trainer import prepare_data
-
     if output is not None:  # before any work: an existing output is refused now, not after recovery
         check_output(Path(output), overwrite, "task model")
     t0 = time.perf_counter()
     tcfg = train_cfg or TrainConfig(epochs=recovery.epochs if recovery else 0, lr=recovery.lr if recovery else None)
     dev = resolve_device(tcfg.device)
-    tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
-    if tm.input == "text":
-        raise PruneError(f"task model {task_model} computes from text (a baseline, every layer tuned): pruning scores "
-                         "and recovers from cached states, which do not feed it; prune the recycled model instead")
-    tm.to(dev)
-    k = tm.layer
-    summary: dict = {"task_model": str(task_model) if not isinstance(task_model, TaskModel) else None,
-                     "cache": str(cache), "layer": k, "task": tm.task, "output": None}
+    tm = _prunable(task_model, dev)
+    source = str(task_model) if not isinstance(task_model, TaskModel) else None
     with CacheReader(cache) as reader:
-        summary["cache_notes"] = tm.check_cache(reader)
+        cache_notes = tm.check_cache(reader)
         data = prepare_data(reader, labels, tm.task, skip_missing, tcfg.train_limit, labels=tm.labels or None)
         if not data.splits["train"]:
             raise PruneError(f"no training documents in {cache} labelled by {labels}: importance needs a few")
         t1 = time.perf_counter()
         if importance is None:
-            batches = importance_batches(reader, data, samples, 32, dev, tcfg.seed)
-            bar = progress(total=min(samples, len(data.splits["train"])), desc="importance", unit="doc") \
-                if progress else None
-            importance = score_importance(tm.model, k, counted(batches, bar), tm.task)
-        summary["importance_seconds"] = time.perf_counter() - t1
-        plan, asked = choose_plan(tm.model, k, importance, target, drop_ffn)
+            importance = _score(tm, reader, data, samples, dev, tcfg.seed, progress)
+        importance_seconds = time.perf_counter() - t1
+        plan, asked = choose_plan(tm.model, tm.layer, importance, target, drop_ffn)
         sources = {s: cache_source(reader, [e.id for e in v], data.lengths[s]) for s, v in data.splits.items()}
-        teacher = None
-        if recovery is not None and recovery.distill:
-            teacher = predict(sources["train"], lambda x: tm.upper(*x), [tm.upper], tcfg.eval_batch_size, dev,
-                              tcfg.max_tokens)
-        if data.splits.get("test"):  # the unpruned model's score, to print beside the pruned one
-            logits = predict(sources["test"], lambda x: tm.upper(*x), [tm.upper], tcfg.eval_batch_size, dev,
-                             tcfg.max_tokens)
-            summary["test_unpruned"] = score(tm.task, logits, data.y["test"], len(tm.labels))
-        params_before = upper_params(tm.model, k)
-        before = pruning_record(tm.model)
-        model = apply_plan(copy.deepcopy(tm.model), plan)
-        after = pruning_record(model)
-        run = None
-        if recovery is not None and tcfg.epochs > 0:
-            important = _important_positions(before, after, importance, recovery.important_share)
-            model, run = recover(model, k, data, reader, important, recovery, tcfg, teacher, progress)
+        teacher = (_logits(tm, sources["train"], tcfg, dev) if recovery is not None and recovery.distill else None)
+        test_unpruned = _test_score(tm, sources, data, tcfg, dev)  # to print beside the pruned one
+        params_before = upper_params(tm.model, tm.layer)
+        model, run = _cut_and_recover(tm, plan, importance, data, reader, recovery, tcfg, teacher, progress)
         model.to(dev).eval()
-        info = copy.deepcopy(tm.info)
-        info.pop("training", None)
-        info["pruning"] = {"target": asked, "plan": plan.counts(), "importance_samples": importance.samples,
-                           "drop_ffn": drop_ffn, "recovery": recovery.as_dict() if recovery else None,
-                           "source": summary["task_model"]}
-        pruned = TaskModel(model, info)
-        summary.update(target=asked, plan=plan.as_dict(), params_before=params_before,
-                       params_after=upper_params(model, k), recovery=run.as_dict() if run else None)
-        if data.splits.get("test"):
-            test = sources["test"]
-            logits = predict(test, lambda x: pruned.upper(*x), [pruned.upper], tcfg.eval_batch_size, dev,
-                             tcfg.max_tokens)
-            summary["test"] = score(tm.task, logits, data.y["test"], len(tm.labels))
-    summary["seconds"] = time.perf_counter() - t0
+        pruned = TaskModel(model, _pruned_info(tm, asked, plan, importance, drop_ffn, recovery, source))
+        test = _test_score(pruned, sources, data, tcfg, dev)
+    summary = PruneSummary(source, str(cache), tm.layer, tm.task, cache_notes, importance_seconds, asked, plan,
+                           params_before, upper_params(model, tm.layer), run, time.perf_counter() - t0,
+                           test_unpruned, test)
     if output is not None:
-        pruned.info["pruning"]["summary"] = {k2: summary[k2] for k2 in ("params_before", "params_after", "test",
-                                                                                      "test_unpruned")
-                                             if k2 in summary}
+        pruned.info["pruning"]["summary"] = summary.record()
         pruned.save(output, overwrite, extra=importance.save)
-        summary["output"] = str(output)
+        summary.output = str(output)
     return pruned, summary
+
+
+def _prunable(task_model, device) -> TaskModel:
+    """The task model (loaded when given a folder) on `device`; one that computes from text is refused."""
+    tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
+    if tm.input == "text":
+        raise PruneError(f"task model {task_model} computes from text (a baseline, every layer tuned): pruning scores "
+                         "and recovers from cached states, which do not feed it; prune the recycled model instead")
+    return tm.to(device)
+
+
+def _score(tm: TaskModel, reader, data, samples: int, device, seed: int, progress) -> Importance:
+    """Importance of every head and neuron on `samples` training documents, counted on a bar."""
+    batches = importance_batches(reader, data, samples, 32, device, seed)
+    bar = progress(total=min(samples, len(data.splits["train"])), desc="importance", unit="doc") if progress else None
+    return score_importance(tm.model, tm.layer, counted(batches, bar), tm.task)
+
+
+def _logits(tm: TaskModel, source, tcfg, device) -> np.ndarray:
+    """(N, C) logits of `tm` over a split's source, in example order."""
+    return predict(source, lambda x: tm.upper(*x), [tm.upper], tcfg.eval_batch_size, device, tcfg.max_tokens)
+
+
+def _test_score(tm: TaskModel, sources: dict, data, tcfg, device) -> dict | None:
+    """`tm`'s scores on the test split (None when the labels have none)."""
+    if not data.splits.get("test"):
+        return None
+    return score(tm.task, _logits(tm, sources["test"], tcfg, device), data.y["test"], len(tm.labels))
+
+
+def _cut_and_recover(tm: TaskModel, plan: Plan, importance: Importance, data, reader, recovery, tcfg, teacher,
+                     progress):
+    """A pruned copy of `tm`'s model and, with recovery, its LoRA recovery run: (model, RunResult or None)."""
+    before = pruning_record(tm.model)
+    model = apply_plan(copy.deepcopy(tm.model), plan)
+    if recovery is None or tcfg.epochs <= 0:
+        return model, None
+    important = _important_positions(before, pruning_record(model), importance, recovery.important_share)
+    return recover(model, tm.layer, data, reader, important, recovery, tcfg, teacher, progress)
+
+
+def _pruned_info(tm: TaskModel, asked: dict, plan: Plan, importance: Importance, drop_ffn: float, recovery,
+                 source: str | None) -> dict:
+    """The pruned model's record: the unpruned one's, less its training summary, plus what pruning did."""
+    info = copy.deepcopy(tm.info)
+    info.pop("training", None)
+    info["pruning"] = {"target": asked, "plan": plan.counts(), "importance_samples": importance.samples,
+                       "drop_ffn": drop_ffn, "recovery": recovery.as_dict() if recovery else None, "source": source}
+    return info

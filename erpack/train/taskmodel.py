@@ -26,6 +26,7 @@ from torch import nn
 
 from erpack.errors import ErpackError, TaskModelError
 from erpack.fit import check_fit
+from erpack.models.pruned import RECORD, is_pruned, load_pruned_model
 from erpack.store.atomic import atomic_folder
 from erpack.train.taskfolder import (
     RETRAIN,
@@ -124,8 +125,6 @@ class TaskModel:
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu") -> TaskModel:
         """The task model in `path`, checked before loading (TaskModelError names what is wrong)."""
-        from erpack.prune.structure import is_pruned, load_pruned_model
-
         folder = Path(path)
         info, config = check_folder(folder)
         try:
@@ -183,8 +182,6 @@ def _read_config(folder: Path, info: dict):
     except Exception as exc:  # ValueError for an unknown model_type, OSError / JSONDecodeError for a bad file
         raise TaskModelError(f"{path}: transformers cannot read it ({str(exc).splitlines()[0][:200]}); "
                              f"{RETRAIN}") from None
-    from erpack.prune.structure import RECORD
-
     record = getattr(config, RECORD, None)
     layers = record["num_hidden_layers"] if isinstance(record, dict) and "num_hidden_layers" in record else \
         getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)

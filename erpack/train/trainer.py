@@ -3,6 +3,7 @@
     from erpack.train import train_from_cache, TrainConfig
     summary = train_from_cache("caches/rt", "rotten_tomatoes", mode="adapter", output="models/rt",
                                config=TrainConfig(epochs=3, seed=0), baseline=True)
+    summary.recycled.test, summary.comparison, summary.as_dict()   # TrainSummary; as_dict: `erpack train --json`
 
 Lower-level steps, for tools that reuse one baseline across several caches: `prepare_data`,
 `run_recycled`, `run_baseline` (erpack.train.baseline).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
+from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 from erpack.train.data import cache_lengths, cache_source
 from erpack.train.labels import Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
+from erpack.train.metrics import primary_metric
 from erpack.train.modes import AdapterSpec, load_for_cache, prepare
 
 
@@ -117,34 +120,83 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     return tm, result
 
 
-def compare(recycled: RunResult, baseline: RunResult | None, task: str) -> dict | None:
+@dataclass
+class Comparison:
+    """The recycled run against the baseline: test score difference (points of `metric`), ratio of epoch times."""
+
+    metric: str
+    test_delta_points: float | None
+    epoch_time_ratio: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(recycled: RunResult, baseline: RunResult | None, task: str) -> Comparison | None:
     """Score and time of the recycled run against the baseline (points, ratio of epoch times)."""
     if baseline is None:
         return None
-    from erpack.train.metrics import primary_metric
-
     m = primary_metric(task)
     r, b = recycled.test.get(m), baseline.test.get(m)
-    return {
-        "metric": m,
-        "test_delta_points": (r - b) * 100 if r is not None and b is not None else None,
-        "epoch_time_ratio": recycled.train_seconds_per_epoch / baseline.train_seconds_per_epoch,
-    }
+    return Comparison(m, (r - b) * 100 if r is not None and b is not None else None,
+                      recycled.train_seconds_per_epoch / baseline.train_seconds_per_epoch)
+
+
+@dataclass
+class TrainSummary:
+    """What `train_from_cache` did: the cache and labels it read, the runs, and where it saved them.
+
+    `as_dict()` is `erpack train --json`; `record()` is what erpack_task.json keeps under "training"
+    (the same without `cleaned`, which is only known after the folder is written).
+    """
+
+    cache: str
+    codec: str  # the cache's codec spec
+    model: str  # the encoder's recorded name
+    layer: int
+    task: str
+    labels: list[str]
+    source: str  # the label source
+    documents: dict[str, int]  # per split
+    skipped_missing: int  # labelled ids the cache lacks (with skip_missing)
+    config: TrainConfig
+    recycled: RunResult
+    baseline: RunResult | None
+    comparison: Comparison | None
+    seconds: float
+    output: str | None = None
+    baseline_output: str | None = None  # OUTPUT/baseline when a baseline was saved
+    cleaned: list[str] | None = None  # with an output: what an earlier, killed write of it left and was removed
+
+    def record(self) -> dict:
+        d = {"cache": self.cache, "codec": self.codec, "model": self.model, "layer": self.layer, "task": self.task,
+             "labels": self.labels, "source": self.source, "documents": self.documents,
+             "skipped_missing": self.skipped_missing, "config": asdict(self.config),
+             "recycled": self.recycled.as_dict(), "baseline": self.baseline.as_dict() if self.baseline else None,
+             "comparison": self.comparison.as_dict() if self.comparison else None, "seconds": self.seconds,
+             "output": self.output}
+        if self.baseline_output is not None:
+            d["baseline_output"] = self.baseline_output
+        return d
+
+    def as_dict(self) -> dict:
+        d = self.record()
+        if self.cleaned is not None:
+            d["cleaned"] = self.cleaned
+        return d
 
 
 def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
-                     progress: Callable | None = None, overwrite: bool = False) -> dict:
+                     progress: Callable | None = None, overwrite: bool = False) -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
-    Returns a summary dict: data counts, the recycled run, the baseline run (if asked) and the
-    comparison of the two. The saved erpack_task.json holds the same summary under "training".
+    Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
+    comparison of the two. The saved erpack_task.json holds `summary.record()` under "training".
     `output` is written whole or not at all (TaskModel.save), the baseline as `output/baseline/`;
     an existing output is refused (before any training) unless overwrite.
     """
-    from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
-
     if output is not None:
         check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
@@ -154,22 +206,24 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
         tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
                          if baseline else (None, None))
-        summary = {
-            "cache": str(cache), "codec": reader.codec.spec, "model": reader.meta["model"]["name"],
-            "layer": reader.meta["layer"], "task": task, "labels": data.labels, "source": labels,
-            "documents": data.counts(), "skipped_missing": len(data.missing),
-            "config": {k: v for k, v in vars(cfg).items()},
-            "recycled": run.as_dict(), "baseline": base.as_dict() if base else None,
-            "comparison": compare(run, base, task), "seconds": time.perf_counter() - t0, "output": None,
-        }
+        summary = TrainSummary(
+            cache=str(cache), codec=reader.codec.spec, model=reader.meta["model"]["name"], layer=reader.meta["layer"],
+            task=task, labels=data.labels, source=labels, documents=data.counts(), skipped_missing=len(data.missing),
+            config=cfg, recycled=run, baseline=base, comparison=compare(run, base, task),
+            seconds=time.perf_counter() - t0)
     if output is not None:
-        summary["output"] = str(output)
-        if base_tm is not None:
-            summary["baseline_output"] = str(Path(output) / BASELINE_FOLDER)
-            base_tm.info["training"] = summary
-        tm.info["training"] = summary
-        cleaned: list[str] = []
-        tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None,
-                notes=cleaned)
-        summary["cleaned"] = cleaned  # temporary folders an earlier, killed write of the output left
+        _save(summary, output, tm, base_tm, overwrite)
     return summary
+
+
+def _save(summary: TrainSummary, output, tm, base_tm, overwrite: bool) -> None:
+    """Write the task model (and the baseline beside it) with the summary as its training record."""
+    summary.output = str(output)
+    if base_tm is not None:
+        summary.baseline_output = str(Path(output) / BASELINE_FOLDER)
+        base_tm.info["training"] = summary.record()
+    tm.info["training"] = summary.record()
+    cleaned: list[str] = []
+    tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None,
+            notes=cleaned)
+    summary.cleaned = cleaned  # temporary folders an earlier, killed write of the output left

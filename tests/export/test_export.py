@@ -21,7 +21,7 @@ SHAPES = [[1], [1, 1], [3, 17, 8], [30] * 2, [2, 9, 31, 5, 5, 1]]
 
 def test_fp32_graph_matches_pytorch_across_shapes(exported, tiny):
     out, summary = exported
-    par = summary["parity"]
+    par = summary.parity
     assert par["passed"] and par["max_diff"] <= 1e-4
     assert any(c["shape"][0] == 1 for c in par["cases"]) and any(c["padded"] for c in par["cases"])
     # shapes the export never saw: dynamic batch and token axes
@@ -63,12 +63,12 @@ def test_session_reports_providers(exported):
 def test_quantize_dynamic_is_smaller_and_runs(tiny, tmp_path):
     s = export_task_model(tiny["task_model"], tmp_path / "q.onnx", quantize="dynamic", calibration_cache=tiny["cache"],
                           timing_runs=2)
-    v = s["variants"][0]
-    assert v["variant"] == "int8-dynamic" and v["bytes"] < s["bytes"]
-    assert read_metadata(v["path"])["variant"] == "int8-dynamic"
-    assert v["agreement"]["argmax_agreement"] >= 0.9 and v["agreement"]["max_diff"] < 0.05
+    v = s.variants[0]
+    assert v.variant == "int8-dynamic" and v.bytes < s.bytes
+    assert read_metadata(v.path)["variant"] == "int8-dynamic"
+    assert v.agreement["argmax_agreement"] >= 0.9 and v.agreement["max_diff"] < 0.05
     hidden, mask = random_batches(32, [[4, 7]])[0]
-    assert create_session(v["path"], "cpu").run({"hidden_states": hidden, "attention_mask": mask})[0].shape == (2, 2)
+    assert create_session(v.path, "cpu").run({"hidden_states": hidden, "attention_mask": mask})[0].shape == (2, 2)
 
 
 def test_quantize_static_needs_calibration(tiny, tmp_path):
@@ -79,15 +79,15 @@ def test_quantize_static_needs_calibration(tiny, tmp_path):
 def test_quantize_static_and_optimize(tiny, tmp_path):
     s = export_task_model(tiny["task_model"], tmp_path / "s.onnx", quantize="static", optimize=True,
                           calibration_cache=tiny["cache"], timing_runs=2)
-    opt, static = s["variants"]
-    assert opt["variant"] == "optimized" and opt["parity"]["passed"] and opt["fused"]
-    assert static["variant"] == "int8-static" and static["agreement"]["argmax_agreement"] >= 0.9
+    opt, static = s.variants
+    assert opt.variant == "optimized" and opt.parity["passed"] and opt.details["fused"]
+    assert static.variant == "int8-static" and static.agreement["argmax_agreement"] >= 0.9
 
 
 def test_lower_part_parity(tiny, tmp_path):
     out = tmp_path / "lower.onnx"
     s = export_task_model(tiny["task_model"], out, part="lower")
-    assert s["parity"]["passed"]
+    assert s.parity["passed"]
     info = read_metadata(out)
     assert info["part"] == "lower" and info["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     # the lower graph computes what the cache holds (up to the codec: compare with fp32 PyTorch)
@@ -179,7 +179,7 @@ def test_existing_output_is_refused_before_any_work_unless_overwrite(tiny, tmp_p
 def test_full_part_computes_the_task_model_from_token_ids(tiny, tmp_path):
     out = tmp_path / "full.onnx"
     s = export_task_model(tiny["task_model"], out, part="full")
-    assert s["parity"]["passed"]
+    assert s.parity["passed"]
     info = read_metadata(out)
     assert info["part"] == "full" and info["outputs"] == ["logits"]
     tok = __import__("transformers").AutoTokenizer.from_pretrained(str(tiny["folder"]))
@@ -217,3 +217,25 @@ def test_regression_export_reports_pearson_not_argmax(tiny, tmp_path, capsys):
     assert a["argmax_agreement"] is None and 0.9 < a["pearson"] <= 1.0 and a["max_diff"] < 0.05
     line = next(x for x in lines if x.startswith("int8-dynamic"))
     assert "Pearson r" in line and "argmax" not in line
+
+
+def test_the_summary_is_typed_and_its_dict_is_the_json(tiny, tmp_path, capsys):
+    """export_task_model returns an ExportSummary of Variants; as_dict() is what `erpack export --json` prints,
+    with the keys it always had (a variant's details at its top level)."""
+    from erpack.cli import main
+    from erpack.export import ExportSummary, Variant
+
+    s = export_task_model(tiny["task_model"], tmp_path / "a.onnx", quantize="dynamic", timing_runs=1)
+    assert isinstance(s, ExportSummary) and isinstance(s.variants[0], Variant) and s.variant("optimized") is None
+    assert s.variant("int8-dynamic").agreement["rows"] > 0 and s.variant("int8-dynamic").details["excluded"] is not None
+    out = tmp_path / "c.onnx"
+    assert main(["export", str(tiny["task_model"]), "-o", str(out), "--quantize", "dynamic", "--optimize",
+                 "--calibration-cache", str(tiny["cache"]), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert list(d) == list(s.as_dict()) == ["output", "part", "layer", "model", "task", "exporter", "notes",
+                                             "variants", "parity", "bytes"]
+    opt, q = d["variants"]
+    assert list(opt)[:4] == ["variant", "path", "bytes", "parity"] and "fused" in opt and "attention_fused" in opt
+    assert list(q)[:3] == ["variant", "path", "bytes"] and "excluded" in q and "auto_exclude" in q
+    assert list(opt)[-3:] == list(q)[-3:] == ["agreement", "timing", "size_ratio"]
+    assert d["output"] == str(out) and d["parity"]["passed"] and d["bytes"] == out.stat().st_size

@@ -59,10 +59,10 @@ def test_sensitive_nodes_stops_at_the_target(exported, tmp_path):
 def test_export_int8_exclude_option(tiny, tmp_path):
     s = export_task_model(tiny["task_model"], tmp_path / "n.onnx", quantize="dynamic", calibration_cache=tiny["cache"],
                           timing_runs=1, int8_exclude="none")
-    v = s["variants"][0]
-    assert v["excluded"] == [] and "auto_exclude" not in v
+    v = s.variants[0]
+    assert v.details["excluded"] == [] and "auto_exclude" not in v.details
     s = export_task_model(tiny["task_model"], tmp_path / "a.onnx", quantize="dynamic", calibration_cache=tiny["cache"],
                           timing_runs=1)
-    assert "auto_exclude" in s["variants"][0]
+    assert "auto_exclude" in s.variants[0].details
     with pytest.raises(ExportError, match="exclusion"):
         export_task_model(tiny["task_model"], tmp_path / "x.onnx", quantize="dynamic", int8_exclude="all")

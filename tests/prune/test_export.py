@@ -47,8 +47,8 @@ def test_pruned_task_model_exports_optimized_and_int8(tiny_task, tmp_path):
                      Fractions(heads=0.3, ffn=0.3), output=out, recovery=None, samples=8)
     s = export_task_model(out, tmp_path / "p.onnx", optimize=True, quantize="dynamic",
                           calibration_cache=tiny_task["cache"], timing_runs=1)
-    optimized = next(v for v in s["variants"] if v["variant"] == "optimized")
+    optimized = s.variant("optimized").as_dict()
     assert not optimized["attention_fused"] and optimized["attention_not_fused_because"]
     assert optimized["fused"].get("SkipLayerNormalization"), optimized["fused"]
     assert optimized["parity"]["max_diff"] <= 1e-4
-    assert any(v["variant"] == "int8-dynamic" for v in s["variants"])
+    assert s.variant("int8-dynamic") is not None

@@ -9,8 +9,8 @@ import torch
 
 from erpack.errors import UnsupportedModelError
 from erpack.models import split_model
+from erpack.models.prunable import layer_list, paths_of
 from erpack.prune import LayerPlan, Plan, apply_plan, load_pruned_model
-from erpack.prune.arch import layer_list, paths_of
 from erpack.prune.gates import Gates
 from tests.checkers import tiny_model
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from erpack.models.prunable import layer_list
 from erpack.prune import Fractions, RecoveryConfig, describe_importance, prune_task_model
-from erpack.prune.arch import layer_list
 from erpack.train import TaskModel, TrainConfig
 from tests.checkers import Bars
 
@@ -24,9 +24,9 @@ def test_prune_recover_save_load(tiny_task, tmp_path):
     tm, s = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]),
                              Fractions(heads=0.5, ffn=0.5), output=out, recovery=recovery, samples=16,
                              train_cfg=TrainConfig(epochs=1, lr=1e-3, batch_size=8))
-    assert s["plan"]["heads_kept"] == 6 and s["plan"]["heads_total"] == 12  # layers 1..3, 4 heads each
-    assert s["params_after"] < s["params_before"]
-    assert s["recovery"]["notes"]["targets"] > 0 and "accuracy" in s["test"]
+    assert s.plan.counts()["heads_kept"] == 6 and s.plan.counts()["heads_total"] == 12  # layers 1..3, 4 heads each
+    assert s.params_after < s.params_before
+    assert s.recovery.notes["targets"] > 0 and "accuracy" in s.test
     assert not any("lora" in n for n, _ in tm.model.named_parameters())  # merged
     loaded = TaskModel.load(out)
     hidden, mask = _batch()
@@ -39,7 +39,7 @@ def test_prune_recover_save_load(tiny_task, tmp_path):
     from erpack.train import evaluate
 
     r = evaluate(loaded, tiny_task["cache"], str(tiny_task["labels"]), split="test", device="cpu")
-    assert abs(r.metrics["accuracy"] - s["test"]["accuracy"]) < 1e-9
+    assert abs(r.metrics["accuracy"] - s.test["accuracy"]) < 1e-9
 
 
 def test_cli_prune_with_a_params_budget(tiny_task, tmp_path, capsys):
@@ -60,7 +60,7 @@ def test_importance_scoring_has_a_bar_and_the_unpruned_score_is_kept(tiny_task, 
                             samples=8, progress=bars)
     importance = [b for b in bars.bars if b["desc"] == "importance"]
     assert importance and importance[0]["total"] == 8 and importance[0]["done"] == 8 and importance[0]["closed"]
-    assert s["test_unpruned"]["accuracy"] == pytest.approx(s["test"]["accuracy"])  # nothing pruned, no recovery
+    assert s.test_unpruned["accuracy"] == pytest.approx(s.test["accuracy"])  # nothing pruned, no recovery
 
 
 def test_cli_prints_the_unpruned_score_beside_the_pruned_one(tiny_task, tmp_path, capsys):
@@ -125,3 +125,26 @@ def test_prune_output_is_sealed_refused_when_it_exists_and_replaced_with_overwri
     assert main(argv[:-4] + ["--heads", "0.5", "--samples", "8", "-o", str(out), "--overwrite"]) == 0
     assert TaskModel.load(out).info["pruning"]["target"]["heads"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+
+
+def test_the_summary_is_typed_and_its_dict_is_the_json_and_the_stored_record(tiny_task, tmp_path, capsys):
+    """prune_task_model returns a PruneSummary; as_dict() has the keys `erpack prune --json` always had, and the
+    pruned folder's erpack_task.json keeps record() under pruning.summary."""
+    from erpack.cli import main
+    from erpack.prune import Plan
+    from erpack.prune.task import PruneSummary
+
+    out = tmp_path / "p"
+    _, s = prune_task_model(tiny_task["task_model"], tiny_task["cache"], str(tiny_task["labels"]), Fractions(0.5, 0.5),
+                            output=out, samples=8)
+    assert isinstance(s, PruneSummary) and isinstance(s.plan, Plan) and s.recovery is None
+    d = json.loads(json.dumps(s.as_dict()))
+    keys = ["task_model", "cache", "layer", "task", "output", "cache_notes", "importance_seconds", "test_unpruned",
+            "target", "plan", "params_before", "params_after", "recovery", "test", "seconds"]
+    assert list(d) == keys and d["plan"]["heads_kept"] == 6 and d["plan"]["layers"] and d["output"] == str(out)
+    stored = json.loads((out / "erpack_task.json").read_text())["pruning"]["summary"]
+    assert stored == {k: d[k] for k in ("params_before", "params_after", "test", "test_unpruned")}
+    code = main(["prune", str(tiny_task["task_model"]), str(tiny_task["cache"]), "--labels", str(tiny_task["labels"]),
+                 "--heads", "0.5", "--ffn", "0.5", "--epochs", "0", "--samples", "8", "-o", str(tmp_path / "c"),
+                 "--json"])
+    assert code == 0 and list(json.loads(capsys.readouterr().out.splitlines()[-1])) == keys

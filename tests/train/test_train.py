@@ -17,10 +17,10 @@ FAST = dict(batch_size=8, warmup=0.0, patience=100)
 def test_upper_loss_falls_and_lower_layers_stay(tiny):
     s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="upper",
                          config=TrainConfig(epochs=4, lr=1e-3, **FAST))
-    losses = [e["train_loss"] for e in s["recycled"]["epochs"]]
+    losses = [e["train_loss"] for e in s.recycled.epochs]
     assert losses[-1] < losses[0] - 0.05, losses
-    assert s["documents"] == {"train": 32, "validation": 8, "test": 8}
-    assert s["recycled"]["test"]["n"] == 8
+    assert s.documents == {"train": 32, "validation": 8, "test": 8}
+    assert s.recycled.test["n"] == 8
 
 
 def test_a_seeded_run_repeats_exactly_and_another_seed_differs(tiny):
@@ -29,7 +29,7 @@ def test_a_seeded_run_repeats_exactly_and_another_seed_differs(tiny):
     def run(seed):
         s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="adapter", baseline=True,
                              config=TrainConfig(epochs=2, lr=1e-2, seed=seed, **FAST))
-        return [(e["train_loss"], e["validation"]) for r in (s["recycled"], s["baseline"]) for e in r["epochs"]]
+        return [(e["train_loss"], e["validation"]) for r in (s.recycled, s.baseline) for e in r.epochs]
 
     first = run(0)
     assert run(0) == first
@@ -154,7 +154,7 @@ def test_labelled_id_missing_from_cache_is_named(tiny, tmp_path):
     with pytest.raises(InputError, match=r"'ghost-7'.*not in the cache.*--skip-missing"):
         train_from_cache(tiny["cache"], str(labels), config=TrainConfig(epochs=1))
     s = train_from_cache(tiny["cache"], str(labels), mode="head", config=TrainConfig(epochs=1, **FAST), skip_missing=True)
-    assert s["skipped_missing"] == 1
+    assert s.skipped_missing == 1
 
 
 def test_label_file_errors_name_the_line(tmp_path):
@@ -185,7 +185,7 @@ def test_save_load_round_trip_gives_identical_logits(tiny, tmp_path):
     assert info["cache"]["model"]["weights_sha256"] and info["cache"]["codec"]["id"] == "pipeline"
     assert info["training"]["recycled"]["epochs"] and (out / "model.safetensors").is_file()
     tm = TaskModel.load(out)
-    assert tm.labels == ["neg", "pos"] and tm.task == "classification" and s["output"] == str(out)
+    assert tm.labels == ["neg", "pos"] and tm.task == "classification" and s.output == str(out)
     with CacheReader(tiny["cache"]) as r:
         hidden, mask = pad_batch([r.get(i) for i in r.ids()[:6]])
     again = TaskModel.load(out)
@@ -199,8 +199,8 @@ def test_regression_trains_and_scores(tiny, tmp_path):
     labels = write_jsonl(tmp_path / "reg.jsonl", rows)
     s = train_from_cache(tiny["cache"], str(labels), task="regression", mode="upper",
                          config=TrainConfig(epochs=3, lr=1e-3, **FAST))
-    assert set(s["recycled"]["test"]) == {"pearson", "mse", "n"}
-    assert s["labels"] == []
+    assert set(s.recycled.test) == {"pearson", "mse", "n"}
+    assert s.labels == []
 
 
 def test_recycled_step_equals_full_model_step_on_upper_layers(tiny, tmp_path):
@@ -253,3 +253,27 @@ def test_runs_keep_their_test_logits_for_paired_comparisons_but_never_serialize_
         d = r.as_dict()
         assert "test_logits" not in d
         json.dumps(d)
+
+
+def test_the_summary_is_typed_and_its_dict_is_the_json_and_the_stored_record(tiny, tmp_path):
+    """train_from_cache returns a TrainSummary; as_dict() has the keys `erpack train --json` always had, and
+    erpack_task.json (the model's and the baseline's) stores record(): the same without `cleaned`."""
+    from erpack.train.loop import RunResult
+    from erpack.train.trainer import Comparison, TrainSummary
+
+    out = tmp_path / "tm"
+    s = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="head", output=out, baseline=True,
+                         config=TrainConfig(epochs=1, **FAST))
+    assert isinstance(s, TrainSummary) and isinstance(s.recycled, RunResult) and isinstance(s.baseline, RunResult)
+    assert isinstance(s.comparison, Comparison) and s.comparison.metric == "accuracy"
+    d = json.loads(json.dumps(s.as_dict()))
+    assert list(d) == ["cache", "codec", "model", "layer", "task", "labels", "source", "documents", "skipped_missing",
+                       "config", "recycled", "baseline", "comparison", "seconds", "output", "baseline_output", "cleaned"]
+    assert d["config"]["epochs"] == 1 and d["recycled"]["mode"] == "head" and d["baseline"]["mode"] == "full"
+    assert set(d["comparison"]) == {"metric", "test_delta_points", "epoch_time_ratio"} and d["cleaned"] == []
+    stored = json.loads((out / "erpack_task.json").read_text())["training"]
+    assert stored == {k: v for k, v in d.items() if k != "cleaned"}
+    assert json.loads((out / "baseline" / "erpack_task.json").read_text())["training"] == stored
+    unsaved = train_from_cache(tiny["cache"], str(tiny["labels"]), mode="head", config=TrainConfig(epochs=1, **FAST))
+    assert "baseline_output" not in unsaved.as_dict() and "cleaned" not in unsaved.as_dict()
+    assert unsaved.as_dict()["output"] is None and unsaved.as_dict()["baseline"] is None

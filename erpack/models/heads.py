@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from erpack.errors import PruneError
-from erpack.prune.arch import PrunePaths
+from erpack.models.prunable import PrunePaths
 
 
 def slice_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:

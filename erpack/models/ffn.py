@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from erpack.errors import PruneError
-from erpack.prune.arch import PrunePaths
-from erpack.prune.heads import set_module, slice_linear
+from erpack.models.heads import set_module, slice_linear
+from erpack.models.prunable import PrunePaths
 
 
 def prune_layer_neurons(layer: nn.Module, paths: PrunePaths, keep: Sequence[int]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from erpack.errors import UnsupportedModelError
+from erpack.models.layers import architecture_of
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,13 @@ def paths_of(model_type: str) -> PrunePaths:
     except KeyError:
         raise UnsupportedModelError(
             f"pruning does not support model_type {model_type!r}; supported: {', '.join(sorted(PRUNABLE))}. "
-            "Another encoder is added with one entry in erpack/prune/arch.py naming its q/k/v, attention output "
+            "Another encoder is added with one entry in erpack/models/prunable.py naming its q/k/v, attention output "
             "and feed-forward projections"
         ) from None
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:
     """The encoder's list of layers (of a task model or a base model)."""
-    from erpack.models.layers import architecture_of
-
     arch = architecture_of(model.config.model_type)
     base = getattr(model, "base_model", model)
     return getattr(getattr(base, arch.encoder), arch.layers)
@@ -63,8 +62,6 @@ def layer_list(model: nn.Module) -> nn.ModuleList:
 
 def layer_list_name(model: nn.Module) -> str:
     """Full module name of the layer list, e.g. `bert.encoder.layer`."""
-    from erpack.models.layers import architecture_of
-
     arch = architecture_of(model.config.model_type)
     base_attr = model.base_model_prefix if getattr(model, "base_model", model) is not model else ""
     return ".".join(p for p in (base_attr, arch.encoder, arch.layers) if p)
