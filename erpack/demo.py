@@ -245,7 +245,7 @@ def encode_step(run: DemoRun, k: int):
                         device=cfg.device, progress=run.bars())
     ver = verify_cache(paths.reference)
     run.done("encode", t0, {**subset, "cache": str(paths.reference), "encode": enc.as_dict(),
-                            "verified": ver["ok"], "verify_failures": len(ver["failures"])})
+                            "verified": ver.ok, "verify_failures": len(ver.failures)})
     return enc
 
 
@@ -273,7 +273,7 @@ def compress_step(run: DemoRun, cached_documents: int) -> dict:
     ver8 = verify_cache(paths.cache)
     return run.done("compress", t0, {"sample_documents": len(records),
                                      "sample_tokens": sum(a.shape[0] for _, a in records),
-                                     "rows": rows, "cache": written.as_dict(), "verified": ver8["ok"]})
+                                     "rows": rows, "cache": written.as_dict(), "verified": ver8.ok})
 
 
 def train_step(run: DemoRun) -> dict:
@@ -372,10 +372,10 @@ def report_step(run: DemoRun) -> dict:
     presets = {Pipeline.from_spec(c).spec: c for c in CODECS}
     return run.done("report", t0, {"files": {k2: [str(x) for x in v] if isinstance(v, list | tuple) else str(v)
                                              for k2, v in files.items()},
-                                   "rows": [report_row(row, presets) for row in rep["rows"]],
-                                   "projected_documents": rep["rows"][0]["projection"]["documents"],
-                                   "projected_tokens": rep["rows"][0]["projection"]["tokens"],
-                                   "profile_mean_tokens": rep["profile"]["mean"], "notes": rep["notes"]})
+                                   "rows": [report_row(row, presets) for row in rep.rows],
+                                   "projected_documents": rep.rows[0]["projection"]["documents"],
+                                   "projected_tokens": rep.rows[0]["projection"]["tokens"],
+                                   "profile_mean_tokens": rep.profile["mean"], "notes": rep.notes})
 
 
 def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | None) -> dict:

@@ -158,6 +158,97 @@ def _warnings(summary: EncodeSummary, corpus_warnings: list[str]) -> list[str]:
     return out
 
 
+@dataclass
+class LowerRun:
+    """The loaded model cut at layer k, and what running its lower stack needs."""
+
+    loaded: object  # erpack.models.LoadedModel
+    lower: object  # the LowerStack of layers 0..k-1
+    layer: int
+    max_length: int
+    device: object  # torch.device
+    pad_id: int
+
+    @classmethod
+    def open(cls, model: str, layer: int | None, max_length: int | None, device) -> LowerRun:
+        """Load `model` on `device` and split it at `layer` (default: the middle, L // 2)."""
+        from erpack.models import load_model, split_model
+
+        dev = resolve_device(device)
+        loaded = load_model(model, device=dev)
+        k = loaded.num_layers // 2 if layer is None else layer
+        if not 0 <= k <= loaded.num_layers:
+            raise InputError(f"--layer must be between 0 and {loaded.num_layers} for {model}, got {k}")
+        max_length = max_length or default_max_length(loaded.tokenizer, loaded.config)
+        lower, _ = split_model(loaded.model, k)
+        return cls(loaded, lower, k, max_length, dev, loaded.tokenizer.pad_token_id or 0)
+
+
+class _Bar:
+    """The encode bar (None without `progress`): documents done, and tokens per second as its postfix."""
+
+    def __init__(self, progress: Callable | None, total: int):
+        self.bar = progress(total=total, desc="encode", unit="doc") if progress else None
+        self.start = time.perf_counter()
+        self.tokens = 0  # tokens run through the lower stack so far
+
+    def skipped(self, docs: int) -> None:
+        if self.bar and docs:
+            self.bar.update(docs)
+
+    def on_batch(self, docs: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self.bar:
+            self.bar.update(docs)
+            elapsed = time.perf_counter() - self.start
+            self.bar.set_postfix(tok_s=f"{self.tokens / max(elapsed, 1e-9):.0f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
+            self.bar.close()
+
+
+def _check_options(shard_size: int, on_duplicate: str) -> None:
+    if shard_size < 1:
+        raise InputError(f"shard_size must be >= 1, got {shard_size}")
+    if on_duplicate not in ON_DUPLICATE:
+        raise InputError(f"on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
+
+
+def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: str, summary: EncodeSummary,
+                  bar: _Bar, batch_size: int, max_tokens: int) -> None:
+    """Tokenize a chunk, leave out what is cached (see _triage), run the rest through the lower stack
+    and commit it as one shard; counted in summary."""
+    encoded, cut = tokenize(run.loaded.tokenizer, chunk, run.max_length)
+    hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
+    todo = _triage(writer, chunk, hashes, on_duplicate, summary)
+    bar.skipped(len(chunk) - len(todo))
+    if not todo:  # committed by an earlier run (resume) or all unchanged
+        return
+    arrays = run_lower(run.lower, [encoded[i] for i in todo], run.pad_id, run.device, batch_size, max_tokens,
+                       bar.on_batch)
+    docs = [chunk[i] for i in todo]
+    truncated = [chunk[i].id for i in todo if cut[i]]
+    info = writer.commit_shard([(d.id, a) for d, a in zip(docs, arrays)], truncated=truncated,
+                               token_hashes={chunk[i].id: hashes[i] for i in todo})
+    summary.encoded += info["documents"]
+    summary.replaced += info["replaced"]
+    summary.tokens += sum(a.shape[0] for a in arrays)
+    summary.truncated += len(truncated)
+    summary.truncated_ids.extend(truncated)
+
+
+def _finish(summary: EncodeSummary, counts: dict, corpus_warnings: list[str], seconds: float) -> EncodeSummary:
+    """The run's totals and warnings, and what the cache holds after it."""
+    summary.seconds = seconds
+    summary.already_in_cache = summary.unchanged + summary.unverified + summary.kept_changed
+    summary.warnings = _warnings(summary, corpus_warnings)
+    summary.cache_documents = counts["documents"]
+    summary.cache_tokens = counts["tokens"]
+    summary.cache_bytes = counts["bytes"]
+    return summary
+
+
 def encode_corpus(
     source: str,
     output: str,
@@ -181,67 +272,21 @@ def encode_corpus(
     every cached id again); unchanged ones are skipped except with "replace". `id_column`: the
     field or CSV column holding ids (default `id`; a CSV without one gets generated ids, warned).
     """
-    from erpack.models import load_model, split_model
-
-    if shard_size < 1:
-        raise InputError(f"shard_size must be >= 1, got {shard_size}")
-    if on_duplicate not in ON_DUPLICATE:
-        raise InputError(f"on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
+    _check_options(shard_size, on_duplicate)
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
     checked = check_corpus(source, id_column=id_column)
-    dev = resolve_device(device)
-    loaded = load_model(model, device=dev)
-    k = loaded.num_layers // 2 if layer is None else layer
-    if not 0 <= k <= loaded.num_layers:
-        raise InputError(f"--layer must be between 0 and {loaded.num_layers} for {model}, got {k}")
-    max_length = max_length or default_max_length(loaded.tokenizer, loaded.config)
-    lower, _ = split_model(loaded.model, k)
-    pad_id = loaded.tokenizer.pad_token_id or 0
-
-    summary = EncodeSummary(output=str(output), model=model, layer=k, codec=pipeline.spec, device=str(dev),
-                            documents_in_corpus=checked.documents)
-    bar = progress(total=checked.documents, desc="encode", unit="doc") if progress else None
-    start = time.perf_counter()
-    seen = {"tokens": 0}  # tokens run through the lower stack so far, for the bar
-
-    def on_batch(docs, tokens):
-        seen["tokens"] += tokens
-        if bar:
-            bar.update(docs)
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(tok_s=f"{seen['tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
-
+    run = LowerRun.open(model, layer, max_length, device)
+    summary = EncodeSummary(output=str(output), model=model, layer=run.layer, codec=pipeline.spec,
+                            device=str(run.device), documents_in_corpus=checked.documents)
+    bar = _Bar(progress, checked.documents)
     try:
-        with CacheWriter(output, meta=cache_meta(loaded, k, max_length), codec=pipeline, mode="append",
-                         on_duplicate=on_duplicate) as writer:
+        with CacheWriter(output, meta=cache_meta(run.loaded, run.layer, run.max_length), codec=pipeline,
+                         mode="append", on_duplicate=on_duplicate) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
             for chunk in _chunks(iter_corpus(source, id_column=id_column), shard_size):
-                encoded, cut = tokenize(loaded.tokenizer, chunk, max_length)
-                hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
-                todo = _triage(writer, chunk, hashes, on_duplicate, summary)
-                if bar:
-                    bar.update(len(chunk) - len(todo))
-                if not todo:  # committed by an earlier run (resume) or all unchanged
-                    continue
-                arrays = run_lower(lower, [encoded[i] for i in todo], pad_id, dev, batch_size, max_tokens, on_batch)
-                docs = [chunk[i] for i in todo]
-                truncated = [chunk[i].id for i in todo if cut[i]]
-                info = writer.commit_shard([(d.id, a) for d, a in zip(docs, arrays)], truncated=truncated,
-                                           token_hashes={chunk[i].id: hashes[i] for i in todo})
-                summary.encoded += info["documents"]
-                summary.replaced += info["replaced"]
-                summary.tokens += sum(a.shape[0] for a in arrays)
-                summary.truncated += len(truncated)
-                summary.truncated_ids.extend(truncated)
+                _encode_chunk(writer, chunk, run, on_duplicate, summary, bar, batch_size, max_tokens)
             counts = writer.manifest["counts"]
     finally:
-        if bar:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
-            bar.close()
-    summary.seconds = time.perf_counter() - start
-    summary.already_in_cache = summary.unchanged + summary.unverified + summary.kept_changed
-    summary.warnings = _warnings(summary, checked.warnings)
-    summary.cache_documents = counts["documents"]
-    summary.cache_tokens = counts["tokens"]
-    summary.cache_bytes = counts["bytes"]
-    return summary
+        bar.close()
+    return _finish(summary, counts, checked.warnings, time.perf_counter() - bar.start)

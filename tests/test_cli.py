@@ -76,7 +76,7 @@ def test_demo_end_to_end_json(capsys, tmp_path):
     assert enc["verified"] and enc["encode"]["cache_documents"] == 160
     assert enc["encode"]["already_in_cache"] == 80 and enc["encode"]["encoded"] == 80  # resumed
     for cache in (out / "cache-lossless", out / "cache-int8z"):
-        assert verify_cache(cache)["ok"]
+        assert verify_cache(cache).ok
 
     rows = {row["preset"]: row for row in s["compress"]["rows"]}
     assert set(rows) == {"int8z", "int4z", "bf16z", "lossless"}

@@ -108,3 +108,30 @@ def test_the_link_checker_finds_links_and_broken_ones(tmp_path):
     assert slug("Epoch time (criterion: ratio <= 0.55 at k = L/2)") == "epoch-time-criterion-ratio--055-at-k--l2"
     assert DATED_HEADING.match("### 2026-11-30 (second run): MiniLM")
     assert not DATED_HEADING.match("Until 2026-11-30 the pooler stayed frozen")
+
+
+def modules_named(text: str) -> set[str]:
+    """The erpack modules a table row of docs/architecture.md names in its first column: full paths, and
+    the short names after one (`erpack/codecs/int8c.py`, `int4c.py` names erpack/codecs/int4c.py too)."""
+    named = set()
+    for line in text.splitlines():
+        if not line.startswith("| `erpack"):
+            continue
+        paths = re.findall(r"`([^`]+)`", line.split("|")[1])
+        folder = paths[0].rsplit("/", 1)[0]
+        named |= {p if p.startswith("erpack/") else f"{folder}/{p}" for p in paths}
+    return named
+
+
+def test_architecture_names_every_module():
+    """A newcomer finds every module of erpack/ (packages' __init__.py too) in docs/architecture.md, and
+    every module it names exists."""
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "erpack").rglob("*.py")}
+    named = modules_named((DOCS / "architecture.md").read_text())
+    assert not modules - named, f"docs/architecture.md has no row for {sorted(modules - named)}"
+    assert not named - modules, f"docs/architecture.md names modules that do not exist: {sorted(named - modules)}"
+
+
+def test_the_module_checker_reads_short_names():
+    rows = "| `erpack/codecs/int8c.py`, `int4c.py` | codes | x |\n| `erpack/fit.py` | the rule | y |\nerpack/tokens.py\n"
+    assert modules_named(rows) == {"erpack/codecs/int8c.py", "erpack/codecs/int4c.py", "erpack/fit.py"}

@@ -262,7 +262,7 @@ def flip_trials(part: Part, cache: Path, file: Path, positions, rng: random.Rand
                 refused = True
             try:
                 report = verify_cache(cache)
-                flagged = not report["ok"]
+                flagged = not report.ok
             except ErpackError:
                 flagged = True
             if flagged:
@@ -319,7 +319,7 @@ try:
                 outcomes.append("refused")
 except ErpackError:
     outcomes.append("refused at open")
-outcomes.append("verify flagged" if not verify_cache(sys.argv[1])["ok"] else "verify passed")
+outcomes.append("verify flagged" if not verify_cache(sys.argv[1]).ok else "verify passed")
 print(",".join(outcomes))
 """
 

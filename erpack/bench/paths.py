@@ -233,7 +233,7 @@ class CachePath(InferencePath):
                               f"(e.g. {missing[0]!r}); encode the same corpus into it")
         self.codec = self.reader.codec.spec
         self.stats = self.reader.stats()
-        self.files = [self.cache / s["name"] for s in self.stats["shards"]] + [self.cache / "manifest.json"]
+        self.files = [self.cache / s.name for s in self.stats.shards] + [self.cache / "manifest.json"]
         self.prepare_compute()
 
     def prepare_compute(self) -> None:
@@ -286,8 +286,8 @@ class CachePath(InferencePath):
     def describe(self) -> dict:
         s = self.stats
         return {"name": self.name, "cache": str(self.cache), "codec": self.codec, "notes": self.notes,
-                "bytes_per_token": s["bytes_per_token"], "bits_per_value": s["bits_per_value"],
-                "cache_bytes": s["bytes_on_disk"], "cache_documents": s["documents"], "cache_tokens": s["tokens"]}
+                "bytes_per_token": s.bytes_per_token, "bits_per_value": s.bits_per_value,
+                "cache_bytes": s.bytes_on_disk, "cache_documents": s.documents, "cache_tokens": s.tokens}
 
 
 class ErpackTorch(CachePath):

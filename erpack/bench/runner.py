@@ -39,6 +39,7 @@ from erpack.bench.result import BenchResult, path_result, true_classes, with_spe
 from erpack.encode import default_max_length, encode_corpus
 from erpack.errors import ErpackError, InputError
 from erpack.runtime.device import resolve_device
+from erpack.runtime.progress import Steps
 from erpack.runtime.timing import describe_machine
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
@@ -189,34 +190,6 @@ def timed_pass(path, batches, cold: bool) -> tuple[float, dict, np.ndarray]:
     return total, dict(path.watch.seconds), preds
 
 
-class Steps:
-    """The preparation steps as one progress bar (`progress(total=, desc=, unit=)` makes a tqdm-like
-    bar), each step's name shown beside it; and the log. Without `progress`, only the log."""
-
-    def __init__(self, progress, log, total: int):
-        self.bar = progress(total=total, desc="bench: preparing", unit="step") if progress else None
-        self.log = log
-
-    def start(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(name, refresh=True)
-
-    def done(self, message: str | None = None) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-        if message:
-            self.log(message)
-
-    def add(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.total += n
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def prepare_workload(cfg: BenchConfig, docs: BenchDocuments, steps: Steps) -> tuple[Workload, list[str], bool]:
     """(the workload every path shares, class names, trained head?): model on its device, layer k,
     documents tokenized and batched by length."""
@@ -339,7 +312,7 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> BenchResult:
         torch.set_num_threads(cfg.threads)
     Path(cfg.work).mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    steps = Steps(progress, log, total=6)  # then one per path
+    steps = Steps(progress, total=6, desc="bench", log=log)  # then one per path
     try:
         steps.start("read the documents")
         docs = read_documents(cfg.corpus, cfg.limit, cfg.split)

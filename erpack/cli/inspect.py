@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erpack.store import CacheReader
+from erpack.store import CacheReader, CacheStats
 
 
 def add_parser(subparsers) -> None:
@@ -41,34 +41,35 @@ def _num(x, fmt: str = ".1f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def card(s: dict, max_shards: int = 10) -> list[str]:
-    model = s["model"] or {}
+def card(s: CacheStats, max_shards: int = 10) -> list[str]:
+    """The human card of a cache's stats, listing at most `max_shards` shards."""
+    model = s.model or {}
     sha = str(model.get("weights_sha256") or "?")[:16]
-    tpd, bpd = s["tokens_per_document"], s["bytes_per_document"]
+    tpd, bpd = s.tokens_per_document, s.bytes_per_document
     lines = [
-        f"cache        {s['path']} ({s['format']}, "
-        + ("manifest sealed by its checksum)" if s.get("sealed") else "manifest not sealed: `erpack verify --seal` seals it)"),
+        f"cache        {s.path} ({s.format}, "
+        + ("manifest sealed by its checksum)" if s.sealed else "manifest not sealed: `erpack verify --seal` seals it)"),
         f"model        {model.get('name')} ({model.get('model_type')}, {model.get('num_layers')} layers, "
-        f"hidden {s['hidden_size']}), weights sha256 {sha}...",
-        f"layer        {s['layer']} (hidden states entering layer {s['layer']}: the output of layers 0.."
-        f"{s['layer'] - 1 if isinstance(s['layer'], int) else '?'}), max_length {s['max_length']}",
-        f"tokenizer    {json.dumps(s['tokenizer'])}",
-        f"codec        {s['codec']}",
-        f"documents    {s['documents']} ({s['truncated']} truncated at max_length), {s['tokens']} tokens "
+        f"hidden {s.hidden_size}), weights sha256 {sha}...",
+        f"layer        {s.layer} (hidden states entering layer {s.layer}: the output of layers 0.."
+        f"{s.layer - 1 if isinstance(s.layer, int) else '?'}), max_length {s.max_length}",
+        f"tokenizer    {json.dumps(s.tokenizer)}",
+        f"codec        {s.codec}",
+        f"documents    {s.documents} ({s.truncated} truncated at max_length), {s.tokens} tokens "
         f"(per document: mean {_num(tpd['mean'])}, median {_num(tpd['median'], '.0f')}, max {tpd['max']})",
-        f"size         {human_bytes(s['bytes_on_disk'])} on disk: {_num(s['bytes_per_token'])} bytes per token, "
+        f"size         {human_bytes(s.bytes_on_disk)} on disk: {_num(s.bytes_per_token)} bytes per token, "
         f"{_num(bpd['mean'], '.0f')} bytes per document (median {_num(bpd['median'], '.0f')})",
-        f"rate         {_num(s['bits_per_value'], '.2f')} bits per value on disk "
-        f"(codec payload alone {_num(s['payload_bits_per_value'], '.2f')}); "
-        f"compression {_num(s['compression_vs_fp32'], '.2f')}x vs fp32, {_num(s['compression_vs_fp16'], '.2f')}x vs fp16",
-        f"records      {s['records']} ({s['dead_records']} dead: superseded by a replace, still on disk)",
-        f"shards       {len(s['shards'])}",
+        f"rate         {_num(s.bits_per_value, '.2f')} bits per value on disk "
+        f"(codec payload alone {_num(s.payload_bits_per_value, '.2f')}); "
+        f"compression {_num(s.compression_vs_fp32, '.2f')}x vs fp32, {_num(s.compression_vs_fp16, '.2f')}x vs fp16",
+        f"records      {s.records} ({s.dead_records} dead: superseded by a replace, still on disk)",
+        f"shards       {len(s.shards)}",
     ]
-    for sh in s["shards"][:max_shards]:
-        lines.append(f"  {sh['name']}  {sh['live']}/{sh['records']} live records, {sh['tokens']} tokens, "
-                     f"{human_bytes(sh['bytes'])}")
-    if len(s["shards"]) > max_shards:
-        lines.append(f"  ... and {len(s['shards']) - max_shards} more (--shards N lists more)")
+    for sh in s.shards[:max_shards]:
+        lines.append(f"  {sh.name}  {sh.live}/{sh.records} live records, {sh.tokens} tokens, "
+                     f"{human_bytes(sh.bytes)}")
+    if len(s.shards) > max_shards:
+        lines.append(f"  ... and {len(s.shards) - max_shards} more (--shards N lists more)")
     return lines
 
 
@@ -118,5 +119,5 @@ def run(args) -> int:
         stats = reader.stats()
     print("\n".join(card(stats, args.shards)))
     if args.json:
-        print(json.dumps(stats))
+        print(json.dumps(stats.as_dict()))
     return 0

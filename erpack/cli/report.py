@@ -65,10 +65,10 @@ def run(args) -> int:
         print(f"\n{title}")
         for r in cells:
             print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-    for n in rep["notes"]:
+    for n in rep.notes:
         print(f"note: {n}")
     written = write_report(rep, args.output)
     print(f"\nwrote {written['html']}, {written['markdown']}, {written['json']}")
     if args.json:
-        print(json.dumps(rep, default=float))
+        print(json.dumps(rep.as_dict(), default=float))
     return 0

@@ -7,7 +7,7 @@ import json
 from erpack.cli import CLIError
 from erpack.errors import CorruptManifestError
 from erpack.store import verify_cache
-from erpack.store.verify import seal_cache
+from erpack.store.verify import Failure, VerifyReport, manifest_failure, seal_cache
 
 RESTORE = "restore it from a copy of the cache, or re-encode the corpus into a new folder"
 
@@ -39,41 +39,40 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _where(f: dict) -> str:
-    if f["record_index"] is not None:
-        return f"record {f['record_index']} (doc id {f['doc_id']!r}) at byte {f['offset']}"
-    return "whole file" if f["offset"] is None else f"byte {f['offset']}"
+def _where(f: Failure) -> str:
+    if f.record_index is not None:
+        return f"record {f.record_index} (doc id {f.doc_id!r}) at byte {f.offset}"
+    return "whole file" if f.offset is None else f"byte {f.offset}"
 
 
-def summary(report: dict) -> list[str]:
+def summary(report: VerifyReport) -> list[str]:
     """The human report: what was checked, each warning and failure, the result and what to do."""
-    failures, unreadable = report["failures"], report["unreadable"]
-    live = f"{report['documents']} live documents" if report["documents"] is not None else (
-        f"live documents unknown: {len(unreadable)} shard(s) cannot be read")
-    lines = [f"cache      {report['path']}",
-             f"checked    {len(report['shards'])} shards, {report['records']} records ({live}); "
-             + ("manifest checksum, " if report["sealed"] else "")
-             + "sha256, crc32" + (", decoding" if report["decoded"] else " (decoding skipped: --no-decode)")]
-    lines += [f"warning    {w}" for w in report["warnings"]]
-    for f in failures:
-        dead = " [dead record, superseded]" if f.get("live") is False else ""
-        lines.append(f"FAILED     {f['shard']}: {_where(f)}: {f['error']}{dead}")
-    if report["ok"]:
-        sealed = " and the manifest is sealed now" if report.get("sealed_now") else ""
+    live = f"{report.documents} live documents" if report.documents is not None else (
+        f"live documents unknown: {len(report.unreadable)} shard(s) cannot be read")
+    lines = [f"cache      {report.path}",
+             f"checked    {len(report.shards)} shards, {report.records} records ({live}); "
+             + ("manifest checksum, " if report.sealed else "")
+             + "sha256, crc32" + (", decoding" if report.decoded else " (decoding skipped: --no-decode)")]
+    lines += [f"warning    {w}" for w in report.warnings]
+    for f in report.failures:
+        dead = " [dead record, superseded]" if f.live is False else ""
+        lines.append(f"FAILED     {f.shard}: {_where(f)}: {f.error}{dead}")
+    if report.ok:
+        sealed = " and the manifest is sealed now" if report.sealed_now else ""
         return lines + [f"result     OK: every shard and record checks out{sealed}"]
-    bad = sorted({f["shard"] for f in failures})
-    lines.append(f"result     FAILED: {len(failures)} problem(s) in {', '.join(bad)}")
+    bad = sorted({f.shard for f in report.failures})
+    lines.append(f"result     FAILED: {len(report.failures)} problem(s) in {', '.join(bad)}")
     return lines + [f"action     {a}" for a in actions(report)]
 
 
-def actions(report: dict) -> list[str]:
+def actions(report: VerifyReport) -> list[str]:
     """What to do about each kind of failure in the report, one line each."""
-    failures, out = report["failures"], []
-    for name in report["unreadable"]:
-        error = next(f["error"] for f in failures if f["shard"] == name and f["record_index"] is None)
+    failures, out = report.failures, []
+    for name in report.unreadable:
+        error = next(f.error for f in failures if f.shard == name and f.record_index is None)
         out.append(f"{name} cannot be read ({error}), so the documents it holds cannot be listed: {RESTORE}")
-    records = [f for f in failures if f["record_index"] is not None]
-    ids = sorted({f["doc_id"] for f in records if f.get("live") is not False})
+    records = [f for f in failures if f.record_index is not None]
+    ids = sorted({f.doc_id for f in records if f.live is not False})
     if ids:
         shown = ", ".join(map(repr, ids[:10])) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
         out.append(f"re-encode {len(ids)} live document(s) ({shown}): encode them again into this cache with "
@@ -81,21 +80,13 @@ def actions(report: dict) -> list[str]:
     if records and not ids:
         out.append("every damaged record is dead (superseded by a newer record of its id): reads are not "
                    "affected; to drop them, re-encode into a new folder")
-    named = {f["shard"] for f in records} | set(report["unreadable"])
-    other = sorted({f["shard"] for f in failures if f["shard"] not in named})
+    named = {f.shard for f in records} | set(report.unreadable)
+    other = sorted({f.shard for f in failures if f.shard not in named})
     if other:
         out.append(f"{', '.join(other)}: the manifest's records of the shards (sha256 or counts) disagree with "
                    f"the files, which check out: restore manifest.json from a copy of the cache, or re-encode "
                    f"into a new folder")
     return out
-
-
-def manifest_failure(path: str, exc: Exception) -> dict:
-    """The report of a cache whose manifest is damaged: nothing else can be checked without it."""
-    return {"path": path, "ok": False, "sealed": None, "unreadable": [], "documents": None, "records": None,
-            "decoded": False, "shards": [], "warnings": [], "manifest_error": str(exc),
-            "failures": [{"shard": "manifest.json", "record_index": None, "doc_id": None, "offset": None,
-                          "error": str(exc), "live": None}]}
 
 
 def run(args) -> int:
@@ -110,9 +101,9 @@ def run(args) -> int:
                          "action     restore manifest.json from a copy of the cache, or re-encode the corpus "
                          "into a new folder"]))
         if args.json:
-            print(json.dumps(report))
+            print(json.dumps(report.as_dict()))
         return 1
     print("\n".join(summary(report)))
     if args.json:
-        print(json.dumps(report))
-    return 0 if report["ok"] else 1
+        print(json.dumps(report.as_dict()))
+    return 0 if report.ok else 1

@@ -30,6 +30,7 @@ from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_
 from erpack.export.session import create_session
 from erpack.export.summary import ExportSummary, Variant
 from erpack.runtime.lower import wants_token_types
+from erpack.runtime.progress import Steps as _Steps
 from erpack.runtime.timing import interleaved_medians
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
@@ -79,31 +80,9 @@ def _info(tm, source) -> dict:
             "task_model": str(source) if not hasattr(source, "info") else None}
 
 
-class Steps:
-    """A bar over named steps: `start(name)` ends the step before it and shows `name`; `close()` ends the last."""
-
-    def __init__(self, progress, total: int):
-        self.bar = progress(total=total, desc="export", unit="step") if progress else None
-        self.running = False
-
-    def total(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.total = n
-
-    def start(self, name: str) -> None:
-        if self.bar is None:
-            return
-        if self.running:
-            self.bar.update(1)
-        self.bar.set_description(f"export: {name}")
-        self.running = True
-
-    def close(self) -> None:
-        if self.bar is not None:
-            if self.running:
-                self.bar.update(1)
-            self.bar.close()
-            self.bar, self.running = None, False
+def Steps(progress, total: int) -> _Steps:
+    """The export's bar over its named steps (erpack.runtime.progress)."""
+    return _Steps(progress, total, desc="export")
 
 
 def _variant_path(out: Path, name: str) -> Path:

@@ -5,11 +5,11 @@
     paths = write_report(rep, "report.html")   # report.html (self-contained), report.md, report.json
 
 Modules: project (the arithmetic: size fit, projection, cost, break-even), measure (caches,
-re-encoded samples, length profiles, timed samples), build (the report dict), plots (matplotlib
+re-encoded samples, length profiles, timed samples), build (`build_report` and the `Report` it returns), plots (matplotlib
 figures as base64 PNG), render (Markdown and HTML).
 """
 
-from erpack.report.build import ReportConfig, build_report
+from erpack.report.build import Report, ReportConfig, build_report
 from erpack.report.render import write_report
 
-__all__ = ["ReportConfig", "build_report", "write_report"]
+__all__ = ["Report", "ReportConfig", "build_report", "write_report"]

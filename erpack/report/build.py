@@ -1,4 +1,4 @@
-"""`erpack report` as a library call: measured caches and codecs -> the storage-cost report (a dict).
+"""`erpack report` as a library call: measured caches and codecs -> the storage-cost `Report`.
 
     rep = build_report(ReportConfig(caches=["caches/bbc-int8z"], codecs=["int4c:19+zstd:3"],
                                     documents=100_000_000, profile="bbc"))
@@ -96,10 +96,48 @@ def same_model(bench_model, row: dict) -> bool:
     return folder.is_dir() and str(folder.resolve()) == row.get("model_location")
 
 
-def build_report(cfg: ReportConfig, log=None) -> dict:
-    log = log or (lambda msg: None)
-    t0 = time.perf_counter()
-    benches = [read_bench(b) for b in cfg.bench]  # bad inputs fail before any measuring
+FORMULAS = {
+    "size": "bytes = N * (a + b * m): a, b fitted per codec on measured records "
+            "(bytes(doc) = a + b * tokens(doc)), m = mean tokens per document of the profile",
+    "monthly_cost": "bytes / 2^30 (GiB) * price per GiB-month",
+    "break_even": "n* = (E * p + S * M) / ((C - R) * p): E = T * (t_lower + t_encode) encode "
+                  "seconds once, S storage $/month, M months kept, C = T * t_lower recompute "
+                  "seconds per run, R = T * t_read read + decode seconds per run, p $ per "
+                  "compute second, T corpus tokens",
+}
+
+
+@dataclass
+class Report:
+    """The storage-cost report: one row per measured cache or re-encoded codec (`rows`: sizes, fit,
+    speed, projection, break-even, matching bench points), the length `profile`, the `lower` stack
+    timings, the bench points, and every input it stands on. as_dict() is report.json and
+    `erpack report --json`."""
+
+    config: ReportConfig
+    inputs: dict
+    profile: dict  # the length profile's figures (its per-document lengths left out)
+    lower: list[dict]
+    rows: list[dict]
+    bench: list[dict]
+    bench_machines: list
+    notes: list[str]
+    seconds: float
+    formulas: dict = field(default_factory=lambda: dict(FORMULAS))
+
+    @property
+    def command(self) -> str | None:
+        return self.config.command
+
+    def as_dict(self) -> dict:
+        return {"kind": "erpack-report", "version": 1, "command": self.command, "config": asdict(self.config),
+                "inputs": self.inputs, "profile": self.profile, "lower": self.lower, "rows": self.rows,
+                "bench": self.bench, "bench_machines": self.bench_machines, "notes": self.notes,
+                "formulas": self.formulas, "seconds": self.seconds}
+
+
+def measure_caches(cfg: ReportConfig, log) -> list[dict]:
+    """One row per cache; a lossy cache of the lossless one's model and layer gets its SQNR against it."""
     rows = []
     for c in cfg.caches:
         log(f"measuring cache {c}")
@@ -109,7 +147,12 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
         if lossless and r is not lossless and r["model"] == lossless["model"] and r["layer"] == lossless["layer"]:
             r["sqnr_db"] = measure.sqnr_against(lossless["source"], r["source"], cfg.sample)
             r["sqnr_reference"] = lossless["codec"]
-    notes = []
+    return rows
+
+
+def reencode_codecs(cfg: ReportConfig, rows: list[dict], notes: list[str], log) -> dict | None:
+    """Append a row per --codec, re-encoded from the reference cache (returned; None without codecs),
+    noting when that reference is lossy."""
     reference = reencode_reference(rows) if cfg.codecs else None
     if reference is not None and not reference["lossless"]:
         notes.append(lossy_reference_note(reference))
@@ -118,51 +161,67 @@ def build_report(cfg: ReportConfig, log=None) -> dict:
         row = measure.codec_row(reference["source"], spec, cfg.sample)
         row.update(reference=reference["source"], reference_lossless=reference["lossless"])
         rows.append(row)
+    return reference
+
+
+def time_lowers(cfg: ReportConfig, rows: list[dict], lengths, notes: list[str], log) -> dict[tuple, dict]:
+    """(model, layer) -> timing of layers 0..k-1 on the profile's lengths; a model that cannot be
+    loaded here is noted (the report still has its sizes)."""
+    lowers: dict[tuple, dict] = {}
+    if not cfg.time_lower:
+        return lowers
+    for key in dict.fromkeys((r["model"], r["layer"]) for r in rows):
+        log(f"timing layers 0..{key[1] - 1} of {key[0]}")
+        try:
+            where = next(r["model_location"] for r in rows if (r["model"], r["layer"]) == key)
+            lowers[key] = measure.lower_seconds_per_token(where, key[1], lengths)
+        except Exception as exc:  # a model that cannot be loaded here: the report still has sizes
+            notes.append(f"break-even not computed for {key[0]} k={key[1]}: the lower stack could not be "
+                         f"timed ({exc})")
+    return lowers
+
+
+def project_row(r: dict, cfg: ReportConfig, docs: float, tokens: float, mean_tokens: float, lower: dict | None) -> None:
+    """Fill a row's per-token seconds, its projected size and monthly cost, and its break-even."""
+    r["read_seconds_per_token"] = (measure.read_seconds_per_token(r["source"], cfg.sample)
+                                   if r["kind"] == "cache" else None)
+    r["decode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["decode_MBps"]
+    r["encode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["encode_MBps"]
+    nbytes = project.projected_bytes(r["fit"]["a"], r["fit"]["b"], docs, mean_tokens)
+    monthly = project.monthly_cost(nbytes, cfg.price_per_gib_month)
+    r["projection"] = {"documents": docs, "tokens": tokens, "bytes": nbytes,
+                       "bytes_per_document": nbytes / docs, "monthly_cost": monthly}
+    r["lower_seconds_per_token"] = lower["seconds_per_token"] if lower else None
+    r["break_even"] = None
+    if lower:
+        t_read = r["read_seconds_per_token"] or r["decode_seconds_per_token"]
+        r["break_even"] = project.break_even(tokens, lower["seconds_per_token"], r["encode_seconds_per_token"],
+                                             t_read, monthly, cfg.price_per_hour, cfg.months)
+
+
+def build_report(cfg: ReportConfig, log=None) -> Report:
+    """Measure the caches, re-encode the codecs, time the lower stacks and project each row (see Report);
+    `log(message)` hears each step."""
+    log = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    benches = [read_bench(b) for b in cfg.bench]  # bad inputs fail before any measuring
+    notes: list[str] = []
+    rows = measure_caches(cfg, log)
+    reference = reencode_codecs(cfg, rows, notes, log)
     first = rows[0]
     profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model_location"], first["max_length"])
     docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
-    lowers: dict[tuple, dict] = {}  # (model, layer) -> timing of layers 0..k-1 on the profile's lengths
-    if cfg.time_lower:
-        for key in dict.fromkeys((r["model"], r["layer"]) for r in rows):
-            log(f"timing layers 0..{key[1] - 1} of {key[0]}")
-            try:
-                where = next(r["model_location"] for r in rows if (r["model"], r["layer"]) == key)
-                lowers[key] = measure.lower_seconds_per_token(where, key[1], profile["lengths"])
-            except Exception as exc:  # a model that cannot be loaded here: the report still has sizes
-                notes.append(f"break-even not computed for {key[0]} k={key[1]}: the lower stack could not be "
-                             f"timed ({exc})")
+    lowers = time_lowers(cfg, rows, profile["lengths"], notes, log)
+    points = bench_points(benches)
     for r in rows:
-        r["read_seconds_per_token"] = (measure.read_seconds_per_token(r["source"], cfg.sample)
-                                       if r["kind"] == "cache" else None)
-        r["decode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["decode_MBps"]
-        r["encode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["encode_MBps"]
-        nbytes = project.projected_bytes(r["fit"]["a"], r["fit"]["b"], docs, profile["mean"])
-        monthly = project.monthly_cost(nbytes, cfg.price_per_gib_month)
-        r["projection"] = {"documents": docs, "tokens": tokens, "bytes": nbytes,
-                           "bytes_per_document": nbytes / docs, "monthly_cost": monthly}
-        lower = lowers.get((r["model"], r["layer"]))
-        r["lower_seconds_per_token"] = lower["seconds_per_token"] if lower else None
-        if lower:
-            t_read = r["read_seconds_per_token"] or r["decode_seconds_per_token"]
-            r["break_even"] = project.break_even(tokens, lower["seconds_per_token"], r["encode_seconds_per_token"],
-                                                 t_read, monthly, cfg.price_per_hour, cfg.months)
-        else:
-            r["break_even"] = None
+        project_row(r, cfg, docs, tokens, profile["mean"], lowers.get((r["model"], r["layer"])))
     for r in rows:
-        r["bench"] = [p for p in bench_points(benches) if p["codec"] == r["codec"]
+        r["bench"] = [p for p in points if p["codec"] == r["codec"]
                       and same_model(p["model"], r) and p["layer"] == r["layer"]]
     profile_out = {k: v for k, v in profile.items() if k != "lengths"}
-    return {"kind": "erpack-report", "version": 1, "command": cfg.command, "config": asdict(cfg),
-            "inputs": {"caches": list(cfg.caches), "codecs_reencoded_from": reference["source"] if reference else None,
-                       "bench": [b["file"] for b in benches], "bench_commands": [b.get("command") for b in benches],
-                       "profile": profile_out["how"], "lower_timing": [v["how"] for v in lowers.values()]},
-            "profile": profile_out, "lower": list(lowers.values()), "rows": rows, "bench": bench_points(benches),
-            "bench_machines": [b["machine"] for b in benches], "notes": notes,
-            "formulas": {"size": "bytes = N * (a + b * m): a, b fitted per codec on measured records "
-                                 "(bytes(doc) = a + b * tokens(doc)), m = mean tokens per document of the profile",
-                         "monthly_cost": "bytes / 2^30 (GiB) * price per GiB-month",
-                         "break_even": "n* = (E * p + S * M) / ((C - R) * p): E = T * (t_lower + t_encode) encode "
-                                       "seconds once, S storage $/month, M months kept, C = T * t_lower recompute "
-                                       "seconds per run, R = T * t_read read + decode seconds per run, p $ per "
-                                       "compute second, T corpus tokens"},
-            "seconds": time.perf_counter() - t0}
+    inputs = {"caches": list(cfg.caches), "codecs_reencoded_from": reference["source"] if reference else None,
+              "bench": [b["file"] for b in benches], "bench_commands": [b.get("command") for b in benches],
+              "profile": profile_out["how"], "lower_timing": [v["how"] for v in lowers.values()]}
+    return Report(config=cfg, inputs=inputs, profile=profile_out, lower=list(lowers.values()), rows=rows,
+                  bench=bench_points(benches), bench_machines=[b["machine"] for b in benches], notes=notes,
+                  seconds=time.perf_counter() - t0)

@@ -60,12 +60,12 @@ def cache_row(path, sample: int = 200) -> dict:
         a, b = fit_bytes(tokens, sizes)
         m = measure(r.codec, sample_arrays(r, sample))
         return {"kind": "cache", "source": str(path), "codec": r.codec.spec, "lossless": r.codec.lossless,
-                "model": st["model"].get("name"), "model_location": recorded_location(st["model"]),
-                "model_type": st["model"].get("model_type"),
-                "layer": st["layer"], "hidden": st["hidden_size"], "max_length": st["max_length"],
-                "documents": st["documents"], "tokens": st["tokens"], "bytes": st["bytes_on_disk"],
-                "bytes_per_token": st["bytes_per_token"], "bytes_per_document": st["bytes_on_disk"] / st["documents"],
-                "bits_per_value": st["bits_per_value"], "payload_bits_per_value": st["payload_bits_per_value"],
+                "model": st.model.get("name"), "model_location": recorded_location(st.model),
+                "model_type": st.model.get("model_type"),
+                "layer": st.layer, "hidden": st.hidden_size, "max_length": st.max_length,
+                "documents": st.documents, "tokens": st.tokens, "bytes": st.bytes_on_disk,
+                "bytes_per_token": st.bytes_per_token, "bytes_per_document": st.bytes_on_disk / st.documents,
+                "bits_per_value": st.bits_per_value, "payload_bits_per_value": st.payload_bits_per_value,
                 "fit": {"a": a, "b": b}, "record_overhead_bytes": float(np.mean(overhead)),
                 "sqnr_db": None, "encode_MBps": m.encode_MBps, "decode_MBps": m.decode_MBps,
                 "sample_documents": m.docs}

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from erpack.report import plots
+from erpack.report.build import Report
 from erpack.report.units import human_size, mib_per_second
 
 
@@ -31,8 +32,8 @@ def _short_source(r: dict) -> str:
     return f"{r['documents']} records of {_short(r.get('reference', 'the first cache'))}{lossy}"
 
 
-def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    rows = rep["rows"]
+def tables(rep: Report) -> list[tuple[str, list[str], list[list[str]]]]:
+    rows = rep.rows
     out = []
     out.append(("Measured size per codec",
                 ["codec", "model", "k", "measured", "documents", "tokens", "bits/value", "bytes/token",
@@ -43,9 +44,9 @@ def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                   "exact" if r["lossless"] else _n(r["sqnr_db"], "{:.2f}"), _n(mib_per_second(r["encode_MBps"]), "{:.0f}"),
                   _n(mib_per_second(r["decode_MBps"]), "{:.0f}")] for r in rows]))
     p = rows[0]["projection"]
-    cfg = rep["config"]
+    cfg = rep.config
     out.append((f"Projected: {p['documents']:,.0f} documents, {p['tokens']:,.0f} tokens "
-                f"({rep['profile']['name']} length profile), ${cfg['price_per_gib_month']} per GiB-month",
+                f"({rep.profile['name']} length profile), ${cfg.price_per_gib_month} per GiB-month",
                 ["codec", "model", "k", "size", "bytes/document", "$ / month", "encode hours (once)",
                  "recompute hours / run", "read hours / run", "break-even runs"],
                 [[f"`{r['codec']}`", _short(r["model"]), str(r["layer"]), human_size(r["projection"]["bytes"]),
@@ -56,7 +57,7 @@ def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                   (_n(r["break_even"]["break_even_runs"], "{:.2f}") if r["break_even"]
                    and r["break_even"]["break_even_runs"] is not None else ("never" if r["break_even"] else "-"))]
                  for r in rows]))
-    if rep["bench"]:
+    if rep.bench:
         out.append(("End-to-end inference (erpack bench)",
                     ["bench", "model", "k", "path", "codec", "bytes/token", "docs/s", "speedup", "bound",
                      "spread", "accuracy", "agreement"],
@@ -66,24 +67,24 @@ def tables(rep: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                       _n(100 * b["spread"], "{:.0f}%"),
                       _n(b["accuracy"] and 100 * b["accuracy"], "{:.1f}%",
                          "n/a (untrained head)" if not b["trained_head"] else "n/a"),
-                      _n(b["agreement"], "{:.3f}")] for b in rep["bench"]]))
-    pr = rep["profile"]
+                      _n(b["agreement"], "{:.3f}")] for b in rep.bench]))
+    pr = rep.profile
     out.append(("Length profile", ["profile", "documents", "tokens", "mean", "median", "p90", "max"],
                 [[pr["name"], str(pr["documents"]), str(pr["tokens"]), f"{pr['mean']:.1f}", f"{pr['median']:.0f}",
                   f"{pr['p90']:.0f}", str(pr["max"])]]))
     return out
 
 
-def figures(rep: dict) -> dict[str, bytes]:
-    figs = {"storage": plots.storage(rep["rows"]), "profile": plots.profile(rep["profile"]),
-            "speedup": plots.speedup(rep["bench"]), "quality": plots.quality(rep["rows"], rep["bench"])}
+def figures(rep: Report) -> dict[str, bytes]:
+    figs = {"storage": plots.storage(rep.rows), "profile": plots.profile(rep.profile),
+            "speedup": plots.speedup(rep.bench), "quality": plots.quality(rep.rows, rep.bench)}
     return {k: v for k, v in figs.items() if v is not None}
 
 
-def _assumptions(rep: dict) -> list[str]:
-    cfg, lower = rep["config"], rep["lower"]
-    lines = [f"Storage price ${cfg['price_per_gib_month']} per GiB-month (GiB = 2^30 bytes; sizes are binary: MiB = 2^20, TiB = 2^40); compute price "
-             f"${cfg['price_per_hour']} per machine-hour; cache kept {cfg['months']:g} month(s)."]
+def _assumptions(rep: Report) -> list[str]:
+    cfg, lower = rep.config, rep.lower
+    lines = [f"Storage price ${cfg.price_per_gib_month} per GiB-month (GiB = 2^30 bytes; sizes are binary: MiB = 2^20, TiB = 2^40); compute price "
+             f"${cfg.price_per_hour} per machine-hour; cache kept {cfg.months:g} month(s)."]
     for lo in lower:
         lines.append(f"Lower stack: {lo['seconds_per_token'] * 1e6:.1f} µs per token ({lo['how']}, "
                      f"{lo['threads']} torch threads).")
@@ -92,14 +93,14 @@ def _assumptions(rep: dict) -> list[str]:
     return lines
 
 
-def markdown(rep: dict, figure_files: dict[str, str]) -> str:
+def markdown(rep: Report, figure_files: dict[str, str]) -> str:
     lines = ["# erpack storage-cost report", ""]
-    lines += [f"Made by `{rep['command']}`." if rep["command"] else "Made by erpack.report.", ""]
-    lines += ["## Inputs", ""] + [f"- cache: `{c}`" for c in rep["inputs"]["caches"]]
-    if rep["inputs"]["codecs_reencoded_from"]:
-        lines.append(f"- re-encoded samples of: `{rep['inputs']['codecs_reencoded_from']}`")
-    lines += [f"- bench: `{b}` (`{c}`)" for b, c in zip(rep["inputs"]["bench"], rep["inputs"]["bench_commands"])]
-    lines += [f"- length profile: {rep['inputs']['profile']}"]
+    lines += [f"Made by `{rep.command}`." if rep.command else "Made by erpack.report.", ""]
+    lines += ["## Inputs", ""] + [f"- cache: `{c}`" for c in rep.inputs["caches"]]
+    if rep.inputs["codecs_reencoded_from"]:
+        lines.append(f"- re-encoded samples of: `{rep.inputs['codecs_reencoded_from']}`")
+    lines += [f"- bench: `{b}` (`{c}`)" for b, c in zip(rep.inputs["bench"], rep.inputs["bench_commands"])]
+    lines += [f"- length profile: {rep.inputs['profile']}"]
     lines += [""] + [f"- {a}" for a in _assumptions(rep)] + [""]
     for title, header, rows in tables(rep):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
@@ -107,9 +108,9 @@ def markdown(rep: dict, figure_files: dict[str, str]) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     if figure_files:
         lines += ["## Figures", ""] + [f"![{k}]({v})" for k, v in figure_files.items()] + [""]
-    lines += ["## Formulas", ""] + [f"- {k}: {v}" for k, v in rep["formulas"].items()] + [""]
-    if rep["notes"]:
-        lines += ["## Notes", ""] + [f"- {n}" for n in rep["notes"]] + [""]
+    lines += ["## Formulas", ""] + [f"- {k}: {v}" for k, v in rep.formulas.items()] + [""]
+    if rep.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in rep.notes] + [""]
     return "\n".join(lines)
 
 
@@ -129,20 +130,20 @@ def _cell(text: str) -> str:
     return t
 
 
-def to_html(rep: dict, figs: dict[str, bytes]) -> str:
+def to_html(rep: Report, figs: dict[str, bytes]) -> str:
     e = html.escape
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              "<title>erpack storage-cost report</title>", f"<style>{CSS}</style></head><body>",
              "<h1>erpack storage-cost report</h1>"]
-    if rep["command"]:
-        parts.append(f"<p class=\"small\">Made by <code>{e(rep['command'])}</code></p>")
+    if rep.command:
+        parts.append(f"<p class=\"small\">Made by <code>{e(rep.command)}</code></p>")
     parts.append("<h2>Inputs</h2><ul class=\"small\">")
-    parts += [f"<li>cache: <code>{e(c)}</code></li>" for c in rep["inputs"]["caches"]]
-    if rep["inputs"]["codecs_reencoded_from"]:
-        parts.append(f"<li>re-encoded samples of: <code>{e(rep['inputs']['codecs_reencoded_from'])}</code></li>")
+    parts += [f"<li>cache: <code>{e(c)}</code></li>" for c in rep.inputs["caches"]]
+    if rep.inputs["codecs_reencoded_from"]:
+        parts.append(f"<li>re-encoded samples of: <code>{e(rep.inputs['codecs_reencoded_from'])}</code></li>")
     parts += [f"<li>bench: <code>{e(b)}</code> (<code>{e(str(c))}</code>)</li>"
-              for b, c in zip(rep["inputs"]["bench"], rep["inputs"]["bench_commands"])]
-    parts.append(f"<li>length profile: {e(rep['inputs']['profile'])}</li>")
+              for b, c in zip(rep.inputs["bench"], rep.inputs["bench_commands"])]
+    parts.append(f"<li>length profile: {e(rep.inputs['profile'])}</li>")
     parts += [f"<li>{e(a)}</li>" for a in _assumptions(rep)] + ["</ul>"]
     placed = {0: ["quality"], 1: ["storage"], 2: ["speedup"], 3: ["profile"]}
     for i, (title, header, rows) in enumerate(tables(rep)):
@@ -155,14 +156,14 @@ def to_html(rep: dict, figs: dict[str, bytes]) -> str:
                 b64 = base64.b64encode(figs[name]).decode("ascii")
                 parts.append(f"<img alt=\"{name}\" src=\"data:image/png;base64,{b64}\">")
     parts.append("<h2>Formulas</h2><ul class=\"small\">")
-    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in rep["formulas"].items()] + ["</ul>"]
-    if rep["notes"]:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in rep["notes"]) + "</ul>")
+    parts += [f"<li>{e(k)}: {e(v)}</li>" for k, v in rep.formulas.items()] + ["</ul>"]
+    if rep.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in rep.notes) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(rep: dict, output) -> dict:
+def write_report(rep: Report, output) -> dict:
     """Write OUTPUT (.html, self-contained), and .md (with PNGs beside it) and .json next to it."""
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -176,5 +177,5 @@ def write_report(rep: dict, output) -> dict:
     md = out.with_suffix(".md")
     md.write_text(markdown(rep, files), encoding="utf-8")
     js = out.with_suffix(".json")
-    js.write_text(json.dumps(rep, indent=1, default=float) + "\n", encoding="utf-8")
+    js.write_text(json.dumps(rep.as_dict(), indent=1, default=float) + "\n", encoding="utf-8")
     return {"html": str(out), "markdown": str(md), "json": str(js), "figures": [str(out.with_name(f)) for f in files.values()]}

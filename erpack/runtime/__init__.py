@@ -6,6 +6,7 @@
     prefetch.py  Prefetcher: batches made in a background thread, through a bounded queue
     timing.py    interleaved medians, Stopwatch sections, summaries, page-cache eviction,
                  describe_machine
+    progress.py  Steps: one progress bar over a stage's named steps (export, bench's preparation)
 
 Tokenizing lives in erpack.tokens, padding in erpack.batching (pad_token_ids, pad_arrays,
 mask_from_lengths). These modules import only erpack.errors, erpack.batching and erpack.tokens:

@@ -9,8 +9,10 @@ The byte layout, commit protocol and compatibility rules: docs/cache-format.md.
 """
 
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
+from erpack.store.inspect import CacheStats
 from erpack.store.reader import CacheReader, MissingDocumentError
-from erpack.store.verify import verify_cache
+from erpack.store.verify import VerifyReport, verify_cache
 from erpack.store.writer import CacheWriter
 
-__all__ = ["CacheReader", "CacheWriter", "MissingDocumentError", "verify_cache", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["CacheReader", "CacheWriter", "CacheStats", "MissingDocumentError", "VerifyReport", "verify_cache",
+           "FORMAT_NAME", "FORMAT_VERSION"]

@@ -6,6 +6,8 @@ Sizes count everything on disk (manifest, framing, ids, dead records) unless nam
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 
 from erpack.store.format import FLAG_TRUNCATED
@@ -26,46 +28,100 @@ def _cat(parts: list, dtype=np.int64) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def cache_stats(reader) -> dict:
-    """A JSON-able dict for `erpack inspect`: model, layer, codec, counts, sizes, rates, shards."""
-    meta, hidden = reader.meta, reader.hidden_size
+@dataclass
+class ShardStats:
+    """One shard as listed by inspect: its records, the live ones among them, their tokens, its bytes."""
+
+    name: str
+    records: int
+    live: int
+    tokens: int
+    bytes: int
+
+
+@dataclass
+class CacheStats:
+    """What a cache holds (model, layer, codec, documents, tokens) and what it costs on disk.
+
+    Sizes count everything on disk unless named `payload`; rates are None for an empty cache.
+    `bytes_per_document` holds mean and median, `tokens_per_document` mean, median and max.
+    as_dict() is the JSON `erpack inspect --json` prints."""
+
+    path: str
+    format: str
+    sealed: bool
+    model: dict | None
+    layer: int | None
+    max_length: int | None
+    tokenizer: dict | None
+    hidden_size: int
+    codec: str
+    codec_config: list | dict
+    documents: int
+    tokens: int
+    truncated: int
+    records: int
+    dead_records: int
+    bytes_on_disk: int
+    payload_bytes: int
+    bytes_per_token: float | None
+    bytes_per_document: dict
+    tokens_per_document: dict
+    bits_per_value: float | None
+    payload_bits_per_value: float | None
+    compression_vs_fp32: float | None
+    compression_vs_fp16: float | None
+    shards: list[ShardStats]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _live_records(reader) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[ShardStats]]:
+    """Per live record: tokens, bytes on disk, payload bytes, flags; and each shard's stats."""
     tokens, sizes, payloads, flags, shards = [], [], [], [], []
     for shard, live in reader.live_masks():
         tokens.append(shard.entries["tokens"][live].astype(np.int64))
         sizes.append(shard.record_size()[live])
         payloads.append(shard.entries["payload_len"][live].astype(np.int64))
         flags.append(shard.entries["flags"][live])
-        shards.append({"name": shard.name, "records": shard.count, "live": int(live.sum()),
-                       "tokens": int(tokens[-1].sum()), "bytes": shard.size})
-    tokens, sizes, payloads, flags = _cat(tokens), _cat(sizes), _cat(payloads), _cat(flags, np.uint32)
+        shards.append(ShardStats(name=shard.name, records=shard.count, live=int(live.sum()),
+                                 tokens=int(tokens[-1].sum()), bytes=shard.size))
+    return _cat(tokens), _cat(sizes), _cat(payloads), _cat(flags, np.uint32), shards
+
+
+def cache_stats(reader) -> CacheStats:
+    """CacheStats of an open CacheReader, from its manifest and shard indexes (no record is read)."""
+    meta, hidden = reader.meta, reader.hidden_size
+    tokens, sizes, payloads, flags, shards = _live_records(reader)
     n_tokens = int(tokens.sum())
     values = n_tokens * hidden
-    disk = sum(s["bytes"] for s in shards) + (reader.path / MANIFEST).stat().st_size
-    records = sum(s["records"] for s in shards)
-    return {
-        "path": str(reader.path),
-        "format": f"{reader.manifest['format']} v{reader.manifest['format_version']}",
-        "sealed": is_sealed(reader.manifest),
-        "model": meta.get("model"),
-        "layer": meta.get("layer"),
-        "max_length": meta.get("max_length"),
-        "tokenizer": meta.get("tokenizer"),
-        "hidden_size": hidden,
-        "codec": reader.codec.spec,
-        "codec_config": reader.manifest["codec"],
-        "documents": len(reader),
-        "tokens": n_tokens,
-        "truncated": int(np.count_nonzero(flags & FLAG_TRUNCATED)),
-        "records": records,
-        "dead_records": records - len(reader),
-        "bytes_on_disk": disk,
-        "payload_bytes": int(payloads.sum()),
-        "bytes_per_token": _ratio(disk, n_tokens),
-        "bytes_per_document": {k: v for k, v in _summary(sizes).items() if k != "max"},
-        "tokens_per_document": _summary(tokens),
-        "bits_per_value": _ratio(8 * disk, values),
-        "payload_bits_per_value": _ratio(8 * int(payloads.sum()), values),
-        "compression_vs_fp32": _ratio(4 * values, disk),
-        "compression_vs_fp16": _ratio(2 * values, disk),
-        "shards": shards,
-    }
+    disk = sum(s.bytes for s in shards) + (reader.path / MANIFEST).stat().st_size
+    records = sum(s.records for s in shards)
+    return CacheStats(
+        path=str(reader.path),
+        format=f"{reader.manifest['format']} v{reader.manifest['format_version']}",
+        sealed=is_sealed(reader.manifest),
+        model=meta.get("model"),
+        layer=meta.get("layer"),
+        max_length=meta.get("max_length"),
+        tokenizer=meta.get("tokenizer"),
+        hidden_size=hidden,
+        codec=reader.codec.spec,
+        codec_config=reader.manifest["codec"],
+        documents=len(reader),
+        tokens=n_tokens,
+        truncated=int(np.count_nonzero(flags & FLAG_TRUNCATED)),
+        records=records,
+        dead_records=records - len(reader),
+        bytes_on_disk=disk,
+        payload_bytes=int(payloads.sum()),
+        bytes_per_token=_ratio(disk, n_tokens),
+        bytes_per_document={k: v for k, v in _summary(sizes).items() if k != "max"},
+        tokens_per_document=_summary(tokens),
+        bits_per_value=_ratio(8 * disk, values),
+        payload_bits_per_value=_ratio(8 * int(payloads.sum()), values),
+        compression_vs_fp32=_ratio(4 * values, disk),
+        compression_vs_fp16=_ratio(2 * values, disk),
+        shards=shards,
+    )

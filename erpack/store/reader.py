@@ -16,10 +16,10 @@ from erpack.batching import mask_from_lengths
 from erpack.codecs import Pipeline
 from erpack.errors import CodecError, StoreError
 from erpack.store.format import FLAG_TRUNCATED
-from erpack.store.inspect import cache_stats
+from erpack.store.inspect import CacheStats, cache_stats
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
 from erpack.store.shard import RecordLimits, ShardFile, decode_payload
-from erpack.store.verify import verify_cache
+from erpack.store.verify import VerifyReport, verify_cache
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -168,11 +168,11 @@ class CacheReader:
         return out
 
     # ---- whole-cache reports ------------------------------------------------------------------
-    def verify(self, decode: bool = True) -> dict:
+    def verify(self, decode: bool = True) -> VerifyReport:
         """Check every shard's sha256 and every record's framing, crc32 and decoding (see verify.py)."""
         return verify_cache(self.path, decode=decode, manifest=self.manifest, codec=self.codec)
 
-    def stats(self) -> dict:
+    def stats(self) -> CacheStats:
         """What the cache holds and what it costs (see inspect.py); reads only the indexes."""
         return cache_stats(self)
 

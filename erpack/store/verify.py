@@ -10,6 +10,7 @@ A damaged manifest is not a report but a StoreError (nothing in the cache can be
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from erpack.checksums import file_sha256
@@ -32,55 +33,137 @@ UNSEALED = (f"{MANIFEST} is format version 1: it has no checksum, so a changed b
             f"{FORMAT_VERSION}, which an erpack older than this one cannot read)")
 
 
-def _failure(shard: str, reason: str, record_index=None, doc_id=None, offset=None) -> dict:
-    return {"shard": shard, "record_index": record_index, "doc_id": doc_id, "offset": offset, "error": reason}
+@dataclass
+class Failure:
+    """One damaged thing: a shard (`record_index` None: missing, wrong size or sha256, damaged
+    footer/index), a record in it, or the manifest's counts. `live`: whether the record is the one
+    the cache serves for its id (False: superseded by a replace; None: not a record, or unknown)."""
+
+    shard: str
+    error: str
+    record_index: int | None = None
+    doc_id: str | None = None
+    offset: int | None = None
+    live: bool | None = None
+
+    def as_dict(self) -> dict:
+        return {"shard": self.shard, "record_index": self.record_index, "doc_id": self.doc_id,
+                "offset": self.offset, "error": self.error, "live": self.live}
 
 
-def _check_shard(folder: Path, entry: dict, codec, decode: bool, limits: RecordLimits) -> tuple[dict, list, list | None]:
-    """(shard report, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
-    name, path = entry["name"], folder / entry["name"]
-    report = {"name": name, "ok": False, "records": None, "failed_records": 0, "sha256_ok": None}
-    if not path.is_file():
-        return report, [_failure(name, "listed in the manifest but missing")], None
+@dataclass
+class ShardCheck:
+    """What verify found in one listed shard: `records` None when its index could not be read."""
+
+    name: str
+    ok: bool = False
+    records: int | None = None
+    failed_records: int = 0
+    sha256_ok: bool | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VerifyReport:
+    """A whole cache checked: every damaged shard and record (`failures`), warnings, and what was
+    read. `documents` is None when a shard's index is unreadable (`unreadable` names them);
+    `sealed_now` is set by seal_cache, `manifest_error` when the manifest itself is damaged (then
+    nothing else could be checked). as_dict() is the JSON `erpack verify --json` prints."""
+
+    path: str
+    ok: bool
+    sealed: bool | None
+    unreadable: list[str]
+    documents: int | None
+    records: int | None
+    decoded: bool
+    shards: list[ShardCheck]
+    failures: list[Failure]
+    warnings: list[str]
+    sealed_now: bool | None = None
+    manifest_error: str | None = None
+
+    def as_dict(self) -> dict:
+        d = {"path": self.path, "ok": self.ok, "sealed": self.sealed, "unreadable": list(self.unreadable),
+             "documents": self.documents, "records": self.records, "decoded": self.decoded,
+             "shards": [s.as_dict() for s in self.shards], "failures": [f.as_dict() for f in self.failures],
+             "warnings": list(self.warnings)}
+        if self.sealed_now is not None:
+            d["sealed_now"] = self.sealed_now
+        if self.manifest_error is not None:
+            d["manifest_error"] = self.manifest_error
+        return d
+
+
+def _check_records(shard: ShardFile, codec, decode: bool, report: ShardCheck) -> list[Failure]:
+    """Read (and decode) every record of an open shard; one Failure per damaged record."""
     failures = []
-    report["sha256_ok"] = file_sha256(path) == entry.get("sha256")
+    for i in range(shard.count):
+        try:
+            payload, shape, _ = shard.read(i, verify=True)
+            if decode:
+                decode_payload(codec, shard, i, payload, shape)
+            del payload
+        except CorruptRecordError as exc:
+            report.failed_records += 1
+            failures.append(Failure(report.name, exc.reason, i, exc.doc_id, exc.offset))
+    return failures
+
+
+def _check_shard(folder: Path, entry: dict, codec, decode: bool, limits: RecordLimits
+                 ) -> tuple[ShardCheck, list[Failure], list | None]:
+    """(shard check, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
+    name, path = entry["name"], folder / entry["name"]
+    report = ShardCheck(name)
+    if not path.is_file():
+        return report, [Failure(name, "listed in the manifest but missing")], None
+    report.sha256_ok = file_sha256(path) == entry.get("sha256")
     try:
         shard = ShardFile(path, expected_size=entry["bytes"], limits=limits)
     except CorruptRecordError as exc:
-        return report, [_failure(name, exc.reason, offset=exc.offset)], None
+        return report, [Failure(name, exc.reason, offset=exc.offset)], None
     try:
-        report["records"] = shard.count
-        for i in range(shard.count):
-            try:
-                payload, shape, _ = shard.read(i, verify=True)
-                if decode:
-                    decode_payload(codec, shard, i, payload, shape)
-                del payload
-            except CorruptRecordError as exc:
-                report["failed_records"] += 1
-                failures.append(_failure(name, exc.reason, i, exc.doc_id, exc.offset))
+        report.records = shard.count
+        failures = _check_records(shard, codec, decode, report)
         rows = list(zip(shard.ids, shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()))
     finally:
         shard.close()
-    if not report["sha256_ok"] and not failures:  # every byte checks out: the manifest's sha256 is wrong
-        failures.append(_failure(name, "sha256 of the file differs from the manifest's, though every "
-                                       "record, its padding and the index check out"))
+    if not report.sha256_ok and not failures:  # every byte checks out: the manifest's sha256 is wrong
+        failures.append(Failure(name, "sha256 of the file differs from the manifest's, though every "
+                                      "record, its padding and the index check out"))
     for key, value in (("documents", len(rows)), ("tokens", sum(r[1] for r in rows))):
         if entry.get(key) != value:
-            failures.append(_failure(name, f"manifest says {key}={entry.get(key)}, the shard index holds {value}"))
-    report["ok"] = not failures
+            failures.append(Failure(name, f"manifest says {key}={entry.get(key)}, the shard index holds {value}"))
+    report.ok = not failures
     return report, failures, rows
 
 
-def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=None) -> dict:
-    """Report {path, ok, documents, records, shards: [...], failures: [...], warnings: [...]}.
+def _count_failures(manifest: dict, where: dict) -> list[Failure]:
+    """The manifest's counts against the live records of the shards (every index read)."""
+    live = {"documents": len(where), "tokens": sum(w[2] for w in where.values()),
+            "truncated": sum(w[3] & FLAG_TRUNCATED for w in where.values())}
+    return [Failure(MANIFEST, f"counts.{key} is {manifest['counts'].get(key)}, the shards hold {value}")
+            for key, value in live.items() if manifest["counts"].get(key) != value]
 
-    Each failure: {shard, record_index, doc_id, offset, error, live}; record_index is None for a
-    shard-level failure (missing, wrong size or sha256, damaged footer/index). `live` says whether
-    the record is the one the cache serves for its id (False: superseded by a replace). Also
-    `sealed` (the manifest has a checksum) and `unreadable` (shards whose index could not be read:
-    their documents cannot be listed, so `documents` is None). Raises StoreError for a damaged
-    manifest."""
+
+def _leftover_warnings(folder: Path, manifest: dict) -> list[str]:
+    """Unlisted shard or .tmp files (an interrupted write), and an unsealed manifest."""
+    listed = {e["name"] for e in manifest["shards"]}
+    warnings = [
+        f"{p.name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
+        for p in sorted(folder.iterdir())
+        if (SHARD_RE.match(p.name) and p.name not in listed) or p.name.endswith(".tmp")
+    ]
+    if not is_sealed(manifest):
+        warnings.append(UNSEALED.format(cache=folder))
+    return warnings
+
+
+def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=None) -> VerifyReport:
+    """Check every shard and record of the cache at `path` (see VerifyReport); raises StoreError for a
+    damaged manifest, never for damage in the shards."""
     folder = Path(path)
     manifest = manifest if manifest is not None else load_manifest(folder)
     if decode and codec is None:
@@ -90,48 +173,34 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
     for s, entry in enumerate(manifest["shards"]):
         report, found, rows = _check_shard(folder, entry, codec, decode, limits)
         shards.append(report)
-        for f in found:
-            f["shard_number"] = s
-        failures += found
+        failures += [(s, f) for f in found]
         if rows is None:
             unreadable.append(entry["name"])
             continue
         for i, (doc_id, tokens, flags) in enumerate(rows):
             where[doc_id] = (s, i, tokens, flags)
-    for f in failures:
-        s, hit = f.pop("shard_number"), where.get(f["doc_id"])
-        f["live"] = None if hit is None else hit[:2] == (s, f["record_index"])
+    for s, f in failures:
+        hit = where.get(f.doc_id)
+        f.live = None if hit is None else hit[:2] == (s, f.record_index)
+    failures = [f for _, f in failures]
     readable = not unreadable
     if readable:  # counts can only be recomputed when every index could be read
-        live = {"documents": len(where), "tokens": sum(w[2] for w in where.values()),
-                "truncated": sum(w[3] & FLAG_TRUNCATED for w in where.values())}
-        for key, value in live.items():
-            if manifest["counts"].get(key) != value:
-                failures.append(_failure(MANIFEST, f"counts.{key} is {manifest['counts'].get(key)}, the shards hold {value}"))
-                failures[-1]["live"] = None
-    listed = {e["name"] for e in manifest["shards"]}
-    warnings = [
-        f"{p.name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
-        for p in sorted(folder.iterdir())
-        if (SHARD_RE.match(p.name) and p.name not in listed) or p.name.endswith(".tmp")
-    ]
-    if not is_sealed(manifest):
-        warnings.append(UNSEALED.format(cache=folder))
-    return {
-        "path": str(folder),
-        "ok": not failures,
-        "sealed": is_sealed(manifest),
-        "unreadable": unreadable,
-        "documents": len(where) if readable else None,
-        "records": sum(r["records"] or 0 for r in shards),
-        "decoded": decode,
-        "shards": shards,
-        "failures": failures,
-        "warnings": warnings,
-    }
+        failures += _count_failures(manifest, where)
+    return VerifyReport(
+        path=str(folder), ok=not failures, sealed=is_sealed(manifest), unreadable=unreadable,
+        documents=len(where) if readable else None, records=sum(r.records or 0 for r in shards),
+        decoded=decode, shards=shards, failures=failures, warnings=_leftover_warnings(folder, manifest),
+    )
 
 
-def seal_cache(path) -> dict:
+def manifest_failure(path, exc: Exception) -> VerifyReport:
+    """The report of a cache whose manifest is damaged: nothing else can be checked without it."""
+    return VerifyReport(path=str(path), ok=False, sealed=None, unreadable=[], documents=None, records=None,
+                        decoded=False, shards=[], warnings=[], manifest_error=str(exc),
+                        failures=[Failure(MANIFEST, str(exc))])
+
+
+def seal_cache(path) -> VerifyReport:
     """Verify the whole cache (decoding every record), holding the writer lock; if every check passes
     and its manifest is version 1, rewrite it atomically at the current version, sealed by its
     checksum. The report gets `sealed_now` (True when this call sealed it). Shards are not touched."""
@@ -141,11 +210,11 @@ def seal_cache(path) -> dict:
     try:
         manifest = load_manifest(folder)  # under the lock: no writer can change it now
         report = verify_cache(folder, decode=True, manifest=manifest)
-        report["sealed_now"] = False
-        if report["ok"] and not report["sealed"]:
+        report.sealed_now = False
+        if report.ok and not report.sealed:
             write_atomic(folder / MANIFEST, dump_manifest(at_current_version(manifest)))
-            report["sealed"] = report["sealed_now"] = True
-            report["warnings"] = [w for w in report["warnings"] if not w.startswith(f"{MANIFEST} is format version 1")]
+            report.sealed = report.sealed_now = True
+            report.warnings = [w for w in report.warnings if not w.startswith(f"{MANIFEST} is format version 1")]
     finally:
         lock.release()
     return report

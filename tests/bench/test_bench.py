@@ -10,6 +10,7 @@ import json
 import pytest
 
 from tests.bench import tiny
+from tests.checkers import Bars
 
 
 @pytest.fixture(scope="module")
@@ -133,25 +134,6 @@ def train_first_corpus(t, tmp_path):
     return path, {r["id"] for r in rows[30:]}
 
 
-class Bar:
-    """A progress bar that remembers what it was told (the `progress(**kw)` factory's product)."""
-
-    def __init__(self, total=None, desc="", unit=""):
-        self.total, self.desc, self.n, self.closed, self.postfixes = total, desc, 0, False, []
-
-    def update(self, n=1):
-        self.n += n
-
-    def set_postfix_str(self, text, refresh=True):
-        self.postfixes.append(text)
-
-    def refresh(self):
-        pass
-
-    def close(self):
-        self.closed = True
-
-
 def test_default_split_is_the_test_split(tmp_path):
     """A corpus that lists its training documents first: `--limit 8` scores 8 test documents, not the
     first 8 (training) ones, and the card says which split the accuracy is on."""
@@ -165,11 +147,11 @@ def test_default_split_is_the_test_split(tmp_path):
     assert res["workload"]["split"] == "test" and res["workload"]["split_source"] == "split field"
     assert res["workload"]["documents"] == 8
     assert "accuracy on the test split (split field)" in "\n".join(card(res))
-    bars = []
-    train = run_bench(BenchConfig(**cfg, split="train"), progress=lambda **kw: bars.append(Bar(**kw)) or bars[-1])
+    bars = Bars()
+    train = run_bench(BenchConfig(**cfg, split="train"), progress=bars)
     assert train.workload["split"] == "train"
-    prep = next(b for b in bars if b.desc == "bench: preparing")  # preparation shows progress, step by step
-    assert prep.n == prep.total >= 6 and prep.closed and "prepare full-torch" in prep.postfixes
+    prep = next(b for b in bars.bars if b["desc"] == "bench")  # preparation shows progress, step by step
+    assert prep["done"] == prep["total"] >= 6 and prep["closed"] and "bench: prepare full-torch" in prep["descriptions"]
     everything = run_bench(BenchConfig(**dict(cfg, limit=None), split="all")).as_dict()
     assert everything["workload"]["documents"] == 40
 

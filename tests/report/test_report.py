@@ -100,6 +100,7 @@ def test_markdown_and_json_beside_it(report):
     assert md.startswith("# erpack storage-cost report") and "| `int8+zstd:3` |" in md and "![storage](" in md
     again = json.loads(open(written["json"], encoding="utf-8").read())
     assert again["kind"] == "erpack-report" and len(again["rows"]) == 3
+    assert again == json.loads(json.dumps(rep.as_dict(), default=float))  # report.json is the Report's as_dict()
     assert all(f.endswith(".png") for f in written["figures"])
 
 
@@ -107,13 +108,13 @@ def test_numbers_are_consistent(report):
     from erpack.report.project import projected_bytes
 
     rep, _ = report
-    cache, fp32, int4 = rep["rows"]
+    cache, fp32, int4 = rep.rows
     assert cache["kind"] == "cache" and fp32["kind"] == int4["kind"] == "re-encoded sample"
     assert fp32["bits_per_value"] > cache["bits_per_value"] > int4["bits_per_value"]
     assert fp32["sqnr_db"] is None and int4["sqnr_db"] > 5  # fp32 decodes the reference exactly
-    m = rep["profile"]["mean"]  # the profile defaults to the first cache
-    assert rep["profile"]["tokens"] == cache["tokens"]
-    for r in rep["rows"]:
+    m = rep.profile["mean"]  # the profile defaults to the first cache
+    assert rep.profile["tokens"] == cache["tokens"]
+    for r in rep.rows:
         assert r["projection"]["bytes"] == pytest.approx(projected_bytes(r["fit"]["a"], r["fit"]["b"], 1e6, m))
         assert r["break_even"] is not None and r["break_even"]["encode_seconds"] > 0
     # the cache's own fit reproduces its measured size (within the manifest and shard headers)
@@ -156,10 +157,10 @@ def test_codecs_are_projected_from_the_lossless_cache(lossy_first, tmp_path):
     pytest.importorskip("matplotlib")
     int8, fp32 = lossy_first
     rep, written = _report([int8, fp32], ["bf16"], tmp_path)
-    bf16 = rep["rows"][-1]
-    assert rep["inputs"]["codecs_reencoded_from"] == str(fp32) and bf16["reference"] == str(fp32)
+    bf16 = rep.rows[-1]
+    assert rep.inputs["codecs_reencoded_from"] == str(fp32) and bf16["reference"] == str(fp32)
     assert bf16["reference_lossless"] and str(fp32) in bf16["source"]
-    assert not any("lossy cache" in n for n in rep["notes"])
+    assert not any("lossy cache" in n for n in rep.notes)
     # bf16 of the real values: 16 bits a value plus framing, not the fewer bits of re-quantized int8 values
     assert bf16["payload_bits_per_value"] == pytest.approx(16, abs=0.5)
 
@@ -168,8 +169,8 @@ def test_a_lossy_reference_is_said(lossy_first, tmp_path):
     pytest.importorskip("matplotlib")
     int8, _ = lossy_first
     rep, written = _report([int8], ["bf16"], tmp_path)
-    assert rep["rows"][-1]["reference_lossless"] is False
-    note = [n for n in rep["notes"] if "lossy cache" in n]
+    assert rep.rows[-1]["reference_lossless"] is False
+    note = [n for n in rep.notes if "lossy cache" in n]
     assert note and str(int8) in note[0] and "lossless cache" in note[0]
     assert "lossy cache" in open(written["markdown"], encoding="utf-8").read()
 
@@ -189,8 +190,9 @@ def test_one_unit_convention(lossy_first, tmp_path):
     for text in (md, page):
         assert "per GiB-month" in text and "MiB/s" in text
         assert not re.search(r"\d (KB|MB|GB|TB|PB)\b|GB-month|MB/s|10\^12", text), re.findall(r".{30}(?:GB|TB|MB).{10}", text)
-    assert "price_per_gib_month" in rep["config"] and "price_per_gb_month" not in rep["config"]
-    assert "GiB" in rep["formulas"]["monthly_cost"]
+    config = rep.as_dict()["config"]
+    assert "price_per_gib_month" in config and "price_per_gb_month" not in config
+    assert "GiB" in rep.formulas["monthly_cost"]
 
 
 def test_storage_chart_axis_is_in_tib():

@@ -63,8 +63,8 @@ def test_crafted_record_is_refused_by_name(tmp_path, case):
         msg = str(e.value)
         assert "shard-000000.ers, record 1 (doc id 'bomb')" in msg and reason in msg and "erpack verify" in msg
     report = verify_cache(cache)
-    assert [(f["shard"], f["record_index"], f["doc_id"]) for f in report["failures"]] == [("shard-000000.ers", 1, "bomb")]
-    assert reason in report["failures"][0]["error"]
+    assert [(f.shard, f.record_index, f.doc_id) for f in report.failures] == [("shard-000000.ers", 1, "bomb")]
+    assert reason in report.failures[0].error
 
 
 CHILD = """
@@ -73,7 +73,7 @@ resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 from erpack.errors import ErpackError
 from erpack.store import CacheReader, verify_cache
 def verify(folder):
-    if not verify_cache(folder)["ok"]:
+    if not verify_cache(folder).ok:
         raise ErpackError("verify found damage")
 
 out = []

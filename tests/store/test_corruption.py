@@ -44,12 +44,12 @@ def test_flipped_byte_names_shard_record_and_offset(cache, where, reason):
     with pytest.raises(CorruptRecordError, match="'b-2'"):  # in a batch too, named
         r.get_batch(["b-1", "b-2", "a-0"])
     report = r.verify()
-    assert not report["ok"]
-    assert [(f["shard"], f["record_index"], f["doc_id"], f["offset"], f["live"]) for f in report["failures"]] == [
+    assert not report.ok
+    assert [(f.shard, f.record_index, f.doc_id, f.offset, f.live) for f in report.failures] == [
         ("shard-000001.ers", 2, "b-2", info["offset"], True)
     ]
-    assert report["shards"][0]["ok"] and not report["shards"][1]["ok"]
-    assert report["shards"][1]["sha256_ok"] is False and report["shards"][1]["failed_records"] == 1
+    assert report.shards[0].ok and not report.shards[1].ok
+    assert report.shards[1].sha256_ok is False and report.shards[1].failed_records == 1
 
 
 def test_flipped_id_byte_and_unchecked_reads(cache):
@@ -66,9 +66,9 @@ def test_truncated_shard(cache):
     with pytest.raises(CorruptRecordError, match=r"shard-000000.ers is \d+ bytes but the manifest says \d+.*truncated"):
         CacheReader(cache)
     report = verify_cache(cache)
-    assert not report["ok"] and report["documents"] is None
-    assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000000.ers", None)]
-    assert "truncated" in report["failures"][0]["error"]
+    assert not report.ok and report.documents is None
+    assert [(f.shard, f.record_index) for f in report.failures] == [("shard-000000.ers", None)]
+    assert "truncated" in report.failures[0].error
 
 
 @pytest.mark.parametrize("from_end", [1, 20, 40])  # trailer magic, trailer crc, index
@@ -78,7 +78,7 @@ def test_damaged_footer(cache, from_end):
     with pytest.raises(CorruptRecordError, match="shard-000001.ers is damaged"):
         CacheReader(cache)
     report = verify_cache(cache)
-    assert [(f["shard"], f["record_index"]) for f in report["failures"]] == [("shard-000001.ers", None)]
+    assert [(f.shard, f.record_index) for f in report.failures] == [("shard-000001.ers", None)]
 
 
 def test_damage_in_record_padding_is_caught_by_reads(cache):
@@ -91,7 +91,7 @@ def test_damage_in_record_padding_is_caught_by_reads(cache):
         r.get("a-0")
     r.get("a-1")
     report = verify_cache(cache)
-    assert [(f["shard"], f["record_index"], f["doc_id"]) for f in report["failures"]] == [("shard-000000.ers", 0, "a-0")]
+    assert [(f.shard, f.record_index, f.doc_id) for f in report.failures] == [("shard-000000.ers", 0, "a-0")]
 
 
 def test_damage_in_index_padding_is_caught_on_open(cache):
@@ -102,14 +102,14 @@ def test_damage_in_index_padding_is_caught_on_open(cache):
     flip(path, path.stat().st_size - 32 - hashes - 1)  # the last padding byte after the id blob
     with pytest.raises(CorruptRecordError, match="shard-000000.ers is damaged"):
         CacheReader(cache)
-    assert [(f["shard"], f["record_index"]) for f in verify_cache(cache)["failures"]] == [("shard-000000.ers", None)]
+    assert [(f.shard, f.record_index) for f in verify_cache(cache).failures] == [("shard-000000.ers", None)]
 
 
 def test_missing_shard(cache):
     (cache / "shard-000001.ers").unlink()
     with pytest.raises(StoreError, match="shard-000001.ers is listed .* but missing"):
         CacheReader(cache)
-    assert verify_cache(cache)["failures"][0]["error"] == "listed in the manifest but missing"
+    assert verify_cache(cache).failures[0].error == "listed in the manifest but missing"
 
 
 def test_leftovers_are_removed_on_reopen(cache, meta, caplog):
@@ -119,7 +119,7 @@ def test_leftovers_are_removed_on_reopen(cache, meta, caplog):
     (cache / "manifest.json.tmp").write_bytes(b"{")
     (cache / "README.txt").write_text("not ours: kept")
     report = verify_cache(cache)
-    assert report["ok"] and len(report["warnings"]) == 3
+    assert report.ok and len(report.warnings) == 3
     with caplog.at_level(logging.WARNING, logger="erpack.store"):
         w = CacheWriter(cache, meta=meta, codec=pipe(), mode="append")
     assert w.removed == ["manifest.json.tmp", "shard-000002.ers", "shard-000003.ers.tmp"]
@@ -128,7 +128,7 @@ def test_leftovers_are_removed_on_reopen(cache, meta, caplog):
     w.close()
     assert sorted(p.name for p in cache.iterdir()) == [
         "README.txt", "manifest.json", "shard-000000.ers", "shard-000001.ers", "shard-000002.ers"]
-    assert verify_cache(cache)["ok"] and len(CacheReader(cache)) == 9
+    assert verify_cache(cache).ok and len(CacheReader(cache)) == 9
 
 
 def test_damaged_manifest(cache):

@@ -77,7 +77,7 @@ def test_sigkill_and_resume_loses_nothing(tmp_path):
             break
     assert run_child(crashed, None)  # resume to the end
     assert any(0 < n < CHUNKS * PER_CHUNK for n in progress), f"no kill landed mid-run: {progress}"
-    assert verify_cache(crashed)["ok"]
+    assert verify_cache(crashed).ok
     r, ref = CacheReader(crashed), CacheReader(reference)
     assert len(r) == CHUNKS * PER_CHUNK and r.ids() == ref.ids()
     for (a_id, a_buf, a_shape), (b_id, b_buf, b_shape) in zip(r.iter_encoded(), ref.iter_encoded()):

@@ -48,9 +48,9 @@ def test_replace_points_to_the_newest(tmp_path, meta):
     counts = r.manifest["counts"]
     assert (counts["documents"], counts["tokens"], counts["truncated"], counts["records"]) == (4, 3 + 1 + 2 + 5, 0, 5)
     s = r.stats()
-    assert (s["documents"], s["records"], s["dead_records"], s["tokens"]) == (4, 5, 1, 11)
+    assert (s.documents, s.records, s.dead_records, s.tokens) == (4, 5, 1, 11)
     report = r.verify()
-    assert report["ok"] and report["documents"] == 4 and report["records"] == 5
+    assert report.ok and report.documents == 4 and report.records == 5
 
 
 def test_replace_across_reopen(tmp_path, meta):

@@ -74,7 +74,7 @@ def test_fixture_reads(version):
     assert r.manifest["counts"] == {"documents": 4, "tokens": 6, "truncated": 1, "records": 5,
                                     "bytes": sum(s["bytes"] for s in r.manifest["shards"])}
     report = verify_cache(FIXTURES / f"v{version}")
-    assert report["ok"] and report["sealed"] == (version >= 2)
+    assert report.ok and report.sealed == (version >= 2)
     # Version 1 shards hold no token hashes: every one reads as unknown.
     assert {d: r.token_hash(d) for d in EXPECTED} == (HASHES if version >= 2 else dict.fromkeys(EXPECTED))
 

@@ -43,7 +43,7 @@ def refusals(folder: Path, meta: dict) -> dict:
 
     attempt("reader", lambda: CacheReader(folder).close())
     def verify():
-        if not verify_cache(folder)["ok"]:  # damage reported (exit 1) counts as refused too
+        if not verify_cache(folder).ok:  # damage reported (exit 1) counts as refused too
             raise StoreError("verify found damage")
 
     attempt("verify_cache", verify)
@@ -133,7 +133,7 @@ def test_version_1_reads_warns_and_seals(tmp_path, capsys):
     shutil.copytree(FIXTURES / "v1", cache)
     assert len(CacheReader(cache)) == 4
     report = verify_cache(cache)
-    assert report["ok"] and not report["sealed"]
+    assert report.ok and not report.sealed
     assert main(["verify", str(cache)]) == 0
     out = capsys.readouterr().out
     assert "warning    manifest.json is format version 1: it has no checksum" in out and "--seal" in out
@@ -142,7 +142,7 @@ def test_version_1_reads_warns_and_seals(tmp_path, capsys):
     sealed = (cache / "manifest.json").read_bytes()
     unsealed = json.loads((FIXTURES / "v1" / "manifest.json").read_bytes())
     assert {k: v for k, v in json.loads(sealed).items() if k != "checksum"} == {**unsealed, "format_version": 2}
-    assert verify_cache(cache)["sealed"] and len(CacheReader(cache)) == 4
+    assert verify_cache(cache).sealed and len(CacheReader(cache)) == 4
     assert main(["verify", "--seal", str(cache)]) == 0  # sealing a sealed cache changes nothing
     assert (cache / "manifest.json").read_bytes() == sealed
 
@@ -169,9 +169,9 @@ def test_appending_keeps_the_version(tmp_path):
     with CacheWriter(cache, meta=META, codec=pipe(), mode="append") as w:
         w.commit_shard([("e", np.ones((2, 4), np.float32))])
     manifest = json.loads((cache / "manifest.json").read_bytes())
-    assert manifest["format_version"] == 1 and "checksum" not in manifest and verify_cache(cache)["ok"]
+    assert manifest["format_version"] == 1 and "checksum" not in manifest and verify_cache(cache).ok
     assert main(["verify", "--seal", str(cache)]) == 0
     with CacheWriter(cache, meta=META, codec=pipe(), mode="append") as w:
         w.commit_shard([("f", np.ones((1, 4), np.float32))])
     report = verify_cache(cache)
-    assert report["ok"] and report["sealed"] and len(CacheReader(cache)) == 6
+    assert report.ok and report.sealed and len(CacheReader(cache)) == 6

@@ -75,9 +75,9 @@ def test_empty_cache_and_empty_commit(tmp_path, meta):
                                       "tokens": 0, "bytes": 0}
     r = CacheReader(tmp_path)
     assert len(r) == 0 and r.ids() == [] and list(r) == []
-    assert r.verify()["ok"]
+    assert r.verify().ok
     s = r.stats()
-    assert s["documents"] == 0 and s["bytes_per_token"] is None
+    assert s.documents == 0 and s.bytes_per_token is None
 
 
 def test_unicode_ids_and_float64_input(tmp_path, meta):
@@ -116,14 +116,14 @@ def test_stats(tmp_path, meta):
         w.commit_shard(recs, truncated=["doc-0", "doc-5"])
     s = CacheReader(tmp_path).stats()
     tokens = sum(a.shape[0] for _, a in recs)
-    assert (s["documents"], s["tokens"], s["truncated"], s["records"], s["dead_records"]) == (6, tokens, 2, 6, 0)
-    assert s["codec"] == "fp32" and s["layer"] == 2 and s["model"]["name"] == "tiny-bert"
+    assert (s.documents, s.tokens, s.truncated, s.records, s.dead_records) == (6, tokens, 2, 6, 0)
+    assert s.codec == "fp32" and s.layer == 2 and s.model["name"] == "tiny-bert"
     payload = sum(len(pipe().encode(a)) for _, a in recs)  # fp32: 4 bytes a value + the codec's header
-    assert s["payload_bytes"] == payload and s["payload_bits_per_value"] == 8 * payload / (tokens * HIDDEN)
+    assert s.payload_bytes == payload and s.payload_bits_per_value == 8 * payload / (tokens * HIDDEN)
     disk = sum(p.stat().st_size for p in tmp_path.iterdir())
-    assert s["bytes_on_disk"] == disk and s["bytes_per_token"] == disk / tokens
-    assert s["bits_per_value"] == 8 * disk / (tokens * HIDDEN) and s["bits_per_value"] > 32
-    assert s["shards"][0]["live"] == 6
+    assert s.bytes_on_disk == disk and s.bytes_per_token == disk / tokens
+    assert s.bits_per_value == 8 * disk / (tokens * HIDDEN) and s.bits_per_value > 32
+    assert s.shards[0].live == 6
 
 
 def test_reader_does_not_modify(tmp_path, meta):
@@ -186,7 +186,7 @@ def test_round_trip_through_real_pipelines(tmp_path, meta, spec, tolerance):
         got = r.get(doc_id)
         assert got.dtype == np.float32 and got.shape == arr.shape
         assert np.max(np.abs(got - arr)) <= tolerance * np.max(np.abs(arr))
-    assert r.verify()["ok"]
+    assert r.verify().ok
     ids = [doc_id for doc_id, _ in reversed(recs)]
     hidden, mask = r.get_batch(ids)  # one padded batch, any order
     T = max(a.shape[0] for _, a in recs)

@@ -25,7 +25,7 @@ def test_hashes_round_trip_and_follow_the_live_record(tmp_path, meta):
         assert (w.token_hash("doc-0"), w.token_hash("doc-1"), w.token_hash("doc-2")) == (9, 2**64 - 1, None)
     r = CacheReader(tmp_path)
     assert [r.token_hash(d) for d in ("doc-0", "doc-1", "doc-2")] == [9, 2**64 - 1, None]
-    assert verify_cache(tmp_path)["ok"]
+    assert verify_cache(tmp_path).ok
 
 
 def test_bad_hashes_are_refused_before_writing(tmp_path, meta):
@@ -44,7 +44,7 @@ def test_a_version_1_cache_appends_version_2_shards(tmp_path):
         w.commit_shard([("e", values(1, 3.0))], token_hashes={"e": 5})
     r = CacheReader(tmp_path / "c")
     assert (r.token_hash("a"), r.token_hash("e")) == (None, 5) and len(r) == 5
-    assert verify_cache(tmp_path / "c")["ok"]
+    assert verify_cache(tmp_path / "c").ok
 
 
 def test_a_changed_hash_is_caught_by_the_index_crc(tmp_path, meta):
