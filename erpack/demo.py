@@ -40,6 +40,7 @@ from erpack.errors import InputError
 from erpack.models import load_model, split_model
 from erpack.predict import predict
 from erpack.report import ReportConfig, build_report, write_report
+from erpack.runtime.timing import interleaved_medians
 from erpack.store import verify_cache
 
 STEPS = ("parity", "encode", "compress", "train", "prune", "export", "predict", "report")
@@ -97,18 +98,6 @@ class Paths:
 
 
 # ---- step 1: the split is exact -----------------------------------------------------------------------
-def _timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[torch.Tensor, float]:
-    """Median seconds of `repeats` runs of fn (after one warm-up run), and its output."""
-    out = fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return out, times[len(times) // 2]
-
-
 def split_parity(model: str = "minilm", dataset: str = "rotten_tomatoes", layer: int | None = None,
                  documents: int = 32, batch_size: int = 32, max_length: int = 128, repeats: int = 3,
                  progress: Callable | None = None) -> dict:
@@ -137,15 +126,18 @@ def split_parity(model: str = "minilm", dataset: str = "rotten_tomatoes", layer:
                 ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                 mask[row, : len(encoded[i])] = 1
             tokens += int(mask.sum())
-            hidden, t_lower = _timed(lambda: lower(ids, mask), repeats)  # noqa: B023
-            out, t_upper = _timed(lambda: upper(hidden, mask), repeats)  # noqa: B023
-            full, t_full = _timed(lambda: loaded.model(input_ids=ids, attention_mask=mask).last_hidden_state,  # noqa: B023
-                                  repeats)
+            hidden = lower(ids, mask)
+            out = upper(hidden, mask)
+            full = loaded.model(input_ids=ids, attention_mask=mask).last_hidden_state
             keep = mask.bool()
             worst = max(worst, (out[keep] - full[keep]).abs().max().item())
-            totals["lower"] += t_lower
-            totals["upper"] += t_upper
-            totals["full"] += t_full
+            times = interleaved_medians({  # in turns, so a busy spell of the machine hits all three alike
+                "lower": lambda: lower(ids, mask),  # noqa: B023
+                "upper": lambda: upper(hidden, mask),  # noqa: B023
+                "full": lambda: loaded.model(input_ids=ids, attention_mask=mask),  # noqa: B023
+            }, runs=repeats, warmup=1)
+            for name in totals:
+                totals[name] += times[name]["median_ms"] / 1e3
     return {
         "model": model, "model_path": loaded.path, "weights_sha256": loaded.sha256, "dataset": dataset,
         "documents": len(records), "tokens": tokens, "batches": len(batches), "num_layers": num_layers, "layer": k,
