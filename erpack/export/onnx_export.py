@@ -118,16 +118,20 @@ def export_upper(upper: nn.Module, path, hidden_size: int, info: dict, exporter:
     return path
 
 
+def _token_inputs(module: nn.Module) -> tuple[list[str], tuple]:
+    """Input names and example tensors of a graph that takes token ids: (input_ids, attention_mask) and
+    token_type_ids when the model uses them; a batch of 2 x 8 with padding in it."""
+    ids = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    mask = _example_mask(2, 8)
+    if wants_token_types(module):
+        return ["input_ids", "attention_mask", "token_type_ids"], (ids, mask, torch.zeros_like(ids))
+    return ["input_ids", "attention_mask"], (ids, mask)
+
+
 def export_lower(lower: nn.Module, path, info: dict, exporter: str = "legacy", opset: int = OPSET) -> Path:
     """Write `lower` (input_ids, attention_mask[, token_type_ids], all (B, T) int64) -> hidden_states (B, T, H)."""
     path = Path(path)
-    ids = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-    mask = _example_mask(2, 8)
-    names = ["input_ids", "attention_mask"]
-    args: tuple = (ids, mask)
-    if wants_token_types(lower):
-        names.append("token_type_ids")
-        args = (ids, mask, torch.zeros_like(ids))
+    names, args = _token_inputs(lower)
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
     axes["hidden_states"] = {0: "batch", 1: "tokens"}
     _export(lower, args, path, names, ["hidden_states"], axes, exporter, opset)
@@ -151,13 +155,7 @@ def export_full(full: FullStack, path, info: dict, exporter: str = "legacy", ops
     """Write `full` (input_ids, attention_mask[, token_type_ids]) -> logits (B, C): a model that computes
     from text, such as the baseline `erpack train --baseline` saves."""
     path = Path(path)
-    ids = torch.randint(3, 100, (2, 8), generator=torch.Generator().manual_seed(0))
-    mask = _example_mask(2, 8)
-    names = ["input_ids", "attention_mask"]
-    args: tuple = (ids, mask)
-    if wants_token_types(full):
-        names.append("token_type_ids")
-        args = (ids, mask, torch.zeros_like(ids))
+    names, args = _token_inputs(full)
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
     axes["logits"] = {0: "batch"}
     _export(full, args, path, names, ["logits"], axes, exporter, opset)

@@ -55,35 +55,36 @@ def upper_parity(upper, session, batches, tolerance: float = TOLERANCE) -> Parit
     return report
 
 
-@torch.no_grad()
-def lower_parity(lower, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
-    """Compare `lower(input_ids, mask[, token_type_ids])` with the graph on real tokens."""
-    lower.eval()
+def _token_parity(fn, session, batches, tolerance: float, keep_padding: bool) -> ParityReport:
+    """Compare `fn(input_ids, mask, token_type_ids or None)` with the graph on each batch of token feeds;
+    keep_padding=False compares real tokens only (outputs (B, T, H)), True whole outputs (logits)."""
     report = ParityReport(tolerance)
     names = set(session.input_names)
-    for feeds in batches:
-        feeds = {k: v for k, v in feeds.items() if k in names}
-        t = {k: torch.from_numpy(v) for k, v in feeds.items()}
-        ref = lower(t["input_ids"], t["attention_mask"], t.get("token_type_ids")).float().numpy()  # (B, T, H)
-        got = session.run(feeds)[0]
-        keep = feeds["attention_mask"].astype(bool)
-        report.add(feeds["input_ids"].shape, bool((~keep).any()), np.abs(got[keep] - ref[keep]))
+    with torch.no_grad():
+        for feeds in batches:
+            feeds = {k: v for k, v in feeds.items() if k in names}
+            t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            ref = fn(t["input_ids"], t["attention_mask"], t.get("token_type_ids")).float().numpy()
+            got = session.run(feeds)[0]
+            padded = bool((feeds["attention_mask"] == 0).any())
+            if keep_padding:
+                report.add(feeds["input_ids"].shape, padded, np.abs(got - ref).ravel())
+            else:
+                keep = feeds["attention_mask"].astype(bool)
+                report.add(feeds["input_ids"].shape, padded, np.abs(got[keep] - ref[keep]))
     return report
+
+
+def lower_parity(lower, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
+    """Compare `lower(input_ids, mask[, token_type_ids])` (B, T, H) with the graph on real tokens."""
+    lower.eval()
+    return _token_parity(lower, session, batches, tolerance, keep_padding=False)
 
 
 def full_parity(full, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
-    """Compare `full(input_ids, mask[, token_type_ids])` logits (B, C) with the graph on real tokens."""
+    """Compare `full(input_ids, mask[, token_type_ids])` logits (B, C) with the graph."""
     full.eval()
-    report = ParityReport(tolerance)
-    names = set(session.input_names)
-    for feeds in batches:
-        feeds = {k: v for k, v in feeds.items() if k in names}
-        t = {k: torch.from_numpy(v) for k, v in feeds.items()}
-        with torch.no_grad():
-            ref = full(t["input_ids"], t["attention_mask"], t.get("token_type_ids")).float().numpy()  # (B, C)
-        got = session.run(feeds)[0]
-        report.add(feeds["input_ids"].shape, bool((feeds["attention_mask"] == 0).any()), np.abs(got - ref).ravel())
-    return report
+    return _token_parity(full, session, batches, tolerance, keep_padding=True)
 
 
 def graph_agreement(reference, candidate, batches) -> dict:
