@@ -123,18 +123,14 @@ def heavy_modules(modules: dict[str, Path]) -> set[str]:
     return heavy
 
 
-# Modules exempt from the rule (none: the shared runtime landed).
-NOT_YET: set[str] = set()
 
 
 def test_torch_free_modules_are_imported_at_the_top():
-    """A function imports an erpack module only when that module loads torch or another heavy library
-    (or to keep `python -m erpack.codecs.selfcheck` running the module fresh)."""
+    """A function imports an erpack module only when that module loads torch or another heavy library."""
     modules = module_files()
     heavy = heavy_modules(modules)
-    allowed = {("erpack.codecs.blockwise", "erpack.codecs.selfcheck")}
     late = sorted({f"{m} imports {t} in a function (line {stmt.lineno})"
-                   for m, f in modules.items() if m not in NOT_YET
+                   for m, f in modules.items()
                    for t, stmt, in_fn in imports(ast.parse(f.read_text()), modules)
-                   if in_fn and t != m and t not in heavy and (m, t) not in allowed})
+                   if in_fn and t != m and t not in heavy})
     assert not late, "\n".join(late)

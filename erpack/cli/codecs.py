@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from erpack.codecs import GRAMMAR, PRESETS, list_codecs
+from erpack.codecs.selfcheck import check_all, cpu_description
+from erpack.codecs.spec import format_stage
 
 GRAMMAR_HELP = """\
 spec grammar: stages joined by '+'; the first stage is one array codec, the rest byte codecs.
@@ -25,6 +27,9 @@ def add_parser(subparsers) -> None:
             "Measured sizes and SQNR: docs/results/codecs.md, or `erpack compress SOURCE --codec SPEC`."
         ),
     )
+    p.add_argument("--check", action="store_true",
+                   help="run the known-answer check of every codec whose kernels come from a library (bitsandbytes), "
+                        "every block size, on this machine: one line each; exit status 1 if any is refused")
     p.add_argument("--json", action="store_true", help="print one JSON document (grammar, presets, codecs) instead")
     p.set_defaults(run=run)
 
@@ -34,7 +39,23 @@ def describe_param(prm: dict, primary: str | None) -> str:
     return f"{prm['name']}{star}={json.dumps(prm['default'])}"
 
 
+def run_check(as_json: bool) -> int:
+    """`erpack codecs --check`: the self-check of the library codecs (erpack/codecs/selfcheck.py)."""
+    results = check_all()
+    if as_json:
+        print(json.dumps({"cpu": cpu_description(), "codecs": [
+            {"codec": format_stage(c), "library": c.library, "version": c.library_version(), "refused": why}
+            for c, why in results]}))
+    else:
+        print(f"CPU: {cpu_description()}")
+        for codec, why in results:
+            print(f"REFUSED  {why}" if why else f"ok       {format_stage(codec)} ({codec.library} {codec.library_version()})")
+    return 1 if any(why for _, why in results) else 0
+
+
 def run(args) -> int:
+    if args.check:
+        return run_check(args.json)
     codecs = list_codecs()
     if args.json:
         print(json.dumps({"grammar": GRAMMAR, "presets": PRESETS, "codecs": codecs}))

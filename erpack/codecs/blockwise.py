@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from erpack.codecs import reference
+from erpack.codecs import reference, selfcheck
 from erpack.codecs.base import ArrayCodec
 from erpack.codecs.bnb import version
 from erpack.errors import CodecError
@@ -56,14 +56,10 @@ class BlockwiseCodec(ArrayCodec):
         return absmax, np.frombuffer(body, dtype=np.uint8, count=self.code_bytes(n), offset=4 * nblocks)
 
     def _encode(self, x: np.ndarray) -> bytes:
-        from erpack.codecs import selfcheck  # here, so `python -m erpack.codecs.selfcheck` runs it fresh
-
         selfcheck.ensure(self)
         return self.kernel_encode(x)
 
     def _decode(self, body, out: np.ndarray) -> None:
-        from erpack.codecs import selfcheck
-
         self.split(body, out.size)  # a garbled blob is a CodecError, whatever the kernels
         selfcheck.ensure(self)
         self.kernel_decode(body, out)

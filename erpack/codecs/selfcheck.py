@@ -18,13 +18,12 @@ The result is kept per codec (id and parameters) for the life of the process.
 
 A codec opts in by setting `library` and providing `kernel_encode(x) -> body`,
 `kernel_decode(body, out)`, `reference_encode(x) -> body` and `reference_decode(body, out)`.
-`python -m erpack.codecs.selfcheck` checks every such codec and block size on this machine.
+`erpack codecs --check` checks every such codec and block size on this machine (`check_all`).
 """
 
 from __future__ import annotations
 
 import platform
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +147,7 @@ def refusal(codec, problem: str) -> str:
         f"codec {name} refused: the {lib} kernels compute {codec.codec_id} wrong on this CPU ({cpu_description()}): "
         f"{problem}. A cache written or read with them would be silently wrong, so {name} neither encodes nor "
         f"decodes here. Use a codec without library kernels (int4z for 4 bits, int8z for 8), or install another "
-        f"{codec.library} version than {codec.library_version()}; `python -m erpack.codecs.selfcheck` checks them all."
+        f"{codec.library} version than {codec.library_version()}; `erpack codecs --check` checks them all."
     )
 
 
@@ -184,20 +183,14 @@ def library_codecs() -> list:
     return out
 
 
-def main() -> int:
-    """Check every library codec here; one line each; exit status 1 if any is refused."""
-    # Every codec is registered: importing this module imported the package erpack.codecs first.
-    failed = 0
-    print(f"CPU: {cpu_description()}")
+def check_all() -> list[tuple[object, str | None]]:
+    """(codec, None when its kernels pass here, else the refusal) for every library codec and block size
+    (what `erpack codecs --check` prints)."""
+    results = []
     for codec in library_codecs():
         try:
             ensure(codec)
-            print(f"ok       {format_stage(codec)} ({codec.library} {codec.library_version()})")
+            results.append((codec, None))
         except ErpackError as exc:
-            failed += 1
-            print(f"REFUSED  {exc}")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            results.append((codec, str(exc)))
+    return results

@@ -336,3 +336,18 @@ def test_reading_a_cache_with_a_codec_that_fails_its_check_is_not_reported_as_da
     assert_refusal(error_line(run_failing(CLI, "verify", str(cache)), "verify"), "nf4:64")
     assert files(cache) == before
     assert verify_cache(cache).ok  # here, with the real kernels, it reads
+
+
+def test_codecs_check_prints_one_line_per_library_codec(capsys):
+    """`erpack codecs --check`: the CPU, then one line per library codec and block size; exit 0 here."""
+    import json
+
+    from erpack.cli import main
+
+    assert main(["codecs", "--check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"CPU: {selfcheck.cpu_description()}"
+    assert len(lines) == 1 + len(selfcheck.library_codecs()) and all(x.startswith("ok ") for x in lines[1:])
+    assert main(["codecs", "--check", "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)["codecs"]
+    assert {c["codec"] for c in checked} >= {"nf4:64", "fp4:256", "bnb8:256"} and not any(c["refused"] for c in checked)
