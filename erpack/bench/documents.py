@@ -8,12 +8,11 @@ splits, so a corpus that lists its training documents first never yields trainin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from erpack.assets import load_dataset, split_of
-from erpack.corpus import Document, iter_corpus
+from erpack.corpus import Document, iter_corpus, iter_jsonl_objects
 from erpack.errors import InputError
 
 SPLITS = ("train", "validation", "test")
@@ -30,20 +29,11 @@ class BenchDocuments:
     split_source: str | None  # how splits were known: "built-in", "split field", "hash of the id"; None for "all"
 
 
-def _jsonl_rows(path: Path) -> dict[str, dict]:
-    rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            rows[str(row.get("id"))] = row
-    return rows
-
-
 def labels_and_splits(corpus: str, docs: list[Document]) -> tuple[dict[str, str], dict[str, str], str | None]:
     """({id: label}, {id: split}, how the splits are known) for a corpus's documents."""
     path = Path(corpus)
     if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        rows = _jsonl_rows(path)
+        rows = {str(row.get("id")): row for row, _ in iter_jsonl_objects(path, "`id` and `text`")}
         labels, splits, by_field = {}, {}, False
         for d in docs:
             row = rows.get(d.id, {})

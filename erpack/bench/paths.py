@@ -219,7 +219,6 @@ class CachePath(InferencePath):
         return f"{self.name} [{self.codec}]"
 
     def prepare(self) -> None:
-
         self.reader = CacheReader(self.cache)
         meta = self.reader.meta
         hidden = int(self.work.model.config.hidden_size)
@@ -246,7 +245,6 @@ class CachePath(InferencePath):
     def begin_run(self, cold: bool = False) -> None:
         super().begin_run(cold)
         if cold:  # close (unmap) first: mapped pages are not evicted
-
             self.reader.close()
             self.evicted = evict(self.files)
             with self.watch("read"):

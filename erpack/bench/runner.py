@@ -24,7 +24,8 @@ import torch
 
 from erpack.assets import resolve_model
 from erpack.batching import length_batches
-from erpack.bench.documents import ALL, BenchDocuments, read_documents
+from erpack.bench.card import scored_documents
+from erpack.bench.documents import BenchDocuments, read_documents
 from erpack.bench.paths import (
     ErpackOnnx,
     ErpackPrunedInt8,
@@ -210,14 +211,10 @@ def prepare_workload(cfg: BenchConfig, docs: BenchDocuments, steps: Steps) -> tu
     work = Workload(ids=[d.id for d in docs.docs], texts=texts, lengths=lengths, batches=batches,
                     model=model, tokenizer=tokenizer, layer=k, max_length=max_length, work=Path(cfg.work),
                     threads=cfg.threads, device=str(device))
-    steps.done(f"{len(texts)} documents of {split_words(docs)}, {sum(lengths)} tokens, {len(batches)} batches; "
+    scored = scored_documents({"split": docs.split, "split_source": docs.split_source})
+    steps.done(f"{len(texts)} documents of {scored}, {sum(lengths)} tokens, {len(batches)} batches; "
                f"model {cfg.model} L={L} k={k}")
     return work, classes, trained
-
-
-def split_words(docs: BenchDocuments) -> str:
-    """Which documents are scored, in words: 'the test split (built-in)' or 'all documents'."""
-    return "all documents" if docs.split == ALL else f"the {docs.split} split ({docs.split_source})"
 
 
 def reference_and_pruned(cfg: BenchConfig, work: Workload, caches: list[dict], notes: list[str], steps: Steps):

@@ -30,7 +30,7 @@ from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_
 from erpack.export.session import create_session
 from erpack.export.summary import ExportSummary, Variant
 from erpack.runtime.lower import wants_token_types
-from erpack.runtime.progress import Steps as _Steps
+from erpack.runtime.progress import Steps
 from erpack.runtime.timing import interleaved_medians
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
@@ -78,11 +78,6 @@ def _info(tm, source) -> dict:
         cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
     return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
             "task_model": str(source) if not hasattr(source, "info") else None}
-
-
-def Steps(progress, total: int) -> _Steps:
-    """The export's bar over its named steps (erpack.runtime.progress)."""
-    return _Steps(progress, total, desc="export")
 
 
 def _variant_path(out: Path, name: str) -> Path:
@@ -184,7 +179,7 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     _free_outputs(out, optimize, quantize, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     variants = _variants(optimize, quantize)
-    steps = Steps(progress, _step_count(part, variants))
+    steps = Steps(progress, _step_count(part, variants), desc="export")
     steps.start("load the task model")
     tm = _task_model(task_model)
     part = _part_for(tm, part, task_model)

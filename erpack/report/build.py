@@ -223,5 +223,5 @@ def build_report(cfg: ReportConfig, log=None) -> Report:
               "bench": [b["file"] for b in benches], "bench_commands": [b.get("command") for b in benches],
               "profile": profile_out["how"], "lower_timing": [v["how"] for v in lowers.values()]}
     return Report(config=cfg, inputs=inputs, profile=profile_out, lower=list(lowers.values()), rows=rows,
-                  bench=bench_points(benches), bench_machines=[b["machine"] for b in benches], notes=notes,
+                  bench=points, bench_machines=[b["machine"] for b in benches], notes=notes,
                   seconds=time.perf_counter() - t0)
