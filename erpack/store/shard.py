@@ -177,9 +177,8 @@ class ShardBuilder:
 
     def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int,
             token_hash: int | None = None) -> None:
-        """Write one record. `token_hash`: a u64 saying which token ids made it (None: unknown)."""
-        if token_hash is not None and not 0 <= token_hash < 1 << 64:
-            raise StoreError(f"document {doc_id!r}: token hash must be a u64, got {token_hash!r}")
+        """Write one record. `token_hash`: a u64 saying which token ids made it (None: unknown); the
+        caller checks it (CacheWriter.commit_shard, before anything is written)."""
         offset = self.size
         pieces, crc = fmt.pack_record(doc_id, payload, tokens, hidden, flags)
         for piece in pieces:

@@ -96,6 +96,7 @@ class CacheWriter:
         except BaseException:
             self.close()
             raise
+        self._max_tokens = RecordLimits.from_meta(self._manifest["meta"]).max_tokens  # what readers accept
 
     # ---- opening ------------------------------------------------------------------------------
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
@@ -209,7 +210,7 @@ class CacheWriter:
                 f"document {doc_id!r}: activations must have shape (tokens >= 1, hidden={self.hidden_size}), "
                 f"got {a.shape}: pass one document's non-padding tokens at the cached layer"
             )
-        limit = RecordLimits.from_meta(self._manifest["meta"]).max_tokens
+        limit = self._max_tokens
         if limit is not None and a.shape[0] > limit:  # readers refuse such a record: never write one
             raise StoreError(
                 f"document {doc_id!r}: {a.shape[0]} tokens, more than the cache's max_length {limit}: truncate "
