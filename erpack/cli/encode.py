@@ -72,14 +72,12 @@ def run(args) -> int:
           + (f" ({d['documents_per_second']:.1f} doc/s, {d['tokens_per_second']:.0f} tok/s)" if s.seconds else ""))
     if s.appended:
         print(f"appended     {s.encoded} documents to an existing cache of {s.existing_documents}")
-    if s.unchanged:
-        print(f"unchanged    {s.unchanged} documents already in the cache with the same tokens (skipped)")
-    if s.unverified:
-        print(f"unverified   {s.unverified} documents already in the cache without a token hash (kept)")
-    if s.kept_changed:
-        print(f"kept stale   {s.kept_changed} changed documents (--on-duplicate skip)")
-    if s.replaced:
-        print(f"replaced     {s.replaced} documents already in the cache (encoded again)")
+    for label, count, what in (("unchanged", s.unchanged, "documents already in the cache with the same tokens (skipped)"),
+                               ("unverified", s.unverified, "documents already in the cache without a token hash (kept)"),
+                               ("kept stale", s.kept_changed, "changed documents (--on-duplicate skip)"),
+                               ("replaced", s.replaced, "documents already in the cache (encoded again)")):
+        if count:
+            print(f"{label:<12} {count} {what}")
     if s.truncated:
         print(f"truncated    {s.truncated} documents longer than max length (first: {', '.join(d['truncated_ids'][:5])})")
     print(f"cache        {s.output}: {s.cache_documents} documents, {s.cache_tokens} tokens, "
