@@ -59,7 +59,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-
     s = encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
                       codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,
                       max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
