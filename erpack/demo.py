@@ -20,7 +20,6 @@ at once), the caches, the task models, the graphs, the predictions, the report a
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import time
 import warnings
@@ -40,7 +39,7 @@ from erpack.errors import InputError
 from erpack.models import load_model, split_model
 from erpack.predict import predict
 from erpack.report import ReportConfig, build_report, write_report
-from erpack.runtime.timing import interleaved_medians
+from erpack.runtime.timing import describe_machine, interleaved_medians
 from erpack.store import verify_cache
 
 STEPS = ("parity", "encode", "compress", "train", "prune", "export", "predict", "report")
@@ -202,13 +201,9 @@ class DemoRun:
     on_step: Callable | None = None
     steps: dict[str, dict] = field(default_factory=dict)
 
-    def bar(self, **kw):
-        """A transient progress bar, or None without `progress`."""
-        return self.progress(leave=False, **kw) if self.progress else None
-
-    def bars(self) -> Callable:
-        """The `progress(**kw)` factory the library functions take."""
-        return lambda **kw: self.bar(**kw)
+    def bar(self, *args, **kw):
+        """A transient progress bar, or None without `progress`: the factory the library functions take."""
+        return self.progress(*args, leave=False, **kw) if self.progress else None
 
     def done(self, name: str, t0: float, figures: dict) -> dict:
         """Record step `name`'s figures with its seconds since t0, and tell on_step."""
@@ -223,7 +218,7 @@ def parity_step(run: DemoRun) -> dict:
     """1. parity (also checks the model and the data set before anything is written)."""
     cfg, t0 = run.cfg, time.perf_counter()
     par = split_parity(cfg.model, cfg.dataset, cfg.layer, cfg.parity_documents, cfg.batch_size, cfg.max_length,
-                       progress=(lambda it, **kw: run.progress(it, leave=False, **kw)) if run.progress else None)
+                       progress=run.bar if run.progress else None)
     return run.done("parity", t0, par)
 
 
@@ -234,7 +229,7 @@ def encode_step(run: DemoRun, k: int):
     subset = write_subset(cfg.dataset, cfg.documents, paths.corpus)
     enc = encode_corpus(str(paths.corpus), str(paths.reference), model=cfg.model, layer=k, codec="lossless",
                         max_length=cfg.max_length, batch_size=cfg.batch_size, on_duplicate="skip",
-                        device=cfg.device, progress=run.bars())
+                        device=cfg.device, progress=run.bar)
     ver = verify_cache(paths.reference)
     run.done("encode", t0, {**subset, "cache": str(paths.reference), "encode": enc.as_dict(),
                             "verified": ver.ok, "verify_failures": len(ver.failures)})
@@ -277,7 +272,7 @@ def train_step(run: DemoRun) -> dict:
     _fresh(paths.trained)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     tr = train_from_cache(paths.cache, str(paths.corpus), mode="adapter", adapter=AdapterSpec("lora", r=cfg.rank),
-                          output=paths.trained, config=tcfg, progress=run.bars())
+                          output=paths.trained, config=tcfg, progress=run.bar)
     r = tr.recycled
     return run.done("train", t0, {"output": str(paths.trained), "documents": tr.documents, "labels": tr.labels,
                                   "accuracy": r.test["accuracy"],
@@ -299,7 +294,7 @@ def prune_step(run: DemoRun) -> dict:
                        device=cfg.device)
     _, pr = prune_task_model(paths.trained, paths.cache, str(paths.corpus), Fractions(cfg.prune, cfg.prune),
                              output=paths.pruned, recovery=recovery, samples=cfg.prune_samples, train_cfg=pcfg,
-                             progress=run.bars())
+                             progress=run.bar)
     plan = pr.plan.counts()
     return run.done("prune", t0, {"output": str(paths.pruned), "heads": cfg.prune, "ffn": cfg.prune,
                                   "heads_kept": plan["heads_kept"], "heads_total": plan["heads_total"],
@@ -331,7 +326,7 @@ def predict_step(run: DemoRun) -> dict:
     for name, graph in graphs:
         out = paths.predictions if name == "fp32" else paths.predictions.with_suffix(f".{name}.jsonl")
         s = predict(graph, paths.cache, labels=str(paths.corpus), split="test", output=out, device=cfg.device,
-                    batch_size=cfg.batch_size, progress=run.bars()).as_dict()
+                    batch_size=cfg.batch_size, progress=run.bar).as_dict()
         served[name] = {"graph": str(graph), "output": str(out), "documents": s["predicted"],
                         "accuracy": s["metrics"]["accuracy"], "provider": s["provider"], "seconds": s["seconds"],
                         "missing": len(s["missing"])}
@@ -387,6 +382,6 @@ def _pipeline(cfg: DemoConfig, progress: Callable | None, on_step: Callable | No
     result = {"kind": "erpack-demo", "config": asdict(cfg), "out": str(run.paths.root), "model": cfg.model,
               "dataset": cfg.dataset, "layer": par["layer"], "num_layers": par["num_layers"], "steps": steps,
               "seconds": time.perf_counter() - t_all, "ok": ok,
-              "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()}}
+              "machine": describe_machine()}
     (run.paths.root / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     return result

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -45,11 +43,12 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     from erpack.batching import length_batches
+    from erpack.experiments.page import machine_line
     from erpack.export import create_session, export_task_model
     from erpack.export.inputs import pad_batch
     from erpack.export.metadata import set_file_metadata
     from erpack.export.quantize import CacheCalibration, quantize_static_graph
-    from erpack.runtime.timing import interleaved_medians
+    from erpack.runtime.timing import describe_machine, interleaved_medians
     from erpack.store import CacheReader
     from erpack.train import TaskModel
     from erpack.train.labels import read_labels
@@ -126,14 +125,11 @@ def main() -> None:
             "hidden_size": getattr(cfg, "hidden_size", None), "split": args.split, "documents": len(records),
             "timing_batch": list(hidden.shape[:2]), "runs": args.runs, "parity_max_diff": s.parity["max_diff"],
             "optimizer_fused": s.variant("optimized").details["fused"] if s.variant("optimized") else None,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "onnxruntime": __import__("onnxruntime").__version__, "transformers": transformers.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_average": os.getloadavg(), "export_seconds": export_seconds}
+            "machine": describe_machine(args.threads), "export_seconds": export_seconds}
     print(f"{meta['model']} k={meta['layer']} upper stack ({meta['num_layers'] - meta['layer']} layers + head), "
           f"{meta['split']} split {len(records)} docs; timing batch {hidden.shape[0]}x{hidden.shape[1]} tokens, "
-          f"median of {args.runs} interleaved runs, {meta['cpus']} CPUs (load {meta['load_average'][0]:.1f})")
-    print(f"parity fp32 graph vs PyTorch: {s['parity']['max_diff']:.2e}; optimizer fused {meta['optimizer_fused']}")
+          f"median of {args.runs} interleaved runs, {machine_line(meta['machine'])}")
+    print(f"parity fp32 graph vs PyTorch: {meta['parity_max_diff']:.2e}; optimizer fused {meta['optimizer_fused']}")
     print(f"{'variant':<18} {'MB':>7} {'ms/batch':>9} {'x PyTorch':>9} {'accuracy':>9} {'d acc pts':>9} "
           f"{'agree':>7} {'max|dz|':>9}")
     for r in results:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -63,7 +62,6 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args()
 
-    import onnxruntime
     import transformers
     from optimum.exporters.onnx import main_export
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
@@ -72,7 +70,9 @@ def main() -> None:
 
     from erpack.assets import resolve_model
     from erpack.batching import length_batches
+    from erpack.experiments.page import machine_line
     from erpack.models.loading import recorded_location
+    from erpack.runtime.timing import describe_machine
     from erpack.train.labels import read_labels
 
     transformers.logging.set_verbosity_error()
@@ -125,12 +125,11 @@ def main() -> None:
                for k, z in logits.items()]
     meta = {"task_model": args.task_model, "model": task["cache"]["model"]["name"], "split": args.split,
             "documents": len(rows), "timing_batch": list(tb["input_ids"].shape), "runs": args.runs,
-            "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
-            "optimum_onnx": __import__("importlib.metadata").metadata.version("optimum-onnx"),
-            "export_seconds": export_s, "cpus": os.cpu_count(), "load_average": os.getloadavg()}
+            "machine": describe_machine(), "optimum_onnx": __import__("importlib.metadata").metadata.version("optimum-onnx"),
+            "export_seconds": export_s}
     print(f"FULL {meta['model']} task model via optimum: {meta['split']} split {len(rows)} docs; timing batch "
           f"{tb['input_ids'].shape[0]}x{tb['input_ids'].shape[1]} tokens, median of {args.runs} interleaved runs "
-          f"(load {meta['load_average'][0]:.1f})")
+          f"on {machine_line(meta['machine'])}")
     print(f"{'variant':<20} {'MB':>7} {'ms/batch':>9} {'x transf.':>9} {'accuracy':>9} {'max|dz|':>9}")
     for r in results:
         mb = f"{r['bytes'] / 1e6:.2f}" if r["bytes"] else "-"

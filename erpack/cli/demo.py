@@ -157,7 +157,7 @@ STEP_LINES = {"parity": _parity_lines, "encode": _encode_lines, "compress": _com
 
 def step_lines(name: str, s: dict) -> list[str]:
     """The lines `erpack demo` prints for one finished step (the first carries its wall time)."""
-    return STEP_LINES[name](s) if name in STEP_LINES else []
+    return STEP_LINES[name](s)
 
 
 def run(args) -> int:

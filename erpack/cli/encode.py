@@ -59,7 +59,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-
     s = encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
                       codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,
                       max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
@@ -72,14 +71,12 @@ def run(args) -> int:
           + (f" ({d['documents_per_second']:.1f} doc/s, {d['tokens_per_second']:.0f} tok/s)" if s.seconds else ""))
     if s.appended:
         print(f"appended     {s.encoded} documents to an existing cache of {s.existing_documents}")
-    if s.unchanged:
-        print(f"unchanged    {s.unchanged} documents already in the cache with the same tokens (skipped)")
-    if s.unverified:
-        print(f"unverified   {s.unverified} documents already in the cache without a token hash (kept)")
-    if s.kept_changed:
-        print(f"kept stale   {s.kept_changed} changed documents (--on-duplicate skip)")
-    if s.replaced:
-        print(f"replaced     {s.replaced} documents already in the cache (encoded again)")
+    for label, count, what in (("unchanged", s.unchanged, "documents already in the cache with the same tokens (skipped)"),
+                               ("unverified", s.unverified, "documents already in the cache without a token hash (kept)"),
+                               ("kept stale", s.kept_changed, "changed documents (--on-duplicate skip)"),
+                               ("replaced", s.replaced, "documents already in the cache (encoded again)")):
+        if count:
+            print(f"{label:<12} {count} {what}")
     if s.truncated:
         print(f"truncated    {s.truncated} documents longer than max length (first: {', '.join(d['truncated_ids'][:5])})")
     print(f"cache        {s.output}: {s.cache_documents} documents, {s.cache_tokens} tokens, "

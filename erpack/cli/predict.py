@@ -58,7 +58,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-
     if args.ids not in (None, "all"):
         raise CLIError(f"unknown positional {args.ids!r}: use --ids id1,id2, --ids-file FILE, or `all`")
     ids = None
