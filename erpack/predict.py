@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +137,13 @@ def read_ids_file(path) -> list[str]:
     return out
 
 
-def predict(graph, cache, options: PredictOptions | None = None, progress: Callable | None = None,
-            **fields) -> PredictResult:
-    """Predictions of the upper-stack `graph` for documents of `cache` (and of `options.texts`).
+def predict(graph, cache, progress: Callable | None = None, **fields) -> PredictResult:
+    """Predictions of the upper-stack `graph` for documents of `cache` (and of the `texts` field).
 
-    `fields` set PredictOptions fields directly: predict(graph, cache, ids=["d1"], output="p.jsonl").
+    `fields` are PredictOptions fields: predict(graph, cache, ids=["d1"], output="p.jsonl").
     `progress(total=..., desc=..., unit=...)` makes a tqdm-like bar.
     """
-    opts = replace(options or PredictOptions(), **fields)
+    opts = PredictOptions(**fields)
     t_start = time.perf_counter()
     sess, info = _open_upper(graph, opts.device)
     label_rows = _label_rows(opts.labels, info)

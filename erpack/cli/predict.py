@@ -6,7 +6,7 @@ import json
 import sys
 
 from erpack.cli import CLIError
-from erpack.predict import PredictOptions, predict, read_ids_file
+from erpack.predict import predict, read_ids_file
 
 
 def add_parser(subparsers) -> None:
@@ -67,10 +67,10 @@ def run(args) -> int:
         ids = read_ids_file(args.ids_file)
     if args.add_to_cache and not args.texts:
         raise CLIError("--add-to-cache adds documents encoded from --texts: give --texts")
-    options = PredictOptions(ids=ids, texts=args.texts, add_to_cache=args.add_to_cache, output=args.output,
-                             batch_size=args.batch_size, device=args.device, lower_graph=args.lower, model=args.model,
-                             allow_other_codec=args.allow_other_codec, labels=args.labels, split=args.split)
-    s = predict(args.graph, args.cache, options, progress=lambda **kw: tqdm(leave=False, **kw)).as_dict()
+    s = predict(args.graph, args.cache, progress=lambda **kw: tqdm(leave=False, **kw), ids=ids, texts=args.texts,
+                add_to_cache=args.add_to_cache, output=args.output, batch_size=args.batch_size, device=args.device,
+                lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
+                labels=args.labels, split=args.split).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"
