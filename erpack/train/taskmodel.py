@@ -26,7 +26,7 @@ from torch import nn
 
 from erpack.errors import ErpackError, TaskModelError
 from erpack.fit import check_fit
-from erpack.models.pruned import RECORD, is_pruned, load_pruned_model
+from erpack.models.pruned import RECORD, load_pruned_model
 from erpack.store.atomic import atomic_folder
 from erpack.train.taskfolder import (
     RETRAIN,
@@ -128,8 +128,8 @@ class TaskModel:
         folder = Path(path)
         info, config = check_folder(folder)
         try:
-            if is_pruned(folder):  # heads and neurons cut out: rebuild the smaller shapes first
-                model = load_pruned_model(folder, device)
+            if getattr(config, RECORD, None) is not None:  # heads and neurons cut out: rebuild the smaller shapes
+                model = load_pruned_model(folder, device, config)
             else:
                 from transformers import AutoModelForSequenceClassification
 
