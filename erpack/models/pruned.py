@@ -15,7 +15,6 @@ model loads to the same logits.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -72,18 +71,14 @@ def rebuild(model: nn.Module, record: dict) -> nn.Module:
     return model
 
 
-def is_pruned(folder) -> bool:
-    config = Path(folder) / "config.json"
-    return config.is_file() and RECORD in json.loads(config.read_text())
-
-
-def load_pruned_model(folder, device: str | torch.device = "cpu") -> nn.Module:
-    """A pruned AutoModelForSequenceClassification saved with save_pretrained (config holds the record)."""
+def load_pruned_model(folder, device: str | torch.device = "cpu", config=None) -> nn.Module:
+    """A pruned AutoModelForSequenceClassification saved with save_pretrained (config holds the record;
+    pass `config` when it is read already)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
+    config = config if config is not None else AutoConfig.from_pretrained(folder)
     record = getattr(config, RECORD, None)
     if record is None:
         raise InputError(f"{folder}/config.json has no {RECORD} record: load it with from_pretrained")

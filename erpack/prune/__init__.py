@@ -12,7 +12,7 @@ the pruned shapes a saved model is rebuilt with are model structure: erpack.mode
 ffn and pruned (which TaskModel.load uses without importing this package).
 """
 
-from erpack.models.pruned import is_pruned, load_pruned_model, pruning_record
+from erpack.models.pruned import load_pruned_model, pruning_record
 from erpack.prune.importance import Importance, describe_importance, score_importance
 from erpack.prune.plan import (
     Fractions,
@@ -28,7 +28,7 @@ from erpack.prune.recover import RecoveryConfig
 from erpack.prune.structure import apply_plan
 
 __all__ = ["Fractions", "Importance", "LatencyBudget", "LayerPlan", "ParamsBudget", "Plan", "RecoveryConfig",
-           "apply_plan", "describe_importance", "is_pruned", "load_pruned_model", "make_plan",
+           "apply_plan", "describe_importance", "load_pruned_model", "make_plan",
            "plan_params", "prune_task_model", "pruning_record", "score_importance", "upper_params"]
 
 

@@ -177,15 +177,13 @@ def replace_folder(tmp: Path, final: Path) -> None:
     if not final.is_dir() or final.is_symlink():
         raise OutputExistsError(f"{final} exists and is not a folder; remove it or choose another output")
     if _exchange(tmp, final):  # one step: readers see the old folder or the new one
-        fsync_dir(final.parent)
-        shutil.rmtree(tmp)  # now holds the old folder
+        old = tmp  # now holds the old folder
     else:  # pragma: no cover - two renames; a kill between them is repaired by clean_leftovers
         old = final.with_name(f".{final.name}{OLD_TAG}{os.getpid()}")
         os.rename(final, old)
         os.rename(tmp, final)
-        fsync_dir(final.parent)
-        shutil.rmtree(old)
     fsync_dir(final.parent)
+    shutil.rmtree(old)
 
 
 @contextmanager

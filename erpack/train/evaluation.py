@@ -49,6 +49,7 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression.
     """
+    from erpack.train.baseline import text_logits
     from erpack.train.loop import score
     from erpack.train.taskmodel import TaskModel
     from erpack.train.trainer import prepare_data
@@ -64,7 +65,7 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
         if not examples:
             raise InputError(f"{labels} labels no document of the cache {cache} as {split!r}; choose another --split")
         if tm.input == "text":  # a baseline: every layer tuned, so it runs from the texts, not the records
-            logits = _text_logits(tm, examples, batch_size, dev)
+            logits = text_logits(tm, examples, tm.expected_cache.get("max_length") or 512, batch_size, dev)
             notes.append(f"{tm.mode} model computes from text: scored on the texts of {labels} (tokenized with "
                          f"max_length {tm.expected_cache.get('max_length')}) for the documents the cache holds")
         else:
@@ -94,14 +95,6 @@ def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: st
     if bar:
         bar.close()
     return logits
-
-
-def _text_logits(tm, examples, batch_size: int, dev) -> np.ndarray:
-    """Logits (N, C) of a text-input model (a baseline) on the texts of `examples`."""
-    from erpack.train.baseline import text_logits
-
-    with torch.no_grad():
-        return text_logits(tm, examples, tm.expected_cache.get("max_length") or 512, batch_size, dev)
 
 
 def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str]) -> None:

@@ -26,19 +26,11 @@ from torch import nn
 
 from erpack.errors import ErpackError, TaskModelError
 from erpack.fit import check_fit
-from erpack.models.pruned import RECORD, is_pruned, load_pruned_model
+from erpack.models.pruned import RECORD, load_pruned_model
 from erpack.store.atomic import atomic_folder
-from erpack.train.taskfolder import (
-    RETRAIN,
-    TASK_FILE,
-    TASK_FORMAT,
-    TASK_VERSION,
-    check_layer,
-    read_task_file,
-    write_task_file,
-)
+from erpack.train.taskfolder import RETRAIN, check_layer, read_task_file, write_task_file
 
-__all__ = ["TASK_FILE", "TASK_FORMAT", "TASK_VERSION", "TaskModel"]
+__all__ = ["TaskModel"]
 # erpack_task.json: format, version, task, labels, mode, adapter, layer, input (cache | text),
 # cache {model (identity incl. weights_sha256), layer, max_length, tokenizer, codec}, training (summary),
 # files {name: sha256, bytes}, checksum (erpack.train.taskfolder)
@@ -128,8 +120,8 @@ class TaskModel:
         folder = Path(path)
         info, config = check_folder(folder)
         try:
-            if is_pruned(folder):  # heads and neurons cut out: rebuild the smaller shapes first
-                model = load_pruned_model(folder, device)
+            if getattr(config, RECORD, None) is not None:  # heads and neurons cut out: rebuild the smaller shapes
+                model = load_pruned_model(folder, device, config)
             else:
                 from transformers import AutoModelForSequenceClassification
 

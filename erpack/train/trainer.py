@@ -165,8 +165,14 @@ class TrainSummary:
     comparison: Comparison | None
     seconds: float
     output: str | None = None
-    baseline_output: str | None = None  # OUTPUT/baseline when a baseline was saved
     cleaned: list[str] | None = None  # with an output: what an earlier, killed write of it left and was removed
+
+    @property
+    def baseline_output(self) -> str | None:
+        """OUTPUT/baseline when a baseline was saved."""
+        if self.output is None or self.baseline is None:
+            return None
+        return str(Path(self.output) / BASELINE_FOLDER)
 
     def record(self) -> dict:
         d = {"cache": self.cache, "codec": self.codec, "model": self.model, "layer": self.layer, "task": self.task,
@@ -219,10 +225,9 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
 def _save(summary: TrainSummary, output, tm, base_tm, overwrite: bool) -> None:
     """Write the task model (and the baseline beside it) with the summary as its training record."""
     summary.output = str(output)
-    if base_tm is not None:
-        summary.baseline_output = str(Path(output) / BASELINE_FOLDER)
-        base_tm.info["training"] = summary.record()
     tm.info["training"] = summary.record()
+    if base_tm is not None:
+        base_tm.info["training"] = tm.info["training"]
     cleaned: list[str] = []
     tm.save(output, overwrite, extra=(lambda folder: base_tm.write(folder / BASELINE_FOLDER)) if base_tm else None,
             notes=cleaned)

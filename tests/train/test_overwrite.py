@@ -14,7 +14,7 @@ import pytest
 
 from erpack.cli import main
 from erpack.train import TaskModel, TrainConfig, train_from_cache
-from erpack.train.taskmodel import TASK_FILE
+from erpack.train.taskfolder import TASK_FILE
 
 
 def _train_cmd(tiny, out, seed: int, *extra):
