@@ -45,7 +45,11 @@ class RequestLog:
 def _counting_server(ip_address: str, port: int):
     """moto's ThreadedMotoServer, its WSGI app wrapped in a RequestLog (the server stays real)."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     class CountingMotoServer(ThreadedMotoServer):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from erpack.errors import StoreError
+from erpack.store.atomic import publish, write_atomic
 
 # Bounded retries and timeouts for S3 unless the caller sets its own (botocore's defaults retry an
 # unreachable endpoint for a long time before saying so).
@@ -118,8 +119,6 @@ class Location:
         """Write the file whole under its final name: a local temp file, fsync and rename; one PUT on
         object storage (visible whole or not at all)."""
         if self.local is not None:
-            from erpack.store.atomic import write_atomic
-
             write_atomic(self.local / name, data)
             return
         with self._errors(name):
@@ -129,8 +128,6 @@ class Location:
         """Publish a finished local file under `name`: a rename into a local folder (the file must be
         on the same file system), an upload otherwise (visible only once complete)."""
         if self.local is not None:
-            from erpack.store.atomic import publish
-
             publish(Path(local_file), self.local / name)
             return
         with self._errors(name):
