@@ -96,7 +96,8 @@ def cache_stats(reader) -> CacheStats:
     tokens, sizes, payloads, flags, shards = _live_records(reader)
     n_tokens = int(tokens.sum())
     values = n_tokens * hidden
-    disk = sum(s.bytes for s in shards) + (reader.path / MANIFEST).stat().st_size
+    index = sum(p["bytes"] for p in reader.manifest.get("id_index", {"parts": []})["parts"])
+    disk = sum(s.bytes for s in shards) + (reader.path / MANIFEST).stat().st_size + index
     records = sum(s.records for s in shards)
     return CacheStats(
         path=str(reader.path),

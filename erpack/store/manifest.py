@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from erpack.errors import CorruptManifestError, ManifestMismatchError, StoreError
+from erpack.store import idindex
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
 
 MANIFEST = "manifest.json"
@@ -161,6 +162,10 @@ def load_manifest(folder: Path) -> dict:
             raise CorruptManifestError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged; "
                                        f"{RESTORE_HINT}")
     _check_unique(path, manifest["shards"])
+    if "id_index" in manifest:
+        problem = idindex.check_field(manifest["id_index"], len(manifest["shards"]))
+        if problem:
+            raise CorruptManifestError(f"{path}: its id_index {problem}: the manifest is damaged; {RESTORE_HINT}")
     try:
         check_meta(manifest["meta"])
     except StoreError as exc:

@@ -20,6 +20,7 @@ import numpy as np
 
 from erpack.errors import StoreError
 from erpack.store import format as fmt
+from erpack.store import idindex
 from erpack.store.atomic import TMP_SUFFIX, FolderLock, publish, tmp_path, write_atomic
 from erpack.store.manifest import (
     MANIFEST,
@@ -74,7 +75,8 @@ class CacheWriter:
     already in the cache, or given twice in one commit, does: "error", "skip" (keep the old) or
     "replace" (the newest record wins; the old one stays in its shard, dead)."""
 
-    def __init__(self, path, meta: dict, codec, mode: str = "create", on_duplicate: str = "error"):
+    def __init__(self, path, meta: dict, codec, mode: str = "create", on_duplicate: str = "error",
+                 index: bool = True):
         if mode not in MODES:
             raise StoreError(f"mode must be one of {MODES}, got {mode!r}")
         if on_duplicate not in ON_DUPLICATE:
@@ -83,6 +85,7 @@ class CacheWriter:
         self.codec = codec
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
+        self.index = index  # close() writes the id index (erpack/store/idindex.py)
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         meta = check_meta(meta)
@@ -321,9 +324,25 @@ class CacheWriter:
 
     # ---- closing ------------------------------------------------------------------------------
     def close(self) -> None:
+        """Write the id index covering every committed shard (unless index=False), then unlock."""
         if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+            try:
+                if self.index and getattr(self, "_manifest", None) is not None and self._manifest["shards"]:
+                    self._write_index()
+            finally:
+                self._lock.release()
+                self._lock = None
+
+    def _write_index(self, rebuild: bool = False) -> None:
+        """The id index (erpack/store/idindex.py) in the manifest, resealed; older parts removed."""
+        old = self._manifest.get(idindex.FIELD)
+        field = idindex.write_index(self.path, self._manifest, rebuild=rebuild)
+        if field == old:
+            return
+        manifest = {**self._manifest, idindex.FIELD: field}
+        write_atomic(self.path / MANIFEST, dump_manifest(manifest))
+        self._manifest = manifest
+        idindex.remove_stale_parts(self.path, [old, field])
 
     def __enter__(self) -> CacheWriter:
         return self

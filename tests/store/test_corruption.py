@@ -127,7 +127,7 @@ def test_leftovers_are_removed_on_reopen(cache, meta, caplog):
     assert w.commit_shard(records(1, prefix="c"))["shard"] == "shard-000002.ers"
     w.close()
     assert sorted(p.name for p in cache.iterdir()) == [
-        "README.txt", "manifest.json", "shard-000000.ers", "shard-000001.ers", "shard-000002.ers"]
+        "README.txt", "index", "manifest.json", "shard-000000.ers", "shard-000001.ers", "shard-000002.ers"]
     assert verify_cache(cache).ok and len(CacheReader(cache)) == 9
 
 
