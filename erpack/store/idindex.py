@@ -92,11 +92,15 @@ class IndexEntry:
         return asdict(self)
 
 
-def shard_file(location: Location, name: str, expected_size: int | None = None, limits=None, shard_cache=None):
+def shard_file(location: Location, name: str, expected_size: int | None = None, limits=None, shard_cache=None,
+               sha256: str | None = None):
     """ShardFile(location, name, ...) as the contract has it; on a store whose ShardFile still takes a
     path, local shards open by path."""
-    if "location" in inspect.signature(ShardFile).parameters:
-        return ShardFile(location, name, expected_size=expected_size, limits=limits, shard_cache=shard_cache)
+    params = inspect.signature(ShardFile).parameters
+    if "location" in params:
+        extra = {"sha256": sha256} if "sha256" in params else {}
+        return ShardFile(location, name, expected_size=expected_size, limits=limits, shard_cache=shard_cache,
+                         **extra)
     if location.local is None:
         raise StoreError(f"{location / name}: this erpack's ShardFile reads local shards only")
     return ShardFile(location.local / name, expected_size=expected_size, limits=limits)
@@ -243,10 +247,11 @@ def _entry(doc_id: str, e) -> IndexEntry:
 
 
 # ---- the index, written -------------------------------------------------------------------------
-def _shard_entries(location: Location, shards: list, start: int) -> tuple[np.ndarray, list[str]]:
-    """Entries of every record of shards[start:], the later record of an id winning."""
+def _shard_entries(location: Location, shards: list, start: int, stop: int | None = None
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Entries of every record of shards[start:stop], the later record of an id winning."""
     chunks, ids = [], []
-    for s in range(start, len(shards)):
+    for s in range(start, len(shards) if stop is None else stop):
         sf = shard_file(location, shards[s]["name"], expected_size=shards[s]["bytes"])
         try:
             e = np.zeros(sf.count, dtype=ENTRY)
@@ -303,7 +308,7 @@ class _PartWriter:
                 "first": int(entries["key"][0]), "last": int(entries["key"][-1]), "documents": len(ids)}
 
 
-def write_index(location, manifest: dict, part_bytes: int = PART_BYTES, storage_options: dict | None = None,
+def write_index(location, manifest: dict, part_bytes: int | None = None, storage_options: dict | None = None,
                 rebuild: bool = False) -> dict:
     """Write the parts of an index covering every shard the manifest lists and return the new
     `id_index` field (the caller puts it in the manifest and writes the manifest). Reuses the
@@ -319,7 +324,7 @@ def write_index(location, manifest: dict, part_bytes: int = PART_BYTES, storage_
     used = [int(PART_RE.match(p["name"]).group(1)) for p in (manifest.get(FIELD) or {}).get("parts", [])]
     if location.local is not None:
         location.child(INDEX_DIR).makedirs()
-    writer = _PartWriter(location, max(used, default=-1) + 1, len(shards), part_bytes)
+    writer = _PartWriter(location, max(used, default=-1) + 1, len(shards), part_bytes or PART_BYTES)
     if not old or not old["parts"]:
         parts = writer.write(*_sort(new, new_ids))
     else:
@@ -340,6 +345,31 @@ def write_index(location, manifest: dict, part_bytes: int = PART_BYTES, storage_
             parts += writer.write(*_sort(merged, [old_ids[j] for j in keep] + mine_ids))
     return {"version": FIELD_VERSION, "shards": len(shards), "documents": sum(p["documents"] for p in parts),
             "parts": parts}
+
+
+def check_index(location, manifest: dict, storage_options: dict | None = None) -> list[tuple[str, str]]:
+    """(file, problem) for each way the id index disagrees with the shards it covers: a part that is
+    missing or damaged, or entries that differ from what the shard indexes say (every shard index
+    it covers is read). [] when the index is right or absent."""
+    field = manifest.get(FIELD)
+    if not field:
+        return []
+    location = open_location(location, storage_options)
+    index = IdIndex(location, field)
+    got, got_ids = [], []
+    try:
+        for ids, entries in index:
+            got.append(entries)
+            got_ids += ids
+    except StoreError as exc:
+        return [(INDEX_DIR, str(exc))]
+    want, want_ids = _sort(*_shard_entries(location, manifest["shards"], 0, field["shards"]))
+    got_all = np.concatenate(got) if got else np.zeros(0, dtype=ENTRY)
+    fields = [f for f in ENTRY.names if f != "id_end"]
+    if got_ids != want_ids or not all(np.array_equal(got_all[f], want[f]) for f in fields):
+        return [(INDEX_DIR, f"the id index ({len(got_ids)} entries) disagrees with the shard indexes "
+                            f"({len(want_ids)} live records): {REBUILD_HINT}")]
+    return []
 
 
 def remove_stale_parts(location, keep: list[dict | None], storage_options: dict | None = None) -> list[str]:
