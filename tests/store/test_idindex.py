@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from erpack.errors import CorruptManifestError, StoreError
-from erpack.store import CacheReader, CacheWriter, MissingDocumentError, verify_cache
-from erpack.store import idindex
+from erpack.store import CacheReader, CacheWriter, MissingDocumentError, idindex, verify_cache
 from erpack.store.manifest import MANIFEST, dump_manifest, load_manifest
 from tests.store.conftest import pipe, records
 
