@@ -278,3 +278,18 @@ def test_storage_options_reach_the_file_system(s3_bucket, s3_server, meta, monke
                      storage_options={"endpoint_url": s3_server.endpoint}) as w:
         w.commit_shard(records(2))
     assert load_manifest(f"{s3_bucket}/c", {"endpoint_url": s3_server.endpoint})["counts"]["documents"] == 2
+
+
+def test_commit_entries_sees_shards_other_processes_published(s3_bucket, meta):
+    """The driver lists the cache when it opens; workers (other processes, other clients) publish
+    afterwards: the driver must see their shards, not its cached listing."""
+    where = f"{s3_bucket}/cache"
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(2, prefix="d"))
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:  # lists the folder on open
+        worker = open_location(where, {"skip_instance_cache": True})  # its own client, like another process
+        entry = write_shard(worker, shard_name(0, tag="w0"), records(3, prefix="w"), pipe(), LIMITS)
+        assert w.commit_entries([entry])["documents"] == 3
+        with pytest.raises(StoreError, match="never overwritten"):
+            write_shard(where, entry["name"], records(1, prefix="v"), pipe(), LIMITS)
+    assert len(read_back(where)) == 5
