@@ -293,3 +293,25 @@ def test_commit_entries_sees_shards_other_processes_published(s3_bucket, meta):
         with pytest.raises(StoreError, match="never overwritten"):
             write_shard(where, entry["name"], records(1, prefix="v"), pipe(), LIMITS)
     assert len(read_back(where)) == 5
+
+
+def test_missing_bucket_is_named_not_created(s3_server, meta):
+    url = "s3://erpack-no-such-bucket-h1/cache"
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        CacheWriter(url, meta=meta, codec=pipe())
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        write_shard(url, shard_name(0, tag="w"), records(1), pipe(), LIMITS)
+    assert not open_location("s3://erpack-no-such-bucket-h1").exists()
+
+
+def test_seal_an_old_manifest_on_a_url(where, meta):
+    from erpack.store.manifest import dump_manifest
+
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(3))
+    old = {k: v for k, v in load_manifest(where).items() if k != "checksum"}
+    open_location(where).write_atomic(MANIFEST, dump_manifest({**old, "format_version": 1}))
+    report = verify_cache(where)
+    assert report.ok and not report.sealed and "format version 1" in report.warnings[-1]
+    report = seal_cache(where)
+    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 2
