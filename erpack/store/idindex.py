@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import inspect
 import re
 import struct
 import zlib
@@ -93,17 +92,10 @@ class IndexEntry:
 
 
 def shard_file(location: Location, name: str, expected_size: int | None = None, limits=None, shard_cache=None,
-               sha256: str | None = None):
-    """ShardFile(location, name, ...) as the contract has it; on a store whose ShardFile still takes a
-    path, local shards open by path."""
-    params = inspect.signature(ShardFile).parameters
-    if "location" in params:
-        extra = {"sha256": sha256} if "sha256" in params else {}
-        return ShardFile(location, name, expected_size=expected_size, limits=limits, shard_cache=shard_cache,
-                         **extra)
-    if location.local is None:
-        raise StoreError(f"{location / name}: this erpack's ShardFile reads local shards only")
-    return ShardFile(location.local / name, expected_size=expected_size, limits=limits)
+               sha256: str | None = None) -> ShardFile:
+    """ShardFile of a listed shard (the shard cache is used only with the manifest's sha256)."""
+    return ShardFile(location, name, expected_size=expected_size, limits=limits, shard_cache=shard_cache,
+                     sha256=sha256)
 
 
 # ---- parts --------------------------------------------------------------------------------------

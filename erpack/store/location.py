@@ -99,12 +99,14 @@ class Location:
     def listdir(self) -> list[str]:
         """Names of the files directly in this folder (sorted); [] if the folder does not exist."""
         if self.local is not None:
-            return sorted(p.name for p in self.local.iterdir()) if self.local.is_dir() else []
+            return sorted(p.name for p in self.local.iterdir() if not p.is_dir()) if self.local.is_dir() else []
         with self._errors(""):
             try:
                 entries = self.fs.ls(self.root, detail=True, refresh=True)
             except FileNotFoundError:
                 return []
+            finally:  # a cached listing would answer exists/size for files other writers add later
+                self.fs.invalidate_cache(self.root)
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") != "directory")
 
     # ---- writing ------------------------------------------------------------------------------

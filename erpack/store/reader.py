@@ -13,8 +13,6 @@ ones it reads. Reading never modifies the cache.
 
 from __future__ import annotations
 
-import inspect
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from erpack.store import idindex
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.inspect import CacheStats, cache_stats
 from erpack.store.location import open_location
-from erpack.store.manifest import MANIFEST, load_manifest, mismatch_error, subset_mismatches
+from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
 from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payload
 from erpack.store.verify import Failure, VerifyReport, verify_cache
 
@@ -89,25 +87,6 @@ class _IndexedRecord:
         return memoryview(data)[start : start + plen], (tokens, hidden), flags
 
 
-def _load_manifest(location) -> dict:
-    """load_manifest for a folder or a Location. (Until the store's load_manifest takes a Location,
-    a remote manifest is fetched with one read into a temporary folder and checked there.)"""
-    if location.local is not None:
-        return load_manifest(location.local)
-    if "storage_options" in inspect.signature(load_manifest).parameters:
-        return load_manifest(location)
-    with tempfile.TemporaryDirectory(prefix="erpack-manifest-") as tmp:
-        try:
-            data = location.read(MANIFEST)
-        except FileNotFoundError:
-            raise StoreError(f"{location} is not an erpack cache: it has no {MANIFEST} (check the URL)") from None
-        (Path(tmp) / MANIFEST).write_bytes(data)
-        try:
-            return load_manifest(Path(tmp))
-        except StoreError as exc:
-            raise type(exc)(str(exc).replace(str(Path(tmp) / MANIFEST), location / MANIFEST)) from None
-
-
 class CacheReader:
     """Read-only view of a cache: a folder path or an fsspec URL (`storage_options` go to the file
     system). `verify_checksums=False` skips the per-record crc32 (the framing and each record's (T, H)
@@ -121,7 +100,7 @@ class CacheReader:
         self.path: Path | None = self.location.local  # None for a remote cache
         self.verify_checksums = verify_checksums
         self.shard_cache = None if shard_cache is None else Path(shard_cache)
-        self.manifest = _load_manifest(self.location)
+        self.manifest = load_manifest(self.location)
         self.meta = self.manifest["meta"]
         self.codec = Pipeline.from_config(self.manifest["codec"])
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
