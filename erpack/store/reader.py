@@ -55,12 +55,14 @@ class _IndexedRecord:
         exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, i, e.doc_id, e.offset, what
         return exc
 
-    def read(self, verify: bool, limits: RecordLimits) -> tuple[memoryview, tuple[int, int], int]:
+    def read(self, verify: bool, limits: RecordLimits, data: bytes | None = None
+             ) -> tuple[memoryview, tuple[int, int], int]:
         """(payload, (tokens, hidden), flags), checked as ShardFile.read checks a record, against the
-        index entry instead of the shard index."""
+        index entry instead of the shard index. `data`: the record's bytes, when already fetched."""
         e = self.entry
         try:
-            data = self.location.read(self.name, e.offset, e.offset + e.length)
+            if data is None:
+                data = self.location.read(self.name, e.offset, e.offset + e.length)
         except FileNotFoundError:
             raise StoreError(f"shard {self.location / self.name} is listed in {self.location / 'manifest.json'} "
                              f"but missing: the cache was edited by hand or copied incompletely") from None
@@ -220,12 +222,18 @@ class CacheReader:
             raise StoreError(f"the reader of {self.location} is closed")
         return found
 
-    def _read(self, doc_id: str, s: int, i: int, entry) -> tuple[memoryview, tuple[int, int], object]:
+    def _direct(self, s: int, entry) -> bool:
+        """Whether a record is read by one range request through the index (remote, shard not open)."""
+        return entry is not None and self.path is None and self.shard_cache is None and s not in self._open
+
+    def _read(self, doc_id: str, s: int, i: int, entry, data: bytes | None = None
+              ) -> tuple[memoryview, tuple[int, int], object]:
         """(payload, shape, what names the record in errors). A remote record the index locates, in a
-        shard not open, is one range read; everything else goes through the shard."""
-        if entry is not None and self.path is None and self.shard_cache is None and s not in self._open:
+        shard not open, is one range read (`data`: its bytes, fetched already); everything else goes
+        through the shard."""
+        if self._direct(s, entry):
             record = _IndexedRecord(self.location, self._specs[s]["name"], entry)
-            payload, shape, _ = record.read(self.verify_checksums, self.limits)
+            payload, shape, _ = record.read(self.verify_checksums, self.limits, data)
             return payload, shape, record
         shard = self._shard(s)
         if entry is not None and (i >= shard.count or shard.ids[i] != doc_id):
@@ -272,7 +280,8 @@ class CacheReader:
         located = [self._locate(d) for d in doc_ids]
         if not located:
             raise StoreError("get_batch needs at least one document id")
-        reads = [self._read(d, *where) for d, where in zip(doc_ids, located)]
+        fetched = self._fetch(located)
+        reads = [self._read(d, *where, fetched.get(k)) for k, (d, where) in enumerate(zip(doc_ids, located))]
         shapes = [shape for _, shape, _ in reads]
         try:
             hidden = self.codec.decode_batch([payload for payload, _, _ in reads], shapes, out)
@@ -281,6 +290,15 @@ class CacheReader:
                 decode_payload(self.codec, owner, i, payload, shape)
             raise
         return hidden, mask_from_lengths([t for t, _ in shapes], hidden.shape[1])  # (B, T, H), (B, T)
+
+    def _fetch(self, located: list) -> dict[int, bytes]:
+        """{k: bytes} of the records read through the index among `located`, fetched concurrently."""
+        direct = [(k, self._specs[s]["name"], e) for k, (s, _, e) in enumerate(located) if self._direct(s, e)]
+        if len(direct) < 2:
+            return {}
+        got = self.location.read_ranges([n for _, n, _ in direct], [e.offset for _, _, e in direct],
+                                        [e.offset + e.length for _, _, e in direct])
+        return {k: data for (k, _, _), data in zip(direct, got) if data is not None}
 
     def _records(self) -> Iterator[tuple[str, ShardFile, int, memoryview, tuple[int, int]]]:
         """Every live record in order, shard by shard (a remote shard reads ahead as it goes)."""

@@ -11,8 +11,9 @@ import zlib
 import numpy as np
 import pytest
 
-from erpack.errors import CorruptManifestError, StoreError
+from erpack.errors import CorruptManifestError, CorruptRecordError, StoreError
 from erpack.store import CacheReader, CacheWriter, MissingDocumentError, idindex, verify_cache
+from erpack.store.location import open_location
 from erpack.store.manifest import MANIFEST, dump_manifest, load_manifest
 from tests.store.conftest import pipe, records
 
@@ -38,7 +39,7 @@ def same_view(a: CacheReader, b: CacheReader) -> None:
         np.testing.assert_array_equal(a.get(doc_id), b.get(doc_id))
     assert [d for d, _ in a] == b.ids()
     assert [(s.name, m.tolist()) for s, m in a.live_masks()] == [(s.name, m.tolist()) for s, m in b.live_masks()]
-    assert a.stats().as_dict() == b.stats().as_dict()
+    assert {**a.stats().as_dict(), "path": None} == {**b.stats().as_dict(), "path": None}
 
 
 def test_reader_through_the_index_equals_the_shard_indexes(tmp_path, meta, small_parts):
@@ -172,3 +173,46 @@ def test_open_and_get_on_s3_cost_a_handful_of_requests_whatever_the_size(s3_serv
         assert doc_id == ids[n // 2 + 1] and x.shape[1] == 8
         assert load_manifest(tmp_path / f"c{n}")["id_index"]["shards"] == n
     assert counts[200] == counts[2000] <= 6, counts
+
+
+@pytest.fixture(params=["memory", "s3"])
+def url(request, tmp_path) -> str:
+    if request.param == "memory":
+        return f"memory://erpack-index/{tmp_path.name}/cache"
+    return f"{request.getfixturevalue('s3_bucket')}/cache"
+
+
+def test_a_remote_reader_equals_a_local_one(url, tmp_path, meta, small_parts):
+    batches = [records(6, seed=s, prefix=f"s{s}") for s in range(4)] + [records(3, seed=7, prefix="s1")]
+    write(url, meta, batches[:3])
+    write(url, meta, batches[3:])
+    write(tmp_path / "local", meta, batches[:3])
+    write(tmp_path / "local", meta, batches[3:])
+    assert load_manifest(url)["id_index"] == load_manifest(tmp_path / "local")["id_index"]
+    with CacheReader(url) as a, CacheReader(tmp_path / "local") as b:
+        assert a.path is None and str(a.location) == url and b.path == tmp_path / "local"
+        same_view(a, b)
+        hidden, mask = a.get_batch(["s3-5", "s0-0", "s1-2"])
+        want = b.get_batch(["s3-5", "s0-0", "s1-2"])
+        np.testing.assert_array_equal(hidden, want[0])
+        np.testing.assert_array_equal(mask, want[1])
+        assert a.verify().ok
+    with CacheReader(url, shard_cache=tmp_path / "shards") as c:
+        np.testing.assert_array_equal(c.get("s2-1"), CacheReader(tmp_path / "local").get("s2-1"))
+        assert len(list((tmp_path / "shards").iterdir())) == 1  # that one shard, downloaded and checked
+
+
+def test_a_damaged_remote_record_is_named_by_its_url(tmp_path, meta):
+    url = f"memory://erpack-index/{tmp_path.name}/cache"
+    write(url, meta, [records(4)])
+    loc = open_location(url)
+    info = CacheReader(url).info("doc-2")
+    data = bytearray(loc.read("shard-000000.ers"))
+    data[info["offset"] + 40] ^= 1  # in the payload
+    loc.fs.pipe_file(f"{loc.root}/shard-000000.ers", bytes(data))
+    r = CacheReader(url)
+    with pytest.raises(CorruptRecordError, match=f"shard {url}/shard-000000.ers, record 2 .*'doc-2'.*crc32"):
+        r.get("doc-2")
+    with pytest.raises(CorruptRecordError, match="record 2"):
+        r.get_batch(["doc-0", "doc-2"])
+    np.testing.assert_array_equal(r.get("doc-1"), records(4)[1][1])
