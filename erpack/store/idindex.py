@@ -63,7 +63,7 @@ ENTRY = np.dtype(
 )  # 64 bytes
 assert PART_HEADER.size == 32 and ENTRY.itemsize == 64
 REBUILD_HINT = ("open it with CacheReader(..., use_index=False) to read through the shard indexes, and "
-                "rebuild the index with erpack.store.idindex.rebuild_index")
+                "rebuild the index with erpack.store.writer.rebuild_index")
 
 
 def id_keys(ids) -> np.ndarray:
@@ -401,16 +401,3 @@ def check_field(field, shards: int) -> str | None:
         return f"counts {field['documents']} documents but its parts hold {total}"
     return None
 
-
-def rebuild_index(where, storage_options: dict | None = None) -> dict:
-    """Write the cache's id index anew from its shards (after a part was damaged or lost), under the
-    writer lock; returns the new `id_index` field."""
-    from erpack.codecs import Pipeline
-    from erpack.store.reader import CacheReader
-    from erpack.store.writer import CacheWriter
-
-    with CacheReader(where, storage_options=storage_options, use_index=False) as r:
-        meta, codec = r.meta, Pipeline.from_config(r.manifest["codec"])
-    with CacheWriter(where, meta=meta, codec=codec, mode="append") as w:
-        w._write_index(rebuild=True)
-        return w.manifest[FIELD]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.codecs import Pipeline
 from erpack.errors import StoreError
 from erpack.store import format as fmt
 from erpack.store import idindex
@@ -547,3 +548,13 @@ class CacheWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def rebuild_index(where, storage_options: dict | None = None) -> dict:
+    """Write the cache's id index anew from its shards (after a part was damaged or lost), under the
+    writer lock; returns the new `id_index` field."""
+    manifest = load_manifest(where, storage_options)
+    codec = Pipeline.from_config(manifest["codec"])
+    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options) as w:
+        w._write_index(rebuild=True)
+        return w.manifest[idindex.FIELD]

@@ -15,6 +15,7 @@ from erpack.errors import CorruptManifestError, CorruptRecordError, StoreError
 from erpack.store import CacheReader, CacheWriter, MissingDocumentError, idindex, verify_cache
 from erpack.store.location import open_location
 from erpack.store.manifest import MANIFEST, dump_manifest, load_manifest
+from erpack.store.writer import rebuild_index
 from tests.store.conftest import pipe, records
 
 
@@ -97,7 +98,7 @@ def test_a_damaged_part_is_named_and_rebuilt(tmp_path, meta, small_parts):
     report = r.verify()
     assert not report.ok and report.failures[0].shard == "index"
     assert verify_cache(tmp_path).ok  # the shards are fine
-    idindex.rebuild_index(tmp_path)
+    rebuild_index(tmp_path)
     with CacheReader(tmp_path) as a, CacheReader(tmp_path, use_index=False) as b:
         same_view(a, b)
         assert a.verify().ok
