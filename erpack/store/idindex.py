@@ -39,6 +39,7 @@ import re
 import struct
 import zlib
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ PART_MAGIC = b"ERPKIDXP"
 PART_VERSION = 1
 PART_HEADER = struct.Struct("<8sHHIQII")  # magic, version, reserved, count, blob_len, reserved, crc32
 PART_BYTES = 2 << 20  # a part's target size; parts stay under 2 x this
+READ_THREADS = 16  # remote shard indexes read at once when the index is written
 PART_RE = re.compile(r"^index/ids-(\d{6})-(\d{6})\.eri$")
 ENTRY = np.dtype(
     [("key", "<u8"), ("offset", "<u8"), ("length", "<u8"), ("payload_len", "<u8"), ("token_hash", "<u8"),
@@ -239,24 +241,34 @@ def _entry(doc_id: str, e) -> IndexEntry:
 
 
 # ---- the index, written -------------------------------------------------------------------------
+def _one_shard(location: Location, shards: list, s: int) -> tuple[np.ndarray, list[str]]:
+    """The entries and ids of every record of shards[s], from its shard index."""
+    sf = shard_file(location, shards[s]["name"], expected_size=shards[s]["bytes"])
+    try:
+        e = np.zeros(sf.count, dtype=ENTRY)
+        for name in ("offset", "payload_len", "tokens", "flags", "crc32"):
+            e[name] = sf.entries[name]
+        e["length"] = sf.record_size()
+        e["shard"], e["record"] = s, np.arange(sf.count)
+        if sf.hashes is not None:
+            e["token_hash"] = sf.hashes
+        return e, list(sf.ids)
+    finally:
+        sf.close()
+
+
 def _shard_entries(location: Location, shards: list, start: int, stop: int | None = None
                    ) -> tuple[np.ndarray, list[str]]:
-    """Entries of every record of shards[start:stop], the later record of an id winning."""
-    chunks, ids = [], []
-    for s in range(start, len(shards) if stop is None else stop):
-        sf = shard_file(location, shards[s]["name"], expected_size=shards[s]["bytes"])
-        try:
-            e = np.zeros(sf.count, dtype=ENTRY)
-            for name in ("offset", "payload_len", "tokens", "flags", "crc32"):
-                e[name] = sf.entries[name]
-            e["length"] = sf.record_size()
-            e["shard"], e["record"] = s, np.arange(sf.count)
-            if sf.hashes is not None:
-                e["token_hash"] = sf.hashes
-            chunks.append(e)
-            ids += sf.ids
-        finally:
-            sf.close()
+    """Entries of every record of shards[start:stop], the later record of an id winning. Remote
+    shard indexes are read READ_THREADS at a time."""
+    numbers = range(start, len(shards) if stop is None else stop)
+    if location.is_local or len(numbers) < 2:
+        rows = [_one_shard(location, shards, s) for s in numbers]
+    else:
+        with ThreadPoolExecutor(min(READ_THREADS, len(numbers))) as pool:
+            rows = list(pool.map(lambda s: _one_shard(location, shards, s), numbers))
+    chunks = [e for e, _ in rows]
+    ids = [doc_id for _, shard_ids in rows for doc_id in shard_ids]
     entries = np.concatenate(chunks) if chunks else np.zeros(0, dtype=ENTRY)
     last = {doc_id: j for j, doc_id in enumerate(ids)}
     if len(last) != len(ids):  # replaced within the new shards: keep the newest
