@@ -29,7 +29,7 @@ from erpack.store.inspect import CacheStats, cache_stats
 from erpack.store.location import open_location
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
 from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payload
-from erpack.store.verify import Failure, VerifyReport, verify_cache
+from erpack.store.verify import VerifyReport, verify_cache
 
 MAX_OPEN_SHARDS = 256
 
@@ -331,15 +331,9 @@ class CacheReader:
 
     # ---- whole-cache reports ------------------------------------------------------------------
     def verify(self, decode: bool = True) -> VerifyReport:
-        """Check every shard's sha256 and every record's framing, crc32 and decoding (see verify.py),
-        and the id index against the shards (idindex.check_index)."""
-        report = verify_cache(self.path if self.path is not None else self.location, decode=decode,
-                              manifest=self.manifest, codec=self.codec)
-        if self._index is not None and not report.unreadable:
-            for name, problem in idindex.check_index(self.location, self.manifest):
-                report.failures.append(Failure(name, problem))
-            report.ok = not report.failures
-        return report
+        """Check every shard's sha256 and every record's framing, crc32 and decoding, and the id index
+        against the shards (see verify.py)."""
+        return verify_cache(self.location, decode=decode, manifest=self.manifest, codec=self.codec)
 
     def stats(self) -> CacheStats:
         """What the cache holds and what it costs (see inspect.py); reads only the indexes."""
