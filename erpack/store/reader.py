@@ -161,7 +161,7 @@ class CacheReader:
         if codec_config is not None and codec_config != self.manifest["codec"]:
             found.append(("codec", self.manifest["codec"], codec_config))
         if found:
-            raise mismatch_error(self.path if self.path is not None else self.location, found, "the caller expects")
+            raise mismatch_error(self.location, found, "the caller expects")
 
     # ---- ids --------------------------------------------------------------------------------
     def _find(self, doc_id) -> tuple[int, int, idindex.IndexEntry | None] | None:
