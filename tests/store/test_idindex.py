@@ -217,3 +217,13 @@ def test_a_damaged_remote_record_is_named_by_its_url(tmp_path, meta):
     with pytest.raises(CorruptRecordError, match="record 2"):
         r.get_batch(["doc-0", "doc-2"])
     np.testing.assert_array_equal(r.get("doc-1"), records(4)[1][1])
+
+
+def test_an_exception_in_the_with_block_writes_no_index(tmp_path, meta):
+    write(tmp_path, meta, [records(3, prefix="a")])
+    with pytest.raises(RuntimeError), CacheWriter(tmp_path, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(2, prefix="b"))
+        raise RuntimeError("the caller failed")
+    assert load_manifest(tmp_path)["id_index"]["shards"] == 1  # the new shard is committed, not indexed
+    with CacheReader(tmp_path) as r:
+        assert r.ids() == ["a-0", "a-1", "a-2", "b-0", "b-1"] and len(r) == 5
