@@ -201,6 +201,8 @@ class ShardFile:
             if expected_size is None:
                 expected_size = self.location.size(self.name)
             start = max(0, expected_size - TAIL_BYTES)
+            if start < fmt.FILE_HEADER.size:  # the whole file, so that the header is checked too
+                start = 0
             tail = self.location.read(self.name, start, expected_size + 1)
         except FileNotFoundError:
             raise self._missing() from None
@@ -322,11 +324,13 @@ class ShardFile:
             return self.view, 0
         start = int(self.entries["offset"][i])
         window = self._ahead
+        if i == 0 and not self.header_checked:  # record 0 comes with the file header, which is checked
+            window = None
         if window is None or not (window[0] <= start and end <= window[0] + len(window[1])):
-            if i == self._last + 1 and self.readahead > 0:  # sequential: fetch ~readahead bytes at once
+            if (i == self._last + 1 or i == 0) and self.readahead > 0:  # sequential: ~readahead bytes at once
                 j = int(np.searchsorted(self.entries["offset"], start + self.readahead, side="right"))
                 window = self._fetch(i, max(j, i + 1))
-            elif i == 0 and not self.header_checked:
+            elif i == 0:
                 window = self._fetch(0, 1)
             else:
                 window = (start, self._range(start, end))
