@@ -143,7 +143,8 @@ class ShardFile:
             else:
                 log.warning("%s: no sha256 to check a download against, so the shard cache is not used",
                             self.location / name)
-        if self.path is not None or local_copy is not None:
+        self.remote = self.path is None and local_copy is None  # records read by range requests
+        if not self.remote:
             self._map(self.path if local_copy is None else Path(local_copy), expected_size)
             buf, base, size = self.view, 0, len(self.view)
         else:
@@ -162,11 +163,6 @@ class ShardFile:
     def where(self) -> str:
         """The shard's path or URL, for messages."""
         return self.location / self.name
-
-    @property
-    def remote(self) -> bool:
-        """True when records are read by range requests (no local file or mapping)."""
-        return self.view is None
 
     def _missing(self) -> StoreError:
         return StoreError(
