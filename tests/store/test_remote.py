@@ -346,3 +346,40 @@ def test_every_flipped_byte_is_caught_by_range_reads(tmp_path, meta, monkeypatch
     loc.write_atomic(entry["name"], good)
     shard = ShardFile(loc, entry["name"], expected_size=entry["bytes"], limits=LIMITS)
     assert [shard.read(i)[1] for i in range(3)] and shard.header_checked
+
+
+WORKER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from erpack.store.manifest import shard_name
+from erpack.store.shard import RecordLimits
+from erpack.store.writer import write_shard
+from tests.store.conftest import HIDDEN, pipe, records
+url, tag, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+entries = [write_shard(url, shard_name(k, tag=tag), records(5, seed=first + k, start=5 * (first + k)), pipe(),
+                       RecordLimits(HIDDEN, 16)) for k in range(2)]
+print(json.dumps(entries))
+"""
+
+
+@pytest.mark.slow
+def test_worker_processes_publish_driver_commits(s3_bucket, meta):
+    """Two worker processes publish shards concurrently (their own S3 clients); the driver, whose writer
+    was open all along, lists them in one manifest write; the cache verifies and holds every record."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    where = f"{s3_bucket}/cache"
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER.format(root=str(root)), where, f"w{k}", str(2 * k)],
+                                  stdout=subprocess.PIPE, cwd=root) for k in range(2)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+        entries = [e for out in outs for e in json.loads(out)]  # through JSON, as from a Ray task
+        assert w.commit_entries(entries)["documents"] == 20
+    got = read_back(where)
+    assert same(got, [r for s in range(4) for r in records(5, seed=s, start=5 * s)])
+    assert verify_cache(where).ok
