@@ -383,3 +383,13 @@ def test_worker_processes_publish_driver_commits(s3_bucket, meta):
     got = read_back(where)
     assert same(got, [r for s in range(4) for r in records(5, seed=s, start=5 * s)])
     assert verify_cache(where).ok
+
+
+def test_verify_reports_a_missing_shard_among_others(where, meta):
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        for k in range(3):
+            w.commit_shard(records(2, seed=k, prefix=f"s{k}"))
+    open_location(where).delete("shard-000001.ers")
+    report = verify_cache(where)
+    assert [s.ok for s in report.shards] == [True, False, True] and report.unreadable == ["shard-000001.ers"]
+    assert [(f.shard, f.error) for f in report.failures] == [("shard-000001.ers", "listed in the manifest but missing")]
