@@ -13,6 +13,7 @@ ones it reads. Reading never modifies the cache.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,7 @@ class CacheReader:
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
         self._specs = self.manifest["shards"]
         self._open: OrderedDict[int, ShardFile] = OrderedDict()
+        self._lock = threading.Lock()
         self._max_open = max(1, max_open_shards)
         self._closed = False
         field = self.manifest.get(idindex.FIELD) if use_index else None
@@ -125,19 +127,24 @@ class CacheReader:
             raise
 
     def _shard(self, s: int) -> ShardFile:
-        """Shard s of the manifest, opened on first use (a bounded LRU of open shards)."""
+        """Shard s of the manifest, opened on first use. At most max_open_shards are kept; the least
+        recently used is forgotten, not closed (a payload view or another thread may still use it: it
+        closes when the last reference goes). Safe to call from several threads."""
         if self._closed:
             raise StoreError(f"the reader of {self.location} is closed")
-        shard = self._open.get(s)
-        if shard is not None:
-            self._open.move_to_end(s)
-            return shard
+        with self._lock:
+            shard = self._open.get(s)
+            if shard is not None:
+                self._open.move_to_end(s)
+                return shard
         spec = self._specs[s]
         shard = idindex.shard_file(self.location, spec["name"], spec["bytes"], self.limits, self.shard_cache,
                                    spec.get("sha256"))
-        self._open[s] = shard
-        if len(self._open) > self._max_open:
-            self._open.popitem(last=False)[1].close()
+        with self._lock:
+            shard = self._open.setdefault(s, shard)
+            self._open.move_to_end(s)
+            while len(self._open) > self._max_open:
+                self._open.popitem(last=False)
         return shard
 
     # ---- what the cache is --------------------------------------------------------------------
@@ -340,10 +347,12 @@ class CacheReader:
         return cache_stats(self)
 
     def close(self) -> None:
-        for shard in self._open.values():
+        with self._lock:
+            shards = list(self._open.values())
+            self._open.clear()
+            self._closed = True
+        for shard in shards:
             shard.close()
-        self._open.clear()
-        self._closed = True
 
     def __enter__(self) -> CacheReader:
         return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -227,3 +228,26 @@ def test_an_exception_in_the_with_block_writes_no_index(tmp_path, meta):
     assert load_manifest(tmp_path)["id_index"]["shards"] == 1  # the new shard is committed, not indexed
     with CacheReader(tmp_path) as r:
         assert r.ids() == ["a-0", "a-1", "a-2", "b-0", "b-1"] and len(r) == 5
+
+
+def test_a_small_shard_budget_serves_batches_and_threads(tmp_path, meta):
+    batches = [records(3, seed=s, prefix=f"s{s}") for s in range(8)]
+    write(tmp_path, meta, batches)
+    want = {d: a for recs in batches for d, a in recs}
+    ids = list(want)[::-1]
+    with CacheReader(tmp_path, max_open_shards=2) as r:
+        hidden, mask = r.get_batch(ids)  # every shard opened in turn, most forgotten before decoding
+        for k, doc_id in enumerate(ids):
+            np.testing.assert_array_equal(hidden[k, : len(want[doc_id])], want[doc_id])
+        assert len(r._open) == 2 and [d for d, _ in r] == list(want)
+
+        def read_all(out: list) -> None:
+            out += [np.array_equal(r.get(d), want[d]) for d in ids * 5]
+
+        results: list = []
+        threads = [threading.Thread(target=read_all, args=(results,)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 3 * 5 * len(ids) and all(results)
