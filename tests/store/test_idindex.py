@@ -251,3 +251,19 @@ def test_a_small_shard_budget_serves_batches_and_threads(tmp_path, meta):
         for t in threads:
             t.join()
         assert len(results) == 3 * 5 * len(ids) and all(results)
+
+
+def test_a_pass_over_a_remote_cache_reads_ahead(s3_server, s3_bucket, meta):
+    """Iteration through the S3 server: a few requests per shard (its tail and read-ahead windows),
+    not one per record; a get_batch: one range per record, fetched concurrently."""
+    url = f"{s3_bucket}/cache"
+    write(url, meta, [records(60, seed=s, prefix=f"s{s}") for s in range(3)])
+    before = s3_server.requests()
+    with CacheReader(url) as r:
+        assert len([d for d, _ in r]) == 180
+        passed = s3_server.requests() - before
+        assert passed <= 2 + 1 + 3 * 3, s3_server.log[before:]  # manifest, the part, <= 3 per shard
+    before = s3_server.requests()
+    with CacheReader(url) as r:
+        r.get_batch(["s0-1", "s1-7", "s2-59"])
+    assert s3_server.requests() - before == 2 + 1 + 3  # manifest, the part, one range per record
