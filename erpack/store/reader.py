@@ -95,7 +95,8 @@ class CacheReader:
     system). `verify_checksums=False` skips the per-record crc32 (the framing and each record's (T, H)
     against the manifest are still checked). `shard_cache`: a local folder where remote shards are
     downloaded whole, checked against their sha256, and memory-mapped. `use_index=False` ignores the
-    id index (reads every shard index at open, as a cache without one is read)."""
+    id index (reads every shard index at open, as a cache without one is read). `max_open_shards`: how
+    many shards stay open (at least every shard the index does not cover)."""
 
     def __init__(self, where, verify_checksums: bool = True, storage_options: dict | None = None,
                  shard_cache=None, use_index: bool = True, max_open_shards: int = MAX_OPEN_SHARDS):
@@ -110,11 +111,12 @@ class CacheReader:
         self._specs = self.manifest["shards"]
         self._open: OrderedDict[int, ShardFile] = OrderedDict()
         self._lock = threading.Lock()
-        self._max_open = max(1, max_open_shards)
         self._closed = False
         field = self.manifest.get(idindex.FIELD) if use_index else None
         self._index = idindex.IdIndex(self.location, field) if field else None
         self._covered = field["shards"] if field else 0
+        # shards the index does not cover stay open, as every shard did before the index
+        self._max_open = max(1, max_open_shards, len(self._specs) - self._covered)
         self._tail: dict[str, tuple[int, int]] = {}  # id -> (shard, record) in shards the index does not cover
         self._live: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self._len: int | None = None
