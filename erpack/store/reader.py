@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payl
 from erpack.store.verify import VerifyReport, verify_cache
 
 MAX_OPEN_SHARDS = 256
+OPEN_THREADS = 16  # remote shards the index does not cover, opened at once
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -121,8 +123,14 @@ class CacheReader:
         self._live: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self._len: int | None = None
         try:
-            for s in range(self._covered, len(self._specs)):
-                for i, doc_id in enumerate(self._shard(s).ids):
+            numbers = range(self._covered, len(self._specs))
+            if self.path is None and len(numbers) > 1:  # remote: shard indexes read OPEN_THREADS at a time
+                with ThreadPoolExecutor(min(OPEN_THREADS, len(numbers))) as pool:
+                    shards = list(pool.map(self._shard, numbers))
+            else:
+                shards = map(self._shard, numbers)
+            for s, shard in zip(numbers, shards):
+                for i, doc_id in enumerate(shard.ids):
                     self._tail[doc_id] = (s, i)
         except BaseException:
             self.close()

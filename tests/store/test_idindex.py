@@ -199,6 +199,8 @@ def test_a_remote_reader_equals_a_local_one(url, tmp_path, meta, small_parts):
         np.testing.assert_array_equal(hidden, want[0])
         np.testing.assert_array_equal(mask, want[1])
         assert a.verify().ok
+        with CacheReader(url, use_index=False) as c:  # every shard index read at open, 16 at a time
+            same_view(c, b)
     with CacheReader(url, shard_cache=tmp_path / "shards") as c:
         np.testing.assert_array_equal(c.get("s2-1"), CacheReader(tmp_path / "local").get("s2-1"))
         assert len(list((tmp_path / "shards").iterdir())) == 1  # that one shard, downloaded and checked
