@@ -98,7 +98,7 @@ class CacheReader:
     against the manifest are still checked). `shard_cache`: a local folder where remote shards are
     downloaded whole, checked against their sha256, and memory-mapped. `use_index=False` ignores the
     id index (reads every shard index at open, as a cache without one is read). `max_open_shards`: how
-    many shards stay open (at least every shard the index does not cover)."""
+    many shards stay open (the least recently used beyond it is forgotten)."""
 
     def __init__(self, where, verify_checksums: bool = True, storage_options: dict | None = None,
                  shard_cache=None, use_index: bool = True, max_open_shards: int = MAX_OPEN_SHARDS):
@@ -117,8 +117,9 @@ class CacheReader:
         field = self.manifest.get(idindex.FIELD) if use_index else None
         self._index = idindex.IdIndex(self.location, field) if field else None
         self._covered = field["shards"] if field else 0
-        # shards the index does not cover stay open, as every shard did before the index
-        self._max_open = max(1, max_open_shards, len(self._specs) - self._covered)
+        # bounded even without an index: every open local shard holds a file descriptor (a reader that
+        # kept 100,000 shards mapped ran out of them)
+        self._max_open = max(1, max_open_shards)
         self._tail: dict[str, tuple[int, int]] = {}  # id -> (shard, record) in shards the index does not cover
         self._live: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self._len: int | None = None
