@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
     )
     p.add_argument("graph", help="upper-stack .onnx file written by `erpack export`")
-    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
     p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, plus every "
                    "document of --texts")
     g = p.add_mutually_exclusive_group()
