@@ -7,6 +7,7 @@ import sys
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where, storage_options
+from erpack.cluster.score import score_on_ray
 from erpack.predict import predict, read_ids_file
 
 
@@ -116,8 +117,6 @@ def run(args) -> int:
 
 def run_ray(args, cache, ids) -> int:
     """`--engine ray`: parts of predictions written by Ray actors (erpack.cluster.score)."""
-    from erpack.cluster.score import score_on_ray
-
     unsupported = [flag for flag, value in [("--texts", args.texts), ("--labels", args.labels), ("--lower", args.lower),
                                             ("--split", args.split), ("-o", args.output)] if value]
     if unsupported:

@@ -27,7 +27,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import erpack
 from erpack.errors import InputError, StoreError
+from erpack.predict import PredictOptions, _check_fit, _open_upper, cached_rows
+from erpack.store import CacheReader
 from erpack.store.location import Location, open_location
 
 PARTS = "_parts.json"
@@ -99,9 +102,6 @@ class Scorer:
                  fmt: str, batch_size: int, max_tokens: int, device: str, threads: int | None):
         import ray
 
-        from erpack.predict import _open_upper
-        from erpack.store import CacheReader
-
         data = ray.get(graph_ref[0])  # in a list, so Ray hands the actor the reference, not the bytes
         folder = Path(tempfile.mkdtemp(prefix="erpack-score-"))
         path = folder / Path(graph_name).name
@@ -112,8 +112,6 @@ class Scorer:
         self.fmt, self.batch_size, self.max_tokens = fmt, batch_size, max_tokens
 
     def __call__(self, batch: dict) -> dict:
-        from erpack.predict import cached_rows
-
         names, counts, sizes, shas = [], [], [], []
         for number, ids in zip(batch["part"], batch["ids"]):
             ids = [str(i) for i in ids]
@@ -156,9 +154,6 @@ def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "pa
     """Score the cached documents `ids` (default: every one) of `cache` with the upper-stack `graph` on a
     Ray cluster (`address`, or the running/local instance) across `workers` actors; write the parts and
     `_parts.json` to `out` (a folder or URL). See the module docstring."""
-    from erpack.predict import PredictOptions, _check_fit, _open_upper
-    from erpack.store import CacheReader
-
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use parquet or jsonl")
     if workers < 1 or part_docs < 1:
@@ -221,8 +216,6 @@ def _worker_env() -> dict[str, str]:
     """The driver's settings the workers need: where erpack is (PYTHONPATH) and the object-store
     credentials and endpoint (AWS_*), model hub settings (HF_*)."""
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_", "TRANSFORMERS_"))}
-    import erpack
-
     root = str(Path(erpack.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [root, os.environ.get("PYTHONPATH", "")] if p)
     return env
