@@ -8,24 +8,20 @@ import pytest
 
 from erpack.cli import main
 
-# every command that reads a cache, with the arguments it needs besides the cache
-COMMANDS = [
-    ("inspect", []),
-    ("verify", []),
-    ("train", ["--labels", "labels.jsonl", "-o", "model-out"]),
-    ("eval", ["model-folder", "--labels", "labels.jsonl"]),  # the cache comes second: see _argv
-    ("prune", ["model-folder", "--labels", "labels.jsonl", "-o", "pruned-out", "--heads", "0.5"]),
-    ("predict", ["graph.onnx", "-o", "p.jsonl"]),
-    ("compress", ["--codec", "int8z"]),
-]
-
-
-def _argv(command: str, extra: list[str], cache: str, *more: str) -> list[str]:
-    if command in ("eval", "prune"):
-        return [command, extra[0], cache, *extra[1:], *more]
-    if command == "predict":
-        return [command, extra[0], cache, *extra[1:], *more]
-    return [command, cache, *extra, *more]
+# every command that reads a cache: its arguments around the cache URL
+COMMANDS = {
+    "inspect": lambda c: ["inspect", c],
+    "verify": lambda c: ["verify", c],
+    "train": lambda c: ["train", c, "--labels", "labels.jsonl", "-o", "model-out"],
+    "eval": lambda c: ["eval", "model-folder", c, "--labels", "labels.jsonl"],
+    "prune": lambda c: ["prune", "model-folder", c, "--labels", "labels.jsonl", "-o", "pruned", "--heads", "0.5"],
+    "predict": lambda c: ["predict", "graph.onnx", c, "-o", "p.jsonl"],
+    "predict-ray": lambda c: ["predict", "graph.onnx", c, "--engine", "ray", "--out", "parts"],
+    "compress": lambda c: ["compress", c, "--codec", "int8z"],
+    "export": lambda c: ["export", "model-folder", "-o", "m.onnx", "--calibration-cache", c],
+    "bench": lambda c: ["bench", "corpus.jsonl", "--cache", c],
+    "report": lambda c: ["report", c],
+}
 
 
 def _fresh_s3_clients():
@@ -36,10 +32,10 @@ def _fresh_s3_clients():
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-@pytest.mark.parametrize("command,extra", COMMANDS)
-def test_no_cache_at_the_url(s3_bucket, capsys, command, extra):
+@pytest.mark.parametrize("command", COMMANDS)
+def test_no_cache_at_the_url(s3_bucket, capsys, command):
     url = f"{s3_bucket}/nothing-here"
-    assert main(_argv(command, extra, url)) == 2
+    assert main(COMMANDS[command](url)) == 2
     err = capsys.readouterr().err
     assert f"{url}: no cache there (no manifest.json)" in err and "erpack encode" in err
 

@@ -23,6 +23,7 @@ from erpack.errors import ErpackError, InputError
 from erpack.models.loading import recorded_location
 from erpack.report.project import fit_bytes
 from erpack.store import CacheReader
+from erpack.store.location import Location
 
 INDEX_ENTRY = 32  # bytes of a record's index entry (docs/cache-format.md); its id is stored twice
 TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 and later)
@@ -119,8 +120,8 @@ def sqnr_against(reference, path, limit: int = 200) -> float | None:
 def length_profile(source: str, tokenizer_model: str | None = None, max_length: int | None = None) -> dict:
     """Tokens per document of a real corpus: a cache folder (its index), or a built-in data set
     tokenized with `tokenizer_model` and truncated at `max_length`, as `erpack encode` would."""
-    path = Path(source)
-    if (path / "manifest.json").is_file():
+    path = source if isinstance(source, Location) else Path(source)  # a Location: a cache at a URL
+    if isinstance(path, Location) or (path / "manifest.json").is_file():
         with CacheReader(path) as r:
             lengths = _records(r)[1]
             how = f"token counts of the {len(lengths)} records of cache {path} ({r.meta['model'].get('name')}, " \
