@@ -11,6 +11,7 @@ import pytest
 from erpack.cli import main
 from erpack.cluster.score import PARTS, read_parts, score_on_ray
 from erpack.errors import StoreError
+from tests.remote import reads_urls, upload_cache
 
 pytest.importorskip("ray", reason="the `scale` extra installs Ray")
 
@@ -81,3 +82,19 @@ def test_ray_engine_refuses_what_it_does_not_do(exported, tiny, tmp_path, capsys
     assert "--texts" in capsys.readouterr().err
     assert main(base) == 2 and "--out" in capsys.readouterr().err
     assert main(["predict", str(exported[0]), str(tiny["cache"])]) == 2 and "-o FILE" in capsys.readouterr().err
+
+
+@reads_urls
+def test_predict_from_s3_equals_the_local_copy(ray_local, exported, tiny, single, s3_bucket, tmp_path, capsys):
+    """Single-process predict from s3:// writes the local rows exactly; the Ray engine reads the same cache
+    and writes its parts to s3:// too."""
+    url = upload_cache(tiny["cache"], f"{s3_bucket}/caches/tiny")
+    assert main(["predict", str(exported[0]), url, "-o", f"{s3_bucket}/p.jsonl"]) == 0
+    import fsspec
+
+    with fsspec.open(f"{s3_bucket}/p.jsonl", "rt") as f:
+        assert [json.loads(line) for line in f] == single
+    out = f"{s3_bucket}/parts"
+    assert main(["predict", str(exported[0]), url, "--engine", "ray", "--part-docs", "10", "--out", out]) == 0
+    _same_rows(read_parts(out), single)
+    assert "3 parquet part(s)" in capsys.readouterr().out
