@@ -87,3 +87,27 @@ def test_local_paths_keep_their_messages(tmp_path, capsys):
     """A local folder that is no cache is reported by the store as before (no URL check on paths)."""
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
+
+
+def _small_cache(where) -> None:
+    from erpack.store import CacheWriter
+    from tests.store.conftest import make_meta, pipe, records
+
+    with CacheWriter(where, meta=make_meta(), codec=pipe("fp32")) as w:
+        w.commit_shard(records(12))
+
+
+def test_verify_and_compress_out_on_s3(s3_bucket, s3_server, tmp_path, capsys, monkeypatch):
+    """verify reads a cache at a URL; compress --out writes one there (and the endpoint may come from
+    --storage-options instead of the environment)."""
+    import json
+
+    _small_cache(tmp_path / "local")
+    url = f"{s3_bucket}/int8"
+    assert main(["compress", str(tmp_path / "local"), "--codec", "int8z", "--out", url]) == 0
+    assert f"wrote    {url}: 12 documents" in capsys.readouterr().out
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    options = json.dumps({"endpoint_url": s3_server.endpoint})
+    assert main(["verify", url, "--storage-options", options, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["ok"] and report["documents"] == 12
