@@ -285,19 +285,24 @@ class ShardFile:
     def prefetch(self, first: int, last: int) -> int:
         """Fetch records first..last-1 of a remote shard in one range read and keep them (one window
         at a time) for the reads that follow. Returns the bytes fetched (0 for a mapped shard)."""
+        window = self._fetch(first, last)
+        return 0 if window is None else len(window[1])
+
+    def _fetch(self, first: int, last: int) -> tuple[int, memoryview] | None:
+        """(start offset, bytes) of records first..last-1, fetched and made the read-ahead window."""
         if not self.remote or self.count == 0:
-            return 0
+            return None
         first, last = max(0, first), min(self.count, last)
         if first >= last:
-            return 0
+            return None
         start, end = int(self.entries["offset"][first]), self._end(last - 1)
         if first == 0 and not self.header_checked:  # the 16 header bytes come along: check them
             start = 0
         data = self._range(start, end)
         if start == 0:
             self._check_header(data)
-        self._ahead = (start, data)
-        return end - start
+        self._ahead = window = (start, data)  # one assignment: a reader in another thread sees old or new
+        return window
 
     def _check_header(self, data) -> None:
         try:
@@ -316,20 +321,17 @@ class ShardFile:
         if not self.remote:
             return self.view, 0
         start = int(self.entries["offset"][i])
-        ahead = self._ahead
-        if ahead is None or not (ahead[0] <= start and end <= ahead[0] + len(ahead[1])):
+        window = self._ahead
+        if window is None or not (window[0] <= start and end <= window[0] + len(window[1])):
             if i == self._last + 1 and self.readahead > 0:  # sequential: fetch ~readahead bytes at once
-                offsets = self.entries["offset"]
-                j = int(np.searchsorted(offsets, start + self.readahead, side="right"))
-                self.prefetch(i, max(j, i + 1))
+                j = int(np.searchsorted(self.entries["offset"], start + self.readahead, side="right"))
+                window = self._fetch(i, max(j, i + 1))
             elif i == 0 and not self.header_checked:
-                self.prefetch(0, 1)
+                window = self._fetch(0, 1)
             else:
-                self._last = i
-                return self._range(start, end), start
-            ahead = self._ahead
+                window = (start, self._range(start, end))
         self._last = i
-        return ahead[1], ahead[0]
+        return window[1], window[0]
 
     def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
         """(payload view, (tokens, hidden), flags) of record i. Checks always: framing, the zero padding

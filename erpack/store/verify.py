@@ -126,12 +126,12 @@ def _check_shard(loc: Location, entry: dict, codec, decode: bool, limits: Record
     if loc.is_local:
         return _check_copy(loc, entry, codec, decode, limits, report, None, None)
     try:
-        loc.size(name)
+        size = loc.size(name)
     except FileNotFoundError:
         return report, [Failure(name, "listed in the manifest but missing")], None
     with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:
         copy = Path(tmp) / name
-        _, sha = download_shard(loc, name, copy)  # streamed: hashed as it arrives
+        _, sha = download_shard(loc, name, copy, size)  # streamed: hashed as it arrives
         return _check_copy(loc, entry, codec, decode, limits, report, copy, sha)
 
 

@@ -278,3 +278,40 @@ def test_storage_options_reach_the_file_system(s3_bucket, s3_server, meta, monke
                      storage_options={"endpoint_url": s3_server.endpoint}) as w:
         w.commit_shard(records(2))
     assert load_manifest(f"{s3_bucket}/c", {"endpoint_url": s3_server.endpoint})["counts"]["documents"] == 2
+
+
+def test_commit_entries_sees_shards_other_processes_published(s3_bucket, meta):
+    """The driver lists the cache when it opens; workers (other processes, other clients) publish
+    afterwards: the driver must see their shards, not its cached listing."""
+    where = f"{s3_bucket}/cache"
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(2, prefix="d"))
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:  # lists the folder on open
+        worker = open_location(where, {"skip_instance_cache": True})  # its own client, like another process
+        entry = write_shard(worker, shard_name(0, tag="w0"), records(3, prefix="w"), pipe(), LIMITS)
+        assert w.commit_entries([entry])["documents"] == 3
+        with pytest.raises(StoreError, match="never overwritten"):
+            write_shard(where, entry["name"], records(1, prefix="v"), pipe(), LIMITS)
+    assert len(read_back(where)) == 5
+
+
+def test_missing_bucket_is_named_not_created(s3_server, meta):
+    url = "s3://erpack-no-such-bucket-h1/cache"
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        CacheWriter(url, meta=meta, codec=pipe())
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        write_shard(url, shard_name(0, tag="w"), records(1), pipe(), LIMITS)
+    assert not open_location("s3://erpack-no-such-bucket-h1").exists()
+
+
+def test_seal_an_old_manifest_on_a_url(where, meta):
+    from erpack.store.manifest import dump_manifest
+
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(3))
+    old = {k: v for k, v in load_manifest(where).items() if k != "checksum"}
+    open_location(where).write_atomic(MANIFEST, dump_manifest({**old, "format_version": 1}))
+    report = verify_cache(where)
+    assert report.ok and not report.sealed and "format version 1" in report.warnings[-1]
+    report = seal_cache(where)
+    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 2
