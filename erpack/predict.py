@@ -307,7 +307,7 @@ def _torch_lower(reader, model_override: str | None):
     in PyTorch on the CPU."""
     from erpack.models import load_recorded, split_model  # torch and transformers
 
-    loaded = load_recorded(reader.meta["model"], model_override, f"the cache {reader.path}")
+    loaded = load_recorded(reader.meta["model"], model_override, f"the cache {getattr(reader, 'location', None) or reader.path}")
     lower, _ = split_model(loaded.model, reader.meta["layer"])
     return loaded.tokenizer, lambda enc, pad: run_lower(lower, enc, pad, "cpu"), "pytorch"
 
