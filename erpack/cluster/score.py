@@ -206,7 +206,8 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
               "out": output.url, "fmt": fmt, "batch_size": batch_size, "max_tokens": max_tokens, "device": device,
               "threads": max(1, int(cpus)) if cpus else None}
     scored = ds.map_batches(Scorer, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
-                            concurrency=min(workers, len(items)), num_cpus=cpus, num_gpus=gpus or None,
+                            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))), num_cpus=cpus,
+                            num_gpus=gpus or None,
                             runtime_env={"env_vars": _worker_env()})  # however Ray was started
     entries = sorted(scored.take_all(), key=lambda e: int(e["part"]))
     return [{"part": int(e["part"]), "name": str(e["name"]), "rows": int(e["rows"]), "bytes": int(e["bytes"]),
