@@ -143,7 +143,8 @@ class ShardFile:
             else:
                 log.warning("%s: no sha256 to check a download against, so the shard cache is not used",
                             self.location / name)
-        if self.path is not None or local_copy is not None:
+        self.remote = self.path is None and local_copy is None  # records read by range requests
+        if not self.remote:
             self._map(self.path if local_copy is None else Path(local_copy), expected_size)
             buf, base, size = self.view, 0, len(self.view)
         else:
@@ -162,11 +163,6 @@ class ShardFile:
     def where(self) -> str:
         """The shard's path or URL, for messages."""
         return self.location / self.name
-
-    @property
-    def remote(self) -> bool:
-        """True when records are read by range requests (no local file or mapping)."""
-        return self.view is None
 
     def _missing(self) -> StoreError:
         return StoreError(
@@ -201,6 +197,8 @@ class ShardFile:
             if expected_size is None:
                 expected_size = self.location.size(self.name)
             start = max(0, expected_size - TAIL_BYTES)
+            if start < fmt.FILE_HEADER.size:  # the whole file, so that the header is checked too
+                start = 0
             tail = self.location.read(self.name, start, expected_size + 1)
         except FileNotFoundError:
             raise self._missing() from None
@@ -322,11 +320,13 @@ class ShardFile:
             return self.view, 0
         start = int(self.entries["offset"][i])
         window = self._ahead
+        if i == 0 and not self.header_checked:  # record 0 comes with the file header, which is checked
+            window = None
         if window is None or not (window[0] <= start and end <= window[0] + len(window[1])):
-            if i == self._last + 1 and self.readahead > 0:  # sequential: fetch ~readahead bytes at once
+            if (i == self._last + 1 or i == 0) and self.readahead > 0:  # sequential: ~readahead bytes at once
                 j = int(np.searchsorted(self.entries["offset"], start + self.readahead, side="right"))
                 window = self._fetch(i, max(j, i + 1))
-            elif i == 0 and not self.header_checked:
+            elif i == 0:
                 window = self._fetch(0, 1)
             else:
                 window = (start, self._range(start, end))
