@@ -100,7 +100,8 @@ def cache_stats(reader) -> CacheStats:
     n_tokens = int(tokens.sum())
     values = n_tokens * hidden
     loc = getattr(reader, "location", None) or open_location(reader.path)  # a folder or a URL
-    disk = sum(s.bytes for s in shards) + loc.size(MANIFEST)
+    index = sum(p["bytes"] for p in reader.manifest.get("id_index", {"parts": []})["parts"])
+    disk = sum(s.bytes for s in shards) + loc.size(MANIFEST) + index
     records = sum(s.records for s in shards)
     return CacheStats(
         path=str(loc.local) if loc.is_local else loc.url,

@@ -90,6 +90,15 @@ class Location:
         with self._errors(name):
             return self.fs.cat_file(self._key(name), start=start, end=end)
 
+    def read_ranges(self, names: list[str], starts: list[int], ends: list[int]) -> list[bytes | None]:
+        """Bytes [start, end) of several files, concurrently on object storage (fsspec's cat_ranges); None
+        where a read failed (read it alone to learn why)."""
+        if self.local is not None:
+            return [self.read(n, s, e) for n, s, e in zip(names, starts, ends)]
+        with self._errors(""):
+            got = self.fs.cat_ranges([self._key(n) for n in names], list(starts), list(ends), on_error="return")
+        return [g if isinstance(g, bytes) else None for g in got]
+
     def size(self, name: str) -> int:
         if self.local is not None:
             return (self.local / name).stat().st_size
@@ -99,7 +108,7 @@ class Location:
     def listdir(self) -> list[str]:
         """Names of the files directly in this folder (sorted); [] if the folder does not exist."""
         if self.local is not None:
-            return sorted(p.name for p in self.local.iterdir()) if self.local.is_dir() else []
+            return sorted(p.name for p in self.local.iterdir() if not p.is_dir()) if self.local.is_dir() else []
         with self._errors(""):
             try:
                 entries = self.fs.ls(self.root, detail=True, refresh=True)

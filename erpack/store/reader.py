@@ -1,12 +1,19 @@
-"""CacheReader: random access by document id and in-order iteration over a cache, memory-mapped.
+"""CacheReader: random access by document id and in-order iteration over a cache, local or remote.
 
-Opening reads manifest.json once, maps every listed shard and reads its index (not its records).
-The reader sees exactly the shards that manifest lists: a writer appending meanwhile adds shards
-it will not see, and never changes the ones it maps. Reading never modifies the folder.
+A cache is a folder or any fsspec URL (erpack.store.location). Opening reads manifest.json and,
+when the manifest has an id index (erpack/store/idindex.py), nothing else: `get(id)` then reads one
+index part (kept in a small cache) and the record, by one range request on object storage (a
+local shard is memory-mapped). Shards are opened on first use, at most `max_open_shards` at a time
+(the least recently used is closed). Shards the index does not cover (committed after it was
+written, or every shard of a cache written before the index existed) are opened when the reader
+opens and read through their own indexes, as before. The reader sees exactly the shards its
+manifest lists: a writer appending meanwhile adds shards it will not see, and never changes the
+ones it reads. Reading never modifies the cache.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +21,17 @@ import numpy as np
 
 from erpack.batching import mask_from_lengths
 from erpack.codecs import Pipeline
-from erpack.errors import CodecError, StoreError
+from erpack.errors import CodecError, CorruptRecordError, StoreError
+from erpack.store import format as fmt
+from erpack.store import idindex
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.inspect import CacheStats, cache_stats
+from erpack.store.location import open_location
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
-from erpack.store.shard import RecordLimits, ShardFile, decode_payload
+from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payload
 from erpack.store.verify import VerifyReport, verify_cache
+
+MAX_OPEN_SHARDS = 256
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -29,37 +41,104 @@ class MissingDocumentError(StoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class CacheReader:
-    """Read-only view of a cache folder. `verify_checksums=False` skips the per-record crc32 (the
-    framing, the index and each record's (T, H) against the manifest are still checked)."""
+class _IndexedRecord:
+    """A record read by one range request at the offset the id index gives (no shard opened); names
+    the record in errors as ShardFile.record_error does."""
 
-    def __init__(self, path, verify_checksums: bool = True):
-        self.path = Path(path)
+    def __init__(self, location, name: str, entry: idindex.IndexEntry):
+        self.location, self.name, self.entry = location, name, entry
+
+    def record_error(self, i: int, what: str) -> CorruptRecordError:
+        e = self.entry
+        exc = CorruptRecordError(f"shard {self.location / self.name}, record {i} (doc id {e.doc_id!r}) at byte "
+                                 f"offset {e.offset}: {what}; " + VERIFY_HINT.format(cache=self.location))
+        exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, i, e.doc_id, e.offset, what
+        return exc
+
+    def read(self, verify: bool, limits: RecordLimits, data: bytes | None = None
+             ) -> tuple[memoryview, tuple[int, int], int]:
+        """(payload, (tokens, hidden), flags), checked as ShardFile.read checks a record, against the
+        index entry instead of the shard index. `data`: the record's bytes, when already fetched."""
+        e = self.entry
+        try:
+            if data is None:
+                data = self.location.read(self.name, e.offset, e.offset + e.length)
+        except FileNotFoundError:
+            raise StoreError(f"shard {self.location / self.name} is listed in {self.location / 'manifest.json'} "
+                             f"but missing: the cache was edited by hand or copied incompletely") from None
+        if len(data) != e.length:
+            raise self.record_error(e.record, f"{len(data)} bytes where the id index says {e.length}: the shard "
+                                              f"changed after it was committed")
+        try:
+            flags, tokens, hidden, plen, id_len, crc = fmt.unpack_record_header(data, 0)
+        except fmt.FramingError as exc:
+            raise self.record_error(e.record, str(exc)) from None
+        if (plen, tokens, flags, crc) != (e.payload_len, e.tokens, e.flags, e.crc32):
+            raise self.record_error(e.record, "record header disagrees with the id index")
+        end = fmt.RECORD_HEADER.size + plen + id_len
+        if end > e.length or e.length - end != fmt.padding(end) or any(data[end:]):
+            raise self.record_error(e.record, "the record does not fill its bytes and zero padding")
+        problem = limits.problem(tokens, hidden)
+        if problem:
+            raise self.record_error(e.record, problem)
+        if verify and fmt.record_crc(data, 0, plen, id_len) != crc:
+            raise self.record_error(e.record, "crc32 mismatch (the bytes changed after they were written)")
+        start = fmt.RECORD_HEADER.size
+        if verify and data[start + plen : end] != e.doc_id.encode("utf-8"):
+            raise self.record_error(e.record, "record id disagrees with the id index")
+        return memoryview(data)[start : start + plen], (tokens, hidden), flags
+
+
+class CacheReader:
+    """Read-only view of a cache: a folder path or an fsspec URL (`storage_options` go to the file
+    system). `verify_checksums=False` skips the per-record crc32 (the framing and each record's (T, H)
+    against the manifest are still checked). `shard_cache`: a local folder where remote shards are
+    downloaded whole, checked against their sha256, and memory-mapped. `use_index=False` ignores the
+    id index (reads every shard index at open, as a cache without one is read)."""
+
+    def __init__(self, where, verify_checksums: bool = True, storage_options: dict | None = None,
+                 shard_cache=None, use_index: bool = True, max_open_shards: int = MAX_OPEN_SHARDS):
+        self.location = open_location(where, storage_options)
+        self.path: Path | None = self.location.local  # None for a remote cache
         self.verify_checksums = verify_checksums
-        self.manifest = load_manifest(self.path)
+        self.shard_cache = None if shard_cache is None else Path(shard_cache)
+        self.manifest = load_manifest(self.location)
         self.meta = self.manifest["meta"]
         self.codec = Pipeline.from_config(self.manifest["codec"])
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
-        self._shards: list[ShardFile] = []
+        self._specs = self.manifest["shards"]
+        self._open: OrderedDict[int, ShardFile] = OrderedDict()
+        self._max_open = max(1, max_open_shards)
+        self._closed = False
+        field = self.manifest.get(idindex.FIELD) if use_index else None
+        self._index = idindex.IdIndex(self.location, field) if field else None
+        self._covered = field["shards"] if field else 0
+        self._tail: dict[str, tuple[int, int]] = {}  # id -> (shard, record) in shards the index does not cover
+        self._live: tuple[list[str], np.ndarray, np.ndarray] | None = None
+        self._len: int | None = None
         try:
-            for entry in self.manifest["shards"]:
-                self._shards.append(ShardFile(self.path / entry["name"], expected_size=entry["bytes"], limits=self.limits))
+            for s in range(self._covered, len(self._specs)):
+                for i, doc_id in enumerate(self._shard(s).ids):
+                    self._tail[doc_id] = (s, i)
         except BaseException:
             self.close()
             raise
-        self._index_ids()
 
-    def _index_ids(self) -> None:
-        """id -> (shard, record) for live records; later records of an id supersede earlier ones."""
-        where: dict[str, tuple[int, int]] = {}
-        for s, shard in enumerate(self._shards):
-            for i, doc_id in enumerate(shard.ids):
-                where[doc_id] = (s, i)
-        self._where = where
-        self._order = [
-            doc_id for s, shard in enumerate(self._shards) for i, doc_id in enumerate(shard.ids)
-            if where[doc_id] == (s, i)
-        ]
+    def _shard(self, s: int) -> ShardFile:
+        """Shard s of the manifest, opened on first use (a bounded LRU of open shards)."""
+        if self._closed:
+            raise StoreError(f"the reader of {self.location} is closed")
+        shard = self._open.get(s)
+        if shard is not None:
+            self._open.move_to_end(s)
+            return shard
+        spec = self._specs[s]
+        shard = idindex.shard_file(self.location, spec["name"], spec["bytes"], self.limits, self.shard_cache,
+                                   spec.get("sha256"))
+        self._open[s] = shard
+        if len(self._open) > self._max_open:
+            self._open.popitem(last=False)[1].close()
+        return shard
 
     # ---- what the cache is --------------------------------------------------------------------
     @property
@@ -70,6 +149,11 @@ class CacheReader:
     def hidden_size(self) -> int:
         return self.meta["model"]["hidden_size"]
 
+    @property
+    def has_index(self) -> bool:
+        """True when the reader looks ids up in the cache's id index."""
+        return self._index is not None
+
     def check_compatible(self, expected_meta: dict, codec_config: dict | None = None) -> None:
         """Raise ManifestMismatchError unless every field given in expected_meta (nested dicts may
         be partial) equals the stored one, and the codec config too when given."""
@@ -77,109 +161,189 @@ class CacheReader:
         if codec_config is not None and codec_config != self.manifest["codec"]:
             found.append(("codec", self.manifest["codec"], codec_config))
         if found:
-            raise mismatch_error(self.path, found, "the caller expects")
+            raise mismatch_error(self.path if self.path is not None else self.location, found, "the caller expects")
 
     # ---- ids --------------------------------------------------------------------------------
+    def _find(self, doc_id) -> tuple[int, int, idindex.IndexEntry | None] | None:
+        """(shard, record, index entry or None) of the live record of doc_id, or None."""
+        if not isinstance(doc_id, str):
+            return None
+        hit = self._tail.get(doc_id)
+        if hit is not None:
+            return hit[0], hit[1], None
+        entry = self._index.lookup(doc_id) if self._index is not None else None
+        return None if entry is None else (entry.shard, entry.record, entry)
+
+    def _live_order(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids, shard numbers, record numbers) of the live records: commit order, then record order."""
+        if self._live is None:
+            ids, shards, records = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+            for part_ids, entries in self._index or ():
+                ids += part_ids
+                shards.append(entries["shard"].astype(np.int64))
+                records.append(entries["record"].astype(np.int64))
+            s, r = np.concatenate(shards), np.concatenate(records)
+            if self._tail:  # ids replaced by a shard the index does not cover
+                keep = np.array([d not in self._tail for d in ids], dtype=bool)
+                ids, s, r = [d for d, k in zip(ids, keep.tolist()) if k], s[keep], r[keep]
+            order = np.lexsort((r, s))
+            ids = [ids[j] for j in order.tolist()]
+            tail = sorted(self._tail.items(), key=lambda kv: kv[1])
+            ids += [d for d, _ in tail]
+            s = np.concatenate([s[order], np.array([w[0] for _, w in tail], dtype=np.int64)])
+            r = np.concatenate([r[order], np.array([w[1] for _, w in tail], dtype=np.int64)])
+            self._live = (ids, s, r)
+            self._len = len(ids)
+        return self._live
+
     def __len__(self) -> int:
-        return len(self._order)
+        if self._len is None:
+            if self._index is None:
+                self._len = len(self._tail)
+            else:  # the index's documents and the tail's ids it does not hold (no part read without a tail)
+                self._len = self._index.documents + sum(self._index.lookup(d) is None for d in self._tail)
+        return self._len
 
     def ids(self) -> list[str]:
         """Live document ids in order: shards in commit order, records in their order in a shard."""
-        return list(self._order)
+        return list(self._live_order()[0])
 
     def __contains__(self, doc_id) -> bool:
-        return doc_id in self._where
+        return self._find(doc_id) is not None
 
-    def _locate(self, doc_id: str) -> tuple[ShardFile, int]:
-        try:
-            s, i = self._where[doc_id]
-        except (KeyError, TypeError):
+    def _locate(self, doc_id: str) -> tuple[int, int, idindex.IndexEntry | None]:
+        found = self._find(doc_id)
+        if found is None:
             raise MissingDocumentError(
-                f"document {doc_id!r} is not in the cache {self.path} ({len(self)} documents): "
-                f"encode it first, or check the id (`erpack inspect {self.path}`)"
-            ) from None
-        if self._shards is None:
-            raise StoreError(f"the reader of {self.path} is closed")
-        return self._shards[s], i
+                f"document {doc_id!r} is not in the cache {self.location} ({len(self)} documents): "
+                f"encode it first, or check the id (`erpack inspect {self.location}`)"
+            )
+        if self._closed:
+            raise StoreError(f"the reader of {self.location} is closed")
+        return found
+
+    def _direct(self, s: int, entry) -> bool:
+        """Whether a record is read by one range request through the index (remote, shard not open)."""
+        return entry is not None and self.path is None and self.shard_cache is None and s not in self._open
+
+    def _read(self, doc_id: str, s: int, i: int, entry, data: bytes | None = None
+              ) -> tuple[memoryview, tuple[int, int], object]:
+        """(payload, shape, what names the record in errors). A remote record the index locates, in a
+        shard not open, is one range read (`data`: its bytes, fetched already); everything else goes
+        through the shard."""
+        if self._direct(s, entry):
+            record = _IndexedRecord(self.location, self._specs[s]["name"], entry)
+            payload, shape, _ = record.read(self.verify_checksums, self.limits, data)
+            return payload, shape, record
+        shard = self._shard(s)
+        if entry is not None and (i >= shard.count or shard.ids[i] != doc_id):
+            raise StoreError(f"the id index of {self.location} places {doc_id!r} at record {i} of {shard.name}, "
+                             f"which holds another id: the index is damaged; {idindex.REBUILD_HINT}")
+        payload, shape, _ = shard.read(i, verify=self.verify_checksums)
+        return payload, shape, shard
 
     def info(self, doc_id: str) -> dict:
         """Where a document lives and what its record holds, without reading the record."""
-        shard, i = self._locate(doc_id)
-        e = shard.entries[i]
-        return {"shard": shard.name, "record_index": i, "offset": int(e["offset"]),
-                "tokens": int(e["tokens"]), "payload_bytes": int(e["payload_len"]),
-                "truncated": bool(int(e["flags"]) & FLAG_TRUNCATED)}
+        s, i, e = self._locate(doc_id)
+        if e is not None:
+            return {"shard": self._specs[s]["name"], "record_index": i, "offset": e.offset, "tokens": e.tokens,
+                    "payload_bytes": e.payload_len, "truncated": bool(e.flags & FLAG_TRUNCATED)}
+        entry = self._shard(s).entries[i]
+        return {"shard": self._specs[s]["name"], "record_index": i, "offset": int(entry["offset"]),
+                "tokens": int(entry["tokens"]), "payload_bytes": int(entry["payload_len"]),
+                "truncated": bool(int(entry["flags"]) & FLAG_TRUNCATED)}
 
     def token_hash(self, doc_id: str) -> int | None:
         """The u64 hash of the token ids that made the document's record (erpack.tokens.token_hash),
         or None where unknown (a version-1 shard, or a writer that gave none)."""
-        shard, i = self._locate(doc_id)
-        return shard.token_hash(i)
+        s, i, e = self._locate(doc_id)
+        return e.token_hash if e is not None else self._shard(s).token_hash(i)
 
     # ---- records ------------------------------------------------------------------------------
     def get_encoded(self, doc_id: str) -> tuple[memoryview, tuple[int, int]]:
         """(encoded payload, (tokens, hidden)): a zero-copy view, valid while the reader is open."""
-        shard, i = self._locate(doc_id)
-        payload, shape, _ = shard.read(i, verify=self.verify_checksums)
+        payload, shape, _ = self._read(doc_id, *self._locate(doc_id))
         return payload, shape
 
     def get(self, doc_id: str) -> np.ndarray:
         """The document's activations, float32 (tokens, hidden)."""
-        shard, i = self._locate(doc_id)
-        payload, shape, _ = shard.read(i, verify=self.verify_checksums)
-        return decode_payload(self.codec, shard, i, payload, shape)
+        s, i, e = self._locate(doc_id)
+        payload, shape, owner = self._read(doc_id, s, i, e)
+        return decode_payload(self.codec, owner, i, payload, shape)
 
     def get_batch(self, doc_ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Several documents as one padded batch: hidden float32 (B, T, H), T the longest of them, zero
         past each document's length, and attention mask int64 (B, T), 1 on real tokens. Decoded by
         `Pipeline.decode_batch` (one dequantization for the batch where the codec allows); `out`, a
         (B, T, H) float32 array, is reused if given. A record that fails is named in the error."""
+        doc_ids = list(doc_ids)
         located = [self._locate(d) for d in doc_ids]
         if not located:
             raise StoreError("get_batch needs at least one document id")
-        reads = [shard.read(i, verify=self.verify_checksums) for shard, i in located]
+        fetched = self._fetch(located)
+        reads = [self._read(d, *where, fetched.get(k)) for k, (d, where) in enumerate(zip(doc_ids, located))]
         shapes = [shape for _, shape, _ in reads]
         try:
             hidden = self.codec.decode_batch([payload for payload, _, _ in reads], shapes, out)
         except CodecError:  # find the record and say which: decode_payload names shard, record and id
-            for (shard, i), (payload, shape, _) in zip(located, reads):
-                decode_payload(self.codec, shard, i, payload, shape)
+            for (_, i, _), (payload, shape, owner) in zip(located, reads):
+                decode_payload(self.codec, owner, i, payload, shape)
             raise
         return hidden, mask_from_lengths([t for t, _ in shapes], hidden.shape[1])  # (B, T, H), (B, T)
 
-    def iter_encoded(self) -> Iterator[tuple[str, memoryview, tuple[int, int]]]:
-        for doc_id in self._order:
-            shard, i = self._locate(doc_id)
+    def _fetch(self, located: list) -> dict[int, bytes]:
+        """{k: bytes} of the records read through the index among `located`, fetched concurrently."""
+        direct = [(k, self._specs[s]["name"], e) for k, (s, _, e) in enumerate(located) if self._direct(s, e)]
+        if len(direct) < 2:
+            return {}
+        got = self.location.read_ranges([n for _, n, _ in direct], [e.offset for _, _, e in direct],
+                                        [e.offset + e.length for _, _, e in direct])
+        return {k: data for (k, _, _), data in zip(direct, got) if data is not None}
+
+    def _records(self) -> Iterator[tuple[str, ShardFile, int, memoryview, tuple[int, int]]]:
+        """Every live record in order, shard by shard (a remote shard reads ahead as it goes)."""
+        ids, shards, records = self._live_order()
+        for doc_id, s, i in zip(ids, shards.tolist(), records.tolist()):
+            shard = self._shard(s)
             payload, shape, _ = shard.read(i, verify=self.verify_checksums)
+            yield doc_id, shard, i, payload, shape
+
+    def iter_encoded(self) -> Iterator[tuple[str, memoryview, tuple[int, int]]]:
+        for doc_id, _, _, payload, shape in self._records():
             yield doc_id, payload, shape
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for doc_id in self._order:
-            shard, i = self._locate(doc_id)
-            payload, shape, _ = shard.read(i, verify=self.verify_checksums)
+        for doc_id, shard, i, payload, shape in self._records():
             yield doc_id, decode_payload(self.codec, shard, i, payload, shape)
 
     def live_masks(self) -> list[tuple[ShardFile, np.ndarray]]:
-        """(shard, bool mask over its records: True where the record is the live one for its id)."""
+        """(shard, bool mask over its records: True where the record is the live one for its id), for
+        every shard (each is opened: this reads every shard index)."""
+        _, shards, records = self._live_order()
+        bounds = np.searchsorted(shards, np.arange(len(self._specs) + 1))
         out = []
-        for s, shard in enumerate(self._shards or ()):
-            live = [self._where[d] == (s, i) for i, d in enumerate(shard.ids)]
-            out.append((shard, np.array(live, dtype=bool)))
+        for s in range(len(self._specs) if not self._closed else 0):
+            shard = self._shard(s)
+            live = np.zeros(shard.count, dtype=bool)
+            live[records[bounds[s] : bounds[s + 1]]] = True
+            out.append((shard, live))
         return out
 
     # ---- whole-cache reports ------------------------------------------------------------------
     def verify(self, decode: bool = True) -> VerifyReport:
-        """Check every shard's sha256 and every record's framing, crc32 and decoding (see verify.py)."""
-        return verify_cache(self.path, decode=decode, manifest=self.manifest, codec=self.codec)
+        """Check every shard's sha256 and every record's framing, crc32 and decoding, and the id index
+        against the shards (see verify.py)."""
+        return verify_cache(self.location, decode=decode, manifest=self.manifest, codec=self.codec)
 
     def stats(self) -> CacheStats:
         """What the cache holds and what it costs (see inspect.py); reads only the indexes."""
         return cache_stats(self)
 
     def close(self) -> None:
-        for shard in self._shards or ():
+        for shard in self._open.values():
             shard.close()
-        self._shards = None
+        self._open.clear()
+        self._closed = True
 
     def __enter__(self) -> CacheReader:
         return self
@@ -188,5 +352,4 @@ class CacheReader:
         self.close()
 
     def __repr__(self) -> str:
-        return f"CacheReader({str(self.path)!r}, documents={len(self)}, codec={self.codec.spec!r})"
-
+        return f"CacheReader({str(self.location)!r}, documents={len(self)}, codec={self.codec.spec!r})"

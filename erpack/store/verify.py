@@ -23,6 +23,7 @@ from pathlib import Path
 from erpack.checksums import file_sha256
 from erpack.codecs import Pipeline
 from erpack.errors import CorruptRecordError
+from erpack.store import idindex
 from erpack.store.atomic import FolderLock
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
 from erpack.store.location import Location, open_location
@@ -233,6 +234,7 @@ def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec
     readable = not unreadable
     if readable:  # counts can only be recomputed when every index could be read
         failures += _count_failures(manifest, where)
+        failures += [Failure(name, problem) for name, problem in idindex.check_index(folder, manifest)]
     return VerifyReport(
         path=_shown(folder), ok=not failures, sealed=is_sealed(manifest), unreadable=unreadable,
         documents=len(where) if readable else None, records=sum(r.records or 0 for r in shards),

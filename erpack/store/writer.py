@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.codecs import Pipeline
 from erpack.errors import StoreError
 from erpack.store import format as fmt
+from erpack.store import idindex
 from erpack.store.atomic import TMP_SUFFIX, FolderLock
 from erpack.store.location import Location, open_location
 from erpack.store.manifest import (
@@ -195,7 +197,7 @@ class CacheWriter:
     shard, dead)."""
 
     def __init__(self, where, meta: dict, codec, mode: str = "create", on_duplicate: str = "error",
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, index: bool = True):
         if mode not in MODES:
             raise StoreError(f"mode must be one of {MODES}, got {mode!r}")
         if on_duplicate not in ON_DUPLICATE:
@@ -205,6 +207,7 @@ class CacheWriter:
         self.codec = codec
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
+        self.index = index  # close() writes the id index (erpack/store/idindex.py)
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         self._open_flag = False
@@ -224,6 +227,7 @@ class CacheWriter:
             raise
         self.limits = RecordLimits.from_meta(self._manifest["meta"])  # what readers accept
         self._max_tokens = self.limits.max_tokens
+        self._opened = True  # close() writes the id index only for a writer that opened
 
     # ---- opening ------------------------------------------------------------------------------
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
@@ -518,13 +522,39 @@ class CacheWriter:
 
     # ---- closing ------------------------------------------------------------------------------
     def close(self) -> None:
-        self._open_flag = False
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        """Write the id index covering every committed shard (unless index=False), then unlock."""
+        opened, self._open_flag = self._open_flag and getattr(self, "_opened", False), False
+        try:
+            if opened and self.index and self._manifest["shards"]:
+                self._write_index()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _write_index(self, rebuild: bool = False) -> None:
+        """The id index (erpack/store/idindex.py) in the manifest, resealed; older parts removed."""
+        old = self._manifest.get(idindex.FIELD)
+        field = idindex.write_index(self.location, self._manifest, rebuild=rebuild)
+        if field == old:
+            return
+        manifest = {**self._manifest, idindex.FIELD: field}
+        write_manifest(self.location, manifest)
+        self._manifest = manifest
+        idindex.remove_stale_parts(self.location, [old, field])
 
     def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def rebuild_index(where, storage_options: dict | None = None) -> dict:
+    """Write the cache's id index anew from its shards (after a part was damaged or lost), under the
+    writer lock; returns the new `id_index` field."""
+    manifest = load_manifest(where, storage_options)
+    codec = Pipeline.from_config(manifest["codec"])
+    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options) as w:
+        w._write_index(rebuild=True)
+        return w.manifest[idindex.FIELD]

@@ -38,7 +38,8 @@ def records(n: int, seed: int = 0, prefix: str = "doc", hidden: int = HIDDEN, st
 
 
 def snapshot(folder) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """{path relative to the folder: bytes} of every file in it (the id index lives in index/)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

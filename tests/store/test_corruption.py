@@ -64,7 +64,7 @@ def test_truncated_shard(cache):
     path = cache / "shard-000000.ers"
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(CorruptRecordError, match=r"shard-000000.ers is \d+ bytes but the manifest says \d+.*truncated"):
-        CacheReader(cache)
+        list(CacheReader(cache))  # a shard opens on first use
     report = verify_cache(cache)
     assert not report.ok and report.documents is None
     assert [(f.shard, f.record_index) for f in report.failures] == [("shard-000000.ers", None)]
@@ -76,7 +76,7 @@ def test_damaged_footer(cache, from_end):
     path = cache / "shard-000001.ers"
     flip(path, path.stat().st_size - from_end)
     with pytest.raises(CorruptRecordError, match="shard-000001.ers is damaged"):
-        CacheReader(cache)
+        list(CacheReader(cache))  # a shard opens on first use
     report = verify_cache(cache)
     assert [(f.shard, f.record_index) for f in report.failures] == [("shard-000001.ers", None)]
 
@@ -94,21 +94,21 @@ def test_damage_in_record_padding_is_caught_by_reads(cache):
     assert [(f.shard, f.record_index, f.doc_id) for f in report.failures] == [("shard-000000.ers", 0, "a-0")]
 
 
-def test_damage_in_index_padding_is_caught_on_open(cache):
+def test_damage_in_index_padding_is_caught_when_the_shard_opens(cache):
     path = cache / "shard-000000.ers"
     shard = ShardFile(path)  # version 2: ids (12 bytes), 4 bytes of padding, a u64 hash per record
     hashes = 8 * shard.count
     shard.close()
     flip(path, path.stat().st_size - 32 - hashes - 1)  # the last padding byte after the id blob
     with pytest.raises(CorruptRecordError, match="shard-000000.ers is damaged"):
-        CacheReader(cache)
+        list(CacheReader(cache))  # a shard opens on first use
     assert [(f.shard, f.record_index) for f in verify_cache(cache).failures] == [("shard-000000.ers", None)]
 
 
 def test_missing_shard(cache):
     (cache / "shard-000001.ers").unlink()
     with pytest.raises(StoreError, match="shard-000001.ers is listed .* but missing"):
-        CacheReader(cache)
+        list(CacheReader(cache))  # a shard opens on first use
     assert verify_cache(cache).failures[0].error == "listed in the manifest but missing"
 
 
@@ -127,7 +127,7 @@ def test_leftovers_are_removed_on_reopen(cache, meta, caplog):
     assert w.commit_shard(records(1, prefix="c"))["shard"] == "shard-000002.ers"
     w.close()
     assert sorted(p.name for p in cache.iterdir()) == [
-        "README.txt", "manifest.json", "shard-000000.ers", "shard-000001.ers", "shard-000002.ers"]
+        "README.txt", "index", "manifest.json", "shard-000000.ers", "shard-000001.ers", "shard-000002.ers"]
     assert verify_cache(cache).ok and len(CacheReader(cache)) == 9
 
 

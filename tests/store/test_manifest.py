@@ -70,7 +70,8 @@ def test_every_bit_flip_of_the_manifest_is_refused(cache, meta, capsys):
             assert "manifest.json" in out and "Traceback" not in out
     path.write_bytes(good)
     assert not missed, f"{len(missed)} of {8 * len(good)} flips not refused everywhere, e.g. {missed[:3]}"
-    assert sorted(p.name for p in cache.iterdir()) == ["manifest.json", "shard-000000.ers", "shard-000001.ers"]
+    assert sorted(p.name for p in cache.iterdir()) == ["index", "manifest.json", "shard-000000.ers",
+                                                        "shard-000001.ers"]
 
 
 def test_layer_edited_by_hand_is_refused(cache, meta, capsys):

@@ -55,4 +55,4 @@ def test_a_changed_hash_is_caught_by_the_index_crc(tmp_path, meta):
     data[-32 - 8] ^= 1  # the last record's token hash: the last 8 bytes before the trailer
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptRecordError, match="index at offset .*crc32 mismatch"):
-        CacheReader(tmp_path)
+        CacheReader(tmp_path).get("doc-1")  # a shard opens on first use
