@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import erpack
-from erpack.errors import InputError, StoreError
+from erpack import errors
+from erpack.errors import ErpackError, InputError, StoreError
 from erpack.predict import PredictOptions, _check_fit, _open_upper, cached_rows
 from erpack.store import CacheReader
 from erpack.store.location import Location, open_location
@@ -112,19 +113,25 @@ class Scorer:
         self.fmt, self.batch_size, self.max_tokens = fmt, batch_size, max_tokens
 
     def __call__(self, batch: dict) -> dict:
-        names, counts, sizes, shas = [], [], [], []
+        names, counts, sizes, shas, errors = [], [], [], [], []
         for number, ids in zip(batch["part"], batch["ids"]):
-            ids = [str(i) for i in ids]
-            rows = cached_rows(self.sess, self.reader, ids, self.info, self.batch_size, self.max_tokens)
-            data = encode_part(rows, self.fmt)
             name = part_name(int(number), self.fmt)
-            self.out.write_atomic(name, data)
+            try:
+                rows = cached_rows(self.sess, self.reader, [str(i) for i in ids], self.info, self.batch_size,
+                                   self.max_tokens)
+                data = encode_part(rows, self.fmt)
+                self.out.write_atomic(name, data)
+            except ErpackError as exc:  # handed to the driver as data: Ray's wrappers keep only a traceback
+                rows, data = [], b""
+                errors.append(f"{type(exc).__name__}\t{exc}")
+            else:
+                errors.append("")
             names.append(name)
             counts.append(len(rows))
             sizes.append(len(data))
             shas.append(hashlib.sha256(data).hexdigest())
         return {"part": list(batch["part"]), "name": names, "rows": counts, "bytes": sizes, "sha256": shas,
-                "provider": [self.sess.provider] * len(names)}
+                "provider": [self.sess.provider] * len(names), "error": errors}
 
 
 def _open(cache, storage_options: dict | None):
@@ -209,9 +216,25 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
                             compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))), num_cpus=cpus,
                             num_gpus=gpus or None,
                             runtime_env={"env_vars": _worker_env()})  # however Ray was started
-    entries = sorted(scored.take_all(), key=lambda e: int(e["part"]))
+    try:
+        entries = sorted(scored.take_all(), key=lambda e: int(e["part"]))
+    except Exception as exc:  # an actor failed outside the scoring (Ray keeps only its traceback)
+        raise _worker_error(exc) from None
+    failed = [e for e in entries if str(e["error"])]
+    if failed:  # what an actor raised, with its own class (exit 2 in the CLI): the first part's error
+        kind, _, message = str(failed[0]["error"]).partition("\t")
+        cls = getattr(errors, kind, None)
+        cls = cls if isinstance(cls, type) and issubclass(cls, ErpackError) else StoreError
+        raise cls(f"{message} (part {int(failed[0]['part'])}; {len(failed)} part(s) failed, no {PARTS} written)")
     return [{"part": int(e["part"]), "name": str(e["name"]), "rows": int(e["rows"]), "bytes": int(e["bytes"]),
              "sha256": str(e["sha256"]), "provider": str(e["provider"])} for e in entries]
+
+
+def _worker_error(exc: BaseException) -> BaseException:
+    """A StoreError saying that the scoring failed outside erpack's own checks, and where to look."""
+    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return StoreError(f"scoring on Ray failed ({type(exc).__name__}: {first[:300]}): no _parts.json was written; "
+                      "see the Ray logs, then run the command again")
 
 
 def _worker_env() -> dict[str, str]:

@@ -98,3 +98,26 @@ def test_predict_from_s3_equals_the_local_copy(ray_local, exported, tiny, single
     assert main(["predict", str(exported[0]), url, "--engine", "ray", "--part-docs", "10", "--out", out]) == 0
     _same_rows(read_parts(out), single)
     assert "3 parquet part(s)" in capsys.readouterr().out
+
+
+def test_a_failing_part_fails_the_run_and_lists_nothing(ray_local, exported, tiny, tmp_path, capsys):
+    """A damaged record: the actor scoring its part raises, the command exits 2 naming the record, and no
+    `_parts.json` is written (the parts the other actors finished are not a result)."""
+    import shutil
+
+    from erpack.store import CacheReader
+
+    cache = shutil.copytree(tiny["cache"], tmp_path / "cache")
+    with CacheReader(cache) as reader:
+        info = reader.info("d020")
+    with open(cache / info["shard"], "r+b") as f:  # a byte of the record's payload
+        f.seek(info["offset"] + 32 + info["payload_bytes"] // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    out = tmp_path / "p"
+    assert main(["predict", str(exported[0]), str(cache), "--engine", "ray", "--part-docs", "5",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "d020" in err and "erpack verify" in err, err
+    assert not (out / PARTS).exists()
