@@ -128,30 +128,47 @@ def pack_trailer(index_offset: int, index: bytes, count: int) -> bytes:
     return head + struct.pack("<I4s", zlib.crc32(head), TRAILER_MAGIC)
 
 
-def unpack_trailer(buf) -> tuple[int, int, int, int]:
-    """(index_offset, index_length, record_count, index_crc32) from the last 32 bytes; checks them."""
-    size = len(buf)
-    if size < MIN_SHARD_SIZE:
+def unpack_trailer(buf, size: int | None = None) -> tuple[int, int, int, int]:
+    """(index_offset, index_length, record_count, index_crc32) from the last 32 bytes of `buf`; checks
+    them. `buf` is the whole file, or (`size` given: the file's size) the file's last bytes."""
+    size = len(buf) if size is None else size
+    if size < MIN_SHARD_SIZE or len(buf) < TRAILER.size:
         raise FramingError(f"{size} bytes is shorter than an empty shard ({MIN_SHARD_SIZE})")
-    start = size - TRAILER.size
+    start = len(buf) - TRAILER.size
     index_offset, index_length, count, index_crc, crc, magic = TRAILER.unpack_from(buf, start)
     if magic != TRAILER_MAGIC:
         raise FramingError(f"trailer magic {bytes(magic)!r}, expected {TRAILER_MAGIC!r}")
     if zlib.crc32(buf[start : start + 24]) != crc:
         raise FramingError("trailer crc32 mismatch")
     end = index_offset + index_length
-    if index_offset < FILE_HEADER.size or index_offset % ALIGN or end + padding(end) != start:
+    if index_offset < FILE_HEADER.size or index_offset % ALIGN or end + padding(end) != size - TRAILER.size:
         raise FramingError(f"trailer: index at {index_offset}+{index_length} does not end at the trailer")
     if index_length < count * INDEX_ENTRY.itemsize:
         raise FramingError(f"trailer: index of {index_length} bytes cannot hold {count} entries")
     return index_offset, index_length, count, index_crc
 
 
-def unpack_index(buf, index_offset: int, index_length: int, count: int,
-                 version: int = SHARD_VERSION) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+def index_version(index, count: int) -> int:
+    """The shard version an index's layout implies (2: it ends with token hashes; 1: with the id blob),
+    for a reader that has the index but not the file header. FramingError if it fits neither."""
+    if count < 1 or len(index) < count * INDEX_ENTRY.itemsize:
+        raise FramingError(f"index: {len(index)} bytes cannot hold {count} entries")
+    last = np.frombuffer(index, dtype=INDEX_ENTRY, count=1, offset=(count - 1) * INDEX_ENTRY.itemsize)
+    blob_end = count * INDEX_ENTRY.itemsize + int(last["id_end"][0])
+    if len(index) == blob_end + padding(blob_end) + count * TOKEN_HASH.itemsize:
+        return 2
+    if len(index) == blob_end:
+        return 1
+    raise FramingError(f"index: {len(index)} bytes fit neither layout of {count} entries and their ids")
+
+
+def unpack_index(buf, index_offset: int, index_length: int, count: int, version: int = SHARD_VERSION,
+                 base: int = 0) -> tuple[np.ndarray, list[str], np.ndarray | None]:
     """(entries, ids, token hashes or None for a version-1 shard) from the index bytes. Checks that
-    ids, hashes and record offsets are consistent."""
-    index = buf[index_offset : index_offset + index_length]
+    ids, hashes and record offsets are consistent. `buf` holds the file from offset `base` on."""
+    index = buf[index_offset - base : index_offset - base + index_length]
+    if len(index) != index_length:
+        raise FramingError(f"index: {len(index)} bytes at offset {index_offset}, the trailer says {index_length}")
     entries = np.frombuffer(index, dtype=INDEX_ENTRY, count=count).copy()
     ends = entries["id_end"].astype(np.int64)
     blob_end = count * INDEX_ENTRY.itemsize + (int(ends[-1]) if count else 0)

@@ -12,14 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 
 from erpack.errors import CorruptManifestError, ManifestMismatchError, StoreError
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
+from erpack.store.location import Location, open_location
 
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".ers"
-SHARD_RE = re.compile(r"^shard-(\d{6,})\.ers$")
+# shard-NNNNNN.ers (the single writer's commit number) or shard-<tag>-NNNNNN.ers (a distributed writer's
+# own sequence: tag names the worker or run, so names of different writers never collide)
+SHARD_RE = re.compile(r"^shard-(?:(?P<tag>[a-z0-9]{1,40})-)?(?P<number>\d{6,})\.ers$")
+TAG_RE = re.compile(r"^[a-z0-9]{1,40}$")
+# What a shard entry holds in manifest.json; write_shard's entries carry more, in memory only.
+ENTRY_FIELDS = ("name", "documents", "tokens", "truncated", "bytes", "sha256")
 CHECKSUM = "checksum"  # the manifest field that seals it (format_version >= SEALED_VERSION)
 SEALED_VERSION = 2
 CHECKSUM_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -31,8 +36,28 @@ RESTORE_HINT = "restore manifest.json from a copy, or re-encode the corpus into 
 COMPAT_FIELDS = ("model.weights_sha256", "model.hidden_size", "layer", "max_length", "tokenizer")
 
 
-def shard_name(number: int) -> str:
-    return f"shard-{number:06d}{SHARD_SUFFIX}"
+def shard_name(number: int, tag: str | None = None) -> str:
+    """shard-NNNNNN.ers, or shard-<tag>-NNNNNN.ers for a distributed writer (tag: [a-z0-9]{1,40})."""
+    if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+        raise StoreError(f"a shard number must be an int >= 0, got {number!r}")
+    if tag is None:
+        return f"shard-{number:06d}{SHARD_SUFFIX}"
+    if not isinstance(tag, str) or not TAG_RE.match(tag):
+        raise StoreError(f"a shard tag must be 1 to 40 characters of [a-z0-9] (a worker or run id), got {tag!r}")
+    return f"shard-{tag}-{number:06d}{SHARD_SUFFIX}"
+
+
+def shard_number(name: str) -> tuple[str | None, int]:
+    """(tag or None, number) of a shard name; StoreError for a name that is not a shard's."""
+    m = SHARD_RE.match(name)
+    if m is None:
+        raise StoreError(f"{name!r} is not a shard name (shard-NNNNNN.ers or shard-<tag>-NNNNNN.ers)")
+    return m.group("tag"), int(m.group("number"))
+
+
+def stored_entry(entry: dict) -> dict:
+    """The fields of a shard entry that manifest.json holds (write_shard's in-memory extras dropped)."""
+    return {k: entry[k] for k in ENTRY_FIELDS}
 
 
 def jsonable(value, what: str):
@@ -104,7 +129,7 @@ def at_current_version(manifest: dict) -> dict:
     return {**{k: v for k, v in manifest.items() if k != CHECKSUM}, "format_version": FORMAT_VERSION}
 
 
-def _check_seal(path: Path, raw: bytes, manifest: dict) -> None:
+def _check_seal(path: str, raw: bytes, manifest: dict) -> None:
     """A sealed manifest's checksum must match and its bytes must be exactly the canonical dump."""
     checksum = manifest.get(CHECKSUM)
     if not isinstance(checksum, str) or not CHECKSUM_RE.match(checksum):
@@ -124,11 +149,13 @@ def _check_seal(path: Path, raw: bytes, manifest: dict) -> None:
         )
 
 
-def load_manifest(folder: Path) -> dict:
-    """The manifest of the cache in `folder`, checked: seal (version >= 2), structure, unique shards."""
+def load_manifest(where, storage_options: dict | None = None) -> dict:
+    """The manifest of the cache at `where` (a folder, URL or Location), checked: seal (version >= 2),
+    structure, unique shards."""
+    folder = open_location(where, storage_options)
     path = folder / MANIFEST
     try:
-        raw = path.read_bytes()
+        raw = folder.read(MANIFEST)
         manifest = json.loads(raw)
     except FileNotFoundError:
         raise StoreError(
@@ -168,7 +195,12 @@ def load_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _check_unique(path: Path, shards: list) -> None:
+def write_manifest(where: Location, manifest: dict) -> None:
+    """Replace the manifest whole (the commit point): a fsynced rename locally, one PUT remotely."""
+    where.write_atomic(MANIFEST, dump_manifest(manifest))
+
+
+def _check_unique(path: str, shards: list) -> None:
     seen: dict[str, int] = {}
     for i, shard in enumerate(shards):
         first = seen.setdefault(shard["name"], i)
@@ -202,7 +234,7 @@ def subset_mismatches(stored, expected, prefix: str = "") -> list[tuple[str, obj
     return out
 
 
-def mismatch_error(path: Path, found: list, action: str) -> ManifestMismatchError:
+def mismatch_error(path, found: list, action: str) -> ManifestMismatchError:
     field, stored, new = found[0]
     more = f" (and {len(found) - 1} more: {', '.join(f[0] for f in found[1:])})" if len(found) > 1 else ""
     return ManifestMismatchError(

@@ -1,15 +1,23 @@
-"""One shard file: write it (streaming, with its sha256) and read it (memory-mapped, by record index).
+"""One shard file: write it (streaming, with its sha256) and read it (by record index), local or remote.
 
-Reading a shard maps the file, checks its header, trailer and index (not the records), and then
-returns any record's payload as a zero-copy memoryview after checking that record's crc32. A
-committed shard is never modified, so a mapping stays valid while a writer appends new shards.
+A local shard is memory-mapped: opening checks its header, trailer and index (not the records), and
+any record's payload comes back as a zero-copy memoryview after checking that record's crc32. A
+remote shard (any fsspec URL) is read by ranges: opening fetches the trailer and index with at most
+two range reads (the last 64 KiB, then the rest of the index if it is larger), each record is one
+range read of exactly its bytes, and sequential passes read ahead (`prefetch`, or automatically when
+records are read in order). With a `shard_cache` folder a remote shard is downloaded once, checked
+against the manifest's sha256, and then memory-mapped like a local one. The framing, crc32 and
+(T, H) checks are the same on every path. A committed shard is never modified, so a mapping or a
+fetched range stays valid while a writer appends new shards.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import mmap
 import os
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +26,14 @@ import numpy as np
 
 from erpack.errors import CodecError, CorruptRecordError, StoreError
 from erpack.store import format as fmt
+from erpack.store.location import Location, open_location
+
+log = logging.getLogger("erpack.store")
 
 VERIFY_HINT = "run `erpack verify {cache}` to list every damaged record, then re-encode those documents"
+TAIL_BYTES = 64 << 10  # a remote open reads this much of the file's end: trailer and (usually) the index
+READAHEAD_BYTES = 8 << 20  # a sequential pass over a remote shard fetches about this much at a time
+DOWNLOAD_CHUNK = 16 << 20  # range size of a streamed download
 
 
 @dataclass(frozen=True)
@@ -47,53 +61,197 @@ class RecordLimits:
         return None
 
 
-class ShardFile:
-    """A committed shard, memory-mapped read-only. `entries`, `ids` and `hashes` (u64 token hashes,
-    None for a version-1 shard) come from its index."""
+def download_shard(location: Location, name: str, dest: Path, expected_size: int | None = None) -> tuple[int, str]:
+    """Copy a shard (its first `expected_size` bytes; all of it when None) to the local file `dest` in
+    DOWNLOAD_CHUNK range reads, hashing as it goes (memory stays bounded), fsynced. Returns (bytes
+    copied, sha256 hex): fewer bytes than expected when the file is shorter. The caller publishes or
+    removes `dest`."""
+    size = location.size(name) if expected_size is None else expected_size
+    sha = hashlib.sha256()
+    done = 0
+    with open(dest, "wb") as f:
+        while done < size:
+            try:
+                chunk = location.read(name, done, min(done + DOWNLOAD_CHUNK, size))
+            except OSError:  # a range past the end of a shorter object (416)
+                if done == 0:
+                    raise
+                break
+            if not chunk:
+                break
+            f.write(chunk)
+            sha.update(chunk)
+            done += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return done, sha.hexdigest()
 
-    def __init__(self, path: Path, expected_size: int | None = None, limits: RecordLimits | None = None):
-        self.path = Path(path)
-        self.name = self.path.name
-        self.limits = limits  # checked by read(); None: only the framing is checked
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if expected_size is not None and size != expected_size:
-                    raise self._error(
-                        f"is {size} bytes but the manifest says {expected_size}: the file was "
-                        f"{'truncated' if size < expected_size else 'changed'} after it was committed"
-                    )
-                if size < fmt.MIN_SHARD_SIZE:
-                    raise self._error(f"is {size} bytes, shorter than any shard ({fmt.MIN_SHARD_SIZE})")
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except FileNotFoundError:
+
+def cached_copy(location: Location, name: str, shard_cache: Path, sha256: str, size: int | None) -> Path:
+    """The local copy of a remote shard in `shard_cache` (content-addressed: `<sha256>.ers`), downloaded
+    once and checked against the manifest's sha256 and size before it is published there atomically."""
+    shard_cache = Path(shard_cache)
+    final = shard_cache / f"{sha256}.ers"
+    if final.is_file() and (size is None or final.stat().st_size == size):
+        return final
+    shard_cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=shard_cache, prefix=f".{sha256[:16]}-", suffix=".part")
+    os.close(fd)
+    try:
+        got, digest = download_shard(location, name, Path(tmp), size)
+        if (size is not None and got != size) or digest != sha256:
             raise StoreError(
-                f"shard {self.path} is listed in {self.path.parent / 'manifest.json'} but missing: "
-                f"the cache folder was edited by hand or copied incompletely; copy it again or "
-                f"re-encode into a new folder"
-            ) from None
-        self.view = memoryview(self._mmap)
+                f"shard {location / name} does not match the manifest ({got} bytes, sha256 {digest[:16]}...; "
+                f"the manifest says {size} bytes, sha256 {sha256[:16]}...): the shard changed after it was "
+                f"committed; " + VERIFY_HINT.format(cache=location)
+            )
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+class ShardFile:
+    """A committed shard, opened for reading: `location` (a Location, path or URL) and `name` in it.
+    `entries`, `ids` and `hashes` (u64 token hashes, None for a version-1 shard) come from its index.
+
+    Local shards are memory-mapped; remote ones are read by ranges (see the module docstring), or, with
+    `shard_cache` (a local folder) and the manifest's `sha256`, downloaded once into that folder,
+    checked and mapped. `ShardFile(path)` (a path, no name) still opens a local shard file.
+    `readahead`: bytes a sequential pass over a remote shard fetches at a time (0: none)."""
+
+    def __init__(self, location, name: str | None = None, expected_size: int | None = None,
+                 limits: RecordLimits | None = None, shard_cache: Path | None = None, sha256: str | None = None,
+                 readahead: int = READAHEAD_BYTES, local_copy: Path | None = None):
+        if name is None:  # ShardFile(path): a local shard file
+            path = Path(location)
+            location, name = open_location(path.parent), path.name
+        self.location = open_location(location)
+        self.name = name
+        self.path = self.location.local / name if self.location.is_local else None  # None: remote
+        self.limits = limits  # checked by read(); None: only the framing is checked
+        self.readahead = readahead
+        self.view = None  # the whole file (mapped); None when read by ranges
+        self._mmap = None
+        self._ahead: tuple[int, memoryview] | None = None  # (start offset, bytes) of the read-ahead window
+        self._last = -2  # the record read last (sequential passes read ahead)
+        self.header_checked = False
+        if self.path is None and local_copy is None and shard_cache is not None:
+            if sha256:
+                local_copy = cached_copy(self.location, name, shard_cache, sha256, expected_size)
+            else:
+                log.warning("%s: no sha256 to check a download against, so the shard cache is not used",
+                            self.location / name)
+        if self.path is not None or local_copy is not None:
+            self._map(self.path if local_copy is None else Path(local_copy), expected_size)
+            buf, base, size = self.view, 0, len(self.view)
+        else:
+            buf, base, size = self._fetch_tail(expected_size)
         self.size = size
         try:
-            self.version = fmt.unpack_file_header(self.view)
-            index_offset, index_length, count, index_crc = fmt.unpack_trailer(self.view)
-            if zlib.crc32(self.view[index_offset : index_offset + index_length]) != index_crc:
-                raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
-            self.entries, self.ids, self.hashes = fmt.unpack_index(self.view, index_offset, index_length, count,
-                                                                   self.version)
-            if any(self.view[index_offset + index_length : size - fmt.TRAILER.size]):
-                raise fmt.FramingError("the padding after the index is not zero")
+            self._parse(buf, base, size)
         except fmt.NewerVersionError as exc:
             self.close()
-            raise StoreError(f"shard {self.path} {exc}") from None
+            raise StoreError(f"shard {self.where} {exc}") from None
         except fmt.FramingError as exc:
             self.close()
             raise self._error(f"is damaged ({exc}): its header, footer or index cannot be trusted") from None
+
+    @property
+    def where(self) -> str:
+        """The shard's path or URL, for messages."""
+        return self.location / self.name
+
+    @property
+    def remote(self) -> bool:
+        """True when records are read by range requests (no local file or mapping)."""
+        return self.view is None
+
+    def _missing(self) -> StoreError:
+        return StoreError(
+            f"shard {self.where} is listed in {self.location / 'manifest.json'} but missing: "
+            f"the cache was edited by hand or copied incompletely; copy it again or "
+            f"re-encode into a new folder"
+        )
+
+    def _check_size(self, size: int, expected_size: int | None) -> None:
+        if expected_size is not None and size != expected_size:
+            raise self._error(
+                f"is {size} bytes but the manifest says {expected_size}: the file was "
+                f"{'truncated' if size < expected_size else 'changed'} after it was committed"
+            )
+        if size < fmt.MIN_SHARD_SIZE:
+            raise self._error(f"is {size} bytes, shorter than any shard ({fmt.MIN_SHARD_SIZE})")
+
+    def _map(self, path: Path, expected_size: int | None) -> None:
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                self._check_size(size, expected_size)
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise self._missing() from None
+        self.view = memoryview(self._mmap)
+
+    def _fetch_tail(self, expected_size: int | None) -> tuple[memoryview, int, int]:
+        """(the file's last bytes, their offset, the file size): one range read, which also checks the
+        size (one byte past the expected end is asked for; a longer file returns it)."""
+        try:
+            if expected_size is None:
+                expected_size = self.location.size(self.name)
+            start = max(0, expected_size - TAIL_BYTES)
+            tail = self.location.read(self.name, start, expected_size + 1)
+        except FileNotFoundError:
+            raise self._missing() from None
+        except OSError:  # a range past the end of a shorter object (416): say how long it is
+            tail, start = b"", None
+        if start is None or len(tail) != expected_size - start:
+            try:
+                size = self.location.size(self.name)
+            except FileNotFoundError:
+                raise self._missing() from None
+            self._check_size(size, expected_size)
+        self._check_size(expected_size, None)
+        return memoryview(tail), start, expected_size
+
+    def _parse(self, buf, base: int, size: int) -> None:
+        """Check the trailer and index in `buf` (the file from offset `base`), fetching the rest of the
+        index when the tail did not hold all of it; the file header too when `buf` starts at 0."""
+        index_offset, index_length, count, index_crc = fmt.unpack_trailer(buf, size)
+        if index_offset < base:  # a remote index larger than the tail: one more range read
+            rest = self._range(index_offset, base)
+            buf, base = memoryview(bytes(rest) + bytes(buf)), index_offset
+        index = buf[index_offset - base : index_offset - base + index_length]
+        if zlib.crc32(index) != index_crc:
+            raise fmt.FramingError(f"index at offset {index_offset}: crc32 mismatch")
+        if base == 0:
+            self.version = fmt.unpack_file_header(buf)
+            self.header_checked = True
+        else:  # checked when its bytes are read: by verify, or with record 0
+            self.version = fmt.index_version(index, count)
+        self.entries, self.ids, self.hashes = fmt.unpack_index(buf, index_offset, index_length, count,
+                                                               self.version, base)
+        if any(buf[index_offset + index_length - base : size - fmt.TRAILER.size - base]):
+            raise fmt.FramingError("the padding after the index is not zero")
         self.index_offset = index_offset
         self.count = count
+        if self.remote:  # the fetched tail serves the records it holds (all of a small shard)
+            self._ahead = (base, buf)
+
+    def _range(self, start: int, end: int) -> memoryview:
+        """Bytes [start, end) of the remote file, exactly (a shorter answer means the file changed)."""
+        try:
+            data = self.location.read(self.name, start, end)
+        except FileNotFoundError:
+            raise self._missing() from None
+        if len(data) != end - start:
+            raise self._error(f"returned {len(data)} bytes for the range {start}-{end}: the file changed after "
+                              f"it was committed", start)
+        return memoryview(data)
 
     def _error(self, what: str, offset: int | None = None) -> CorruptRecordError:
-        exc = CorruptRecordError(f"shard {self.path} {what}; " + VERIFY_HINT.format(cache=self.path.parent))
+        exc = CorruptRecordError(f"shard {self.where} {what}; " + VERIFY_HINT.format(cache=self.location))
         exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, None, None, offset, what
         return exc
 
@@ -101,8 +259,8 @@ class ShardFile:
         """A CorruptRecordError naming this shard, record i, its id and offset (also as attributes)."""
         offset = int(self.entries["offset"][i])
         exc = CorruptRecordError(
-            f"shard {self.path}, record {i} (doc id {self.ids[i]!r}) at byte offset {offset}: {what}; "
-            + VERIFY_HINT.format(cache=self.path.parent)
+            f"shard {self.where}, record {i} (doc id {self.ids[i]!r}) at byte offset {offset}: {what}; "
+            + VERIFY_HINT.format(cache=self.location)
         )
         exc.shard, exc.record_index, exc.doc_id, exc.offset, exc.reason = self.name, i, self.ids[i], offset, what
         return exc
@@ -119,35 +277,93 @@ class ShardFile:
         offsets = self.entries["offset"].astype(np.int64)
         return np.diff(offsets, append=self.index_offset)
 
+    def _end(self, i: int) -> int:
+        """Where record i's bytes (padding included) end: the next record's offset, or the index."""
+        return self.index_offset if i + 1 >= self.count else int(self.entries["offset"][i + 1])
+
+    # ---- remote reads: one range per record, read-ahead for sequential passes --------------------
+    def prefetch(self, first: int, last: int) -> int:
+        """Fetch records first..last-1 of a remote shard in one range read and keep them (one window
+        at a time) for the reads that follow. Returns the bytes fetched (0 for a mapped shard)."""
+        if not self.remote or self.count == 0:
+            return 0
+        first, last = max(0, first), min(self.count, last)
+        if first >= last:
+            return 0
+        start, end = int(self.entries["offset"][first]), self._end(last - 1)
+        if first == 0 and not self.header_checked:  # the 16 header bytes come along: check them
+            start = 0
+        data = self._range(start, end)
+        if start == 0:
+            self._check_header(data)
+        self._ahead = (start, data)
+        return end - start
+
+    def _check_header(self, data) -> None:
+        try:
+            version = fmt.unpack_file_header(data)
+        except fmt.NewerVersionError as exc:
+            raise StoreError(f"shard {self.where} {exc}") from None
+        except fmt.FramingError as exc:
+            raise self._error(f"is damaged ({exc}): its header cannot be trusted", 0) from None
+        if version != self.version:
+            raise self._error(f"is damaged: its header says shard version {version}, its index is laid out as "
+                              f"version {self.version}", 0)
+        self.header_checked = True
+
+    def _window(self, i: int, end: int) -> tuple[memoryview, int]:
+        """(buffer, offset of its first byte) holding record i's bytes up to `end`."""
+        if not self.remote:
+            return self.view, 0
+        start = int(self.entries["offset"][i])
+        ahead = self._ahead
+        if ahead is None or not (ahead[0] <= start and end <= ahead[0] + len(ahead[1])):
+            if i == self._last + 1 and self.readahead > 0:  # sequential: fetch ~readahead bytes at once
+                offsets = self.entries["offset"]
+                j = int(np.searchsorted(offsets, start + self.readahead, side="right"))
+                self.prefetch(i, max(j, i + 1))
+            elif i == 0 and not self.header_checked:
+                self.prefetch(0, 1)
+            else:
+                self._last = i
+                return self._range(start, end), start
+            ahead = self._ahead
+        self._last = i
+        return ahead[1], ahead[0]
+
     def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
         """(payload view, (tokens, hidden), flags) of record i. Checks always: framing, the zero padding
-        after the record, and (T, H) against `limits`; the crc32 and id if verify."""
+        after the record, and (T, H) against `limits`; the crc32 and id if verify. A remote shard reads
+        the record's bytes (one range) unless a read-ahead window holds them."""
         e = self.entries[i]
         offset, payload_len = int(e["offset"]), int(e["payload_len"])
+        following = self._end(i)
+        buf, base = self._window(i, following)
+        at = offset - base  # the record's offset in buf
         try:
-            flags, tokens, hidden, plen, id_len, crc = fmt.unpack_record_header(self.view, offset)
+            flags, tokens, hidden, plen, id_len, crc = fmt.unpack_record_header(buf, at)
         except fmt.FramingError as exc:
             raise self.record_error(i, str(exc)) from None
         end = offset + fmt.RECORD_HEADER.size + plen + id_len
         if (plen, tokens, flags, crc) != (payload_len, int(e["tokens"]), int(e["flags"]), int(e["crc32"])):
             raise self.record_error(i, "record header disagrees with the shard index")
         last = i + 1 == self.count
-        following = self.index_offset if last else int(self.entries["offset"][i + 1])
         if end > following:
             raise self.record_error(i, f"record runs past the start of {'the index' if last else 'the next record'}")
-        if following - end != fmt.padding(end) or any(self.view[end:following]):
+        if following - end != fmt.padding(end) or any(buf[end - base : following - base]):
             raise self.record_error(i, f"the {following - end} byte(s) after the record are not its zero padding")
         problem = self.limits.problem(tokens, hidden) if self.limits is not None else None
         if problem:
             raise self.record_error(i, problem)
-        if verify and fmt.record_crc(self.view, offset, plen, id_len) != crc:
+        if verify and fmt.record_crc(buf, at, plen, id_len) != crc:
             raise self.record_error(i, "crc32 mismatch (the bytes changed after they were written)")
-        start = offset + fmt.RECORD_HEADER.size
-        if verify and bytes(self.view[start + plen : end]) != self.ids[i].encode("utf-8"):
+        start = at + fmt.RECORD_HEADER.size
+        if verify and bytes(buf[start + plen : end - base]) != self.ids[i].encode("utf-8"):
             raise self.record_error(i, "record id disagrees with the shard index")
-        return self.view[start : start + plen], (tokens, hidden), flags
+        return buf[start : start + plen], (tokens, hidden), flags
 
     def close(self) -> None:
+        self._ahead = None
         view, self.view = getattr(self, "view", None), None
         if view is not None:
             view.release()

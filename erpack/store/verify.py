@@ -6,28 +6,33 @@ that the codec decodes it to float32 (tokens, hidden). Then the manifest's count
 shards. Unlisted shard or .tmp files are reported as warnings (the next writer removes them), and so
 is a version-1 manifest, which has no checksum: `seal_cache` checks such a cache and seals it.
 A damaged manifest is not a report but a StoreError (nothing in the cache can be trusted without it).
+
+A cache at a URL is checked the same way: each shard is downloaded by ranges into a temp file (hashed
+as it streams; one shard on local disk at a time), mapped, and checked; messages name its URL.
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from erpack.checksums import file_sha256
 from erpack.codecs import Pipeline
 from erpack.errors import CorruptRecordError
-from erpack.store.atomic import FolderLock, write_atomic
+from erpack.store.atomic import FolderLock
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
+from erpack.store.location import Location, open_location
 from erpack.store.manifest import (
     MANIFEST,
     SHARD_RE,
     at_current_version,
-    dump_manifest,
     is_sealed,
     load_manifest,
+    write_manifest,
 )
-from erpack.store.shard import RecordLimits, ShardFile, decode_payload
+from erpack.store.shard import RecordLimits, ShardFile, decode_payload, download_shard
 
 UNSEALED = (f"{MANIFEST} is format version 1: it has no checksum, so a changed byte in it would go unnoticed; "
             f"`erpack verify --seal {{cache}}` checks the whole cache and then seals the manifest (version "
@@ -113,20 +118,37 @@ def _check_records(shard: ShardFile, codec, decode: bool, report: ShardCheck) ->
     return failures
 
 
-def _check_shard(folder: Path, entry: dict, codec, decode: bool, limits: RecordLimits
+def _check_shard(loc: Location, entry: dict, codec, decode: bool, limits: RecordLimits
                  ) -> tuple[ShardCheck, list[Failure], list | None]:
     """(shard check, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
-    name, path = entry["name"], folder / entry["name"]
+    name = entry["name"]
     report = ShardCheck(name)
+    if loc.is_local:
+        return _check_copy(loc, entry, codec, decode, limits, report, None, None)
+    try:
+        loc.size(name)
+    except FileNotFoundError:
+        return report, [Failure(name, "listed in the manifest but missing")], None
+    with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:
+        copy = Path(tmp) / name
+        _, sha = download_shard(loc, name, copy)  # streamed: hashed as it arrives
+        return _check_copy(loc, entry, codec, decode, limits, report, copy, sha)
+
+
+def _check_copy(loc: Location, entry: dict, codec, decode: bool, limits: RecordLimits, report: ShardCheck,
+                copy: Path | None, sha: str | None) -> tuple[ShardCheck, list[Failure], list | None]:
+    """_check_shard on the shard's local file: the file itself, or `copy` (a download whose sha256 is `sha`)."""
+    name = entry["name"]
+    path = copy if copy is not None else loc.local / name
     if not path.is_file():
         return report, [Failure(name, "listed in the manifest but missing")], None
     try:
-        shard = ShardFile(path, expected_size=entry["bytes"], limits=limits)
+        shard = ShardFile(loc, name, expected_size=entry["bytes"], limits=limits, local_copy=copy)
     except CorruptRecordError as exc:
-        report.sha256_ok = file_sha256(path) == entry.get("sha256")
+        report.sha256_ok = (sha or file_sha256(path)) == entry.get("sha256")
         return report, [Failure(name, exc.reason, offset=exc.offset)], None
     try:  # the sha256 of the mapping: the file is read once, its pages then serve the record checks
-        report.sha256_ok = hashlib.sha256(shard.view).hexdigest() == entry.get("sha256")
+        report.sha256_ok = (sha or hashlib.sha256(shard.view).hexdigest()) == entry.get("sha256")
         report.records = shard.count
         failures = _check_records(shard, codec, decode, report)
         rows = list(zip(shard.ids, shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()))
@@ -150,23 +172,28 @@ def _count_failures(manifest: dict, where: dict) -> list[Failure]:
             for key, value in live.items() if manifest["counts"].get(key) != value]
 
 
-def _leftover_warnings(folder: Path, manifest: dict) -> list[str]:
+def _leftover_warnings(loc: Location, manifest: dict) -> list[str]:
     """Unlisted shard or .tmp files (an interrupted write), and an unsealed manifest."""
     listed = {e["name"] for e in manifest["shards"]}
     warnings = [
-        f"{p.name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
-        for p in sorted(folder.iterdir())
-        if (SHARD_RE.match(p.name) and p.name not in listed) or p.name.endswith(".tmp")
+        f"{name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
+        for name in loc.listdir()
+        if (SHARD_RE.match(name) and name not in listed) or name.endswith(".tmp")
     ]
     if not is_sealed(manifest):
-        warnings.append(UNSEALED.format(cache=folder))
+        warnings.append(UNSEALED.format(cache=loc))
     return warnings
 
 
-def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=None) -> VerifyReport:
-    """Check every shard and record of the cache at `path` (see VerifyReport); raises StoreError for a
-    damaged manifest, never for damage in the shards."""
-    folder = Path(path)
+def _shown(loc: Location) -> str:
+    return str(loc.local) if loc.is_local else loc.url
+
+
+def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec=None,
+                 storage_options: dict | None = None) -> VerifyReport:
+    """Check every shard and record of the cache at `where` (a folder, URL or Location; see
+    VerifyReport); raises StoreError for a damaged manifest, never for damage in the shards."""
+    folder = open_location(where, storage_options)
     manifest = manifest if manifest is not None else load_manifest(folder)
     if decode and codec is None:
         codec = Pipeline.from_config(manifest["codec"])
@@ -189,7 +216,7 @@ def verify_cache(path, decode: bool = True, manifest: dict | None = None, codec=
     if readable:  # counts can only be recomputed when every index could be read
         failures += _count_failures(manifest, where)
     return VerifyReport(
-        path=str(folder), ok=not failures, sealed=is_sealed(manifest), unreadable=unreadable,
+        path=_shown(folder), ok=not failures, sealed=is_sealed(manifest), unreadable=unreadable,
         documents=len(where) if readable else None, records=sum(r.records or 0 for r in shards),
         decoded=decode, shards=shards, failures=failures, warnings=_leftover_warnings(folder, manifest),
     )
@@ -202,21 +229,23 @@ def manifest_failure(path, exc: Exception) -> VerifyReport:
                         failures=[Failure(MANIFEST, str(exc))])
 
 
-def seal_cache(path) -> VerifyReport:
+def seal_cache(where, storage_options: dict | None = None) -> VerifyReport:
     """Verify the whole cache (decoding every record), holding the writer lock; if every check passes
     and its manifest is version 1, rewrite it atomically at the current version, sealed by its
-    checksum. The report gets `sealed_now` (True when this call sealed it). Shards are not touched."""
-    folder = Path(path)
+    checksum. The report gets `sealed_now` (True when this call sealed it). Shards are not touched.
+    A cache at a URL has no lock: no writer may run meanwhile (the caller's job, as for writing)."""
+    folder = open_location(where, storage_options)
     load_manifest(folder)  # a clear error for a folder that is not a cache, before taking the lock
-    lock = FolderLock(folder)
+    lock = FolderLock(folder.local) if folder.is_local else None
     try:
         manifest = load_manifest(folder)  # under the lock: no writer can change it now
         report = verify_cache(folder, decode=True, manifest=manifest)
         report.sealed_now = False
         if report.ok and not report.sealed:
-            write_atomic(folder / MANIFEST, dump_manifest(at_current_version(manifest)))
+            write_manifest(folder, at_current_version(manifest))
             report.sealed = report.sealed_now = True
             report.warnings = [w for w in report.warnings if not w.startswith(f"{MANIFEST} is format version 1")]
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     return report

@@ -1,10 +1,16 @@
-"""CacheWriter: add documents to a cache, one atomically committed shard at a time.
+"""CacheWriter and write_shard: add documents to a cache (a folder or a URL), one published shard at a time.
 
-Commit protocol (docs/cache-format.md, "Atomic commit"): encode the records into
-`shard-NNNNNN.ers.tmp`, fsync, rename to `shard-NNNNNN.ers`, fsync the folder, then replace
-manifest.json the same way, LAST. The manifest is the commit point: a crash at any moment leaves
-the previous manifest and at most one unlisted shard or `.tmp` file, which the next writer removes.
-One writer per folder (an flock on the folder); readers never lock and see the manifest they read.
+Commit protocol (docs/cache-format.md, "Atomic commit"): encode the records into a local temp file
+(`shard-NNNNNN.ers.tmp` in a local cache folder, the temp folder for a remote cache), fsync it, and
+publish it under its final name: a rename locally, an upload remotely (an object becomes visible whole
+or not at all). Then replace manifest.json the same way, LAST. The manifest is the commit point: a
+crash at any moment leaves the previous manifest and at most unlisted shards or `.tmp` files, which
+the next writer removes when it opens the cache.
+
+One writer per cache: locally an flock on the folder; remotely there is no lock, and one driver at a
+time is the caller's job. Distributed writers (workers) call `write_shard` with names of their own
+(`shard-<tag>-NNNNNN.ers`) and hand the returned entries to the one driver, whose CacheWriter lists
+them all with `commit_entries` in one manifest write. Readers never lock and see the manifest they read.
 """
 
 from __future__ import annotations
@@ -13,25 +19,30 @@ import copy
 import logging
 import operator
 import os
+import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from erpack.errors import StoreError
 from erpack.store import format as fmt
-from erpack.store.atomic import TMP_SUFFIX, FolderLock, publish, tmp_path, write_atomic
+from erpack.store.atomic import TMP_SUFFIX, FolderLock
+from erpack.store.location import Location, open_location
 from erpack.store.manifest import (
     MANIFEST,
     SHARD_RE,
     check_meta,
-    dump_manifest,
     jsonable,
     load_manifest,
     mismatch_error,
     mismatches,
     new_manifest,
     shard_name,
+    shard_number,
+    stored_entry,
+    write_manifest,
 )
 from erpack.store.shard import RecordLimits, ShardBuilder, ShardFile
 
@@ -39,24 +50,22 @@ log = logging.getLogger("erpack.store")
 
 MODES = ("create", "append")
 ON_DUPLICATE = ("error", "skip", "replace")
+OPEN_THREADS = 16  # shard indexes a writer reads at once when it opens a remote cache
 
 
 def _is_temp(name: str) -> bool:
     return name.endswith(TMP_SUFFIX) and (name == MANIFEST + TMP_SUFFIX or bool(SHARD_RE.match(name[: -len(TMP_SUFFIX)])))
 
 
-def _name_file(exc: BaseException, path: Path) -> None:
+def _name_file(exc: BaseException, path) -> None:
     """Give an OSError raised while writing `path` its file name (a failed write() has none), so
     the message of a full disk or a file size limit says which file."""
     if isinstance(exc, OSError) and exc.filename is None:
         exc.filename = str(path)
 
 
-def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
-    """token_hashes as {id: int}, each a u64 of an id in this commit; else StoreError before writing."""
-    unknown = set(token_hashes) - ids
-    if unknown:
-        raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
+def _hash_values(token_hashes: dict) -> dict[str, int]:
+    """token_hashes as {id: int}, each a u64; else StoreError before writing."""
     out = {}
     for doc_id, h in token_hashes.items():
         try:
@@ -68,85 +77,223 @@ def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
     return out
 
 
-class CacheWriter:
-    """Writes one cache folder. `mode`: "create" (folder missing or empty) or "append" (creates it
-    when missing, else checks that meta and codec match the stored ones). `on_duplicate`: what an id
-    already in the cache, or given twice in one commit, does: "error", "skip" (keep the old) or
-    "replace" (the newest record wins; the old one stays in its shard, dead)."""
+def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
+    """token_hashes as {id: int}, each a u64 of an id in this commit; else StoreError before writing."""
+    unknown = set(token_hashes) - ids
+    if unknown:
+        raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
+    return _hash_values(token_hashes)
 
-    def __init__(self, path, meta: dict, codec, mode: str = "create", on_duplicate: str = "error"):
+
+def check_record(k: int, record, hidden_size: int, max_tokens: int | None) -> tuple[str, bytes, np.ndarray]:
+    """(doc_id, its utf-8 bytes, float32 C-contiguous (T, H)) of the k-th record, or StoreError saying
+    what is wrong with it."""
+    try:
+        doc_id, arr = record
+    except (TypeError, ValueError):
+        raise StoreError(f"record {k} must be a (doc_id, array) pair, got {type(record).__name__}") from None
+    if not isinstance(doc_id, str) or not doc_id:
+        raise StoreError(f"record {k}: document ids must be non-empty str, got {doc_id!r}")
+    try:
+        id_bytes = doc_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise StoreError(f"document id {doc_id!r} is not valid unicode ({exc})") from None
+    try:
+        a = np.asarray(arr)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a bfloat16 or CUDA tensor
+        raise StoreError(f"document {doc_id!r}: activations are not a numpy-convertible array ({exc}); "
+                         f"pass x.detach().float().cpu().numpy()") from None
+    if a.dtype.kind != "f":
+        raise StoreError(f"document {doc_id!r}: activations must be floats (float32), got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != hidden_size:
+        raise StoreError(
+            f"document {doc_id!r}: activations must have shape (tokens >= 1, hidden={hidden_size}), "
+            f"got {a.shape}: pass one document's non-padding tokens at the cached layer"
+        )
+    if max_tokens is not None and a.shape[0] > max_tokens:  # readers refuse such a record: never write one
+        raise StoreError(
+            f"document {doc_id!r}: {a.shape[0]} tokens, more than the cache's max_length {max_tokens}: truncate "
+            f"the input at max_length (and flag it in `truncated`)"
+        )
+    return doc_id, id_bytes, np.ascontiguousarray(a, dtype=np.float32)
+
+
+def write_shard(location, name: str, records, codec, limits: RecordLimits | None = None, truncated=(),
+                token_hashes: dict | None = None, storage_options: dict | None = None) -> dict:
+    """Encode `records` (an iterable of (doc_id, float32 (T, H)), read once, one at a time) as one shard
+    and publish it under `name` in `location` (a folder, URL or Location), whole or not at all: built in
+    a local temp file (`NAME.tmp` beside it for a local folder, the temp folder for a remote one),
+    fsynced, then renamed or uploaded. Nothing is listed in a manifest: a CacheWriter's commit_entries
+    does that. An existing `name` is refused (a published shard is never overwritten).
+
+    `limits`: the cache's RecordLimits (hidden size and max tokens; None: H from the first record, T
+    unbounded). `truncated`: ids whose input was cut at max_length. `token_hashes`: id -> u64. Returns
+    the shard's manifest entry {name, documents, tokens, truncated, bytes, sha256} plus, in memory only,
+    `ids`, `tokens_per_doc`, `flags` (per record, in order) and `hashes` ({id: u64} of those given)."""
+    loc = open_location(location, storage_options)
+    shard_number(name)  # a StoreError for a name that is not a shard's
+    truncated = set(truncated)
+    hashes = _hash_values(token_hashes or {})
+    if loc.exists(name):
+        raise StoreError(f"{loc / name} exists already: a published shard is never overwritten; choose another "
+                         f"name (a new tag or number), or delete it if no manifest lists it")
+    if loc.is_local:
+        loc.makedirs()
+        tmp = loc.local / (name + TMP_SUFFIX)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f"erpack-{name}-", suffix=TMP_SUFFIX)
+        tmp = Path(tmp)
+    ids, tokens, flags = [], [], []
+    seen: set[str] = set()
+    try:
+        with open(fd, "wb") as f:
+            builder = ShardBuilder(f)
+            hidden = limits.hidden_size if limits is not None else None
+            for k, record in enumerate(records):
+                if hidden is None:  # no limits: the first record sets H
+                    try:
+                        hidden = int(np.shape(record[1])[-1])
+                    except (TypeError, IndexError, KeyError, ValueError):
+                        hidden = -1  # check_record says what is wrong with the record
+                doc_id, id_bytes, arr = check_record(k, record, hidden, limits.max_tokens if limits else None)
+                if doc_id in seen:
+                    raise StoreError(f"document {doc_id!r} is given twice in shard {name}: a shard holds each id once")
+                seen.add(doc_id)
+                flag = fmt.FLAG_TRUNCATED if doc_id in truncated else 0
+                payload = memoryview(codec.encode(arr)).cast("B")  # arr: (T, H) float32
+                builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flag, hashes.get(doc_id))
+                ids.append(doc_id)
+                tokens.append(int(arr.shape[0]))
+                flags.append(flag)
+            if not ids:
+                raise StoreError(f"shard {name} has no records: a shard holds at least one")
+            for what, named in (("truncated", truncated), ("token_hashes", set(hashes))):
+                if named - seen:
+                    raise StoreError(f"{what} names ids that are not in shard {name}: {sorted(named - seen)[:5]}")
+            sha = builder.finish()
+            f.flush()
+            os.fsync(f.fileno())
+        loc.upload(tmp, name)  # a durable rename locally; an upload visible only once whole remotely
+    except BaseException as exc:
+        _name_file(exc, tmp)
+        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"name": name, "documents": len(ids), "tokens": sum(tokens), "truncated": sum(flags),
+            "bytes": builder.size, "sha256": sha, "ids": ids, "tokens_per_doc": tokens, "flags": flags,
+            "hashes": {d: hashes[d] for d in ids if d in hashes}}
+
+
+class CacheWriter:
+    """Writes one cache: `where` is a folder, a URL (s3://bucket/prefix, memory://..., file://...) or a
+    Location; `storage_options` go to the fsspec file system of a URL. `mode`: "create" (missing or
+    empty) or "append" (creates it when missing, else checks that meta and codec match the stored
+    ones). `on_duplicate`: what an id already in the cache, or given twice in one commit, does:
+    "error", "skip" (keep the old) or "replace" (the newest record wins; the old one stays in its
+    shard, dead)."""
+
+    def __init__(self, where, meta: dict, codec, mode: str = "create", on_duplicate: str = "error",
+                 storage_options: dict | None = None):
         if mode not in MODES:
             raise StoreError(f"mode must be one of {MODES}, got {mode!r}")
         if on_duplicate not in ON_DUPLICATE:
             raise StoreError(f"on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
-        self.path = Path(path)
+        self.location: Location = open_location(where, storage_options)
+        self.path: Path | None = self.location.local  # None for a remote cache
         self.codec = codec
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
+        self._open_flag = False
         meta = check_meta(meta)
         codec_config = jsonable(codec.get_config(), "codec.get_config()")
-        if self.path.exists() and not self.path.is_dir():
-            raise StoreError(f"{self.path} is a file, not a cache folder: pass a folder path")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = FolderLock(self.path)
+        if self.path is not None:
+            if self.path.exists() and not self.path.is_dir():
+                raise StoreError(f"{self.path} is a file, not a cache folder: pass a folder path")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(self.path)
+        else:
+            self.location.makedirs()
+        self._open_flag = True
         try:
             self._open(mode, meta, codec_config)
         except BaseException:
             self.close()
             raise
-        self._max_tokens = RecordLimits.from_meta(self._manifest["meta"]).max_tokens  # what readers accept
+        self.limits = RecordLimits.from_meta(self._manifest["meta"])  # what readers accept
+        self._max_tokens = self.limits.max_tokens
 
     # ---- opening ------------------------------------------------------------------------------
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
-        if not (self.path / MANIFEST).exists():
-            others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name))
+        loc = self.location
+        if not loc.exists(MANIFEST):
+            others = [n for n in loc.listdir() if not _is_temp(n)]
+            if self.path is not None:  # sub-folders count locally (a remote listing has files only)
+                others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name))
             if others:
                 shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
                 raise StoreError(
-                    f"{self.path} is not empty ({shown}) and has no {MANIFEST}, so it is not an erpack "
+                    f"{loc} is not empty ({shown}) and has no {MANIFEST}, so it is not an erpack "
                     f"cache: write the cache to a new or empty folder"
                 )
             return self._start(meta, codec_config)
-        manifest = load_manifest(self.path)
+        manifest = load_manifest(loc)
         if mode == "create" and not manifest["shards"]:  # created but nothing committed: start over
             return self._start(meta, codec_config)
         if mode == "create":
             raise StoreError(
-                f"{self.path} already holds an erpack cache ({manifest['counts'].get('documents')} "
+                f"{loc} already holds an erpack cache ({manifest['counts'].get('documents')} "
                 f"documents): open it with mode='append' to add documents, or use a new folder"
             )
         found = mismatches(manifest["meta"], meta)
         if manifest["codec"] != codec_config:
             found.append(("codec", manifest["codec"], codec_config))
         if found:
-            raise mismatch_error(self.path, found, "this writer asks for")
+            raise mismatch_error(loc, found, "this writer asks for")
         self._manifest = manifest
         self._load_ids()
-        listed = {s["name"] for s in manifest["shards"]}
-        self._remove_leftovers(listed)
-        numbers = [int(SHARD_RE.match(n).group(1)) for n in listed]
-        self._next = max(numbers, default=-1) + 1
+        self._remove_leftovers({s["name"] for s in manifest["shards"]})
+        self._number_after()
 
     def _start(self, meta: dict, codec_config: dict) -> None:
         self._manifest = new_manifest(meta, codec_config)
         self._remove_leftovers(set())
-        write_atomic(self.path / MANIFEST, dump_manifest(self._manifest))
+        write_manifest(self.location, self._manifest)
         self._next = 0
+
+    def _number_after(self) -> None:
+        """The next single-writer shard number: one more than the highest untagged one listed."""
+        numbers = [n for tag, n in map(shard_number, (s["name"] for s in self._manifest["shards"])) if tag is None]
+        self._next = max(numbers, default=-1) + 1
+
+    def _shard_rows(self, entry: dict) -> list[tuple[str, int, int, int | None]]:
+        """(id, tokens, flags, token hash) of every record of a listed shard, from its index."""
+        shard = ShardFile(self.location, entry["name"], expected_size=entry["bytes"])
+        try:
+            tokens, flags = shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()
+            return [(d, t, f, shard.token_hash(i)) for i, (d, t, f) in enumerate(zip(shard.ids, tokens, flags))]
+        finally:
+            shard.close()
 
     def _load_ids(self) -> None:
         counts = {"documents": 0, "tokens": 0, "truncated": 0, "records": 0, "bytes": 0}
-        for entry in self._manifest["shards"]:
-            shard = ShardFile(self.path / entry["name"], expected_size=entry["bytes"])
-            try:
-                tokens, flags = shard.entries["tokens"].tolist(), shard.entries["flags"].tolist()
-                for i, (doc_id, t, f) in enumerate(zip(shard.ids, tokens, flags)):
-                    self._docs[doc_id] = (t, f, shard.token_hash(i))
-                counts["records"] += shard.count
-                counts["bytes"] += shard.size
-            finally:
-                shard.close()
+        shards = self._manifest["shards"]
+        if self.location.is_local or len(shards) < 2:
+            rows = map(self._shard_rows, shards)
+        else:  # remote: a few range reads per shard, many shards at once
+            pool = ThreadPoolExecutor(OPEN_THREADS)
+            rows = pool.map(self._shard_rows, shards)
+        try:
+            for entry, shard_rows in zip(shards, rows):
+                for doc_id, t, f, h in shard_rows:
+                    self._docs[doc_id] = (t, f, h)
+                counts["records"] += len(shard_rows)
+                counts["bytes"] += entry["bytes"]
+        finally:
+            if not isinstance(rows, map):
+                pool.shutdown(cancel_futures=True)
         for t, f, _ in self._docs.values():
             counts["documents"] += 1
             counts["tokens"] += t
@@ -154,14 +301,16 @@ class CacheWriter:
         self._manifest["counts"] = counts
 
     def _remove_leftovers(self, listed: set[str]) -> None:
-        for p in sorted(self.path.iterdir()):
-            if _is_temp(p.name) or (SHARD_RE.match(p.name) and p.name not in listed):
-                p.unlink()
-                self.removed.append(p.name)
+        """Delete unlisted shards and .tmp files: what an interrupted writer (or worker) left. Remotely
+        there is no lock: this assumes no other writer is publishing shards into this cache now."""
+        for name in self.location.listdir():
+            if _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
+                self.location.delete(name)
+                self.removed.append(name)
         if self.removed:
             log.warning(
                 "%s: removed %d leftover file(s) of an interrupted write: %s",
-                self.path, len(self.removed), ", ".join(self.removed),
+                self.location, len(self.removed), ", ".join(self.removed),
             )
 
     # ---- queries ------------------------------------------------------------------------------
@@ -187,36 +336,12 @@ class CacheWriter:
         return self._manifest["meta"]["model"]["hidden_size"]
 
     # ---- committing ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if not self._open_flag:
+            raise StoreError(f"the writer of {self.location} is closed: open a new CacheWriter")
+
     def _check_record(self, k: int, record) -> tuple[str, bytes, np.ndarray]:
-        try:
-            doc_id, arr = record
-        except (TypeError, ValueError):
-            raise StoreError(f"record {k} must be a (doc_id, array) pair, got {type(record).__name__}") from None
-        if not isinstance(doc_id, str) or not doc_id:
-            raise StoreError(f"record {k}: document ids must be non-empty str, got {doc_id!r}")
-        try:
-            id_bytes = doc_id.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise StoreError(f"document id {doc_id!r} is not valid unicode ({exc})") from None
-        try:
-            a = np.asarray(arr)
-        except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a bfloat16 or CUDA tensor
-            raise StoreError(f"document {doc_id!r}: activations are not a numpy-convertible array ({exc}); "
-                             f"pass x.detach().float().cpu().numpy()") from None
-        if a.dtype.kind != "f":
-            raise StoreError(f"document {doc_id!r}: activations must be floats (float32), got dtype {a.dtype}")
-        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != self.hidden_size:
-            raise StoreError(
-                f"document {doc_id!r}: activations must have shape (tokens >= 1, hidden={self.hidden_size}), "
-                f"got {a.shape}: pass one document's non-padding tokens at the cached layer"
-            )
-        limit = self._max_tokens
-        if limit is not None and a.shape[0] > limit:  # readers refuse such a record: never write one
-            raise StoreError(
-                f"document {doc_id!r}: {a.shape[0]} tokens, more than the cache's max_length {limit}: truncate "
-                f"the input at max_length (and flag it in `truncated`)"
-            )
-        return doc_id, id_bytes, np.ascontiguousarray(a, dtype=np.float32)
+        return check_record(k, record, self.hidden_size, self._max_tokens)
 
     def _plan(self, checked: list) -> tuple[list, int, int]:
         """Apply on_duplicate. Returns (records to write, skipped, replaced)."""
@@ -249,8 +374,7 @@ class CacheWriter:
         record (erpack.tokens.token_hash), stored in the shard index; ids left out store none.
         Returns {shard, documents, skipped, replaced, tokens, bytes}; shard is None when every
         record was skipped (nothing is written then)."""
-        if self._lock is None:
-            raise StoreError(f"the writer of {self.path} is closed: open a new CacheWriter")
+        self._check_open()
         checked = [self._check_record(k, r) for k, r in enumerate(records)]
         truncated = set(truncated)
         unknown = truncated - {c[0] for c in checked}
@@ -263,64 +387,138 @@ class CacheWriter:
         if not keep:
             return info
         name = shard_name(self._next)
-        flags = {c[0]: fmt.FLAG_TRUNCATED if c[0] in truncated else 0 for c in keep}
-        size, sha = self._write_shard(self.path / name, keep, flags, hashes)
+        kept = {c[0] for c in keep}
+        entry = write_shard(self.location, name, [(c[0], c[2]) for c in keep], self.codec, self.limits,
+                            truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept})
         try:
-            manifest = self._next_manifest(name, keep, flags, size, sha)
-            write_atomic(self.path / MANIFEST, dump_manifest(manifest))
+            self._commit([entry])
         except BaseException as exc:
-            (self.path / name).unlink(missing_ok=True)  # never listed: garbage either way
-            _name_file(exc, self.path / MANIFEST)
+            self.location.delete(name)  # never listed: garbage either way
+            _name_file(exc, self.location / MANIFEST)
             raise
-        self._manifest = manifest
-        self._next += 1
-        for doc_id, _, arr in keep:
-            self._docs[doc_id] = (arr.shape[0], flags[doc_id], hashes.get(doc_id))
-        return {**info, "shard": name, "bytes": size}
+        return {**info, "shard": name, "bytes": entry["bytes"]}
 
-    def _write_shard(self, final: Path, keep: list, flags: dict, hashes: dict) -> tuple[int, str]:
-        tmp = tmp_path(final)
-        try:
-            with open(tmp, "wb") as f:
-                builder = ShardBuilder(f)
-                for doc_id, id_bytes, arr in keep:  # arr: (tokens, hidden) float32
-                    payload = memoryview(self.codec.encode(arr)).cast("B")
-                    builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flags[doc_id], hashes.get(doc_id))
-                sha = builder.finish()
-                f.flush()
-                os.fsync(f.fileno())
-            publish(tmp, final)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            _name_file(exc, tmp)
-            raise
-        return builder.size, sha
+    def commit_entries(self, entries: list[dict]) -> dict:
+        """List shards that write_shard already published (e.g. by workers, as shard-<tag>-NNNNNN.ers)
+        in the manifest, in the order given, with ONE manifest write: all of them or none. Each must
+        exist with its entry's size. Ids come from the entries' in-memory `ids`, `tokens_per_doc`,
+        `flags` and `hashes` (or, where an entry lacks them, from the shard's index).
 
-    def _next_manifest(self, name: str, keep: list, flags: dict, size: int, sha: str) -> dict:
+        A published shard cannot be un-written, so an id already in the cache or in two entries is
+        allowed only with on_duplicate="replace" (the last one wins); with "error" or "skip" it raises
+        StoreError and nothing is committed (the next writer to open the cache removes the unlisted
+        shards). Returns {shards, documents, replaced, tokens, bytes}."""
+        self._check_open()
+        entries = [self._check_entry(k, e) for k, e in enumerate(entries)]
+        if not entries:
+            return {"shards": 0, "documents": 0, "replaced": 0, "tokens": 0, "bytes": 0}
+        names = [e["name"] for e in entries]
+        listed = {s["name"] for s in self._manifest["shards"]}
+        again = [n for n, c in Counter(names).items() if c > 1] + [n for n in names if n in listed]
+        if again:
+            raise StoreError(f"{self.location}: shard(s) {again[:5]} are given twice or already listed in the "
+                             f"manifest: each published shard is committed once; nothing was committed")
+        self._check_published(entries)
+        if self.on_duplicate != "replace":
+            seen: set[str] = set()
+            dup = []
+            for e in entries:
+                dup += [d for d in e["ids"] if d in self._docs or d in seen]
+                seen.update(e["ids"])
+            if dup:
+                raise StoreError(
+                    f"{self.location}: {len(dup)} document id(s) of these shards are already in the cache or in "
+                    f"another of them, e.g. {dup[:5]}; a published shard cannot be un-written, so nothing was "
+                    f"committed (with on_duplicate={self.on_duplicate!r}). Send only ids the cache lacks to the "
+                    f"writers, or open the writer with on_duplicate='replace'"
+                )
+        replaced = self._commit(entries)
+        return {"shards": len(entries), "documents": sum(e["documents"] for e in entries), "replaced": replaced,
+                "tokens": sum(e["tokens"] for e in entries), "bytes": sum(e["bytes"] for e in entries)}
+
+    def _check_entry(self, k: int, entry) -> dict:
+        """A copy of a shard entry, checked, with its in-memory ids (read from the shard's index where
+        the entry lacks them)."""
+        if not isinstance(entry, dict):
+            raise StoreError(f"entry {k} must be a dict returned by write_shard, got {type(entry).__name__}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not SHARD_RE.match(name):
+            raise StoreError(f"entry {k}: {name!r} is not a shard name (shard-NNNNNN.ers or shard-<tag>-NNNNNN.ers)")
+        for key in ("documents", "tokens", "truncated", "bytes"):
+            value = entry.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise StoreError(f"entry {k} ({name}): {key} must be an int >= 0, got {value!r}")
+        sha = entry.get("sha256")
+        if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise StoreError(f"entry {k} ({name}): sha256 must be 64 lowercase hex digits, got {sha!r}")
+        out = stored_entry(entry)
+        if all(isinstance(entry.get(key), list) for key in ("ids", "tokens_per_doc", "flags")):
+            out["ids"], out["tokens_per_doc"], out["flags"] = entry["ids"], entry["tokens_per_doc"], entry["flags"]
+            out["hashes"] = dict(entry.get("hashes") or {})
+        else:
+            rows = self._shard_rows(entry)
+            out["ids"], out["tokens_per_doc"], out["flags"] = ([r[i] for r in rows] for i in range(3))
+            out["hashes"] = {r[0]: r[3] for r in rows if r[3] is not None}
+        n = len(out["ids"])
+        if (len(out["tokens_per_doc"]), len(out["flags"]), sum(out["tokens_per_doc"]),
+                sum(f & fmt.FLAG_TRUNCATED for f in out["flags"])) != (n, n, out["tokens"], out["truncated"]) \
+                or n != out["documents"] or n == 0 or len(set(out["ids"])) != n:
+            raise StoreError(f"entry {k} ({name}): its ids, tokens_per_doc and flags disagree with its counts "
+                             f"(documents={out['documents']}, tokens={out['tokens']}); pass the dict write_shard "
+                             f"returned, unchanged")
+        return out
+
+    def _check_published(self, entries: list[dict]) -> None:
+        """Every entry's shard exists with its size (remote: the sizes are asked for at once)."""
+        def size(name: str) -> int | None:
+            try:
+                return self.location.size(name)
+            except FileNotFoundError:
+                return None
+
+        names = [e["name"] for e in entries]
+        if self.location.is_local or len(names) < 2:
+            sizes = list(map(size, names))
+        else:
+            with ThreadPoolExecutor(min(OPEN_THREADS, len(names))) as pool:
+                sizes = list(pool.map(size, names))
+        for e, got in zip(entries, sizes):
+            if got != e["bytes"]:
+                what = "is missing" if got is None else f"is {got} bytes, its entry says {e['bytes']}"
+                raise StoreError(f"shard {self.location / e['name']} {what}: commit only shards that write_shard "
+                                 f"published, with the entry it returned; nothing was committed")
+
+    def _commit(self, entries: list[dict]) -> int:
+        """Append the entries to the manifest (counts updated, newest record of an id live) and write it,
+        the commit point. Returns how many live records the entries replaced."""
         manifest = copy.deepcopy(self._manifest)
         counts = manifest["counts"]
-        tokens = trunc = 0
-        for doc_id, _, arr in keep:
-            tokens += arr.shape[0]
-            trunc += flags[doc_id]
-            if doc_id in self._docs:  # replaced: the old record becomes dead
-                old_tokens, old_flags, _ = self._docs[doc_id]
-                counts["documents"] -= 1
-                counts["tokens"] -= old_tokens
-                counts["truncated"] -= old_flags & fmt.FLAG_TRUNCATED
-        counts["documents"] += len(keep)
-        counts["tokens"] += tokens
-        counts["truncated"] += trunc
-        counts["records"] += len(keep)
-        counts["bytes"] += size
-        manifest["shards"].append(
-            {"name": name, "documents": len(keep), "tokens": tokens, "truncated": trunc, "bytes": size,
-             "sha256": sha}
-        )
-        return manifest
+        new: dict[str, tuple[int, int, int | None]] = {}
+        replaced = 0
+        for e in entries:
+            for doc_id, tokens, flags in zip(e["ids"], e["tokens_per_doc"], e["flags"]):
+                old = new.get(doc_id) or self._docs.get(doc_id)
+                if old is not None:  # replaced: the old record becomes dead
+                    replaced += 1
+                    counts["documents"] -= 1
+                    counts["tokens"] -= old[0]
+                    counts["truncated"] -= old[1] & fmt.FLAG_TRUNCATED
+                new[doc_id] = (tokens, flags, e["hashes"].get(doc_id))
+                counts["documents"] += 1
+                counts["tokens"] += tokens
+                counts["truncated"] += flags & fmt.FLAG_TRUNCATED
+            counts["records"] += e["documents"]
+            counts["bytes"] += e["bytes"]
+            manifest["shards"].append(stored_entry(e))
+        write_manifest(self.location, manifest)
+        self._manifest = manifest
+        self._docs.update(new)
+        self._number_after()
+        return replaced
 
     # ---- closing ------------------------------------------------------------------------------
     def close(self) -> None:
+        self._open_flag = False
         if self._lock is not None:
             self._lock.release()
             self._lock = None
