@@ -40,6 +40,7 @@ from erpack.encode import DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Ba
 from erpack.errors import ErpackError, InputError
 from erpack.store import CacheWriter
 from erpack.store.location import is_url, open_location
+from erpack.store.manifest import shard_name
 from erpack.store.shard import RecordLimits
 from erpack.store.writer import write_shard
 
@@ -187,7 +188,7 @@ class Encoder:
             return {"entry": [json.dumps({"skipped": skipped})]}
         tok = Tokenized.of(self.run, docs)
         records, truncated, hashes = tok.lower(self.run, list(range(len(docs))), self.batch_size, self.max_tokens)
-        name = f"shard-{self.tag}-{self.next:06d}.ers"
+        name = shard_name(self.next, tag=self.tag)
         self.next += 1
         entry = write_shard(self.output, name, records, self.pipeline, limits=self.limits, truncated=truncated,
                             token_hashes=hashes, storage_options=self.storage_options)
@@ -293,7 +294,7 @@ def encode_on_ray(
                          storage_options=storage_options) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            cached = [ray.put(frozenset(writer._docs))] if len(writer) else []
+            cached = [ray.put(frozenset(writer._docs))] if len(writer) else []  # the live ids
             constructor = dict(
                 model=model, layer=meta["layer"], max_length=meta["max_length"], device=device,
                 codec=pipeline.spec, output=str(output), storage_options=storage_options, run_tag=run_tag,
