@@ -53,13 +53,14 @@ RESTARTS = 3  # a worker process that dies is restarted this many times, its bat
 class RayOptions:
     """Where and how wide to run: `address` of a running cluster (None: a local instance), `workers`
     actors, `gpus_per_worker` GPUs each (0: CPU), `threads_per_worker` torch threads each (None: the
-    machine's CPUs shared among the local workers), `cpus_per_worker` Ray CPUs each."""
+    machine's CPUs shared among the local workers), `cpus_per_worker` Ray CPUs each (None: 1, or less
+    when the cluster has too few CPUs to leave one for reading the corpus)."""
 
     address: str | None = None
     workers: int = 1
     gpus_per_worker: float = 0
     threads_per_worker: int | None = None
-    cpus_per_worker: float = 1
+    cpus_per_worker: float | None = None
 
     def __post_init__(self):
         if self.workers < 1:
@@ -68,6 +69,12 @@ class RayOptions:
             raise InputError(f"--gpus-per-worker must be >= 0, got {self.gpus_per_worker}")
         if self.threads_per_worker is not None and self.threads_per_worker < 1:
             raise InputError(f"threads per worker must be >= 1, got {self.threads_per_worker}")
+
+    def cpus(self, cluster_cpus: float) -> float:
+        """Ray CPUs per actor: the actors never take the last CPU, which reading the corpus needs."""
+        if self.cpus_per_worker is not None:
+            return self.cpus_per_worker
+        return max(0.1, min(1.0, (cluster_cpus - 1) / self.workers))
 
     def threads(self) -> int:
         if self.threads_per_worker:
@@ -239,9 +246,11 @@ def _encode_stage(ray, ds, opts: RayOptions, shard_size: int, constructor: dict)
 
     with warnings.catch_warnings():  # max_restarts / max_task_retries have no named parameter yet
         warnings.simplefilter("ignore", DeprecationWarning)
-        return ds.map_batches(
+        blocks = ds.repartition(target_num_rows_per_block=shard_size)  # streamed: one file still feeds N workers
+        return blocks.map_batches(
             Encoder, batch_size=shard_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=opts.workers), num_cpus=opts.cpus_per_worker,
+            compute=ray.data.ActorPoolStrategy(size=opts.workers),
+            num_cpus=opts.cpus(ray.cluster_resources().get("CPU", 1.0)),
             num_gpus=opts.gpus_per_worker or None, fn_constructor_kwargs=constructor,
             runtime_env={"env_vars": worker_env()}, max_restarts=RESTARTS, max_task_retries=RESTARTS)
 
