@@ -193,18 +193,18 @@ class _Bar:
         self.tokens = 0  # tokens run through the lower stack so far
 
     def skipped(self, docs: int) -> None:
-        if self.bar and docs:
+        if self.bar is not None and docs:
             self.bar.update(docs)
 
     def on_batch(self, docs: int, tokens: int) -> None:
         self.tokens += tokens
-        if self.bar:
+        if self.bar is not None:
             self.bar.update(docs)
             elapsed = time.perf_counter() - self.start
             self.bar.set_postfix(tok_s=f"{self.tokens / max(elapsed, 1e-9):.0f}", refresh=False)
 
     def close(self) -> None:
-        if self.bar:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
+        if self.bar is not None:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
             self.bar.close()
 
 
