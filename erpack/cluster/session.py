@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 
+import erpack
 from erpack.errors import InputError
 
 ENV_PREFIXES = ("AWS_", "HF_", "TRANSFORMERS_", "ERPACK_", "PYTHONPATH", "OMP_", "MKL_", "CUDA_VISIBLE")
@@ -38,8 +39,6 @@ def worker_env() -> dict[str, str]:
     """The driver's environment variables that workers need: where erpack is (PYTHONPATH), storage
     credentials and endpoints (AWS_*), model and asset caches (HF_*, ERPACK_HOME), thread counts."""
     env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
-    import erpack
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(erpack.__file__)))
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:  # the erpack this driver runs, first, so workers run the same code

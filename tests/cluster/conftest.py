@@ -1,12 +1,10 @@
-"""A tiny random BERT folder and corpora for the Ray tests, and what they compare: records of two
-caches, within the codec's step."""
+"""A tiny random BERT folder and corpora for the Ray tests."""
 
 from __future__ import annotations
 
 import json
 import random
 
-import numpy as np
 import pytest
 
 from tests.bench.tiny import WORDS, make_model_folder
@@ -43,33 +41,10 @@ def write_parquet(path, rows, **rename):
     return path
 
 
-def record_step(pipeline, blob, shape) -> float:
-    """The largest quantization step of an int8c record (steps per block and channel)."""
-    from erpack.codecs import steps
-    from erpack.codecs.base import HEADER
-
-    T, H = shape
-    body = bytes(pipeline.unwrap(blob, T, H))[HEADER.size:]
-    _, nb = steps.n_blocks(T, pipeline.array_codec.block)
-    return float(steps.read_steps(body, np.frombuffer(body, dtype=np.uint8), nb, H, "int8c").max())
-
-
 def compare_caches(a, b) -> dict:
-    """Same ids (each once) and records within one quantization step: {documents, max_abs_diff,
-    max_diff_in_steps}. `a`, `b`: local cache folders."""
-    from erpack.codecs import Pipeline
-    from erpack.store import CacheReader
+    """Same ids, each once, and the records' largest difference (absolute and in codec steps)."""
+    from erpack.cluster.parity import compare_caches as compare
 
-    ra, rb = CacheReader(a), CacheReader(b)
-    ids_a, ids_b = ra.ids(), rb.ids()
-    assert len(ids_b) == len(set(ids_b)), "an id is listed twice"
-    assert sorted(ids_a) == sorted(ids_b)
-    pipeline = Pipeline.from_config(ra.manifest["codec"])
-    worst = worst_steps = 0.0
-    for doc_id in ids_a:
-        x, y = ra.get(doc_id), rb.get(doc_id)
-        assert x.shape == y.shape, doc_id
-        step = max(record_step(pipeline, *ra.get_encoded(doc_id)), record_step(pipeline, *rb.get_encoded(doc_id)))
-        diff = float(np.abs(x - y).max())
-        worst, worst_steps = max(worst, diff), max(worst_steps, diff / step)
-    return {"documents": len(ids_a), "max_abs_diff": worst, "max_diff_in_steps": worst_steps}
+    report = compare(a, b)
+    assert report.same_ids and not report.shape_mismatches, report.as_dict()
+    return report.as_dict()

@@ -141,7 +141,7 @@ def kill_after_commits(cmd, out: Path, rng: random.Random, env: dict, timeout: f
     start = time.monotonic()
     while proc.poll() is None and committed_shards(out) <= before and time.monotonic() - start < timeout:
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 1.5))
+    time.sleep(rng.uniform(0.0, 1.0))
     if proc.poll() is not None:
         return False
     proc.send_signal(signal.SIGKILL)
@@ -151,7 +151,7 @@ def kill_after_commits(cmd, out: Path, rng: random.Random, env: dict, timeout: f
 
 @pytest.mark.slow
 def test_the_driver_killed_then_rerun_loses_and_duplicates_nothing(tiny_folder, tmp_path):
-    jsonl = write_jsonl(tmp_path / "c.jsonl", corpus_rows(400, seed=3))
+    jsonl = write_jsonl(tmp_path / "c.jsonl", corpus_rows(600, seed=3))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
     whole = tmp_path / "whole"
     subprocess.run(encode_cmd(jsonl, whole, tiny_folder), env=env, check=True, capture_output=True)
@@ -161,7 +161,7 @@ def test_the_driver_killed_then_rerun_loses_and_duplicates_nothing(tiny_folder, 
     done = subprocess.run(encode_cmd(jsonl, out, tiny_folder) + ["--json"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["cache_documents"] == 400 and summary["already_in_cache"] + summary["encoded"] == 400
+    assert summary["cache_documents"] == 600 and summary["already_in_cache"] + summary["encoded"] == 600
     verify = subprocess.run([sys.executable, "-m", "erpack", "verify", str(out)], env=env, capture_output=True)
     assert verify.returncode == 0, verify.stdout
     report = compare_caches(whole, out)
