@@ -1,1 +1,2 @@
-"""erpack on a Ray cluster: distributed encode (encode.py) and scoring (score.py), one session helper."""
+"""Running erpack's stages on a Ray cluster (the `scale` extra): connecting (session), distributed
+encode (encode) and scoring (score). Named `cluster`, not `ray`, so `import ray` inside it is Ray itself."""

@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import erpack
 from erpack import errors
+from erpack.cluster.session import connect, worker_env
 from erpack.errors import ErpackError, InputError, StoreError
 from erpack.predict import PredictOptions, _check_fit, _open_upper, cached_rows
 from erpack.store import CacheReader
@@ -61,14 +60,6 @@ class ScoreResult:
         d = asdict(self)
         d["documents_per_second"] = self.predicted / self.seconds if self.seconds else None
         return d
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise InputError("--engine ray needs Ray: pip install 'erpack[scale]'") from None
-    return ray
 
 
 def encode_part(rows: list[dict], fmt: str) -> bytes:
@@ -201,10 +192,7 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
     """Score the parts on Ray; their listing entries in part order."""
     if not chunks:
         return []
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": _worker_env()})
+    ray = connect(address, workers)
     graph_ref = ray.put(Path(graph).read_bytes())
     items = [{"part": k, "ids": chunk} for k, chunk in enumerate(chunks)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
@@ -215,7 +203,7 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
     scored = ds.map_batches(Scorer, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))), num_cpus=cpus,
                             num_gpus=gpus or None,
-                            runtime_env={"env_vars": _worker_env()})  # however Ray was started
+                            runtime_env={"env_vars": worker_env()})  # however Ray was started
     try:
         entries = sorted(scored.take_all(), key=lambda e: int(e["part"]))
     except Exception as exc:  # an actor failed outside the scoring (Ray keeps only its traceback)
@@ -235,15 +223,6 @@ def _worker_error(exc: BaseException) -> BaseException:
     first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return StoreError(f"scoring on Ray failed ({type(exc).__name__}: {first[:300]}): no _parts.json was written; "
                       "see the Ray logs, then run the command again")
-
-
-def _worker_env() -> dict[str, str]:
-    """The driver's settings the workers need: where erpack is (PYTHONPATH) and the object-store
-    credentials and endpoint (AWS_*), model hub settings (HF_*)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_", "TRANSFORMERS_"))}
-    root = str(Path(erpack.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [root, os.environ.get("PYTHONPATH", "")] if p)
-    return env
 
 
 def read_parts(out, storage_options: dict | None = None) -> list[dict]:
