@@ -63,6 +63,7 @@ class PredictOptions:
     labels: str | None = None  # label source (as for `erpack eval`): the predictions are scored
     split: str | None = None  # with labels and no ids: the documents of this split
     storage_options: dict | None = None  # fsspec options for a cache or output given as a URL
+    shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
 
 
 @dataclass
@@ -153,7 +154,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
                            provider=sess.provider, providers=list(sess.providers),
                            output=str(opts.output) if opts.output is not None else None)
     cache = _where(cache, opts.storage_options)
-    with CacheReader(cache) as reader:
+    with CacheReader(cache, shard_cache=opts.shard_cache) as reader:
         result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
         chosen = _select(reader, opts, label_rows, result.notes)
         bar = progress(total=len(chosen.cached) + len(chosen.text_docs), desc="predict", unit="doc") if progress else None

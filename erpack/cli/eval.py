@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from erpack.cli.storage import add_storage_options, cache_where
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line")
     add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
@@ -44,7 +45,7 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()
     r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
-                 progress=lambda **kw: tqdm(leave=False, **kw))
+                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache)
     m = r.metrics
     print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))

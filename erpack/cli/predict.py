@@ -6,7 +6,7 @@ import json
 import sys
 
 from erpack.cli import CLIError
-from erpack.cli.storage import add_storage_options, cache_where, storage_options
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where, storage_options
 from erpack.cluster.score import score_on_ray
 from erpack.predict import predict, read_ids_file
 
@@ -67,6 +67,7 @@ def add_parser(subparsers) -> None:
     ray.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="part format (default: parquet)")
     ray.add_argument("--part-docs", type=int, default=1000, help="documents per part (default: 1000)")
     add_storage_options(p)
+    add_shard_cache(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
@@ -93,7 +94,8 @@ def run(args) -> int:
     s = predict(args.graph, cache, progress=lambda **kw: tqdm(leave=False, **kw), ids=ids, texts=args.texts,
                 add_to_cache=args.add_to_cache, output=args.output, batch_size=args.batch_size, device=args.device,
                 lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
-                labels=args.labels, split=args.split, storage_options=storage_options(args)).as_dict()
+                labels=args.labels, split=args.split, storage_options=storage_options(args),
+                shard_cache=args.shard_cache).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"
@@ -129,7 +131,7 @@ def run_ray(args, cache, ids) -> int:
     s = score_on_ray(args.graph, cache, args.out, ids=ids, fmt=args.format, workers=args.workers,
                      address=args.address, part_docs=args.part_docs, batch_size=args.batch_size, device=args.device,
                      gpus_per_worker=args.gpus_per_worker, storage_options=storage_options(args),
-                     allow_other_codec=args.allow_other_codec).as_dict()
+                     allow_other_codec=args.allow_other_codec, shard_cache=args.shard_cache).as_dict()
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s on Ray "
           f"({s['workers']} workers, onnxruntime {s['provider'] or 'n/a'})")
     for note in s["notes"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from erpack.cli import CLIError
-from erpack.cli.storage import add_storage_options, cache_where
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 
 
 def add_parser(subparsers) -> None:
@@ -61,6 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
@@ -94,7 +95,8 @@ def run(args) -> int:
     _, s = prune_task_model(args.task_model, cache_where(args.cache, args), args.labels, target, output=args.output,
                             recovery=recovery if args.epochs > 0 else None, samples=args.samples,
                             drop_ffn=args.drop_ffn, train_cfg=cfg, skip_missing=args.skip_missing,
-                            progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
+                            progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
+                            shard_cache=args.shard_cache)
     _print_summary(s, args)
     if args.json:
         print(json.dumps(s.as_dict()))

@@ -28,6 +28,13 @@ def add_storage_options(p) -> None:
     p.add_argument("--storage-options", metavar="JSON", default=None, help=HELP)
 
 
+def add_shard_cache(p) -> None:
+    p.add_argument("--shard-cache", metavar="DIR", default=None,
+                   help="for a cache at a URL: download each shard once into DIR (checked against its sha256) and "
+                        "read it there, instead of one range request per record; worth it when every record is "
+                        "read more than once (training epochs)")
+
+
 def storage_options(args) -> dict | None:
     """The --storage-options object, or None; invalid JSON is a CLIError (exit 2) that says what to give."""
     text = getattr(args, "storage_options", None)

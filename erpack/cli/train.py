@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from erpack.cli.storage import add_storage_options, cache_where
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
     _add_training_options(p)
     _add_run_options(p)
     add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
@@ -145,7 +146,8 @@ def run(args) -> int:
                if args.mode == "adapter" else None)
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
-                         progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
+                         progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
+                         shard_cache=args.shard_cache)
     _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
         print(json.dumps(s.as_dict()))

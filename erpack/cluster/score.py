@@ -91,7 +91,8 @@ class Scorer:
     a batch of parts (rows {"part", "ids"}) and writes each part whole, returning its listing entry."""
 
     def __init__(self, graph_ref: list, graph_name: str, cache: str, storage_options: dict | None, out: str,
-                 fmt: str, batch_size: int, max_tokens: int, device: str, threads: int | None):
+                 fmt: str, batch_size: int, max_tokens: int, device: str, threads: int | None,
+                 shard_cache: str | None = None):
         import ray
 
         data = ray.get(graph_ref[0])  # in a list, so Ray hands the actor the reference, not the bytes
@@ -99,7 +100,7 @@ class Scorer:
         path = folder / Path(graph_name).name
         path.write_bytes(data)
         self.sess, self.info = _open_upper(path, device, threads)
-        self.reader = CacheReader(_open(cache, storage_options))
+        self.reader = CacheReader(_open(cache, storage_options), shard_cache=shard_cache)  # a folder on each node
         self.out = open_location(out, storage_options)
         self.fmt, self.batch_size, self.max_tokens = fmt, batch_size, max_tokens
 
@@ -148,7 +149,8 @@ def _clear_output(out: Location) -> None:
 def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "parquet", workers: int = 2,
                  address: str | None = None, part_docs: int = 1000, batch_size: int = 32, max_tokens: int = 16384,
                  device: str = "auto", cpus_per_worker: float = 1, gpus_per_worker: float = 0,
-                 storage_options: dict | None = None, allow_other_codec: bool = False) -> ScoreResult:
+                 storage_options: dict | None = None, allow_other_codec: bool = False,
+                 shard_cache=None) -> ScoreResult:
     """Score the cached documents `ids` (default: every one) of `cache` with the upper-stack `graph` on a
     Ray cluster (`address`, or the running/local instance) across `workers` actors; write the parts and
     `_parts.json` to `out` (a folder or URL). See the module docstring."""
@@ -173,7 +175,7 @@ def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "pa
     _clear_output(output)
     chunks = [present[k:k + part_docs] for k in range(0, len(present), part_docs)]
     entries = _run(graph, cache, storage_options, output, chunks, fmt, workers, address, batch_size, max_tokens,
-                   device, cpus_per_worker, gpus_per_worker)
+                   device, cpus_per_worker, gpus_per_worker, shard_cache)
     result.parts = [{k: e[k] for k in ("name", "rows", "bytes", "sha256")} for e in entries]
     result.predicted = sum(e["rows"] for e in entries)
     result.provider = ", ".join(sorted({e["provider"] for e in entries}))
@@ -188,7 +190,8 @@ def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "pa
 
 
 def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]], fmt: str, workers: int,
-         address, batch_size: int, max_tokens: int, device: str, cpus: float, gpus: float) -> list[dict]:
+         address, batch_size: int, max_tokens: int, device: str, cpus: float, gpus: float,
+         shard_cache=None) -> list[dict]:
     """Score the parts on Ray; their listing entries in part order."""
     if not chunks:
         return []
@@ -199,7 +202,8 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
     kwargs = {"graph_ref": [graph_ref], "graph_name": Path(graph).name, "cache": _url(cache),
               "storage_options": storage_options or getattr(cache, "storage_options", None) or None,
               "out": output.url, "fmt": fmt, "batch_size": batch_size, "max_tokens": max_tokens, "device": device,
-              "threads": max(1, int(cpus)) if cpus else None}
+              "threads": max(1, int(cpus)) if cpus else None,
+              "shard_cache": str(shard_cache) if shard_cache is not None else None}
     scored = ds.map_batches(Scorer, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))), num_cpus=cpus,
                             num_gpus=gpus or None,
