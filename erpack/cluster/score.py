@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +36,8 @@ from erpack.store import CacheReader
 from erpack.store.location import Location, open_location
 
 PARTS = "_parts.json"
+RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): .*$", re.M)  # "ValueError: ..." in a traceback
+RAY_WRAPPERS = ("UserCodeException", "RayTaskError", "RayActorError")
 FORMATS = ("parquet", "jsonl")
 
 
@@ -97,9 +101,12 @@ class Scorer:
 
         data = ray.get(graph_ref[0])  # in a list, so Ray hands the actor the reference, not the bytes
         folder = Path(tempfile.mkdtemp(prefix="erpack-score-"))
-        path = folder / Path(graph_name).name
-        path.write_bytes(data)
-        self.sess, self.info = _open_upper(path, device, threads)
+        try:  # onnxruntime holds the graph in memory once the session is made
+            path = folder / Path(graph_name).name
+            path.write_bytes(data)
+            self.sess, self.info = _open_upper(path, device, threads)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self.reader = CacheReader(_open(cache, storage_options), shard_cache=shard_cache)  # a folder on each node
         self.out = open_location(out, storage_options)
         self.fmt, self.batch_size, self.max_tokens = fmt, batch_size, max_tokens
@@ -223,10 +230,12 @@ def _run(graph, cache, storage_options, output: Location, chunks: list[list[str]
 
 
 def _worker_error(exc: BaseException) -> BaseException:
-    """A StoreError saying that the scoring failed outside erpack's own checks, and where to look."""
-    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"scoring on Ray failed ({type(exc).__name__}: {first[:300]}): no _parts.json was written; "
-                      "see the Ray logs, then run the command again")
+    """A StoreError saying that the scoring failed outside erpack's own checks (the worker's own exception
+    line, found in the traceback Ray passes on), and where to look."""
+    lines = [m.group(0) for m in RAISED.finditer(str(exc)) if m.group(1).rsplit(".", 1)[-1] not in RAY_WRAPPERS]
+    what = lines[-1] if lines else f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+    return StoreError(f"scoring on Ray failed ({what[:400]}): no {PARTS} was written; see the Ray logs, then run "
+                      "the command again")
 
 
 def read_parts(out, storage_options: dict | None = None) -> list[dict]:
