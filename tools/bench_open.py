@@ -115,7 +115,7 @@ def _timed(fn, *args, **kwargs) -> float:
 
 def _s3_server():
     """The counting moto server of tests/services.py on a free loopback port, with its environment set."""
-    from tests.services import _CREDENTIALS, S3Server, _counting_server, free_port
+    from tests.services import S3Server, _counting_server, free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
@@ -123,7 +123,7 @@ def _s3_server():
     server.start()
     s3 = S3Server(f"http://127.0.0.1:{port}", server)
     os.environ.update(s3.env)
-    return s3, _CREDENTIALS
+    return s3
 
 
 def measure(shards: int, folder: Path, s3: bool, old_way: bool, seed: int = 0) -> dict:
@@ -147,7 +147,7 @@ def measure(shards: int, folder: Path, s3: bool, old_way: bool, seed: int = 0) -
     if s3:
         import boto3
 
-        server, _ = _s3_server()
+        server = _s3_server()
         try:
             boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="bench-open")
             url = "s3://bench-open/cache"

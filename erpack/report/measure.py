@@ -23,15 +23,19 @@ from erpack.errors import ErpackError, InputError
 from erpack.models.loading import recorded_location
 from erpack.report.project import fit_bytes
 from erpack.store import CacheReader
+from erpack.store.idindex import ENTRY
 from erpack.store.location import Location
 
 INDEX_ENTRY = 32  # bytes of a record's index entry (docs/cache-format.md); its id is stored twice
 TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 and later)
+ID_INDEX_ENTRY = ENTRY.itemsize  # bytes of a live record's entry in the cache's id index (64)
 
 
 def _records(reader, limit: int | None = None):
-    """(ids, tokens, on-disk bytes per record incl. index entry and id copy) of live records."""
+    """(ids, tokens, on-disk bytes per record incl. index entry and id copy, and its entry and id copy in
+    the cache's id index when it has one) of live records."""
     ids, tokens, sizes, overhead = [], [], [], []
+    indexed = getattr(reader, "has_index", False)
     for shard, live in reader.live_masks():
         e = shard.entries
         rec = shard.record_size()
@@ -39,10 +43,11 @@ def _records(reader, limit: int | None = None):
         for i in np.flatnonzero(live):
             doc = shard.ids[i]
             n_id = len(doc.encode("utf-8"))
+            extra = index + n_id + ((ID_INDEX_ENTRY + n_id) if indexed else 0)
             ids.append(doc)
             tokens.append(int(e["tokens"][i]))
-            sizes.append(int(rec[i]) + index + n_id)
-            overhead.append(int(rec[i]) - int(e["payload_len"][i]) + index + n_id)
+            sizes.append(int(rec[i]) + extra)
+            overhead.append(int(rec[i]) - int(e["payload_len"][i]) + extra)
     return ids[:limit], tokens[:limit], sizes[:limit], overhead[:limit]
 
 

@@ -37,6 +37,7 @@ import bisect
 import hashlib
 import re
 import struct
+import threading
 import zlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -181,6 +182,7 @@ class IdIndex:
         self._firsts = [p["first"] for p in self.parts]
         self._cache: OrderedDict[int, Part] = OrderedDict()
         self._cached_parts = cached_parts
+        self._lock = threading.Lock()  # the part cache is shared by threads reading through one reader
 
     @classmethod
     def open(cls, location, field: dict, storage_options: dict | None = None) -> IdIndex:
@@ -191,9 +193,10 @@ class IdIndex:
 
     def part(self, k: int) -> Part:
         """Part k, read and verified (kept in a small LRU)."""
-        if k in self._cache:
-            self._cache.move_to_end(k)
-            return self._cache[k]
+        with self._lock:
+            if k in self._cache:
+                self._cache.move_to_end(k)
+                return self._cache[k]
         spec = self.parts[k]
         try:  # one ranged GET (no size request): one byte more than the manifest says shows a longer file
             data = self.location.read(spec["name"], 0, spec["bytes"] + 1)
@@ -203,9 +206,10 @@ class IdIndex:
                 f"rewritten since this reader opened it (open it again) or copied incompletely; {REBUILD_HINT}"
             ) from None
         part = unpack_part(data, spec, self.shards, self.location / spec["name"])
-        self._cache[k] = part
-        if len(self._cache) > self._cached_parts:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[k] = part
+            while len(self._cache) > self._cached_parts:
+                self._cache.popitem(last=False)
         return part
 
     def _route(self, key: int) -> int | None:

@@ -13,8 +13,10 @@ ones it reads. Reading never modifies the cache.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payl
 from erpack.store.verify import VerifyReport, verify_cache
 
 MAX_OPEN_SHARDS = 256
+OPEN_THREADS = 16  # remote shards the index does not cover, opened at once
 
 
 class MissingDocumentError(StoreError, KeyError):
@@ -94,7 +97,8 @@ class CacheReader:
     system). `verify_checksums=False` skips the per-record crc32 (the framing and each record's (T, H)
     against the manifest are still checked). `shard_cache`: a local folder where remote shards are
     downloaded whole, checked against their sha256, and memory-mapped. `use_index=False` ignores the
-    id index (reads every shard index at open, as a cache without one is read)."""
+    id index (reads every shard index at open, as a cache without one is read). `max_open_shards`: how
+    many shards stay open (the least recently used beyond it is forgotten)."""
 
     def __init__(self, where, verify_checksums: bool = True, storage_options: dict | None = None,
                  shard_cache=None, use_index: bool = True, max_open_shards: int = MAX_OPEN_SHARDS):
@@ -108,36 +112,50 @@ class CacheReader:
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
         self._specs = self.manifest["shards"]
         self._open: OrderedDict[int, ShardFile] = OrderedDict()
-        self._max_open = max(1, max_open_shards)
+        self._lock = threading.Lock()
         self._closed = False
         field = self.manifest.get(idindex.FIELD) if use_index else None
         self._index = idindex.IdIndex(self.location, field) if field else None
         self._covered = field["shards"] if field else 0
+        # bounded even without an index: every open local shard holds a file descriptor (a reader that
+        # kept 100,000 shards mapped ran out of them)
+        self._max_open = max(1, max_open_shards)
         self._tail: dict[str, tuple[int, int]] = {}  # id -> (shard, record) in shards the index does not cover
         self._live: tuple[list[str], np.ndarray, np.ndarray] | None = None
         self._len: int | None = None
         try:
-            for s in range(self._covered, len(self._specs)):
-                for i, doc_id in enumerate(self._shard(s).ids):
+            numbers = range(self._covered, len(self._specs))
+            if self.path is None and len(numbers) > 1:  # remote: shard indexes read OPEN_THREADS at a time
+                with ThreadPoolExecutor(min(OPEN_THREADS, len(numbers))) as pool:
+                    shards = list(pool.map(self._shard, numbers))
+            else:
+                shards = map(self._shard, numbers)
+            for s, shard in zip(numbers, shards):
+                for i, doc_id in enumerate(shard.ids):
                     self._tail[doc_id] = (s, i)
         except BaseException:
             self.close()
             raise
 
     def _shard(self, s: int) -> ShardFile:
-        """Shard s of the manifest, opened on first use (a bounded LRU of open shards)."""
+        """Shard s of the manifest, opened on first use. At most max_open_shards are kept; the least
+        recently used is forgotten, not closed (a payload view or another thread may still use it: it
+        closes when the last reference goes). Safe to call from several threads."""
         if self._closed:
             raise StoreError(f"the reader of {self.location} is closed")
-        shard = self._open.get(s)
-        if shard is not None:
-            self._open.move_to_end(s)
-            return shard
+        with self._lock:
+            shard = self._open.get(s)
+            if shard is not None:
+                self._open.move_to_end(s)
+                return shard
         spec = self._specs[s]
         shard = idindex.shard_file(self.location, spec["name"], spec["bytes"], self.limits, self.shard_cache,
                                    spec.get("sha256"))
-        self._open[s] = shard
-        if len(self._open) > self._max_open:
-            self._open.popitem(last=False)[1].close()
+        with self._lock:
+            shard = self._open.setdefault(s, shard)
+            self._open.move_to_end(s)
+            while len(self._open) > self._max_open:
+                self._open.popitem(last=False)
         return shard
 
     # ---- what the cache is --------------------------------------------------------------------
@@ -161,7 +179,7 @@ class CacheReader:
         if codec_config is not None and codec_config != self.manifest["codec"]:
             found.append(("codec", self.manifest["codec"], codec_config))
         if found:
-            raise mismatch_error(self.path if self.path is not None else self.location, found, "the caller expects")
+            raise mismatch_error(self.location, found, "the caller expects")
 
     # ---- ids --------------------------------------------------------------------------------
     def _find(self, doc_id) -> tuple[int, int, idindex.IndexEntry | None] | None:
@@ -340,10 +358,12 @@ class CacheReader:
         return cache_stats(self)
 
     def close(self) -> None:
-        for shard in self._open.values():
+        with self._lock:
+            shards = list(self._open.values())
+            self._open.clear()
+            self._closed = True
+        for shard in shards:
             shard.close()
-        self._open.clear()
-        self._closed = True
 
     def __enter__(self) -> CacheReader:
         return self

@@ -521,11 +521,13 @@ class CacheWriter:
         return replaced
 
     # ---- closing ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Write the id index covering every committed shard (unless index=False), then unlock."""
+    def close(self, write_index: bool = True) -> None:
+        """Write the id index covering every committed shard (unless index=False or write_index=False),
+        then unlock. Leaving a `with` block by an exception writes no index (the committed shards stay;
+        readers read the ones the index does not cover through their own indexes)."""
         opened, self._open_flag = self._open_flag and getattr(self, "_opened", False), False
         try:
-            if opened and self.index and self._manifest["shards"]:
+            if opened and write_index and self.index and self._manifest["shards"]:
                 self._write_index()
         finally:
             if self._lock is not None:
@@ -546,8 +548,8 @@ class CacheWriter:
     def __enter__(self) -> CacheWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(write_index=exc_type is None)
 
 
 def rebuild_index(where, storage_options: dict | None = None) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -198,6 +199,8 @@ def test_a_remote_reader_equals_a_local_one(url, tmp_path, meta, small_parts):
         np.testing.assert_array_equal(hidden, want[0])
         np.testing.assert_array_equal(mask, want[1])
         assert a.verify().ok
+        with CacheReader(url, use_index=False) as c:  # every shard index read at open, 16 at a time
+            same_view(c, b)
     with CacheReader(url, shard_cache=tmp_path / "shards") as c:
         np.testing.assert_array_equal(c.get("s2-1"), CacheReader(tmp_path / "local").get("s2-1"))
         assert len(list((tmp_path / "shards").iterdir())) == 1  # that one shard, downloaded and checked
@@ -217,3 +220,52 @@ def test_a_damaged_remote_record_is_named_by_its_url(tmp_path, meta):
     with pytest.raises(CorruptRecordError, match="record 2"):
         r.get_batch(["doc-0", "doc-2"])
     np.testing.assert_array_equal(r.get("doc-1"), records(4)[1][1])
+
+
+def test_an_exception_in_the_with_block_writes_no_index(tmp_path, meta):
+    write(tmp_path, meta, [records(3, prefix="a")])
+    with pytest.raises(RuntimeError), CacheWriter(tmp_path, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(2, prefix="b"))
+        raise RuntimeError("the caller failed")
+    assert load_manifest(tmp_path)["id_index"]["shards"] == 1  # the new shard is committed, not indexed
+    with CacheReader(tmp_path) as r:
+        assert r.ids() == ["a-0", "a-1", "a-2", "b-0", "b-1"] and len(r) == 5
+
+
+def test_a_small_shard_budget_serves_batches_and_threads(tmp_path, meta):
+    batches = [records(3, seed=s, prefix=f"s{s}") for s in range(8)]
+    write(tmp_path, meta, batches)
+    want = {d: a for recs in batches for d, a in recs}
+    ids = list(want)[::-1]
+    with CacheReader(tmp_path, max_open_shards=2) as r:
+        hidden, mask = r.get_batch(ids)  # every shard opened in turn, most forgotten before decoding
+        for k, doc_id in enumerate(ids):
+            np.testing.assert_array_equal(hidden[k, : len(want[doc_id])], want[doc_id])
+        assert len(r._open) == 2 and [d for d, _ in r] == list(want)
+
+        def read_all(out: list) -> None:
+            out += [np.array_equal(r.get(d), want[d]) for d in ids * 5]
+
+        results: list = []
+        threads = [threading.Thread(target=read_all, args=(results,)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 3 * 5 * len(ids) and all(results)
+
+
+def test_a_pass_over_a_remote_cache_reads_ahead(s3_server, s3_bucket, meta):
+    """Iteration through the S3 server: a few requests per shard (its tail and read-ahead windows),
+    not one per record; a get_batch: one range per record, fetched concurrently."""
+    url = f"{s3_bucket}/cache"
+    write(url, meta, [records(60, seed=s, prefix=f"s{s}") for s in range(3)])
+    before = s3_server.requests()
+    with CacheReader(url) as r:
+        assert len([d for d, _ in r]) == 180
+        passed = s3_server.requests() - before
+        assert passed <= 2 + 1 + 3 * 3, s3_server.log[before:]  # manifest, the part, <= 3 per shard
+    before = s3_server.requests()
+    with CacheReader(url) as r:
+        r.get_batch(["s0-1", "s1-7", "s2-59"])
+    assert s3_server.requests() - before == 2 + 1 + 3  # manifest, the part, one range per record
