@@ -50,7 +50,9 @@ def attempt(cmd: list[str], out: Path, rng: random.Random, max_wait: float | Non
     cache held, or left to finish (max_wait None: never killed). {"killed", ..., "seconds"}."""
     before = committed_shards(out)
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out.parent / f"{out.name}.log"  # a file, not a pipe: a pipe nobody reads would stall the run
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=sink, stderr=subprocess.STDOUT, text=True)
     while max_wait is not None and proc.poll() is None and committed_shards(out) <= before:
         time.sleep(0.05)
     if max_wait is not None:
@@ -59,10 +61,11 @@ def attempt(cmd: list[str], out: Path, rng: random.Random, max_wait: float | Non
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return {"killed": True, "shards_at_kill": committed_shards(out), "seconds": time.monotonic() - start}
-    stdout, stderr = proc.communicate()
+    proc.wait()
+    output = log.read_text()
     if proc.returncode != 0:
-        raise SystemExit(f"an encode run failed ({proc.returncode}):\n{stderr[-3000:]}")
-    summary = json.loads(stdout.strip().splitlines()[-1])
+        raise SystemExit(f"an encode run failed ({proc.returncode}):\n{output[-3000:]}")
+    summary = json.loads(output.strip().splitlines()[-1])
     return {"killed": False, "shards": committed_shards(out), "seconds": time.monotonic() - start,
             "encoded": summary["encoded"], "already_in_cache": summary["already_in_cache"],
             "removed_leftovers": len(summary["removed_leftovers"])}
