@@ -65,7 +65,7 @@ def attempt(cmd: list[str], out: Path, rng: random.Random, max_wait: float | Non
     output = log.read_text()
     if proc.returncode != 0:
         raise SystemExit(f"an encode run failed ({proc.returncode}):\n{output[-3000:]}")
-    summary = json.loads(output.strip().splitlines()[-1])
+    summary = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
     return {"killed": False, "shards": committed_shards(out), "seconds": time.monotonic() - start,
             "encoded": summary["encoded"], "already_in_cache": summary["already_in_cache"],
             "removed_leftovers": len(summary["removed_leftovers"])}
