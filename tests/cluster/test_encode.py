@@ -179,3 +179,19 @@ def test_the_driver_killed_then_rerun_loses_and_duplicates_nothing(tiny_folder, 
     report = compare_caches(whole, out)
     print("driver killed", kills, "times:", json.dumps(report))
     assert report["max_diff_in_steps"] <= 1.0
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_minilm_on_two_workers_equals_one_process(ray_local, tmp_path):
+    from erpack.assets import load_dataset
+
+    rows = [{"id": r.id, "text": r.text} for r in load_dataset("rotten_tomatoes", limit=96)]
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    encode_corpus(str(jsonl), tmp_path / "single", model="minilm", layer=3, codec=CODEC, shard_size=SHARD)
+    s = encode_on_ray(str(jsonl), str(tmp_path / "ray"), model="minilm", layer=3, codec=CODEC, shard_size=SHARD,
+                      ray_options=RayOptions(workers=2, threads_per_worker=1))
+    assert (s.encoded, s.cache_documents) == (96, 96) and verify_cache(tmp_path / "ray").ok
+    report = compare_caches(tmp_path / "single", tmp_path / "ray")
+    print("minilm k=3", json.dumps(report))
+    assert report["max_diff_in_steps"] <= 1.0
