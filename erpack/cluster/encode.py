@@ -226,11 +226,10 @@ def _worker_error(entry: dict) -> ErpackError:
 class _Committer:
     """Lists published shards in the manifest: every COMMIT_EVERY entries or COMMIT_SECONDS."""
 
-    def __init__(self, writer: CacheWriter, summary: EncodeSummary):
-        self.writer, self.summary = writer, summary
+    def __init__(self, writer: CacheWriter):
+        self.writer = writer
         self.pending: list[dict] = []
         self.last = time.monotonic()
-        self.committed: set[str] = set()
 
     def add(self, entry: dict) -> None:
         self.pending.append(entry)
@@ -239,8 +238,7 @@ class _Committer:
 
     def flush(self) -> None:
         if self.pending:
-            self.writer.commit_entries(self.pending)
-            self.committed |= {e["name"] for e in self.pending}
+            self.writer.commit_entries(self.pending)  # one manifest write: the commit point
             self.pending = []
         self.last = time.monotonic()
 
@@ -316,7 +314,7 @@ def encode_on_ray(
                 cached=cached, columns=cols, meta=meta, batch_size=batch_size, max_tokens=max_tokens,
                 threads=opts.threads())
             results = _encode_stage(ray, ds, opts, shard_size, constructor)
-            committer = _Committer(writer, summary)
+            committer = _Committer(writer)
             for row in results.iter_rows():
                 entry = json.loads(row["entry"])
                 if "error" in entry:
