@@ -116,6 +116,37 @@ def run_ray(corpus: Path, out: Path, args, workers: int) -> dict:
             "seconds": wall, "docs_per_s": s.encoded / wall, "steady_docs_per_s": clock.steady()}
 
 
+def s3_check(corpus: Path, single: Path, work: Path, args) -> dict:
+    """Ray, 2 workers, into s3:// on a local S3 server (moto): verify, then compare with one process."""
+    import boto3
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    from erpack.cluster.parity import compare_caches
+    from erpack.store import verify_cache
+
+    port = 5000 + os.getpid() % 1000
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    try:
+        boto3.client("s3").create_bucket(Bucket="erpack-bench")
+        url = "s3://erpack-bench/cache"
+        run = run_ray(corpus, url, args, 2)
+        report = verify_cache(url)
+        fs, root = fsspec.url_to_fs(url)
+        copy = work / "s3-copy"
+        copy.mkdir()
+        for path in fs.ls(root, detail=False):
+            fs.get_file(path, str(copy / path.rsplit("/", 1)[-1]))
+        parity = compare_caches(single, copy)
+    finally:
+        server.stop()
+    return {"url": url, "run": run, "verify_ok": report.ok, **parity.as_dict(),
+            "within_one_step": parity.within_step(1.0)}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -134,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="minilm")
     p.add_argument("--layer", type=int, default=3)
     p.add_argument("--shard-size", type=int, default=64)
+    p.add_argument("--s3", action="store_true", help="also encode with 2 workers into s3:// on a local S3 "
+                   "server (moto), verify it and compare it with the one-process cache")
     p.add_argument("--output", type=Path, default=None, help="also write the JSON results here")
     args = p.parse_args(argv)
     from erpack.assets import load_dataset
@@ -146,6 +179,7 @@ def main(argv=None) -> int:
     for workers in (1, 2):
         runs.append(run_ray(corpus, work / f"ray{workers}", args, workers))
     overhead = ray_overhead(corpus, args.shard_size)
+    s3 = s3_check(corpus, work / "single", work, args) if args.s3 else None
     by = {(r["engine"], r["workers"]): r for r in runs}
     one, two = by[("ray", 1)], by[("ray", 2)]
     result = {
@@ -155,6 +189,7 @@ def main(argv=None) -> int:
         "speedup_2_vs_1_workers_steady": (two["steady_docs_per_s"] / one["steady_docs_per_s"]
                                           if one["steady_docs_per_s"] and two["steady_docs_per_s"] else None),
         "speedup_2_vs_1_workers_end_to_end": two["docs_per_s"] / one["docs_per_s"],
+        "s3": s3,
     }
     print(f"{'engine':<8} {'workers':>7} {'threads':>7} {'seconds':>8} {'doc/s':>8} {'steady doc/s':>13}")
     for r in runs:
@@ -163,6 +198,9 @@ def main(argv=None) -> int:
               f"{r['docs_per_s']:>8.1f} {steady:>13}")
     print(f"Ray Data alone (no-op actor): {overhead['us_per_document_end_to_end']:.0f} us/doc end to end, "
           f"{overhead['us_per_document_steady'] or float('nan'):.0f} us/doc steady")
+    if s3:
+        print(f"s3 (2 workers): verify {'ok' if s3['verify_ok'] else 'FAILED'}, {s3['documents']} documents, same ids "
+              f"{s3['same_ids']}, max diff {s3['max_abs_diff']:.3g} = {s3['max_diff_in_steps']:.3g} codec steps")
     if args.output:
         args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

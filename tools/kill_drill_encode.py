@@ -45,23 +45,27 @@ def committed_shards(out: Path) -> int:
         return 0
 
 
-def attempt(cmd: list[str], out: Path, rng: random.Random, max_wait: float) -> dict:
+def attempt(cmd: list[str], out: Path, rng: random.Random, max_wait: float | None) -> dict:
     """One run: SIGKILLed at a random moment (0 to max_wait s) after it commits a shard more than the
-    cache held; or left to finish. {"killed", "after_shards", "finished", "seconds"}."""
+    cache held, or left to finish (max_wait None: never killed). {"killed", ..., "seconds"}."""
     before = committed_shards(out)
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None and committed_shards(out) <= before:
+    log = out.parent / f"{out.name}.log"  # a file, not a pipe: a pipe nobody reads would stall the run
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    while max_wait is not None and proc.poll() is None and committed_shards(out) <= before:
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, max_wait))
-    if proc.poll() is None:
+    if max_wait is not None:
+        time.sleep(rng.uniform(0.0, max_wait))
+    if max_wait is not None and proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         return {"killed": True, "shards_at_kill": committed_shards(out), "seconds": time.monotonic() - start}
-    stdout, stderr = proc.communicate()
+    proc.wait()
+    output = log.read_text()
     if proc.returncode != 0:
-        raise SystemExit(f"an encode run failed ({proc.returncode}):\n{stderr[-3000:]}")
-    summary = json.loads(stdout.strip().splitlines()[-1])
+        raise SystemExit(f"an encode run failed ({proc.returncode}):\n{output[-3000:]}")
+    summary = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
     return {"killed": False, "shards": committed_shards(out), "seconds": time.monotonic() - start,
             "encoded": summary["encoded"], "already_in_cache": summary["already_in_cache"],
             "removed_leftovers": len(summary["removed_leftovers"])}
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     corpus = make_corpus(work / "corpus.jsonl", args.documents)
     started = time.monotonic()
     reference = work / "reference"
-    whole = attempt(encode_cmd(args, corpus, reference), reference, rng, max_wait=1e9)  # never killed
+    whole = attempt(encode_cmd(args, corpus, reference), reference, rng, max_wait=None)
     rounds, kills = [], 0
     while kills < args.kills:
         out = work / f"round-{len(rounds)}"

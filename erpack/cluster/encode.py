@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from erpack import errors
 from erpack.cluster.session import connect, worker_env
 from erpack.codecs import Pipeline
 from erpack.corpus import KNOWN, Columns, check_document, corpus_files, corpus_format, parquet_columns
@@ -122,7 +123,8 @@ def read_corpus(ray, source: str, cols: Columns, storage_options: dict | None = 
                              f"the single-process engine)")
         fmt, files = found
         paths, filesystem = [str(p.resolve()) for p in files], None
-    common = {"filesystem": filesystem, "include_paths": True, "file_extensions": None}
+    common = {"filesystem": filesystem, "include_paths": True, "file_extensions": None,
+              "runtime_env": {"env_vars": worker_env()}}  # credentials for the read tasks too
     try:
         if fmt == "jsonl":
             ds = ray.data.read_json(paths, lines=True, **common)
@@ -176,6 +178,12 @@ class Encoder:
                 f.write(f"{os.getpid()}\n")
 
     def __call__(self, batch):
+        try:
+            return {"entry": [json.dumps(self._encode(batch))]}
+        except ErpackError as exc:  # bad input: handed to the driver, which raises it (not retried)
+            return {"entry": [json.dumps({"error": str(exc), "kind": type(exc).__name__})]}
+
+    def _encode(self, batch) -> dict:
         cols = self.cols
         ids = batch[cols.id_key].to_pylist()
         texts = batch[cols.text].to_pylist()
@@ -192,7 +200,7 @@ class Encoder:
             seen.add(doc.id)
             docs.append(doc)
         if not docs:
-            return {"entry": [json.dumps({"skipped": skipped})]}
+            return {"skipped": skipped}
         tok = Tokenized.of(self.run, docs)
         records, truncated, hashes = tok.lower(self.run, list(range(len(docs))), self.batch_size, self.max_tokens)
         name = shard_name(self.next, tag=self.tag)
@@ -200,31 +208,28 @@ class Encoder:
         entry = write_shard(self.output, name, records, self.pipeline, limits=self.limits, truncated=truncated,
                             token_hashes=hashes, storage_options=self.storage_options)
         entry.update(skipped=skipped, truncated_ids=truncated, device=str(self.run.device))
-        return {"entry": [json.dumps(entry)]}
+        return entry
 
 
 # ---- the driver -------------------------------------------------------------------------------------
-def _unwrap(exc: BaseException) -> BaseException:
-    """The erpack error inside what Ray raised for a failed worker task, or exc itself."""
-    seen = exc
-    for _ in range(10):
-        if isinstance(seen, ErpackError):
-            return seen
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            break
-        seen = cause
-    return exc
+def _worker_error(entry: dict) -> ErpackError:
+    """The error a worker reported ({"error", "kind"}), as the erpack error class it was."""
+    cls = getattr(errors, entry.get("kind", ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, ErpackError)):
+        cls = ErpackError
+    try:
+        return cls(entry["error"])
+    except TypeError:  # a class that takes other arguments
+        return ErpackError(entry["error"])
 
 
 class _Committer:
     """Lists published shards in the manifest: every COMMIT_EVERY entries or COMMIT_SECONDS."""
 
-    def __init__(self, writer: CacheWriter, summary: EncodeSummary):
-        self.writer, self.summary = writer, summary
+    def __init__(self, writer: CacheWriter):
+        self.writer = writer
         self.pending: list[dict] = []
         self.last = time.monotonic()
-        self.committed: set[str] = set()
 
     def add(self, entry: dict) -> None:
         self.pending.append(entry)
@@ -233,8 +238,7 @@ class _Committer:
 
     def flush(self) -> None:
         if self.pending:
-            self.writer.commit_entries(self.pending)
-            self.committed |= {e["name"] for e in self.pending}
+            self.writer.commit_entries(self.pending)  # one manifest write: the commit point
             self.pending = []
         self.last = time.monotonic()
 
@@ -310,21 +314,18 @@ def encode_on_ray(
                 cached=cached, columns=cols, meta=meta, batch_size=batch_size, max_tokens=max_tokens,
                 threads=opts.threads())
             results = _encode_stage(ray, ds, opts, shard_size, constructor)
-            committer = _Committer(writer, summary)
-            try:
-                for row in results.iter_rows():
-                    entry = json.loads(row["entry"])
-                    _count(summary, entry, bar)
-                    if "name" in entry:
-                        for key in ("skipped", "truncated_ids", "device"):
-                            entry.pop(key, None)
-                        committer.add(entry)
-                committer.flush()
-            except Exception as exc:
-                inner = _unwrap(exc)
-                if inner is not exc:
-                    raise inner from None
-                raise
+            committer = _Committer(writer)
+            for row in results.iter_rows():
+                entry = json.loads(row["entry"])
+                if "error" in entry:
+                    committer.flush()  # what the workers finished stays committed
+                    raise _worker_error(entry)
+                _count(summary, entry, bar)
+                if "name" in entry:
+                    for key in ("skipped", "truncated_ids", "device"):
+                        entry.pop(key, None)
+                    committer.add(entry)
+            committer.flush()
             _remove_unlisted(writer, run_tag)
             counts = writer.manifest["counts"]
     finally:

@@ -69,9 +69,16 @@ def test_jsonl_and_parquet_on_two_workers_equal_one_process(ray_local, tiny_fold
 
 
 def test_into_s3_equals_one_process(ray_local, tiny_folder, tmp_path, s3_bucket):
-    jsonl = write_jsonl(tmp_path / "c.jsonl", corpus_rows(80, seed=1))
+    import fsspec
+
+    rows = corpus_rows(80, seed=1)
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    fs, _ = fsspec.url_to_fs(s3_bucket)
+    for k in range(2):  # the corpus read from S3 too: a folder of two Parquet files
+        local = write_parquet(tmp_path / f"p{k}.parquet", rows[k * 40:(k + 1) * 40])
+        fs.put_file(str(local), f"{s3_bucket}/corpus/p{k}.parquet")
     url = f"{s3_bucket}/cache"
-    s = on_ray(jsonl, url, tiny_folder)
+    s = on_ray(f"{s3_bucket}/corpus/", url, tiny_folder)
     assert (s.encoded, s.cache_documents) == (80, 80)
     assert verify_cache(url).ok
     report = compare_caches(single(jsonl, tmp_path / "single", tiny_folder), download(url, tmp_path / "copy"))
@@ -87,6 +94,11 @@ def test_a_missing_column_is_an_error_naming_it(ray_local, tiny_folder, tmp_path
         on_ray(f, tmp_path / "out", tiny_folder)
     with pytest.raises(InputError, match=r"no column 'txt' for texts \(--text-column\)"):
         on_ray(f, tmp_path / "out", tiny_folder, columns=Columns.of("key", "txt"))
+    rows = corpus_rows(20)
+    rows[13]["text"] = "   "
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)  # found by a worker: its error reaches the caller
+    with pytest.raises(InputError, match=r"bad.jsonl: document 'd00013' has an empty text"):
+        on_ray(bad, tmp_path / "out2", tiny_folder, workers=1)
 
 
 def test_a_worker_killed_mid_run_is_restarted_and_the_result_is_the_same(ray_local, tiny_folder, tmp_path,
@@ -166,4 +178,20 @@ def test_the_driver_killed_then_rerun_loses_and_duplicates_nothing(tiny_folder, 
     assert verify.returncode == 0, verify.stdout
     report = compare_caches(whole, out)
     print("driver killed", kills, "times:", json.dumps(report))
+    assert report["max_diff_in_steps"] <= 1.0
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_minilm_on_two_workers_equals_one_process(ray_local, tmp_path):
+    from erpack.assets import load_dataset
+
+    rows = [{"id": r.id, "text": r.text} for r in load_dataset("rotten_tomatoes", limit=96)]
+    jsonl = write_jsonl(tmp_path / "c.jsonl", rows)
+    encode_corpus(str(jsonl), tmp_path / "single", model="minilm", layer=3, codec=CODEC, shard_size=SHARD)
+    s = encode_on_ray(str(jsonl), str(tmp_path / "ray"), model="minilm", layer=3, codec=CODEC, shard_size=SHARD,
+                      ray_options=RayOptions(workers=2, threads_per_worker=1))
+    assert (s.encoded, s.cache_documents) == (96, 96) and verify_cache(tmp_path / "ray").ok
+    report = compare_caches(tmp_path / "single", tmp_path / "ray")
+    print("minilm k=3", json.dumps(report))
     assert report["max_diff_in_steps"] <= 1.0
