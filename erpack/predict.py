@@ -148,7 +148,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     """
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
-    sess, info = _open_upper(graph, opts.device)
+    sess, info = open_upper(graph, opts.device)
     label_rows = _label_rows(opts.labels, info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
@@ -181,7 +181,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     return result
 
 
-def _open_upper(graph, device: str, threads: int | None = None):
+def open_upper(graph, device: str, threads: int | None = None):
     """(session, metadata) of an upper-stack graph; another part is refused. threads: onnxruntime's
     intra-op threads (default: its own choice)."""
     from erpack.export.metadata import read_metadata

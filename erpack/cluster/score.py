@@ -31,7 +31,7 @@ from pathlib import Path
 from erpack import errors
 from erpack.cluster.session import connect, worker_env
 from erpack.errors import ErpackError, InputError, StoreError
-from erpack.predict import PredictOptions, _check_fit, _open_upper, cached_rows
+from erpack.predict import cached_rows, open_upper
 from erpack.store import CacheReader
 from erpack.store.location import Location, open_location
 
@@ -104,7 +104,7 @@ class Scorer:
         try:  # onnxruntime holds the graph in memory once the session is made
             path = folder / Path(graph_name).name
             path.write_bytes(data)
-            self.sess, self.info = _open_upper(path, device, threads)
+            self.sess, self.info = open_upper(path, device, threads)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.reader = CacheReader(_open(cache, storage_options), shard_cache=shard_cache)  # a folder on each node
@@ -161,17 +161,19 @@ def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "pa
     """Score the cached documents `ids` (default: every one) of `cache` with the upper-stack `graph` on a
     Ray cluster (`address`, or the running/local instance) across `workers` actors; write the parts and
     `_parts.json` to `out` (a folder or URL). See the module docstring."""
+    from erpack.export.metadata import check_cache  # erpack.export loads torch
+
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use parquet or jsonl")
     if workers < 1 or part_docs < 1:
         raise InputError(f"workers and part_docs must be at least 1, got {workers} and {part_docs}")
     t0 = time.perf_counter()
-    sess, info = _open_upper(graph, "cpu")  # the driver checks the graph and its fit; workers run it
+    sess, info = open_upper(graph, "cpu")  # the driver checks the graph and its fit; workers run it
     cache = _open(_url(cache), storage_options or getattr(cache, "storage_options", None))
     result = ScoreResult(graph=str(graph), cache=_url(cache), output=str(out), format=fmt, workers=workers,
                          variant=info.get("variant"), task=info.get("task"))
     with CacheReader(cache) as reader:
-        result.notes = _check_fit(info, reader, graph, PredictOptions(allow_other_codec=allow_other_codec))
+        result.notes = check_cache(info, reader, f"graph {graph}", allow_other_codec)  # as `erpack predict` does
         requested = list(dict.fromkeys(str(i) for i in ids)) if ids is not None else reader.ids()
         present = [i for i in requested if i in reader]
         result.missing = [i for i in requested if i not in reader]
