@@ -146,7 +146,7 @@ def length_profile(source: str, tokenizer_model: str | None = None, max_length: 
         raise InputError(f"length profile {source}: no documents")
     t = np.asarray(lengths)
     counts, edges = np.histogram(t, bins=min(40, max(1, len(set(lengths)))))
-    return {"name": source, "how": how, "documents": len(t), "tokens": int(t.sum()), "mean": float(t.mean()),
+    return {"name": str(source), "how": how, "documents": len(t), "tokens": int(t.sum()), "mean": float(t.mean()),
             "median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "max": int(t.max()),
             "histogram": {"counts": counts.tolist(), "edges": edges.tolist()}, "lengths": lengths}
 
