@@ -244,3 +244,19 @@ def test_report_of_caches_on_s3_equals_the_local_one(lossy_first, s3_bucket, s3_
     for a, b in zip(local["rows"], remote["rows"]):
         for key in ("codec", "documents", "tokens", "bytes", "bits_per_value", "sqnr_db"):
             assert a[key] == b[key], key
+
+
+@reads_urls
+def test_bench_reads_a_cache_on_s3(lossy_first, s3_bucket, tmp_path, capsys):
+    """`erpack bench --cache s3://...`: the erpack path reads the remote cache (no page-cache eviction there)."""
+    from erpack.cli import main
+
+    int8, _ = lossy_first
+    url = upload_cache(int8, f"{s3_bucket}/int8")
+    root = int8.parent
+    assert main(["bench", str(root / "corpus.jsonl"), "--model", str(root / "tiny-bert"), "--layer", str(tiny.LAYER),
+                 "--cache", url, "--paths", "erpack-torch", "--limit", "8", "--split", "all", "--repeats", "1",
+                 "--warmup", "0", "--work", str(tmp_path / "work"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [c["path"] for c in result["caches"]] == [url] and [p["path"] for p in result["paths"]] == ["erpack-torch"]
+    assert result["paths"][0]["codec"] == "int8+zstd:3" and result["paths"][0]["documents_per_second"] > 0
