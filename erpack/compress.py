@@ -26,6 +26,7 @@ from erpack.codecs import Pipeline
 from erpack.codecs.metrics import Meter
 from erpack.errors import CodecError, InputError
 from erpack.store import CacheReader, CacheWriter
+from erpack.store.location import Location
 
 Record = tuple[str, np.ndarray]
 
@@ -234,8 +235,8 @@ def _check_offsets(off: np.ndarray, n_tokens: int, path: Path) -> np.ndarray:
 # ---- sources: raw files or cache folders -------------------------------------------------------------
 def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Record], SourceInfo]:
     """(records, where they came from) from a raw activations file or a cache folder."""
-    path = Path(source)
-    if path.is_dir():
+    path = source if isinstance(source, Location) else Path(source)  # a Location: a cache at a URL
+    if isinstance(path, Location) or path.is_dir():
         with CacheReader(path) as reader:
             records = []
             for doc_id, arr in reader:

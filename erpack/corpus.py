@@ -1,18 +1,23 @@
-"""Corpora to encode: JSONL, CSV, or a built-in data set, read as `Document(id, text, text_pair)`.
+"""Corpora to encode: JSONL, CSV, Parquet, or a built-in data set, read as `Document(id, text, text_pair)`.
 
 A corpus is checked whole before anything is encoded (`check_corpus`): a malformed line, a missing
 field, an empty text or a repeated id is an error naming the file and the line, so a bad file never
 leaves half its documents in a cache. Bytes that are not UTF-8 are an error naming the file and
 line too. Reading is streamed: memory holds the ids, not the texts.
 
-Ids come from the `id` field or column, or another one named by `id_column`. A CSV without an id
-column gets ids made of the file's stem and the row number (`reviews:0`, `reviews:1`, ...), so two
-such files do not collide; `check_corpus` returns a warning saying so (the ids change if rows move).
+A corpus is one file, a folder (every .jsonl/.json/.ndjson, .csv or .parquet file under it, one
+format, in name order) or a glob (`parts/*.parquet`). Ids, texts and second texts come from the
+fields or columns `id`, `text` and `text_pair`, or others named by `Columns` (the CLI's --id-column,
+--text-column, --text-pair-column). A CSV without an id column gets ids made of the file's stem and
+the row number (`reviews:0`, `reviews:1`, ...), so two such files do not collide; `check_corpus`
+returns a warning saying so (the ids change if rows move). Parquet needs pyarrow (the `scale` extra),
+imported only when a Parquet file is read; a Parquet file must have its id column.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +27,46 @@ from erpack.assets import load_dataset
 from erpack.errors import InputError
 
 MAX_ID_BYTES = 1024
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
+           ".pq": "parquet"}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The fields (JSONL) or columns (CSV, Parquet) holding a document's id, text and optional second
+    text. `id` None means "id", and lets a CSV without that column get generated ids."""
+
+    id: str | None = None
+    text: str = "text"
+    text_pair: str | None = None  # None: "text_pair" when the file has it
+
+    @property
+    def id_key(self) -> str:
+        return self.id or "id"
+
+    @property
+    def pair_key(self) -> str:
+        return self.text_pair or "text_pair"
+
+    @classmethod
+    def of(cls, id_column: str | None = None, text_column: str | None = None,
+           text_pair_column: str | None = None) -> Columns:
+        for flag, name in (("--id-column", id_column), ("--text-column", text_column),
+                           ("--text-pair-column", text_pair_column)):
+            if name is not None and not name.strip():
+                raise InputError(f"{flag} must name a field or column, got an empty name")
+        return cls(id_column, text_column or "text", text_pair_column)
+
+    def missing(self, where, names) -> None:
+        """Raise naming `where` if the columns `names` lacks one this corpus needs (the id column is
+        checked by the caller, CSV ids being optional)."""
+        names = list(names)
+        if self.text not in names:
+            flag = " (--text-column)" if self.text != "text" else "; pass --text-column NAME for another one"
+            raise InputError(f"{where}: no column {self.text!r} for texts{flag}; the file has columns {names}")
+        if self.text_pair is not None and self.text_pair not in names:
+            raise InputError(f"{where}: no column {self.text_pair!r} for second texts (--text-pair-column); the "
+                             f"file has columns {names}")
 
 
 @dataclass(frozen=True)
@@ -40,7 +85,8 @@ class CorpusCheck:
     warnings: list[str] = field(default_factory=list)
 
 
-def _check(doc_id, text, pair, where: str, id_field: str = "id") -> Document:
+def _check(doc_id, text, pair, where: str, id_field: str = "id", text_field: str = "text",
+           pair_field: str = "text_pair") -> Document:
     if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
         raise InputError(f"{where}: the document has no `{id_field}`; give every document a unique id")
     if not isinstance(doc_id, str | int) or isinstance(doc_id, bool):
@@ -49,11 +95,11 @@ def _check(doc_id, text, pair, where: str, id_field: str = "id") -> Document:
     if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
         raise InputError(f"{where}: id is longer than {MAX_ID_BYTES} bytes; use a shorter id")
     if not isinstance(text, str):
-        raise InputError(f"{where}: document {doc_id!r} has no `text` string")
+        raise InputError(f"{where}: document {doc_id!r} has no `{text_field}` string")
     if not text.strip():
         raise InputError(f"{where}: document {doc_id!r} has an empty text; remove it or give it text")
     if pair is not None and (not isinstance(pair, str) or not pair.strip()):
-        raise InputError(f"{where}: document {doc_id!r} has an empty or non-string `text_pair`")
+        raise InputError(f"{where}: document {doc_id!r} has an empty or non-string `{pair_field}`")
     return Document(doc_id, text, pair, where)
 
 
@@ -87,10 +133,17 @@ def iter_jsonl_objects(path: Path, fields: str) -> Iterator[tuple[dict, str]]:
         yield obj, where
 
 
-def _jsonl(path: Path, id_column: str | None) -> Iterator[Document]:
-    key = id_column or "id"
-    for obj, where in iter_jsonl_objects(path, f"`{key}` and `text`"):
-        yield _check(obj.get(key), obj.get("text"), obj.get("text_pair"), where, key)
+def check_document(doc_id, text, pair, where: str, cols: Columns) -> Document:
+    """A Document from one row's values, or an InputError naming `where` and the field at fault."""
+    return _check(doc_id, text, pair, where, cols.id_key, cols.text, cols.pair_key)
+
+
+def _jsonl(path: Path, cols: Columns) -> Iterator[Document]:
+    key = cols.id_key
+    for obj, where in iter_jsonl_objects(path, f"`{key}` and `{cols.text}`"):
+        if cols.text_pair is not None and cols.text_pair not in obj:
+            raise InputError(f"{where}: no field {cols.text_pair!r} for the second text (--text-pair-column)")
+        yield check_document(obj.get(key), obj.get(cols.text), obj.get(cols.pair_key), where, cols)
 
 
 def _generated_ids(path: Path, fieldnames, id_column: str | None) -> bool:
@@ -100,17 +153,56 @@ def _generated_ids(path: Path, fieldnames, id_column: str | None) -> bool:
     return id_column is None and "id" not in fieldnames
 
 
-def _csv(path: Path, id_column: str | None) -> Iterator[Document]:
+def _csv(path: Path, cols: Columns) -> Iterator[Document]:
     reader = csv.DictReader(line for _, line in iter_lines(path))
-    if not reader.fieldnames or "text" not in reader.fieldnames:
-        raise InputError(f"{path}: a CSV corpus needs a header with a `text` column (and `id`, optional `text_pair`)")
-    generate, key = _generated_ids(path, reader.fieldnames, id_column), id_column or "id"
+    if not reader.fieldnames:
+        raise InputError(f"{path}: a CSV corpus needs a header with a `{cols.text}` column (and `id`, optional "
+                         f"`text_pair`)")
+    cols.missing(path, reader.fieldnames)
+    generate, key = _generated_ids(path, reader.fieldnames, cols.id), cols.id_key
     for number, row in enumerate(reader, start=2):
         where = f"{path}:{number}"
         doc_id = f"{path.stem}:{number - 2}" if generate else row.get(key)
         if None in row:
             raise InputError(f"{where}: more fields than the header has; quote fields that hold commas")
-        yield _check(doc_id, row.get("text"), row.get("text_pair") or None, where, key)
+        yield check_document(doc_id, row.get(cols.text), row.get(cols.pair_key) or None, where, cols)
+
+
+def pyarrow_parquet():
+    """pyarrow.parquet, or an InputError naming the extra that installs it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading Parquet needs pyarrow: pip install 'erpack[scale]' (or pip install pyarrow)"
+                         ) from None
+    return pq
+
+
+def parquet_columns(path, names, cols: Columns) -> list[str]:
+    """The columns to read from a Parquet file with columns `names`; an InputError naming the file
+    and the missing column otherwise."""
+    names = list(names)
+    if cols.id_key not in names:
+        raise InputError(f"{path}: no column {cols.id_key!r} for ids (--id-column); the file has columns {names}")
+    cols.missing(path, names)
+    return [cols.id_key, cols.text] + ([cols.pair_key] if cols.pair_key in names else [])
+
+
+def _parquet(path: Path, cols: Columns) -> Iterator[Document]:
+    pq = pyarrow_parquet()
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    columns = parquet_columns(path, f.schema_arrow.names, cols)
+    row = 0
+    with f:
+        for batch in f.iter_batches(batch_size=4096, columns=columns):
+            values = [batch.column(i).to_pylist() for i in range(len(columns))]
+            pairs = values[2] if len(values) > 2 else [None] * batch.num_rows
+            for doc_id, text, pair in zip(values[0], values[1], pairs):
+                row += 1
+                yield check_document(doc_id, text, pair, f"{path}:row {row}", cols)
 
 
 def _builtin(spec: str) -> Iterator[Document]:
@@ -119,44 +211,81 @@ def _builtin(spec: str) -> Iterator[Document]:
         yield Document(r.id, r.text, None, f"{name}:{r.id}")
 
 
-def iter_corpus(source: str, id_column: str | None = None) -> Iterator[Document]:
-    """Documents of `source`: a .jsonl/.json file, a .csv file, or a built-in data set name
-    (`rotten_tomatoes`, `bbc`, optionally with a split: `bbc:test`). `id_column`: the field or
-    column holding ids (default `id`; files only)."""
+_READERS = {"jsonl": _jsonl, "csv": _csv, "parquet": _parquet}
+KNOWN = "a .jsonl file (id, text, text_pair), a .csv or a .parquet file, a folder or a glob of them"
+
+
+def corpus_format(name: str) -> str | None:
+    """"jsonl", "csv" or "parquet" for a file name by its suffix; None for others."""
+    return FORMATS.get(Path(name).suffix.lower())
+
+
+def corpus_files(source: str) -> tuple[str, list[Path]] | None:
+    """(format, files in name order) of a corpus file, folder or glob; None for a name that is none of
+    them (a built-in data set). An InputError for a missing file, an empty folder or glob, or mixed
+    formats."""
     path = Path(source)
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    if glob.has_magic(source):
+        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        what = f"the glob {source}"
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and corpus_format(p.name))
+        what = f"the folder {path}"
+    elif corpus_format(path.name):
         if not path.is_file():
             raise InputError(f"corpus file {path} does not exist")
-        return _jsonl(path, id_column)
-    if path.suffix.lower() == ".csv":
-        if not path.is_file():
-            raise InputError(f"corpus file {path} does not exist")
-        return _csv(path, id_column)
-    if path.exists():
-        raise InputError(f"{path}: unknown corpus format; use .jsonl (id, text, text_pair) or .csv")
-    if id_column is not None:
-        raise InputError(f"{source}: a built-in data set has its own ids; --id-column applies to .jsonl and .csv files")
+        return corpus_format(path.name), [path]
+    elif path.exists():
+        raise InputError(f"{path}: unknown corpus format; use {KNOWN}")
+    else:
+        return None
+    formats = sorted({corpus_format(p.name) or p.suffix or p.name for p in files})
+    if not files:
+        raise InputError(f"{what} holds no corpus files (.jsonl, .json, .ndjson, .csv, .parquet)")
+    if len(formats) > 1 or formats[0] not in _READERS:
+        raise InputError(f"{what} holds files of several formats or unknown ones ({formats}); a corpus is "
+                         f"files of one format: {KNOWN}")
+    return formats[0], files
+
+
+def iter_corpus(source: str, id_column: str | None = None, text_column: str | None = None,
+                text_pair_column: str | None = None, columns: Columns | None = None) -> Iterator[Document]:
+    """Documents of `source`: a .jsonl/.json file, a .csv or .parquet file, a folder or glob of files
+    of one of those formats, or a built-in data set name (`rotten_tomatoes`, `bbc`, optionally with
+    a split: `bbc:test`). The columns (default `id`, `text`, `text_pair`; files only) are named by
+    `id_column`, `text_column`, `text_pair_column` or `columns`."""
+    cols = columns or Columns.of(id_column, text_column, text_pair_column)
+    found = corpus_files(source)
+    if found is not None:
+        fmt, files = found
+        return (doc for f in files for doc in _READERS[fmt](f, cols))
+    if cols != Columns():
+        raise InputError(f"{source}: a built-in data set has its own ids and texts; --id-column, --text-column "
+                         f"and --text-pair-column apply to corpus files")
     return _builtin(source)
 
 
-def check_corpus(source: str, id_column: str | None = None) -> CorpusCheck:
+def check_corpus(source: str, id_column: str | None = None, text_column: str | None = None,
+                 text_pair_column: str | None = None, columns: Columns | None = None) -> CorpusCheck:
     """Read the whole corpus once; raise on the first bad line or repeated id; return the count and
     warnings (generated ids)."""
+    cols = columns or Columns.of(id_column, text_column, text_pair_column)
     seen: dict[str, str] = {}
-    for doc in iter_corpus(source, id_column):
+    for doc in iter_corpus(source, columns=cols):
         if doc.id in seen:
             raise InputError(f"{doc.where}: id {doc.id!r} already used at {seen[doc.id]}; ids must be unique")
         seen[doc.id] = doc.where
     if not seen:
         raise InputError(f"corpus {source} holds no documents")
     warnings = []
-    path = Path(source)
-    if path.suffix.lower() == ".csv" and _generated_ids(path, _header(path), id_column):
-        warnings.append(
-            f"{path} has no `id` column: its documents got the ids {path.stem}:0 to {path.stem}:{len(seen) - 1} "
-            f"(file stem and row), which change if rows are added, removed or reordered; add an `id` column "
-            f"or pass --id-column NAME"
-        )
+    found = corpus_files(source)
+    for path in found[1] if found and found[0] == "csv" else []:
+        if _generated_ids(path, _header(path), cols.id):
+            warnings.append(
+                f"{path} has no `id` column: its documents got the ids {path.stem}:0, {path.stem}:1, ... "
+                f"(file stem and row), which change if rows are added, removed or reordered; add an `id` column "
+                f"or pass --id-column NAME"
+            )
     return CorpusCheck(len(seen), warnings)
 
 

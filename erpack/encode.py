@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 
 from erpack.codecs import Pipeline
-from erpack.corpus import Document, check_corpus, iter_corpus
+from erpack.corpus import Columns, Document, check_corpus, iter_corpus
 from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.runtime.lower import run_lower
@@ -193,18 +193,18 @@ class _Bar:
         self.tokens = 0  # tokens run through the lower stack so far
 
     def skipped(self, docs: int) -> None:
-        if self.bar and docs:
+        if self.bar is not None and docs:
             self.bar.update(docs)
 
     def on_batch(self, docs: int, tokens: int) -> None:
         self.tokens += tokens
-        if self.bar:
+        if self.bar is not None:
             self.bar.update(docs)
             elapsed = time.perf_counter() - self.start
             self.bar.set_postfix(tok_s=f"{self.tokens / max(elapsed, 1e-9):.0f}", refresh=False)
 
     def close(self) -> None:
-        if self.bar:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
+        if self.bar is not None:  # ends the bar's line, so whatever is printed next (an error too) starts a line of its own
             self.bar.close()
 
 
@@ -215,22 +215,45 @@ def _check_options(shard_size: int, on_duplicate: str) -> None:
         raise InputError(f"on_duplicate must be one of {ON_DUPLICATE}, got {on_duplicate!r}")
 
 
+@dataclass
+class Tokenized:
+    """A list of documents' token ids (erpack.tokens.tokenize), which were cut, and their token hashes."""
+
+    docs: list[Document]
+    encoded: list[dict]
+    cut: list[bool]
+    hashes: list[int]
+
+    @classmethod
+    def of(cls, run: LowerRun, docs: list[Document]) -> Tokenized:
+        encoded, cut = tokenize(run.loaded.tokenizer, docs, run.max_length)
+        hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
+        return cls(docs, encoded, cut, hashes)
+
+    def lower(self, run: LowerRun, todo: list[int], batch_size: int, max_tokens: int,
+              on_batch: Callable | None = None) -> tuple[list[tuple[str, object]], list[str], dict[str, int]]:
+        """Run documents `todo` (positions) through the lower stack in length-grouped batches: their
+        records [(id, float32 (T, H))], the ids that were truncated, and {id: token hash}; what a shard
+        of them holds, whichever engine writes it."""
+        arrays = run_lower(run.lower, [self.encoded[i] for i in todo], run.pad_id, run.device, batch_size,
+                           max_tokens, on_batch)
+        records = [(self.docs[i].id, a) for i, a in zip(todo, arrays)]
+        truncated = [self.docs[i].id for i in todo if self.cut[i]]
+        return records, truncated, {self.docs[i].id: self.hashes[i] for i in todo}
+
+
 def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: str, summary: EncodeSummary,
                   bar: _Bar, batch_size: int, max_tokens: int) -> None:
     """Tokenize a chunk, leave out what is cached (see _triage), run the rest through the lower stack
     and commit it as one shard; counted in summary."""
-    encoded, cut = tokenize(run.loaded.tokenizer, chunk, run.max_length)
-    hashes = [token_hash(e["input_ids"], e.get("token_type_ids"), c) for e, c in zip(encoded, cut)]
-    todo = _triage(writer, chunk, hashes, on_duplicate, summary)
+    tok = Tokenized.of(run, chunk)
+    todo = _triage(writer, chunk, tok.hashes, on_duplicate, summary)
     bar.skipped(len(chunk) - len(todo))
     if not todo:  # committed by an earlier run (resume) or all unchanged
         return
-    arrays = run_lower(run.lower, [encoded[i] for i in todo], run.pad_id, run.device, batch_size, max_tokens,
-                       bar.on_batch)
-    docs = [chunk[i] for i in todo]
-    truncated = [chunk[i].id for i in todo if cut[i]]
-    info = writer.commit_shard([(d.id, a) for d, a in zip(docs, arrays)], truncated=truncated,
-                               token_hashes={chunk[i].id: hashes[i] for i in todo})
+    records, truncated, hashes = tok.lower(run, todo, batch_size, max_tokens, bar.on_batch)
+    arrays = [a for _, a in records]
+    info = writer.commit_shard(records, truncated=truncated, token_hashes=hashes)
     summary.encoded += info["documents"]
     summary.replaced += info["replaced"]
     summary.tokens += sum(a.shape[0] for a in arrays)
@@ -263,18 +286,23 @@ def encode_corpus(
     device: str | None = None,
     progress: Callable | None = None,
     id_column: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
 ) -> EncodeSummary:
-    """Encode `source` (JSONL, CSV or built-in data set) into the cache folder `output`.
+    """Encode `source` (JSONL, CSV, Parquet, a folder or glob of them, or a built-in data set) into the
+    cache folder `output`.
 
     `layer` defaults to the middle (L // 2). `progress(total=..., desc=...)` makes a tqdm-like bar.
     `on_duplicate`: what a document whose id is cached does when its tokens changed: "error" (stop,
     nothing of its shard written), "skip" (keep the cached record, warned) or "replace" (encode
-    every cached id again); unchanged ones are skipped except with "replace". `id_column`: the
-    field or CSV column holding ids (default `id`; a CSV without one gets generated ids, warned).
+    every cached id again); unchanged ones are skipped except with "replace". `id_column`,
+    `text_column`, `text_pair_column`: the fields or columns holding ids, texts and second texts
+    (default `id`, `text`, `text_pair`; a CSV without an id column gets generated ids, warned).
     """
     _check_options(shard_size, on_duplicate)
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
-    checked = check_corpus(source, id_column=id_column)
+    columns = Columns.of(id_column, text_column, text_pair_column)
+    checked = check_corpus(source, columns=columns)
     run = LowerRun.open(model, layer, max_length, device)
     summary = EncodeSummary(output=str(output), model=model, layer=run.layer, codec=pipeline.spec,
                             device=str(run.device), documents_in_corpus=checked.documents)
@@ -284,7 +312,7 @@ def encode_corpus(
                          mode="append", on_duplicate=on_duplicate) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            for chunk in _chunks(iter_corpus(source, id_column=id_column), shard_size):
+            for chunk in _chunks(iter_corpus(source, columns=columns), shard_size):
                 _encode_chunk(writer, chunk, run, on_duplicate, summary, bar, batch_size, max_tokens)
             counts = writer.manifest["counts"]
     finally:

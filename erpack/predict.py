@@ -39,6 +39,7 @@ from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
 from erpack.store import CacheReader, CacheWriter
 from erpack.store.atomic import write_atomic
+from erpack.store.location import is_url, open_location
 from erpack.tokens import token_hash, tokenize
 
 MISSING = "not in the cache and no text given"
@@ -61,6 +62,8 @@ class PredictOptions:
     allow_other_codec: bool = False
     labels: str | None = None  # label source (as for `erpack eval`): the predictions are scored
     split: str | None = None  # with labels and no ids: the documents of this split
+    storage_options: dict | None = None  # fsspec options for a cache or output given as a URL
+    shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
 
 
 @dataclass
@@ -145,12 +148,13 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     """
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
-    sess, info = _open_upper(graph, opts.device)
+    sess, info = open_upper(graph, opts.device)
     label_rows = _label_rows(opts.labels, info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
                            output=str(opts.output) if opts.output is not None else None)
-    with CacheReader(cache) as reader:
+    cache = _where(cache, opts.storage_options)
+    with CacheReader(cache, shard_cache=opts.shard_cache) as reader:
         result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
         chosen = _select(reader, opts, label_rows, result.notes)
         bar = progress(total=len(chosen.cached) + len(chosen.text_docs), desc="predict", unit="doc") if progress else None
@@ -168,7 +172,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
     rows = _prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
     if opts.output is not None:
-        _write_rows(Path(opts.output), rows)
+        _write_rows(opts.output, rows, opts.storage_options)
     result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
     result.from_cache = len(chosen.cached)
     if label_rows is not None:
@@ -177,12 +181,13 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     return result
 
 
-def _open_upper(graph, device: str):
-    """(session, metadata) of an upper-stack graph; another part is refused."""
+def open_upper(graph, device: str, threads: int | None = None):
+    """(session, metadata) of an upper-stack graph; another part is refused. threads: onnxruntime's
+    intra-op threads (default: its own choice)."""
     from erpack.export.metadata import read_metadata
     from erpack.export.session import create_session
 
-    sess = create_session(graph, device)
+    sess = create_session(graph, device, threads)
     info = read_metadata(sess.session)
     if info.get("part") != "upper":
         raise ExportError(f"{graph} is the {info.get('part')} part; predict needs the upper graph (erpack export "
@@ -303,7 +308,7 @@ def _torch_lower(reader, model_override: str | None):
     in PyTorch on the CPU."""
     from erpack.models import load_recorded, split_model  # torch and transformers
 
-    loaded = load_recorded(reader.meta["model"], model_override, f"the cache {reader.path}")
+    loaded = load_recorded(reader.meta["model"], model_override, f"the cache {getattr(reader, 'location', None) or reader.path}")
     lower, _ = split_model(loaded.model, reader.meta["layer"])
     return loaded.tokenizer, lambda enc, pad: run_lower(lower, enc, pad, "cpu"), "pytorch"
 
@@ -332,10 +337,29 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     return done["documents"]
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    """The prediction lines, fsynced and renamed: a kill leaves the old file or the new one."""
+def _write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
+    """The prediction lines, fsynced and renamed (one PUT at a URL): a kill leaves the old file or the new one."""
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    if is_url(str(path)) and not str(path).lower().startswith("file://"):
+        folder, _, name = str(path).rstrip("/").rpartition("/")
+        open_location(folder, storage_options).write_atomic(name, data)
+        return
+    path = Path(str(path).removeprefix("file://"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+    write_atomic(path, data)
+
+
+def _where(cache, storage_options: dict | None):
+    """A cache URL as a Location carrying the storage options; a path or Location unchanged."""
+    return open_location(cache, storage_options) if is_url(cache) else cache
+
+
+def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, max_tokens: int = 16384) -> list[dict]:
+    """Prediction rows of the cached documents `ids` (in their order), exactly as `predict` writes them:
+    what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids."""
+    result = PredictResult(graph="", cache="", variant=None, task=None)
+    logits = _run_cached(sess, reader, ids, PredictOptions(batch_size=batch_size, max_tokens=max_tokens), None, result)
+    return _prediction_rows(ids, logits, info, set(), None)
 
 
 def _prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:

@@ -28,6 +28,7 @@ from erpack.errors import ErpackError
 from erpack.runtime.lower import wants_token_types
 from erpack.runtime.timing import Stopwatch, evict
 from erpack.store import CacheReader
+from erpack.store.location import Location
 
 
 @dataclass
@@ -211,7 +212,7 @@ class CachePath(InferencePath):
 
     def __init__(self, work: Workload, cache):
         super().__init__(work)
-        self.cache = Path(cache)
+        self.cache = cache if isinstance(cache, Location) else Path(cache)  # a Location: a cache at a URL
         self.reader = None
 
     @property
@@ -232,7 +233,8 @@ class CachePath(InferencePath):
                               f"(e.g. {missing[0]!r}); encode the same corpus into it")
         self.codec = self.reader.codec.spec
         self.stats = self.reader.stats()
-        self.files = [self.cache / s.name for s in self.stats.shards] + [self.cache / "manifest.json"]
+        self.files = ([self.cache / s.name for s in self.stats.shards] + [self.cache / "manifest.json"]
+                      if isinstance(self.cache, Path) else [])  # --cold evicts local files only
         self.prepare_compute()
 
     def prepare_compute(self) -> None:

@@ -42,6 +42,7 @@ from erpack.errors import ErpackError, InputError
 from erpack.runtime.device import resolve_device
 from erpack.runtime.progress import Steps
 from erpack.runtime.timing import describe_machine
+from erpack.store.location import is_url, open_location
 
 PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
 
@@ -70,6 +71,7 @@ class BenchConfig:
     work: str = "runs/bench"
     train: int | None = None  # --train N: also time one training epoch from the cache vs full fine-tune
     command: str | None = None
+    storage_options: dict | None = None  # fsspec options for --cache URLs (only their keys go in the result)
 
     def __post_init__(self):
         unknown = [p for p in self.paths if p not in PATHS]
@@ -124,6 +126,11 @@ def build_caches(cfg: BenchConfig, docs, layer: int, max_length: int, work: Path
 
 
 # ---- the run -----------------------------------------------------------------------------------
+def _where(cfg: BenchConfig, cache: str):
+    """A --cache URL as a Location with the storage options; a path unchanged."""
+    return open_location(cache, cfg.storage_options) if is_url(cache) else cache
+
+
 def make_paths(cfg: BenchConfig, work: Workload, caches: list[dict], pruned, notes: list[str]) -> list:
     paths = []
     if "full-torch" in cfg.paths:
@@ -131,14 +138,15 @@ def make_paths(cfg: BenchConfig, work: Workload, caches: list[dict], pruned, not
     if "full-onnx-int8" in cfg.paths:
         paths.append(FullOnnxInt8(work, cfg.full_onnx_int8))
     for c in caches:
+        where = _where(cfg, c["path"])
         if "erpack-torch" in cfg.paths:
-            paths.append(ErpackTorch(work, c["path"]))
+            paths.append(ErpackTorch(work, where))
         if "erpack-onnx-fp32" in cfg.paths:
-            paths.append(ErpackOnnx(work, c["path"], int8=False))
+            paths.append(ErpackOnnx(work, where, int8=False))
         if "erpack-onnx-int8" in cfg.paths:
-            paths.append(ErpackOnnx(work, c["path"], int8=True))
+            paths.append(ErpackOnnx(work, where, int8=True))
         if "erpack-pruned-int8" in cfg.paths and pruned is not None:
-            paths.append(ErpackPrunedInt8(work, c["path"], pruned))
+            paths.append(ErpackPrunedInt8(work, where, pruned))
     if not caches and any(p.startswith("erpack") for p in cfg.paths):
         notes.append("erpack paths skipped: no cache given (--cache) and no codec asked for (--codec)")
     return paths
@@ -162,7 +170,7 @@ def pruned_model(cfg: BenchConfig, work: Workload, caches: list[dict], reference
         notes.append("erpack-pruned-int8 skipped: give --pruned-model (an `erpack prune` output) or --prune HEADS,FFN")
         return None, None
     # Importance from the model's own predictions on the first 64 documents (no labels used), no recovery.
-    path = ErpackTorch(work, caches[0]["path"])
+    path = ErpackTorch(work, _where(cfg, caches[0]["path"]))
     path.prepare()
     rows = work.batches[: max(1, 64 // max(1, len(work.batches[0])))]
     batches = []
@@ -335,7 +343,10 @@ def run_bench(cfg: BenchConfig, progress=None, log=None) -> BenchResult:
     if not trained:
         notes.append("accuracy n/a (untrained head): a randomly initialised classification head; paths are compared "
                      "by agreement with the full PyTorch model's predictions")
-    return BenchResult(command=cfg.command, config=asdict(cfg), machine=describe_machine(cfg.threads),
+    config = asdict(cfg)
+    if config["storage_options"] is not None:  # keys may hold credentials: the result names the options only
+        config["storage_options"] = sorted(config["storage_options"])
+    return BenchResult(command=cfg.command, config=config, machine=describe_machine(cfg.threads),
                        workload=workload_dict(cfg, docs, work, classes, trained, y is not None), caches=caches,
                        pruned=pruned_info, quantization=work.quantization, paths=results, training=training,
                        notes=notes, seconds=time.perf_counter() - t_start)

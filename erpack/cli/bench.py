@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_storage_options, cache_where, storage_options
 
 
 def add_parser(subparsers) -> None:
@@ -34,7 +35,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--codec", action="append", default=[], metavar="SPEC",
                    help="cache codec to encode and benchmark (repeatable), e.g. int8+zstd:3")
     p.add_argument("--cache", action="append", default=[], metavar="DIR",
-                   help="an existing cache holding the corpus's documents (repeatable)")
+                   help="an existing cache (folder or URL) holding the corpus's documents (repeatable)")
     p.add_argument("--task-model", metavar="DIR", help="a trained task model (erpack train): gives accuracy")
     p.add_argument("--pruned-model", metavar="DIR", help="a pruned task model (erpack prune) for erpack-pruned-int8")
     p.add_argument("--prune", metavar="HEADS,FFN",
@@ -60,6 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--work", default="runs/bench", help="folder for caches and graphs (default runs/bench)")
     p.add_argument("--output", "-o", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--json", action="store_true", help="also print the JSON result (about 10 KB) as the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
@@ -78,12 +80,14 @@ def run(args) -> int:
         prune = (heads, ffn)
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    for cache in args.cache:  # a bad URL fails here, naming it, before the models load
+        cache_where(cache, args)
     cfg = BenchConfig(corpus=args.corpus, model=args.model, layer=args.layer, codecs=args.codec, caches=args.cache,
                       task_model=args.task_model, pruned_model=args.pruned_model, prune=prune,
                       full_onnx_int8=args.full_onnx_int8, paths=[p for p in args.paths.split(",") if p],
                       limit=args.limit, split=args.split, batch_size=args.batch_size, max_tokens=args.max_tokens,
                       repeats=args.repeats, warmup=args.warmup, cold=args.cold, threads=args.threads, work=args.work,
-                      train=args.train, device=args.device,
+                      train=args.train, device=args.device, storage_options=storage_options(args),
                       command="erpack bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     result = run_bench(cfg, progress=lambda **kw: tqdm(leave=False, disable=None, **kw),
                        log=lambda msg: tqdm.write(msg, file=sys.stderr)).as_dict()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_storage_options, cache_where, is_remote, output_where
 from erpack.codecs import Pipeline
 from erpack.compress import CodecMeasurement, load_source, measure, recode_cache, spec_slug
 
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> None:
             "Codecs and spec grammar: `erpack codecs`."
         ),
     )
-    p.add_argument("source", metavar="SOURCE", help="cache folder, or .npy / .safetensors raw activations")
+    p.add_argument("source", metavar="SOURCE", help="cache folder or URL, or .npy / .safetensors raw activations")
     p.add_argument("--codec", action="append", required=True, metavar="SPEC",
                    help="pipeline spec, e.g. int8c+zstd:3 or a preset (int8z); repeat to compare several")
     p.add_argument("--offsets", metavar="FILE", help="document offsets .npy for a .npy SOURCE (N_docs + 1 ints)")
@@ -48,8 +49,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="time N passes and report the fastest (default: 1); sizes and SQNR come from the first")
     p.add_argument("--out", metavar="DIR",
-                   help="write the re-encoded cache to DIR (one --codec), or DIR/<spec> for each of several")
+                   help="write the re-encoded cache to DIR (a folder or URL; one --codec), or DIR/<spec> for each of several")
     p.add_argument("--json", action="store_true", help="also print the table as one JSON document on the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
@@ -67,14 +69,18 @@ def progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr, leave=False, disable=None)
 
 
+def _subfolder(out, name: str):
+    return out.child(name) if is_remote(out) else Path(out) / name
+
+
 def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
     if args.repeat < 1:
         raise CLIError(f"--repeat must be at least 1, got {args.repeat}")
     pipes = [Pipeline.from_spec(spec) for spec in args.codec]  # bad specs fail before any work
-    source = Path(args.source)
-    if args.out and not source.is_dir():
+    source = cache_where(args.source, args) if is_remote(args.source) else Path(args.source)
+    if args.out and not (is_remote(source) or source.is_dir()):
         raise CLIError("--out re-encodes a cache: SOURCE must be a cache folder, not raw activations")
     records, info = load_source(source, offsets=args.offsets, limit=args.limit)
     tokens = sum(a.shape[0] for _, a in records)
@@ -87,9 +93,9 @@ def run(args) -> int:
     print("\n".join(table(rows)))
     json_rows = [r.as_dict() for r in rows]
     if args.out:
-        out = Path(args.out)
+        out = output_where(args.out, args)
         for pipe, row in zip(pipes, json_rows):
-            dest = out if len(pipes) == 1 else out / spec_slug(pipe.spec)
+            dest = out if len(pipes) == 1 else _subfolder(out, spec_slug(pipe.spec))
             with progress_bar(len(records), f"write {dest}") as bar:
                 written = recode_cache(source, dest, pipe, limit=args.limit, progress=bar.update)
             row["out"] = written.as_dict()

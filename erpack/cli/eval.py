@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def add_parser(subparsers) -> None:
         epilog="Example: erpack eval models/rt-lora caches/rt --labels rotten_tomatoes --split test --predictions p.jsonl",
     )
     p.add_argument("task_model", help="folder written by `erpack train`")
-    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
     p.add_argument("--labels", required=True, help="label source, as for `erpack train` (built-in data set, or "
                    ".jsonl/.csv with `id`, `label`, optional `split`)")
     p.add_argument("--split", choices=["train", "validation", "test"], default="test", help="split to score (default: test)")
@@ -29,6 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="documents per batch (default: 64)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line")
+    add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
@@ -39,9 +43,9 @@ def run(args) -> int:
     from erpack.train.evaluation import evaluate
 
     transformers.logging.set_verbosity_error()
-    r = evaluate(args.task_model, args.cache, args.labels, split=args.split, predictions=args.predictions,
+    r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
-                 progress=lambda **kw: tqdm(leave=False, **kw))
+                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache)
     m = r.metrics
     print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli.storage import add_storage_options, cache_where
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -44,7 +46,7 @@ def add_parser(subparsers) -> None:
                    "the outlier ratio (max|x| / std) of their input on cached records and leaves the fewest of them "
                    "in float that bring argmax agreement with the fp32 graph to 99%% on those records; none "
                    "quantizes all. Weights are 7-bit either way (reduce_range: no int16 saturation on AVX2 CPUs)")
-    p.add_argument("--calibration-cache", default=None, help="a cache of the task's corpus: its records calibrate "
+    p.add_argument("--calibration-cache", default=None, help="a cache (folder or URL) of the task's corpus: its records calibrate "
                    "--quantize static, and serve as realistic inputs for the parity and agreement checks")
     p.add_argument("--calibration-docs", type=int, default=256, help="records used to calibrate (default: 256)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest |ONNX - PyTorch| allowed on the outputs "
@@ -55,6 +57,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--allow-other-codec", action="store_true", help="accept a --calibration-cache whose codec "
                    "differs from the training cache's")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
@@ -92,7 +95,7 @@ def run(args) -> int:
 
     transformers.logging.set_verbosity_error()
     s = export_task_model(args.task_model, args.output, part=args.part, optimize=args.optimize,
-                          quantize=args.quantize, calibration_cache=args.calibration_cache,
+                          quantize=args.quantize, calibration_cache=cache_where(args.calibration_cache, args),
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
                           calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
                           overwrite=args.overwrite,

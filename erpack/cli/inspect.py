@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from erpack.cli.storage import add_storage_options, cache_where, is_remote
 from erpack.store import CacheReader, CacheStats
 
 
@@ -20,12 +21,13 @@ def add_parser(subparsers) -> None:
             "cache. To check every byte, run `erpack verify CACHE`."
         ),
     )
-    p.add_argument("cache", metavar="PATH", help="cache folder (the one holding manifest.json), or a task model "
+    p.add_argument("cache", metavar="PATH", help="cache folder (the one holding manifest.json) or URL, or a task model "
                    "folder (erpack_task.json): then its task, expected cache and head/neuron importance are shown")
     p.add_argument("--ids", action="store_true", help="list the ids of the documents the cache holds instead, one "
                    "per line (with --json: one JSON list)")
     p.add_argument("--shards", type=int, default=10, help="list at most this many shards (default: 10)")
     p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
@@ -105,13 +107,13 @@ def task_model_card(folder) -> tuple[list[str], dict]:
 
 def run(args) -> int:
     folder = Path(args.cache)
-    if (folder / "erpack_task.json").is_file():
+    if not is_remote(args.cache) and (folder / "erpack_task.json").is_file():
         lines, data = task_model_card(folder)
         print("\n".join(lines))
         if args.json:
             print(json.dumps(data, default=str))
         return 0
-    with CacheReader(args.cache) as reader:
+    with CacheReader(cache_where(args.cache, args)) as reader:
         if args.ids:
             ids = reader.ids()
             print(json.dumps(ids) if args.json else "\n".join(ids))

@@ -6,6 +6,8 @@ import json
 import sys
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where, storage_options
+from erpack.cluster.score import score_on_ray
 from erpack.predict import predict, read_ids_file
 
 
@@ -28,7 +30,7 @@ def add_parser(subparsers) -> None:
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
     )
     p.add_argument("graph", help="upper-stack .onnx file written by `erpack export`")
-    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
     p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, plus every "
                    "document of --texts")
     g = p.add_mutually_exclusive_group()
@@ -44,13 +46,28 @@ def add_parser(subparsers) -> None:
     p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions")
     p.add_argument("--split", choices=["train", "validation", "test"], default=None,
                    help="with --labels and no ids: predict the documents of this split")
-    p.add_argument("-o", "--output", required=True, help="predictions JSONL: id, source, predicted, probabilities "
-                   "(or score), label when --labels; or id, error")
+    p.add_argument("-o", "--output", default=None, help="predictions JSONL (a file or URL): id, source, predicted, "
+                   "probabilities (or score), label when --labels; or id, error. Required without --engine ray")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
     p.add_argument("--device", default="auto", help="auto (CUDA when onnxruntime offers it; default), cuda, or cpu")
     p.add_argument("--allow-other-codec", action="store_true", help="serve a cache whose codec differs from the "
                    "one the graph was exported for (decoded records are the same representation, up to "
                    "quantization error)")
+    ray = p.add_argument_group("distributed scoring (--engine ray)")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process (default); "
+                     "ray: Ray Data actors, each opening the graph and the cache once, write the predictions as parts "
+                     "to --out (cached documents only: no --texts or --labels)")
+    ray.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local "
+                     "instance, or a new one on this machine)")
+    ray.add_argument("--workers", type=int, default=2, help="scoring actors (default: 2)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (default: 0; onnxruntime uses "
+                     "CUDA where it offers it)")
+    ray.add_argument("--out", default=None, help="folder or URL for the parts (part-NNNNNN.parquet or .jsonl) and "
+                     "_parts.json, which lists each part's rows and sha256 and is written last")
+    ray.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="part format (default: parquet)")
+    ray.add_argument("--part-docs", type=int, default=1000, help="documents per part (default: 1000)")
+    add_storage_options(p)
+    add_shard_cache(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
@@ -67,10 +84,18 @@ def run(args) -> int:
         ids = read_ids_file(args.ids_file)
     if args.add_to_cache and not args.texts:
         raise CLIError("--add-to-cache adds documents encoded from --texts: give --texts")
-    s = predict(args.graph, args.cache, progress=lambda **kw: tqdm(leave=False, **kw), ids=ids, texts=args.texts,
+    cache = cache_where(args.cache, args)
+    if args.engine == "ray":
+        return run_ray(args, cache, ids)
+    if args.output is None:
+        raise CLIError("give -o FILE for the predictions (or --engine ray --out FOLDER)")
+    if args.out is not None:
+        raise CLIError("--out is the parts folder of --engine ray; without it, give -o FILE")
+    s = predict(args.graph, cache, progress=lambda **kw: tqdm(leave=False, **kw), ids=ids, texts=args.texts,
                 add_to_cache=args.add_to_cache, output=args.output, batch_size=args.batch_size, device=args.device,
                 lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
-                labels=args.labels, split=args.split).as_dict()
+                labels=args.labels, split=args.split, storage_options=storage_options(args),
+                shard_cache=args.shard_cache).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"
@@ -87,6 +112,34 @@ def run(args) -> int:
         shown = ", ".join(s["missing"][:10]) + (", ..." if len(s["missing"]) > 10 else "")
         print(f"missing      {len(s['missing'])} id(s) not in the cache and not in --texts: {shown} "
               "(each has an `error` line in the output)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(s))
+    return 1 if s["missing"] else 0
+
+
+def run_ray(args, cache, ids) -> int:
+    """`--engine ray`: parts of predictions written by Ray actors (erpack.cluster.score)."""
+    unsupported = [flag for flag, value in [("--texts", args.texts), ("--labels", args.labels), ("--lower", args.lower),
+                                            ("--split", args.split), ("-o", args.output)] if value]
+    if unsupported:
+        raise CLIError(f"--engine ray scores cached documents into --out parts: drop {', '.join(unsupported)} "
+                       "(or run without --engine ray)")
+    if args.out is None:
+        raise CLIError("--engine ray writes parts to a folder or URL: give --out")
+    if args.workers < 1 or args.part_docs < 1:
+        raise CLIError(f"--workers and --part-docs must be at least 1, got {args.workers} and {args.part_docs}")
+    s = score_on_ray(args.graph, cache, args.out, ids=ids, fmt=args.format, workers=args.workers,
+                     address=args.address, part_docs=args.part_docs, batch_size=args.batch_size, device=args.device,
+                     gpus_per_worker=args.gpus_per_worker, storage_options=storage_options(args),
+                     allow_other_codec=args.allow_other_codec, shard_cache=args.shard_cache).as_dict()
+    print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s on Ray "
+          f"({s['workers']} workers, onnxruntime {s['provider'] or 'n/a'})")
+    for note in s["notes"]:
+        print(f"note: {note}")
+    print(f"output       {s['output']}: {len(s['parts'])} {s['format']} part(s), listed in _parts.json")
+    if s["missing"]:
+        shown = ", ".join(s["missing"][:10]) + (", ..." if len(s["missing"]) > 10 else "")
+        print(f"missing      {len(s['missing'])} id(s) not in the cache: {shown}", file=sys.stderr)
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0

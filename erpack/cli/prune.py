@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument("task_model", help="folder written by `erpack train` (or an earlier `erpack prune`)")
-    p.add_argument("cache", help="the cache the task model was trained on (same encoder and layer)")
+    p.add_argument("cache", help="the cache (folder or URL) the task model was trained on (same encoder and layer)")
     p.add_argument("--labels", required=True, help="label source, as for `erpack train`")
     p.add_argument("-o", "--output", required=True, help="folder for the pruned task model")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder (atomically; "
@@ -59,6 +60,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--skip-missing", action="store_true", help="use the labelled documents the cache holds")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
+    add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
@@ -89,10 +92,11 @@ def run(args) -> int:
                               temperature=args.temperature)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       train_limit=args.train_limit, device=args.device)
-    _, s = prune_task_model(args.task_model, args.cache, args.labels, target, output=args.output,
+    _, s = prune_task_model(args.task_model, cache_where(args.cache, args), args.labels, target, output=args.output,
                             recovery=recovery if args.epochs > 0 else None, samples=args.samples,
                             drop_ffn=args.drop_ffn, train_cfg=cfg, skip_missing=args.skip_missing,
-                            progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
+                            progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
+                            shard_cache=args.shard_cache)
     _print_summary(s, args)
     if args.json:
         print(json.dumps(s.as_dict()))

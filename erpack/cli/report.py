@@ -7,6 +7,7 @@ import shlex
 import sys
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_storage_options, cache_where, storage_options
 from erpack.report import ReportConfig, build_report, write_report
 from erpack.report.render import tables
 
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
             "Docs: docs/benchmarks.md."
         ),
     )
-    p.add_argument("caches", nargs="+", metavar="CACHE", help="cache folders (erpack encode)")
+    p.add_argument("caches", nargs="+", metavar="CACHE", help="cache folders or URLs (erpack encode)")
     p.add_argument("--codec", action="append", default=[], metavar="SPEC",
                    help="also re-encode a sample of the reference cache (the first lossless CACHE, else the first) with "
                    "this codec (repeatable)")
@@ -46,17 +47,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-lower-timing", action="store_true", help="skip timing the lower stack (no break-even)")
     p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--json", action="store_true", help="print the report JSON as the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     if args.sample < 1:
         raise CLIError(f"--sample must be at least 1, got {args.sample}")
+    for cache in args.caches:  # a bad URL fails here, naming it, before any measuring
+        cache_where(cache, args)
     documents = args.documents if args.documents is not None or args.tokens is not None else 100_000_000
     cfg = ReportConfig(caches=args.caches, codecs=args.codec, bench=args.bench, documents=documents,
                        tokens=args.tokens, profile=args.profile, price_per_gib_month=args.price_per_gib_month,
                        price_per_hour=args.price_per_hour, months=args.months, sample=args.sample,
-                       time_lower=not args.no_lower_timing,
+                       time_lower=not args.no_lower_timing, storage_options=storage_options(args),
                        command="erpack report " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     rep = build_report(cfg, log=lambda msg: print(msg, file=sys.stderr))
     for title, header, rows in tables(rep):

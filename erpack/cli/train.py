@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,12 +31,14 @@ def add_parser(subparsers) -> None:
     _add_output_options(p)
     _add_training_options(p)
     _add_run_options(p)
+    add_storage_options(p)
+    add_shard_cache(p)
     p.set_defaults(run=run)
 
 
 def _add_input_options(p) -> None:
     """The cache, the labels and the task."""
-    p.add_argument("cache", help="cache folder written by `erpack encode`")
+    p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
     p.add_argument("--labels", required=True, help="label source: a built-in data set (rotten_tomatoes, bbc: labels "
                    "and splits included), or a .jsonl/.csv file with `id` and `label` per document (optional: `split` "
                    "= train/validation/test, else a hash of the id decides; `text`/`text_pair`, needed by --baseline). "
@@ -140,9 +144,10 @@ def run(args) -> int:
                       patience=args.patience, seed=args.seed, train_limit=args.train_limit, device=args.device)
     adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms, dora=args.dora)
                if args.mode == "adapter" else None)
-    s = train_from_cache(args.cache, args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
+    s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
-                         progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite)
+                         progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
+                         shard_cache=args.shard_cache)
     _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
         print(json.dumps(s.as_dict()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from erpack.cli import CLIError
+from erpack.cli.storage import add_storage_options, cache_where
 from erpack.errors import CorruptManifestError
 from erpack.store import verify_cache
 from erpack.store.verify import Failure, VerifyReport, manifest_failure, seal_cache
@@ -29,13 +30,14 @@ def add_parser(subparsers) -> None:
             "damaged record)."
         ),
     )
-    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json)")
+    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json) or URL (s3://bucket/prefix, ...)")
     p.add_argument("--no-decode", action="store_true",
                    help="check checksums and framing only, skip decoding every record (faster)")
     p.add_argument("--seal", action="store_true",
                    help="after a full check that finds nothing wrong, rewrite a version-1 manifest as version 2, "
                         "sealed by its checksum (atomic, holding the writer lock; shards are not touched)")
     p.add_argument("--json", action="store_true", help="also print the whole report as one JSON document on the last line")
+    add_storage_options(p)
     p.set_defaults(run=run)
 
 
@@ -92,8 +94,9 @@ def actions(report: VerifyReport) -> list[str]:
 def run(args) -> int:
     if args.seal and args.no_decode:
         raise CLIError("--seal needs the full check: drop --no-decode")
+    cache = cache_where(args.cache, args)
     try:
-        report = seal_cache(args.cache) if args.seal else verify_cache(args.cache, decode=not args.no_decode)
+        report = seal_cache(cache) if args.seal else verify_cache(cache, decode=not args.no_decode)
     except CorruptManifestError as exc:  # damage found (exit 1), not a folder that is no cache (exit 2)
         report = manifest_failure(args.cache, exc)
         print("\n".join([f"cache      {args.cache}", f"FAILED     {exc}",

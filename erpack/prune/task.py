@@ -140,7 +140,7 @@ class PruneSummary:
 def prune_task_model(task_model, cache, labels: str, target, output=None, recovery: RecoveryConfig | None = None,
                      samples: int = 512, drop_ffn: float = 0.5, train_cfg=None, skip_missing: bool = False,
                      importance: Importance | None = None, progress: Callable | None = None,
-                     overwrite: bool = False) -> tuple[TaskModel, PruneSummary]:
+                     overwrite: bool = False, shard_cache=None) -> tuple[TaskModel, PruneSummary]:
     """Prune a task model for its task and recover it; returns (pruned TaskModel, PruneSummary).
 
     `output` is written whole or not at all (TaskModel.save); an existing one only with overwrite.
@@ -152,7 +152,7 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     dev = resolve_device(tcfg.device)
     tm = _prunable(task_model, dev)
     source = str(task_model) if not isinstance(task_model, TaskModel) else None
-    with CacheReader(cache) as reader:
+    with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         cache_notes = tm.check_cache(reader)
         data = prepare_data(reader, labels, tm.task, skip_missing, tcfg.train_limit, labels=tm.labels or None)
         if not data.splits["train"]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from erpack.errors import InputError
 from erpack.report import measure, project
+from erpack.store.location import is_url, open_location
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ReportConfig:
     sample: int = 200
     time_lower: bool = True
     command: str | None = None
+    storage_options: dict | None = None  # fsspec options for caches given as URLs
 
     def __post_init__(self):
         if not self.caches:
@@ -130,10 +132,18 @@ class Report:
         return self.config.command
 
     def as_dict(self) -> dict:
-        return {"kind": "erpack-report", "version": 1, "command": self.command, "config": asdict(self.config),
+        config = asdict(self.config)
+        if config["storage_options"] is not None:  # keys may hold credentials: the report names the options only
+            config["storage_options"] = sorted(config["storage_options"])
+        return {"kind": "erpack-report", "version": 1, "command": self.command, "config": config,
                 "inputs": self.inputs, "profile": self.profile, "lower": self.lower, "rows": self.rows,
                 "bench": self.bench, "bench_machines": self.bench_machines, "notes": self.notes,
                 "formulas": self.formulas, "seconds": self.seconds}
+
+
+def _cache(cfg: ReportConfig, source):
+    """A cache named by a URL as a Location with the report's storage options; a path unchanged."""
+    return open_location(source, cfg.storage_options) if is_url(source) else source
 
 
 def measure_caches(cfg: ReportConfig, log) -> list[dict]:
@@ -141,11 +151,12 @@ def measure_caches(cfg: ReportConfig, log) -> list[dict]:
     rows = []
     for c in cfg.caches:
         log(f"measuring cache {c}")
-        rows.append(measure.cache_row(c, cfg.sample))
+        rows.append(measure.cache_row(_cache(cfg, c), cfg.sample))
     lossless = next((r for r in rows if r["lossless"]), None)
     for r in rows:
         if lossless and r is not lossless and r["model"] == lossless["model"] and r["layer"] == lossless["layer"]:
-            r["sqnr_db"] = measure.sqnr_against(lossless["source"], r["source"], cfg.sample)
+            r["sqnr_db"] = measure.sqnr_against(_cache(cfg, lossless["source"]), _cache(cfg, r["source"]),
+                                               cfg.sample)
             r["sqnr_reference"] = lossless["codec"]
     return rows
 
@@ -158,7 +169,7 @@ def reencode_codecs(cfg: ReportConfig, rows: list[dict], notes: list[str], log) 
         notes.append(lossy_reference_note(reference))
     for spec in cfg.codecs:
         log(f"re-encoding a sample of {reference['source']} with {spec}")
-        row = measure.codec_row(reference["source"], spec, cfg.sample)
+        row = measure.codec_row(_cache(cfg, reference["source"]), spec, cfg.sample)
         row.update(reference=reference["source"], reference_lossless=reference["lossless"])
         rows.append(row)
     return reference
@@ -183,7 +194,7 @@ def time_lowers(cfg: ReportConfig, rows: list[dict], lengths, notes: list[str], 
 
 def project_row(r: dict, cfg: ReportConfig, docs: float, tokens: float, mean_tokens: float, lower: dict | None) -> None:
     """Fill a row's per-token seconds, its projected size and monthly cost, and its break-even."""
-    r["read_seconds_per_token"] = (measure.read_seconds_per_token(r["source"], cfg.sample)
+    r["read_seconds_per_token"] = (measure.read_seconds_per_token(_cache(cfg, r["source"]), cfg.sample)
                                    if r["kind"] == "cache" else None)
     r["decode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["decode_MBps"]
     r["encode_seconds_per_token"] = 4 * r["hidden"] / 1e6 / r["encode_MBps"]
@@ -209,7 +220,7 @@ def build_report(cfg: ReportConfig, log=None) -> Report:
     rows = measure_caches(cfg, log)
     reference = reencode_codecs(cfg, rows, notes, log)
     first = rows[0]
-    profile = measure.length_profile(cfg.profile or cfg.caches[0], first["model_location"], first["max_length"])
+    profile = measure.length_profile(_cache(cfg, cfg.profile or cfg.caches[0]), first["model_location"], first["max_length"])
     docs, tokens = project.corpus_tokens(cfg.documents, cfg.tokens, profile["mean"])
     lowers = time_lowers(cfg, rows, profile["lengths"], notes, log)
     points = bench_points(benches)

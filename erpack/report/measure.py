@@ -24,6 +24,7 @@ from erpack.models.loading import recorded_location
 from erpack.report.project import fit_bytes
 from erpack.store import CacheReader
 from erpack.store.idindex import ENTRY
+from erpack.store.location import Location
 
 INDEX_ENTRY = 32  # bytes of a record's index entry (docs/cache-format.md); its id is stored twice
 TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 and later)
@@ -124,8 +125,8 @@ def sqnr_against(reference, path, limit: int = 200) -> float | None:
 def length_profile(source: str, tokenizer_model: str | None = None, max_length: int | None = None) -> dict:
     """Tokens per document of a real corpus: a cache folder (its index), or a built-in data set
     tokenized with `tokenizer_model` and truncated at `max_length`, as `erpack encode` would."""
-    path = Path(source)
-    if (path / "manifest.json").is_file():
+    path = source if isinstance(source, Location) else Path(source)  # a Location: a cache at a URL
+    if isinstance(path, Location) or (path / "manifest.json").is_file():
         with CacheReader(path) as r:
             lengths = _records(r)[1]
             how = f"token counts of the {len(lengths)} records of cache {path} ({r.meta['model'].get('name')}, " \
@@ -145,7 +146,7 @@ def length_profile(source: str, tokenizer_model: str | None = None, max_length: 
         raise InputError(f"length profile {source}: no documents")
     t = np.asarray(lengths)
     counts, edges = np.histogram(t, bins=min(40, max(1, len(set(lengths)))))
-    return {"name": source, "how": how, "documents": len(t), "tokens": int(t.sum()), "mean": float(t.mean()),
+    return {"name": str(source), "how": how, "documents": len(t), "tokens": int(t.sum()), "mean": float(t.mean()),
             "median": float(np.median(t)), "p90": float(np.percentile(t, 90)), "max": int(t.max()),
             "histogram": {"counts": counts.tolist(), "edges": edges.tolist()}, "lengths": lengths}
 

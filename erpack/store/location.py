@@ -170,18 +170,18 @@ class Location:
             raise StoreError(f"{where}: access denied ({exc}): check the credentials (AWS_ACCESS_KEY_ID, "
                              f"AWS_SECRET_ACCESS_KEY or --storage-options) and the bucket's policy") from None
         except Exception as exc:
-            problem = _remote_problem(exc)
+            problem = _remote_problem(exc, self.storage_options.get("endpoint_url"))
             if problem is None:
                 raise
             raise StoreError(f"{where}: {problem}") from None
 
 
-def _remote_problem(exc: Exception) -> str | None:
+def _remote_problem(exc: Exception, endpoint: str | None = None) -> str | None:
     """What to tell the user about an exception of the remote file system, or None if unknown."""
     kind = type(exc).__name__
     if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
                 "ClientConnectorError") or isinstance(exc, ConnectionError):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
         shown = f" {endpoint}" if endpoint else ""
         return (f"cannot reach the storage endpoint{shown} ({exc}): check the endpoint (AWS_ENDPOINT_URL or "
                 f"--storage-options '{{\"endpoint_url\": ...}}') and the network")

@@ -43,7 +43,8 @@ class EvalSummary:
 
 
 def evaluate(task_model, cache, labels: str, split: str = "test", predictions=None, skip_missing: bool = False,
-             batch_size: int = 64, device: str = "auto", progress: Callable | None = None) -> EvalSummary:
+             batch_size: int = 64, device: str = "auto", progress: Callable | None = None,
+             shard_cache=None) -> EvalSummary:
     """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
 
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
@@ -58,7 +59,7 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
     tm.to(dev)
     t0 = time.perf_counter()
-    with CacheReader(cache) as reader:
+    with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         notes = tm.check_cache(reader)
         data = prepare_data(reader, labels, tm.task, skip_missing, labels=tm.labels or None, splits=(split,))
         examples, y = data.splits[split], data.y[split]

@@ -195,19 +195,21 @@ class TrainSummary:
 def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
-                     progress: Callable | None = None, overwrite: bool = False) -> TrainSummary:
+                     progress: Callable | None = None, overwrite: bool = False, shard_cache=None) -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
     comparison of the two. The saved erpack_task.json holds `summary.record()` under "training".
     `output` is written whole or not at all (TaskModel.save), the baseline as `output/baseline/`;
-    an existing output is refused (before any training) unless overwrite.
+    an existing output is refused (before any training) unless overwrite. `shard_cache`: a local folder
+    where the shards of a remote cache are downloaded once (checked against their sha256) and then read
+    as local files, so every epoch after the first reads at local-disk speed.
     """
     if output is not None:
         check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
-    with CacheReader(cache) as reader:
+    with CacheReader(cache, shard_cache=shard_cache) as reader:
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit)
         tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)

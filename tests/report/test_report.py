@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from tests.bench import tiny
+from tests.remote import reads_urls, upload_cache
 
 
 # ---- arithmetic, by hand -------------------------------------------------------------------------
@@ -220,3 +221,42 @@ def test_labels_outside_the_axes_are_not_cut():
     png = plots._png(fig)
     width = struct.unpack(">I", png[16:20])[0]  # the PNG header's width, in pixels at dpi 110
     assert width > 4 * 110 + 100  # wider than the 4-inch figure by the label's overhang
+
+
+@reads_urls
+def test_report_of_caches_on_s3_equals_the_local_one(lossy_first, s3_bucket, s3_server, tmp_path, capsys,
+                                                     monkeypatch):
+    """`erpack report s3://...` measures what it measures on the local copies (sizes, SQNR against the
+    lossless one), with the endpoint given only by --storage-options, which the report names but never
+    stores (it may hold credentials)."""
+    from erpack.cli import main
+
+    int8, fp32 = lossy_first
+    urls = [upload_cache(int8, f"{s3_bucket}/int8"), upload_cache(fp32, f"{s3_bucket}/fp32")]
+    common = ["--no-lower-timing", "--sample", "10", "--documents", "1e6", "--json"]
+    assert main(["report", str(int8), str(fp32), "-o", str(tmp_path / "local.html"), *common]) == 0
+    local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    options = json.dumps({"endpoint_url": s3_server.endpoint})
+    assert main(["report", *urls, "-o", str(tmp_path / "s3.html"), "--storage-options", options, *common]) == 0
+    remote = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["source"] for r in remote["rows"]] == urls and remote["config"]["storage_options"] == ["endpoint_url"]
+    for a, b in zip(local["rows"], remote["rows"]):
+        for key in ("codec", "documents", "tokens", "bytes", "bits_per_value", "sqnr_db"):
+            assert a[key] == b[key], key
+
+
+@reads_urls
+def test_bench_reads_a_cache_on_s3(lossy_first, s3_bucket, tmp_path, capsys):
+    """`erpack bench --cache s3://...`: the erpack path reads the remote cache (no page-cache eviction there)."""
+    from erpack.cli import main
+
+    int8, _ = lossy_first
+    url = upload_cache(int8, f"{s3_bucket}/int8")
+    root = int8.parent
+    assert main(["bench", str(root / "corpus.jsonl"), "--model", str(root / "tiny-bert"), "--layer", str(tiny.LAYER),
+                 "--cache", url, "--paths", "erpack-torch", "--limit", "8", "--split", "all", "--repeats", "1",
+                 "--warmup", "0", "--work", str(tmp_path / "work"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [c["path"] for c in result["caches"]] == [url] and [p["path"] for p in result["paths"]] == ["erpack-torch"]
+    assert result["paths"][0]["codec"] == "int8+zstd:3" and result["paths"][0]["documents_per_second"] > 0
