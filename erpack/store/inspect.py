@@ -1,5 +1,7 @@
 """cache_stats: what a cache holds and what it costs on disk, from the manifest and shard indexes.
 
+Works on a reader of a local folder or a URL (it reads `reader.location`, else `reader.path`).
+
 Sizes count everything on disk (manifest, framing, ids, dead records) unless named `payload`:
 `bits_per_value` is the honest storage rate, `payload_bits_per_value` the codec's alone.
 """
@@ -11,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from erpack.store.format import FLAG_TRUNCATED
+from erpack.store.location import open_location
 from erpack.store.manifest import MANIFEST, is_sealed
 
 
@@ -96,10 +99,11 @@ def cache_stats(reader) -> CacheStats:
     tokens, sizes, payloads, flags, shards = _live_records(reader)
     n_tokens = int(tokens.sum())
     values = n_tokens * hidden
-    disk = sum(s.bytes for s in shards) + (reader.path / MANIFEST).stat().st_size
+    loc = getattr(reader, "location", None) or open_location(reader.path)  # a folder or a URL
+    disk = sum(s.bytes for s in shards) + loc.size(MANIFEST)
     records = sum(s.records for s in shards)
     return CacheStats(
-        path=str(reader.path),
+        path=str(loc.local) if loc.is_local else loc.url,
         format=f"{reader.manifest['format']} v{reader.manifest['format_version']}",
         sealed=is_sealed(reader.manifest),
         model=meta.get("model"),

@@ -105,6 +105,8 @@ class Location:
                 entries = self.fs.ls(self.root, detail=True, refresh=True)
             except FileNotFoundError:
                 return []
+            finally:  # a cached listing would answer exists/size for files other writers add later
+                self.fs.invalidate_cache(self.root)
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") != "directory")
 
     # ---- writing ------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ class ShardFile:
             else:
                 log.warning("%s: no sha256 to check a download against, so the shard cache is not used",
                             self.location / name)
-        if self.path is not None or local_copy is not None:
+        self.remote = self.path is None and local_copy is None  # records read by range requests
+        if not self.remote:
             self._map(self.path if local_copy is None else Path(local_copy), expected_size)
             buf, base, size = self.view, 0, len(self.view)
         else:
@@ -162,11 +163,6 @@ class ShardFile:
     def where(self) -> str:
         """The shard's path or URL, for messages."""
         return self.location / self.name
-
-    @property
-    def remote(self) -> bool:
-        """True when records are read by range requests (no local file or mapping)."""
-        return self.view is None
 
     def _missing(self) -> StoreError:
         return StoreError(
@@ -201,6 +197,8 @@ class ShardFile:
             if expected_size is None:
                 expected_size = self.location.size(self.name)
             start = max(0, expected_size - TAIL_BYTES)
+            if start < fmt.FILE_HEADER.size:  # the whole file, so that the header is checked too
+                start = 0
             tail = self.location.read(self.name, start, expected_size + 1)
         except FileNotFoundError:
             raise self._missing() from None
@@ -285,19 +283,24 @@ class ShardFile:
     def prefetch(self, first: int, last: int) -> int:
         """Fetch records first..last-1 of a remote shard in one range read and keep them (one window
         at a time) for the reads that follow. Returns the bytes fetched (0 for a mapped shard)."""
+        window = self._fetch(first, last)
+        return 0 if window is None else len(window[1])
+
+    def _fetch(self, first: int, last: int) -> tuple[int, memoryview] | None:
+        """(start offset, bytes) of records first..last-1, fetched and made the read-ahead window."""
         if not self.remote or self.count == 0:
-            return 0
+            return None
         first, last = max(0, first), min(self.count, last)
         if first >= last:
-            return 0
+            return None
         start, end = int(self.entries["offset"][first]), self._end(last - 1)
         if first == 0 and not self.header_checked:  # the 16 header bytes come along: check them
             start = 0
         data = self._range(start, end)
         if start == 0:
             self._check_header(data)
-        self._ahead = (start, data)
-        return end - start
+        self._ahead = window = (start, data)  # one assignment: a reader in another thread sees old or new
+        return window
 
     def _check_header(self, data) -> None:
         try:
@@ -316,20 +319,19 @@ class ShardFile:
         if not self.remote:
             return self.view, 0
         start = int(self.entries["offset"][i])
-        ahead = self._ahead
-        if ahead is None or not (ahead[0] <= start and end <= ahead[0] + len(ahead[1])):
-            if i == self._last + 1 and self.readahead > 0:  # sequential: fetch ~readahead bytes at once
-                offsets = self.entries["offset"]
-                j = int(np.searchsorted(offsets, start + self.readahead, side="right"))
-                self.prefetch(i, max(j, i + 1))
-            elif i == 0 and not self.header_checked:
-                self.prefetch(0, 1)
+        window = self._ahead
+        if i == 0 and not self.header_checked:  # record 0 comes with the file header, which is checked
+            window = None
+        if window is None or not (window[0] <= start and end <= window[0] + len(window[1])):
+            if (i == self._last + 1 or i == 0) and self.readahead > 0:  # sequential: ~readahead bytes at once
+                j = int(np.searchsorted(self.entries["offset"], start + self.readahead, side="right"))
+                window = self._fetch(i, max(j, i + 1))
+            elif i == 0:
+                window = self._fetch(0, 1)
             else:
-                self._last = i
-                return self._range(start, end), start
-            ahead = self._ahead
+                window = (start, self._range(start, end))
         self._last = i
-        return ahead[1], ahead[0]
+        return window[1], window[0]
 
     def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
         """(payload view, (tokens, hidden), flags) of record i. Checks always: framing, the zero padding

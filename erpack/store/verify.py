@@ -8,13 +8,15 @@ is a version-1 manifest, which has no checksum: `seal_cache` checks such a cache
 A damaged manifest is not a report but a StoreError (nothing in the cache can be trusted without it).
 
 A cache at a URL is checked the same way: each shard is downloaded by ranges into a temp file (hashed
-as it streams; one shard on local disk at a time), mapped, and checked; messages name its URL.
+as it streams; the next one downloads while this one is checked, so at most two are on local disk),
+mapped, and checked; messages name its URL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,30 +120,45 @@ def _check_records(shard: ShardFile, codec, decode: bool, report: ShardCheck) ->
     return failures
 
 
-def _check_shard(loc: Location, entry: dict, codec, decode: bool, limits: RecordLimits
-                 ) -> tuple[ShardCheck, list[Failure], list | None]:
-    """(shard check, failures, [(id, tokens, flags)] or None when the index is unreadable)."""
+def _copies(loc: Location, entries: list[dict], tmp: str):
+    """(entry, local file or None when missing, its sha256 or None) for each shard: the file itself in a
+    local folder; for a URL a download into `tmp` (by ranges, hashed as it streams), the next shard
+    downloading while the caller checks this one (at most two on local disk), each deleted after."""
+    if loc.is_local:
+        for entry in entries:
+            path = loc.local / entry["name"]
+            yield entry, (path if path.is_file() else None), None
+        return
+
+    def fetch(entry: dict) -> tuple[Path | None, str | None]:
+        try:
+            size = loc.size(entry["name"])
+        except FileNotFoundError:
+            return None, None
+        copy = Path(tmp) / entry["name"]
+        return copy, download_shard(loc, entry["name"], copy, size)[1]
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(fetch, entries[0]) if entries else None
+        for k, entry in enumerate(entries):
+            copy, sha = pending.result()
+            pending = pool.submit(fetch, entries[k + 1]) if k + 1 < len(entries) else None
+            try:
+                yield entry, copy, sha
+            finally:
+                if copy is not None:
+                    copy.unlink(missing_ok=True)
+
+
+def _check_shard(loc: Location, entry: dict, path: Path | None, sha: str | None, codec, decode: bool,
+                 limits: RecordLimits) -> tuple[ShardCheck, list[Failure], list | None]:
+    """(shard check, failures, [(id, tokens, flags)] or None when the index is unreadable), from the
+    shard's local file `path` (None: missing): the file itself, or a download whose sha256 is `sha`."""
     name = entry["name"]
     report = ShardCheck(name)
-    if loc.is_local:
-        return _check_copy(loc, entry, codec, decode, limits, report, None, None)
-    try:
-        loc.size(name)
-    except FileNotFoundError:
+    if path is None:
         return report, [Failure(name, "listed in the manifest but missing")], None
-    with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:
-        copy = Path(tmp) / name
-        _, sha = download_shard(loc, name, copy)  # streamed: hashed as it arrives
-        return _check_copy(loc, entry, codec, decode, limits, report, copy, sha)
-
-
-def _check_copy(loc: Location, entry: dict, codec, decode: bool, limits: RecordLimits, report: ShardCheck,
-                copy: Path | None, sha: str | None) -> tuple[ShardCheck, list[Failure], list | None]:
-    """_check_shard on the shard's local file: the file itself, or `copy` (a download whose sha256 is `sha`)."""
-    name = entry["name"]
-    path = copy if copy is not None else loc.local / name
-    if not path.is_file():
-        return report, [Failure(name, "listed in the manifest but missing")], None
+    copy = None if loc.is_local else path
     try:
         shard = ShardFile(loc, name, expected_size=entry["bytes"], limits=limits, local_copy=copy)
     except CorruptRecordError as exc:
@@ -199,15 +216,16 @@ def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec
         codec = Pipeline.from_config(manifest["codec"])
     limits = RecordLimits.from_meta(manifest["meta"])
     shards, failures, where, unreadable = [], [], {}, []
-    for s, entry in enumerate(manifest["shards"]):
-        report, found, rows = _check_shard(folder, entry, codec, decode, limits)
-        shards.append(report)
-        failures += [(s, f) for f in found]
-        if rows is None:
-            unreadable.append(entry["name"])
-            continue
-        for i, (doc_id, tokens, flags) in enumerate(rows):
-            where[doc_id] = (s, i, tokens, flags)
+    with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:
+        for s, (entry, path, sha) in enumerate(_copies(folder, manifest["shards"], tmp)):
+            report, found, rows = _check_shard(folder, entry, path, sha, codec, decode, limits)
+            shards.append(report)
+            failures += [(s, f) for f in found]
+            if rows is None:
+                unreadable.append(entry["name"])
+                continue
+            for i, (doc_id, tokens, flags) in enumerate(rows):
+                where[doc_id] = (s, i, tokens, flags)
     for s, f in failures:
         hit = where.get(f.doc_id)
         f.live = None if hit is None else hit[:2] == (s, f.record_index)

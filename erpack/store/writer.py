@@ -158,7 +158,8 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
                         hidden = -1  # check_record says what is wrong with the record
                 doc_id, id_bytes, arr = check_record(k, record, hidden, limits.max_tokens if limits else None)
                 if doc_id in seen:
-                    raise StoreError(f"document {doc_id!r} is given twice in shard {name}: a shard holds each id once")
+                    raise StoreError(f"document {doc_id!r} is given twice in shard {loc / name}: a shard holds each "
+                                     f"id once")
                 seen.add(doc_id)
                 flag = fmt.FLAG_TRUNCATED if doc_id in truncated else 0
                 payload = memoryview(codec.encode(arr)).cast("B")  # arr: (T, H) float32
@@ -167,10 +168,10 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
                 tokens.append(int(arr.shape[0]))
                 flags.append(flag)
             if not ids:
-                raise StoreError(f"shard {name} has no records: a shard holds at least one")
+                raise StoreError(f"shard {loc / name} has no records: a shard holds at least one")
             for what, named in (("truncated", truncated), ("token_hashes", set(hashes))):
                 if named - seen:
-                    raise StoreError(f"{what} names ids that are not in shard {name}: {sorted(named - seen)[:5]}")
+                    raise StoreError(f"{what} names ids that are not in shard {loc / name}: {sorted(named - seen)[:5]}")
             sha = builder.finish()
             f.flush()
             os.fsync(f.fileno())
@@ -214,8 +215,7 @@ class CacheWriter:
                 raise StoreError(f"{self.path} is a file, not a cache folder: pass a folder path")
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock = FolderLock(self.path)
-        else:
-            self.location.makedirs()
+        # a remote folder needs no making (and s3fs would create a missing bucket: say it is missing)
         self._open_flag = True
         try:
             self._open(mode, meta, codec_config)

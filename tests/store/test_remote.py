@@ -278,3 +278,118 @@ def test_storage_options_reach_the_file_system(s3_bucket, s3_server, meta, monke
                      storage_options={"endpoint_url": s3_server.endpoint}) as w:
         w.commit_shard(records(2))
     assert load_manifest(f"{s3_bucket}/c", {"endpoint_url": s3_server.endpoint})["counts"]["documents"] == 2
+
+
+def test_commit_entries_sees_shards_other_processes_published(s3_bucket, meta):
+    """The driver lists the cache when it opens; workers (other processes, other clients) publish
+    afterwards: the driver must see their shards, not its cached listing."""
+    where = f"{s3_bucket}/cache"
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:
+        w.commit_shard(records(2, prefix="d"))
+    with CacheWriter(where, meta=meta, codec=pipe(), mode="append") as w:  # lists the folder on open
+        worker = open_location(where, {"skip_instance_cache": True})  # its own client, like another process
+        entry = write_shard(worker, shard_name(0, tag="w0"), records(3, prefix="w"), pipe(), LIMITS)
+        assert w.commit_entries([entry])["documents"] == 3
+        with pytest.raises(StoreError, match="never overwritten"):
+            write_shard(where, entry["name"], records(1, prefix="v"), pipe(), LIMITS)
+    assert len(read_back(where)) == 5
+
+
+def test_missing_bucket_is_named_not_created(s3_server, meta):
+    url = "s3://erpack-no-such-bucket-h1/cache"
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        CacheWriter(url, meta=meta, codec=pipe())
+    with pytest.raises(StoreError, match="bucket 'erpack-no-such-bucket-h1' does not exist"):
+        write_shard(url, shard_name(0, tag="w"), records(1), pipe(), LIMITS)
+    assert not open_location("s3://erpack-no-such-bucket-h1").exists()
+
+
+def test_seal_an_old_manifest_on_a_url(where, meta):
+    from erpack.store.manifest import dump_manifest
+
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(3))
+    old = {k: v for k, v in load_manifest(where).items() if k != "checksum"}
+    open_location(where).write_atomic(MANIFEST, dump_manifest({**old, "format_version": 1}))
+    report = verify_cache(where)
+    assert report.ok and not report.sealed and "format version 1" in report.warnings[-1]
+    report = seal_cache(where)
+    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 2
+
+
+@pytest.mark.parametrize("tail", [64, 4096])
+def test_every_flipped_byte_is_caught_by_range_reads(tmp_path, meta, monkeypatch, tail):
+    """A remote shard read by ranges (tail=64: trailer, index and header each fetched apart) checks every
+    byte a mapped one does: flip each byte in turn; opening it and reading every record must refuse."""
+    import erpack.store.shard as shard_module
+
+    monkeypatch.setattr(shard_module, "TAIL_BYTES", tail)
+    local = tmp_path / "c"
+    with CacheWriter(local, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(3, seed=8), token_hashes={"doc-1": 5})
+    entry = load_manifest(local)["shards"][0]
+    good = (local / entry["name"]).read_bytes()
+    loc = open_location(f"memory://erpack-store/{tmp_path.name}/flip")
+    missed = []
+    for pos in range(len(good)):
+        data = bytearray(good)
+        data[pos] ^= 0x01
+        loc.write_atomic(entry["name"], bytes(data))
+        try:
+            shard = ShardFile(loc, entry["name"], expected_size=entry["bytes"], limits=LIMITS)
+            for i in (2, 1, 0):  # out of order: record 0 (and the header) last
+                decode_payload(pipe(), shard, i, *shard.read(i)[:2])
+            missed.append(pos)
+        except StoreError:
+            pass
+    assert missed == []
+    loc.write_atomic(entry["name"], good)
+    shard = ShardFile(loc, entry["name"], expected_size=entry["bytes"], limits=LIMITS)
+    assert [shard.read(i)[1] for i in range(3)] and shard.header_checked
+
+
+WORKER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from erpack.store.manifest import shard_name
+from erpack.store.shard import RecordLimits
+from erpack.store.writer import write_shard
+from tests.store.conftest import HIDDEN, pipe, records
+url, tag, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+entries = [write_shard(url, shard_name(k, tag=tag), records(5, seed=first + k, start=5 * (first + k)), pipe(),
+                       RecordLimits(HIDDEN, 16)) for k in range(2)]
+print(json.dumps(entries))
+"""
+
+
+@pytest.mark.slow
+def test_worker_processes_publish_driver_commits(s3_bucket, meta):
+    """Two worker processes publish shards concurrently (their own S3 clients); the driver, whose writer
+    was open all along, lists them in one manifest write; the cache verifies and holds every record."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    where = f"{s3_bucket}/cache"
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        procs = [subprocess.Popen([sys.executable, "-c", WORKER.format(root=str(root)), where, f"w{k}", str(2 * k)],
+                                  stdout=subprocess.PIPE, cwd=root) for k in range(2)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+        entries = [e for out in outs for e in json.loads(out)]  # through JSON, as from a Ray task
+        assert w.commit_entries(entries)["documents"] == 20
+    got = read_back(where)
+    assert same(got, [r for s in range(4) for r in records(5, seed=s, start=5 * s)])
+    assert verify_cache(where).ok
+
+
+def test_verify_reports_a_missing_shard_among_others(where, meta):
+    with CacheWriter(where, meta=meta, codec=pipe()) as w:
+        for k in range(3):
+            w.commit_shard(records(2, seed=k, prefix=f"s{k}"))
+    open_location(where).delete("shard-000001.ers")
+    report = verify_cache(where)
+    assert [s.ok for s in report.shards] == [True, False, True] and report.unreadable == ["shard-000001.ers"]
+    assert [(f.shard, f.error) for f in report.failures] == [("shard-000001.ers", "listed in the manifest but missing")]
