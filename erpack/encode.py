@@ -61,6 +61,11 @@ class EncodeSummary:
     removed_leftovers: list[str] = field(default_factory=list)
     existing_documents: int = 0  # documents the cache held before this run (appended to when > 0)
     warnings: list[str] = field(default_factory=list)  # things the user should know, one sentence each
+    engine: str = "single"  # "ray": erpack.cluster.encode
+    workers: int = 1
+    # Ray: from the first batch a worker started to the last one finished (wall clock), leaving out
+    # Ray's start and the workers' model load: the rate a long run settles at is encoded / this.
+    workers_seconds: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -5,9 +5,11 @@
 
 Each engine encodes the same Rotten Tomatoes reviews into a fresh local cache. Torch threads are the
 machine's CPUs in all (one process: all of them; Ray, 1 worker: all of them; 2 workers: half each),
-so no run oversubscribes the cores. Two rates per Ray run: end to end (start of the call to the
-summary, so Ray's start, the read and the workers' model load are in it) and steady (from the first
-shard the driver receives to the last: the rate a long run settles at). Ray's per-document overhead
+so no run oversubscribes the cores. Three rates per run: end to end (start of the call to the
+summary, so Ray's start, the read and the workers' model load are in it), busy (documents over the
+workers' busy window, from the first batch a worker started to the last one finished: the rate a
+long run settles at; the one-process run's own seconds for it) and steady (from the first shard the
+driver receives to the last). Ray's per-document overhead
 is measured apart: the same read, repartition and actor pool with an actor that does no work. Prints
 a human card and one JSON document as the last line.
 """
@@ -96,7 +98,8 @@ def run_single(corpus: Path, out: Path, args) -> dict:
                       device="cpu", progress=clock)
     wall = time.perf_counter() - start
     return {"engine": "single", "workers": 1, "threads_per_worker": torch.get_num_threads(), "encoded": s.encoded,
-            "seconds": wall, "docs_per_s": s.encoded / wall, "steady_docs_per_s": clock.steady()}
+            "seconds": wall, "docs_per_s": s.encoded / wall, "steady_docs_per_s": clock.steady(),
+            "workers_seconds": s.seconds, "workers_docs_per_s": s.encoded / s.seconds}
 
 
 def run_ray(corpus: Path, out: Path, args, workers: int) -> dict:
@@ -113,7 +116,8 @@ def run_ray(corpus: Path, out: Path, args, workers: int) -> dict:
     wall = time.perf_counter() - start
     ray.shutdown()
     return {"engine": "ray", "workers": workers, "threads_per_worker": threads, "encoded": s.encoded,
-            "seconds": wall, "docs_per_s": s.encoded / wall, "steady_docs_per_s": clock.steady()}
+            "seconds": wall, "docs_per_s": s.encoded / wall, "steady_docs_per_s": clock.steady(),
+            "workers_seconds": s.workers_seconds, "workers_docs_per_s": s.encoded / s.workers_seconds}
 
 
 def s3_check(corpus: Path, single: Path, work: Path, args) -> dict:
@@ -186,16 +190,18 @@ def main(argv=None) -> int:
         "command": " ".join(["python", "tools/bench_scale_encode.py", *(argv or sys.argv[1:])]),
         "machine": machine(), "documents": len(rows), "model": args.model, "layer": args.layer, "codec": CODEC,
         "shard_size": args.shard_size, "runs": runs, "ray_overhead": overhead,
+        "speedup_2_vs_1_workers": two["workers_docs_per_s"] / one["workers_docs_per_s"],
         "speedup_2_vs_1_workers_steady": (two["steady_docs_per_s"] / one["steady_docs_per_s"]
                                           if one["steady_docs_per_s"] and two["steady_docs_per_s"] else None),
         "speedup_2_vs_1_workers_end_to_end": two["docs_per_s"] / one["docs_per_s"],
         "s3": s3,
     }
-    print(f"{'engine':<8} {'workers':>7} {'threads':>7} {'seconds':>8} {'doc/s':>8} {'steady doc/s':>13}")
+    print(f"{'engine':<8} {'workers':>7} {'threads':>7} {'seconds':>8} {'doc/s':>8} {'busy s':>7} {'busy doc/s':>10}"
+          f" {'steady doc/s':>13}")
     for r in runs:
         steady = f"{r['steady_docs_per_s']:.1f}" if r["steady_docs_per_s"] else "-"
         print(f"{r['engine']:<8} {r['workers']:>7} {r['threads_per_worker']:>7} {r['seconds']:>8.1f} "
-              f"{r['docs_per_s']:>8.1f} {steady:>13}")
+              f"{r['docs_per_s']:>8.1f} {r['workers_seconds']:>7.1f} {r['workers_docs_per_s']:>10.1f} {steady:>13}")
     print(f"Ray Data alone (no-op actor): {overhead['us_per_document_end_to_end']:.0f} us/doc end to end, "
           f"{overhead['us_per_document_steady'] or float('nan'):.0f} us/doc steady")
     if s3:

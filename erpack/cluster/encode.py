@@ -184,6 +184,7 @@ class Encoder:
             return {"entry": [json.dumps({"error": str(exc), "kind": type(exc).__name__})]}
 
     def _encode(self, batch) -> dict:
+        started = time.time()  # wall clock: comparable across the workers of a cluster (NTP)
         cols = self.cols
         ids = batch[cols.id_key].to_pylist()
         texts = batch[cols.text].to_pylist()
@@ -207,7 +208,8 @@ class Encoder:
         self.next += 1
         entry = write_shard(self.output, name, records, self.pipeline, limits=self.limits, truncated=truncated,
                             token_hashes=hashes, storage_options=self.storage_options)
-        entry.update(skipped=skipped, truncated_ids=truncated, device=str(self.run.device))
+        entry.update(skipped=skipped, truncated_ids=truncated, device=str(self.run.device), started=started,
+                     finished=time.time())
         return entry
 
 
@@ -299,7 +301,7 @@ def encode_on_ray(
     meta = cache_meta(run.loaded, run.layer, run.max_length)
     del run
     summary = EncodeSummary(output=str(output), model=model, layer=meta["layer"], codec=pipeline.spec,
-                            device=str(device or "auto"))
+                            device=str(device or "auto"), engine="ray", workers=opts.workers)
     run_tag = secrets.token_hex(4)
     bar = _Bar(progress, None)
     try:
@@ -314,15 +316,15 @@ def encode_on_ray(
                 cached=cached, columns=cols, meta=meta, batch_size=batch_size, max_tokens=max_tokens,
                 threads=opts.threads())
             results = _encode_stage(ray, ds, opts, shard_size, constructor)
-            committer = _Committer(writer)
+            committer, window = _Committer(writer), []
             for row in results.iter_rows():
                 entry = json.loads(row["entry"])
                 if "error" in entry:
                     committer.flush()  # what the workers finished stays committed
                     raise _worker_error(entry)
-                _count(summary, entry, bar)
+                _count(summary, entry, bar, window)
                 if "name" in entry:
-                    for key in ("skipped", "truncated_ids", "device"):
+                    for key in ("skipped", "truncated_ids", "device", "started", "finished"):
                         entry.pop(key, None)
                     committer.add(entry)
             committer.flush()
@@ -331,12 +333,15 @@ def encode_on_ray(
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - bar.start
+    if window:
+        summary.workers_seconds = max(window) - min(window)
     summary.cache_documents, summary.cache_tokens, summary.cache_bytes = (
         counts["documents"], counts["tokens"], counts["bytes"])
     return summary
 
 
-def _count(summary: EncodeSummary, entry: dict, bar: _Bar) -> None:
+def _count(summary: EncodeSummary, entry: dict, bar: _Bar, window: list[float]) -> None:
+    """Add a worker's entry to the summary and the bar; `window` collects when its batch started and ended."""
     skipped = entry.get("skipped", 0)
     summary.documents_in_corpus += skipped + entry.get("documents", 0)
     summary.already_in_cache += skipped  # not compared by token hash on this engine
@@ -348,4 +353,6 @@ def _count(summary: EncodeSummary, entry: dict, bar: _Bar) -> None:
     summary.truncated += entry["truncated"]
     summary.truncated_ids.extend(entry.get("truncated_ids", []))
     summary.device = entry.get("device", summary.device)
+    window.append(entry["started"])
+    window.append(entry["finished"])
     bar.on_batch(entry["documents"], entry["tokens"])
