@@ -197,7 +197,7 @@ class CacheWriter:
     shard, dead)."""
 
     def __init__(self, where, meta: dict, codec, mode: str = "create", on_duplicate: str = "error",
-                 storage_options: dict | None = None, index: bool = True):
+                 storage_options: dict | None = None, index: bool = True, use_index: bool = True):
         if mode not in MODES:
             raise StoreError(f"mode must be one of {MODES}, got {mode!r}")
         if on_duplicate not in ON_DUPLICATE:
@@ -208,6 +208,7 @@ class CacheWriter:
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
         self.index = index  # close() writes the id index (erpack/store/idindex.py)
+        self.use_index = use_index  # opening takes the live ids from the id index when the cache has one
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         self._open_flag = False
@@ -281,23 +282,51 @@ class CacheWriter:
         finally:
             shard.close()
 
+    def _index_rows(self, field: dict):
+        """(ids, tokens, flags, token hashes) of each part of the id index, in part order (remote parts
+        are fetched OPEN_THREADS at a time; each is checked against its sha256)."""
+        index = idindex.IdIndex(self.location, field, cached_parts=0)
+
+        def rows(k: int):
+            part = index.part(k)
+            e = part.entries
+            return part.ids(), e["tokens"].tolist(), e["flags"].tolist(), e["token_hash"].tolist()
+
+        numbers = range(len(field["parts"]))
+        if self.location.is_local or len(numbers) < 2:
+            yield from map(rows, numbers)
+            return
+        with ThreadPoolExecutor(min(OPEN_THREADS, len(numbers))) as pool:
+            yield from pool.map(rows, numbers)
+
     def _load_ids(self) -> None:
+        """Every live id with its (tokens, flags, token hash), and the manifest's counts recomputed: from
+        the id index where it covers the shards (no shard read), from the shard indexes past it."""
         counts = {"documents": 0, "tokens": 0, "truncated": 0, "records": 0, "bytes": 0}
         shards = self._manifest["shards"]
-        if self.location.is_local or len(shards) < 2:
-            rows = map(self._shard_rows, shards)
+        field = self._manifest.get(idindex.FIELD) if self.use_index else None
+        covered = field["shards"] if field else 0
+        if field:
+            no_hash = fmt.NO_HASH
+            for ids, tokens, flags, hashes in self._index_rows(field):
+                for doc_id, t, f, h in zip(ids, tokens, flags, hashes):
+                    self._docs[doc_id] = (t, f, None if h == no_hash else h)
+        tail = shards[covered:]
+        if self.location.is_local or len(tail) < 2:
+            rows = map(self._shard_rows, tail)
         else:  # remote: a few range reads per shard, many shards at once
             pool = ThreadPoolExecutor(OPEN_THREADS)
-            rows = pool.map(self._shard_rows, shards)
+            rows = pool.map(self._shard_rows, tail)
         try:
-            for entry, shard_rows in zip(shards, rows):
+            for shard_rows in rows:  # later shards replace: the newest record of an id is live
                 for doc_id, t, f, h in shard_rows:
                     self._docs[doc_id] = (t, f, h)
-                counts["records"] += len(shard_rows)
-                counts["bytes"] += entry["bytes"]
         finally:
             if not isinstance(rows, map):
                 pool.shutdown(cancel_futures=True)
+        for entry in shards:  # a shard's entry counts its records, live or not
+            counts["records"] += entry["documents"]
+            counts["bytes"] += entry["bytes"]
         for t, f, _ in self._docs.values():
             counts["documents"] += 1
             counts["tokens"] += t
@@ -557,6 +586,7 @@ def rebuild_index(where, storage_options: dict | None = None) -> dict:
     writer lock; returns the new `id_index` field."""
     manifest = load_manifest(where, storage_options)
     codec = Pipeline.from_config(manifest["codec"])
-    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options) as w:
+    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options,
+                     use_index=False) as w:
         w._write_index(rebuild=True)
         return w.manifest[idindex.FIELD]
