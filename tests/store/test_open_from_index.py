@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from erpack.errors import StoreError
 from erpack.store import CacheReader, CacheWriter, idindex
 from erpack.store.manifest import load_manifest
 from tests.store.conftest import pipe, records
@@ -118,3 +119,22 @@ def test_opening_a_writer_on_s3_costs_a_handful_of_requests_whatever_the_size(s3
                     and "manifest" not in path and "index/" not in path) for n in logs}
     assert counts[2000] - lists[2000] == counts[200] - lists[200] <= 8, logs
     assert lists[2000] <= 3, logs  # ceil(2,002 keys / 1,000)
+
+
+def test_live_records_hold_what_the_shards_say(tmp_path, meta, small_parts):
+    build(tmp_path, meta, tail=False)
+    with CacheReader(tmp_path) as r:
+        shards = r.live_records()
+        assert not r._open and [s.name for s in shards] == [s["name"] for s in r.manifest["shards"]]
+        for k, got in enumerate(shards):
+            shard = r.open_shard(k)
+            assert (got.count, got.size) == (shard.count, shard.size)
+            rec = got.records
+            assert got.ids == [shard.ids[i] for i in rec.tolist()]
+            assert got.ids == [d for d in shard.ids if r.info(d)["shard"] == got.name]
+            assert got.tokens.tolist() == shard.entries["tokens"][rec].tolist()
+            assert got.sizes.tolist() == shard.record_size()[rec].tolist()
+            assert got.flags.tolist() == shard.entries["flags"][rec].tolist()
+            assert got.token_hashes.tolist() == shard.hashes[rec].tolist()
+        with pytest.raises(StoreError, match="there is no shard 99"):
+            r.open_shard(99)
