@@ -79,7 +79,7 @@ def _refusal(expected: dict, reader, owner: str, problems: list[str], remedy: st
     name, layer = (expected.get("model") or {}).get("name"), expected.get("layer")
     spec = expected.get("codec_spec") or _codec_spec(expected.get("codec"))
     codec = f" --codec {spec}" if spec else ""
-    return (f"cache {reader.path} does not fit {owner} (made for {name} layer {layer}"
+    return (f"cache {reader.location} does not fit {owner} (made for {name} layer {layer}"
             + (f", codec {spec}" if spec else "") + "): " + "; ".join(problems)
             + f". Encode the corpus for it (erpack encode CORPUS -o CACHE --model {name} --layer {layer}{codec})"
             + remedy)

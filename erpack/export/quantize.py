@@ -172,7 +172,7 @@ class CacheCalibration:
     def __init__(self, reader, limit: int = 256, batch_size: int = 16, ids=None):
         records = cache_records(reader, limit, ids)
         if not records:
-            raise ExportError(f"calibration cache {reader.path} holds no records; static quantization needs some")
+            raise ExportError(f"calibration cache {reader.location} holds no records; static quantization needs some")
         records.sort(key=len)
         self.batches = [pad_batch(records[i: i + batch_size]) for i in range(0, len(records), batch_size)]
         self.documents = len(records)

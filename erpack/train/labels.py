@@ -114,7 +114,7 @@ def in_cache(rows: list[Example], reader, source: str, skip_missing: bool = Fals
     if missing and not skip_missing:
         r = missing[0]
         raise InputError(
-            f"{r.where}: document {r.id!r} is labelled in {source} but not in the cache {reader.path} "
+            f"{r.where}: document {r.id!r} is labelled in {source} but not in the cache {reader.location} "
             f"({len(missing)} labelled id(s) missing); encode those documents into the cache, or pass "
             "--skip-missing to train on the labelled documents the cache holds"
         )
