@@ -116,14 +116,17 @@ def _kinds(log: list) -> dict:
     return out
 
 
-def measure(cache: Path, batch_size: int, seed: int, shard_cache: bool) -> dict:
+def measure(cache: Path, batch_size: int, seed: int, shard_cache: bool, server=None) -> dict:
+    """Every pass from local disk, then from the S3 server: `server` (a tests.services.S3Server whose
+    endpoint the environment names), else one started here and stopped after."""
     from tools.bench_open import _s3_server, upload
 
     sizes, hidden = record_sizes(cache)
     rows = []
     for kind in PASSES:
         rows.append(_row(kind, "local", one_pass(kind, cache, seed, batch_size), sizes, hidden, None))
-    server = _s3_server()
+    own = server is None
+    server = server or _s3_server()
     try:
         import boto3
 
@@ -143,7 +146,8 @@ def measure(cache: Path, batch_size: int, seed: int, shard_cache: bool) -> dict:
                     got = one_pass(kind, url, seed, batch_size, shard_cache=folder)
                     rows.append(_row(kind, f"s3 --shard-cache ({temp})", got, sizes, hidden, server.log[before:]))
     finally:
-        server.server.stop()
+        if own:
+            server.server.stop()
     return {"rows": rows}
 
 

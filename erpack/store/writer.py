@@ -53,6 +53,13 @@ log = logging.getLogger("erpack.store")
 MODES = ("create", "append")
 ON_DUPLICATE = ("error", "skip", "replace")
 OPEN_THREADS = 16  # shard indexes a writer reads at once when it opens a remote cache
+# Remote caches: a writer lists the folder for leftovers only when one of these says there may be
+# some (a listing costs one request per 1,000 files). SESSION_MARK: written when a writer opens,
+# removed when it closes normally (present: a writer died or left by an exception). PUBLISHED_MARK:
+# written by write_shard before it publishes a shard no CacheWriter committed yet (a worker's).
+SESSION_MARK = ".erpack-writer-open"
+PUBLISHED_MARK = ".erpack-shards-published"
+MARKS = (SESSION_MARK, PUBLISHED_MARK)
 
 
 def _is_temp(name: str) -> bool:
@@ -121,7 +128,7 @@ def check_record(k: int, record, hidden_size: int, max_tokens: int | None) -> tu
 
 
 def write_shard(location, name: str, records, codec, limits: RecordLimits | None = None, truncated=(),
-                token_hashes: dict | None = None, storage_options: dict | None = None) -> dict:
+                token_hashes: dict | None = None, storage_options: dict | None = None, _mark: bool = True) -> dict:
     """Encode `records` (an iterable of (doc_id, float32 (T, H)), read once, one at a time) as one shard
     and publish it under `name` in `location` (a folder, URL or Location), whole or not at all: built in
     a local temp file (`NAME.tmp` beside it for a local folder, the temp folder for a remote one),
@@ -177,6 +184,8 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
             sha = builder.finish()
             f.flush()
             os.fsync(f.fileno())
+        if _mark and not loc.is_local:  # the next writer to open lists the folder for uncommitted shards
+            loc.write_atomic(PUBLISHED_MARK, b"shards were published here by write_shard\n")
         loc.upload(tmp, name)  # a durable rename locally; an upload visible only once whole remotely
     except BaseException as exc:
         _name_file(exc, tmp)
@@ -212,6 +221,8 @@ class CacheWriter:
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         self._open_flag = False
+        self._marked = False  # a remote writer wrote SESSION_MARK
+        self._failed = False  # left by an exception: the session mark stays
         meta = check_meta(meta)
         codec_config = jsonable(codec.get_config(), "codec.get_config()")
         if self.path is not None:
@@ -234,7 +245,7 @@ class CacheWriter:
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
         loc = self.location
         if not loc.exists(MANIFEST):
-            others = [n for n in loc.listdir() if not _is_temp(n)]
+            others = [n for n in loc.listdir() if not _is_temp(n) and n not in MARKS]
             if self.path is not None:  # sub-folders count locally (a remote listing has files only)
                 others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name))
             if others:
@@ -259,13 +270,23 @@ class CacheWriter:
             raise mismatch_error(loc, found, "this writer asks for")
         self._manifest = manifest
         self._load_ids()
-        self._remove_leftovers({s["name"] for s in manifest["shards"]})
+        if loc.is_local or any(loc.exists(m) for m in MARKS):  # remote: list only if a mark says so
+            self._remove_leftovers({s["name"] for s in manifest["shards"]})
+        self._mark_session()
         self._number_after()
+
+    def _mark_session(self) -> None:
+        """Remote: say a writer is open (removed by a normal close), so that leftovers of a writer
+        that dies are found by the next one."""
+        if not self.location.is_local:
+            self.location.write_atomic(SESSION_MARK, b"a CacheWriter is open (or died) here\n")
+            self._marked = True
 
     def _start(self, meta: dict, codec_config: dict) -> None:
         self._manifest = new_manifest(meta, codec_config)
         self._remove_leftovers(set())
         write_manifest(self.location, self._manifest)
+        self._mark_session()
         self._next = 0
 
     def _number_after(self) -> None:
@@ -335,9 +356,13 @@ class CacheWriter:
 
     def _remove_leftovers(self, listed: set[str]) -> None:
         """Delete unlisted shards and .tmp files: what an interrupted writer (or worker) left. Remotely
-        there is no lock: this assumes no other writer is publishing shards into this cache now."""
-        for name in self.location.listdir():
-            if _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
+        there is no lock: this assumes no other writer is publishing shards into this cache now. A
+        remote cache is listed only when a mark (MARKS) says a writer died or write_shard published."""
+        names = self.location.listdir()
+        for name in names:
+            if name in MARKS:
+                self.location.delete(name)
+            elif _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
                 self.location.delete(name)
                 self.removed.append(name)
         if self.removed:
@@ -422,7 +447,8 @@ class CacheWriter:
         name = shard_name(self._next)
         kept = {c[0] for c in keep}
         entry = write_shard(self.location, name, [(c[0], c[2]) for c in keep], self.codec, self.limits,
-                            truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept})
+                            truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept},
+                            _mark=False)  # a crash before the commit leaves this writer's SESSION_MARK
         try:
             self._commit([entry])
         except BaseException as exc:
@@ -558,6 +584,9 @@ class CacheWriter:
         try:
             if opened and write_index and self.index and self._manifest["shards"]:
                 self._write_index()
+            if opened and self._marked and not self._failed:  # a normal end: nothing left behind
+                self.location.delete(SESSION_MARK)
+                self._marked = False
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -578,6 +607,7 @@ class CacheWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        self._failed = self._failed or exc_type is not None  # the next writer lists for leftovers
         self.close(write_index=exc_type is None)
 
 

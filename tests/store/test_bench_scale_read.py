@@ -8,13 +8,13 @@ from erpack.store import CacheWriter
 from tests.store.conftest import make_meta, pipe, records
 
 
-def test_the_read_bench_reads_everything_and_counts_requests(tmp_path):
+def test_the_read_bench_reads_everything_and_counts_requests(tmp_path, s3_server):
     from tools.bench_scale_read import PASSES, measure, table
 
     with CacheWriter(tmp_path / "c", meta=make_meta(), codec=pipe("int8z")) as w:
         for s in range(3):
             w.commit_shard(records(20, seed=s, prefix=f"s{s}"))
-    rows = measure(tmp_path / "c", batch_size=8, seed=1, shard_cache=True)["rows"]
+    rows = measure(tmp_path / "c", batch_size=8, seed=1, shard_cache=True, server=s3_server)["rows"]
     by = {(r["pass"], r["source"]): r for r in rows}
     assert len(rows) == 3 * 4 and all(r["documents"] == 60 for r in rows)
     assert len({r["tokens"] for r in rows}) == 1 and len({r["stored_bytes"] for r in rows}) == 1

@@ -101,10 +101,10 @@ def test_a_remote_writer_and_stats_through_the_index(s3_bucket, tmp_path, meta, 
 @pytest.mark.slow
 def test_opening_a_writer_on_s3_costs_a_handful_of_requests_whatever_the_size(s3_server, s3_bucket, tmp_path):
     """200 and 2,000 one-record shards on the S3 server: opening a writer to append (and closing it) reads
-    the manifest and the index parts, never a shard; only the folder listing (1,000 keys a page) grows."""
+    the manifest and the index parts, never a shard, and lists nothing (no mark says a writer died)."""
     from tools.bench_open import META, build_cache
 
-    counts, logs = {}, {}
+    counts, lists = {}, {}
     for n in (200, 2000):
         url = f"{s3_bucket}/c{n}"
         build_cache(url, n, tmp_path / f"c{n}", into_moto=n > 200)
@@ -112,13 +112,12 @@ def test_opening_a_writer_on_s3_costs_a_handful_of_requests_whatever_the_size(s3
         w = CacheWriter(url, meta=META, codec=pipe(), mode="append")
         assert len(w) == n and w.contains(f"doc-{n - 1:07d}") and w.manifest["counts"]["records"] == n
         w.close()
-        logs[n] = s3_server.log[before:]
-        counts[n] = len(logs[n])
-        assert not any(".ers" in path and method == "GET" for method, path, _ in logs[n]), logs[n]
-    lists = {n: sum(1 for method, path, _ in logs[n] if method == "GET" and ".ers" not in path
-                    and "manifest" not in path and "index/" not in path) for n in logs}
-    assert counts[2000] - lists[2000] == counts[200] - lists[200] <= 8, logs
-    assert lists[2000] <= 3, logs  # ceil(2,002 keys / 1,000)
+        log = s3_server.log[before:]
+        counts[n] = len(log)
+        assert not any(".ers" in path for _, path, _ in log), log  # no shard read
+        lists[n] = sum(1 for method, path, _ in log if method == "GET" and "/" not in path.strip("/"))
+    # manifest HEAD x2 + GET, the part, a HEAD + 1-key LIST per mark (absent), the session mark PUT + DELETE
+    assert counts[200] == counts[2000] <= 10 and lists[200] == lists[2000] == 2, (counts, lists)
 
 
 def test_live_records_hold_what_the_shards_say(tmp_path, meta, small_parts):
@@ -138,3 +137,40 @@ def test_live_records_hold_what_the_shards_say(tmp_path, meta, small_parts):
             assert got.token_hashes.tolist() == shard.hashes[rec].tolist()
         with pytest.raises(StoreError, match="there is no shard 99"):
             r.open_shard(99)
+
+
+@pytest.fixture(params=["memory", "s3"])
+def url(request, tmp_path) -> str:
+    if request.param == "memory":
+        return f"memory://erpack-marks/{tmp_path.name}/cache"
+    return f"{request.getfixturevalue('s3_bucket')}/cache"
+
+
+def test_a_remote_writer_lists_for_leftovers_only_when_a_mark_says_so(url, meta):
+    """A normal close leaves no mark, so the next writer does not list the folder; a writer that died
+    (or left by an exception) and write_shard's uncommitted shards leave one, and the next writer
+    removes what they left."""
+    from erpack.store.location import open_location
+    from erpack.store.manifest import shard_name
+    from erpack.store.writer import MARKS, PUBLISHED_MARK, SESSION_MARK, write_shard
+
+    loc = open_location(url)
+    with CacheWriter(url, meta=meta, codec=pipe()) as w:
+        w.commit_shard(records(2))
+        assert loc.exists(SESSION_MARK)
+    assert not any(loc.exists(m) for m in MARKS)
+    dead = CacheWriter(url, meta=meta, codec=pipe(), mode="append")  # dies after publishing, before committing
+    write_shard(url, shard_name(dead._next), records(1, prefix="q"), pipe(), dead.limits, _mark=False)
+    del dead
+    w = CacheWriter(url, meta=meta, codec=pipe(), mode="append")
+    assert w.removed == ["shard-000001.ers"] and loc.exists(SESSION_MARK) and not loc.exists(PUBLISHED_MARK)
+    with pytest.raises(RuntimeError), w:
+        raise RuntimeError("the driver failed")
+    assert loc.exists(SESSION_MARK)  # left by an exception: the next writer looks
+    with CacheWriter(url, meta=meta, codec=pipe(), mode="append") as w:
+        assert w.removed == []
+        write_shard(url, shard_name(0, tag="lost"), records(1, prefix="l"), pipe(), w.limits)  # never committed
+    assert loc.exists(PUBLISHED_MARK) and not loc.exists(SESSION_MARK)
+    with CacheWriter(url, meta=meta, codec=pipe(), mode="append") as w:
+        assert w.removed == ["shard-lost-000000.ers"] and len(w) == 2
+    assert sorted(loc.listdir()) == ["manifest.json", "shard-000000.ers"]
