@@ -31,23 +31,33 @@ TOKEN_HASH = 8  # bytes of a record's token hash in the index (shard version 2 a
 ID_INDEX_ENTRY = ENTRY.itemsize  # bytes of a live record's entry in the cache's id index (64)
 
 
+def _hashed(reader, k: int, shard) -> bool:
+    """Whether shard k's index stores a token hash per record (shard version 2 and later). A non-zero
+    hash says so without opening it; a shard whose live records have none is opened to ask."""
+    if shard.token_hashes.any():
+        return True
+    return reader.open_shard(k).hashes is not None
+
+
 def _records(reader, limit: int | None = None):
     """(ids, tokens, on-disk bytes per record incl. index entry and id copy, and its entry and id copy in
     the cache's id index when it has one) of live records."""
     ids, tokens, sizes, overhead = [], [], [], []
     indexed = getattr(reader, "has_index", False)
-    for shard, live in reader.live_masks():
-        e = shard.entries
-        rec = shard.record_size()
-        index = INDEX_ENTRY + (TOKEN_HASH if shard.hashes is not None else 0)
-        for i in np.flatnonzero(live):
-            doc = shard.ids[i]
+    for k, shard in enumerate(reader.live_records()):
+        if not shard.live:
+            continue
+        index = INDEX_ENTRY + (TOKEN_HASH if _hashed(reader, k, shard) else 0)
+        for doc, t, rec, plen in zip(shard.ids, shard.tokens.tolist(), shard.sizes.tolist(),
+                                     shard.payload_len.tolist()):
             n_id = len(doc.encode("utf-8"))
             extra = index + n_id + ((ID_INDEX_ENTRY + n_id) if indexed else 0)
             ids.append(doc)
-            tokens.append(int(e["tokens"][i]))
-            sizes.append(int(rec[i]) + extra)
-            overhead.append(int(rec[i]) - int(e["payload_len"][i]) + extra)
+            tokens.append(t)
+            sizes.append(rec + extra)
+            overhead.append(rec - plen + extra)
+        if limit is not None and len(ids) >= limit:
+            break
     return ids[:limit], tokens[:limit], sizes[:limit], overhead[:limit]
 
 

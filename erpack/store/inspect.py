@@ -1,4 +1,5 @@
-"""cache_stats: what a cache holds and what it costs on disk, from the manifest and shard indexes.
+"""cache_stats: what a cache holds and what it costs on disk, from the manifest and the id index (or the
+shard indexes of the shards it does not cover).
 
 Works on a reader of a local folder or a URL (it reads `reader.location`, else `reader.path`).
 
@@ -81,20 +82,22 @@ class CacheStats:
 
 
 def _live_records(reader) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[ShardStats]]:
-    """Per live record: tokens, bytes on disk, payload bytes, flags; and each shard's stats."""
+    """Per live record: tokens, bytes on disk, payload bytes, flags; and each shard's stats. From the
+    reader's live_records (the id index and the manifest where the index covers a shard: no shard read)."""
     tokens, sizes, payloads, flags, shards = [], [], [], [], []
-    for shard, live in reader.live_masks():
-        tokens.append(shard.entries["tokens"][live].astype(np.int64))
-        sizes.append(shard.record_size()[live])
-        payloads.append(shard.entries["payload_len"][live].astype(np.int64))
-        flags.append(shard.entries["flags"][live])
-        shards.append(ShardStats(name=shard.name, records=shard.count, live=int(live.sum()),
-                                 tokens=int(tokens[-1].sum()), bytes=shard.size))
+    for shard in reader.live_records():
+        tokens.append(shard.tokens)
+        sizes.append(shard.sizes)
+        payloads.append(shard.payload_len)
+        flags.append(shard.flags)
+        shards.append(ShardStats(name=shard.name, records=shard.count, live=shard.live,
+                                 tokens=int(shard.tokens.sum()), bytes=shard.size))
     return _cat(tokens), _cat(sizes), _cat(payloads), _cat(flags, np.uint32), shards
 
 
 def cache_stats(reader) -> CacheStats:
-    """CacheStats of an open CacheReader, from its manifest and shard indexes (no record is read)."""
+    """CacheStats of an open CacheReader, from its manifest and id index, or the shard indexes past it (no
+    record is read)."""
     meta, hidden = reader.meta, reader.hidden_size
     tokens, sizes, payloads, flags, shards = _live_records(reader)
     n_tokens = int(tokens.sum())

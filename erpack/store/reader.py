@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,41 @@ from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payl
 from erpack.store.verify import VerifyReport, verify_cache
 
 MAX_OPEN_SHARDS = 256
+LIVE = np.dtype([("shard", "<u4"), ("record", "<u4"), ("tokens", "<u4"), ("flags", "<u4"), ("length", "<u8"),
+                 ("payload_len", "<u8"), ("token_hash", "<u8")])  # what live_records reports of a record
+
+
+def _live_rows(entries: np.ndarray) -> np.ndarray:
+    """LIVE rows of id-index entries."""
+    t = np.zeros(len(entries), LIVE)
+    for name in LIVE.names:
+        t[name] = entries[name]
+    return t
+
+
+@dataclass
+class LiveRecords:
+    """One listed shard and its live records (the newest record of each id), in record order.
+
+    `count` and `size`: all its records (live or dead) and bytes, from the manifest. Per live record:
+    `records` (its number in the shard), `ids`, `tokens`, `sizes` (bytes in the file, padding
+    included), `payload_len`, `flags` (FLAG_TRUNCATED), `token_hashes` (u64; 0 where unknown)."""
+
+    name: str
+    count: int
+    size: int
+    ids: list[str]
+    records: np.ndarray
+    tokens: np.ndarray
+    sizes: np.ndarray
+    payload_len: np.ndarray
+    flags: np.ndarray
+    token_hashes: np.ndarray
+
+    @property
+    def live(self) -> int:
+        return len(self.ids)
+
 OPEN_THREADS = 16  # remote shards the index does not cover, opened at once
 
 
@@ -192,25 +228,42 @@ class CacheReader:
         entry = self._index.lookup(doc_id) if self._index is not None else None
         return None if entry is None else (entry.shard, entry.record, entry)
 
+    def _live_table(self) -> tuple[list[str], np.ndarray]:
+        """(ids, LIVE rows) of every live record, in commit order then record order: from the id index
+        for the shards it covers (no shard opened), from the shards' own indexes past it."""
+        ids, rows = [], [np.zeros(0, LIVE)]
+        for part_ids, entries in self._index or ():
+            ids += part_ids
+            rows.append(_live_rows(entries))
+        table = np.concatenate(rows)
+        if self._tail:  # ids replaced by a shard the index does not cover
+            keep = np.array([d not in self._tail for d in ids], dtype=bool)
+            ids, table = [d for d, k in zip(ids, keep.tolist()) if k], table[keep]
+        order = np.lexsort((table["record"], table["shard"]))
+        ids, tables = [ids[j] for j in order.tolist()], [table[order]]
+        by_shard: dict[int, list[tuple[int, str]]] = {}
+        for doc_id, (s, i) in self._tail.items():
+            by_shard.setdefault(s, []).append((i, doc_id))
+        for s in sorted(by_shard):
+            got = sorted(by_shard[s])
+            shard = self._shard(s)
+            records = np.array([i for i, _ in got], dtype=np.int64)
+            t = np.zeros(len(records), LIVE)
+            t["shard"], t["record"] = s, records
+            for name in ("tokens", "payload_len", "flags"):
+                t[name] = shard.entries[name][records]
+            t["length"] = shard.record_size()[records]
+            if shard.hashes is not None:
+                t["token_hash"] = shard.hashes[records]
+            ids += [d for _, d in got]
+            tables.append(t)
+        return ids, np.concatenate(tables)
+
     def _live_order(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(ids, shard numbers, record numbers) of the live records: commit order, then record order."""
         if self._live is None:
-            ids, shards, records = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-            for part_ids, entries in self._index or ():
-                ids += part_ids
-                shards.append(entries["shard"].astype(np.int64))
-                records.append(entries["record"].astype(np.int64))
-            s, r = np.concatenate(shards), np.concatenate(records)
-            if self._tail:  # ids replaced by a shard the index does not cover
-                keep = np.array([d not in self._tail for d in ids], dtype=bool)
-                ids, s, r = [d for d, k in zip(ids, keep.tolist()) if k], s[keep], r[keep]
-            order = np.lexsort((r, s))
-            ids = [ids[j] for j in order.tolist()]
-            tail = sorted(self._tail.items(), key=lambda kv: kv[1])
-            ids += [d for d, _ in tail]
-            s = np.concatenate([s[order], np.array([w[0] for _, w in tail], dtype=np.int64)])
-            r = np.concatenate([r[order], np.array([w[1] for _, w in tail], dtype=np.int64)])
-            self._live = (ids, s, r)
+            ids, table = self._live_table()
+            self._live = (ids, table["shard"].astype(np.int64), table["record"].astype(np.int64))
             self._len = len(ids)
         return self._live
 
@@ -334,16 +387,39 @@ class CacheReader:
         for doc_id, shard, i, payload, shape in self._records():
             yield doc_id, decode_payload(self.codec, shard, i, payload, shape)
 
-    def live_masks(self) -> list[tuple[ShardFile, np.ndarray]]:
-        """(shard, bool mask over its records: True where the record is the live one for its id), for
-        every shard (each is opened: this reads every shard index)."""
-        _, shards, records = self._live_order()
-        bounds = np.searchsorted(shards, np.arange(len(self._specs) + 1))
+    def open_shard(self, s: int) -> ShardFile:
+        """Shard s (its number in the manifest's list), opened (memory-mapped locally, read by ranges
+        remotely); valid while the reader is open."""
+        if not 0 <= s < len(self._specs):
+            raise StoreError(f"{self.location} lists {len(self._specs)} shards: there is no shard {s}")
+        return self._shard(s)
+
+    def live_records(self) -> list[LiveRecords]:
+        """Every listed shard (commit order) with its live records' ids, tokens, sizes, flags and token
+        hashes: from the id index and the manifest where the index covers the shard (no shard is opened
+        or read), from the shard's own index past it."""
+        if self._closed:
+            return []
+        ids, table = self._live_table()
+        bounds = np.searchsorted(table["shard"], np.arange(len(self._specs) + 1))
         out = []
-        for s in range(len(self._specs) if not self._closed else 0):
-            shard = self._shard(s)
+        for s, spec in enumerate(self._specs):
+            a, b = int(bounds[s]), int(bounds[s + 1])
+            t = table[a:b]
+            out.append(LiveRecords(
+                name=spec["name"], count=spec["documents"], size=spec["bytes"], ids=ids[a:b],
+                records=t["record"].astype(np.int64), tokens=t["tokens"].astype(np.int64),
+                sizes=t["length"].astype(np.int64), payload_len=t["payload_len"].astype(np.int64),
+                flags=t["flags"].copy(), token_hashes=t["token_hash"].copy()))
+        return out
+
+    def live_masks(self) -> list[tuple[LiveRecords, np.ndarray]]:
+        """(shard's LiveRecords, bool mask over all its records: True where the record is the live one
+        for its id), for every listed shard, without opening the shards the id index covers."""
+        out = []
+        for shard in self.live_records():
             live = np.zeros(shard.count, dtype=bool)
-            live[records[bounds[s] : bounds[s + 1]]] = True
+            live[shard.records] = True
             out.append((shard, live))
         return out
 

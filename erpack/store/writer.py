@@ -53,6 +53,13 @@ log = logging.getLogger("erpack.store")
 MODES = ("create", "append")
 ON_DUPLICATE = ("error", "skip", "replace")
 OPEN_THREADS = 16  # shard indexes a writer reads at once when it opens a remote cache
+# Remote caches: a writer lists the folder for leftovers only when one of these says there may be
+# some (a listing costs one request per 1,000 files). SESSION_MARK: written when a writer opens,
+# removed when it closes normally (present: a writer died or left by an exception). PUBLISHED_MARK:
+# written by write_shard before it publishes a shard no CacheWriter committed yet (a worker's).
+SESSION_MARK = ".erpack-writer-open"
+PUBLISHED_MARK = ".erpack-shards-published"
+MARKS = (SESSION_MARK, PUBLISHED_MARK)
 
 
 def _is_temp(name: str) -> bool:
@@ -121,7 +128,7 @@ def check_record(k: int, record, hidden_size: int, max_tokens: int | None) -> tu
 
 
 def write_shard(location, name: str, records, codec, limits: RecordLimits | None = None, truncated=(),
-                token_hashes: dict | None = None, storage_options: dict | None = None) -> dict:
+                token_hashes: dict | None = None, storage_options: dict | None = None, _mark: bool = True) -> dict:
     """Encode `records` (an iterable of (doc_id, float32 (T, H)), read once, one at a time) as one shard
     and publish it under `name` in `location` (a folder, URL or Location), whole or not at all: built in
     a local temp file (`NAME.tmp` beside it for a local folder, the temp folder for a remote one),
@@ -177,6 +184,8 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
             sha = builder.finish()
             f.flush()
             os.fsync(f.fileno())
+        if _mark and not loc.is_local:  # the next writer to open lists the folder for uncommitted shards
+            loc.write_atomic(PUBLISHED_MARK, b"shards were published here by write_shard\n")
         loc.upload(tmp, name)  # a durable rename locally; an upload visible only once whole remotely
     except BaseException as exc:
         _name_file(exc, tmp)
@@ -197,7 +206,7 @@ class CacheWriter:
     shard, dead)."""
 
     def __init__(self, where, meta: dict, codec, mode: str = "create", on_duplicate: str = "error",
-                 storage_options: dict | None = None, index: bool = True):
+                 storage_options: dict | None = None, index: bool = True, use_index: bool = True):
         if mode not in MODES:
             raise StoreError(f"mode must be one of {MODES}, got {mode!r}")
         if on_duplicate not in ON_DUPLICATE:
@@ -208,9 +217,12 @@ class CacheWriter:
         self.on_duplicate = on_duplicate
         self.removed: list[str] = []  # leftovers of an interrupted writer, removed on open
         self.index = index  # close() writes the id index (erpack/store/idindex.py)
+        self.use_index = use_index  # opening takes the live ids from the id index when the cache has one
         self._docs: dict[str, tuple[int, int, int | None]] = {}  # live id -> (tokens, flags, token hash)
         self._lock = None
         self._open_flag = False
+        self._marked = False  # a remote writer wrote SESSION_MARK
+        self._failed = False  # left by an exception: the session mark stays
         meta = check_meta(meta)
         codec_config = jsonable(codec.get_config(), "codec.get_config()")
         if self.path is not None:
@@ -233,7 +245,7 @@ class CacheWriter:
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
         loc = self.location
         if not loc.exists(MANIFEST):
-            others = [n for n in loc.listdir() if not _is_temp(n)]
+            others = [n for n in loc.listdir() if not _is_temp(n) and n not in MARKS]
             if self.path is not None:  # sub-folders count locally (a remote listing has files only)
                 others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name))
             if others:
@@ -258,13 +270,23 @@ class CacheWriter:
             raise mismatch_error(loc, found, "this writer asks for")
         self._manifest = manifest
         self._load_ids()
-        self._remove_leftovers({s["name"] for s in manifest["shards"]})
+        if loc.is_local or any(loc.exists(m) for m in MARKS):  # remote: list only if a mark says so
+            self._remove_leftovers({s["name"] for s in manifest["shards"]})
+        self._mark_session()
         self._number_after()
+
+    def _mark_session(self) -> None:
+        """Remote: say a writer is open (removed by a normal close), so that leftovers of a writer
+        that dies are found by the next one."""
+        if not self.location.is_local:
+            self.location.write_atomic(SESSION_MARK, b"a CacheWriter is open (or died) here\n")
+            self._marked = True
 
     def _start(self, meta: dict, codec_config: dict) -> None:
         self._manifest = new_manifest(meta, codec_config)
         self._remove_leftovers(set())
         write_manifest(self.location, self._manifest)
+        self._mark_session()
         self._next = 0
 
     def _number_after(self) -> None:
@@ -281,23 +303,51 @@ class CacheWriter:
         finally:
             shard.close()
 
+    def _index_rows(self, field: dict):
+        """(ids, tokens, flags, token hashes) of each part of the id index, in part order (remote parts
+        are fetched OPEN_THREADS at a time; each is checked against its sha256)."""
+        index = idindex.IdIndex(self.location, field, cached_parts=0)
+
+        def rows(k: int):
+            part = index.part(k)
+            e = part.entries
+            return part.ids(), e["tokens"].tolist(), e["flags"].tolist(), e["token_hash"].tolist()
+
+        numbers = range(len(field["parts"]))
+        if self.location.is_local or len(numbers) < 2:
+            yield from map(rows, numbers)
+            return
+        with ThreadPoolExecutor(min(OPEN_THREADS, len(numbers))) as pool:
+            yield from pool.map(rows, numbers)
+
     def _load_ids(self) -> None:
+        """Every live id with its (tokens, flags, token hash), and the manifest's counts recomputed: from
+        the id index where it covers the shards (no shard read), from the shard indexes past it."""
         counts = {"documents": 0, "tokens": 0, "truncated": 0, "records": 0, "bytes": 0}
         shards = self._manifest["shards"]
-        if self.location.is_local or len(shards) < 2:
-            rows = map(self._shard_rows, shards)
+        field = self._manifest.get(idindex.FIELD) if self.use_index else None
+        covered = field["shards"] if field else 0
+        if field:
+            no_hash = fmt.NO_HASH
+            for ids, tokens, flags, hashes in self._index_rows(field):
+                for doc_id, t, f, h in zip(ids, tokens, flags, hashes):
+                    self._docs[doc_id] = (t, f, None if h == no_hash else h)
+        tail = shards[covered:]
+        if self.location.is_local or len(tail) < 2:
+            rows = map(self._shard_rows, tail)
         else:  # remote: a few range reads per shard, many shards at once
             pool = ThreadPoolExecutor(OPEN_THREADS)
-            rows = pool.map(self._shard_rows, shards)
+            rows = pool.map(self._shard_rows, tail)
         try:
-            for entry, shard_rows in zip(shards, rows):
+            for shard_rows in rows:  # later shards replace: the newest record of an id is live
                 for doc_id, t, f, h in shard_rows:
                     self._docs[doc_id] = (t, f, h)
-                counts["records"] += len(shard_rows)
-                counts["bytes"] += entry["bytes"]
         finally:
             if not isinstance(rows, map):
                 pool.shutdown(cancel_futures=True)
+        for entry in shards:  # a shard's entry counts its records, live or not
+            counts["records"] += entry["documents"]
+            counts["bytes"] += entry["bytes"]
         for t, f, _ in self._docs.values():
             counts["documents"] += 1
             counts["tokens"] += t
@@ -306,9 +356,13 @@ class CacheWriter:
 
     def _remove_leftovers(self, listed: set[str]) -> None:
         """Delete unlisted shards and .tmp files: what an interrupted writer (or worker) left. Remotely
-        there is no lock: this assumes no other writer is publishing shards into this cache now."""
-        for name in self.location.listdir():
-            if _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
+        there is no lock: this assumes no other writer is publishing shards into this cache now. A
+        remote cache is listed only when a mark (MARKS) says a writer died or write_shard published."""
+        names = self.location.listdir()
+        for name in names:
+            if name in MARKS:
+                self.location.delete(name)
+            elif _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
                 self.location.delete(name)
                 self.removed.append(name)
         if self.removed:
@@ -393,7 +447,8 @@ class CacheWriter:
         name = shard_name(self._next)
         kept = {c[0] for c in keep}
         entry = write_shard(self.location, name, [(c[0], c[2]) for c in keep], self.codec, self.limits,
-                            truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept})
+                            truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept},
+                            _mark=False)  # a crash before the commit leaves this writer's SESSION_MARK
         try:
             self._commit([entry])
         except BaseException as exc:
@@ -529,6 +584,9 @@ class CacheWriter:
         try:
             if opened and write_index and self.index and self._manifest["shards"]:
                 self._write_index()
+            if opened and self._marked and not self._failed:  # a normal end: nothing left behind
+                self.location.delete(SESSION_MARK)
+                self._marked = False
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -549,6 +607,7 @@ class CacheWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        self._failed = self._failed or exc_type is not None  # the next writer lists for leftovers
         self.close(write_index=exc_type is None)
 
 
@@ -557,6 +616,7 @@ def rebuild_index(where, storage_options: dict | None = None) -> dict:
     writer lock; returns the new `id_index` field."""
     manifest = load_manifest(where, storage_options)
     codec = Pipeline.from_config(manifest["codec"])
-    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options) as w:
+    with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options,
+                     use_index=False) as w:
         w._write_index(rebuild=True)
         return w.manifest[idindex.FIELD]
