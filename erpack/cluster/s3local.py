@@ -59,12 +59,15 @@ def _counting_server(host: str, port: int):
         raise InputError(f"a local S3 server needs moto[server] ({exc}): pip install 'erpack[scale]' "
                          f"(or pip install 'moto[server]'), or give a real bucket") from None
 
+    class QuietHandler(MotoRequestHandler):
+        def log_request(self, *args, **kwargs) -> None:  # werkzeug's line per request; the log counts them
+            pass
+
     class CountingMotoServer(ThreadedMotoServer):
         log = RequestLog(DomainDispatcherApplication(create_backend_app))
 
         def _server_entry(self) -> None:
-            self._server = make_server(self._ip_address, self._port, self.log, True,
-                                       request_handler=MotoRequestHandler)
+            self._server = make_server(self._ip_address, self._port, self.log, True, request_handler=QuietHandler)
             self._server_ready_event.set()
             self._server.serve_forever()
 
