@@ -178,7 +178,8 @@ def train_step(run: ScaleRun) -> dict:
                                     "accuracy": r.test["accuracy"],
                                     "validation_accuracy": r.best_validation["accuracy"],
                                     "trainable_params": r.trainable_params, "total_params": r.total_params,
-                                    "train_seconds_per_epoch": r.train_seconds_per_epoch})
+                                    "train_seconds_per_epoch": r.train_seconds_per_epoch,
+                                    "read_wait_seconds": sum(e.get("wait_seconds", 0.0) for e in r.epochs)})
 
 
 def export_step(run: ScaleRun) -> dict:

@@ -207,7 +207,8 @@ def _scale_train_lines(s: dict) -> list[str]:
     """The task model trained from storage."""
     d = s["documents"]
     return [f"LoRA adapters + head from {s['cache']} (range reads, prefetch {s['prefetch']} batches) on {d['train']} "
-            f"train documents, {s['epochs']} epoch(s): test accuracy {s['accuracy']:.4f} ({d['test']} documents), "
+            f"train documents, {s['epochs']} epoch(s) of {s['train_seconds_per_epoch']:.1f} s, "
+            f"{s['read_wait_seconds']:.1f} s of it waiting on reads: test accuracy {s['accuracy']:.4f} ({d['test']} documents), "
             f"validation {s['validation_accuracy']:.4f}{_requests(s)}"]
 
 
