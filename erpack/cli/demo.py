@@ -61,8 +61,9 @@ def add_parser(subparsers) -> None:
         "STORAGE/predictions and read them back for the test accuracy. Each step prints its figures, wall "
         "time and the S3 requests it made.")
     scale.add_argument("--scale", action="store_true", help="run the corpus-scale demo (Ray + object storage)")
-    scale.add_argument("--storage", default=None, help="s3://bucket/prefix (or any fsspec URL) to use instead of "
-                       "the local server; credentials and endpoint from the AWS_* environment")
+    scale.add_argument("--storage", default=None, help="s3://bucket/prefix (or any fsspec URL the Ray workers can "
+                       "reach) to use instead of the local server; credentials and endpoint from the AWS_* "
+                       "environment or ~/.aws; a cache already at STORAGE/cache is resumed")
     scale.add_argument("--address", default=None, help="a running Ray cluster (host:port, ray://..., auto); "
                        "default: a local instance, shut down at the end")
     scale.add_argument("--workers", type=int, default=2, help="Ray actors encoding and scoring (default: 2)")
@@ -264,7 +265,8 @@ def _scale_extra(local_server: bool) -> None:
         needed.update({"moto": "moto[server]", "werkzeug": "moto[server]"})
     missing = sorted({pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None})
     if missing:
-        raise CLIError(f"erpack demo --scale needs {', '.join(missing)}: pip install 'erpack[scale]'")
+        raise CLIError(f"--scale needs {', '.join(missing)} (not installed): pip install 'erpack[scale]'"
+                       + (", or give --storage for a bucket of your own" if missing == ["moto[server]"] else ""))
 
 
 def run_scale(args) -> int:
