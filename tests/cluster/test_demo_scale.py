@@ -29,6 +29,7 @@ def test_bad_flags_are_one_line_and_exit_2(args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+@pytest.mark.slow  # s3fs and botocore retry a refused connection for about 30 s before saying so
 def test_an_unreachable_storage_endpoint_is_named(tmp_path):
     env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
            "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
