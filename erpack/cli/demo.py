@@ -27,10 +27,11 @@ def add_parser(subparsers) -> None:
             "report (size per codec, projected size and cost, break-even reuse count). Each step prints one "
             "line of results and its wall time; everything lands in OUT."
         ),
-        epilog="Example: erpack demo --out erpack-demo --documents 2000",
+        epilog="Examples: erpack demo --out erpack-demo --documents 2000; erpack demo --scale --quick",
     )
-    p.add_argument("--out", default="erpack-demo", help="folder for the subset, caches, task models, graphs, "
-                   "predictions and report; a cache already there is reused (default: erpack-demo)")
+    p.add_argument("--out", default=None, help="folder for the subset, caches, task models, graphs, "
+                   "predictions and report; a cache already there is reused (default: erpack-demo; "
+                   "erpack-demo-scale with --scale)")
     p.add_argument("--model", default="minilm",
                    help="built-in name (minilm, mpnet), a local model folder, or a hub id (default: minilm)")
     p.add_argument("--dataset", default="rotten_tomatoes",
@@ -49,7 +50,23 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="the tiniest real run (160 documents, one epoch, small "
                    "samples): checks the pipeline end to end in well under a minute")
     p.add_argument("--json", action="store_true", help="print one JSON document with every step's figures as the "
-                   "last line (also written to OUT/demo.json)")
+                   "last line (also written to OUT/demo.json, or OUT/demo-scale.json with --scale)")
+    scale = p.add_argument_group(
+        "corpus scale (--scale; needs the scale extra)",
+        "--scale runs the corpus-scale parts instead (docs/scale.md): start an S3-compatible server on "
+        "127.0.0.1 (moto, in memory) or use --storage; start a local Ray instance or join --address; encode "
+        "the documents (default 2000; 160 with --quick) on Ray with --workers actors into the int8z cache "
+        "STORAGE/cache; verify it from storage; train LoRA adapters + head from it (--epochs, default 1; "
+        "range reads, prefetched); export to ONNX; score every test document on Ray into Parquet parts at "
+        "STORAGE/predictions and read them back for the test accuracy. Each step prints its figures, wall "
+        "time and the S3 requests it made.")
+    scale.add_argument("--scale", action="store_true", help="run the corpus-scale demo (Ray + object storage)")
+    scale.add_argument("--storage", default=None, help="s3://bucket/prefix (or any fsspec URL the Ray workers can "
+                       "reach) to use instead of the local server; credentials and endpoint from the AWS_* "
+                       "environment or ~/.aws; a cache already at STORAGE/cache is resumed")
+    scale.add_argument("--address", default=None, help="a running Ray cluster (host:port, ray://..., auto); "
+                       "default: a local instance, shut down at the end")
+    scale.add_argument("--workers", type=int, default=2, help="Ray actors encoding and scoring (default: 2)")
     p.set_defaults(run=run)
 
 
@@ -160,15 +177,125 @@ def step_lines(name: str, s: dict) -> list[str]:
     return STEP_LINES[name](s)
 
 
-def run(args) -> int:
-    from tqdm import tqdm
+def _services_lines(s: dict) -> list[str]:
+    """Storage and Ray."""
+    where = (f"S3 server {s['endpoint']} (moto, in memory), bucket {s['storage']}" if s["local_server"]
+             else f"storage {s['storage']}")
+    return [f"{where}; Ray {s['ray_version']} {s['ray_address']} ({s['ray_cpus']:.0f} CPUs), {s['workers']} workers"]
 
-    from erpack.demo import STEPS, DemoConfig, run_demo
 
-    for name in ("documents", "epochs", "batch_size", "max_length"):
+def _requests(s: dict) -> str:
+    return "" if s["requests"] is None else f"; {s['requests']} S3 requests"
+
+
+def _scale_encode_lines(s: dict) -> list[str]:
+    """The cache on storage, written by Ray workers."""
+    e, sp = s["encode"], s["splits"]
+    return [f"{s['documents']} documents (train {sp['train']}, validation {sp['validation']}, test {sp['test']}) from "
+            f"{s['corpus']} -> {s['cache']} ({s['codec']}, {e['cache_tokens']} tokens, {_size(e['cache_bytes'])}, "
+            f"<= {s['shard_size']} documents/shard): {e['encoded']} encoded in {e['seconds']:.1f} s, starting "
+            f"the workers included"
+            + (f", {e['already_in_cache']} already cached" if e["already_in_cache"] else "") + _requests(s)]
+
+
+def _verify_lines(s: dict) -> list[str]:
+    """The cache read back from storage."""
+    return [f"{s['cache']}: {s['documents']} documents in {s['shards']} shards, every record decoded: "
+            f"{'OK' if s['ok'] else 'FAILED'} ({s['failures']} failures){_requests(s)}"]
+
+
+def _scale_train_lines(s: dict) -> list[str]:
+    """The task model trained from storage."""
+    d = s["documents"]
+    return [f"LoRA adapters + head from {s['cache']} (range reads, prefetch {s['prefetch']} batches) on {d['train']} "
+            f"train documents, {s['epochs']} epoch(s) of {s['train_seconds_per_epoch']:.1f} s, "
+            f"{s['read_wait_seconds']:.1f} s of it waiting on reads: test accuracy {s['accuracy']:.4f} ({d['test']} documents), "
+            f"validation {s['validation_accuracy']:.4f}{_requests(s)}"]
+
+
+def _scale_export_lines(s: dict) -> list[str]:
+    """The ONNX graph."""
+    return [f"{s['output']} ({_size(s['bytes'])}): largest |ONNX - PyTorch| {s['parity_max_diff']:.1e} on records "
+            f"read from storage (tolerance {s['tolerance']:.0e}: pass){_requests(s)}"]
+
+
+def _scale_predict_lines(s: dict) -> list[str]:
+    """Predictions written by Ray workers, read back."""
+    acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.4f}"
+    return [f"{s['predicted']} of {s['documents']} test documents scored by {s['workers']} Ray workers "
+            f"({s['provider']}) -> {s['output']} ({s['parts']} Parquet parts); read back {s['read_back']}: accuracy "
+            f"{acc} ({'=' if s['matches_pytorch'] else '!='} PyTorch's){_requests(s)}"]
+
+
+SCALE_LINES = {"services": _services_lines, "encode": _scale_encode_lines, "verify": _verify_lines,
+               "train": _scale_train_lines, "export": _scale_export_lines, "predict": _scale_predict_lines}
+
+
+def _check_numbers(args) -> None:
+    for name in ("documents", "epochs", "batch_size", "max_length", "workers"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+
+
+def _printer(steps: tuple, lines: dict):
+    """on_step: one line per finished step with its wall time, then its other lines."""
+    def on_step(i: int, name: str, figures: dict) -> None:
+        out = lines[name](figures)
+        print(f"[{i}/{len(steps)}] {name:<8} {figures['seconds']:6.1f} s  {out[0]}")
+        for line in out[1:]:
+            print(line)
+        sys.stdout.flush()
+
+    return on_step
+
+
+def _bars():
+    from tqdm import tqdm
+
+    return lambda *a, **kw: tqdm(*a, file=sys.stderr, disable=None, **kw)
+
+
+def _scale_extra(local_server: bool) -> None:
+    """CLIError naming the extra when a package --scale needs is missing."""
+    import importlib.util
+
+    needed = {"ray": "ray[data]", "s3fs": "s3fs", "pyarrow": "pyarrow"}
+    if local_server:
+        needed.update({"moto": "moto[server]", "werkzeug": "moto[server]"})
+    missing = sorted({pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None})
+    if missing:
+        raise CLIError(f"--scale needs {', '.join(missing)} (not installed): pip install 'erpack[scale]'"
+                       + (", or give --storage for a bucket of your own" if missing == ["moto[server]"] else ""))
+
+
+def run_scale(args) -> int:
+    """`erpack demo --scale`."""
+    _scale_extra(local_server=not args.storage)
+    from erpack.demo_scale import STEPS, ScaleConfig, run_scale_demo
+
+    kw = dict(out=args.out, storage=args.storage, address=args.address, workers=args.workers, model=args.model,
+              dataset=args.dataset, layer=args.layer, documents=args.documents, epochs=args.epochs,
+              batch_size=args.batch_size, max_length=args.max_length, device=args.device)
+    cfg = ScaleConfig.quick(**kw) if args.quick else ScaleConfig(**{k: v for k, v in kw.items() if v is not None})
+    where = cfg.storage or "a local S3 server"
+    print(f"erpack demo --scale: {cfg.model} on {cfg.dataset}, {cfg.documents} documents, {cfg.workers} Ray workers, "
+          f"{where} -> {cfg.out}/", flush=True)
+    r = run_scale_demo(cfg, progress=_bars(), on_step=_printer(STEPS, SCALE_LINES))
+    print(f"done in {r['seconds']:.0f} s: {'OK' if r['ok'] else 'FAILED'}; local files in {r['out']}/, the cache and "
+          f"predictions at {r['storage']} (demo-scale.json holds every figure)")
+    if args.json:
+        print(json.dumps(r, default=float))
+    return 0 if r["ok"] else 1
+
+
+def run(args) -> int:
+    _check_numbers(args)
+    if args.scale:
+        return run_scale(args)
+    if args.storage or args.address:
+        raise CLIError("--storage and --address belong to --scale: add --scale (or drop them)")
+    from erpack.demo import STEPS, DemoConfig, run_demo
     if not 0.0 <= args.prune < 1.0:
         raise CLIError(f"--prune must be in [0, 1), got {args.prune}")
     kw = dict(out=args.out, model=args.model, dataset=args.dataset, layer=args.layer, documents=args.documents,
@@ -176,15 +303,7 @@ def run(args) -> int:
               device=args.device)
     cfg = DemoConfig.quick(**kw) if args.quick else DemoConfig(**{k: v for k, v in kw.items() if v is not None})
     print(f"erpack demo: {cfg.model} on {cfg.dataset}, {cfg.documents} documents -> {cfg.out}/", flush=True)
-
-    def on_step(i: int, name: str, figures: dict) -> None:
-        lines = step_lines(name, figures)
-        print(f"[{i}/{len(STEPS)}] {name:<8} {figures['seconds']:6.1f} s  {lines[0]}")
-        for line in lines[1:]:
-            print(line)
-        sys.stdout.flush()
-
-    r = run_demo(cfg, progress=lambda *a, **kw: tqdm(*a, file=sys.stderr, disable=None, **kw), on_step=on_step)
+    r = run_demo(cfg, progress=_bars(), on_step=_printer(STEPS, STEP_LINES))
     print(f"done in {r['seconds']:.0f} s: {'OK' if r['ok'] else 'FAILED'}; every file is in {r['out']}/ "
           "(demo.json holds every figure)")
     if args.json:
