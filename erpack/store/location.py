@@ -30,8 +30,10 @@ from erpack.store.atomic import publish, write_atomic
 
 # Bounded retries and timeouts for S3 unless the caller sets its own (botocore's defaults retry an
 # unreachable endpoint for a long time before saying so).
-_S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 10, "read_timeout": 60,
-                                  "retries": {"max_attempts": 4, "mode": "standard"}}}
+# s3fs retries transient errors itself (5 tries with a short backoff); botocore's own retries come on
+# top of that, so one retry there keeps an unreachable endpoint's error to seconds, not half a minute.
+_S3_DEFAULTS = {"config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
+                                  "retries": {"max_attempts": 2, "mode": "standard"}}}
 
 
 def is_url(where) -> bool:
