@@ -18,7 +18,8 @@ chunk's batches depend only on the chunk, the records equal those of an uninterr
 The cache and the corpus may be at URLs (s3://bucket/prefix, memory://..., with `storage_options`
 for the fsspec file system): shards are published whole under their final names and the manifest,
 written last, lists them, so resume and append work there as in a local folder (the writer deletes
-the unlisted shards an interrupted run left).
+the unlisted shards an interrupted run left). A remote cache has no lock: run one encode at a time
+into it (a second writer opening it would delete the first one's unlisted shards).
 
 Tokenizing (erpack.tokens) cuts a long text first, so a 10 MB line costs what its first tokens cost.
 """
