@@ -12,6 +12,10 @@ fields or columns `id`, `text` and `text_pair`, or others named by `Columns` (th
 the row number (`reviews:0`, `reviews:1`, ...), so two such files do not collide; `check_corpus`
 returns a warning saying so (the ids change if rows move). Parquet needs pyarrow (the `scale` extra),
 imported only when a Parquet file is read; a Parquet file must have its id column.
+
+A corpus at a URL (`s3://bucket/corpus/`, `memory://c.jsonl`, ...) is read through fsspec the same
+way, with `storage_options` for its file system (credentials and endpoint otherwise come from the
+environment, AWS_* for S3): a file, a folder (every corpus file under it) or a glob.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 from erpack.assets import load_dataset
 from erpack.errors import InputError
+from erpack.store.location import is_url, open_location
 
 MAX_ID_BYTES = 1024
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -77,6 +82,29 @@ class Document:
     where: str = ""  # "file:line" for messages
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """A corpus file at a URL, read through its fsspec file system; named by its URL in messages."""
+
+    url: str
+    path: str  # the path in the file system
+    fs: object = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    def open(self, mode: str = "rb"):
+        return self.fs.open(self.path, mode)
+
+    def __str__(self) -> str:
+        return self.url
+
+
 @dataclass
 class CorpusCheck:
     """What check_corpus found: the number of documents and warnings (one sentence each)."""
@@ -103,10 +131,14 @@ def _check(doc_id, text, pair, where: str, id_field: str = "id", text_field: str
     return Document(doc_id, text, pair, where)
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line of a UTF-8 file, line ends kept, a leading BOM dropped; a
-    line that is not UTF-8 is an error naming the file, the line and the byte."""
-    with open(path, "rb") as f:
+def _open_binary(path):
+    return path.open("rb") if isinstance(path, RemoteFile) else open(path, "rb")
+
+
+def iter_lines(path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file (a path or a RemoteFile), line ends kept, a
+    leading BOM dropped; a line that is not UTF-8 is an error naming the file, the line and the byte."""
+    with _open_binary(path) as f:
         for number, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -191,7 +223,7 @@ def parquet_columns(path, names, cols: Columns) -> list[str]:
 def _parquet(path: Path, cols: Columns) -> Iterator[Document]:
     pq = pyarrow_parquet()
     try:
-        f = pq.ParquetFile(path)
+        f = pq.ParquetFile(path.open("rb") if isinstance(path, RemoteFile) else path)
     except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
         raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
     columns = parquet_columns(path, f.schema_arrow.names, cols)
@@ -220,11 +252,39 @@ def corpus_format(name: str) -> str | None:
     return FORMATS.get(Path(name).suffix.lower())
 
 
-def corpus_files(source: str) -> tuple[str, list[Path]] | None:
-    """(format, files in name order) of a corpus file, folder or glob; None for a name that is none of
-    them (a built-in data set). An InputError for a missing file, an empty folder or glob, or mixed
-    formats."""
-    path = Path(source)
+def _remote_files(source: str, storage_options: dict | None) -> tuple[list[RemoteFile], str]:
+    """The corpus files of a URL (a file, a folder: every corpus file under it, or a glob), and what
+    the URL names, for messages."""
+    loc = open_location(source, storage_options)  # StoreError for a scheme fsspec does not know
+    fs, root = loc.fs, loc.root
+    scheme, rest = source.split("://", 1)
+
+    def url(p: str) -> str:  # the file's URL, written as the user wrote theirs (memory://x, not memory:///x)
+        return f"{scheme}://{p if rest.startswith('/') else p.lstrip('/')}"
+
+    with loc._errors(""):
+        if glob.has_magic(source):
+            paths, what = sorted(p for p in fs.glob(root) if not fs.isdir(p)), f"the glob {source}"
+        elif fs.isdir(root):
+            paths, what = sorted(p for p in fs.find(root) if corpus_format(p)), f"the folder {source}"
+        elif fs.exists(root):
+            if not corpus_format(root):
+                raise InputError(f"{source}: unknown corpus format; use {KNOWN}")
+            paths, what = [root], source
+        else:
+            raise InputError(f"corpus {source} does not exist")
+    return [RemoteFile(url(p), p, fs) for p in paths], what
+
+
+def corpus_files(source: str, storage_options: dict | None = None) -> tuple[str, list] | None:
+    """(format, files in name order) of a corpus file, folder or glob: Paths, or RemoteFiles for a
+    URL (read through fsspec with `storage_options`); None for a name that is none of them (a built-in
+    data set). An InputError for a missing file, an empty folder or glob, or mixed formats."""
+    if is_url(source) and not source.lower().startswith(("file://", "local://")):
+        files, what = _remote_files(source, storage_options)
+        return _one_format(files, what)
+    path = Path(source.split("://", 1)[1] if is_url(source) else source)
+    source = str(path)
     if glob.has_magic(source):
         files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
         what = f"the glob {source}"
@@ -239,7 +299,11 @@ def corpus_files(source: str) -> tuple[str, list[Path]] | None:
         raise InputError(f"{path}: unknown corpus format; use {KNOWN}")
     else:
         return None
-    formats = sorted({corpus_format(p.name) or p.suffix or p.name for p in files})
+    return _one_format(files, what)
+
+
+def _one_format(files: list, what: str) -> tuple[str, list]:
+    formats = sorted({corpus_format(p.name) or Path(p.name).suffix or p.name for p in files})
     if not files:
         raise InputError(f"{what} holds no corpus files (.jsonl, .json, .ndjson, .csv, .parquet)")
     if len(formats) > 1 or formats[0] not in _READERS:
@@ -249,13 +313,15 @@ def corpus_files(source: str) -> tuple[str, list[Path]] | None:
 
 
 def iter_corpus(source: str, id_column: str | None = None, text_column: str | None = None,
-                text_pair_column: str | None = None, columns: Columns | None = None) -> Iterator[Document]:
+                text_pair_column: str | None = None, columns: Columns | None = None,
+                storage_options: dict | None = None) -> Iterator[Document]:
     """Documents of `source`: a .jsonl/.json file, a .csv or .parquet file, a folder or glob of files
     of one of those formats, or a built-in data set name (`rotten_tomatoes`, `bbc`, optionally with
     a split: `bbc:test`). The columns (default `id`, `text`, `text_pair`; files only) are named by
-    `id_column`, `text_column`, `text_pair_column` or `columns`."""
+    `id_column`, `text_column`, `text_pair_column` or `columns`. Files may be at a URL (s3://...),
+    read through fsspec with `storage_options`."""
     cols = columns or Columns.of(id_column, text_column, text_pair_column)
-    found = corpus_files(source)
+    found = corpus_files(source, storage_options)
     if found is not None:
         fmt, files = found
         return (doc for f in files for doc in _READERS[fmt](f, cols))
@@ -266,19 +332,20 @@ def iter_corpus(source: str, id_column: str | None = None, text_column: str | No
 
 
 def check_corpus(source: str, id_column: str | None = None, text_column: str | None = None,
-                 text_pair_column: str | None = None, columns: Columns | None = None) -> CorpusCheck:
+                 text_pair_column: str | None = None, columns: Columns | None = None,
+                 storage_options: dict | None = None) -> CorpusCheck:
     """Read the whole corpus once; raise on the first bad line or repeated id; return the count and
     warnings (generated ids)."""
     cols = columns or Columns.of(id_column, text_column, text_pair_column)
     seen: dict[str, str] = {}
-    for doc in iter_corpus(source, columns=cols):
+    for doc in iter_corpus(source, columns=cols, storage_options=storage_options):
         if doc.id in seen:
             raise InputError(f"{doc.where}: id {doc.id!r} already used at {seen[doc.id]}; ids must be unique")
         seen[doc.id] = doc.where
     if not seen:
         raise InputError(f"corpus {source} holds no documents")
     warnings = []
-    found = corpus_files(source)
+    found = corpus_files(source, storage_options)
     for path in found[1] if found and found[0] == "csv" else []:
         if _generated_ids(path, _header(path), cols.id):
             warnings.append(
@@ -289,5 +356,5 @@ def check_corpus(source: str, id_column: str | None = None, text_column: str | N
     return CorpusCheck(len(seen), warnings)
 
 
-def _header(path: Path) -> list[str]:
+def _header(path) -> list[str]:
     return next(csv.reader(line for _, line in iter_lines(path)), [])

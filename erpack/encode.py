@@ -15,6 +15,12 @@ Resuming: a chunk whose documents are all cached and unchanged was committed by 
 is skipped, so running the same command again after a crash continues where it stopped. Because a
 chunk's batches depend only on the chunk, the records equal those of an uninterrupted run.
 
+The cache and the corpus may be at URLs (s3://bucket/prefix, memory://..., with `storage_options`
+for the fsspec file system): shards are published whole under their final names and the manifest,
+written last, lists them, so resume and append work there as in a local folder (the writer deletes
+the unlisted shards an interrupted run left). A remote cache has no lock: run one encode at a time
+into it (a second writer opening it would delete the first one's unlisted shards).
+
 Tokenizing (erpack.tokens) cuts a long text first, so a 10 MB line costs what its first tokens cost.
 """
 
@@ -293,9 +299,11 @@ def encode_corpus(
     id_column: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
+    storage_options: dict | None = None,
 ) -> EncodeSummary:
-    """Encode `source` (JSONL, CSV, Parquet, a folder or glob of them, or a built-in data set) into the
-    cache folder `output`.
+    """Encode `source` (JSONL, CSV, Parquet, a folder or glob of them, local or at a URL, or a built-in
+    data set) into the cache `output`: a folder, a URL (s3://bucket/prefix, memory://...) or a Location.
+    `storage_options` go to the fsspec file systems of URLs (default: the environment, AWS_* for S3).
 
     `layer` defaults to the middle (L // 2). `progress(total=..., desc=...)` makes a tqdm-like bar.
     `on_duplicate`: what a document whose id is cached does when its tokens changed: "error" (stop,
@@ -307,17 +315,18 @@ def encode_corpus(
     _check_options(shard_size, on_duplicate)
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
     columns = Columns.of(id_column, text_column, text_pair_column)
-    checked = check_corpus(source, columns=columns)
+    checked = check_corpus(source, columns=columns, storage_options=storage_options)
     run = LowerRun.open(model, layer, max_length, device)
     summary = EncodeSummary(output=str(output), model=model, layer=run.layer, codec=pipeline.spec,
                             device=str(run.device), documents_in_corpus=checked.documents)
     bar = _Bar(progress, checked.documents)
     try:
         with CacheWriter(output, meta=cache_meta(run.loaded, run.layer, run.max_length), codec=pipeline,
-                         mode="append", on_duplicate=on_duplicate) as writer:
+                         mode="append", on_duplicate=on_duplicate, storage_options=storage_options) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            for chunk in _chunks(iter_corpus(source, columns=columns), shard_size):
+            docs = iter_corpus(source, columns=columns, storage_options=storage_options)
+            for chunk in _chunks(docs, shard_size):
                 _encode_chunk(writer, chunk, run, on_duplicate, summary, bar, batch_size, max_tokens)
             counts = writer.manifest["counts"]
     finally:

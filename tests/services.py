@@ -9,6 +9,7 @@ they would to AWS and a cluster.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 
@@ -40,12 +41,15 @@ def s3_bucket(s3_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A local Ray instance with 2 CPUs, shared by the session's tests."""
+def ray_local(request):
+    """A local Ray instance with 2 CPUs, shared by the session's tests. Its workers get the S3 server's
+    endpoint and credentials (the server is started first when moto is installed), so every Ray task,
+    Ray Data's file listing too, reaches it whichever fixture a test names first."""
     ray = pytest.importorskip("ray", reason="the `scale` extra installs Ray")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HF_", "TRANSFORMERS_"))}
+    if importlib.util.find_spec("moto") is not None:
+        env.update(request.getfixturevalue("s3_server").env)
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                           if k.startswith(("AWS_", "HF_", "TRANSFORMERS_"))}})
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()

@@ -81,3 +81,27 @@ def test_folders_and_globs_read_their_files_in_name_order(tmp_path):
     write_parquet(tmp_path / "dup" / "b.parquet", id=["1"], text=["again"])
     with pytest.raises(InputError, match=r"b.parquet:row 1: id '1' already used at .*a.parquet:row 1"):
         check_corpus(str(tmp_path / "dup"))
+
+
+def test_a_corpus_at_a_url_is_read_through_fsspec(tmp_path):
+    """memory:// stands for any fsspec URL (s3:// in tests/cluster/test_encode_url.py): a file, a folder,
+    a glob; messages name the URL and the line."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    root = "memory://corpus-url-test"
+    fs.pipe_file(f"{root}/a/1.jsonl", b'{"id": "x", "text": "one"}\n{"id": "y", "text": "two"}\n')
+    fs.pipe_file(f"{root}/a/2.jsonl", b'{"id": "z", "text": "three"}\n')
+    fs.pipe_file(f"{root}/b.csv", b"text\nfirst\nsecond\n")
+    fs.pipe_file(f"{root}/bad.jsonl", b'{"id": "x", "text": "one"}\n{"id": 1.5, "text": "two"}\n')
+    assert [d.id for d in iter_corpus(f"{root}/a")] == ["x", "y", "z"]
+    assert [d.id for d in iter_corpus(f"{root}/a/*.jsonl")] == ["x", "y", "z"]
+    assert [d.id for d in iter_corpus(f"{root}/a/2.jsonl")] == ["z"]
+    assert [(d.id, d.where) for d in iter_corpus(f"{root}/b.csv")] == [("b:0", f"{root}/b.csv:2"),
+                                                                          ("b:1", f"{root}/b.csv:3")]
+    assert "b:0, b:1" in check_corpus(f"{root}/b.csv").warnings[0]
+    with pytest.raises(InputError, match=rf"{root}/bad.jsonl:2: `id` must be a string or an integer"):
+        list(iter_corpus(f"{root}/bad.jsonl"))
+    with pytest.raises(InputError, match=rf"corpus {root}/nothing.jsonl does not exist"):
+        list(iter_corpus(f"{root}/nothing.jsonl"))
+    with pytest.raises(InputError, match="several formats"):
+        list(iter_corpus(root))

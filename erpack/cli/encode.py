@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from erpack.cli.storage import add_storage_options, storage_options
 from erpack.cluster.encode import RayOptions, encode_on_ray
 from erpack.corpus import Columns
 from erpack.encode import DEFAULT_CODEC, encode_corpus
 from erpack.errors import InputError
-from erpack.store.location import is_url
 
 
 def add_parser(subparsers) -> None:
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("corpus", help="a .jsonl file (one object per line: id, text, optional text_pair), a .csv file "
                    "with a header (id, text, optional text_pair), a .parquet file, a folder or a glob of files of "
-                   "one of those formats (with --engine ray also a URL, e.g. s3://bucket/corpus/), or a built-in "
+                   "one of those formats, local or at a URL (e.g. s3://bucket/corpus/), or a built-in "
                    "data set: rotten_tomatoes, bbc (optionally with a split, e.g. bbc:test)")
     p.add_argument("--id-column", default=None, metavar="NAME",
                    help="the field or column holding document ids (default: id). A CSV without an id "
@@ -39,8 +39,8 @@ def add_parser(subparsers) -> None:
                    help="the field or column holding the texts (default: text)")
     p.add_argument("--text-pair-column", default=None, metavar="NAME",
                    help="the field or column holding second texts of pairs (default: text_pair, when present)")
-    p.add_argument("-o", "--output", required=True, help="cache folder or URL (s3://bucket/prefix; --engine ray) "
-                   "to create, resume or append to")
+    p.add_argument("-o", "--output", required=True, help="cache folder or URL (s3://bucket/prefix, gs://..., "
+                   "memory://...) to create, resume or append to")
     p.add_argument("--model", default="minilm",
                    help="built-in name (minilm, mpnet), a local model folder, or a hub id (default: minilm)")
     p.add_argument("--layer", type=int, default=None, help="split layer k, 0..L: the cache holds the hidden "
@@ -74,45 +74,30 @@ def add_parser(subparsers) -> None:
     g.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor (default: 0, CPU)")
     g.add_argument("--threads-per-worker", type=int, default=None,
                    help="torch threads per actor (default: a local instance shares the CPUs among the workers)")
-    g.add_argument("--storage-options", default=None, metavar="JSON",
-                   help="options of the fsspec file system of a URL, e.g. '{\"endpoint_url\": \"http://...\"}' "
-                   "(default: the AWS_* environment)")
+    add_storage_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
 
-def _storage_options(text: str | None) -> dict | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--storage-options must be a JSON object ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise InputError(f"--storage-options must be a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _encode(args, progress):
+    options = storage_options(args)  # CLIError (exit 2) for JSON that is not an object
     if args.engine == "single":
-        if is_url(args.output) and not args.output.startswith("file://"):
-            raise InputError(f"{args.output}: the single-process engine writes a local folder; pass --engine ray "
-                             f"to encode into a URL")
         return encode_corpus(args.corpus, args.output, model=args.model, layer=args.layer,
                              codec=args.codec or DEFAULT_CODEC, max_length=args.max_length, batch_size=args.batch_size,
                              max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
                              device=args.device, progress=progress, id_column=args.id_column,
-                             text_column=args.text_column, text_pair_column=args.text_pair_column)
+                             text_column=args.text_column, text_pair_column=args.text_pair_column,
+                             storage_options=options)
     if args.on_duplicate != "error":
         raise InputError("--engine ray skips documents whose id is cached and accepts only --on-duplicate error; "
                          "use the single-process engine to skip or replace changed documents")
-    options = RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+    ray_options = RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                          threads_per_worker=args.threads_per_worker)
     return encode_on_ray(args.corpus, args.output, model=args.model, layer=args.layer, codec=args.codec or DEFAULT_CODEC,
                          max_length=args.max_length, batch_size=args.batch_size, max_tokens=args.max_tokens,
                          shard_size=args.shard_size, device=None if args.device == "auto" else args.device,
                          progress=progress, columns=Columns.of(args.id_column, args.text_column, args.text_pair_column),
-                         ray_options=options, storage_options=_storage_options(args.storage_options))
+                         ray_options=ray_options, storage_options=options)
 
 
 def run(args) -> int:

@@ -15,7 +15,7 @@ A shard is published whole by the worker that wrote it, but belongs to the cache
 driver lists it in the manifest (commit_entries, one manifest write for several shards). A crash of
 the driver loses at most the uncommitted shards: the next run's CacheWriter deletes them when it
 opens, and the ids they held are encoded again. A worker killed mid-batch is restarted by Ray and
-its batch retried (max_restarts / max_task_retries); a shard the dead worker had published but not
+its batch retried (Ray Data's default for actor pools); a shard the dead worker had published but not
 returned is never listed, and is deleted when the run ends. Names carry the run and the actor
 (`<run><actor>` as the shard tag), so two writers never choose the same name.
 
@@ -36,18 +36,17 @@ from dataclasses import dataclass
 from erpack import errors
 from erpack.cluster.session import connect, worker_env
 from erpack.codecs import Pipeline
-from erpack.corpus import KNOWN, Columns, check_document, corpus_files, corpus_format, parquet_columns
+from erpack.corpus import KNOWN, Columns, check_document, corpus_files, parquet_columns
 from erpack.encode import DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Bar, cache_meta
 from erpack.errors import ErpackError, InputError
 from erpack.store import CacheWriter
-from erpack.store.location import is_url, open_location
+from erpack.store.location import is_url
 from erpack.store.manifest import shard_name
 from erpack.store.shard import RecordLimits
 from erpack.store.writer import write_shard
 
 COMMIT_EVERY = 8  # shards listed per manifest write
 COMMIT_SECONDS = 10.0  # ... or fewer when this long has passed since the last commit
-RESTARTS = 3  # a worker process that dies is restarted this many times, its batch retried
 
 
 @dataclass
@@ -86,36 +85,13 @@ class RayOptions:
 
 
 # ---- reading the corpus with Ray Data ---------------------------------------------------------------
-def _remote_files(source: str, storage_options: dict | None) -> tuple[str, list[str], object]:
-    """(format, paths in the file system, pyarrow file system) of a remote corpus file, folder or glob."""
-    import glob as globmod
-
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    loc = open_location(source, storage_options)
-    fs = loc.fs
-    with loc._errors(""):
-        if globmod.has_magic(source):
-            paths = sorted(fs.glob(loc.root))
-        elif fs.isdir(loc.root):
-            paths = sorted(p for p in fs.find(loc.root) if corpus_format(p))
-        elif fs.exists(loc.root):
-            paths = [loc.root]
-        else:
-            raise InputError(f"corpus {source} does not exist")
-    formats = sorted({corpus_format(p) or p.rsplit("/", 1)[-1] for p in paths})
-    if not paths:
-        raise InputError(f"corpus {source} holds no corpus files (.jsonl, .json, .ndjson, .csv, .parquet)")
-    if len(formats) > 1 or corpus_format(paths[0]) is None:
-        raise InputError(f"corpus {source} holds files of several formats or unknown ones ({formats}); a "
-                         f"corpus is files of one format: {KNOWN}")
-    return formats[0], paths, PyFileSystem(FSSpecHandler(fs))
-
-
 def read_corpus(ray, source: str, cols: Columns, storage_options: dict | None = None):
     """A Ray Dataset of the corpus with columns id, text, text_pair (None where absent) and path."""
-    if is_url(source) and not source.startswith("file://"):
-        fmt, paths, filesystem = _remote_files(source, storage_options)
+    if is_url(source) and not source.lower().startswith(("file://", "local://")):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        fmt, files = corpus_files(source, storage_options)  # the same listing as the single-process engine
+        paths, filesystem = [f.path for f in files], PyFileSystem(FSSpecHandler(files[0].fs))
     else:
         found = corpus_files(source.removeprefix("file://"))
         if found is None:
@@ -247,18 +223,16 @@ class _Committer:
 
 def _encode_stage(ray, ds, opts: RayOptions, shard_size: int, constructor: dict):
     """ds -> one row {"entry": JSON} per batch of shard_size documents, encoded by an actor pool of
-    opts.workers Encoders (restarted, their batch retried, when a worker process dies)."""
-    import warnings
-
-    with warnings.catch_warnings():  # max_restarts / max_task_retries have no named parameter yet
-        warnings.simplefilter("ignore", DeprecationWarning)
-        blocks = ds.repartition(target_num_rows_per_block=shard_size)  # streamed: one file still feeds N workers
-        return blocks.map_batches(
-            Encoder, batch_size=shard_size, batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=opts.workers),
-            num_cpus=opts.cpus(ray.cluster_resources().get("CPU", 1.0)),
-            num_gpus=opts.gpus_per_worker or None, fn_constructor_kwargs=constructor,
-            runtime_env={"env_vars": worker_env()}, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+    opts.workers Encoders. A worker process that dies is restarted and its batch retried: Ray Data's
+    actor pools do that by default (max_restarts=-1, max_task_retries=-1), which is what erpack relies
+    on; Ray Data has no named parameter for it (the old `**ray_remote_args` route is deprecated)."""
+    blocks = ds.repartition(target_num_rows_per_block=shard_size)  # streamed: one file still feeds N workers
+    return blocks.map_batches(
+        Encoder, batch_size=shard_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=opts.workers),
+        num_cpus=opts.cpus(ray.cluster_resources().get("CPU", 1.0)),
+        num_gpus=opts.gpus_per_worker or None, fn_constructor_kwargs=constructor,
+        runtime_env={"env_vars": worker_env()})
 
 
 def _remove_unlisted(writer: CacheWriter, run_tag: str) -> list[str]:
@@ -309,7 +283,7 @@ def encode_on_ray(
                          storage_options=storage_options) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            cached = [ray.put(frozenset(writer._docs))] if len(writer) else []  # the live ids
+            cached = [ray.put(frozenset(writer.ids()))] if len(writer) else []  # the live ids
             constructor = dict(
                 model=model, layer=meta["layer"], max_length=meta["max_length"], device=device,
                 codec=pipeline.spec, output=str(output), storage_options=storage_options, run_tag=run_tag,

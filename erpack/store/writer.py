@@ -377,6 +377,10 @@ class CacheWriter:
 
     __contains__ = contains
 
+    def ids(self) -> list[str]:
+        """The ids the cache holds (its live records), in commit order."""
+        return list(self._docs)
+
     def __len__(self) -> int:
         return len(self._docs)
 

@@ -49,9 +49,3 @@ def compare_caches(a, b) -> dict:
     assert report.same_ids and not report.shape_mismatches, report.as_dict()
     return report.as_dict()
 
-
-@pytest.fixture(scope="session")
-def ray_local(s3_server, ray_local):
-    """tests.services' local Ray, started after the S3 server so that every Ray task (Ray Data's file
-    listing too) inherits its endpoint and credentials."""
-    return ray_local

@@ -30,8 +30,6 @@ def test_an_unreachable_address_is_said_at_once(tmp_path):
 
 def test_options_the_engine_does_not_take_are_refused(tmp_path):
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows(3))
-    done = erpack("encode", corpus, "-o", "s3://bucket/cache")
-    assert done.returncode == 2 and "pass --engine ray" in done.stderr
     done = erpack("encode", corpus, "-o", tmp_path / "out", "--engine", "ray", "--on-duplicate", "replace")
     assert done.returncode == 2 and "--on-duplicate error" in done.stderr
     done = erpack("encode", corpus, "-o", tmp_path / "out", "--engine", "ray", "--workers", "0")

@@ -42,9 +42,10 @@ def download(url: str, dest: Path) -> Path:
     import fsspec
 
     fs, root = fsspec.url_to_fs(url)
-    dest.mkdir()
-    for path in fs.ls(root, detail=False):
-        fs.get_file(path, str(dest / path.rsplit("/", 1)[-1]))
+    for path in fs.find(root):  # the shards, manifest.json and the id index (index/)
+        local = dest / path[len(root):].lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(path, str(local))
     return dest
 
 
