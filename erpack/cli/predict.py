@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
                    "one the graph was exported for (decoded records are the same representation, up to "
                    "quantization error)")
     ray = p.add_argument_group("distributed scoring (--engine ray)")
-    ray.add_argument("--engine", choices=["local", "ray"], default="local", help="local: this process (default); "
+    ray.add_argument("--engine", choices=["single", "ray"], default="single", help="single: this process (default); "
                      "ray: Ray Data actors, each opening the graph and the cache once, write the predictions as parts "
                      "to --out (cached documents only: no --texts or --labels)")
     ray.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local "

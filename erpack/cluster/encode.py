@@ -102,7 +102,9 @@ def read_corpus(ray, source: str, cols: Columns, storage_options: dict | None = 
     common = {"filesystem": filesystem, "include_paths": True, "file_extensions": None,
               "runtime_env": {"env_vars": worker_env()}}  # credentials for the read tasks too
     try:
-        if fmt == "jsonl":
+        if fmt == "jsonl" and filesystem is not None:  # Ray's lines=True reader takes no file system;
+            ds = ray.data.read_json(paths, **common)       # Arrow's JSON reader reads JSON lines too
+        elif fmt == "jsonl":
             ds = ray.data.read_json(paths, lines=True, **common)
         elif fmt == "csv":
             ds = ray.data.read_csv(paths, **common)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from erpack.encode import encode_corpus
-from erpack.store import verify_cache
+from erpack.store import CacheReader, verify_cache
 from erpack.store.manifest import load_manifest
 from tests.cluster.conftest import CODEC, LAYER, compare_caches, corpus_rows, write_jsonl, write_parquet
 
@@ -85,6 +85,18 @@ def test_into_s3_equals_one_process(ray_local, tiny_folder, tmp_path, s3_bucket)
     report = compare_caches(single(jsonl, tmp_path / "single", tiny_folder), download(url, tmp_path / "copy"))
     print("s3", json.dumps(report))
     assert report["max_diff_in_steps"] <= 1.0
+
+
+def test_a_jsonl_corpus_in_s3_is_read_on_ray(ray_local, tiny_folder, tmp_path, s3_bucket):
+    """Ray's JSON-lines reader takes no file system: a remote JSONL corpus goes through Arrow's reader."""
+    import fsspec
+
+    rows = corpus_rows(40, seed=2)
+    fs, _ = fsspec.url_to_fs(s3_bucket)
+    fs.put_file(str(write_jsonl(tmp_path / "c.jsonl", rows)), f"{s3_bucket}/corpus/c.jsonl")
+    s = on_ray(f"{s3_bucket}/corpus/c.jsonl", tmp_path / "cache", tiny_folder)
+    assert (s.encoded, s.cache_documents) == (40, 40)
+    assert sorted(CacheReader(tmp_path / "cache").ids()) == sorted(r["id"] for r in rows)
 
 
 def test_a_missing_column_is_an_error_naming_it(ray_local, tiny_folder, tmp_path):
