@@ -66,8 +66,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--engine", choices=["single", "ray"], default="single",
                    help="single: this process (default). ray: an actor pool on Ray Data reads the corpus, each "
                    "worker loads the lower stack once and writes its own shards, this process commits them; a "
-                   "rerun after a crash resumes. Documents whose id is cached are skipped without comparing "
-                   "their text (only --on-duplicate error)")
+                   "rerun after a crash resumes. Cached documents are compared by token hash as on one "
+                   "process: unchanged ones are skipped, a changed one stops the run (only --on-duplicate error)")
     g.add_argument("--address", default=None, help="a running Ray cluster (host:port, ray://host:10001 or auto; "
                    "default: start a local Ray instance)")
     g.add_argument("--workers", type=int, default=1, help="actors encoding at once (default: 1)")
@@ -89,7 +89,8 @@ def _encode(args, progress):
                              text_column=args.text_column, text_pair_column=args.text_pair_column,
                              storage_options=options)
     if args.on_duplicate != "error":
-        raise InputError("--engine ray skips documents whose id is cached and accepts only --on-duplicate error; "
+        raise InputError("--engine ray skips unchanged cached documents, stops at a changed one, and accepts only "
+                         "--on-duplicate error; "
                          "use the single-process engine to skip or replace changed documents")
     ray_options = RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                          threads_per_worker=args.threads_per_worker)

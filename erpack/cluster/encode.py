@@ -20,8 +20,9 @@ returned is never listed, and is deleted when the run ends. Names carry the run 
 (`<run><actor>` as the shard tag), so two writers never choose the same name.
 
 Records equal a single-process encode's up to floating-point differences from batching: the same
-tokenizer, truncation, token hash and lower stack (erpack.encode.Tokenized, LowerRun). Cached ids are
-dropped without comparing their text (the single-process engine compares token hashes).
+tokenizer, truncation, token hash and lower stack (erpack.encode.Tokenized, LowerRun). A document whose
+id is cached is tokenized and compared by token hash, as on one process: unchanged ones are skipped
+(resume), a changed one stops the run with its file and id named (only --on-duplicate error here).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class Encoder:
         self.output, self.storage_options = output, storage_options
         self.tag = run_tag + secrets.token_hex(4)  # this actor's shard names: shard-<run><actor>-NNNNNN.ers
         self.next = 0
-        self.cached = ray.get(cached[0]) if cached else frozenset()
+        self.cached = ray.get(cached[0]) if cached else {}  # {id: token hash or None}
         self.cols, self.limits = columns, RecordLimits.from_meta(meta)
         self.batch_size, self.max_tokens = batch_size, max_tokens
         if pids := os.environ.get("ERPACK_WORKER_PIDS"):  # tests kill workers by pid
@@ -161,6 +162,26 @@ class Encoder:
         except ErpackError as exc:  # bad input: handed to the driver, which raises it (not retried)
             return {"entry": [json.dumps({"error": str(exc), "kind": type(exc).__name__})]}
 
+    def _triage(self, tok: Tokenized) -> tuple[list[int], int, int]:
+        """(positions to encode, cached and unchanged, cached without a stored hash). A cached document
+        whose token hash differs from the stored one changed since it was encoded: an InputError, as the
+        single-process engine's --on-duplicate error gives (nothing stale is kept as if current)."""
+        todo, unchanged, unverified = [], 0, 0
+        for k, (doc, h) in enumerate(zip(tok.docs, tok.hashes)):
+            if doc.id not in self.cached:
+                todo.append(k)
+            elif self.cached[doc.id] is None:
+                unverified += 1
+            elif self.cached[doc.id] == h:
+                unchanged += 1
+            else:
+                raise InputError(
+                    f"{doc.where}: document {doc.id!r} changed since it was encoded into {self.output}: its "
+                    f"tokens differ from the cached record's. The shards committed before it are kept. Encode "
+                    f"the changed documents into a new cache, or with the single-process engine and "
+                    f"--on-duplicate replace")
+        return todo, unchanged, unverified
+
     def _encode(self, batch) -> dict:
         started = time.time()  # wall clock: comparable across the workers of a cluster (NTP)
         cols = self.cols
@@ -168,25 +189,24 @@ class Encoder:
         texts = batch[cols.text].to_pylist()
         pairs = batch[cols.pair_key].to_pylist() if cols.pair_key in batch.column_names else [None] * len(ids)
         paths = batch["path"].to_pylist()
-        docs, skipped, seen = [], 0, set()
+        docs, seen = [], set()
         for doc_id, text, pair, path in zip(ids, texts, pairs, paths):
             doc = check_document(doc_id, text, pair, path, cols)
-            if doc.id in self.cached:
-                skipped += 1
-                continue
             if doc.id in seen:
                 raise InputError(f"{path}: id {doc.id!r} is given twice in the corpus; ids must be unique")
             seen.add(doc.id)
             docs.append(doc)
-        if not docs:
-            return {"skipped": skipped}
         tok = Tokenized.of(self.run, docs)
-        records, truncated, hashes = tok.lower(self.run, list(range(len(docs))), self.batch_size, self.max_tokens)
+        todo, unchanged, unverified = self._triage(tok)
+        skipped = unchanged + unverified
+        if not todo:
+            return {"skipped": skipped, "unchanged": unchanged, "unverified": unverified}
+        records, truncated, hashes = tok.lower(self.run, todo, self.batch_size, self.max_tokens)
         name = shard_name(self.next, tag=self.tag)
         self.next += 1
         entry = write_shard(self.output, name, records, self.pipeline, limits=self.limits, truncated=truncated,
                             token_hashes=hashes, storage_options=self.storage_options)
-        entry.update(skipped=skipped, truncated_ids=truncated, device=str(self.run.device), started=started,
+        entry.update(skipped=skipped, unchanged=unchanged, unverified=unverified, truncated_ids=truncated, device=str(self.run.device), started=started,
                      finished=time.time())
         return entry
 
@@ -264,8 +284,9 @@ def encode_on_ray(
     storage_options: dict | None = None,
 ) -> EncodeSummary:
     """Encode `source` (JSONL, CSV or Parquet: a file, folder or glob, local or a URL) into the cache
-    `output` (a folder or URL) on Ray: see the module docstring. Documents whose id is cached are
-    skipped (resume); each shard holds at most `shard_size` documents."""
+    `output` (a folder or URL) on Ray: see the module docstring. Documents whose id is cached and
+    whose tokens are unchanged are skipped (resume); a changed one is an InputError; each shard holds
+    at most `shard_size` documents."""
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
     opts = ray_options or RayOptions()
@@ -285,7 +306,8 @@ def encode_on_ray(
                          storage_options=storage_options) as writer:
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            cached = [ray.put(frozenset(writer.ids()))] if len(writer) else []  # the live ids
+            # the live ids and their token hashes: a cached document is compared, never trusted by id
+            cached = [ray.put({i: writer.token_hash(i) for i in writer.ids()})] if len(writer) else []
             constructor = dict(
                 model=model, layer=meta["layer"], max_length=meta["max_length"], device=device,
                 codec=pipeline.spec, output=str(output), storage_options=storage_options, run_tag=run_tag,
@@ -320,7 +342,9 @@ def _count(summary: EncodeSummary, entry: dict, bar: _Bar, window: list[float]) 
     """Add a worker's entry to the summary and the bar; `window` collects when its batch started and ended."""
     skipped = entry.get("skipped", 0)
     summary.documents_in_corpus += skipped + entry.get("documents", 0)
-    summary.already_in_cache += skipped  # not compared by token hash on this engine
+    summary.already_in_cache += skipped
+    summary.unchanged += entry.get("unchanged", 0)
+    summary.unverified += entry.get("unverified", 0)
     bar.skipped(skipped)
     if "name" not in entry:
         return

@@ -99,6 +99,23 @@ def test_a_jsonl_corpus_in_s3_is_read_on_ray(ray_local, tiny_folder, tmp_path, s
     assert sorted(CacheReader(tmp_path / "cache").ids()) == sorted(r["id"] for r in rows)
 
 
+def test_a_rerun_skips_unchanged_documents_and_stops_at_a_changed_one(ray_local, tiny_folder, tmp_path):
+    """Cached documents are compared by token hash on Ray as on one process: nothing stale passes."""
+    from erpack.errors import InputError
+
+    rows = corpus_rows(30, seed=3)
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    on_ray(corpus, tmp_path / "cache", tiny_folder)
+    again = on_ray(corpus, tmp_path / "cache", tiny_folder)
+    assert (again.encoded, again.unchanged, again.already_in_cache) == (0, 30, 30)
+    k = min(range(len(rows)), key=lambda i: len(rows[i]["text"]))  # doubled, it still fits max_length
+    rows[k] = {**rows[k], "text": rows[k]["text"] + " " + rows[k]["text"]}
+    write_jsonl(tmp_path / "c.jsonl", rows)
+    with pytest.raises(InputError, match=rf"document {rows[k]['id']!r} changed since it was encoded"):
+        on_ray(corpus, tmp_path / "cache", tiny_folder)
+    assert verify_cache(tmp_path / "cache").ok and len(CacheReader(tmp_path / "cache")) == 30
+
+
 def test_a_missing_column_is_an_error_naming_it(ray_local, tiny_folder, tmp_path):
     from erpack.errors import InputError
 
