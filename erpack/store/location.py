@@ -213,6 +213,11 @@ def open_location(where, storage_options: dict | None = None) -> Location:
     if scheme in ("s3", "s3a"):
         for key, value in _S3_DEFAULTS.items():
             options.setdefault(key, value)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and "endpoint_url" not in options and "endpoint_url" not in options.get("client_kwargs", {}):
+            # fsspec caches file systems by their arguments, not the environment: name the endpoint so
+            # a change of AWS_ENDPOINT_URL in this process reaches a new file system, not a cached one
+            options["endpoint_url"] = endpoint
     try:
         import fsspec
 
