@@ -4,8 +4,10 @@
     python tools/bench_scale_encode.py --documents 500 --output results.json
 
 Each engine encodes the same Rotten Tomatoes reviews into a fresh local cache. Torch threads are the
-machine's CPUs in all (one process: all of them; Ray, 1 worker: all of them; 2 workers: half each),
-so no run oversubscribes the cores. Three rates per run: end to end (start of the call to the
+machine's CPUs in all (one process: all of them; Ray, 1 worker: all of them, then half of them; 2
+workers: half each), so no run oversubscribes the cores. Scaling (2 workers against 1) compares
+workers of the same size (half the CPUs each); 1 worker with all the CPUs shows what splitting one
+node into two workers buys. Three rates per run: end to end (start of the call to the
 summary, so Ray's start, the read and the workers' model load are in it), busy (documents over the
 workers' busy window, from the first batch a worker started to the last one finished: the rate a
 long run settles at; the one-process run's own seconds for it) and steady (from the first shard the
@@ -102,11 +104,11 @@ def run_single(corpus: Path, out: Path, args) -> dict:
             "workers_seconds": s.seconds, "workers_docs_per_s": s.encoded / s.seconds}
 
 
-def run_ray(corpus: Path, out: Path, args, workers: int) -> dict:
+def run_ray(corpus: Path, out: Path, args, workers: int, threads: int | None = None) -> dict:
     from erpack.cluster.encode import RayOptions, encode_on_ray
     from erpack.cluster.session import connect
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     ray = connect(workers=workers)
     clock = Clock()
     start = time.perf_counter()
@@ -180,12 +182,16 @@ def main(argv=None) -> int:
     rows = load_dataset("rotten_tomatoes", limit=args.documents)
     corpus.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in rows))
     runs = [run_single(corpus, work / "single", args)]
-    for workers in (1, 2):
-        runs.append(run_ray(corpus, work / f"ray{workers}", args, workers))
+    half = max(1, (os.cpu_count() or 1) // 2)
+    runs.append(run_ray(corpus, work / "ray1", args, 1))  # one worker with the whole machine
+    runs.append(run_ray(corpus, work / "ray1h", args, 1, threads=half))  # one worker with a worker's share
+    runs.append(run_ray(corpus, work / "ray2", args, 2))
     overhead = ray_overhead(corpus, args.shard_size)
     s3 = s3_check(corpus, work / "single", work, args) if args.s3 else None
-    by = {(r["engine"], r["workers"]): r for r in runs}
-    one, two = by[("ray", 1)], by[("ray", 2)]
+    by = {(r["engine"], r["workers"], r["threads_per_worker"]): r for r in runs}
+    two = by[("ray", 2, half)]
+    one = by[("ray", 1, half)]  # scaling: the same threads per worker, twice the workers
+    whole = by[("ray", 1, runs[1]["threads_per_worker"])]
     result = {
         "command": " ".join(["python", "tools/bench_scale_encode.py", *(argv or sys.argv[1:])]),
         "machine": machine(), "documents": len(rows), "model": args.model, "layer": args.layer, "codec": CODEC,
@@ -194,6 +200,8 @@ def main(argv=None) -> int:
         "speedup_2_vs_1_workers_steady": (two["steady_docs_per_s"] / one["steady_docs_per_s"]
                                           if one["steady_docs_per_s"] and two["steady_docs_per_s"] else None),
         "speedup_2_vs_1_workers_end_to_end": two["docs_per_s"] / one["docs_per_s"],
+        # the same 2 cores as one worker with every thread, or as 2 workers: what splitting a node buys
+        "speedup_2_workers_vs_1_worker_all_threads": two["workers_docs_per_s"] / whole["workers_docs_per_s"],
         "s3": s3,
     }
     print(f"{'engine':<8} {'workers':>7} {'threads':>7} {'seconds':>8} {'doc/s':>8} {'busy s':>7} {'busy doc/s':>10}"
