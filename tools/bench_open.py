@@ -7,7 +7,7 @@ Then measures `CacheReader(cache)` plus one `get` of a random id:
   - locally: seconds (open, get, and the manifest's own load), through the index and, with
     --old-way, through the shard indexes (every shard opened, as before the index);
   - with --s3: the cache uploaded to moto's S3 server on loopback (the counting server of
-    tests/services.py), the requests open + get cost and their seconds.
+    erpack.cluster.s3local), the requests open + get cost and their seconds.
 
 Prints a human card, then one JSON document as the last line.
 
@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import io
 import json
-import logging
 import os
 import random
 import sys
@@ -114,14 +113,10 @@ def _timed(fn, *args, **kwargs) -> float:
 
 
 def _s3_server():
-    """The counting moto server of tests/services.py on a free loopback port, with its environment set."""
-    from tests.services import S3Server, _counting_server, free_port
+    """A counting moto server on a free loopback port (erpack.cluster.s3local), its environment set."""
+    from erpack.cluster.s3local import start_server
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = free_port()
-    server = _counting_server("127.0.0.1", port)
-    server.start()
-    s3 = S3Server(f"http://127.0.0.1:{port}", server)
+    s3 = start_server()
     os.environ.update(s3.env)
     return s3
 

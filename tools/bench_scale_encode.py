@@ -124,31 +124,15 @@ def run_ray(corpus: Path, out: Path, args, workers: int, threads: int | None = N
 
 def s3_check(corpus: Path, single: Path, work: Path, args) -> dict:
     """Ray, 2 workers, into s3:// on a local S3 server (moto): verify, then compare with one process."""
-    import boto3
-    import fsspec
-    from moto.server import ThreadedMotoServer
-
     from erpack.cluster.parity import compare_caches
+    from erpack.cluster.s3local import local_s3
     from erpack.store import verify_cache
 
-    port = 5000 + os.getpid() % 1000
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
-    try:
-        boto3.client("s3").create_bucket(Bucket="erpack-bench")
-        url = "s3://erpack-bench/cache"
+    with local_s3("erpack-bench") as s3:
+        url = f"{s3.url}/cache"
         run = run_ray(corpus, url, args, 2)
         report = verify_cache(url)
-        fs, root = fsspec.url_to_fs(url)
-        copy = work / "s3-copy"
-        copy.mkdir()
-        for path in fs.ls(root, detail=False):
-            fs.get_file(path, str(copy / path.rsplit("/", 1)[-1]))
-        parity = compare_caches(single, copy)
-    finally:
-        server.stop()
+        parity = compare_caches(single, url)  # read where it lies: the reader takes URLs
     return {"url": url, "run": run, "verify_ok": report.ok, **parity.as_dict(),
             "within_one_step": parity.within_step(1.0)}
 

@@ -2,7 +2,7 @@
 
 The cache (a local folder; e.g. `erpack encode rotten_tomatoes -o CACHE --model minilm --layer 3
 --codec int8z`, or --encode CORPUS to build it here) is uploaded to moto's S3 server on loopback (the
-counting server of tests/services.py, as tools/bench_open.py uses it) and read back, each pass by a
+counting server of erpack.cluster.s3local, as tools/bench_open.py uses it) and read back, each pass by a
 freshly opened CacheReader (opening counted):
 
   train     every live id in a shuffled order (seeded), batches of --batch-size through
@@ -117,7 +117,7 @@ def _kinds(log: list) -> dict:
 
 
 def measure(cache: Path, batch_size: int, seed: int, shard_cache: bool, server=None) -> dict:
-    """Every pass from local disk, then from the S3 server: `server` (a tests.services.S3Server whose
+    """Every pass from local disk, then from the S3 server: `server` (an erpack.cluster.s3local.S3Server whose
     endpoint the environment names), else one started here and stopped after."""
     from tools.bench_open import _s3_server, upload
 

@@ -60,7 +60,7 @@ def record_step(pipeline: Pipeline, blob, shape) -> float | None:
 
 
 def compare_caches(reference, other) -> Parity:
-    """Compare every record of `other` with `reference` (local cache folders, same codec)."""
+    """Compare every record of `other` with `reference` (caches at paths or URLs, same codec)."""
     ra, rb = CacheReader(reference), CacheReader(other)
     ids_a, ids_b = ra.ids(), rb.ids()
     seen, twice = set(), []
