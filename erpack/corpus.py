@@ -29,7 +29,7 @@ from pathlib import Path
 
 from erpack.assets import load_dataset
 from erpack.errors import InputError
-from erpack.store.location import is_url, open_location
+from erpack.store.location import is_remote, is_url, open_location
 
 MAX_ID_BYTES = 1024
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -280,7 +280,7 @@ def corpus_files(source: str, storage_options: dict | None = None) -> tuple[str,
     """(format, files in name order) of a corpus file, folder or glob: Paths, or RemoteFiles for a
     URL (read through fsspec with `storage_options`); None for a name that is none of them (a built-in
     data set). An InputError for a missing file, an empty folder or glob, or mixed formats."""
-    if is_url(source) and not source.lower().startswith(("file://", "local://")):
+    if is_remote(source):
         files, what = _remote_files(source, storage_options)
         return _one_format(files, what)
     path = Path(source.split("://", 1)[1] if is_url(source) else source)

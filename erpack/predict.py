@@ -39,7 +39,7 @@ from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
 from erpack.store import CacheReader, CacheWriter
 from erpack.store.atomic import write_atomic
-from erpack.store.location import is_url, open_location
+from erpack.store.location import is_remote, is_url, open_location
 from erpack.tokens import token_hash, tokenize
 
 MISSING = "not in the cache and no text given"
@@ -340,7 +340,7 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
 def _write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
     """The prediction lines, fsynced and renamed (one PUT at a URL): a kill leaves the old file or the new one."""
     data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
-    if is_url(str(path)) and not str(path).lower().startswith("file://"):
+    if is_remote(str(path)):
         folder, _, name = str(path).rstrip("/").rpartition("/")
         open_location(folder, storage_options).write_atomic(name, data)
         return

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from erpack.cli import CLIError
-from erpack.cli.storage import add_storage_options, cache_where, is_remote, output_where
+from erpack.cli.storage import add_storage_options, cache_where, output_where
 from erpack.codecs import Pipeline
 from erpack.compress import CodecMeasurement, load_source, measure, recode_cache, spec_slug
+from erpack.store.location import is_remote
 
 COLUMNS = [  # (header, key, format)
     ("spec", "spec", "{}"),

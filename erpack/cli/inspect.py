@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from erpack.cli.storage import add_storage_options, cache_where, is_remote
+from erpack.cli.storage import add_storage_options, cache_where
 from erpack.store import CacheReader, CacheStats
+from erpack.store.location import is_remote
 
 
 def add_parser(subparsers) -> None:

@@ -17,7 +17,7 @@ import json
 
 from erpack.cli import CLIError
 from erpack.errors import StoreError
-from erpack.store.location import Location, is_url, open_location
+from erpack.store.location import Location, is_remote, open_location
 
 HELP = ("fsspec storage options for URL caches, as one JSON object, e.g. '{\"endpoint_url\": "
         "\"http://127.0.0.1:9000\"}' or '{\"anon\": true}' (default: credentials and endpoint from the environment: "
@@ -49,12 +49,6 @@ def storage_options(args) -> dict | None:
         raise CLIError(f"--storage-options must be a JSON object of fsspec options, got {type(value).__name__} "
                        f"{text!r}")
     return value
-
-
-def is_remote(where) -> bool:
-    """A URL that is not a local file:// one."""
-    return isinstance(where, Location) and not where.is_local or (
-        isinstance(where, str) and is_url(where) and not where.lower().startswith(("file://", "local://")))
 
 
 def output_where(where, args):

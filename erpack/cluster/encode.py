@@ -41,7 +41,7 @@ from erpack.corpus import KNOWN, Columns, check_document, corpus_files, parquet_
 from erpack.encode import DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Bar, cache_meta
 from erpack.errors import ErpackError, InputError
 from erpack.store import CacheWriter
-from erpack.store.location import is_url
+from erpack.store.location import is_remote
 from erpack.store.manifest import shard_name
 from erpack.store.shard import RecordLimits
 from erpack.store.writer import write_shard
@@ -88,7 +88,7 @@ class RayOptions:
 # ---- reading the corpus with Ray Data ---------------------------------------------------------------
 def read_corpus(ray, source: str, cols: Columns, storage_options: dict | None = None):
     """A Ray Dataset of the corpus with columns id, text, text_pair (None where absent) and path."""
-    if is_url(source) and not source.lower().startswith(("file://", "local://")):
+    if is_remote(source):
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         fmt, files = corpus_files(source, storage_options)  # the same listing as the single-process engine

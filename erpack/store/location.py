@@ -41,6 +41,13 @@ def is_url(where) -> bool:
     return isinstance(where, str) and "://" in where
 
 
+def is_remote(where) -> bool:
+    """A URL or Location that is not a local folder (file:// and local:// URLs are local)."""
+    if isinstance(where, Location):
+        return not where.is_local
+    return is_url(where) and not where.lower().startswith(("file://", "local://"))
+
+
 @dataclass
 class Location:
     """A folder: `local` is its Path for local folders (None otherwise); `fs` and `root` the fsspec
