@@ -9,6 +9,14 @@ validates, so a config read from disk describes the codec completely.
 Array codecs start their bytes with a 10-byte header (codec tag, format version, T, H): decode checks
 it against the shape it is given, and every data-dependent parameter (scales, steps) travels in the
 bytes after it, so a blob decodes with nothing but its codec config and its shape.
+
+Two kinds of array codec need more, and say so by class attributes:
+- `fitted`: the codec learns from a calibration sample (`fit`) what every record of a cache shares;
+  what it learnt is a `FittedState` (erpack/codecs/state.py) that travels beside the records (in the
+  cache, sealed by the manifest) and is given back with `with_state` before the codec decodes.
+- `needs_tokens`: encode and decode take the record's token ids (`tokens`, int array (T,)).
+An array codec whose blob length varies with the data (entropy coding inside) sets `exact_size =
+False`: `body_size` is then the most a record of that shape can take, and decoding checks `<=`.
 """
 
 from __future__ import annotations
@@ -140,29 +148,84 @@ class ArrayCodec(Codec):
 
     kind: ClassVar[str] = "array"
     tag: ClassVar[int]
+    fitted: ClassVar[bool] = False  # needs fit() (or with_state) before it codes
+    needs_tokens: ClassVar[bool] = False  # encode/decode take the record's token ids
+    exact_size: ClassVar[bool] = True  # body_size is exact (else an upper bound)
+
+    # ---- fitted state (codecs with fitted = True override these) --------------------------------
+    @property
+    def state(self):
+        """The FittedState this codec codes with (None for codecs that fit nothing, or not yet fitted)."""
+        return self.__dict__.get("_state")
+
+    def fit(self, records, *, context: dict | None = None, seed: int = 0) -> ArrayCodec:
+        """A copy of this codec fitted on `records`, a sequence of (x float32 (T, H), token ids (T,) or
+        None); `context` (model, layer...) is stored with the state so that a reader can check it.
+        Deterministic for a given sample and seed. Codecs that fit nothing return themselves."""
+        return self
+
+    def with_state(self, state) -> ArrayCodec:
+        """A copy of this codec holding `state` (read back from a cache)."""
+        if state is not None:
+            raise CodecError(f"{self.codec_id}: this codec fits nothing, but a fitted state was given")
+        return self
+
+    def _attach(self, state) -> ArrayCodec:
+        """A copy of this frozen codec with `state` attached (not a parameter: get_config leaves it out)."""
+        other = dataclasses.replace(self)
+        object.__setattr__(other, "_state", state)
+        return other
+
+    def require_state(self) -> None:
+        if self.fitted and self.state is None:
+            raise CodecError(
+                f"codec {self.codec_id!r} is fitted on data and has no fitted state; fit it on a sample "
+                "(erpack compress / encode --codec do) or read it from the cache that holds it"
+            )
+
+    def check_tokens(self, tokens, T: int) -> np.ndarray | None:
+        """The record's token ids as int64 (T,), or None for a codec that does not use them."""
+        if not self.needs_tokens:
+            return None
+        if tokens is None:
+            raise CodecError(
+                f"codec {self.codec_id!r} needs each record's token ids and none were given; "
+                "the cache holds no token ids (written by an older erpack): re-encode it with this one"
+            )
+        tokens = np.asarray(tokens)
+        if tokens.shape != (T,) or tokens.dtype.kind not in "iu":
+            raise CodecError(f"{self.codec_id}: token ids must be an integer array of shape ({T},), got {tokens.dtype} {tokens.shape}")
+        return tokens.astype(np.int64, copy=False)
 
     def encoded_size(self, shape) -> int:
         """Exact length of `encode(x)` for an x of this shape (header included)."""
         T, H = check_shape(shape)
         return HEADER.size + self.body_size(T, H)
 
-    def encode(self, x: np.ndarray) -> bytes:
+    def encode(self, x: np.ndarray, tokens=None) -> bytes:
         x = self.check_input(x)
         T, H = x.shape
-        body = self._encode(x)
+        self.require_state()
+        tokens = self.check_tokens(tokens, T)
+        body = self._encode(x) if tokens is None else self._encode_tokens(x, tokens)
         return HEADER.pack(self.tag, FORMAT_VERSION, T, H) + body
 
-    def decode(self, buf, shape, out: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, buf, shape, out: np.ndarray | None = None, tokens=None) -> np.ndarray:
         T, H = check_shape(shape)
-        return self.decode_checked(as_bytes_view(buf), T, H, out)
+        return self.decode_checked(as_bytes_view(buf), T, H, out, tokens=tokens)
 
     def decode_checked(self, view: memoryview, T: int, H: int, out: np.ndarray | None = None,
-                       expected: int | None = None) -> np.ndarray:
+                       expected: int | None = None, tokens=None) -> np.ndarray:
         """decode for a shape already checked by check_shape, and the blob size if known (the
         pipeline's fast path)."""
+        self.require_state()
+        tokens = self.check_tokens(tokens, T)
         self.check_header(view, T, H, expected)
         y = np.empty((T, H), dtype=np.float32) if out is None else self.check_out(out, T, H)
-        self._decode(view[HEADER.size :], y)
+        if tokens is None:
+            self._decode(view[HEADER.size :], y)
+        else:
+            self._decode_tokens(view[HEADER.size :], y, tokens)
         return y
 
     def check_header(self, view: memoryview, T: int, H: int, expected: int | None = None) -> None:
@@ -170,7 +233,7 @@ class ArrayCodec(Codec):
         caller knows it) and its header names this codec, this format and shape (T, H)."""
         if expected is None:
             expected = HEADER.size + self.body_size(T, H)
-        if len(view) != expected:
+        if self.exact_size and len(view) != expected or not HEADER.size <= len(view) <= expected:
             raise CodecError(
                 f"{self.codec_id}: {len(view)} bytes cannot hold a ({T}, {H}) record, which takes {expected}; "
                 "the blob is truncated, padded or belongs to another shape or codec"
@@ -183,13 +246,14 @@ class ArrayCodec(Codec):
         if (t, h) != (T, H):
             raise CodecError(f"{self.codec_id}: blob holds shape ({t}, {h}), but ({T}, {H}) was asked for")
 
-    def decode_batch(self, views: list[memoryview], lengths: list[int], out: np.ndarray) -> None:
+    def decode_batch(self, views: list[memoryview], lengths: list[int], out: np.ndarray, tokens=None) -> None:
         """Decode record r (`views[r]`, lengths[r] tokens) into out[r, :lengths[r]] of a float32
-        (B, T, H) batch and zero the rows past each record's length. Codecs whose dequantization
-        vectorises over a batch override this; the default decodes record by record."""
+        (B, T, H) batch and zero the rows past each record's length; `tokens[r]` are record r's
+        token ids where the codec needs them. Codecs whose dequantization vectorises over a batch
+        override this; the default decodes record by record."""
         H = out.shape[2]
         for r, (view, T) in enumerate(zip(views, lengths)):
-            self.decode_checked(view, T, H, out[r, :T])
+            self.decode_checked(view, T, H, out[r, :T], tokens=None if tokens is None else tokens[r])
             out[r, T:] = 0
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -228,6 +292,14 @@ class ArrayCodec(Codec):
         raise NotImplementedError
 
     def _decode(self, body: memoryview, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _encode_tokens(self, x: np.ndarray, tokens: np.ndarray) -> bytes:
+        """_encode of a codec with needs_tokens."""
+        raise NotImplementedError
+
+    def _decode_tokens(self, body: memoryview, out: np.ndarray, tokens: np.ndarray) -> None:
+        """_decode of a codec with needs_tokens."""
         raise NotImplementedError
 
 

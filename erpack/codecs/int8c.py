@@ -53,7 +53,7 @@ class Int8C(ArrayCodec):
         q = raw[4 * nb + nb * H :].view(np.int8).reshape(T, H)
         steps.dequantize(q, step, B, out)
 
-    def decode_batch(self, views, lengths, out: np.ndarray) -> None:
+    def decode_batch(self, views, lengths, out: np.ndarray, tokens=None) -> None:
         """Every record's codes go into one int8 (B, T, H) scratch batch and its block steps into
         (B, blocks, H), then one multiply per block column dequantizes the whole batch: the blocks
         of every record start at multiples of `block`, so token i of any record is in block i // block."""

@@ -6,6 +6,14 @@
 
 Decoding derives from the shape the largest size every stage can produce and hands each byte stage
 that bound, so a garbled or hostile blob can never make a stage allocate more than the record needs.
+
+A pipeline whose array codec is fitted (`pipe.fitted`) codes only once fitted:
+
+    pipe = Pipeline.from_spec("tc:snr=19").fit(sample, context={...}, seed=0)   # sample: [(x, ids), ...]
+    pipe.state                                                                 # its FittedState
+    again = Pipeline.from_config(pipe.get_config(), state=pipe.state)          # what a reader does
+
+and one whose array codec reads token ids (`pipe.needs_tokens`) takes them in encode and decode.
 """
 
 from __future__ import annotations
@@ -39,10 +47,37 @@ class Pipeline:
         return cls(parse_spec(spec))
 
     @classmethod
-    def from_config(cls, config: dict) -> Pipeline:
+    def from_config(cls, config: dict, state=None) -> Pipeline:
+        """The pipeline a config describes; `state` is the fitted state of its array codec, which a
+        fitted codec needs before it codes (a reader passes what the cache holds)."""
         if not isinstance(config, dict) or config.get("id") != "pipeline" or not isinstance(config.get("stages"), list):
             raise CodecError(f'a pipeline config is {{"id": "pipeline", "stages": [...]}}, got {config!r}')
-        return cls([get_codec(stage) for stage in config["stages"]])
+        pipe = cls([get_codec(stage) for stage in config["stages"]])
+        return pipe.with_state(state) if state is not None else pipe
+
+    # ---- fitting --------------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        """True when the array codec learns from data (it needs `fit` or `with_state` to code)."""
+        return self.stages[0].fitted
+
+    @property
+    def needs_tokens(self) -> bool:
+        return self.stages[0].needs_tokens
+
+    @property
+    def state(self):
+        """The array codec's FittedState, None for codecs that fit nothing (or before fitting)."""
+        return self.stages[0].state
+
+    def fit(self, records, *, context: dict | None = None, seed: int = 0) -> Pipeline:
+        """This pipeline with its array codec fitted on `records` [(x (T, H) float32, ids (T,) or None)]."""
+        return Pipeline([self.stages[0].fit(records, context=context, seed=seed), *self.stages[1:]])
+
+    def with_state(self, state) -> Pipeline:
+        if state is not None and not self.fitted:
+            raise CodecError(f"{self.spec} fits nothing, but a fitted state ({state.codec}) was given")
+        return Pipeline([self.stages[0].with_state(state), *self.stages[1:]])
 
     def get_config(self) -> dict:
         return {"id": "pipeline", "stages": [stage.get_config() for stage in self.stages]}
@@ -85,15 +120,15 @@ class Pipeline:
             self._sizes[T, H] = sizes
         return sizes
 
-    def encode(self, x: np.ndarray) -> bytes:
-        data = self.stages[0].encode(x)
+    def encode(self, x: np.ndarray, tokens=None) -> bytes:
+        data = self.stages[0].encode(x, tokens)
         for stage in self.stages[1:]:
             data = stage.encode(data)
         return bytes(data)
 
-    def decode(self, buf, shape, out: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, buf, shape, out: np.ndarray | None = None, tokens=None) -> np.ndarray:
         T, H = check_shape(shape)
-        return self.stages[0].decode_checked(self._unwrap(buf, T, H), T, H, out, self._bounds(T, H)[0])
+        return self.stages[0].decode_checked(self._unwrap(buf, T, H), T, H, out, self._bounds(T, H)[0], tokens=tokens)
 
     def unwrap(self, buf, T: int, H: int) -> memoryview:
         """The array codec's blob inside `buf`: every byte stage undone (decompression), each bounded
@@ -114,10 +149,11 @@ class Pipeline:
             data = as_bytes_view(self.stages[i].decode(data, max_size=sizes[i - 1]))
         return data
 
-    def decode_batch(self, blobs, shapes, out: np.ndarray | None = None) -> np.ndarray:
+    def decode_batch(self, blobs, shapes, out: np.ndarray | None = None, tokens=None) -> np.ndarray:
         """Many records at once into one zero-padded float32 (B, T, H) batch, T the longest record:
         record r fills out[r, :T_r]. What a reader's consumer wants (a padded batch), and faster than
-        record by record: dequantization runs once over the batch where the array codec allows."""
+        record by record: dequantization runs once over the batch where the array codec allows.
+        `tokens[r]`: record r's token ids, for a codec that needs them."""
         shapes = [check_shape(s) for s in shapes]
         if len(shapes) != len(blobs) or not shapes:
             raise CodecError(f"decode_batch needs one shape per blob and at least one blob ({len(blobs)} blobs, {len(shapes)} shapes)")
@@ -126,13 +162,16 @@ class Pipeline:
             raise CodecError(f"decode_batch: records of one batch share the hidden size; got {sorted({h for _, h in shapes})}")
         lengths = [t for t, _ in shapes]
         views = [self._unwrap(b, t, H) for b, t in zip(blobs, lengths)]
+        exact = self.stages[0].exact_size
         for r, (view, t) in enumerate(zip(views, lengths)):  # the batch is allocated from checked sizes only
-            if len(view) != self._bounds(t, H)[0]:
+            if (len(view) != self._bounds(t, H)[0]) if exact else not (HEADER.size <= len(view) <= self._bounds(t, H)[0]):
                 raise CodecError(f"decode_batch: record {r} holds {len(view)} bytes, but a ({t}, {H}) record "
                                  f"of {self.spec} takes {self._bounds(t, H)[0]}; it belongs to another shape or codec")
-        return self.dequantize_batch(views, lengths, H, out)
+        if tokens is not None and len(tokens) != len(blobs):
+            raise CodecError(f"decode_batch: {len(tokens)} token id arrays for {len(blobs)} blobs")
+        return self.dequantize_batch(views, lengths, H, out, tokens)
 
-    def dequantize_batch(self, views, lengths: list[int], H: int, out: np.ndarray | None = None) -> np.ndarray:
+    def dequantize_batch(self, views, lengths: list[int], H: int, out: np.ndarray | None = None, tokens=None) -> np.ndarray:
         """The array stage of decode_batch, on blobs `unwrap` returned (timed apart by the benchmark)."""
         shape = (len(lengths), max(lengths), H)
         if out is None:
@@ -140,7 +179,8 @@ class Pipeline:
         elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
             raise CodecError(f"out must be a C-contiguous float32 array of shape {shape}, got {got}")
-        self.stages[0].decode_batch(views, lengths, out)  # writes every element: padding rows as zeros
+        self.stages[0].require_state()
+        self.stages[0].decode_batch(views, lengths, out, tokens)  # writes every element: padding rows as zeros
         return out
 
 
