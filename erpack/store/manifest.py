@@ -200,6 +200,12 @@ def load_manifest(where, storage_options: dict | None = None) -> dict:
             raise CorruptManifestError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged; "
                                        f"{RESTORE_HINT}")
     _check_unique(path, manifest["shards"])
+    if "codec_state" in manifest:
+        from erpack.store.codec_state import field_problem
+
+        problem = field_problem(manifest["codec_state"])
+        if problem:
+            raise CorruptManifestError(f"{path}: its codec_state {problem}: the manifest is damaged; {RESTORE_HINT}")
     if "id_index" in manifest:
         problem = idindex.check_field(manifest["id_index"], len(manifest["shards"]))
         if problem:

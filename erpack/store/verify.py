@@ -111,9 +111,9 @@ def _check_records(shard: ShardFile, codec, decode: bool, report: ShardCheck) ->
     failures = []
     for i in range(shard.count):
         try:
-            payload, shape, _ = shard.read(i, verify=True)
+            payload, shape, _, tokens = shard.read_record(i, verify=True)
             if decode:
-                decode_payload(codec, shard, i, payload, shape)
+                decode_payload(codec, shard, i, payload, shape, tokens)
             del payload
         except CorruptRecordError as exc:
             report.failed_records += 1
