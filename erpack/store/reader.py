@@ -24,8 +24,8 @@ import numpy as np
 
 from erpack.batching import mask_from_lengths
 from erpack.errors import CodecError, CorruptRecordError, StoreError
-from erpack.store import format as fmt
 from erpack.store import codec_state, idindex
+from erpack.store import format as fmt
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.inspect import CacheStats, cache_stats
 from erpack.store.location import open_location

@@ -28,8 +28,8 @@ import numpy as np
 
 from erpack.codecs import Pipeline
 from erpack.errors import StoreError
-from erpack.store import format as fmt
 from erpack.store import codec_state, idindex
+from erpack.store import format as fmt
 from erpack.store.atomic import TMP_SUFFIX, FolderLock
 from erpack.store.codec_state import STATE_RE
 from erpack.store.format import FORMAT_VERSION
@@ -38,6 +38,7 @@ from erpack.store.manifest import (
     MANIFEST,
     SHARD_RE,
     check_meta,
+    is_sealed,
     jsonable,
     load_manifest,
     mismatch_error,
@@ -673,7 +674,8 @@ class CacheWriter:
             counts["records"] += e["documents"]
             counts["bytes"] += e["bytes"]
             manifest["shards"].append(stored_entry(e))
-        manifest["format_version"] = FORMAT_VERSION  # this erpack's shards are listed: older ones must refuse
+        if is_sealed(manifest):  # lists this erpack's shards now: an older erpack must refuse, not misread
+            manifest["format_version"] = FORMAT_VERSION  # (a version-1 cache stays 1 until `verify --seal`)
         write_manifest(self.location, manifest)
         self._manifest = manifest
         self._docs.update(new)

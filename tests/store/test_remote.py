@@ -314,7 +314,7 @@ def test_seal_an_old_manifest_on_a_url(where, meta):
     report = verify_cache(where)
     assert report.ok and not report.sealed and "format version 1" in report.warnings[-1]
     report = seal_cache(where)
-    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 2
+    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 3
 
 
 @pytest.mark.parametrize("tail", [64, 4096])
