@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from erpack.codecs import Pipeline
-from erpack.codecs import registry
+from erpack.codecs import Pipeline, registry
 from erpack.codecs.base import ArrayCodec
 from erpack.codecs.state import FittedState, context_of
 from erpack.errors import CodecError

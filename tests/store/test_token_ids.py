@@ -12,7 +12,7 @@ from erpack.errors import CorruptRecordError, StoreError
 from erpack.store import CacheReader, CacheWriter, verify_cache
 from erpack.store import format as fmt
 from erpack.store.manifest import load_manifest
-from tests.store.conftest import make_meta, pipe, records
+from tests.store.conftest import pipe, records
 from tests.store.fitted import token_ids
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store"
