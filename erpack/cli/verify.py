@@ -54,7 +54,9 @@ def summary(report: VerifyReport) -> list[str]:
     lines = [f"cache      {report.path}",
              f"checked    {len(report.shards)} shards, {report.records} records ({live}); "
              + ("manifest checksum, " if report.sealed else "")
-             + "sha256, crc32" + (", decoding" if report.decoded else " (decoding skipped: --no-decode)")]
+             + "sha256, crc32" + (", decoding" if report.decoded else
+                                  " (decoding skipped: the fitted state failed)" if _state_failures(report) else
+                                  " (decoding skipped: --no-decode)")]
     lines += [f"warning    {w}" for w in report.warnings]
     for f in report.failures:
         dead = " [dead record, superseded]" if f.live is False else ""
@@ -65,6 +67,11 @@ def summary(report: VerifyReport) -> list[str]:
     bad = sorted({f.shard for f in report.failures})
     lines.append(f"result     FAILED: {len(report.failures)} problem(s) in {', '.join(bad)}")
     return lines + [f"action     {a}" for a in actions(report)]
+
+
+def _state_failures(report: VerifyReport) -> list:
+    """Failures of the fitted codec state file (named codec-state-*, or codec_state when unnamed)."""
+    return [f for f in report.failures if f.shard.startswith("codec-state-") or f.shard == "codec_state"]
 
 
 def actions(report: VerifyReport) -> list[str]:
@@ -82,7 +89,11 @@ def actions(report: VerifyReport) -> list[str]:
     if records and not ids:
         out.append("every damaged record is dead (superseded by a newer record of its id): reads are not "
                    "affected; to drop them, re-encode into a new folder")
-    named = {f.shard for f in records} | set(report.unreadable)
+    state = _state_failures(report)
+    if state:
+        out.append(f"{state[0].shard}: the codec's fitted state cannot be used, so no record can be decoded: restore "
+                   f"it from a copy of the cache, or re-encode the corpus into a new folder")
+    named = {f.shard for f in records} | set(report.unreadable) | {f.shard for f in state}
     other = sorted({f.shard for f in failures if f.shard not in named})
     if other:
         out.append(f"{', '.join(other)}: the manifest's records of the shards (sha256 or counts) disagree with "

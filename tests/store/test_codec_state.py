@@ -106,6 +106,23 @@ def test_damaged_state(tmp_path, meta, fitted_codec):
     assert not verify_cache(tmp_path / "c").ok
 
 
+def test_cli_names_the_damaged_state(tmp_path, meta, fitted_codec, capsys):
+    from erpack.cli import main
+
+    recs = records(3)
+    write(tmp_path / "c", meta, recs, token_ids(recs))
+    path = tmp_path / "c" / load_manifest(tmp_path / "c")["codec_state"]["name"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert main(["verify", str(tmp_path / "c")]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED     {path.name}" in out and "decoding skipped: the fitted state failed" in out
+    assert f"action     {path.name}: the codec's fitted state cannot be used" in out
+    assert main(["inspect", str(tmp_path / "c")]) == 2
+    assert f"{path.name} fails its sha256" in capsys.readouterr().err
+
+
 def test_state_of_another_model_or_layer(tmp_path, meta, fitted_codec):
     recs = records(3)
     ids = token_ids(recs)
