@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 
+from erpack.codecs import Pipeline
 from erpack.codecs.state import FittedState, context_problem
 from erpack.errors import CodecError, StoreError
 from erpack.store.location import Location
@@ -95,8 +96,6 @@ def _codec_id(manifest: dict) -> str:
 def cache_codec(loc: Location, manifest: dict):
     """The cache's codec (a Pipeline) with its fitted state attached where it has one: what a reader
     and verify decode with. StoreError for a missing, damaged or foreign state."""
-    from erpack.codecs import Pipeline
-
     state = read_state(loc, manifest)
     codec = Pipeline.from_config(manifest["codec"])
     if codec.fitted and state is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from erpack.codecs import Pipeline
+from erpack.codecs.state import context_problem
 from erpack.errors import StoreError
 from erpack.store import codec_state, idindex
 from erpack.store import format as fmt
@@ -290,8 +291,6 @@ class CacheWriter:
         state = getattr(self.codec, "state", None)
         if state is None:
             return
-        from erpack.codecs.state import context_problem
-
         problem = context_problem(state, meta)
         if problem:
             raise StoreError(f"the fitted state of codec {self._codec_name()} belongs to another model or layer than "
