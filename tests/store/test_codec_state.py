@@ -167,21 +167,25 @@ def test_unlisted_state_is_a_leftover(tmp_path, meta, fitted_codec):
     assert [p.name for p in (tmp_path / "c").glob("codec-state-*")] == [load_manifest(tmp_path / "c")["codec_state"]["name"]]
 
 
-def test_state_is_written_before_the_manifest(tmp_path, meta, fitted_codec, monkeypatch):
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_state_is_written_before_the_manifest(kind, tmp_path, meta, fitted_codec, monkeypatch):
     """A crash between the state file and the manifest leaves no manifest naming a missing state; the
-    next writer of the folder starts over and removes the orphan."""
+    next writer of the folder starts over and removes the orphan (remotely too: the session mark)."""
     from erpack.store import writer as writer_mod
 
+    where = str(tmp_path / "c") if kind == "local" else f"memory://erpack-store/{tmp_path.name}/crash"
+    loc = open_location(where)
     recs = records(3)
     ids = token_ids(recs)
     codec = fitted_pipe(recs, ids, meta)
     monkeypatch.setattr(writer_mod, "write_manifest", lambda *a: (_ for _ in ()).throw(OSError("crash")))
     with pytest.raises(OSError, match="crash"):
-        CacheWriter(tmp_path / "c", meta=meta, codec=codec)
-    assert not (tmp_path / "c" / MANIFEST).exists() and list((tmp_path / "c").glob("codec-state-*"))
+        CacheWriter(where, meta=meta, codec=codec)
+    assert not loc.exists(MANIFEST) and [n for n in loc.listdir() if STATE_RE.match(n)]
     monkeypatch.undo()
-    write(tmp_path / "c", meta, recs, ids, codec=codec)
-    assert len(list((tmp_path / "c").glob("codec-state-*"))) == 1 and verify_cache(tmp_path / "c").ok
+    write(where, meta, recs, ids, codec=codec)
+    assert [n for n in loc.listdir() if STATE_RE.match(n)] == [load_manifest(where)["codec_state"]["name"]]
+    assert verify_cache(where).ok
 
 
 def test_inspect_shows_both_rates(tmp_path, meta, fitted_codec, capsys):
