@@ -410,10 +410,10 @@ class ShardBuilder:
         self.size += len(data)
 
     def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int,
-            token_hash: int | None = None, token_ids=None) -> None:
-        """Write one record. `token_hash`: a u64 saying which token ids made it (None: unknown);
-        `token_ids`: its T token ids (stored in the record, FLAG_TOKENS set), or None. The caller
-        checks both (CacheWriter.commit_shard, before anything is written)."""
+            token_hash: int | None = None, token_ids=None) -> int:
+        """Write one record; return its flags. `token_hash`: a u64 saying which token ids made it
+        (None: unknown); `token_ids`: its T token ids (stored in the record, FLAG_TOKENS set), or
+        None. The caller checks both (CacheWriter.commit_shard, before anything is written)."""
         offset = self.size
         raw = b""
         if token_ids is not None:
@@ -428,6 +428,7 @@ class ShardBuilder:
             raise StoreError("one shard's ids exceed 4 GiB: commit fewer documents per shard")
         self._entries.append((offset, len(payload), tokens, self._id_end, flags, crc))
         self._hashes.append(fmt.NO_HASH if token_hash is None else token_hash)
+        return flags
 
     def finish(self) -> str:
         """Write index, padding and trailer; return the file's sha256 (hex)."""

@@ -210,11 +210,9 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
                 # arr: (T, H) float32
                 blob = codec.encode(arr, tokens=ids_k) if needs else codec.encode(arr)
                 payload = memoryview(blob).cast("B")
-                builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flag, hashes.get(doc_id), ids_k)
+                flags.append(builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flag, hashes.get(doc_id), ids_k))
                 ids.append(doc_id)
                 tokens.append(int(arr.shape[0]))
-                flags.append(flag | (fmt.FLAG_TOKENS if ids_k is not None else 0)
-                             | (fmt.FLAG_TOKENS_U32 if ids_k is not None and ids_k.size and ids_k.max() >= 1 << 16 else 0))
             if not ids:
                 raise StoreError(f"shard {loc / name} has no records: a shard holds at least one")
             for what, named in (("truncated", truncated), ("token_hashes", set(hashes)), ("token_ids", set(tokens_of))):
