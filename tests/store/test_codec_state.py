@@ -199,3 +199,34 @@ def test_inspect_shows_both_rates(tmp_path, meta, fitted_codec, capsys):
     assert stats["state_bytes"] > 0 and stats["bits_per_value_without_state"] < stats["bits_per_value"]
     text = "\n".join(out[:-1])
     assert "without the fitted state" in text and "fitted state codec-state-" in text
+
+
+def test_a_record_without_token_ids_under_a_codec_that_needs_them(tmp_path, meta, fitted_codec):
+    """Only a broken writer makes one (CacheWriter refuses): reading it names shard, record and id."""
+    from erpack.errors import CorruptRecordError
+    from erpack.store.manifest import shard_name
+    from erpack.store.writer import write_shard
+
+    recs = records(4)
+    ids = token_ids(recs)
+    codec = write(tmp_path / "c", meta, recs[:2], {d: ids[d] for d, _ in recs[:2]})
+
+    class NoIds:  # codes as the fitted codec does, but stores no token ids
+        needs_tokens = False
+
+        def encode(self, x):
+            return codec.encode(x, tokens=np.zeros(len(x), np.int64))
+
+    with CacheWriter(tmp_path / "c", meta=meta, codec=codec, mode="append", index=False) as w:
+        w.commit_entries([write_shard(tmp_path / "c", shard_name(0, tag="x"), recs[2:], NoIds(), w.limits)])
+    with CacheReader(tmp_path / "c") as r:
+        assert close(r.get("doc-0"), recs[0][1])
+        hint = "doc-2.*holds no token ids, which its codec needs.*re-encode"
+        with pytest.raises(CorruptRecordError, match="shard-x-000000.ers, record 0 .*" + hint):
+            r.get("doc-2")
+        with pytest.raises(CorruptRecordError, match=hint):
+            r.get_batch(["doc-0", "doc-2"])
+        with pytest.raises(CorruptRecordError, match=hint):
+            list(r)
+    report = verify_cache(tmp_path / "c")
+    assert not report.ok and [f.doc_id for f in report.failures] == ["doc-2", "doc-3"]
