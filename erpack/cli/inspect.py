@@ -17,8 +17,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Read a cache's manifest and shard indexes (not its records) and print: the model, layer, "
             "tokenizer settings and codec it was written with; how many documents and tokens it holds; "
-            "its size on disk, per token and per document; bits per stored value (everything on disk, and "
-            "the codec's payload alone) and the ratio to fp32/fp16; and its shards. Fast on any size of "
+            "its size on disk, per token and per document; bits per stored value (everything on disk, a "
+            "fitted codec's state included; without that state; and the codec's payload alone) and the "
+            "ratio to fp32/fp16; the bytes of the records' token ids; and its shards. Fast on any size of "
             "cache. To check every byte, run `erpack verify CACHE`."
         ),
     )

@@ -18,8 +18,10 @@ def add_parser(subparsers) -> None:
         "verify",
         help="check the manifest's checksum, every shard's sha256 and every record's checksum and decoding; exit 1 on damage",
         description=(
-            "Read a whole cache and check it: manifest.json is sealed by its checksum (format version 2; a "
-            "version-1 manifest has none and gets a warning), each shard it lists exists with the size and "
+            "Read a whole cache and check it: manifest.json is sealed by its checksum (format version 2 on; a "
+            "version-1 manifest has none and gets a warning), a fitted codec's state file is there with the "
+            "size and sha256 the manifest seals and belongs to the cache's model and layer, each shard it "
+            "lists exists with the size and "
             "sha256 the manifest recorded, its header, index, padding and footer are intact, every record's "
             "crc32 matches and agrees with the index, its tokens and hidden size fit the manifest (hidden "
             "size equal, tokens at most max_length), it decodes with the cache's codec to float32 (tokens, "
