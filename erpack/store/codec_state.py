@@ -93,10 +93,12 @@ def _codec_id(manifest: dict) -> str:
         else str(codec.get("id"))
 
 
-def cache_codec(loc: Location, manifest: dict):
+def cache_codec(loc: Location, manifest: dict, state: FittedState | None = None) -> Pipeline:
     """The cache's codec (a Pipeline) with its fitted state attached where it has one: what a reader
-    and verify decode with. StoreError for a missing, damaged or foreign state."""
-    state = read_state(loc, manifest)
+    and verify decode with. StoreError for a missing, damaged or foreign state. `state`: the one
+    read_state returned already (else it is read here)."""
+    if state is None:
+        state = read_state(loc, manifest)
     codec = Pipeline.from_config(manifest["codec"])
     if codec.fitted and state is None:
         raise StoreError(f"the cache {loc} uses the fitted codec {_codec_id(manifest)!r}, but its manifest names no "

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from erpack.checksums import file_sha256
-from erpack.errors import CorruptRecordError, StoreError
+from erpack.errors import CodecError, CorruptRecordError, StoreError
 from erpack.store import codec_state, idindex
 from erpack.store.atomic import FolderLock
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
@@ -214,14 +214,19 @@ def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec
     manifest = manifest if manifest is not None else load_manifest(folder)
     state_failures = []
     try:  # the fitted state (when the codec has one): present, its sha256, format and context
-        cached = codec_state.cache_codec(folder, manifest)
+        state = codec_state.read_state(folder, manifest)
+        try:  # also says a fitted codec's state is missing from the manifest
+            full = codec_state.cache_codec(folder, manifest, state)
+        except CodecError:  # a codec this erpack does not know: only a decoding pass needs it
+            if decode:
+                raise
+            full = None
+        if decode and codec is None:
+            codec = full
     except StoreError as exc:
         name = (manifest.get(codec_state.FIELD) or {}).get("name", codec_state.FIELD)
         state_failures.append(Failure(name, str(exc)))
         decode = False  # nothing decodes without it
-        cached = None
-    if decode and codec is None:
-        codec = cached
     limits = RecordLimits.from_meta(manifest["meta"])
     shards, failures, where, unreadable = [], [], {}, []
     with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:

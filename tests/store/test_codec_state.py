@@ -147,6 +147,9 @@ def test_fitted_codec_without_state_in_the_manifest(tmp_path, meta, fitted_codec
     rewrite_manifest(tmp_path / "c", lambda m: m.pop("codec_state"))
     with pytest.raises(StoreError, match="names no fitted state: the fitted state is missing"):
         CacheReader(tmp_path / "c")
+    for decode in (True, False):
+        report = verify_cache(tmp_path / "c", decode=decode)
+        assert not report.ok and report.failures[0].shard == "codec_state"
     with pytest.raises(StoreError, match="no fitted state"):
         CacheWriter(tmp_path / "n", meta=meta, codec=Pipeline.from_spec(CODEC_ID))
 
