@@ -102,69 +102,84 @@ def _compile(numba):
         return pos
 
     @njit
-    def get(x, data, pos, end):
-        while x < L0:
-            if pos >= end:
-                return x, -1
-            x = (x << B8) | U(data[pos])
-            pos += 1
-        return x, pos
-
-    @njit
-    def decode(data, start, end, shift, lim, freq, cum, slot, cmax, out, row0, T, bound):
-        """Decode T x K codes from data[start:end] into out[row0 : row0 + T, :K] (float32); return
-        0, or 1 (stream garbled), 2 (a token's sum |q| cmax exceeds bound)."""
+    def decode(data, starts, ends, lengths, shift, lim, freq, cum, slot, cmax, out, bound):
+        """Decode R records: record r's T_r x K codes from data[starts[r]:ends[r]] into the next
+        T_r rows of out (float32 (sum T_r, K)). Component-major over the whole batch, so one
+        component's tables stay in cache for every record. Returns 0, or 4 r + 1 (record r's stream
+        is garbled) or 4 r + 2 (a token of record r breaks sum |q| cmax <= bound)."""
         K = shift.shape[0]
-        if end - start < 4:
-            return 1
-        x = U(0)
-        for j in range(4):
-            x |= U(data[start + j]) << U(8 * j)
-        pos = start + 4
-        acc = np.zeros(T, dtype=np.int64)
+        R = starts.shape[0]
+        xs = np.empty(R, dtype=np.uint64)
+        ps = np.empty(R, dtype=np.int64)
+        for r in range(R):
+            if ends[r] - starts[r] < 4:
+                return 4 * r + 1
+            x = U(0)
+            for j in range(4):
+                x |= U(data[starts[r] + j]) << U(8 * j)
+            if x < L0 or x >= (L0 << B8):
+                return 4 * r + 1
+            xs[r] = x
+            ps[r] = starts[r] + 4
+        acc = np.zeros(out.shape[0], dtype=np.int64)
         for k in range(K):
             s = np.int64(shift[k])
             L = np.int64(lim[k])
             esc = 2 * L + 1
             ck = np.int64(cmax[k])
-            for t in range(T):
-                if x < L0 or x >= (L0 << B8):
-                    return 1
-                r = x & MASK
-                idx = np.int64(slot[k, r])
-                x = U(freq[k, idx]) * (x >> SB) + r - U(cum[k, idx])
-                x, pos = get(x, data, pos, end)
-                if pos < 0:
-                    return 1
-                if idx == esc:
-                    v = np.int64(0)
-                    for j in range(2):
-                        r = x & MASK
-                        b = r >> U(PROB_BITS - 8)
-                        x = U(16) * (x >> SB) + r - b * U(16)
-                        x, pos = get(x, data, pos, end)
-                        if pos < 0:
-                            return 1
-                        v = (v << 8) | np.int64(b)
-                    v -= 32768
-                else:
-                    v = (idx - L) << s
-                    if s > 0:
-                        r = x & MASK
-                        b = r >> U(PROB_BITS - s)
-                        f = U(M >> s)
-                        x = f * (x >> SB) + r - b * f
-                        x, pos = get(x, data, pos, end)
-                        if pos < 0:
-                            return 1
-                        v += np.int64(b)
-                out[row0 + t, k] = np.float32(v)
-                acc[t] += abs(v) * ck
-        if pos != end or x != L0:
-            return 1
-        for t in range(T):
-            if acc[t] > bound:
-                return 2
+            fs = U(M >> s)
+            row = 0
+            for r in range(R):
+                x = xs[r]
+                pos = ps[r]
+                end = ends[r]
+                for t in range(row, row + lengths[r]):
+                    r12 = x & MASK
+                    idx = np.int64(slot[k, r12])
+                    x = U(freq[k, idx]) * (x >> SB) + r12 - U(cum[k, idx])
+                    while x < L0:
+                        if pos >= end:
+                            return 4 * r + 1
+                        x = (x << B8) | U(data[pos])
+                        pos += 1
+                    if idx == esc:
+                        v = np.int64(0)
+                        for j in range(2):
+                            r12 = x & MASK
+                            b = r12 >> U(PROB_BITS - 8)
+                            x = U(16) * (x >> SB) + r12 - b * U(16)
+                            while x < L0:
+                                if pos >= end:
+                                    return 4 * r + 1
+                                x = (x << B8) | U(data[pos])
+                                pos += 1
+                            v = (v << 8) | np.int64(b)
+                        v -= 32768
+                    else:
+                        v = (idx - L) << s
+                        if s > 0:
+                            r12 = x & MASK
+                            b = r12 >> U(PROB_BITS - s)
+                            x = fs * (x >> SB) + r12 - b * fs
+                            while x < L0:
+                                if pos >= end:
+                                    return 4 * r + 1
+                                x = (x << B8) | U(data[pos])
+                                pos += 1
+                            v += np.int64(b)
+                    out[t, k] = np.float32(v)
+                    acc[t] += abs(v) * ck
+                xs[r] = x
+                ps[r] = pos
+                row += lengths[r]
+        row = 0
+        for r in range(R):
+            if ps[r] != ends[r] or xs[r] != L0:
+                return 4 * r + 1
+            for t in range(row, row + lengths[r]):
+                if acc[t] > bound:
+                    return 4 * r + 2
+            row += lengths[r]
         return 0
 
     return encode, decode

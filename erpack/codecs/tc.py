@@ -110,7 +110,8 @@ class TC(ArrayCodec):
                     "heldout_sqnr_db": round(sq, 3), "heldout_bits": round(bt, 4)},
         }
         arrays = {"mu": s.mu, "tokens": s.tokens, "table_a": s.tab_a, "table_w": s.tab_w, "basis": basis,
-                  "delta": np.array([delta], np.float32), "shift": shift, "lim": lim, "freq": freq}
+                  "delta": np.array([delta], np.float32), "shift": shift, "lim": lim,
+                  "freq": np.concatenate([freq[k, : 2 * int(lim[k]) + 2] for k in range(len(lim))])}
         return self.with_state(FittedState(codec="tc", version=STATE_VERSION, meta=meta, arrays=arrays))
 
     def with_state(self, state) -> TC:
@@ -157,15 +158,16 @@ class TC(ArrayCodec):
         m.check_h(H)
         codes = np.empty((T, m.K), dtype=np.float32)
         scale = np.full(T, m.step, dtype=np.float32)
-        self._codes(body, T, codes, 0, scale, 0)
-        np.matmul(codes, m.basis_f, out=out)
+        data = np.frombuffer(body, dtype=np.uint8)
+        at = self._exceptions(data, T, scale, 0)
+        self._entropy_decode(data, np.array([at]), np.array([len(data)]), np.array([T]), codes)
+        np.matmul(codes, m.basis_f, out=out)  # exact: integer partial sums below 2^24
         out *= scale[:, None]
         out += m.table[tcfit.rows_of(m.tokens, tokens)]
 
-    def _codes(self, body, T: int, codes: np.ndarray, row0: int, scale: np.ndarray, s0: int) -> None:
-        """Entropy-decode one record's body into codes[row0 : row0 + T] and its row scales."""
+    def _exceptions(self, data: np.ndarray, T: int, scale: np.ndarray, s0: int) -> int:
+        """Read a record's coarsened tokens into scale[s0 + t]; return where its rANS stream starts."""
         m = self.model
-        data = np.frombuffer(body, dtype=np.uint8)
         n, at = read_uvarint(data, 0)
         if n > T or at + EXC.size * n > len(data):
             raise CodecError(f"tc: the blob lists {n} coarsened tokens for a {T}-token record; the blob is garbled")
@@ -177,32 +179,46 @@ class TC(ArrayCodec):
                 raise CodecError("tc: the blob's coarsened tokens are out of order or range; the blob is garbled")
             scale[s0 + t] = np.ldexp(np.float32(m.delta), e - m.bexp)
             last = t
+        return at
+
+    def _entropy_decode(self, data, starts, ends, lengths, codes) -> None:
+        m = self.model
         _, dec = rans.kernels()
-        rc = dec(data, at, len(data), m.shift, m.lim, m.freq, m.cum, m.slot, m.cmax, codes, row0, T, tcfit.BOUND)
-        if rc == 1:
-            raise CodecError("tc: the blob's entropy-coded stream does not decode; the blob is garbled or was written with another fitted state")
-        if rc == 2:
-            raise CodecError("tc: the blob's codes break the exact-product bound (sum |q| |B| <= 2^24); the blob is garbled")
+        rc = dec(data, starts.astype(np.int64), ends.astype(np.int64), lengths.astype(np.int64),
+                 m.shift, m.lim, m.freq, m.cum, m.slot, m.cmax, codes, tcfit.BOUND)
+        where = f" (record {rc // 4} of the batch)" if len(starts) > 1 else ""
+        if rc % 4 == 1:
+            raise CodecError(f"tc: a blob's entropy-coded stream does not decode{where}; the blob is garbled "
+                             "or was written with another fitted state")
+        if rc % 4 == 2:
+            raise CodecError(f"tc: a blob's codes break the exact-product bound (sum |q| |B| <= 2^24){where}; the blob is garbled")
 
     def decode_batch(self, views, lengths, out: np.ndarray, tokens=None) -> None:
-        """Every record's codes into one (sum T, K) matrix, one product with the basis, then the
-        row scales and the token table, written into the zero-padded batch."""
+        """Every record's codes into one (sum T, K) matrix (the entropy decoder runs component-major
+        over the whole batch), one product with the basis, then the row scales and the token table,
+        written into the zero-padded batch."""
         m = self.model
         B, Tm, H = out.shape
         m.check_h(H)
         if tokens is None:
             self.check_tokens(None, 1)
         total = int(sum(lengths))
-        codes = np.empty((total, m.K), dtype=np.float32)
         scale = np.full(total, m.step, dtype=np.float32)
         rows = np.empty(total, dtype=np.intp)
-        o = 0
+        parts, starts, ends = [], np.empty(B, np.int64), np.empty(B, np.int64)
+        o = base = 0
         for r, (view, t) in enumerate(zip(views, lengths)):
             self.check_header(view, t, H)
             ids = self.check_tokens(tokens[r], t)
-            self._codes(view[HEADER.size :], t, codes, o, scale, o)
+            data = np.frombuffer(view, dtype=np.uint8, offset=HEADER.size)
+            starts[r] = base + self._exceptions(data, t, scale, o)
+            base += len(data)
+            ends[r] = base
+            parts.append(data)
             rows[o : o + t] = tcfit.rows_of(m.tokens, ids)
             o += t
+        codes = np.empty((total, m.K), dtype=np.float32)
+        self._entropy_decode(np.concatenate(parts), starts, ends, np.asarray(lengths, np.int64), codes)
         prod = codes @ m.basis_f  # (sum T, H): exact integers
         prod *= scale[:, None]
         scatter_add()(prod, m.table, rows, np.asarray(lengths, dtype=np.int64), out)
@@ -259,12 +275,14 @@ class Model:
         self.lim = need("lim", np.uint8, (K,))
         if (self.shift > rans.MAX_SHIFT).any() or (self.lim > rans.LMAX).any():
             raise ValueError("shift or limit out of range")
-        A = 2 * int(self.lim.max()) + 2
-        self.freq = need("freq", np.uint16, (K, A))
         width = 2 * self.lim.astype(np.int64) + 2
-        inside = np.arange(A)[None, :] < width[:, None]
-        if (self.freq[~inside] != 0).any() or (self.freq[inside] == 0).any() or (self.freq.sum(axis=1, dtype=np.int64) != rans.M).any():
+        flat = need("freq", np.uint16, (int(width.sum()),))
+        ends = np.cumsum(width)
+        if (flat == 0).any() or (np.add.reduceat(flat.astype(np.int64), ends - width) != rans.M).any():
             raise ValueError(f"frequency tables do not each sum to {rans.M} with every symbol >= 1")
+        self.freq = np.zeros((K, int(width.max())), dtype=np.uint16)  # (K, A): zero past each alphabet
+        for k in range(K):
+            self.freq[k, : width[k]] = flat[ends[k] - width[k] : ends[k]]
         delta = need("delta", np.float32, (1,))[0]
         if not (np.isfinite(delta) and delta > 0):
             raise ValueError("the step is not a finite positive number")
