@@ -109,7 +109,7 @@ class TC(ArrayCodec):
             "fit": {"step": float(delta), "components": int(keep.sum()), "basis_exponent": s.bexp,
                     "heldout_sqnr_db": round(sq, 3), "heldout_bits": round(bt, 4)},
         }
-        arrays = {"mu": s.mu, "tokens": s.tokens, "table_a": s.tab_a, "table_w": s.tab_w, "basis": basis,
+        arrays = {"mu": s.mu, "tokens": s.tokens.astype(np.uint32), "table_a": s.tab_a, "table_w": s.tab_w, "basis": basis,
                   "delta": np.array([delta], np.float32), "shift": shift, "lim": lim,
                   "freq": np.concatenate([freq[k, : 2 * int(lim[k]) + 2] for k in range(len(lim))])}
         return self.with_state(FittedState(codec="tc", version=STATE_VERSION, meta=meta, arrays=arrays))
@@ -260,9 +260,9 @@ class Model:
             raise ValueError("mu is not a (H,) vector")
         self.mu = need("mu", np.float32, (H,))
         n = a["tokens"].shape[0] if a["tokens"].ndim == 1 else -1
-        self.tokens = need("tokens", np.int64, (n,))
-        if n and not ((np.diff(self.tokens) > 0).all() and self.tokens[0] >= 0):
-            raise ValueError("token ids are not strictly increasing non-negative integers")
+        self.tokens = need("tokens", np.uint32, (n,)).astype(np.int64)
+        if n and not (np.diff(self.tokens) > 0).all():
+            raise ValueError("token ids are not strictly increasing")
         r = a["table_a"].shape[1] if a["table_a"].ndim == 2 else -1
         self.tab_a = need("table_a", np.float16, (n, r))
         self.tab_w = need("table_w", np.float16, (r, H))
@@ -320,6 +320,8 @@ def stack(records):
             raise CodecError(f"tc: fit record {i} has hidden size {x.shape[1]}, the first had {xs[0].shape[1]}")
         if not np.isfinite(x).all():
             raise CodecError(f"tc: fit record {i} holds values that are not finite")
+        if len(t) and (t.min() < 0 or t.max() >= 2**32):
+            raise CodecError(f"tc: fit record {i} has token ids outside [0, 2^32)")
         xs.append(x)
         ids.append(t.astype(np.int64))
         lengths.append(x.shape[0])
