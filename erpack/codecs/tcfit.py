@@ -124,13 +124,16 @@ def fit_tables(q: np.ndarray):
     sym = q >> shift.astype(np.int64)
     lim = np.minimum(np.abs(sym).max(axis=0) if N else np.zeros(K, np.int64), rans.LMAX).astype(np.uint8)
     A = 2 * int(lim.max()) + 2
+    L = lim.astype(np.int64)
+    inside = np.abs(sym) <= L
+    col = np.where(inside, sym + L, 2 * L + 1)  # (N, K) symbol index, escape last
+    counts = np.bincount((col + A * np.arange(K)).ravel(), minlength=K * A).reshape(K, A).astype(np.float64)
     freq = np.zeros((K, A), dtype=np.uint16)
     for k in range(K):
-        L = int(lim[k])
-        s = sym[:, k]
-        inside = np.abs(s) <= L
-        counts = np.bincount(s[inside] + L, minlength=2 * L + 1).astype(np.float64) + 0.1
-        freq[k, : 2 * L + 2] = rans.normalize(np.append(counts, 1.0 + (~inside).sum()))
+        n = 2 * int(L[k]) + 2
+        c = counts[k, :n] + 0.1  # every symbol keeps a frequency >= 1
+        c[-1] += 0.9  # the escape: seen + 1
+        freq[k, :n] = rans.normalize(c)
     return shift, lim, freq
 
 
@@ -163,8 +166,9 @@ def search_step(target: str, value: float, y_fit, y_test, norms, signal: float, 
         return total / (n * H)
 
     measure, want = (sqnr, value) if target == "snr" else (bits, value)
-    lo, hi = 1e-6 * math.sqrt(signal / (n * H)), 10 * math.sqrt(signal / (n * H)) + 1e-30
-    for _ in range(40):  # bisection on log delta: both measures fall as the step grows
+    rms = math.sqrt(signal / (n * H)) if target == "snr" else float(np.sqrt((y_test.astype(np.float64) ** 2).mean()))
+    lo, hi = 1e-6 * rms + 1e-30, 30 * rms + 1e-30
+    for _ in range(24):  # bisection on log delta: both measures fall as the step grows
         mid = math.sqrt(lo * hi)
         if measure(mid) > want:
             lo = mid
