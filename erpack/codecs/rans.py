@@ -104,7 +104,7 @@ def _compile(numba):
     @njit
     def decode(data, starts, ends, lengths, shift, lim, freq, cum, slot, cmax, out, bound):
         """Decode R records: record r's T_r x K codes from data[starts[r]:ends[r]] into the next
-        T_r rows of out (float32 (sum T_r, K)). Component-major over the whole batch, so one
+        T_r columns of out (float32 (K, sum T_r): written along tokens, sequentially). Component-major over the whole batch, so one
         component's tables stay in cache for every record. Returns 0, or 4 r + 1 (record r's stream
         is garbled) or 4 r + 2 (a token of record r breaks sum |q| cmax <= bound)."""
         K = shift.shape[0]
@@ -121,7 +121,7 @@ def _compile(numba):
                 return 4 * r + 1
             xs[r] = x
             ps[r] = starts[r] + 4
-        acc = np.zeros(out.shape[0], dtype=np.int64)
+        acc = np.zeros(out.shape[1], dtype=np.int64)
         for k in range(K):
             s = np.int64(shift[k])
             L = np.int64(lim[k])
@@ -167,7 +167,7 @@ def _compile(numba):
                                 x = (x << B8) | U(data[pos])
                                 pos += 1
                             v += np.int64(b)
-                    out[t, k] = np.float32(v)
+                    out[k, t] = np.float32(v)
                     acc[t] += abs(v) * ck
                 xs[r] = x
                 ps[r] = pos

@@ -156,12 +156,12 @@ class TC(ArrayCodec):
         m = self.model
         T, H = out.shape
         m.check_h(H)
-        codes = np.empty((T, m.K), dtype=np.float32)
+        codes = np.empty((m.K, T), dtype=np.float32)  # component-major, as coded
         scale = np.full(T, m.step, dtype=np.float32)
         data = np.frombuffer(body, dtype=np.uint8)
         at = self._exceptions(data, T, scale, 0)
         self._entropy_decode(data, np.array([at]), np.array([len(data)]), np.array([T]), codes)
-        np.matmul(codes, m.basis_f, out=out)  # exact: integer partial sums below 2^24
+        np.matmul(codes.T, m.basis_f, out=out)  # exact: integer partial sums below 2^24
         out *= scale[:, None]
         out += m.table[tcfit.rows_of(m.tokens, tokens)]
 
@@ -194,7 +194,7 @@ class TC(ArrayCodec):
             raise CodecError(f"tc: a blob's codes break the exact-product bound (sum |q| |B| <= 2^24){where}; the blob is garbled")
 
     def decode_batch(self, views, lengths, out: np.ndarray, tokens=None) -> None:
-        """Every record's codes into one (sum T, K) matrix (the entropy decoder runs component-major
+        """Every record's codes into one (K, sum T) matrix (the entropy decoder runs component-major
         over the whole batch), one product with the basis, then the row scales and the token table,
         written into the zero-padded batch."""
         m = self.model
@@ -217,9 +217,9 @@ class TC(ArrayCodec):
             parts.append(data)
             rows[o : o + t] = tcfit.rows_of(m.tokens, ids)
             o += t
-        codes = np.empty((total, m.K), dtype=np.float32)
+        codes = np.empty((m.K, total), dtype=np.float32)  # component-major, as coded
         self._entropy_decode(np.concatenate(parts), starts, ends, np.asarray(lengths, np.int64), codes)
-        prod = codes @ m.basis_f  # (sum T, H): exact integers
+        prod = codes.T @ m.basis_f  # (sum T, H): exact integers
         prod *= scale[:, None]
         scatter_add()(prod, m.table, rows, np.asarray(lengths, dtype=np.int64), out)
 
