@@ -144,7 +144,7 @@ def _compile(numba):
                         pos += 1
                     if idx == esc:
                         v = np.int64(0)
-                        for j in range(2):
+                        for _j in range(2):
                             r12 = x & MASK
                             b = r12 >> U(PROB_BITS - 8)
                             x = U(16) * (x >> SB) + r12 - b * U(16)

@@ -22,7 +22,6 @@ rising order, then the rANS stream (u32 state, bytes). docs/codecs.md has the st
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
