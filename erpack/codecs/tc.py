@@ -108,7 +108,7 @@ class TC(ArrayCodec):
             "fit": {"step": float(delta), "components": int(keep.sum()), "basis_exponent": s.bexp,
                     "heldout_sqnr_db": round(sq, 3), "heldout_bits": round(bt, 4)},
         }
-        arrays = {"mu": s.mu, "tokens": s.tokens.astype(np.uint32), "table_a": s.tab_a, "table_w": s.tab_w, "basis": basis,
+        arrays = {"mu": s.mu, "tokens": s.tokens.astype(np.uint32), "table_a": s.tab_a, "table_s": s.tab_s, "table_w": s.tab_w, "basis": basis,
                   "delta": np.array([delta], np.float32), "shift": shift, "lim": lim,
                   "freq": np.concatenate([freq[k, : 2 * int(lim[k]) + 2] for k in range(len(lim))])}
         return self.with_state(FittedState(codec="tc", version=STATE_VERSION, meta=meta, arrays=arrays))
@@ -226,7 +226,7 @@ class TC(ArrayCodec):
 class Model:
     """What decode and encode need, derived once from a checked FittedState."""
 
-    NAMES = ("basis", "delta", "freq", "lim", "mu", "shift", "table_a", "table_w", "tokens")
+    NAMES = ("basis", "delta", "freq", "lim", "mu", "shift", "table_a", "table_s", "table_w", "tokens")
 
     @classmethod
     def check(cls, state) -> FittedState:
@@ -263,7 +263,8 @@ class Model:
         if n and not (np.diff(self.tokens) > 0).all():
             raise ValueError("token ids are not strictly increasing")
         r = a["table_a"].shape[1] if a["table_a"].ndim == 2 else -1
-        self.tab_a = need("table_a", np.float16, (n, r))
+        self.tab_a = need("table_a", np.int8, (n, r))
+        self.tab_s = need("table_s", np.float16, (n,))
         self.tab_w = need("table_w", np.float16, (r, H))
         K = a["basis"].shape[0] if a["basis"].ndim == 2 else -1
         if not 1 <= K <= H:
@@ -288,11 +289,11 @@ class Model:
         self.bexp = int(meta["fit"]["basis_exponent"])
         if not 0 <= self.bexp <= 30:
             raise ValueError("basis exponent out of range")
-        if not (np.isfinite(self.mu).all() and np.isfinite(self.tab_a).all() and np.isfinite(self.tab_w).all()):
+        if not (np.isfinite(self.mu).all() and np.isfinite(self.tab_s).all() and np.isfinite(self.tab_w).all()):
             raise ValueError("prediction table is not finite")
         self.delta = float(delta)
         self.step = np.ldexp(np.float32(delta), -self.bexp)  # float32, exact: the decode row scale
-        self.table = tcfit.token_table(self.mu, self.tab_a, self.tab_w)
+        self.table = tcfit.token_table(self.mu, self.tab_a, self.tab_s, self.tab_w)
         self.basis_f = basis.astype(np.float32)
         self.cmax = np.abs(basis.astype(np.int64)).max(axis=1)
         self.proj = tcfit.projector(basis, self.bexp)

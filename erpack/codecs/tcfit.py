@@ -31,22 +31,24 @@ BASIS_MAX = 127  # int8 basis
 class Structure:
     mu: np.ndarray  # (H,) float32
     tokens: np.ndarray  # (n,) int64, sorted
-    tab_a: np.ndarray  # (n, r) float16
+    tab_a: np.ndarray  # (n, r) int8: row j of the table is tab_a[j] * tab_s[j] @ tab_w
+    tab_s: np.ndarray  # (n,) float16 row scales
     tab_w: np.ndarray  # (r, H) float16
     basis: np.ndarray  # (H, H) int8, rows = components by falling variance
     bexp: int  # decode basis = basis * 2^-bexp
 
     def table(self) -> np.ndarray:
-        return token_table(self.mu, self.tab_a, self.tab_w)
+        return token_table(self.mu, self.tab_a, self.tab_s, self.tab_w)
 
 
-def token_table(mu, tab_a, tab_w) -> np.ndarray:
+def token_table(mu, tab_a, tab_s, tab_w) -> np.ndarray:
     """(n + 1, H) float32 prediction: row 0 the mean (tokens not in the table), row j + 1 the mean
     plus token j's low-rank row. Built with elementwise float64 ops in a fixed order, so every CPU
     gets the same float32 table (no BLAS)."""
     n, r = tab_a.shape
     acc = np.zeros((n, tab_w.shape[1]), dtype=np.float64)
-    a, w = tab_a.astype(np.float64), tab_w.astype(np.float64)
+    a = tab_a.astype(np.float64) * tab_s.astype(np.float64)[:, None]
+    w = tab_w.astype(np.float64)
     for j in range(r):
         acc += a[:, j, None] * w[None, j, :]
     acc += mu.astype(np.float64)
@@ -79,11 +81,14 @@ def fit_structure(X: np.ndarray, ids: np.ndarray, ntok: int, rank: int) -> Struc
         means = sums / c[:, None]
         _, _, vt = np.linalg.svd(means * np.sqrt(c)[:, None], full_matrices=False)
         w = canonical_signs(vt[:r])
-        tab_a, tab_w = (means @ w.T).astype(np.float16), w.astype(np.float16)
+        a = means @ w.T  # (n, r)
+        tab_s = np.maximum(np.abs(a).max(axis=1) / 127, 1e-4).astype(np.float16)
+        tab_a = np.clip(np.rint(a / tab_s.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+        tab_w = w.astype(np.float16)
     else:
         tokens = tokens[:0]
-        tab_a, tab_w = np.zeros((0, 0), np.float16), np.zeros((0, H), np.float16)
-    s = Structure(mu, tokens, tab_a, tab_w, np.zeros((H, H), np.int8), 0)
+        tab_a, tab_s, tab_w = np.zeros((0, 0), np.int8), np.zeros(0, np.float16), np.zeros((0, H), np.float16)
+    s = Structure(mu, tokens, tab_a, tab_s, tab_w, np.zeros((H, H), np.int8), 0)
     R = residual(s.table(), rows_of(tokens, ids), X)
     C = R.T.astype(np.float64) @ R.astype(np.float64) / N
     _, u = np.linalg.eigh(C)
