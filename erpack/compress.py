@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from erpack.batching import length_batches
+from erpack.calibrate import DEFAULT_FIT_DOCS, fit_on_cache, state_bytes, with_state_bits
 from erpack.codecs import Pipeline
 from erpack.codecs.metrics import Meter
 from erpack.errors import CodecError, InputError
@@ -48,6 +49,9 @@ class CodecMeasurement:
     decode_MBps: float  # record by record
     batch_decode_MBps: float  # into padded length-grouped batches
     batch_size: int
+    # a fitted codec's state (0: it fits nothing), and bits_per_value with it shared by the measured values
+    state_bytes: int = 0
+    bits_per_value_with_state: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +64,7 @@ class SourceInfo:
     kind: str  # "cache" or "raw"
     codec: str | None = None  # the cache's pipeline spec
     meta: dict | None = None  # the cache's manifest meta (model identity, layer, tokenizer settings)
+    tokens: dict | None = None  # {id: token ids (T,)} of the records that have them (a cache's)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class RecodeSummary:
     spec: str
     documents: int
     bytes: int
+    state_bytes: int = 0  # the fitted state file (not in `bytes`, which counts the shards)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +103,7 @@ def single_thread(pipeline: Pipeline):
 
 
 def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1,
-            batch_size: int = 32) -> CodecMeasurement:
+            batch_size: int = 32, tokens=None) -> CodecMeasurement:
     """One row of the codec table for `pipeline` (a Pipeline or a spec string) over `arrays`
     (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, decodes every
     blob record by record (`decode_MBps`: each array dropped, as a streaming reader does), then
@@ -106,11 +112,23 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
     read), each loop timed on its own. Speeds are MB of fp32 (real tokens only) per second of this
     thread's CPU time (other load on the machine does not count), the best of `repeat` passes. Sizes
     and quality come from the first pass. `progress(n)` is called after each pass with the records
-    it covered."""
+    it covered.
+
+    `tokens`: each record's token ids (a sequence in the order of `arrays`, or None), which a codec
+    with needs_tokens codes with. A fitted pipeline must carry its state (fit it first:
+    erpack.calibrate); `state_bytes` and `bits_per_value_with_state` count that state, shared by the
+    measured values (bits_per_value leaves it out)."""
     pipe = as_pipeline(pipeline)
     records = [a[1] if isinstance(a, tuple) else a for a in arrays]
     if not records:
         raise InputError("nothing to measure: the source holds no documents")
+    toks = list(tokens) if tokens is not None else [None] * len(records)
+    if len(toks) != len(records):
+        raise InputError(f"measure: {len(toks)} token id arrays for {len(records)} records")
+    if pipe.needs_tokens and any(t is None for t in toks):
+        raise InputError(f"codec {pipe.spec} codes with each record's token ids and the source has none for some "
+                         f"records: measure it on a cache written by `erpack encode` (raw activations carry no ids)")
+    pipe.array_codec.require_state()
     meter = Meter()
     encode_s = decode_s = batch_s = math.inf
     clock = time.thread_time
@@ -119,22 +137,23 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
     # and first-touch page faults (slow on a VM) are the allocator's cost, not the codec's
     outs = [np.ones((len(b), max(records[i].shape[0] for i in b), records[b[0]].shape[1]), np.float32) for b in batches]
     with single_thread(pipe):
-        pipe.decode(pipe.encode(records[0]), records[0].shape)  # warm-up: lazy imports, zstd contexts
+        pipe.decode(pipe.encode(records[0], toks[0]), records[0].shape, tokens=toks[0])  # warm-up: lazy imports, zstd contexts
         for rep in range(max(1, repeat)):
             t0 = clock()
-            blobs = [pipe.encode(x) for x in records]
+            blobs = [pipe.encode(x, t) for x, t in zip(records, toks)]
             t1 = clock()
-            for blob, x in zip(blobs, records):  # streaming: each array is dropped, as a reader's consumer would
-                pipe.decode(blob, x.shape)
+            for blob, x, t in zip(blobs, records, toks):  # streaming: each array is dropped, as a reader's consumer would
+                pipe.decode(blob, x.shape, tokens=t)
             t2 = clock()
             for rows, out in zip(batches, outs):  # padded batches, as train / predict / bench read them
-                pipe.decode_batch([blobs[i] for i in rows], [records[i].shape for i in rows], out)
+                pipe.decode_batch([blobs[i] for i in rows], [records[i].shape for i in rows], out,
+                                  tokens=[toks[i] for i in rows] if pipe.needs_tokens else None)
             t3 = clock()
             encode_s, decode_s = min(encode_s, t1 - t0), min(decode_s, t2 - t1)
             batch_s = min(batch_s, t3 - t2)
             if rep == 0:  # quality from a separate, untimed decode
-                for x, blob in zip(records, blobs):
-                    meter.add(x, pipe.decode(blob, x.shape), len(blob))
+                for x, blob, t in zip(records, blobs, toks):
+                    meter.add(x, pipe.decode(blob, x.shape, tokens=t), len(blob))
             if progress is not None:
                 progress(len(records))
     mb = 4.0 * meter.values / 1e6  # fp32 megabytes
@@ -145,6 +164,8 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
         ratio_vs_fp32=32.0 / meter.bits_per_value, sqnr_db=None if math.isinf(sqnr) else sqnr,
         mean_token_cosine=meter.mean_token_cosine, encode_MBps=mb / max(encode_s, 1e-12),
         decode_MBps=mb / max(decode_s, 1e-12), batch_decode_MBps=mb / max(batch_s, 1e-12), batch_size=batch_size,
+        state_bytes=state_bytes(pipe), bits_per_value_with_state=with_state_bits(meter.bits_per_value, state_bytes(pipe),
+                                                                                meter.values),
     )
 
 
@@ -243,32 +264,42 @@ def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Re
                 if limit is not None and len(records) >= limit:
                     break
                 records.append((doc_id, arr))
-            info = SourceInfo("cache", reader.codec.spec, reader.meta)
+            tokens = {d: t for d, _ in records if (t := reader.get_tokens(d)) is not None}
+            info = SourceInfo("cache", reader.codec.spec, reader.meta, tokens)
         return records, info
     records = load_raw(path, offsets)
     return (records[:limit] if limit is not None else records), SourceInfo("raw")
 
 
 def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: int = 1000,
-                 progress: Callable[[int], None] | None = None) -> RecodeSummary:
+                 progress: Callable[[int], None] | None = None, fit_docs: int = DEFAULT_FIT_DOCS,
+                 seed: int = 0) -> RecodeSummary:
     """Write the documents of cache `source` (its first `limit`) into a new cache `dest` encoded
-    with `pipeline`, keeping meta, truncation flags, token hashes and token ids."""
+    with `pipeline`, keeping meta, truncation flags, token hashes and token ids. A fitted pipeline
+    without a state is fitted first on `fit_docs` of those documents (erpack.calibrate.sample_ids
+    with `seed`); one that carries a state (fitted on this source's meta) is used as it is. The new
+    cache holds the state beside its shards."""
     pipe = as_pipeline(pipeline)
     done = nbytes = 0
-    with CacheReader(source) as reader, CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:
+    with CacheReader(source) as reader:
         ids = reader.ids()[:limit] if limit is not None else reader.ids()
-        for start in range(0, len(ids), shard_docs):
-            chunk = ids[start : start + shard_docs]
-            truncated = [i for i in chunk if reader.info(i)["truncated"]]
-            hashes = {i: h for i in chunk if (h := reader.token_hash(i)) is not None}
-            tokens = {i: t for i in chunk if (t := reader.get_tokens(i)) is not None}
-            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated, token_hashes=hashes,
-                                       token_ids=tokens)
-            done += info["documents"]
-            nbytes += info["bytes"]
-            if progress is not None:
-                progress(len(chunk))
-    return RecodeSummary(path=str(dest), spec=pipe.spec, documents=done, bytes=nbytes)
+        if pipe.fitted and pipe.state is None:
+            pipe = fit_on_cache(pipe, reader, fit_docs, seed, ids)
+        with CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:
+            for start in range(0, len(ids), shard_docs):
+                chunk = ids[start : start + shard_docs]
+                truncated = [i for i in chunk if reader.info(i)["truncated"]]
+                hashes = {i: h for i in chunk if (h := reader.token_hash(i)) is not None}
+                tokens = {i: t for i in chunk if (t := reader.get_tokens(i)) is not None}
+                info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated, token_hashes=hashes,
+                                           token_ids=tokens)
+                done += info["documents"]
+                nbytes += info["bytes"]
+                if progress is not None:
+                    progress(len(chunk))
+            state = writer.manifest.get("codec_state")
+    return RecodeSummary(path=str(dest), spec=pipe.spec, documents=done, bytes=nbytes,
+                         state_bytes=state["bytes"] if state else 0)
 
 
 def spec_slug(spec: str) -> str:

@@ -203,3 +203,80 @@ def test_cli_compress_errors(tmp_path, capsys, argv, message):
     path = write_npy(tmp_path, docs())
     assert main(["compress", str(path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+# ---- codecs with fitted state ------------------------------------------------------------------------
+from tests.store.fitted import CODEC_ID, fitted_codec  # noqa: E402,F401  (the test-only fitted codec)
+
+
+def tokens_cache(tmp_path, n=12, name="tok"):
+    """A cache whose every record holds token ids (what a fitted codec needs)."""
+    from erpack.store import CacheWriter
+
+    meta = {"model": {"name": "tiny", "model_type": "bert", "hidden_size": H, "num_layers": 4,
+                      "weights_sha256": "cd" * 32}, "layer": 2, "tokenizer": {"name": "tiny"}, "max_length": 16}
+    arrays = docs(n)
+    rng = np.random.default_rng(5)
+    with CacheWriter(tmp_path / name, meta=meta, codec=Pipeline.from_spec("fp32")) as w:
+        w.commit_shard([(f"d{i}", a) for i, a in enumerate(arrays)],
+                       token_ids={f"d{i}": rng.integers(0, 7, len(a)) for i, a in enumerate(arrays)})
+    return tmp_path / name
+
+
+def test_sample_ids_is_deterministic_and_order_free():
+    from erpack.calibrate import sample_ids
+
+    ids = [f"doc-{i}" for i in range(100)]
+    a = sample_ids(ids, 10, seed=3)
+    assert len(a) == 10 and a == [d for d in ids if d in set(a)]  # in the order given
+    assert sorted(sample_ids(ids[::-1], 10, seed=3)) == sorted(a)  # the same ids whatever their order
+    assert sample_ids(ids, 10, seed=4) != a
+    assert sample_ids(ids[:5], 10) == ids[:5]  # all of them when fewer
+
+
+def test_cli_compress_fits_on_the_source_and_writes_the_state(tmp_path, capsys, fitted_codec):
+    from erpack.store import CacheReader, verify_cache
+
+    src = tokens_cache(tmp_path)
+    out = tmp_path / "fitted"
+    argv = ["compress", str(src), "--codec", CODEC_ID, "--codec", "fp32", "--fit-docs", "5", "--seed", "1",
+            "--json", "--out", str(out)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"fitted   {CODEC_ID} on 5 of 12 documents (seed 1)") for line in lines)
+    assert "+state" in next(line for line in lines if line.startswith("spec"))
+    fitted_row, plain_row = json.loads(lines[-1])["rows"]
+    assert fitted_row["state_bytes"] > 0 and fitted_row["bits_per_value_with_state"] > fitted_row["bits_per_value"]
+    values = fitted_row["tokens"] * H
+    assert np.isclose(fitted_row["bits_per_value_with_state"] - fitted_row["bits_per_value"],
+                      8 * fitted_row["state_bytes"] / values)
+    assert plain_row["state_bytes"] == 0 and plain_row["bits_per_value_with_state"] == plain_row["bits_per_value"]
+    assert fitted_row["out"]["state_bytes"] == fitted_row["state_bytes"]
+    # the same source, N and seed: the same state, from the library as from the command
+    again = recode_cache(src, tmp_path / "again", CODEC_ID, fit_docs=5, seed=1)
+    with CacheReader(out / spec_slug(CODEC_ID)) as r, CacheReader(tmp_path / "again") as r2, CacheReader(src) as s:
+        assert r.manifest["codec_state"] == r2.manifest["codec_state"] and again.state_bytes == fitted_row["state_bytes"]
+        assert r.codec.state.meta["context"]["layer"] == 2 and r.codec.state.meta["seed"] == 1
+        assert all(np.allclose(r.get(d), s.get(d), atol=1e-5) and (r.get_tokens(d) == s.get_tokens(d)).all()
+                   for d in s.ids())
+    assert verify_cache(out / spec_slug(CODEC_ID)).ok
+    other = recode_cache(src, tmp_path / "other", CODEC_ID, fit_docs=5, seed=2)  # another sample: another state
+    with CacheReader(tmp_path / "other") as r:
+        assert other.state_bytes and r.manifest["codec_state"]["sha256"] != r2_sha(tmp_path / "again")
+
+
+def test_a_fitted_codec_without_token_ids_is_refused(tmp_path, capsys, fitted_codec):
+    raw = write_npy(tmp_path, docs())
+    assert main(["compress", str(raw), "--codec", CODEC_ID]) == 2
+    assert "have none (raw activations" in capsys.readouterr().err
+    src = make_cache(tmp_path, docs())  # d2 stored without token ids
+    assert main(["compress", str(src), "--codec", CODEC_ID, "--out", str(tmp_path / "o")]) == 2
+    assert "1 of the 6 sample records have none" in capsys.readouterr().err
+    assert main(["compress", str(src), "--codec", CODEC_ID, "--fit-docs", "0"]) == 2
+    assert "--fit-docs must be at least 1" in capsys.readouterr().err
+
+
+def r2_sha(path) -> str:
+    from erpack.store.manifest import load_manifest
+
+    return load_manifest(path)["codec_state"]["sha256"]
