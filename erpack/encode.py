@@ -33,12 +33,15 @@ from itertools import islice
 
 import numpy as np
 
+from erpack.calibrate import DEFAULT_FIT_DOCS, check_fit_docs, fit_pipeline
 from erpack.codecs import Pipeline
 from erpack.corpus import Columns, Document, check_corpus, iter_corpus
 from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.runtime.lower import run_lower
 from erpack.store import CacheWriter
+from erpack.store.location import open_location
+from erpack.store.manifest import MANIFEST, load_manifest
 from erpack.tokens import token_hash, tokenize
 
 DEFAULT_CODEC = "int8c+zstd:3"
@@ -74,6 +77,8 @@ class EncodeSummary:
     # Ray: from the first batch a worker started to the last one finished (wall clock), leaving out
     # Ray's start and the workers' model load: the rate a long run settles at is encoded / this.
     workers_seconds: float | None = None
+    fitted_on: int = 0  # documents a fitted codec was fitted on by this run (0: none fitted, or the cache's state used)
+    codec_state: dict | None = None  # the cache's fitted state {name, bytes, sha256}, None for codecs that fit nothing
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -258,16 +263,27 @@ class Tokenized:
         return records, truncated, {self.docs[i].id: self.hashes[i] for i in todo}, ids
 
 
+Lowered = tuple  # what Tokenized.lower returns: (records, truncated ids, {id: hash}, {id: input ids})
+
+
 def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: str, summary: EncodeSummary,
-                  bar: _Bar, batch_size: int, max_tokens: int) -> None:
+                  bar: _Bar, batch_size: int, max_tokens: int, lowered: tuple[Tokenized, Lowered] | None = None) -> None:
     """Tokenize a chunk, leave out what is cached (see _triage), run the rest through the lower stack
-    and commit it as one shard; counted in summary."""
-    tok = Tokenized.of(run, chunk)
+    and commit it as one shard; counted in summary. `lowered`: the chunk already tokenized and run
+    whole (the fit sample of a fitted codec), committed without running it again."""
+    tok = lowered[0] if lowered else Tokenized.of(run, chunk)
     todo = _triage(writer, chunk, tok.hashes, on_duplicate, summary)
     bar.skipped(len(chunk) - len(todo))
     if not todo:  # committed by an earlier run (resume) or all unchanged
         return
-    records, truncated, hashes, ids = tok.lower(run, todo, batch_size, max_tokens, bar.on_batch)
+    if lowered:
+        keep = {chunk[k].id for k in todo}
+        records, truncated, hashes, ids = lowered[1]
+        records = [r for r in records if r[0] in keep]
+        truncated = [d for d in truncated if d in keep]
+        hashes, ids = ({d: v for d, v in m.items() if d in keep} for m in (hashes, ids))
+    else:
+        records, truncated, hashes, ids = tok.lower(run, todo, batch_size, max_tokens, bar.on_batch)
     arrays = [a for _, a in records]
     info = writer.commit_shard(records, truncated=truncated, token_hashes=hashes, token_ids=ids)
     summary.encoded += info["documents"]
@@ -275,6 +291,47 @@ def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: st
     summary.tokens += sum(a.shape[0] for a in arrays)
     summary.truncated += len(truncated)
     summary.truncated_ids.extend(truncated)
+
+
+def cache_has_state(output, pipeline: Pipeline, storage_options: dict | None = None) -> bool:
+    """For a fitted `pipeline`: True when the cache `output` holds a fitted state (a rerun or an append
+    codes with it: no refit), False when there is no cache yet or it holds nothing (fit first).
+    InputError for a cache that holds documents and no state: a fitted codec cannot join it."""
+    loc = open_location(output, storage_options)
+    if not loc.exists(MANIFEST):
+        return False
+    manifest = load_manifest(loc)
+    if manifest.get("codec_state"):
+        return True
+    if not manifest["shards"]:
+        return False
+    have = Pipeline.from_config(manifest["codec"]).spec if isinstance(manifest.get("codec"), dict) else "?"
+    raise InputError(
+        f"{loc} holds {manifest['counts'].get('documents')} documents encoded with codec {have} and no fitted state: "
+        f"codec {pipeline.spec} is fitted on the first documents of a new cache and cannot join one written "
+        f"without its state. Encode into a new folder, or re-encode this cache with "
+        f"`erpack compress {output} --codec {pipeline.spec} --out NEW`")
+
+
+def fit_first(run: LowerRun, chunks: Iterator[list[Document]], pipeline: Pipeline, meta: dict, fit_docs: int,
+              seed: int, batch_size: int, max_tokens: int, bar: _Bar | None = None
+              ) -> tuple[Pipeline, list[tuple[list[Document], Tokenized, Lowered]]]:
+    """Run whole chunks of the corpus through the lower stack until `fit_docs` documents are in memory
+    (or the corpus ends), fit `pipeline` on the first `fit_docs` of them (records with their input
+    ids, context from `meta`), and return it with those chunks, lowered, for the caller to commit.
+    The chunks are the ones an unfitted run would make, so the records are the same."""
+    held: list[tuple[list[Document], Tokenized, Lowered]] = []
+    count = 0
+    while count < fit_docs:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        tok = Tokenized.of(run, chunk)
+        held.append((chunk, tok, tok.lower(run, list(range(len(chunk))), batch_size, max_tokens,
+                                           bar.on_batch if bar else None)))
+        count += len(chunk)
+    sample = [(x, lowered[3][doc_id]) for _, _, lowered in held for doc_id, x in lowered[0]][:fit_docs]
+    return fit_pipeline(pipeline, sample, meta, seed), held
 
 
 def _finish(summary: EncodeSummary, counts: dict, corpus_warnings: list[str], seconds: float) -> EncodeSummary:
@@ -305,6 +362,8 @@ def encode_corpus(
     text_column: str | None = None,
     text_pair_column: str | None = None,
     storage_options: dict | None = None,
+    fit_docs: int = DEFAULT_FIT_DOCS,
+    seed: int = 0,
 ) -> EncodeSummary:
     """Encode `source` (JSONL, CSV, Parquet, a folder or glob of them, local or at a URL, or a built-in
     data set) into the cache `output`: a folder, a URL (s3://bucket/prefix, memory://...) or a Location.
@@ -316,22 +375,37 @@ def encode_corpus(
     every cached id again); unchanged ones are skipped except with "replace". `id_column`,
     `text_column`, `text_pair_column`: the fields or columns holding ids, texts and second texts
     (default `id`, `text`, `text_pair`; a CSV without an id column gets generated ids, warned).
+
+    A codec with fitted state (`tc`) is fitted on the first `fit_docs` documents of the corpus (with
+    `seed`): they are run through the lower stack and held in memory (whole shards of them), the
+    codec is fitted, then they are written and the rest streamed. A cache that holds a state already
+    (a rerun, an append) codes with it: no refit. A cache that holds documents and no state is refused.
     """
     _check_options(shard_size, on_duplicate)
+    check_fit_docs(fit_docs)
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
     columns = Columns.of(id_column, text_column, text_pair_column)
     checked = check_corpus(source, columns=columns, storage_options=storage_options)
     run = LowerRun.open(model, layer, max_length, device)
     summary = EncodeSummary(output=str(output), model=model, layer=run.layer, codec=pipeline.spec,
                             device=str(run.device), documents_in_corpus=checked.documents)
+    meta = cache_meta(run.loaded, run.layer, run.max_length)
     bar = _Bar(progress, checked.documents)
     try:
-        with CacheWriter(output, meta=cache_meta(run.loaded, run.layer, run.max_length), codec=pipeline,
-                         mode="append", on_duplicate=on_duplicate, storage_options=storage_options) as writer:
+        chunks = _chunks(iter_corpus(source, columns=columns, storage_options=storage_options), shard_size)
+        held = []
+        if pipeline.fitted and not cache_has_state(output, pipeline, storage_options):
+            pipeline, held = fit_first(run, chunks, pipeline, meta, fit_docs, seed, batch_size, max_tokens, bar)
+            summary.fitted_on = min(fit_docs, sum(len(c) for c, _, _ in held))
+        with CacheWriter(output, meta=meta, codec=pipeline, mode="append", on_duplicate=on_duplicate,
+                         storage_options=storage_options) as writer:  # a cache's state: the writer adopts it
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
-            docs = iter_corpus(source, columns=columns, storage_options=storage_options)
-            for chunk in _chunks(docs, shard_size):
+            summary.codec_state = writer.manifest.get("codec_state")
+            for chunk, tok, lowered in held:
+                _encode_chunk(writer, chunk, run, on_duplicate, summary, bar, batch_size, max_tokens, (tok, lowered))
+            del held
+            for chunk in chunks:
                 _encode_chunk(writer, chunk, run, on_duplicate, summary, bar, batch_size, max_tokens)
             counts = writer.manifest["counts"]
     finally:

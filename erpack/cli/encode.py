@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from erpack.calibrate import DEFAULT_FIT_DOCS
 from erpack.cli.storage import add_storage_options, storage_options
 from erpack.cluster.encode import RayOptions, encode_on_ray
 from erpack.corpus import Columns
@@ -47,6 +48,15 @@ def add_parser(subparsers) -> None:
                    "states entering layer k (default: the middle, L // 2)")
     p.add_argument("--codec", default=None, help="codec pipeline spec, e.g. fp16+zstd:3, int8c+zstd:3, int4:g=32+zstd:3 "
                    "(default: int8c+zstd:3; list them with `erpack codecs`)")
+    p.add_argument("--fit-docs", type=int, default=DEFAULT_FIT_DOCS, metavar="N",
+                   help="a codec with fitted state (e.g. tc:snr=19) is fitted on the first N documents of the corpus "
+                   f"(default: {DEFAULT_FIT_DOCS}; all when fewer): they are run through the model and held in memory "
+                   "(whole shards of them), the codec is fitted, then they are written and the rest streamed. The "
+                   "state is stored in the cache: a rerun or an append codes with it and fits nothing; a cache "
+                   "that holds documents without a state is refused. With --engine ray this process fits, on "
+                   "its CPU, and sends the state to every worker. Codecs that fit nothing ignore it")
+    p.add_argument("--seed", type=int, default=0, help="seed of a fitted codec's fit (default: 0); the same "
+                   "documents and seed give the same state")
     p.add_argument("--max-length", type=int, default=None, help="truncate longer documents to this many tokens; "
                    "truncated documents are counted and flagged (default: the model's limit, at most 512)")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
@@ -87,7 +97,7 @@ def _encode(args, progress):
                              max_tokens=args.max_tokens, shard_size=args.shard_size, on_duplicate=args.on_duplicate,
                              device=args.device, progress=progress, id_column=args.id_column,
                              text_column=args.text_column, text_pair_column=args.text_pair_column,
-                             storage_options=options)
+                             storage_options=options, fit_docs=args.fit_docs, seed=args.seed)
     if args.on_duplicate != "error":
         raise InputError("--engine ray skips unchanged cached documents, stops at a changed one, and accepts only "
                          "--on-duplicate error; "
@@ -98,7 +108,7 @@ def _encode(args, progress):
                          max_length=args.max_length, batch_size=args.batch_size, max_tokens=args.max_tokens,
                          shard_size=args.shard_size, device=None if args.device == "auto" else args.device,
                          progress=progress, columns=Columns.of(args.id_column, args.text_column, args.text_pair_column),
-                         ray_options=ray_options, storage_options=options)
+                         ray_options=ray_options, storage_options=options, fit_docs=args.fit_docs, seed=args.seed)
 
 
 def run(args) -> int:
@@ -124,6 +134,11 @@ def run(args) -> int:
     print(f"cache        {s.output}: {s.cache_documents} documents, {s.cache_tokens} tokens, "
           f"{s.cache_bytes / 1e6:.2f} MB" + (f", {d['bytes_per_token']:.1f} bytes/token" if s.cache_tokens else ""))
     print(f"             {s.model} layer {s.layer}, codec {s.codec}")
+    if s.codec_state and s.fitted_on:
+        print(f"fitted       {s.codec} on the first {s.fitted_on} documents: state {s.codec_state['name']} "
+              f"({s.codec_state['bytes']} bytes), stored in the cache")
+    elif s.codec_state:
+        print(f"fitted       coded with the cache's fitted state {s.codec_state['name']} (nothing fitted again)")
     for warning in s.warnings:
         print(f"warning      {warning}")
     if args.json:

@@ -27,6 +27,7 @@ id is cached is tokenized and compared by token hash, as on one process: unchang
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -36,9 +37,12 @@ from dataclasses import dataclass
 
 from erpack import errors
 from erpack.cluster.session import connect, worker_env
+from erpack.calibrate import DEFAULT_FIT_DOCS, check_fit_docs
 from erpack.codecs import Pipeline
-from erpack.corpus import KNOWN, Columns, check_document, corpus_files, parquet_columns
-from erpack.encode import DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Bar, cache_meta
+from erpack.codecs.state import FittedState
+from erpack.corpus import KNOWN, Columns, check_document, corpus_files, iter_corpus, parquet_columns
+from erpack.encode import (DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Bar, _chunks, cache_has_state,
+                           cache_meta, fit_first)
 from erpack.errors import ErpackError, InputError
 from erpack.store import CacheWriter
 from erpack.store.location import is_remote
@@ -46,6 +50,9 @@ from erpack.store.manifest import shard_name
 from erpack.store.shard import RecordLimits
 from erpack.store.writer import write_shard
 
+# Modules (comma-separated) every worker imports before it builds the codec: codecs registered outside
+# erpack (register_codec at import) that the driver registered too; the tests register theirs so.
+CODEC_MODULES = "ERPACK_CODEC_MODULES"
 COMMIT_EVERY = 8  # shards listed per manifest write
 COMMIT_SECONDS = 10.0  # ... or fewer when this long has passed since the last commit
 
@@ -138,14 +145,19 @@ class Encoder:
 
     def __init__(self, model: str, layer: int, max_length: int, device: str | None, codec: str, output: str,
                  storage_options: dict | None, run_tag: str, cached: list, columns: Columns, meta: dict,
-                 batch_size: int, max_tokens: int, threads: int):
+                 batch_size: int, max_tokens: int, threads: int, codec_state: list | None = None):
         import ray
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.run = LowerRun.open(model, layer, max_length, device)
+        for name in filter(None, os.environ.get(CODEC_MODULES, "").split(",")):
+            importlib.import_module(name.strip())  # codecs registered outside erpack (the driver's too)
         self.pipeline = Pipeline.from_spec(codec)
+        if codec_state:  # [ObjectRef of the state's bytes]: the one the driver fitted or the cache holds
+            data = ray.get(codec_state[0])
+            self.pipeline = self.pipeline.with_state(FittedState.from_bytes(data, source="the driver's fitted state"))
         self.output, self.storage_options = output, storage_options
         self.tag = run_tag + secrets.token_hex(4)  # this actor's shard names: shard-<run><actor>-NNNNNN.ers
         self.next = 0
@@ -282,37 +294,51 @@ def encode_on_ray(
     columns: Columns | None = None,
     ray_options: RayOptions | None = None,
     storage_options: dict | None = None,
+    fit_docs: int = DEFAULT_FIT_DOCS,
+    seed: int = 0,
 ) -> EncodeSummary:
     """Encode `source` (JSONL, CSV or Parquet: a file, folder or glob, local or a URL) into the cache
     `output` (a folder or URL) on Ray: see the module docstring. Documents whose id is cached and
     whose tokens are unchanged are skipped (resume); a changed one is an InputError; each shard holds
-    at most `shard_size` documents."""
+    at most `shard_size` documents. A codec with fitted state is fitted here, on the driver's CPU, on
+    the first `fit_docs` documents (read in corpus order, as one process reads them), which the
+    driver commits itself; the state goes to every worker (a cache's state, when it holds one)."""
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
+    check_fit_docs(fit_docs)
     opts = ray_options or RayOptions()
     cols = columns or Columns()
     pipeline = Pipeline.from_spec(codec)  # an unknown codec fails here, before any work
     ray = connect(opts.address, opts.workers)
     ds = read_corpus(ray, source, cols, storage_options)
-    run = LowerRun.open(model, layer, max_length, "cpu")  # the driver needs the cache's meta only
+    run = LowerRun.open(model, layer, max_length, "cpu")  # the cache's meta (and a fitted codec's sample)
     meta = cache_meta(run.loaded, run.layer, run.max_length)
-    del run
     summary = EncodeSummary(output=str(output), model=model, layer=meta["layer"], codec=pipeline.spec,
                             device=str(device or "auto"), engine="ray", workers=opts.workers)
     run_tag = secrets.token_hex(4)
     bar = _Bar(progress, None)
     try:
+        held = []
+        if pipeline.fitted and not cache_has_state(output, pipeline, storage_options):
+            chunks = _chunks(iter_corpus(source, columns=cols, storage_options=storage_options), shard_size)
+            pipeline, held = fit_first(run, chunks, pipeline, meta, fit_docs, seed, batch_size, max_tokens, bar)
+            summary.fitted_on = min(fit_docs, sum(len(c) for c, _, _ in held))
+        del run
         with CacheWriter(output, meta=meta, codec=pipeline, mode="append", on_duplicate="error",
-                         storage_options=storage_options) as writer:
+                         storage_options=storage_options) as writer:  # a cache's state: the writer adopts it
             summary.removed_leftovers = list(writer.removed)
             summary.existing_documents = writer.manifest["counts"]["documents"]
+            summary.codec_state = writer.manifest.get("codec_state")
+            by_driver = _commit_held(writer, held, summary)  # the fit sample: the workers skip it as cached
+            del held
+            state = [ray.put(writer.codec.state.to_bytes())] if writer.codec.state is not None else []
             # the live ids and their token hashes: a cached document is compared, never trusted by id
             cached = [ray.put({i: writer.token_hash(i) for i in writer.ids()})] if len(writer) else []
             constructor = dict(
                 model=model, layer=meta["layer"], max_length=meta["max_length"], device=device,
                 codec=pipeline.spec, output=str(output), storage_options=storage_options, run_tag=run_tag,
                 cached=cached, columns=cols, meta=meta, batch_size=batch_size, max_tokens=max_tokens,
-                threads=opts.threads())
+                threads=opts.threads(), codec_state=state)
             results = _encode_stage(ray, ds, opts, shard_size, constructor)
             committer, window = _Committer(writer), []
             for row in results.iter_rows():
@@ -331,11 +357,27 @@ def encode_on_ray(
     finally:
         bar.close()
     summary.seconds = time.perf_counter() - bar.start
+    summary.already_in_cache -= by_driver  # the workers saw the driver's documents as cached and unchanged
+    summary.unchanged -= by_driver
     if window:
         summary.workers_seconds = max(window) - min(window)
     summary.cache_documents, summary.cache_tokens, summary.cache_bytes = (
         counts["documents"], counts["tokens"], counts["bytes"])
     return summary
+
+
+def _commit_held(writer: CacheWriter, held: list, summary: EncodeSummary) -> int:
+    """Commit the chunks the driver ran to fit the codec (fit_first), one shard each; the documents
+    committed, counted in summary."""
+    done = 0
+    for _, _, (records, truncated, hashes, ids) in held:
+        info = writer.commit_shard(records, truncated=truncated, token_hashes=hashes, token_ids=ids)
+        done += info["documents"]
+        summary.encoded += info["documents"]
+        summary.tokens += info["tokens"]
+        summary.truncated += len(truncated)
+        summary.truncated_ids.extend(truncated)
+    return done
 
 
 def _count(summary: EncodeSummary, entry: dict, bar: _Bar, window: list[float]) -> None:

@@ -229,10 +229,12 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
         raise
     finally:
         Path(tmp).unlink(missing_ok=True)
+    state = getattr(codec, "state", None)
     return {"name": name, "documents": len(ids), "tokens": sum(tokens),
             "truncated": sum(f & fmt.FLAG_TRUNCATED for f in flags),
             "bytes": builder.size, "sha256": sha, "ids": ids, "tokens_per_doc": tokens, "flags": flags,
-            "hashes": {d: hashes[d] for d in ids if d in hashes}}
+            "hashes": {d: hashes[d] for d in ids if d in hashes},
+            "codec_state_sha256": None if state is None else state.sha256}
 
 
 class CacheWriter:
@@ -570,6 +572,7 @@ class CacheWriter:
         StoreError and nothing is committed (the next writer to open the cache removes the unlisted
         shards). Returns {shards, documents, replaced, tokens, bytes}."""
         self._check_open()
+        self._check_states(entries)
         entries = [self._check_entry(k, e) for k, e in enumerate(entries)]
         if not entries:
             return {"shards": 0, "documents": 0, "replaced": 0, "tokens": 0, "bytes": 0}
@@ -596,6 +599,23 @@ class CacheWriter:
         replaced = self._commit(entries)
         return {"shards": len(entries), "documents": sum(e["documents"] for e in entries), "replaced": replaced,
                 "tokens": sum(e["tokens"] for e in entries), "bytes": sum(e["bytes"] for e in entries)}
+
+    def _check_states(self, entries: list) -> None:
+        """An entry that says which fitted state its records were coded with (`codec_state_sha256`, from
+        write_shard) must name the cache's: a worker that coded with another state (fitted on its own
+        sample, or a stale one) wrote records this cache cannot decode. Entries without the key (built
+        by hand, or by an older erpack) are not checked."""
+        want = (self._manifest.get(codec_state.FIELD) or {}).get("sha256")
+        for e in entries:
+            if isinstance(e, dict) and "codec_state_sha256" in e and e["codec_state_sha256"] != want:
+                got = e["codec_state_sha256"]
+                raise StoreError(
+                    f"shard {self.location / str(e.get('name'))} was coded with "
+                    + (f"the fitted state {got[:16]}..." if got else "no fitted state")
+                    + f", but the cache {self.location} holds "
+                    + (f"{want[:16]}..." if want else "none")
+                    + ": its records would not decode; nothing was committed. Every worker must code with the "
+                      "cache's state (the driver sends it); encode the shard's documents again")
 
     def _check_entry(self, k: int, entry) -> dict:
         """A copy of a shard entry, checked, with its in-memory ids (read from the shard's index where
