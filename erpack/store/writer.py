@@ -229,12 +229,13 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
         raise
     finally:
         Path(tmp).unlink(missing_ok=True)
-    state = getattr(codec, "state", None)
-    return {"name": name, "documents": len(ids), "tokens": sum(tokens),
+    entry = {"name": name, "documents": len(ids), "tokens": sum(tokens),
             "truncated": sum(f & fmt.FLAG_TRUNCATED for f in flags),
             "bytes": builder.size, "sha256": sha, "ids": ids, "tokens_per_doc": tokens, "flags": flags,
-            "hashes": {d: hashes[d] for d in ids if d in hashes},
-            "codec_state_sha256": None if state is None else state.sha256}
+            "hashes": {d: hashes[d] for d in ids if d in hashes}}
+    if hasattr(codec, "state"):  # a Pipeline (or codec) that says which fitted state it coded with
+        entry["codec_state_sha256"] = None if codec.state is None else codec.state.sha256
+    return entry
 
 
 class CacheWriter:

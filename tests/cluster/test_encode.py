@@ -19,6 +19,7 @@ from erpack.encode import encode_corpus
 from erpack.store import CacheReader, verify_cache
 from erpack.store.manifest import load_manifest
 from tests.cluster.conftest import CODEC, LAYER, compare_caches, corpus_rows, write_jsonl, write_parquet
+from tests.store.fitted import fitted_codec  # noqa: F401  (the fixture)
 
 pytest.importorskip("ray", reason="the `scale` extra installs Ray")
 
@@ -228,3 +229,28 @@ def test_minilm_on_two_workers_equals_one_process(ray_local, tmp_path):
     report = compare_caches(tmp_path / "single", tmp_path / "ray")
     print("minilm k=3", json.dumps(report))
     assert report["max_diff_in_steps"] <= 1.0
+
+
+def test_a_fitted_codec_is_fitted_on_the_driver_and_every_worker_codes_with_its_state(
+        ray_local, tiny_folder, tmp_path, monkeypatch, fitted_codec):
+    """The driver fits on the first --fit-docs documents (as one process does) and commits them; the
+    workers get its state: one state, the same as one process fits; a rerun fits nothing."""
+    import numpy as np
+
+    from tests.store.fitted import CODEC_ID
+
+    monkeypatch.setenv("ERPACK_CODEC_MODULES", "tests.cluster.fitted_plugin")  # the workers register it too
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_rows(60, seed=5))
+    kw = dict(model=str(tiny_folder), layer=LAYER, codec=CODEC_ID, shard_size=SHARD, batch_size=8, fit_docs=20, seed=1)
+    s = encode_on_ray(str(corpus), str(tmp_path / "ray"), ray_options=RayOptions(workers=2, threads_per_worker=1), **kw)
+    assert (s.encoded, s.fitted_on, s.cache_documents, s.already_in_cache, s.unchanged) == (60, 20, 60, 0, 0)
+    one = encode_corpus(str(corpus), tmp_path / "one", **kw)
+    assert one.codec_state == s.codec_state  # the same sample, records and seed: the same state
+    with CacheReader(tmp_path / "one") as a, CacheReader(tmp_path / "ray") as b:
+        assert sorted(a.ids()) == sorted(b.ids())
+        assert all(np.allclose(a.get(d), b.get(d), atol=1e-4) for d in a.ids())
+    assert verify_cache(tmp_path / "ray").ok
+    again = encode_on_ray(str(corpus), str(tmp_path / "ray"), ray_options=RayOptions(workers=1, threads_per_worker=1),
+                          **kw)
+    assert (again.encoded, again.fitted_on, again.already_in_cache) == (0, 0, 60)
+    assert again.codec_state == s.codec_state

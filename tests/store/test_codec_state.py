@@ -233,3 +233,23 @@ def test_a_record_without_token_ids_under_a_codec_that_needs_them(tmp_path, meta
             list(r)
     report = verify_cache(tmp_path / "c")
     assert not report.ok and [f.doc_id for f in report.failures] == ["doc-2", "doc-3"]
+
+
+def test_commit_entries_refuses_a_shard_coded_with_another_state(tmp_path, meta, fitted_codec):
+    from erpack.store.writer import write_shard
+
+    recs = records(8)
+    ids = token_ids(recs)
+    codec = write(tmp_path / "c", meta, recs[:4], {d: ids[d] for d, _ in recs[:4]})
+    other = fitted_pipe(recs[4:], ids, meta)  # a worker that fitted on its own sample
+    with CacheWriter(tmp_path / "c", meta=meta, codec=Pipeline.from_spec(CODEC_ID), mode="append") as w:
+        good = write_shard(tmp_path / "c", "shard-aa-000000.ers", recs[4:6], codec,
+                           token_ids={d: ids[d] for d, _ in recs[4:6]})
+        bad = write_shard(tmp_path / "c", "shard-aa-000001.ers", recs[6:], other,
+                          token_ids={d: ids[d] for d, _ in recs[6:]})
+        assert good["codec_state_sha256"] == codec.state.sha256
+        with pytest.raises(StoreError, match=r"shard-aa-000001.ers was coded with the fitted state .* nothing was committed"):
+            w.commit_entries([good, bad])
+        assert w.commit_entries([good])["documents"] == 2
+    with CacheReader(tmp_path / "c") as r:
+        assert len(r) == 6
