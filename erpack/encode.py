@@ -22,6 +22,10 @@ the unlisted shards an interrupted run left). A remote cache has no lock: run on
 into it (a second writer opening it would delete the first one's unlisted shards).
 
 Tokenizing (erpack.tokens) cuts a long text first, so a 10 MB line costs what its first tokens cost.
+
+A codec with fitted state (`tc`) is fitted on the first `fit_docs` documents (whole chunks of them,
+run and held in memory: `fit_first`), then they are written and the rest streamed; the cache keeps
+the state, and a rerun or an append codes with it (`cache_has_state`): nothing is fitted again.
 """
 
 from __future__ import annotations

@@ -19,6 +19,12 @@ its batch retried (Ray Data's default for actor pools); a shard the dead worker 
 returned is never listed, and is deleted when the run ends. Names carry the run and the actor
 (`<run><actor>` as the shard tag), so two writers never choose the same name.
 
+A codec with fitted state is fitted by the driver before the stage starts, on the corpus's first
+`fit_docs` documents (read as one process reads them, run on the driver's CPU), which the driver
+commits itself; the state's bytes go to every actor (`codec_state`), so every shard is coded with
+one state, and `commit_entries` refuses an entry coded with another. A cache that holds a state
+already sends that one.
+
 Records equal a single-process encode's up to floating-point differences from batching: the same
 tokenizer, truncation, token hash and lower stack (erpack.encode.Tokenized, LowerRun). A document whose
 id is cached is tokenized and compared by token hash, as on one process: unchanged ones are skipped
