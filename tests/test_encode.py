@@ -407,3 +407,31 @@ def test_generated_ids_are_warned_in_human_and_json_output(tmp_path):
     done = _erpack("encode", tmp_path / "keyed.csv", "-o", tmp_path / "cache", "--layer", 1, "--id-column", "key", "--json")
     assert done.returncode == 0 and json.loads(done.stdout.splitlines()[-1])["warnings"] == []
     assert CacheReader(tmp_path / "cache").ids() == ["reviews:0", "reviews:1", "k1"]
+
+
+def test_tc_is_fitted_on_the_first_documents_of_a_real_minilm_encode(tmp_path, capsys):
+    """tc:bits=2 on 60 reviews (MiniLM k=3): fitted on the first 40 while encoding, the state in the
+    cache; the records decode near the fp32 ones; `erpack compress --out` fits it on the cache too."""
+    from erpack.cli import main
+    from erpack.store import verify_cache
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", rt_docs(60))
+    s = encode_corpus(str(corpus), tmp_path / "tc", layer=3, codec="tc:bits=2", fit_docs=40, shard_size=20,
+                      batch_size=16)
+    assert (s.encoded, s.fitted_on) == (60, 40) and s.codec_state["bytes"] > 0
+    encode_corpus(str(corpus), tmp_path / "fp32", layer=3, codec="fp32", shard_size=20, batch_size=16)
+    with CacheReader(tmp_path / "tc") as r, CacheReader(tmp_path / "fp32") as want:
+        x = np.concatenate([want.get(d) for d in want.ids()])
+        y = np.concatenate([r.get(d) for d in want.ids()])
+        sqnr = 10 * np.log10((x ** 2).sum() / ((x - y) ** 2).sum())
+        stats = r.stats()
+        print(f"tc:bits=2 SQNR {sqnr:.1f} dB, {stats.bits_per_value_without_state:.2f} bits/value without the "
+              f"state, {stats.bits_per_value:.2f} with it")
+        assert sqnr > 8 and stats.bits_per_value > stats.bits_per_value_without_state
+        assert r.codec.state.meta["context"]["layer"] == 3
+    assert verify_cache(tmp_path / "tc").ok
+    assert main(["compress", str(tmp_path / "fp32"), "--codec", "tc:bits=2", "--fit-docs", "40",
+                 "--out", str(tmp_path / "re"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[-1])["rows"][0]
+    assert row["state_bytes"] > 0 and row["bits_per_value_with_state"] > row["bits_per_value"]
+    assert verify_cache(tmp_path / "re").ok
