@@ -206,7 +206,7 @@ def test_cli_compress_errors(tmp_path, capsys, argv, message):
 
 
 # ---- codecs with fitted state ------------------------------------------------------------------------
-from tests.store.fitted import CODEC_ID, fitted_codec  # noqa: E402,F401  (the test-only fitted codec)
+from tests.store.fitted import CODEC_ID  # noqa: E402  (the test-only fitted codec; its fixture: tests/conftest.py)
 
 
 def tokens_cache(tmp_path, n=12, name="tok"):
@@ -246,6 +246,7 @@ def test_cli_compress_fits_on_the_source_and_writes_the_state(tmp_path, capsys, 
     assert any(line.startswith(f"fitted   {CODEC_ID} on 5 of 12 documents (seed 1)") for line in lines)
     assert "+state" in next(line for line in lines if line.startswith("spec"))
     fitted_row, plain_row = json.loads(lines[-1])["rows"]
+    assert fitted_row["fit"]["documents"] == 5 and "fit" not in plain_row
     assert fitted_row["state_bytes"] > 0 and fitted_row["bits_per_value_with_state"] > fitted_row["bits_per_value"]
     values = fitted_row["tokens"] * H
     assert np.isclose(fitted_row["bits_per_value_with_state"] - fitted_row["bits_per_value"],

@@ -15,10 +15,17 @@ from erpack.codecs import Pipeline
 from erpack.encode import encode_corpus
 from erpack.errors import InputError
 from erpack.store import CacheReader, verify_cache
-from tests.cluster.conftest import corpus_rows, tiny_folder, write_jsonl  # noqa: F401  (the fixture)
-from tests.store.fitted import CODEC_ID, fitted_codec  # noqa: F401  (the fixture)
+from tests.bench.tiny import make_model_folder
+from tests.cluster.conftest import corpus_rows, write_jsonl
+from tests.store.fitted import CODEC_ID
 
 LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny random BERT (seconds to build)."""
+    return make_model_folder(tmp_path_factory.mktemp("tiny") / "tiny-bert")
 
 
 def encode(corpus, out, model, codec=CODEC_ID, **kw):

@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from erpack.calibrate import DEFAULT_FIT_DOCS, fit_pipeline, sample_ids
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where, output_where
-from erpack.calibrate import DEFAULT_FIT_DOCS, fit_pipeline, sample_ids
 from erpack.codecs import Pipeline
 from erpack.compress import CodecMeasurement, load_source, measure, recode_cache, spec_slug
 from erpack.store.location import is_remote
@@ -128,6 +128,10 @@ def run(args) -> int:
                                 tokens=tokens if pipe.needs_tokens else None))
     print("\n".join(table(rows)))
     json_rows = [r.as_dict() for r in rows]
+    for pipe, row in zip(pipes, json_rows):
+        if pipe.state is not None:  # what it was fitted on
+            row["fit"] = {"documents": min(args.fit_docs, len(records)), "seed": args.seed,
+                          "sha256": pipe.state.sha256}
     if args.out:
         out = output_where(args.out, args)
         for pipe, row in zip(pipes, json_rows):

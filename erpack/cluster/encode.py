@@ -42,13 +42,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from erpack import errors
-from erpack.cluster.session import connect, worker_env
 from erpack.calibrate import DEFAULT_FIT_DOCS, check_fit_docs
+from erpack.cluster.session import connect, worker_env
 from erpack.codecs import Pipeline
 from erpack.codecs.state import FittedState
 from erpack.corpus import KNOWN, Columns, check_document, corpus_files, iter_corpus, parquet_columns
-from erpack.encode import (DEFAULT_CODEC, EncodeSummary, LowerRun, Tokenized, _Bar, _chunks, cache_has_state,
-                           cache_meta, fit_first)
+from erpack.encode import (
+    DEFAULT_CODEC,
+    EncodeSummary,
+    LowerRun,
+    Tokenized,
+    _Bar,
+    _chunks,
+    cache_has_state,
+    cache_meta,
+    fit_first,
+)
 from erpack.errors import ErpackError, InputError
 from erpack.store import CacheWriter
 from erpack.store.location import is_remote

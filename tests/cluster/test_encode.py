@@ -19,7 +19,6 @@ from erpack.encode import encode_corpus
 from erpack.store import CacheReader, verify_cache
 from erpack.store.manifest import load_manifest
 from tests.cluster.conftest import CODEC, LAYER, compare_caches, corpus_rows, write_jsonl, write_parquet
-from tests.store.fitted import fitted_codec  # noqa: F401  (the fixture)
 
 pytest.importorskip("ray", reason="the `scale` extra installs Ray")
 
