@@ -15,7 +15,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,7 +97,7 @@ def single_thread(pipeline: Pipeline):
 
 
 def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None = None, repeat: int = 1,
-            batch_size: int = 32) -> CodecMeasurement:
+            batch_size: int = 32, tokens: Sequence | None = None) -> CodecMeasurement:
     """One row of the codec table for `pipeline` (a Pipeline or a spec string) over `arrays`
     (float32 (T, H) arrays, or (doc_id, array) pairs). Each pass encodes every record, decodes every
     blob record by record (`decode_MBps`: each array dropped, as a streaming reader does), then
@@ -106,11 +106,17 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
     read), each loop timed on its own. Speeds are MB of fp32 (real tokens only) per second of this
     thread's CPU time (other load on the machine does not count), the best of `repeat` passes. Sizes
     and quality come from the first pass. `progress(n)` is called after each pass with the records
-    it covered."""
+    it covered. `tokens`: each record's token ids (int (T,)), handed to every encode and decode (a codec
+    that needs them, `pipe.needs_tokens`, cannot be measured without); they are not counted in the bits."""
     pipe = as_pipeline(pipeline)
     records = [a[1] if isinstance(a, tuple) else a for a in arrays]
     if not records:
         raise InputError("nothing to measure: the source holds no documents")
+    if tokens is not None and len(tokens) != len(records):
+        raise InputError(f"measure: {len(tokens)} token id arrays for {len(records)} records")
+    if tokens is None and pipe.needs_tokens:
+        raise InputError(f"{pipe.spec} reads each record's token ids: measure it on a source that has them")
+    ids = list(tokens) if tokens is not None else [None] * len(records)
     meter = Meter()
     encode_s = decode_s = batch_s = math.inf
     clock = time.thread_time
@@ -119,22 +125,23 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
     # and first-touch page faults (slow on a VM) are the allocator's cost, not the codec's
     outs = [np.ones((len(b), max(records[i].shape[0] for i in b), records[b[0]].shape[1]), np.float32) for b in batches]
     with single_thread(pipe):
-        pipe.decode(pipe.encode(records[0]), records[0].shape)  # warm-up: lazy imports, zstd contexts
+        pipe.decode(pipe.encode(records[0], ids[0]), records[0].shape, tokens=ids[0])  # warm-up: lazy imports, zstd contexts
         for rep in range(max(1, repeat)):
             t0 = clock()
-            blobs = [pipe.encode(x) for x in records]
+            blobs = [pipe.encode(x, t) for x, t in zip(records, ids)]
             t1 = clock()
-            for blob, x in zip(blobs, records):  # streaming: each array is dropped, as a reader's consumer would
-                pipe.decode(blob, x.shape)
+            for blob, x, t in zip(blobs, records, ids):  # streaming: each array is dropped, as a reader's consumer would
+                pipe.decode(blob, x.shape, tokens=t)
             t2 = clock()
             for rows, out in zip(batches, outs):  # padded batches, as train / predict / bench read them
-                pipe.decode_batch([blobs[i] for i in rows], [records[i].shape for i in rows], out)
+                pipe.decode_batch([blobs[i] for i in rows], [records[i].shape for i in rows], out,
+                                  tokens=None if tokens is None else [ids[i] for i in rows])
             t3 = clock()
             encode_s, decode_s = min(encode_s, t1 - t0), min(decode_s, t2 - t1)
             batch_s = min(batch_s, t3 - t2)
             if rep == 0:  # quality from a separate, untimed decode
-                for x, blob in zip(records, blobs):
-                    meter.add(x, pipe.decode(blob, x.shape), len(blob))
+                for x, blob, t in zip(records, blobs, ids):
+                    meter.add(x, pipe.decode(blob, x.shape, tokens=t), len(blob))
             if progress is not None:
                 progress(len(records))
     mb = 4.0 * meter.values / 1e6  # fp32 megabytes
