@@ -22,14 +22,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from erpack.experiments.page import command_line, write_page
-from erpack.experiments.tc_table import (BITS_TOLERANCE, DATASETS, DECODE_MBPS, DOCS, RATIO_TARGETS, SPECS,
-                                         measure_all, merge_rows, result_name, target_checks)
+from erpack.experiments.tc_table import (
+    ACCURACY_AGAINST,
+    BITS_TOLERANCE,
+    DATASETS,
+    DECODE_MBPS,
+    DOCS,
+    RATIO_TARGETS,
+    SPECS,
+    accuracy_checks,
+    accuracy_table,
+    measure_all,
+    merge_rows,
+    result_name,
+    target_checks,
+)
 from erpack.store.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+ACCURACY = "accuracy.json"  # in the results folder: the train_table grid against the int4z cache
 SHORT = {"rotten_tomatoes": "RT", "bbc": "BBC"}
 
 
@@ -90,6 +105,29 @@ def markdown(results: list[dict], checks: list[dict]) -> list[str]:
     return lines
 
 
+def accuracy_lines(acc: dict) -> list[str]:
+    """The accuracy section: the train_table grid from the trained caches against the int4z cache."""
+    lines = ["", "## Task accuracy against the int4z cache", "",
+             f"From `{acc['train_command']}` (work folder `{acc['work']}`), paired by `{acc['command']}`: each cell's "
+             f"test accuracy against the `{ACCURACY_AGAINST}` cell of the same mode and seeds (Δ = mean over the seeds "
+             "of the difference, in points). Targets (issue 20): the 19 dB cache within 0.5 point, the 2-bit cache "
+             "within 1 point.", "",
+             "| set | codec | mode | seeds | test acc (mean ± sd) | int4z cache | Δ points (min..max) | limit | met |",
+             "|---|---|---|---|---:|---:|---:|---:|---|"]
+    checks = {(c["set"], c["codec"], c["mode"]): c for c in acc["checks"]}
+    for r in acc["rows"]:
+        name = f"{r['model']} k={r['layer']}/{r['dataset']}"
+        c = checks.get((name, r["codec"], r["mode"]))
+        pct = lambda m, sd: "-" if m is None else f"{100 * m:.2f} ± {100 * sd:.2f}"  # noqa: E731
+        delta = "-" if r["delta_points_mean"] is None else (f"{r['delta_points_mean']:+.2f} ({r['delta_points_min']:+.2f}.."
+                                                           f"{r['delta_points_max']:+.2f})")
+        lines.append(f"| {name} | `{r['codec']}` | {r['mode']} | {','.join(map(str, r['seeds']))} | "
+                     f"{pct(r['test_accuracy_mean'], r['test_accuracy_sd'])} | "
+                     f"{pct(r['baseline_accuracy_mean'], r['baseline_accuracy_sd'])} | {delta} | "
+                     f"{'-' if c is None else c['limit']} | {'-' if c is None else _ok(c['ok'])} |")
+    return lines
+
+
 def print_tables(results: list[dict], checks: list[dict]) -> None:
     for r in results:
         s = r["set"]
@@ -112,9 +150,9 @@ def print_tables(results: list[dict], checks: list[dict]) -> None:
 
 
 def load_results(folder: Path) -> list[dict]:
-    """Every result file in `folder`, MiniLM before MPNet, RT before BBC."""
+    """Every set's result file in `folder`, MiniLM before MPNet, RT before BBC."""
     order = {m: i for i, m in enumerate(("minilm", "mpnet"))}
-    results = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+    results = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json")) if p.name != ACCURACY]
     return sorted(results, key=lambda r: (order.get(r["set"]["model"], 9), DATASETS.index(r["set"]["dataset"])
                                           if r["set"]["dataset"] in DATASETS else 9))
 
@@ -147,9 +185,21 @@ def main() -> int:
     p.add_argument("--merge", action="store_true", help="keep the rows of specs not measured now from the result files")
     p.add_argument("--render-only", action="store_true", help="render the page from the result files; measure nothing")
     p.add_argument("--quick", action="store_true", help="smoke run: MiniLM, 200 RT + 50 BBC documents, repeat 1")
+    p.add_argument("--accuracy", metavar="WORK", help="pair the training grid of WORK (tools/train_table.py --codecs "
+                   f"{ACCURACY_AGAINST},tc19,tc2 ...) against the {ACCURACY_AGAINST} cache into {ACCURACY} and the page; "
+                   "measure nothing")
+    p.add_argument("--train-command", default="python tools/train_table.py ...",
+                   help="with --accuracy: the train_table command that ran the grid, for the page")
     args = p.parse_args()
     out = Path(args.out)
-    if not args.render_only:
+    if args.accuracy:
+        table = accuracy_table(Path(args.accuracy))
+        out.mkdir(parents=True, exist_ok=True)
+        acc = {"command": command_line(), "train_command": args.train_command, "work": args.accuracy,
+               "date": time.strftime("%Y-%m-%d"), "rows": table, "checks": accuracy_checks(table)}
+        write_atomic(out / ACCURACY, (json.dumps(acc, indent=1) + "\n").encode())
+        _stderr(f"wrote {out / ACCURACY}")
+    elif not args.render_only:
         datasets = [{"rt": "rotten_tomatoes"}.get(d, d) for d in args.datasets.split(",")]
         docs = _sizes(args)
         if args.quick:
@@ -171,13 +221,16 @@ def main() -> int:
     if not results:
         raise SystemExit(f"no result files in {out}: run without --render-only first")
     checks = target_checks(results)
+    acc = json.loads((out / ACCURACY).read_text()) if (out / ACCURACY).exists() else None
     print_tables(results, checks)
+    if acc:
+        print("\n".join(accuracy_lines(acc)))
     if not args.no_doc:
         write_page(args.doc, "Trained codecs, fitted on one half and measured on the other",
-                   "python tools/tc_table.py --render-only" if args.render_only else command_line(),
-                   results[-1]["machine"], markdown(results, checks))
+                   "python tools/tc_table.py --render-only" if args.render_only or args.accuracy else command_line(),
+                   results[-1]["machine"], markdown(results, checks) + (accuracy_lines(acc) if acc else []))
         _stderr(f"wrote {args.doc}")
-    print(json.dumps({"results": results, "checks": checks}))
+    print(json.dumps({"results": results, "checks": checks, "accuracy": acc}))
     return 0
 
 

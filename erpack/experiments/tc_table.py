@@ -24,7 +24,6 @@ length-grouped batches of 32, one thread's CPU time, the best of the passes).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -229,3 +228,32 @@ def _fits(spec: str) -> bool:
         return Pipeline.from_spec(spec).fitted
     except ErpackError:
         return False  # measure_set records the error
+
+
+# ---- task accuracy from trained caches against the int4z cache (tools/train_table.py --against int4z) ----
+ACCURACY_AGAINST = "int4z"
+# (target, the codec cells it covers as train_table names them, most points below the int4z cache)
+ACCURACY_TARGETS = [("19 dB", ("tc:snr=19", "tc19"), 0.5), ("2 bits", ("tc:bits=2", "tc2"), 1.0)]
+
+
+def accuracy_table(work: Path) -> list[dict]:
+    """train_table's rows of WORK/results.jsonl, each cell paired with the int4z cell of its mode and seeds."""
+    from erpack.experiments.grid import RESULTS, load_results
+    from erpack.experiments.training import grid_table
+
+    return grid_table(load_results(Path(work) / RESULTS), against=ACCURACY_AGAINST)
+
+
+def accuracy_checks(table: list[dict]) -> list[dict]:
+    """One entry per cell a target covers: {"target", "set", "codec", "mode", "seeds", "delta", "ok", "why"}:
+    the mean over seeds of (cell - int4z cell of the same seed) in points, at least -limit."""
+    checks = []
+    for target, codecs, limit in ACCURACY_TARGETS:
+        for r in (r for r in table if r["codec"] in codecs):
+            d = r["delta_points_mean"]
+            ok = None if d is None else d >= -limit
+            why = ([f"no {ACCURACY_AGAINST} run of the same seeds"] if d is None else
+                   [] if ok else [f"{d:+.2f} points, {-limit - d:.2f} past -{limit}"])
+            checks.append({"target": target, "set": f"{r['model']} k={r['layer']}/{r['dataset']}", "codec": r["codec"],
+                           "mode": r["mode"], "seeds": r["seeds"], "delta": d, "limit": limit, "ok": ok, "why": why})
+    return checks

@@ -20,6 +20,7 @@ from erpack.codecs.state import FittedState
 from erpack.compress import measure
 from erpack.errors import CodecError, InputError
 from erpack.experiments.tc_table import deal, measure_held_out, merge_rows, target_checks, token_id_bytes
+from tests.experiments.rows import run
 
 ROOT = Path(__file__).resolve().parents[2]
 H, V = 16, 50
@@ -187,7 +188,14 @@ def test_merge_keeps_the_rows_of_specs_not_measured_again():
     assert merge_rows(old, [{"spec": "tc:snr=19", "v": 2}]) == [{"spec": "int4z", "v": 1}, {"spec": "tc:snr=19", "v": 2}]
 
 
-def test_the_tool_renders_the_page_from_its_result_files(tmp_path, tmean):
+def _tool(*args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "tc_table.py"), *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+def _set_result(folder: Path) -> list[dict]:
+    """A result file of one set in `folder` (int4z and int8z measured on tiny data, tc an error row)."""
     fit, test = records(6), records(6, seed=1)
     rows = [measure_held_out(s, fit, test, repeat=1) for s in ("int4z", "int8z")]
     rows.append({"spec": "tc:snr=19", "error": "unknown codec 'tc'"})
@@ -195,11 +203,14 @@ def test_the_tool_renders_the_page_from_its_result_files(tmp_path, tmean):
               "seconds": 3.0, "load_average": [0, 0], "rows": rows,
               "set": {"model": "minilm", "layer": 3, "dataset": "rotten_tomatoes", "docs": 12, "fit_docs": 6,
                       "fit_tokens": 100, "docs_measured": 6, "tokens_measured": 90, "hidden": H}}
-    (tmp_path / "tc").mkdir()
-    (tmp_path / "tc" / "minilm-k3-rotten_tomatoes.json").write_text(json.dumps(result))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "tc_table.py"), "--render-only", "--out",
-                          tmp_path / "tc", "--doc", tmp_path / "page.md"], capture_output=True, text=True, env=env)
+    folder.mkdir()
+    (folder / "minilm-k3-rotten_tomatoes.json").write_text(json.dumps(result))
+    return rows
+
+
+def test_the_tool_renders_the_page_from_its_result_files(tmp_path):
+    rows = _set_result(tmp_path / "tc")
+    out = _tool("--render-only", "--out", tmp_path / "tc", "--doc", tmp_path / "page.md")
     assert out.returncode == 0, out.stderr
     page = (tmp_path / "page.md").read_text()
     assert "Made by `python tools/tc_table.py --render-only`" in page
@@ -207,3 +218,23 @@ def test_the_tool_renders_the_page_from_its_result_files(tmp_path, tmean):
     assert f"| `int4z (`int4c:19+zstd:3`)` | {rows[0]['bits_per_value']:.3f} |" in page
     assert "| 19 dB | minilm/rotten_tomatoes | `tc:snr=19` | not measured | - | tc:snr=19: unknown codec 'tc' |" in page
     assert json.loads(out.stdout.splitlines()[-1])["checks"][0]["ok"] is None
+
+
+def test_the_tool_pairs_a_training_grid_against_the_int4z_cache(tmp_path):
+    _set_result(tmp_path / "tc")
+    work = tmp_path / "work"
+    work.mkdir()
+    grid = [run("recycled", s, a, mode=m, codec=c) for s in (0, 1, 2) for m, c, a in
+            (("upper", "int4z", 0.80), ("upper", "tc19", 0.798), ("upper", "tc2", 0.78),
+             ("adapter", "int4z", 0.80), ("adapter", "tc19", 0.79), ("adapter", "tc2", 0.795))]
+    (work / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grid))
+    out = _tool("--accuracy", work, "--out", tmp_path / "tc", "--doc", tmp_path / "page.md",
+                "--train-command", "python tools/train_table.py --codecs int4z,tc19,tc2")
+    assert out.returncode == 0, out.stderr
+    acc = json.loads((tmp_path / "tc" / "accuracy.json").read_text())
+    verdict = {(c["codec"], c["mode"]): c["ok"] for c in acc["checks"]}
+    assert verdict == {("tc19", "upper"): True, ("tc19", "adapter"): False,  # -1.0 point: past 0.5
+                       ("tc2", "upper"): False, ("tc2", "adapter"): True}   # -2.0 points: past 1
+    page = (tmp_path / "page.md").read_text()
+    assert "## Task accuracy against the int4z cache" in page
+    assert "| m k=3/rt | `tc19` | adapter | 0,1,2 | 79.00 ± 0.00 | 80.00 ± 0.00 | -1.00 (-1.00..-1.00) | 0.5 | **no** |" in page
