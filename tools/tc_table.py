@@ -74,18 +74,21 @@ def markdown(results: list[dict], checks: list[dict]) -> list[str]:
              "length-grouped padded batches of 32 records (erpack.compress.measure), the best of the passes.",
              "", "Runs (command, machine, date):", ""]
     lines += [f"- `{c}` on {m} ({v}), {d}" for c, m, v, d in runs]
-    lines += ["", "| set | docs fit / measured | tokens fit / measured | H | measured in |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| set | docs fit / measured | tokens fit / measured | H | measured in | load average (start, end; 2 cores) |",
+              "|---|---:|---:|---:|---:|---|"]
     for r in results:
         s = r["set"]
         lines.append(f"| {s['model']} k={s['layer']} / {s['dataset']} | {s['fit_docs']} / {s['docs_measured']} | "
-                     f"{s['fit_tokens']} / {s['tokens_measured']} | {s['hidden']} | {r['seconds']:.0f} s |")
+                     f"{s['fit_tokens']} / {s['tokens_measured']} | {s['hidden']} | {r['seconds']:.0f} s | "
+                     f"{', '.join(map(str, r['load_average']))} |")
     ratio_text = "; ".join(f"{spec}: at most {', '.join(f'{v:.2f} x {base} on {m}' for m, v in lim.items())}, at no "
                            f"less SQNR" for _, spec, base, lim in RATIO_TARGETS)
     lines += ["", f"Targets (issue 20): {ratio_text} (bits all in); tc:bits=B within {BITS_TOLERANCE} bits of B "
               f"(without the state, which is shown apart); batch decode of every fitted codec >= {DECODE_MBPS:.0f} MB/s.",
               "", "| target | set | spec | met | value | miss |", "|---|---|---|---|---:|---|"]
     for c in checks:
-        value = "-" if c["value"] is None else (f"{c['value']:.3f}" if c["target"] != "decode" else f"{c['value']:.0f} MB/s")
+        value = ("-" if c["value"] is None else f"{c['value']:.3f} x {c['against']}" if "against" in c else
+                 f"{c['value']:.0f} MB/s" if c["target"] == "decode" else f"{c['value']:.3f} bits")
         lines.append(f"| {c['target']} | {c['set']} | `{c['spec']}` | {_ok(c['ok'])} | {value} | {'; '.join(c['why'])} |")
     for r in results:
         s = r["set"]

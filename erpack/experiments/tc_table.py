@@ -181,7 +181,7 @@ def target_checks(results: list[dict]) -> list[dict]:
             if (r["sqnr_db"] or 0) < (b["sqnr_db"] or 0):
                 why.append(f"{r['sqnr_db']:.2f} dB < {base}'s {b['sqnr_db']:.2f}")
             checks.append({"target": target, "set": name, "spec": spec, "ok": not why, "why": why,
-                           "value": r["bits_per_value"] / b["bits_per_value"]})
+                           "value": r["bits_per_value"] / b["bits_per_value"], "against": base})
         for target, spec, budget in BUDGET_TARGETS:
             r = rows.get(spec)
             if not _measured(r):
