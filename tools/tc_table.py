@@ -15,6 +15,17 @@ then one JSON document as the last line.
     python tools/tc_table.py --quick --out /tmp/tc --doc /tmp/tc.md   # a smoke run: MiniLM, 200 + 50 documents
     python tools/tc_table.py --spec tc:snr=19 --merge # measure one spec again, keeping the other rows
     python tools/tc_table.py --render-only            # the page again from the result files
+
+Task accuracy (issue 20: the 19 dB cache within 0.5 point of the int4z cache, the 2-bit cache within 1,
+modes upper and adapter, 3 seeds, the same seeds on every cache) comes from the training grid, each
+cell paired with the int4z cell of its mode and seed (train_table --against int4z), e.g. MiniLM k=3
+(about 20 CPU-minutes: 36 runs of ~30 s and 6 encodes; two 1-thread jobs share the work folder):
+
+    W="--work runs/tc-train --model minilm --codecs int4z,tc19,tc2 --modes upper,adapter --seeds 0,1,2 \
+       --upper-lr 1e-3 --adapter-lr 2e-3 --rt-sizes 1000,200,1263 --no-baseline"
+    python tools/train_table.py $W --datasets rt & python tools/train_table.py $W --datasets bbc; wait
+    python tools/train_table.py --work runs/tc-train --table-only --against int4z --markdown
+    python tools/tc_table.py --accuracy runs/tc-train --train-command "python tools/train_table.py $W"
 """
 
 from __future__ import annotations
