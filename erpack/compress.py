@@ -115,7 +115,8 @@ def measure(pipeline, arrays: Iterable, progress: Callable[[int], None] | None =
     if tokens is not None and len(tokens) != len(records):
         raise InputError(f"measure: {len(tokens)} token id arrays for {len(records)} records")
     if tokens is None and pipe.needs_tokens:
-        raise InputError(f"{pipe.spec} reads each record's token ids: measure it on a source that has them")
+        raise InputError(f"codec {pipe.spec} codes with each record's token ids and the source has none: measure it "
+                         "on a cache written by `erpack encode` (raw activations carry no ids)")
     ids = list(tokens) if tokens is not None else [None] * len(records)
     meter = Meter()
     encode_s = decode_s = batch_s = math.inf

@@ -144,7 +144,7 @@ def test_measure_hands_each_record_its_token_ids_in_every_encode_and_decode(tmea
     # each blob is decoded with the ids it was encoded with: record by record, in batches, for the quality
     assert sorted(seen["dec"]) == sorted(seen["enc"] + 2 * seen["enc"][1:])
     assert row.sqnr_db > 60
-    with pytest.raises(InputError, match="reads each record's token ids"):
+    with pytest.raises(InputError, match="each record's token ids"):
         measure(pipe, [x for x, _ in test])
     with pytest.raises(InputError, match="3 token id arrays for 40 records"):
         measure(pipe, [x for x, _ in test], tokens=[t for _, t in test[:3]])
