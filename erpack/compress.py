@@ -260,7 +260,7 @@ def load_source(source, offsets=None, limit: int | None = None) -> tuple[list[Re
 def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: int = 1000,
                  progress: Callable[[int], None] | None = None) -> RecodeSummary:
     """Write the documents of cache `source` (its first `limit`) into a new cache `dest` encoded
-    with `pipeline`, keeping meta, truncation flags and token hashes."""
+    with `pipeline`, keeping meta, truncation flags, token hashes and token ids."""
     pipe = as_pipeline(pipeline)
     done = nbytes = 0
     with CacheReader(source) as reader, CacheWriter(dest, meta=reader.meta, codec=pipe, mode="create") as writer:
@@ -269,7 +269,9 @@ def recode_cache(source, dest, pipeline, limit: int | None = None, shard_docs: i
             chunk = ids[start : start + shard_docs]
             truncated = [i for i in chunk if reader.info(i)["truncated"]]
             hashes = {i: h for i in chunk if (h := reader.token_hash(i)) is not None}
-            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated, token_hashes=hashes)
+            tokens = {i: t for i in chunk if (t := reader.get_tokens(i)) is not None}
+            info = writer.commit_shard([(i, reader.get(i)) for i in chunk], truncated=truncated, token_hashes=hashes,
+                                       token_ids=tokens)
             done += info["documents"]
             nbytes += info["bytes"]
             if progress is not None:

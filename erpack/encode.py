@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 
+import numpy as np
+
 from erpack.codecs import Pipeline
 from erpack.corpus import Columns, Document, check_corpus, iter_corpus
 from erpack.errors import InputError
@@ -242,15 +244,18 @@ class Tokenized:
         return cls(docs, encoded, cut, hashes)
 
     def lower(self, run: LowerRun, todo: list[int], batch_size: int, max_tokens: int,
-              on_batch: Callable | None = None) -> tuple[list[tuple[str, object]], list[str], dict[str, int]]:
+              on_batch: Callable | None = None
+              ) -> tuple[list[tuple[str, object]], list[str], dict[str, int], dict[str, np.ndarray]]:
         """Run documents `todo` (positions) through the lower stack in length-grouped batches: their
-        records [(id, float32 (T, H))], the ids that were truncated, and {id: token hash}; what a shard
-        of them holds, whichever engine writes it."""
+        records [(id, float32 (T, H))], the ids that were truncated, {id: token hash} and {id: input ids
+        (T,)} (the non-padding tokens each record holds); what a shard of them holds, whichever engine
+        writes it."""
         arrays = run_lower(run.lower, [self.encoded[i] for i in todo], run.pad_id, run.device, batch_size,
                            max_tokens, on_batch)
         records = [(self.docs[i].id, a) for i, a in zip(todo, arrays)]
         truncated = [self.docs[i].id for i in todo if self.cut[i]]
-        return records, truncated, {self.docs[i].id: self.hashes[i] for i in todo}
+        ids = {self.docs[i].id: np.asarray(self.encoded[i]["input_ids"], dtype=np.int64) for i in todo}
+        return records, truncated, {self.docs[i].id: self.hashes[i] for i in todo}, ids
 
 
 def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: str, summary: EncodeSummary,
@@ -262,9 +267,9 @@ def _encode_chunk(writer, chunk: list[Document], run: LowerRun, on_duplicate: st
     bar.skipped(len(chunk) - len(todo))
     if not todo:  # committed by an earlier run (resume) or all unchanged
         return
-    records, truncated, hashes = tok.lower(run, todo, batch_size, max_tokens, bar.on_batch)
+    records, truncated, hashes, ids = tok.lower(run, todo, batch_size, max_tokens, bar.on_batch)
     arrays = [a for _, a in records]
-    info = writer.commit_shard(records, truncated=truncated, token_hashes=hashes)
+    info = writer.commit_shard(records, truncated=truncated, token_hashes=hashes, token_ids=ids)
     summary.encoded += info["documents"]
     summary.replaced += info["replaced"]
     summary.tokens += sum(a.shape[0] for a in arrays)

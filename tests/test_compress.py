@@ -47,7 +47,8 @@ def make_cache(tmp_path, arrays, spec="fp32"):
             "tokenizer": {"name": "tiny"}, "max_length": 16}
     path = tmp_path / "cache"
     with CacheWriter(path, meta=meta, codec=Pipeline.from_spec(spec)) as w:
-        w.commit_shard([(f"d{i}", a) for i, a in enumerate(arrays)], truncated=["d1"])
+        w.commit_shard([(f"d{i}", a) for i, a in enumerate(arrays)], truncated=["d1"],
+                       token_ids={f"d{i}": np.arange(len(a)) + 100 * i for i, a in enumerate(arrays) if i != 2})
     return path
 
 
@@ -148,6 +149,9 @@ def test_load_source_and_recode_cache(tmp_path):
         assert r.info("d1")["truncated"] and not r.info("d0")["truncated"]
         for i, a in enumerate(arrays):
             np.testing.assert_allclose(r.get(f"d{i}"), a, atol=0.1 * np.abs(a).max())
+            # token ids are copied (d2 had none)
+            got = r.get_tokens(f"d{i}")
+            assert (got is None) if i == 2 else got.tolist() == (np.arange(len(a)) + 100 * i).tolist()
 
 
 def test_spec_slug():

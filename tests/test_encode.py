@@ -59,7 +59,13 @@ def test_cache_holds_the_hidden_states_entering_layer_k(tmp_path, minilm):
             got = reader.get(doc["id"])
             assert got.shape == want.shape  # non-padding tokens only
             worst = max(worst, float(np.abs(got - want).max()))
+            # every record holds its input ids, which decode back to the document's tokens
+            tokens = reader.get_tokens(doc["id"])
+            assert tokens.tolist() == ids["input_ids"][0].tolist()
+            assert minilm.tokenizer.decode(tokens, skip_special_tokens=True) == minilm.tokenizer.decode(
+                minilm.tokenizer(doc["text"])["input_ids"], skip_special_tokens=True)
     assert worst <= 1e-5, worst
+    assert reader.stats().token_id_bytes == 2 * reader.manifest["counts"]["tokens"]  # u16: MiniLM's 30,522 ids
 
 
 def test_rerun_resumes_and_append_adds(tmp_path):
@@ -118,13 +124,16 @@ def test_bad_corpus_is_refused_and_the_cache_left_intact(tmp_path, lines, messag
     assert folder_bytes(tmp_path / "cache") == before
 
 
-def test_long_documents_are_truncated_and_counted(tmp_path):
+def test_long_documents_are_truncated_and_counted(tmp_path, minilm):
     docs = rt_docs(3) + [{"id": "long", "text": "word " * 200}]
     s = encode_corpus(str(write_jsonl(tmp_path / "c.jsonl", docs)), tmp_path / "cache", layer=1, codec="fp32",
                       max_length=32)
     assert s.truncated == 1 and s.truncated_ids == ["long"]
     reader = CacheReader(tmp_path / "cache")
     assert reader.get("long").shape[0] == 32 and reader.manifest["counts"]["truncated"] == 1
+    ids = reader.get_tokens("long")  # the 32 tokens the record holds: [CLS] word x 30 [SEP]
+    tok = minilm.tokenizer
+    assert tok.convert_ids_to_tokens(ids.tolist()) == ["[CLS]"] + ["word"] * 30 + ["[SEP]"]
 
 
 def test_unknown_codec_and_other_layer_are_refused(tmp_path):

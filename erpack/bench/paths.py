@@ -257,15 +257,18 @@ class CachePath(InferencePath):
 
         codec, w = self.reader.codec, self.watch
         views, lengths = [], []
+        tokens = [] if codec.needs_tokens else None  # token ids, for a codec that reads them
         for i in batch_ids:
             with w("read"):  # copy out of the memory map: the page faults are the disk read
                 buf, (T, H) = self.reader.get_encoded(self.work.ids[i])
                 data = bytes(buf)
+                if tokens is not None:
+                    tokens.append(self.reader.get_tokens(self.work.ids[i]))
             with w("decompress"):  # every byte stage undone, bounded by the record's shape
                 views.append(codec.unwrap(data, T, H))
             lengths.append(T)
         with w("dequantize"):  # into the padded batch: one multiply for the batch where the codec allows
-            hidden = codec.dequantize_batch(views, lengths, H)  # (B, T, H)
+            hidden = codec.dequantize_batch(views, lengths, H, tokens=tokens)  # (B, T, H)
         with w("pad"):
             mask = mask_from_lengths(lengths, hidden.shape[1])  # (B, T)
         return hidden, mask

@@ -17,8 +17,9 @@ def add_parser(subparsers) -> None:
         description=(
             "Read a cache's manifest and shard indexes (not its records) and print: the model, layer, "
             "tokenizer settings and codec it was written with; how many documents and tokens it holds; "
-            "its size on disk, per token and per document; bits per stored value (everything on disk, and "
-            "the codec's payload alone) and the ratio to fp32/fp16; and its shards. Fast on any size of "
+            "its size on disk, per token and per document; bits per stored value (everything on disk, a "
+            "fitted codec's state included; without that state; and the codec's payload alone) and the "
+            "ratio to fp32/fp16; the bytes of the records' token ids; and its shards. Fast on any size of "
             "cache. To check every byte, run `erpack verify CACHE`."
         ),
     )
@@ -57,15 +58,18 @@ def card(s: CacheStats, max_shards: int = 10) -> list[str]:
         f"layer        {s.layer} (hidden states entering layer {s.layer}: the output of layers 0.."
         f"{s.layer - 1 if isinstance(s.layer, int) else '?'}), max_length {s.max_length}",
         f"tokenizer    {json.dumps(s.tokenizer)}",
-        f"codec        {s.codec}",
+        f"codec        {s.codec}" + (f", fitted state {s.codec_state['name']} ({human_bytes(s.state_bytes)}, "
+                                     f"sha256 {s.codec_state['sha256'][:16]}...)" if s.codec_state else ""),
         f"documents    {s.documents} ({s.truncated} truncated at max_length), {s.tokens} tokens "
         f"(per document: mean {_num(tpd['mean'])}, median {_num(tpd['median'], '.0f')}, max {tpd['max']})",
         f"size         {human_bytes(s.bytes_on_disk)} on disk: {_num(s.bytes_per_token)} bytes per token, "
         f"{_num(bpd['mean'], '.0f')} bytes per document (median {_num(bpd['median'], '.0f')})",
         f"rate         {_num(s.bits_per_value, '.2f')} bits per value on disk "
-        f"(codec payload alone {_num(s.payload_bits_per_value, '.2f')}); "
+        + (f"({_num(s.bits_per_value_without_state, '.2f')} without the fitted state; " if s.state_bytes else "(")
+        + f"codec payload alone {_num(s.payload_bits_per_value, '.2f')}); "
         f"compression {_num(s.compression_vs_fp32, '.2f')}x vs fp32, {_num(s.compression_vs_fp16, '.2f')}x vs fp16",
-        f"records      {s.records} ({s.dead_records} dead: superseded by a replace, still on disk)",
+        f"records      {s.records} ({s.dead_records} dead: superseded by a replace, still on disk), token ids "
+        + (f"{human_bytes(s.token_id_bytes)} of them" if s.token_id_bytes else "not stored"),
         f"shards       {len(s.shards)}",
     ]
     for sh in s.shards[:max_shards]:

@@ -18,8 +18,10 @@ def add_parser(subparsers) -> None:
         "verify",
         help="check the manifest's checksum, every shard's sha256 and every record's checksum and decoding; exit 1 on damage",
         description=(
-            "Read a whole cache and check it: manifest.json is sealed by its checksum (format version 2; a "
-            "version-1 manifest has none and gets a warning), each shard it lists exists with the size and "
+            "Read a whole cache and check it: manifest.json is sealed by its checksum (format version 2 on; a "
+            "version-1 manifest has none and gets a warning), a fitted codec's state file is there with the "
+            "size and sha256 the manifest seals and belongs to the cache's model and layer, each shard it "
+            "lists exists with the size and "
             "sha256 the manifest recorded, its header, index, padding and footer are intact, every record's "
             "crc32 matches and agrees with the index, its tokens and hidden size fit the manifest (hidden "
             "size equal, tokens at most max_length), it decodes with the cache's codec to float32 (tokens, "
@@ -54,7 +56,9 @@ def summary(report: VerifyReport) -> list[str]:
     lines = [f"cache      {report.path}",
              f"checked    {len(report.shards)} shards, {report.records} records ({live}); "
              + ("manifest checksum, " if report.sealed else "")
-             + "sha256, crc32" + (", decoding" if report.decoded else " (decoding skipped: --no-decode)")]
+             + "sha256, crc32" + (", decoding" if report.decoded else
+                                  " (decoding skipped: the fitted state failed)" if _state_failures(report) else
+                                  " (decoding skipped: --no-decode)")]
     lines += [f"warning    {w}" for w in report.warnings]
     for f in report.failures:
         dead = " [dead record, superseded]" if f.live is False else ""
@@ -65,6 +69,11 @@ def summary(report: VerifyReport) -> list[str]:
     bad = sorted({f.shard for f in report.failures})
     lines.append(f"result     FAILED: {len(report.failures)} problem(s) in {', '.join(bad)}")
     return lines + [f"action     {a}" for a in actions(report)]
+
+
+def _state_failures(report: VerifyReport) -> list:
+    """Failures of the fitted codec state file (named codec-state-*, or codec_state when unnamed)."""
+    return [f for f in report.failures if f.shard.startswith("codec-state-") or f.shard == "codec_state"]
 
 
 def actions(report: VerifyReport) -> list[str]:
@@ -82,7 +91,11 @@ def actions(report: VerifyReport) -> list[str]:
     if records and not ids:
         out.append("every damaged record is dead (superseded by a newer record of its id): reads are not "
                    "affected; to drop them, re-encode into a new folder")
-    named = {f.shard for f in records} | set(report.unreadable)
+    state = _state_failures(report)
+    if state:
+        out.append(f"{state[0].shard}: the codec's fitted state cannot be used, so no record can be decoded: restore "
+                   f"it from a copy of the cache, or re-encode the corpus into a new folder")
+    named = {f.shard for f in records} | set(report.unreadable) | {f.shard for f in state}
     other = sorted({f.shard for f in failures if f.shard not in named})
     if other:
         out.append(f"{', '.join(other)}: the manifest's records of the shards (sha256 or counts) disagree with "

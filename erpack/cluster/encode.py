@@ -201,11 +201,11 @@ class Encoder:
         skipped = unchanged + unverified
         if not todo:
             return {"skipped": skipped, "unchanged": unchanged, "unverified": unverified}
-        records, truncated, hashes = tok.lower(self.run, todo, self.batch_size, self.max_tokens)
+        records, truncated, hashes, ids = tok.lower(self.run, todo, self.batch_size, self.max_tokens)
         name = shard_name(self.next, tag=self.tag)
         self.next += 1
         entry = write_shard(self.output, name, records, self.pipeline, limits=self.limits, truncated=truncated,
-                            token_hashes=hashes, storage_options=self.storage_options)
+                            token_hashes=hashes, storage_options=self.storage_options, token_ids=ids)
         entry.update(skipped=skipped, unchanged=unchanged, unverified=unverified, truncated_ids=truncated, device=str(self.run.device), started=started,
                      finished=time.time())
         return entry

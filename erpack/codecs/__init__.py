@@ -20,6 +20,7 @@ from erpack.codecs import (  # noqa: F401  (importing registers each codec)
     int8,
     int8c,
     shuffle,
+    tc,
     zstd,
 )
 from erpack.codecs.base import ArrayCodec, ByteCodec, Codec

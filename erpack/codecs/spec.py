@@ -21,6 +21,9 @@ PRESETS = {
     "bf16z": "bf16+shuffle:2+zstd:level=3,streams=2",
     "int8z": "int8c:41+zstd:3",
     "int4z": "int4c:19+zstd:3",
+    "tc19": "tc:snr=19",
+    "tc41": "tc:snr=41",
+    "tc2": "tc:bits=2",
 }
 
 
@@ -65,17 +68,24 @@ def parse_spec(spec: str) -> list[Codec]:
 
 
 def format_stage(codec: Codec) -> str:
-    """Canonical text of one stage: non-default parameters plus the primary one."""
+    """Canonical text of one stage: non-default parameters plus the primary one (which a codec with
+    `show_primary_default = False` leaves out at its default when another parameter is shown)."""
     shown = []
     for f in codec.param_fields():
         value = getattr(codec, f.name)
         if f.name == codec.primary or value != f.default:
             shown.append((f.name, value))
+    if not getattr(codec, "show_primary_default", True) and len(shown) > 1:
+        shown = [(k, v) for k, v in shown if k != codec.primary or v != codec_default(codec, k)]
     if not shown:
         return codec.codec_id
     if len(shown) == 1 and shown[0][0] == codec.primary:
         return f"{codec.codec_id}:{fmt(shown[0][1])}"
     return f"{codec.codec_id}:" + ",".join(f"{k}={fmt(v)}" for k, v in shown)
+
+
+def codec_default(codec: Codec, name: str):
+    return next(f.default for f in codec.param_fields() if f.name == name)
 
 
 def fmt(value) -> str:

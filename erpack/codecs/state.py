@@ -105,3 +105,31 @@ class FittedState:
         data = self.to_bytes()
         return {"codec": self.codec, "version": self.version, "bytes": len(data),
                 "sha256": hashlib.sha256(data).hexdigest(), "meta": self.meta}
+
+
+def context_of(meta: dict) -> dict:
+    """What a fitted state is bound to, from a cache's meta: {"model": {"name", "weights_sha256",
+    "hidden_size"}, "layer": k}. A codec stores it (given to fit as `context`) in `state.meta["context"]`
+    and a cache reader refuses a state whose context differs from its manifest's (check_context)."""
+    model = meta.get("model") or {}
+    return {"model": {k: model.get(k) for k in ("name", "weights_sha256", "hidden_size")},
+            "layer": meta.get("layer")}
+
+
+def context_problem(state: FittedState, meta: dict) -> str | None:
+    """Why `state` was not fitted for the cache that `meta` describes (another model, weights, hidden
+    size or layer), or None. The model's name is shown, not compared: the weights hash is its identity."""
+    have, want = state.meta.get("context"), context_of(meta)
+    if not isinstance(have, dict):
+        return "it records no context (the model and layer it was fitted on)"
+    got = []
+    for key in ("weights_sha256", "hidden_size"):
+        a, b = (have.get("model") or {}).get(key), want["model"][key]
+        if a != b:
+            got.append(f"model.{key} {a!r} (the cache: {b!r})")
+    if have.get("layer") != want["layer"]:
+        got.append(f"layer {have.get('layer')!r} (the cache: {want['layer']!r})")
+    if not got:
+        return None
+    name = (have.get("model") or {}).get("name")
+    return f"it was fitted on {name!r} with " + ", ".join(got)

@@ -1,6 +1,7 @@
 """The shard file's byte layout: magic numbers, fixed little-endian structs, pack and unpack.
 
-A shard file is: a 16-byte file header, records one after another (each 8-byte aligned), an index
+A shard file is: a 16-byte file header, records one after another (each 8-byte aligned; from version 3
+a record may hold its token ids between the payload and the id), an index
 (one 32-byte entry per record, then the records' ids; from version 2 also zero padding to 8 bytes
 and one u64 token hash per record), zero padding to 8 bytes, a 32-byte trailer.
 Every byte is documented in docs/cache-format.md; tests/store/test_golden.py pins it. Changing
@@ -15,8 +16,12 @@ import zlib
 import numpy as np
 
 FORMAT_NAME = "erpack-cache"
-FORMAT_VERSION = 2  # of the cache's manifest (2: sealed by a checksum); readers accept 1 to this
-SHARD_VERSION = 2  # 2: the index ends with a u64 token hash per record; 1 (no hashes) is still read
+# of the cache's manifest (2: sealed by a checksum; 3: may list v3 shards and a fitted codec state);
+# readers accept 1 to this. Every manifest this erpack writes has this version.
+FORMAT_VERSION = 3
+# 2: the index ends with a u64 token hash per record; 3: records may hold token ids (FLAG_TOKENS).
+# 1 and 2 are still read. Every shard this erpack writes has this version.
+SHARD_VERSION = 3
 
 ALIGN = 8
 
@@ -25,12 +30,15 @@ FILE_MAGIC = b"ERPKSHRD"
 FILE_HEADER = struct.Struct("<8sHHI")  # 16 bytes
 
 # Record header: magic, flags u32, tokens u32, hidden u32, payload_len u64, id_len u32, crc32 u32.
-# The crc32 covers header bytes [0, 28), then the payload, then the id.
+# The crc32 covers header bytes [0, 28), then the payload, then the token ids (version 3, when flagged),
+# then the id. A record's bytes: header, payload, token ids, id, zero padding to 8.
 RECORD_MAGIC = b"ERPR"
 RECORD_HEADER = struct.Struct("<4sIIIQII")  # 32 bytes
 RECORD_CRC_SPAN = 28
 FLAG_TRUNCATED = 1  # the document was cut at the tokenizer's max_length
-KNOWN_FLAGS = FLAG_TRUNCATED
+FLAG_TOKENS = 2  # (version 3) the record's T token ids follow its payload
+FLAG_TOKENS_U32 = 4  # (version 3, with FLAG_TOKENS) they are u32; else u16 (every id < 65536)
+KNOWN_FLAGS = {1: FLAG_TRUNCATED, 2: FLAG_TRUNCATED, 3: FLAG_TRUNCATED | FLAG_TOKENS | FLAG_TOKENS_U32}
 
 # Index entry, one per record, in record order: offset u64, payload_len u64, tokens u32,
 # id_end u32 (end of this id in the id blob that follows the entries), flags u32, record crc32 u32.
@@ -91,12 +99,46 @@ def unpack_file_header(buf) -> int:
     return version
 
 
-def pack_record(doc_id: bytes, payload, tokens: int, hidden: int, flags: int) -> tuple[list, int]:
-    """Return (pieces to write in order, crc32) for one record, padding included."""
+def pack_token_ids(ids) -> tuple[int, bytes]:
+    """(flag bits, little-endian bytes) of one record's token ids: u16 when every id is below 65536,
+    else u32. The caller has checked them (integers, 0 <= id < 2**32)."""
+    ids = np.asarray(ids)
+    if ids.size and int(ids.max()) >= 1 << 16:
+        return FLAG_TOKENS | FLAG_TOKENS_U32, ids.astype("<u4").tobytes()
+    return FLAG_TOKENS, ids.astype("<u2").tobytes()
+
+
+def token_bytes(flags: int, tokens: int) -> int:
+    """Bytes of token ids a record with these flags and T tokens holds after its payload."""
+    if not flags & FLAG_TOKENS:
+        return 0
+    return tokens * (4 if flags & FLAG_TOKENS_U32 else 2)
+
+
+def unpack_token_ids(buf, start: int, flags: int, tokens: int) -> np.ndarray:
+    """The token ids (int64 (T,)) stored at buf[start:] by a record with these flags."""
+    dtype = "<u4" if flags & FLAG_TOKENS_U32 else "<u2"
+    return np.frombuffer(buf, dtype=dtype, count=tokens, offset=start).astype(np.int64)
+
+
+def flags_problem(flags: int, version: int) -> str | None:
+    """Why a record's flags cannot be in a shard of this version, or None."""
+    unknown = flags & ~KNOWN_FLAGS.get(version, KNOWN_FLAGS[SHARD_VERSION])
+    if unknown:
+        return f"record flags {flags:#x} set bits {unknown:#x} that shard version {version} does not define"
+    if flags & FLAG_TOKENS_U32 and not flags & FLAG_TOKENS:
+        return f"record flags {flags:#x} say u32 token ids but no token ids"
+    return None
+
+
+def pack_record(doc_id: bytes, payload, tokens: int, hidden: int, flags: int,
+                token_ids: bytes = b"") -> tuple[list, int]:
+    """Return (pieces to write in order, crc32) for one record, padding included. `token_ids`: the
+    bytes pack_token_ids made (flags then carry its bits), or b"" for a record without them."""
     head = struct.pack("<4sIIIQI", RECORD_MAGIC, flags, tokens, hidden, len(payload), len(doc_id))
-    crc = zlib.crc32(doc_id, zlib.crc32(payload, zlib.crc32(head)))
-    pad = padding(RECORD_HEADER.size + len(payload) + len(doc_id))
-    return [head + struct.pack("<I", crc), payload, doc_id, b"\0" * pad], crc
+    crc = zlib.crc32(doc_id, zlib.crc32(token_ids, zlib.crc32(payload, zlib.crc32(head))))
+    pad = padding(RECORD_HEADER.size + len(payload) + len(token_ids) + len(doc_id))
+    return [head + struct.pack("<I", crc), payload, token_ids, doc_id, b"\0" * pad], crc
 
 
 def unpack_record_header(buf, offset: int) -> tuple[int, int, int, int, int, int]:
@@ -109,12 +151,12 @@ def unpack_record_header(buf, offset: int) -> tuple[int, int, int, int, int, int
     return flags, tokens, hidden, payload_len, id_len, crc
 
 
-def record_crc(buf, offset: int, payload_len: int, id_len: int) -> int:
-    """crc32 of a stored record: header bytes [0, 28), payload, id (as pack_record computed it)."""
+def record_crc(buf, offset: int, payload_len: int, id_len: int, tok_len: int = 0) -> int:
+    """crc32 of a stored record: header bytes [0, 28), payload, token ids (tok_len bytes), id (as
+    pack_record computed it)."""
     start = offset + RECORD_HEADER.size
     crc = zlib.crc32(buf[offset : offset + RECORD_CRC_SPAN])
-    crc = zlib.crc32(buf[start : start + payload_len], crc)
-    return zlib.crc32(buf[start + payload_len : start + payload_len + id_len], crc)
+    return zlib.crc32(buf[start : start + payload_len + tok_len + id_len], crc)
 
 
 def pack_index(entries: np.ndarray, id_blob: bytes, hashes: np.ndarray) -> bytes:
@@ -148,15 +190,22 @@ def unpack_trailer(buf, size: int | None = None) -> tuple[int, int, int, int]:
     return index_offset, index_length, count, index_crc
 
 
+def same_layout(a: int, b: int) -> bool:
+    """Whether shard versions a and b lay out the index alike (2 and 3 do: 3 changed records only)."""
+    return a == b or min(a, b) >= 2
+
+
 def index_version(index, count: int) -> int:
-    """The shard version an index's layout implies (2: it ends with token hashes; 1: with the id blob),
-    for a reader that has the index but not the file header. FramingError if it fits neither."""
+    """The shard version an index's layout implies (2: it ends with token hashes; 1: with the id blob;
+    3 where a record's flags say it holds token ids, which only version 3 has), for a reader that has
+    the index but not the file header (a 2 may be a 3: same_layout). FramingError if it fits neither."""
     if count < 1 or len(index) < count * INDEX_ENTRY.itemsize:
         raise FramingError(f"index: {len(index)} bytes cannot hold {count} entries")
     last = np.frombuffer(index, dtype=INDEX_ENTRY, count=1, offset=(count - 1) * INDEX_ENTRY.itemsize)
     blob_end = count * INDEX_ENTRY.itemsize + int(last["id_end"][0])
     if len(index) == blob_end + padding(blob_end) + count * TOKEN_HASH.itemsize:
-        return 2
+        flags = np.frombuffer(index, dtype=INDEX_ENTRY, count=count)["flags"]
+        return 3 if np.any(flags & (FLAG_TOKENS | FLAG_TOKENS_U32)) else 2
     if len(index) == blob_end:
         return 1
     raise FramingError(f"index: {len(index)} bytes fit neither layout of {count} entries and their ids")

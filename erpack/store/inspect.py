@@ -3,8 +3,10 @@ shard indexes of the shards it does not cover).
 
 Works on a reader of a local folder or a URL (it reads `reader.location`, else `reader.path`).
 
-Sizes count everything on disk (manifest, framing, ids, dead records) unless named `payload`:
-`bits_per_value` is the honest storage rate, `payload_bits_per_value` the codec's alone.
+Sizes count everything on disk (manifest, framing, ids, token ids, dead records, a fitted codec's
+state) unless named `payload`: `bits_per_value` is the honest storage rate, state included;
+`bits_per_value_without_state` leaves the fitted state out (what the records cost once the state is
+amortized over a large cache); `payload_bits_per_value` is the codec's alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from erpack.store.format import FLAG_TRUNCATED
+from erpack.store.format import FLAG_TOKENS, FLAG_TOKENS_U32, FLAG_TRUNCATED
 from erpack.store.location import open_location
 from erpack.store.manifest import MANIFEST, is_sealed
 
@@ -49,6 +51,9 @@ class CacheStats:
 
     Sizes count everything on disk unless named `payload`; rates are None for an empty cache.
     `bytes_per_document` holds mean and median, `tokens_per_document` mean, median and max.
+    `token_id_bytes`: what the live records' token ids take (inside the shards' bytes). `codec_state`:
+    the manifest's {name, bytes, sha256} of a fitted codec's state (None without one), `state_bytes`
+    its size (0 without one), counted in bytes_on_disk and bits_per_value.
     as_dict() is the JSON `erpack inspect --json` prints."""
 
     path: str
@@ -68,10 +73,14 @@ class CacheStats:
     dead_records: int
     bytes_on_disk: int
     payload_bytes: int
+    token_id_bytes: int
+    codec_state: dict | None
+    state_bytes: int
     bytes_per_token: float | None
     bytes_per_document: dict
     tokens_per_document: dict
     bits_per_value: float | None
+    bits_per_value_without_state: float | None
     payload_bits_per_value: float | None
     compression_vs_fp32: float | None
     compression_vs_fp16: float | None
@@ -104,7 +113,11 @@ def cache_stats(reader) -> CacheStats:
     values = n_tokens * hidden
     loc = getattr(reader, "location", None) or open_location(reader.path)  # a folder or a URL
     index = sum(p["bytes"] for p in reader.manifest.get("id_index", {"parts": []})["parts"])
-    disk = sum(s.bytes for s in shards) + loc.size(MANIFEST) + index
+    state = reader.manifest.get("codec_state")
+    state_bytes = state["bytes"] if state else 0
+    without_state = sum(s.bytes for s in shards) + loc.size(MANIFEST) + index
+    disk = without_state + state_bytes
+    width = np.where(flags & FLAG_TOKENS, np.where(flags & FLAG_TOKENS_U32, 4, 2), 0)
     records = sum(s.records for s in shards)
     return CacheStats(
         path=str(loc.local) if loc.is_local else loc.url,
@@ -124,10 +137,14 @@ def cache_stats(reader) -> CacheStats:
         dead_records=records - len(reader),
         bytes_on_disk=disk,
         payload_bytes=int(payloads.sum()),
+        token_id_bytes=int((width * tokens).sum()),
+        codec_state=dict(state) if state else None,
+        state_bytes=state_bytes,
         bytes_per_token=_ratio(disk, n_tokens),
         bytes_per_document={k: v for k, v in _summary(sizes).items() if k != "max"},
         tokens_per_document=_summary(tokens),
         bits_per_value=_ratio(8 * disk, values),
+        bits_per_value_without_state=_ratio(8 * without_state, values),
         payload_bits_per_value=_ratio(8 * int(payloads.sum()), values),
         compression_vs_fp32=_ratio(4 * values, disk),
         compression_vs_fp16=_ratio(2 * values, disk),

@@ -15,6 +15,7 @@ import re
 
 from erpack.errors import CorruptManifestError, ManifestMismatchError, StoreError
 from erpack.store import idindex
+from erpack.store.codec_state import field_problem as state_field_problem
 from erpack.store.format import FORMAT_NAME, FORMAT_VERSION
 from erpack.store.location import Location, open_location
 
@@ -200,6 +201,10 @@ def load_manifest(where, storage_options: dict | None = None) -> dict:
             raise CorruptManifestError(f"{path}: shard entry {i} is malformed ({shard!r}): the manifest is damaged; "
                                        f"{RESTORE_HINT}")
     _check_unique(path, manifest["shards"])
+    if "codec_state" in manifest:
+        problem = state_field_problem(manifest["codec_state"])
+        if problem:
+            raise CorruptManifestError(f"{path}: its codec_state {problem}: the manifest is damaged; {RESTORE_HINT}")
     if "id_index" in manifest:
         problem = idindex.check_field(manifest["id_index"], len(manifest["shards"]))
         if problem:

@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from erpack.batching import mask_from_lengths
-from erpack.codecs import Pipeline
 from erpack.errors import CodecError, CorruptRecordError, StoreError
+from erpack.store import codec_state, idindex
 from erpack.store import format as fmt
-from erpack.store import idindex
 from erpack.store.format import FLAG_TRUNCATED
 from erpack.store.inspect import CacheStats, cache_stats
 from erpack.store.location import open_location
 from erpack.store.manifest import load_manifest, mismatch_error, subset_mismatches
-from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payload
+from erpack.store.shard import VERIFY_HINT, RecordLimits, ShardFile, decode_payload, missing_tokens
 from erpack.store.verify import VerifyReport, verify_cache
 
 MAX_OPEN_SHARDS = 256
@@ -95,9 +94,10 @@ class _IndexedRecord:
         return exc
 
     def read(self, verify: bool, limits: RecordLimits, data: bytes | None = None
-             ) -> tuple[memoryview, tuple[int, int], int]:
-        """(payload, (tokens, hidden), flags), checked as ShardFile.read checks a record, against the
-        index entry instead of the shard index. `data`: the record's bytes, when already fetched."""
+             ) -> tuple[memoryview, tuple[int, int], int, np.ndarray | None]:
+        """(payload, (tokens, hidden), flags, token ids or None), checked as ShardFile.read_record
+        checks a record, against the index entry instead of the shard index. `data`: the record's
+        bytes, when already fetched."""
         e = self.entry
         try:
             if data is None:
@@ -114,18 +114,23 @@ class _IndexedRecord:
             raise self.record_error(e.record, str(exc)) from None
         if (plen, tokens, flags, crc) != (e.payload_len, e.tokens, e.flags, e.crc32):
             raise self.record_error(e.record, "record header disagrees with the id index")
-        end = fmt.RECORD_HEADER.size + plen + id_len
+        problem = fmt.flags_problem(flags, fmt.SHARD_VERSION)
+        if problem:
+            raise self.record_error(e.record, problem)
+        tok_len = fmt.token_bytes(flags, tokens)
+        end = fmt.RECORD_HEADER.size + plen + tok_len + id_len
         if end > e.length or e.length - end != fmt.padding(end) or any(data[end:]):
             raise self.record_error(e.record, "the record does not fill its bytes and zero padding")
         problem = limits.problem(tokens, hidden)
         if problem:
             raise self.record_error(e.record, problem)
-        if verify and fmt.record_crc(data, 0, plen, id_len) != crc:
+        if verify and fmt.record_crc(data, 0, plen, id_len, tok_len) != crc:
             raise self.record_error(e.record, "crc32 mismatch (the bytes changed after they were written)")
         start = fmt.RECORD_HEADER.size
-        if verify and data[start + plen : end] != e.doc_id.encode("utf-8"):
+        if verify and data[start + plen + tok_len : end] != e.doc_id.encode("utf-8"):
             raise self.record_error(e.record, "record id disagrees with the id index")
-        return memoryview(data)[start : start + plen], (tokens, hidden), flags
+        ids = fmt.unpack_token_ids(data, start + plen, flags, tokens) if tok_len else None
+        return memoryview(data)[start : start + plen], (tokens, hidden), flags, ids
 
 
 class CacheReader:
@@ -144,7 +149,7 @@ class CacheReader:
         self.shard_cache = None if shard_cache is None else Path(shard_cache)
         self.manifest = load_manifest(self.location)
         self.meta = self.manifest["meta"]
-        self.codec = Pipeline.from_config(self.manifest["codec"])
+        self.codec = codec_state.cache_codec(self.location, self.manifest)  # fitted state attached
         self.limits = RecordLimits.from_meta(self.meta)  # every record's (T, H) is checked against it
         self._specs = self.manifest["shards"]
         self._open: OrderedDict[int, ShardFile] = OrderedDict()
@@ -298,20 +303,20 @@ class CacheReader:
         return entry is not None and self.path is None and self.shard_cache is None and s not in self._open
 
     def _read(self, doc_id: str, s: int, i: int, entry, data: bytes | None = None
-              ) -> tuple[memoryview, tuple[int, int], object]:
-        """(payload, shape, what names the record in errors). A remote record the index locates, in a
-        shard not open, is one range read (`data`: its bytes, fetched already); everything else goes
-        through the shard."""
+              ) -> tuple[memoryview, tuple[int, int], object, np.ndarray | None]:
+        """(payload, shape, what names the record in errors, token ids or None). A remote record the
+        index locates, in a shard not open, is one range read (`data`: its bytes, fetched already);
+        everything else goes through the shard."""
         if self._direct(s, entry):
             record = _IndexedRecord(self.location, self._specs[s]["name"], entry)
-            payload, shape, _ = record.read(self.verify_checksums, self.limits, data)
-            return payload, shape, record
+            payload, shape, _, ids = record.read(self.verify_checksums, self.limits, data)
+            return payload, shape, record, ids
         shard = self._shard(s)
         if entry is not None and (i >= shard.count or shard.ids[i] != doc_id):
             raise StoreError(f"the id index of {self.location} places {doc_id!r} at record {i} of {shard.name}, "
                              f"which holds another id: the index is damaged; {idindex.REBUILD_HINT}")
-        payload, shape, _ = shard.read(i, verify=self.verify_checksums)
-        return payload, shape, shard
+        payload, shape, _, ids = shard.read_record(i, verify=self.verify_checksums)
+        return payload, shape, shard, ids
 
     def info(self, doc_id: str) -> dict:
         """Where a document lives and what its record holds, without reading the record."""
@@ -333,14 +338,20 @@ class CacheReader:
     # ---- records ------------------------------------------------------------------------------
     def get_encoded(self, doc_id: str) -> tuple[memoryview, tuple[int, int]]:
         """(encoded payload, (tokens, hidden)): a zero-copy view, valid while the reader is open."""
-        payload, shape, _ = self._read(doc_id, *self._locate(doc_id))
+        payload, shape, _, _ = self._read(doc_id, *self._locate(doc_id))
         return payload, shape
+
+    def get_tokens(self, doc_id: str) -> np.ndarray | None:
+        """The token ids stored with the document's record (int64 (T,): the non-padding input ids of
+        the document as encoded), or None where the record holds none (written before shard version 3,
+        or by a caller that gave none). Reads (and checks) the record."""
+        return self._read(doc_id, *self._locate(doc_id))[3]
 
     def get(self, doc_id: str) -> np.ndarray:
         """The document's activations, float32 (tokens, hidden)."""
         s, i, e = self._locate(doc_id)
-        payload, shape, owner = self._read(doc_id, s, i, e)
-        return decode_payload(self.codec, owner, i, payload, shape)
+        payload, shape, owner, ids = self._read(doc_id, s, i, e)
+        return decode_payload(self.codec, owner, i, payload, shape, ids)
 
     def get_batch(self, doc_ids, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Several documents as one padded batch: hidden float32 (B, T, H), T the longest of them, zero
@@ -353,12 +364,18 @@ class CacheReader:
             raise StoreError("get_batch needs at least one document id")
         fetched = self._fetch(located)
         reads = [self._read(d, *where, fetched.get(k)) for k, (d, where) in enumerate(zip(doc_ids, located))]
-        shapes = [shape for _, shape, _ in reads]
+        shapes = [shape for _, shape, _, _ in reads]
+        tokens = None
+        if self.codec.needs_tokens:
+            tokens = [ids for _, _, _, ids in reads]
+            for (_, i, _), (_, _, owner, ids) in zip(located, reads):
+                if ids is None:
+                    raise missing_tokens(owner, i)
         try:
-            hidden = self.codec.decode_batch([payload for payload, _, _ in reads], shapes, out)
+            hidden = self.codec.decode_batch([payload for payload, _, _, _ in reads], shapes, out, tokens=tokens)
         except CodecError:  # find the record and say which: decode_payload names shard, record and id
-            for (_, i, _), (payload, shape, owner) in zip(located, reads):
-                decode_payload(self.codec, owner, i, payload, shape)
+            for (_, i, _), (payload, shape, owner, ids) in zip(located, reads):
+                decode_payload(self.codec, owner, i, payload, shape, ids)
             raise
         return hidden, mask_from_lengths([t for t, _ in shapes], hidden.shape[1])  # (B, T, H), (B, T)
 
@@ -371,21 +388,27 @@ class CacheReader:
                                         [e.offset + e.length for _, _, e in direct])
         return {k: data for (k, _, _), data in zip(direct, got) if data is not None}
 
-    def _records(self) -> Iterator[tuple[str, ShardFile, int, memoryview, tuple[int, int]]]:
-        """Every live record in order, shard by shard (a remote shard reads ahead as it goes)."""
+    def _records(self) -> Iterator[tuple[str, ShardFile, int, memoryview, tuple[int, int], np.ndarray | None]]:
+        """Every live record in order, shard by shard (a remote shard reads ahead as it goes), with
+        its token ids (None where it holds none)."""
         ids, shards, records = self._live_order()
         for doc_id, s, i in zip(ids, shards.tolist(), records.tolist()):
             shard = self._shard(s)
-            payload, shape, _ = shard.read(i, verify=self.verify_checksums)
-            yield doc_id, shard, i, payload, shape
+            payload, shape, _, tokens = shard.read_record(i, verify=self.verify_checksums)
+            yield doc_id, shard, i, payload, shape, tokens
 
     def iter_encoded(self) -> Iterator[tuple[str, memoryview, tuple[int, int]]]:
-        for doc_id, _, _, payload, shape in self._records():
+        for doc_id, _, _, payload, shape, _ in self._records():
             yield doc_id, payload, shape
 
+    def iter_tokens(self) -> Iterator[tuple[str, np.ndarray | None]]:
+        """(doc id, token ids or None) of every live record, in order, without decoding."""
+        for doc_id, _, _, _, _, tokens in self._records():
+            yield doc_id, tokens
+
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for doc_id, shard, i, payload, shape in self._records():
-            yield doc_id, decode_payload(self.codec, shard, i, payload, shape)
+        for doc_id, shard, i, payload, shape, tokens in self._records():
+            yield doc_id, decode_payload(self.codec, shard, i, payload, shape, tokens)
 
     def open_shard(self, s: int) -> ShardFile:
         """Shard s (its number in the manifest's list), opened (memory-mapped locally, read by ranges

@@ -309,9 +309,10 @@ class ShardFile:
             raise StoreError(f"shard {self.where} {exc}") from None
         except fmt.FramingError as exc:
             raise self._error(f"is damaged ({exc}): its header cannot be trusted", 0) from None
-        if version != self.version:
+        if not fmt.same_layout(version, self.version) or (self.version == 3 and version != 3):
             raise self._error(f"is damaged: its header says shard version {version}, its index is laid out as "
                               f"version {self.version}", 0)
+        self.version = version
         self.header_checked = True
 
     def _window(self, i: int, end: int) -> tuple[memoryview, int]:
@@ -334,9 +335,19 @@ class ShardFile:
         return window[1], window[0]
 
     def read(self, i: int, verify: bool = True) -> tuple[memoryview, tuple[int, int], int]:
-        """(payload view, (tokens, hidden), flags) of record i. Checks always: framing, the zero padding
-        after the record, and (T, H) against `limits`; the crc32 and id if verify. A remote shard reads
-        the record's bytes (one range) unless a read-ahead window holds them."""
+        """(payload view, (tokens, hidden), flags) of record i: read_record without the token ids."""
+        return self.read_record(i, verify)[:3]
+
+    def token_ids(self, i: int, verify: bool = True) -> np.ndarray | None:
+        """Record i's token ids (int64 (T,)), or None where it holds none (shards before version 3)."""
+        return self.read_record(i, verify)[3]
+
+    def read_record(self, i: int, verify: bool = True
+                    ) -> tuple[memoryview, tuple[int, int], int, np.ndarray | None]:
+        """(payload view, (tokens, hidden), flags, token ids int64 (T,) or None) of record i. Checks
+        always: framing, flags, the zero padding after the record, and (T, H) against `limits`; the
+        crc32 (which covers the token ids) and id if verify. A remote shard reads the record's bytes
+        (one range) unless a read-ahead window holds them."""
         e = self.entries[i]
         offset, payload_len = int(e["offset"]), int(e["payload_len"])
         following = self._end(i)
@@ -346,9 +357,13 @@ class ShardFile:
             flags, tokens, hidden, plen, id_len, crc = fmt.unpack_record_header(buf, at)
         except fmt.FramingError as exc:
             raise self.record_error(i, str(exc)) from None
-        end = offset + fmt.RECORD_HEADER.size + plen + id_len
         if (plen, tokens, flags, crc) != (payload_len, int(e["tokens"]), int(e["flags"]), int(e["crc32"])):
             raise self.record_error(i, "record header disagrees with the shard index")
+        problem = fmt.flags_problem(flags, self.version)
+        if problem:
+            raise self.record_error(i, problem)
+        tok_len = fmt.token_bytes(flags, tokens)
+        end = offset + fmt.RECORD_HEADER.size + plen + tok_len + id_len
         last = i + 1 == self.count
         if end > following:
             raise self.record_error(i, f"record runs past the start of {'the index' if last else 'the next record'}")
@@ -357,12 +372,13 @@ class ShardFile:
         problem = self.limits.problem(tokens, hidden) if self.limits is not None else None
         if problem:
             raise self.record_error(i, problem)
-        if verify and fmt.record_crc(buf, at, plen, id_len) != crc:
+        if verify and fmt.record_crc(buf, at, plen, id_len, tok_len) != crc:
             raise self.record_error(i, "crc32 mismatch (the bytes changed after they were written)")
         start = at + fmt.RECORD_HEADER.size
-        if verify and bytes(buf[start + plen : end - base]) != self.ids[i].encode("utf-8"):
+        if verify and bytes(buf[start + plen + tok_len : end - base]) != self.ids[i].encode("utf-8"):
             raise self.record_error(i, "record id disagrees with the shard index")
-        return buf[start : start + plen], (tokens, hidden), flags
+        ids = fmt.unpack_token_ids(buf, start + plen, flags, tokens) if tok_len else None
+        return buf[start : start + plen], (tokens, hidden), flags, ids
 
     def close(self) -> None:
         self._ahead = None
@@ -394,11 +410,16 @@ class ShardBuilder:
         self.size += len(data)
 
     def add(self, doc_id: bytes, payload, tokens: int, hidden: int, flags: int,
-            token_hash: int | None = None) -> None:
-        """Write one record. `token_hash`: a u64 saying which token ids made it (None: unknown); the
-        caller checks it (CacheWriter.commit_shard, before anything is written)."""
+            token_hash: int | None = None, token_ids=None) -> int:
+        """Write one record; return its flags. `token_hash`: a u64 saying which token ids made it
+        (None: unknown); `token_ids`: its T token ids (stored in the record, FLAG_TOKENS set), or
+        None. The caller checks both (CacheWriter.commit_shard, before anything is written)."""
         offset = self.size
-        pieces, crc = fmt.pack_record(doc_id, payload, tokens, hidden, flags)
+        raw = b""
+        if token_ids is not None:
+            bits, raw = fmt.pack_token_ids(token_ids)
+            flags |= bits
+        pieces, crc = fmt.pack_record(doc_id, payload, tokens, hidden, flags, raw)
         for piece in pieces:
             self._write(piece)
         self._ids.append(doc_id)
@@ -407,6 +428,7 @@ class ShardBuilder:
             raise StoreError("one shard's ids exceed 4 GiB: commit fewer documents per shard")
         self._entries.append((offset, len(payload), tokens, self._id_end, flags, crc))
         self._hashes.append(fmt.NO_HASH if token_hash is None else token_hash)
+        return flags
 
     def finish(self) -> str:
         """Write index, padding and trailer; return the file's sha256 (hex)."""
@@ -418,10 +440,21 @@ class ShardBuilder:
         return self._sha.hexdigest()
 
 
-def decode_payload(codec, shard: ShardFile, i: int, payload, shape: tuple[int, int]) -> np.ndarray:
-    """codec.decode of record i's payload, checked to be float32 of the recorded shape."""
+def missing_tokens(owner, i: int) -> CorruptRecordError:
+    """The error for a record without token ids read under a codec that needs them."""
+    return owner.record_error(i, "the record holds no token ids, which its codec needs to decode it (the shard "
+                                 "was written without them): re-encode these documents with `erpack encode`, "
+                                 "which stores every document's token ids")
+
+
+def decode_payload(codec, shard, i: int, payload, shape: tuple[int, int], tokens=None) -> np.ndarray:
+    """codec.decode of record i's payload (with its token ids where the codec needs them), checked to
+    be float32 of the recorded shape."""
+    needs = getattr(codec, "needs_tokens", False)
+    if needs and tokens is None:
+        raise missing_tokens(shard, i)
     try:
-        arr = codec.decode(payload, shape=shape)
+        arr = codec.decode(payload, shape=shape, tokens=tokens) if needs else codec.decode(payload, shape=shape)
     except CodecError as exc:
         raise shard.record_error(i, f"payload does not decode ({exc})") from exc
     if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape) or arr.dtype != np.float32:

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from erpack.checksums import file_sha256
-from erpack.codecs import Pipeline
-from erpack.errors import CorruptRecordError
-from erpack.store import idindex
+from erpack.errors import CodecError, CorruptRecordError, StoreError
+from erpack.store import codec_state, idindex
 from erpack.store.atomic import FolderLock
 from erpack.store.format import FLAG_TRUNCATED, FORMAT_VERSION
 from erpack.store.location import Location, open_location
@@ -111,9 +110,9 @@ def _check_records(shard: ShardFile, codec, decode: bool, report: ShardCheck) ->
     failures = []
     for i in range(shard.count):
         try:
-            payload, shape, _ = shard.read(i, verify=True)
+            payload, shape, _, tokens = shard.read_record(i, verify=True)
             if decode:
-                decode_payload(codec, shard, i, payload, shape)
+                decode_payload(codec, shard, i, payload, shape, tokens)
             del payload
         except CorruptRecordError as exc:
             report.failed_records += 1
@@ -192,11 +191,11 @@ def _count_failures(manifest: dict, where: dict) -> list[Failure]:
 
 def _leftover_warnings(loc: Location, manifest: dict) -> list[str]:
     """Unlisted shard or .tmp files (an interrupted write), and an unsealed manifest."""
-    listed = {e["name"] for e in manifest["shards"]}
+    listed = {e["name"] for e in manifest["shards"]} | {(manifest.get(codec_state.FIELD) or {}).get("name")}
     warnings = [
         f"{name}: not listed in the manifest (left by an interrupted write; the next writer removes it)"
         for name in loc.listdir()
-        if (SHARD_RE.match(name) and name not in listed) or name.endswith(".tmp")
+        if ((SHARD_RE.match(name) or codec_state.STATE_RE.match(name)) and name not in listed) or name.endswith(".tmp")
     ]
     if not is_sealed(manifest):
         warnings.append(UNSEALED.format(cache=loc))
@@ -213,8 +212,21 @@ def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec
     VerifyReport); raises StoreError for a damaged manifest, never for damage in the shards."""
     folder = open_location(where, storage_options)
     manifest = manifest if manifest is not None else load_manifest(folder)
-    if decode and codec is None:
-        codec = Pipeline.from_config(manifest["codec"])
+    state_failures = []
+    try:  # the fitted state (when the codec has one): present, its sha256, format and context
+        state = codec_state.read_state(folder, manifest)
+        try:  # also says a fitted codec's state is missing from the manifest
+            full = codec_state.cache_codec(folder, manifest, state)
+        except CodecError:  # a codec this erpack does not know: only a decoding pass needs it
+            if decode:
+                raise
+            full = None
+        if decode and codec is None:
+            codec = full
+    except StoreError as exc:
+        name = (manifest.get(codec_state.FIELD) or {}).get("name", codec_state.FIELD)
+        state_failures.append(Failure(name, str(exc)))
+        decode = False  # nothing decodes without it
     limits = RecordLimits.from_meta(manifest["meta"])
     shards, failures, where, unreadable = [], [], {}, []
     with tempfile.TemporaryDirectory(prefix="erpack-verify-") as tmp:
@@ -230,7 +242,7 @@ def verify_cache(where, decode: bool = True, manifest: dict | None = None, codec
     for s, f in failures:
         hit = where.get(f.doc_id)
         f.live = None if hit is None else hit[:2] == (s, f.record_index)
-    failures = [f for _, f in failures]
+    failures = state_failures + [f for _, f in failures]
     readable = not unreadable
     if readable:  # counts can only be recomputed when every index could be read
         failures += _count_failures(manifest, where)

@@ -27,15 +27,19 @@ from pathlib import Path
 import numpy as np
 
 from erpack.codecs import Pipeline
+from erpack.codecs.state import context_problem
 from erpack.errors import StoreError
+from erpack.store import codec_state, idindex
 from erpack.store import format as fmt
-from erpack.store import idindex
 from erpack.store.atomic import TMP_SUFFIX, FolderLock
+from erpack.store.codec_state import STATE_RE
+from erpack.store.format import FORMAT_VERSION
 from erpack.store.location import Location, open_location
 from erpack.store.manifest import (
     MANIFEST,
     SHARD_RE,
     check_meta,
+    is_sealed,
     jsonable,
     load_manifest,
     mismatch_error,
@@ -63,7 +67,8 @@ MARKS = (SESSION_MARK, PUBLISHED_MARK)
 
 
 def _is_temp(name: str) -> bool:
-    return name.endswith(TMP_SUFFIX) and (name == MANIFEST + TMP_SUFFIX or bool(SHARD_RE.match(name[: -len(TMP_SUFFIX)])))
+    stem = name[: -len(TMP_SUFFIX)]
+    return name.endswith(TMP_SUFFIX) and (stem == MANIFEST or bool(SHARD_RE.match(stem) or STATE_RE.match(stem)))
 
 
 def _name_file(exc: BaseException, path) -> None:
@@ -92,6 +97,25 @@ def _check_hashes(token_hashes: dict, ids: set) -> dict[str, int]:
     if unknown:
         raise StoreError(f"token_hashes names ids that are not in this commit: {sorted(unknown)[:5]}")
     return _hash_values(token_hashes)
+
+
+def _check_token_ids(token_ids: dict) -> dict[str, np.ndarray]:
+    """token_ids as {id: int64 (T,)}, each an integer array with 0 <= id < 2**32; else StoreError
+    before writing (the length is checked against the record's T where the record is)."""
+    out = {}
+    for doc_id, ids in token_ids.items():
+        try:
+            a = np.asarray(ids)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise StoreError(f"document {doc_id!r}: token ids are not an array ({exc})") from None
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise StoreError(f"document {doc_id!r}: token ids must be a 1-D integer array (the record's T input ids), "
+                             f"got {a.dtype} {a.shape}")
+        a = a.astype(np.int64)
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= 1 << 32):
+            raise StoreError(f"document {doc_id!r}: token ids must lie in [0, 2**32), got {int(a.min())}..{int(a.max())}")
+        out[doc_id] = a
+    return out
 
 
 def check_record(k: int, record, hidden_size: int, max_tokens: int | None) -> tuple[str, bytes, np.ndarray]:
@@ -128,7 +152,8 @@ def check_record(k: int, record, hidden_size: int, max_tokens: int | None) -> tu
 
 
 def write_shard(location, name: str, records, codec, limits: RecordLimits | None = None, truncated=(),
-                token_hashes: dict | None = None, storage_options: dict | None = None, _mark: bool = True) -> dict:
+                token_hashes: dict | None = None, storage_options: dict | None = None, _mark: bool = True,
+                token_ids: dict | None = None) -> dict:
     """Encode `records` (an iterable of (doc_id, float32 (T, H)), read once, one at a time) as one shard
     and publish it under `name` in `location` (a folder, URL or Location), whole or not at all: built in
     a local temp file (`NAME.tmp` beside it for a local folder, the temp folder for a remote one),
@@ -136,13 +161,17 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
     does that. An existing `name` is refused (a published shard is never overwritten).
 
     `limits`: the cache's RecordLimits (hidden size and max tokens; None: H from the first record, T
-    unbounded). `truncated`: ids whose input was cut at max_length. `token_hashes`: id -> u64. Returns
+    unbounded). `truncated`: ids whose input was cut at max_length. `token_hashes`: id -> u64.
+    `token_ids`: id -> int array (T,), the record's input ids, stored in it (a codec with needs_tokens
+    gets them and requires them for every record). Returns
     the shard's manifest entry {name, documents, tokens, truncated, bytes, sha256} plus, in memory only,
     `ids`, `tokens_per_doc`, `flags` (per record, in order) and `hashes` ({id: u64} of those given)."""
     loc = open_location(location, storage_options)
     shard_number(name)  # a StoreError for a name that is not a shard's
     truncated = set(truncated)
     hashes = _hash_values(token_hashes or {})
+    tokens_of = _check_token_ids(token_ids or {})
+    needs = getattr(codec, "needs_tokens", False)
     if loc.exists(name):
         raise StoreError(f"{loc / name} exists already: a published shard is never overwritten; choose another "
                          f"name (a new tag or number), or delete it if no manifest lists it")
@@ -171,14 +200,22 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
                                      f"id once")
                 seen.add(doc_id)
                 flag = fmt.FLAG_TRUNCATED if doc_id in truncated else 0
-                payload = memoryview(codec.encode(arr)).cast("B")  # arr: (T, H) float32
-                builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flag, hashes.get(doc_id))
+                ids_k = tokens_of.get(doc_id)
+                if ids_k is not None and len(ids_k) != arr.shape[0]:
+                    raise StoreError(f"document {doc_id!r}: {len(ids_k)} token ids for {arr.shape[0]} tokens of "
+                                     f"activations: pass exactly the ids of the non-padding tokens the record holds")
+                if needs and ids_k is None:
+                    raise StoreError(f"document {doc_id!r}: codec {codec.spec if hasattr(codec, 'spec') else codec} "
+                                     f"codes with each record's token ids, and none were given: pass token_ids")
+                # arr: (T, H) float32
+                blob = codec.encode(arr, tokens=ids_k) if needs else codec.encode(arr)
+                payload = memoryview(blob).cast("B")
+                flags.append(builder.add(id_bytes, payload, arr.shape[0], arr.shape[1], flag, hashes.get(doc_id), ids_k))
                 ids.append(doc_id)
                 tokens.append(int(arr.shape[0]))
-                flags.append(flag)
             if not ids:
                 raise StoreError(f"shard {loc / name} has no records: a shard holds at least one")
-            for what, named in (("truncated", truncated), ("token_hashes", set(hashes))):
+            for what, named in (("truncated", truncated), ("token_hashes", set(hashes)), ("token_ids", set(tokens_of))):
                 if named - seen:
                     raise StoreError(f"{what} names ids that are not in shard {loc / name}: {sorted(named - seen)[:5]}")
             sha = builder.finish()
@@ -192,7 +229,8 @@ def write_shard(location, name: str, records, codec, limits: RecordLimits | None
         raise
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"name": name, "documents": len(ids), "tokens": sum(tokens), "truncated": sum(flags),
+    return {"name": name, "documents": len(ids), "tokens": sum(tokens),
+            "truncated": sum(f & fmt.FLAG_TRUNCATED for f in flags),
             "bytes": builder.size, "sha256": sha, "ids": ids, "tokens_per_doc": tokens, "flags": flags,
             "hashes": {d: hashes[d] for d in ids if d in hashes}}
 
@@ -225,6 +263,7 @@ class CacheWriter:
         self._failed = False  # left by an exception: the session mark stays
         meta = check_meta(meta)
         codec_config = jsonable(codec.get_config(), "codec.get_config()")
+        self._check_state(meta)
         if self.path is not None:
             if self.path.exists() and not self.path.is_dir():
                 raise StoreError(f"{self.path} is a file, not a cache folder: pass a folder path")
@@ -242,12 +281,46 @@ class CacheWriter:
         self._opened = True  # close() writes the id index only for a writer that opened
 
     # ---- opening ------------------------------------------------------------------------------
+    def _codec_name(self) -> str:
+        return getattr(self.codec, "spec", None) or str(self.codec.get_config())
+
+    def _check_state(self, meta: dict) -> None:
+        """A fitted codec's state must have been fitted on this meta's model and layer."""
+        state = getattr(self.codec, "state", None)
+        if state is None:
+            return
+        problem = context_problem(state, meta)
+        if problem:
+            raise StoreError(f"the fitted state of codec {self._codec_name()} belongs to another model or layer than "
+                             f"the cache {self.location} ({problem}): fit the codec on this model's activations at "
+                             f"this layer (erpack.codecs.state.context_of(meta) is the context to fit with)")
+
+    def _adopt_state(self, manifest: dict) -> None:
+        """Appending: the writer's codec must carry the cache's fitted state (same sha256); a fitted
+        codec given without a state takes the cache's."""
+        field = manifest.get(codec_state.FIELD)
+        state = getattr(self.codec, "state", None)
+        if field is None:
+            if state is not None:
+                raise StoreError(f"{self.location} holds no fitted state, but the writer's codec {self._codec_name()} "
+                                 f"carries one: a cache holds one fitted state; use a new cache folder")
+            if getattr(self.codec, "fitted", False):
+                codec_state.cache_codec(self.location, manifest)  # raises: the state is missing
+            return
+        if state is None:
+            self.codec = codec_state.cache_codec(self.location, manifest)
+        elif state.sha256 != field["sha256"]:
+            raise StoreError(f"the writer's codec {self._codec_name()} carries a fitted state ({state.sha256[:16]}) "
+                             f"other than the cache's {field['name']}: records coded with another state cannot share "
+                             f"a cache; append with the cache's codec (pass it unfitted: the writer loads the cache's "
+                             f"state), or write a new cache")
+
     def _open(self, mode: str, meta: dict, codec_config: dict) -> None:
         loc = self.location
         if not loc.exists(MANIFEST):
-            others = [n for n in loc.listdir() if not _is_temp(n) and n not in MARKS]
+            others = [n for n in loc.listdir() if not _is_temp(n) and n not in MARKS and not STATE_RE.match(n)]
             if self.path is not None:  # sub-folders count locally (a remote listing has files only)
-                others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name))
+                others = sorted(p.name for p in self.path.iterdir() if not _is_temp(p.name) and not STATE_RE.match(p.name))
             if others:
                 shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
                 raise StoreError(
@@ -268,10 +341,12 @@ class CacheWriter:
             found.append(("codec", manifest["codec"], codec_config))
         if found:
             raise mismatch_error(loc, found, "this writer asks for")
+        self._adopt_state(manifest)
         self._manifest = manifest
         self._load_ids()
         if loc.is_local or any(loc.exists(m) for m in MARKS):  # remote: list only if a mark says so
-            self._remove_leftovers({s["name"] for s in manifest["shards"]})
+            self._remove_leftovers({s["name"] for s in manifest["shards"]}
+                                   | {manifest.get(codec_state.FIELD, {}).get("name")})
         self._mark_session()
         self._number_after()
 
@@ -285,8 +360,15 @@ class CacheWriter:
     def _start(self, meta: dict, codec_config: dict) -> None:
         self._manifest = new_manifest(meta, codec_config)
         self._remove_leftovers(set())
+        self._mark_session()  # before the state file: a crash before the manifest leaves a mark
+        if getattr(self.codec, "fitted", False):
+            state = self.codec.state
+            if state is None:
+                raise StoreError(f"codec {self._codec_name()} is fitted on data and has no fitted state: fit it on a "
+                                 f"sample first (codec.fit(records, context=context_of(meta)))")
+            # published before the manifest that names it: a reader never sees a manifest without its state
+            self._manifest[codec_state.FIELD] = codec_state.write_state(self.location, state)
         write_manifest(self.location, self._manifest)
-        self._mark_session()
         self._next = 0
 
     def _number_after(self) -> None:
@@ -362,7 +444,7 @@ class CacheWriter:
         for name in names:
             if name in MARKS:
                 self.location.delete(name)
-            elif _is_temp(name) or (SHARD_RE.match(name) and name not in listed):
+            elif _is_temp(name) or ((SHARD_RE.match(name) or STATE_RE.match(name)) and name not in listed):
                 self.location.delete(name)
                 self.removed.append(name)
         if self.removed:
@@ -429,11 +511,15 @@ class CacheWriter:
         keep = [c for k, c in enumerate(checked) if last[c[0]] == k]
         return keep, len(checked) - len(keep), len(in_cache)
 
-    def commit_shard(self, records, truncated=(), token_hashes: dict | None = None) -> dict:
+    def commit_shard(self, records, truncated=(), token_hashes: dict | None = None,
+                     token_ids: dict | None = None) -> dict:
         """Write `records` (an iterable of (doc_id, float array (tokens, hidden))) as one shard and
         commit it. `truncated`: ids among them whose input was cut at max_length (counted in the
         manifest, flagged per record). `token_hashes`: id -> u64 hash of the token ids that made the
         record (erpack.tokens.token_hash), stored in the shard index; ids left out store none.
+        `token_ids`: id -> int array (T,), the record's non-padding input ids, stored in the record
+        (u16 where every id < 65536, else u32; ids left out store none; a codec with needs_tokens
+        requires them for every record).
         Returns {shard, documents, skipped, replaced, tokens, bytes}; shard is None when every
         record was skipped (nothing is written then)."""
         self._check_open()
@@ -443,6 +529,18 @@ class CacheWriter:
         if unknown:
             raise StoreError(f"truncated names ids that are not in this commit: {sorted(unknown)[:5]}")
         hashes = _check_hashes(token_hashes or {}, {c[0] for c in checked})
+        tokens_of = _check_token_ids(token_ids or {})
+        unknown = set(tokens_of) - {c[0] for c in checked}
+        if unknown:
+            raise StoreError(f"token_ids names ids that are not in this commit: {sorted(unknown)[:5]}")
+        for doc_id, _, arr in checked:
+            if doc_id in tokens_of and len(tokens_of[doc_id]) != arr.shape[0]:
+                raise StoreError(f"document {doc_id!r}: {len(tokens_of[doc_id])} token ids for {arr.shape[0]} tokens of "
+                                 f"activations: pass exactly the ids of the non-padding tokens the record holds; "
+                                 f"nothing was written")
+            if doc_id not in tokens_of and getattr(self.codec, "needs_tokens", False):
+                raise StoreError(f"document {doc_id!r}: the codec {self._codec_name()} codes with each record's "
+                                 f"token ids and none were given for it: pass token_ids; nothing was written")
         keep, skipped, replaced = self._plan(checked)
         info = {"shard": None, "documents": len(keep), "skipped": skipped, "replaced": replaced,
                 "tokens": sum(c[2].shape[0] for c in keep), "bytes": 0}
@@ -452,7 +550,7 @@ class CacheWriter:
         kept = {c[0] for c in keep}
         entry = write_shard(self.location, name, [(c[0], c[2]) for c in keep], self.codec, self.limits,
                             truncated=truncated & kept, token_hashes={d: h for d, h in hashes.items() if d in kept},
-                            _mark=False)  # a crash before the commit leaves this writer's SESSION_MARK
+                            _mark=False, token_ids={d: v for d, v in tokens_of.items() if d in kept})  # a crash before the commit leaves this writer's SESSION_MARK
         try:
             self._commit([entry])
         except BaseException as exc:
@@ -573,6 +671,8 @@ class CacheWriter:
             counts["records"] += e["documents"]
             counts["bytes"] += e["bytes"]
             manifest["shards"].append(stored_entry(e))
+        if is_sealed(manifest):  # lists this erpack's shards now: an older erpack must refuse, not misread
+            manifest["format_version"] = FORMAT_VERSION  # (a version-1 cache stays 1 until `verify --seal`)
         write_manifest(self.location, manifest)
         self._manifest = manifest
         self._docs.update(new)
@@ -619,7 +719,7 @@ def rebuild_index(where, storage_options: dict | None = None) -> dict:
     """Write the cache's id index anew from its shards (after a part was damaged or lost), under the
     writer lock; returns the new `id_index` field."""
     manifest = load_manifest(where, storage_options)
-    codec = Pipeline.from_config(manifest["codec"])
+    codec = Pipeline.from_config(manifest["codec"])  # fitted: the writer loads the cache's state
     with CacheWriter(where, meta=manifest["meta"], codec=codec, mode="append", storage_options=storage_options,
                      use_index=False) as w:
         w._write_index(rebuild=True)

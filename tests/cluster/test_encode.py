@@ -63,6 +63,9 @@ def test_jsonl_and_parquet_on_two_workers_equal_one_process(ray_local, tiny_fold
         report = compare_caches(want, tmp_path / name)
         print(name, json.dumps(report))
         assert report["max_diff_in_steps"] <= 1.0
+        with CacheReader(want) as a, CacheReader(tmp_path / name) as b:  # the workers stored the input ids
+            assert all(b.get_tokens(d) is not None and b.get_tokens(d).tolist() == a.get_tokens(d).tolist()
+                       for d in a.ids())
         shards = load_manifest(tmp_path / name)["shards"]
         assert all(s["name"].startswith("shard-") and s["documents"] <= SHARD for s in shards)
     again = on_ray(jsonl, tmp_path / "jsonl", tiny_folder)  # everything cached: nothing to do

@@ -25,6 +25,11 @@ from erpack.errors import CodecError
     ("int8z", "int8c:41+zstd:3"),
     ("bf16z", "bf16+shuffle:2+zstd:level=3,streams=2"),
     ("int8", "int8"),
+    ("tc19", "tc:19"),
+    ("tc:snr=41", "tc:41"),
+    ("tc2", "tc:bits=2"),
+    ("tc:bits=1.5,rank=16", "tc:bits=1.5,rank=16"),
+    ("tc:snr=19,tokens=0", "tc:snr=19,tokens=0"),
 ])
 def test_canonical_spec(spec, canonical):
     pipe = Pipeline.from_spec(spec)
@@ -51,7 +56,9 @@ def test_presets_expand(preset):
     ("int4:group=32", "no parameter 'group'; its parameters: g, asym"),
     ("zstd:3", "starts with one array codec"),
     ("int8+int8", "exactly one"),
-    ("int9", "unknown codec 'int9'; known codecs: bf16, bnb8, fp16, fp32, fp4, int4, int4c, int8, int8c, nf4, shuffle, zstd"),
+    ("int9", "unknown codec 'int9'; known codecs: bf16, bnb8, fp16, fp32, fp4, int4, int4c, int8, int8c, nf4, shuffle, tc, zstd"),
+    ("tc", "exactly one target"),
+    ("tc:snr=19,bits=2", "exactly one target"),
 ])
 def test_bad_specs(spec, message):
     with pytest.raises(CodecError, match=message.replace("(", r"\(")):

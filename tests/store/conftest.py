@@ -45,3 +45,6 @@ def snapshot(folder) -> dict:
 @pytest.fixture
 def meta():
     return make_meta()
+
+
+from tests.store.fitted import fitted_codec  # noqa: E402,F401  (the fixture, for every store test)

@@ -1,8 +1,9 @@
 """The input of the golden caches in tests/fixtures/store/vN: write one with `python -m tests.store.golden DIR`.
 
 Each fixture pins one cache format version byte for byte: v1 (shard version 1 without token
-hashes, the manifest without checksum) and v2 (shard version 2 with a token hash per record, the
-manifest sealed by its checksum; the same records). Never regenerate one in place: a new format
+hashes, the manifest without checksum), v2 (shard version 2 with a token hash per record, the
+manifest sealed by its checksum; the same records) and v3 (shard version 3: the same records, most
+holding their token ids, u16 or u32; manifest format_version 3). Never regenerate one in place: a new format
 version gets a new folder, and every older one must keep reading. Uses the lossless "fp32" pipeline,
 so every byte is fixed by the store format and the fp32 codec's own (pinned) framing.
 """
@@ -37,6 +38,10 @@ COMMITS = [
      {"a": 0x0123456789ABCDEF, "ü-2": 0xFEDCBA9876543210, "c": 1}),
     ([("a", values(1, 100.0)), ("d", values(1, -2.5))], [], {"a": 0x8000000000000001}),
 ]
+# Token ids of each commit's records (v3 on): "ü-2" needs u32, "d" has none.
+TOKEN_IDS = [{"a": [101, 2023], "ü-2": [70000], "c": [1, 2, 3]}, {"a": [7]}]
+# The token ids of each live record in the v3 fixture (None: none stored).
+TOKENS = {"ü-2": [70000], "c": [1, 2, 3], "a": [7], "d": None}
 # The token hash of each live record in the v2 fixture (None: unknown).
 HASHES = {"ü-2": 0xFEDCBA9876543210, "c": 1, "a": 0x8000000000000001, "d": None}
 # What the cache serves, in order.
@@ -50,8 +55,8 @@ def write_golden(path: Path) -> None:
 
     # index=False: the v2 fixture pins the format without the optional id index (idindex.py)
     with CacheWriter(path, meta=META, codec=Pipeline.from_spec("fp32"), on_duplicate="replace", index=False) as w:
-        for records, truncated, hashes in COMMITS:
-            w.commit_shard(records, truncated=truncated, token_hashes=hashes)
+        for (records, truncated, hashes), ids in zip(COMMITS, TOKEN_IDS):
+            w.commit_shard(records, truncated=truncated, token_hashes=hashes, token_ids=ids)
 
 
 def _row(data: bytes, start: int, size: int, what: str) -> str:
@@ -68,18 +73,24 @@ def annotate(data: bytes) -> str:
     off = 16
     for i in range(count):
         _, flags, tokens, hidden, plen, id_len, _ = struct.unpack_from("<4sIIIQII", data, off)
-        doc_id = data[off + 32 + plen : off + 32 + plen + id_len].decode()
+        width = (4 if flags & 4 else 2) if flags & 2 else 0
+        tok_len = width * tokens
+        doc_id = data[off + 32 + plen + tok_len : off + 32 + plen + tok_len + id_len].decode()
         rows += [f"      -- record {i}: id {doc_id!r}, {tokens} token(s)",
                  _row(data, off, 4, "record magic ERPR"), _row(data, off + 4, 4, f"flags {flags}"),
                  _row(data, off + 8, 4, f"tokens {tokens}"), _row(data, off + 12, 4, f"hidden {hidden}"),
                  _row(data, off + 16, 8, f"payload_len {plen}"), _row(data, off + 24, 4, f"id_len {id_len}"),
-                 _row(data, off + 28, 4, "crc32 of record bytes 0..27, payload, id"),
+                 _row(data, off + 28, 4, "crc32 of record bytes 0..27, payload, "
+                      + ("token ids, id" if flags & 2 else "id")),
                  _row(data, off + 32, 10, "payload: fp32 codec header (tag, version, T u32, H u32)")]
         values = np.frombuffer(data[off + 42 : off + 32 + plen], "<f4")
         for t in range(tokens):
             row = ", ".join(f"{v:g}" for v in values[t * HIDDEN : (t + 1) * HIDDEN])
             rows.append(_row(data, off + 42 + 16 * t, 16, f"payload: token {t}: {row} (float32)"))
-        end = off + 32 + plen + id_len
+        if tok_len:
+            ids = struct.unpack_from(f"<{tokens}{'I' if width == 4 else 'H'}", data, off + 32 + plen)
+            rows.append(_row(data, off + 32 + plen, tok_len, f"token ids {list(ids)} (u{8 * width})"))
+        end = off + 32 + plen + tok_len + id_len
         rows.append(_row(data, end - id_len, id_len, f"id {doc_id!r} (utf-8)"))
         if -end % 8:
             rows.append(_row(data, end, -end % 8, "zero padding to a multiple of 8"))

@@ -26,7 +26,7 @@ def test_inspect(cache, capsys):
     stats = json.loads(out[-1])
     assert stats["documents"] == 6 and stats["dead_records"] == 1 and stats["truncated"] == 1
     text = "\n".join(out[:-1])
-    for part in ("erpack-cache v2, manifest sealed by its checksum", "tiny-bert", "layer        2", "codec        fp32", "6 (1 truncated", "bytes per token",
+    for part in ("erpack-cache v3, manifest sealed by its checksum", "tiny-bert", "layer        2", "codec        fp32", "6 (1 truncated", "bytes per token",
                  "bits per value", "shard-000001.ers", "1 dead"):
         assert part in text
 

@@ -19,11 +19,11 @@ import pytest
 from erpack.store import FORMAT_VERSION, CacheReader, verify_cache
 from erpack.store.manifest import manifest_checksum
 from tests.store.conftest import snapshot
-from tests.store.golden import EXPECTED, HASHES, HIDDEN, META, write_golden
+from tests.store.golden import EXPECTED, HASHES, HIDDEN, META, TOKENS, write_golden
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "store"
 FIXTURE = FIXTURES / f"v{FORMAT_VERSION}"  # what this erpack writes
-VERSIONS = [1, 2]
+VERSIONS = [1, 2, 3]
 
 
 def walk(data: bytes) -> list[dict]:
@@ -50,15 +50,25 @@ def walk(data: bytes) -> list[dict]:
     for i in range(count):
         magic, flags, tokens, hidden, payload_len, id_len, crc = struct.unpack_from("<4sIIIQII", data, offset)
         payload = data[offset + 32 : offset + 32 + payload_len]
-        doc_id = data[offset + 32 + payload_len : offset + 32 + payload_len + id_len]
-        assert magic == b"ERPR" and crc == zlib.crc32(data[offset : offset + 28] + payload + doc_id)
-        end = offset + 32 + payload_len + id_len
+        tokens_at = offset + 32 + payload_len
+        ids = None
+        if flags & 2:  # version 3: T token ids follow the payload, u32 when flags & 4 else u16
+            assert version >= 3 and flags & ~7 == 0
+            width = 4 if flags & 4 else 2
+            ids = list(struct.unpack_from(f"<{tokens}{'I' if width == 4 else 'H'}", data, tokens_at))
+            tokens_at += width * tokens
+        else:
+            assert flags & ~1 == 0
+        token_bytes = data[offset + 32 + payload_len : tokens_at]
+        doc_id = data[tokens_at : tokens_at + id_len]
+        assert magic == b"ERPR" and crc == zlib.crc32(data[offset : offset + 28] + payload + token_bytes + doc_id)
+        end = tokens_at + id_len
         assert data[end : end + (-end % 8)] == b"\0" * (-end % 8)
         entry = struct.unpack_from("<QQIIII", data, index_offset + 32 * i)
         assert entry == (offset, payload_len, tokens, id_start + id_len, flags, crc)
         assert blob[id_start : id_start + id_len] == doc_id
         out.append({"id": doc_id.decode(), "flags": flags, "tokens": tokens, "hidden": hidden, "payload": payload,
-                    "hash": hashes[i] or None})
+                    "hash": hashes[i] or None, "token_ids": ids})
         offset, id_start = end + (-end % 8), id_start + id_len
     assert offset == index_offset and id_start == len(blob)
     return out
@@ -77,6 +87,9 @@ def test_fixture_reads(version):
     assert report.ok and report.sealed == (version >= 2)
     # Version 1 shards hold no token hashes: every one reads as unknown.
     assert {d: r.token_hash(d) for d in EXPECTED} == (HASHES if version >= 2 else dict.fromkeys(EXPECTED))
+    # Shards before version 3 hold no token ids.
+    got = {d: (None if (t := r.get_tokens(d)) is None else t.tolist()) for d in EXPECTED}
+    assert got == (TOKENS if version >= 3 else dict.fromkeys(EXPECTED))
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -93,8 +106,13 @@ def test_fixture_follows_the_documented_layout(version):
     else:
         assert "checksum" not in manifest
     records = [rec for s in manifest["shards"] for rec in walk((fixture / s["name"]).read_bytes())]
-    assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
-        ("a", 0, 2, 4), ("ü-2", 1, 1, 4), ("c", 0, 3, 4), ("a", 0, 1, 4), ("d", 0, 1, 4)]
+    if version >= 3:  # flags: 1 truncated, 2 token ids follow, 4 they are u32
+        assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
+            ("a", 2, 2, 4), ("ü-2", 7, 1, 4), ("c", 2, 3, 4), ("a", 2, 1, 4), ("d", 0, 1, 4)]
+        assert {rec["id"]: rec["token_ids"] for rec in records[1:]} == TOKENS
+    else:
+        assert [(rec["id"], rec["flags"], rec["tokens"], rec["hidden"]) for rec in records] == [
+            ("a", 0, 2, 4), ("ü-2", 1, 1, 4), ("c", 0, 3, 4), ("a", 0, 1, 4), ("d", 0, 1, 4)]
     r = CacheReader(fixture)
     for rec in records[1:]:  # the first "a" is dead; the others are what the reader serves
         assert bytes(r.get_encoded(rec["id"])[0]) == rec["payload"]

@@ -54,7 +54,7 @@ def refusals(folder: Path, meta: dict) -> dict:
 def test_every_bit_flip_of_the_manifest_is_refused(cache, meta, capsys):
     path = cache / "manifest.json"
     good = path.read_bytes()
-    assert json.loads(good)["format_version"] == 2 and refusals(cache, meta) == dict.fromkeys(
+    assert json.loads(good)["format_version"] == 3 and refusals(cache, meta) == dict.fromkeys(
         ["reader", "verify_cache", "writer"], "accepted")
     missed = []
     for bit in range(8 * len(good)):
@@ -91,12 +91,12 @@ def test_layer_edited_by_hand_is_refused(cache, meta, capsys):
 
 
 def test_a_sealed_manifest_edited_to_say_version_1_is_refused(cache):
-    """Version 1 carries no checksum, so a checksum beside it means a version-2 manifest whose 2 changed
-    (one byte: 0x32 ^ 0x03; found by tools/fault_drill.py, which XORs whole bytes)."""
+    """Version 1 carries no checksum, so a checksum beside it means a sealed manifest whose version
+    changed (one byte: 0x33 ^ 0x02; found by tools/fault_drill.py, which XORs whole bytes)."""
     path = cache / "manifest.json"
     text = path.read_text()
-    assert text.count('"format_version": 2') == 1
-    path.write_text(text.replace('"format_version": 2', '"format_version": 1'))
+    assert text.count('"format_version": 3') == 1
+    path.write_text(text.replace('"format_version": 3', '"format_version": 1'))
     for open_it in (CacheReader, verify_cache):
         with pytest.raises(StoreError, match="manifest.json fails its checksum"):
             open_it(cache)
@@ -116,7 +116,7 @@ def test_missing_checksum_is_refused(cache):
     manifest = json.loads(path.read_bytes())
     del manifest["checksum"]
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    with pytest.raises(CorruptManifestError, match="format_version 2 but no valid 'checksum'"):
+    with pytest.raises(CorruptManifestError, match="format_version 3 but no valid 'checksum'"):
         CacheReader(cache)
 
 
@@ -142,7 +142,7 @@ def test_version_1_reads_warns_and_seals(tmp_path, capsys):
     assert "the manifest is sealed now" in capsys.readouterr().out
     sealed = (cache / "manifest.json").read_bytes()
     unsealed = json.loads((FIXTURES / "v1" / "manifest.json").read_bytes())
-    assert {k: v for k, v in json.loads(sealed).items() if k != "checksum"} == {**unsealed, "format_version": 2}
+    assert {k: v for k, v in json.loads(sealed).items() if k != "checksum"} == {**unsealed, "format_version": 3}
     assert verify_cache(cache).sealed and len(CacheReader(cache)) == 4
     assert main(["verify", "--seal", str(cache)]) == 0  # sealing a sealed cache changes nothing
     assert (cache / "manifest.json").read_bytes() == sealed

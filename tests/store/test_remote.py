@@ -314,7 +314,7 @@ def test_seal_an_old_manifest_on_a_url(where, meta):
     report = verify_cache(where)
     assert report.ok and not report.sealed and "format version 1" in report.warnings[-1]
     report = seal_cache(where)
-    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 2
+    assert report.ok and report.sealed_now and load_manifest(where)["format_version"] == 3
 
 
 @pytest.mark.parametrize("tail", [64, 4096])
@@ -326,7 +326,9 @@ def test_every_flipped_byte_is_caught_by_range_reads(tmp_path, meta, monkeypatch
     monkeypatch.setattr(shard_module, "TAIL_BYTES", tail)
     local = tmp_path / "c"
     with CacheWriter(local, meta=meta, codec=pipe()) as w:
-        w.commit_shard(records(3, seed=8), token_hashes={"doc-1": 5})
+        recs = records(3, seed=8)  # token ids: u16 in record 0, u32 in record 1, none in record 2
+        w.commit_shard(recs, token_hashes={"doc-1": 5},
+                       token_ids={"doc-0": np.arange(len(recs[0][1])), "doc-1": np.arange(len(recs[1][1])) + 70_000})
     entry = load_manifest(local)["shards"][0]
     good = (local / entry["name"]).read_bytes()
     loc = open_location(f"memory://erpack-store/{tmp_path.name}/flip")
