@@ -84,8 +84,9 @@ def _delta(row: dict) -> str:
 
 def _text_lines(out: list[dict]) -> list[str]:
     w = max([len(r["tag"]) for r in out] + [3]) + 2
+    ref = _reference(out)
     header = (f"{'tag':<{w}}{'model':<7}{'data':<5}{'k':>3} {'codec':<17}{'mode':<8}{'runs':>5}  {'test acc (mean ± sd)':>21}  "
-              f"{'baseline':>15}  {'Δ pts (min..max)':>22}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  "
+              f"{ref:>15}  {'Δ pts (min..max)':>22}  {'s/epoch':>7}  {'base s/ep':>9}  {'ratio':>5}  "
               f"{'encode s':>8}  {'break-even ep':>13}")
     lines = [header, "-" * len(header)]
     for r in out:
@@ -112,8 +113,15 @@ def _lrs(values: list[float]) -> str:
     return "/".join(f"{v:g}" for v in values) or "-"
 
 
+def _reference(out: list[dict]) -> str:
+    """What the table's rows are paired with: "baseline" (the full fine-tune) or the cache of --against."""
+    return next((f"{r['against']} cache" for r in out if r.get("against")), "baseline")
+
+
 def _markdown_lines(out: list[dict]) -> list[str]:
-    lines = ["| tag | model, k | data | codec | mode | lr (full) | runs | test acc (mean ± sd) | baseline | "
+    ref = _reference(out)
+    lines = [f"| tag | model, k | data | codec | mode | lr ({'full' if ref == 'baseline' else ref}) | runs | "
+             f"test acc (mean ± sd) | {ref} | "
              "Δ points (min..max) | within 1 point |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in out:
         ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]]
@@ -177,6 +185,9 @@ def main(argv=None) -> int:
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--tags", default=None, help="comma-separated tags: the table shows only these configurations")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown with the 1-point verdict")
+    p.add_argument("--against", metavar="CODEC", default=None,
+                   help="pair each cell with the same mode and seed trained from CODEC's cache (e.g. int4z) instead "
+                        "of the full fine-tune: the table's baseline columns are that cache's")
     merging = p.add_mutually_exclusive_group()
     merging.add_argument("--select", dest="merge", action="store_const", const="validation",
                    help="merge --tags into one configuration: per cell and seed, the run with the best validation accuracy")
@@ -212,7 +223,7 @@ def main(argv=None) -> int:
         return 2
     rows = load_results(grid.work / RESULTS)
     tags = None if args.tags is None else args.tags.split(",")
-    result = {"rows": grid_table(rows, tags, args.merge), "timing": timing_table(rows), "machine": describe_machine()}
+    result = {"rows": grid_table(rows, tags, args.merge, args.against), "timing": timing_table(rows), "machine": describe_machine()}
     print("\n".join((_markdown_lines if args.markdown else _text_lines)(result["rows"]) + _decile_lines(result["rows"])
                     + _timing_lines(result["timing"])))
     if args.results:

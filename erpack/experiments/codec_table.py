@@ -53,35 +53,60 @@ def sample(dataset: str, rt_docs: int, bbc_per_label: int):
     return sorted(picked, key=lambda r: (labels.index(r.label), r.id))
 
 
-def layer_activations(model: str, layer: int, records, batch: int = 16) -> list[np.ndarray]:
+def layer_activations(model: str, layer: int, records, batch: int = 16, with_ids: bool = False):
     """The lower stack's output (the input of layer `layer`) for each record's tokens, float32 (T, H), in
-    record order: the arrays `erpack encode` would store."""
+    record order: the arrays `erpack encode` would store; with_ids: (arrays, token ids int64 (T,) each)."""
     from erpack.models import load_model, split_model
 
     loaded = load_model(model)
     lower, _ = split_model(loaded.model, layer)
     encoded, _ = tokenize(loaded.tokenizer, [Document(r.id, r.text) for r in records], MAX_LENGTH)
-    return run_lower(lower, encoded, loaded.tokenizer.pad_token_id or 0, "cpu", batch, 16384)
+    arrays = run_lower(lower, encoded, loaded.tokenizer.pad_token_id or 0, "cpu", batch, 16384)
+    return (arrays, [np.asarray(e["input_ids"], np.int64) for e in encoded]) if with_ids else arrays
+
+
+def token_ids(model: str, records) -> list[np.ndarray]:
+    """Each record's token ids (int64 (T,)) as `erpack encode` tokenizes it, without running the model."""
+    from transformers import AutoTokenizer
+
+    from erpack.assets import resolve_model
+
+    encoded, _ = tokenize(AutoTokenizer.from_pretrained(resolve_model(model)), [Document(r.id, r.text) for r in records], MAX_LENGTH)
+    return [np.asarray(e["input_ids"], np.int64) for e in encoded]
 
 
 def load_set(model: str, dataset: str, rt_docs: int, bbc_per_label: int, cache_dir: Path,
              log=lambda text: None) -> list[np.ndarray]:
     """The set's arrays, computed once and kept as .npy (+ offsets) under `cache_dir`."""
+    return [x for x, _ in load_records(model, sample(dataset, rt_docs, bbc_per_label),
+                                       Path(cache_dir) / f"{model}-k{MODELS[model]}-{dataset}-", log, ids=False)]
+
+
+def load_records(model: str, records, stem: Path, log=lambda text: None, ids: bool = True):
+    """[(x float32 (T, H), token ids int64 (T,) or None)] of `records` at the model's layer, kept under
+    `<stem><len(records)>` as .npy, .offsets.npy and .ids.npy (the ids from the tokenizer alone when the
+    activations were kept without them)."""
     layer = MODELS[model]
-    records = sample(dataset, rt_docs, bbc_per_label)
-    cache = Path(cache_dir) / f"{model}-k{layer}-{dataset}-{len(records)}"
-    acts, offs = cache.with_suffix(".npy"), cache.with_suffix(".offsets.npy")
+    cache = Path(f"{stem}{len(records)}")
+    acts, offs, idf = (cache.with_suffix(s) for s in (".npy", ".offsets.npy", ".ids.npy"))
     if acts.exists() and offs.exists():
         x, off = np.load(acts, allow_pickle=False), np.load(offs, allow_pickle=False)
+        if ids and not idf.exists():
+            tok = token_ids(model, records)
+            if [len(t) for t in tok] != np.diff(off).tolist():
+                raise RuntimeError(f"{acts}: kept activations do not match the tokenizer's lengths; delete them")
+            np.save(idf, np.concatenate(tok).astype(np.int64), allow_pickle=False)
     else:
         t = time.time()
-        arrays = layer_activations(model, layer, records)
+        arrays, tok = layer_activations(model, layer, records, with_ids=True)
         x, off = np.concatenate(arrays), np.cumsum([0] + [len(a) for a in arrays]).astype(np.int64)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(acts, x, allow_pickle=False)
+        np.save(idf, np.concatenate(tok).astype(np.int64), allow_pickle=False)
         np.save(offs, off, allow_pickle=False)
-        log(f"computed {model} layer {layer} on {dataset}: {x.shape} in {time.time() - t:.0f} s")
-    return [x[a:b] for a, b in zip(off[:-1], off[1:])]
+        log(f"computed {model} layer {layer} on {cache.name}: {x.shape} in {time.time() - t:.0f} s")
+    t_ids = np.load(idf, allow_pickle=False) if ids else None
+    return [(x[a:b], None if t_ids is None else t_ids[a:b]) for a, b in zip(off[:-1], off[1:])]
 
 
 def versions() -> str:

@@ -217,11 +217,14 @@ def _cell_row(tag, model, ds, codec, mode, layer, rs: list[dict], brows: dict, e
             "break_even_epochs": e.get("seconds", float("nan")) / saving if saving > 0 else float("inf")}
 
 
-def grid_table(rows: list[dict], tags: list[str] | None = None, merge: str | None = None) -> list[dict]:
+def grid_table(rows: list[dict], tags: list[str] | None = None, merge: str | None = None,
+               against: str | None = None) -> list[dict]:
     """Rows of (tag, model, data set, codec, mode): test accuracy over seeds against the baseline of the
     same tag, seed and decile, the paired difference in points (mean, min, max, bootstrap interval, by
     decile), epoch times, encoding cost. `tags` keeps only those configurations; `merge` ("validation"
-    or "order") makes them one (erpack.experiments.tags.merge_tags)."""
+    or "order") makes them one (erpack.experiments.tags.merge_tags). `against` a codec: each cell is
+    paired with the cell of that codec (same tag, model, data set, mode, seed and decile) instead of
+    the full fine-tune, and that codec's own cells are left out."""
     if tags is not None:
         rows = keep_tags(rows, tags)
     if merge:
@@ -235,6 +238,11 @@ def grid_table(rows: list[dict], tags: list[str] | None = None, merge: str | Non
     for r in rows:
         if r["kind"] == "recycled":
             groups.setdefault((r.get("tag", ""), r["model"], r["dataset"], r["codec"], r["mode"], r["layer"]), []).append(r)
+    if against is not None:
+        return [{**_cell_row(tag, model, ds, codec, mode, layer, rs,
+                             {(r["seed"], decile_of(r)): r for r in groups.get((tag, model, ds, against, mode, layer), [])},
+                             enc), "against": against}
+                for (tag, model, ds, codec, mode, layer), rs in sorted(groups.items()) if codec != against]
     return [_cell_row(tag, model, ds, codec, mode, layer, rs, base.get((model, ds, tag), {}), enc)
             for (tag, model, ds, codec, mode, layer), rs in sorted(groups.items())]
 

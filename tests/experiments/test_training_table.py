@@ -101,3 +101,20 @@ def test_a_grid_refuses_a_bad_cell_or_decile_before_it_runs(tmp_path):
     with pytest.raises(InputError, match="decile 8 is the validation split"):
         TrainGrid(test_decile=8, work=tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_against_pairs_each_cell_with_the_same_mode_and_seed_of_another_cache():
+    rows = [
+        run("baseline", 0, 0.90),  # the full fine-tune plays no part
+        run("recycled", 0, 0.80, mode="upper", codec="int4z"), run("recycled", 1, 0.70, mode="upper", codec="int4z"),
+        run("recycled", 0, 0.60, mode="adapter", codec="int4z"),
+        run("recycled", 0, 0.795, mode="upper", codec="tc19"), run("recycled", 1, 0.71, mode="upper", codec="tc19"),
+        run("recycled", 0, 0.50, mode="adapter", codec="tc19"),
+        run("recycled", 2, 0.50, mode="adapter", codec="tc19"),  # no int4z run of seed 2: unpaired
+    ]
+    table = {r["mode"]: r for r in grid_table(rows, against="int4z")}
+    assert set(table) == {"upper", "adapter"} and {r["codec"] for r in table.values()} == {"tc19"}
+    assert table["upper"]["against"] == "int4z"
+    assert table["upper"]["delta_points_mean"] == pytest.approx(0.25)  # (-0.5 + 1.0) / 2
+    assert table["upper"]["baseline_accuracy_mean"] == pytest.approx(0.75)
+    assert table["adapter"]["delta_points_mean"] == pytest.approx(-10.0) and table["adapter"]["seeds"] == [0, 2]
