@@ -18,7 +18,14 @@ import inspect
 import torch
 from torch import nn
 
-from erpack.models.layers import Architecture, architecture_of, base_of, find_final_modules, layer_path, num_hidden_layers
+from erpack.models.layers import (
+    Architecture,
+    architecture_of,
+    base_of,
+    find_final_modules,
+    layer_path,
+    num_hidden_layers,
+)
 from erpack.models.shared import shared_view
 
 
@@ -124,7 +131,7 @@ def _hidden_size(config) -> int:
     return getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
 
 
-def _slice_config(view: "_View", path: str, layers: range, num_layers: int) -> None:
+def _slice_config(view: _View, path: str, layers: range, num_layers: int) -> None:
     """Per-layer settings of the config (`layer_types`) follow the layers, for models that read them by
     the position in the loop (Ultrabert): the module at `path` gets a config copy with them sliced."""
     module = view.module(path)
