@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.models.sweep import TINY, TOL, Result, sweep_all  # noqa: E402
+from tests.models.sweep import END_TO_END_GAPS, TINY, TOL, Result, sweep_all  # noqa: E402
 
 TARGET = ROOT / "docs" / "models.md"
 
@@ -49,10 +49,14 @@ def render(results: list[Result], version: str) -> str:
                            refused=counts["refused"], not_built=counts["not built"], total=len(results))]
     if counts["failed"]:
         parts.append(f"**{counts['failed']} failed**: the split runs but differs from the model (a bug to fix).\n")
-    parts += ["## Supported\n", "| model_type | model | layer list | L |", "|---|---|---|---|"]
+    parts += ["## Supported\n",
+              "End to end: encode, train a document classifier, export to ONNX and predict on a tiny model of it "
+              "(`tests/models/test_end_to_end.py`; a gap names the step that fails and why).\n",
+              "| model_type | model | layer list | L | end to end |", "|---|---|---|---|---|"]
     for r in results:
         if r.status == "supported":
-            parts.append(f"| `{r.model_type}` | {r.model_class} | `{r.layer_path}` | {r.layers} |")
+            e2e = f"no: {END_TO_END_GAPS[r.model_type]}" if r.model_type in END_TO_END_GAPS else "yes"
+            parts.append(f"| `{r.model_type}` | {r.model_class} | `{r.layer_path}` | {r.layers} | {_cell(e2e)} |")
     for status, title, what in (("refused", "Refused by the split", "why"),
                                 ("not built", "Not a text encoder erpack can feed, or not buildable here", "why"),
                                 ("failed", "Failed", "what differs")):

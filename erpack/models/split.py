@@ -222,7 +222,7 @@ class UpperStack(nn.Module):
         self.layer = layer
         self.has_head = has_head
         # a model that takes no inputs_embeds gets the hidden states as input_ids: its embeddings pass them on
-        self.input_name = "inputs_embeds" if _takes(view, "inputs_embeds") else "input_ids"
+        self.input_name = "inputs_embeds" if _takes(base_of(view), "inputs_embeds") else "input_ids"
         # a base model cut at k = L with nothing after its layers: no parameters, nothing to compute
         self.identity = not has_head and not any(True for _ in view.parameters())
 

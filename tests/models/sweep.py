@@ -71,6 +71,20 @@ NOT_TEXT: dict[str, str] = {
     "fnet": "takes no attention mask (Fourier mixing over every position, padding included)",
 }
 
+# Architectures the split supports that do not yet run the whole pipeline (encode, train a document
+# classifier, export to ONNX, predict), and why: tests/models/test_end_to_end.py expects each to fail
+# (strictly: a fixed one must leave this table), and docs/models.md lists them.
+END_TO_END_GAPS: dict[str, str] = {
+    "deberta": "export: the ONNX graph of DeBERTa's relative attention fails in onnxruntime on other shapes "
+               "than the traced one (GatherElements)",
+    "longformer": "train: LongformerForSequenceClassification builds its global attention mask from input_ids, "
+                  "so its head cannot run from hidden states",
+    "mra": "predict: the exported graph has no attention_mask input (MRA's trace drops it), which predict passes",
+    "openai_privacy_filter": "train: transformers has no sequence-classification model for it (token "
+                             "classification only)",
+    "tapas": "train: its token_type_ids hold 7 table coordinates per token, from its own table tokenizer",
+}
+
 _GENERATING = re.compile(r"CAUSAL_LM|SEQ_TO_SEQ|TO_TEXT|MULTIMODAL_LM|VISION_2_SEQ")
 
 

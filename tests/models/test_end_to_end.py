@@ -3,7 +3,8 @@
 Each architecture gets a model folder (its tiny sweep config, random weights, a small WordPiece
 tokenizer) and one run of the library calls behind `erpack encode`, `train`, `export` and `predict`;
 the predictions of the ONNX graph must equal the trained upper stack's. A representative per family
-runs by default (FAMILY below); the other encoders of the sweep are marked slow (and skip when the sweep does not support them).
+runs by default (FAMILY below); the other encoders of the sweep are marked slow (and skip when the sweep does not support them). The supported architectures that do not run the whole pipeline yet are
+END_TO_END_GAPS (tests/models/sweep.py), expected to fail.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.sweep import encoder_types, sweep_one, tiny_model
+from tests.models.sweep import END_TO_END_GAPS, encoder_types, sweep_one, tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]
 LAYER = 2
@@ -29,8 +30,14 @@ FAMILY = ["bert", "deberta-v2", "mpnet", "electra", "distilbert", "albert", "mod
 
 def _cases():
     """Every encoder of the installed transformers (the unsupported ones skip at run time: collecting
-    must not run the sweep)."""
-    return [t if t in FAMILY else pytest.param(t, marks=pytest.mark.slow) for t in encoder_types()]
+    must not run the sweep); the known gaps are expected to fail."""
+    cases = []
+    for t in encoder_types():
+        marks = [] if t in FAMILY else [pytest.mark.slow]
+        if t in END_TO_END_GAPS:
+            marks.append(pytest.mark.xfail(reason=END_TO_END_GAPS[t], strict=True))
+        cases.append(pytest.param(t, marks=marks))
+    return cases
 
 
 def make_model_folder(folder, model_type: str):
