@@ -45,8 +45,6 @@ OVERRIDES: dict[str, dict] = {
     "longformer": dict(attention_window=4),
     "luke": dict(entity_vocab_size=10, entity_emb_size=16),
     "roc_bert": dict(pronunciation_vocab_size=20, shape_vocab_size=20, pronunciation_embed_dim=8, shape_embed_dim=8),
-    "markuplm": dict(max_depth=8, xpath_unit_hidden_size=8, max_xpath_tag_unit_embeddings=16,
-                     max_xpath_subs_unit_embeddings=16),
     "modernbert": dict(global_attn_every_n_layers=2, local_attention=4),
     "mpnet": dict(relative_attention_num_buckets=32),
     "reformer": dict(axial_pos_shape=[8, 8], axial_pos_embds_dim=[16, 16], attn_layers=["local", "lsh"] * 2,
@@ -68,7 +66,8 @@ NOT_TEXT: dict[str, str] = {
     "xmod": "needs the language of each input (lang_ids) to pick its adapters",
     "wav2vec2": "a speech model",
     "qdqbert": "needs the pytorch-quantization library",
-    "fnet": "takes no attention mask (Fourier mixing over every position, padding included)",
+    "fnet": "mixes every position with a Fourier transform and takes no attention mask (transformers 4.57), "
+            "so a document's hidden states depend on the padding of the batch it ran in",
 }
 
 # Architectures the split supports that do not yet run the whole pipeline (encode, train a document
