@@ -76,21 +76,27 @@ def base_of(model: nn.Module) -> nn.Module:
 def find_layer_path(model: nn.Module) -> str:
     """Dotted path, in the base model, of its one nn.ModuleList of `num_hidden_layers` modules.
 
-    Raises UnsupportedModelError saying why when there is none, or more than one.
+    The path is remembered on the base model (not in its config), so a model whose list is then
+    shortened (pruning drops layers) still finds it. Raises UnsupportedModelError saying why when
+    there is no such list, or more than one.
     """
+    base = base_of(model)
+    known = base.__dict__.get("_erpack_layer_path")
+    if known is not None:
+        return known
     model_type = model.config.model_type
     depth = num_hidden_layers(model.config)
     if not depth:
         raise UnsupportedModelError(f"model_type {model_type!r}: its config gives no num_hidden_layers, so erpack "
                                     "cannot tell which modules are its layers")
-    found = [name for name, m in base_of(model).named_modules()
-             if isinstance(m, nn.ModuleList) and len(m) == depth and name]
+    found = [name for name, m in base.named_modules() if isinstance(m, nn.ModuleList) and len(m) == depth and name]
     outer = [n for n in found if not any(n.startswith(o + ".") for o in found if o != n)]
     if len(outer) == 1:
+        base.__dict__["_erpack_layer_path"] = outer[0]
         return outer[0]
     if not outer:
         raise UnsupportedModelError(
-            f"model_type {model_type!r} is not supported: its base model {type(base_of(model)).__name__} holds no "
+            f"model_type {model_type!r} is not supported: its base model {type(base).__name__} holds no "
             f"nn.ModuleList of its {depth} layers (num_hidden_layers), so there is no list to cut at layer k")
     raise UnsupportedModelError(
         f"model_type {model_type!r} is not supported: its base model holds {len(outer)} lists of {depth} modules "
