@@ -141,3 +141,18 @@ def test_layers_in_parallel_lists_are_refused_saying_why():
 def test_refused_architecture_says_why():
     with pytest.raises(UnsupportedModelError, match="reformer.*reversible layers"):
         split_model(tiny_model("reformer"), 1)
+
+
+def test_albert_trains_the_groups_its_upper_layers_apply():
+    """Upper mode and adapters act on the shared groups the virtual layers k..L-1 apply, each once."""
+    from erpack.train.modes import prepare, upper_linear_names
+
+    model = tiny_model("albert", num_labels=2)
+    names = upper_linear_names(model, 2)
+    assert names and all(n.startswith("albert.encoder.albert_layer_groups.1.") for n in names)
+    prepare(model, "upper", 1)
+    groups = layer_list(model)
+    assert all(p.requires_grad for p in groups.parameters())  # layer 1 applies group 0, layers 2-3 group 1
+    prepare(model, "upper", 2)
+    assert not any(p.requires_grad for p in groups[0].parameters())
+    assert all(p.requires_grad for p in groups[1].parameters())
