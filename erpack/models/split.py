@@ -5,9 +5,11 @@
 and returns the last hidden state (B, T, H) or the logits (B, C).
 
 Both halves are views of the original model: they share its parameters (no copy), and each is the
-model's own forward over a shallow copy of its module tree in which the layer list is sliced. In the
-upper view the embeddings are replaced by a pass-through, so the model itself still builds its
-attention mask, MPNet's position bias and DeBERTa's relative positions from the hidden states.
+model's own forward over a shallow copy of its module tree in which the layer list (found by
+erpack/models/layers.py) is sliced. The lower view sets aside the pooler and the norms after the
+last layer; in the upper view the embeddings are replaced by a pass-through, so the model itself
+still builds its attention masks, rotary and relative positions and MPNet's position bias from the
+hidden states. ALBERT's shared groups are cut at a virtual depth (erpack/models/shared.py).
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, u
     """Shallow copy of `model` whose layer list (at `list_path`, from the root) holds `layers` only."""
     view = _View(model)
     prefix = _base_attr(model)
+
     def at(path: str) -> str:  # a path in the base model -> a path from the root
         return ".".join(p for p in (prefix, path) if p)
 
@@ -190,8 +193,9 @@ def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, u
     else:
         for path in _final_modules(model, arch, list_path):
             view.set(at(path), nn.Identity())
-    if (not upper or not prefix) and view.has(at("pooler")) and view.module(at("pooler")) is not None:
-        view.set(at("pooler"), NoPooler())  # hidden states are wanted, not the pooled output
+    base = view.module(at(""))
+    if (not upper or not prefix) and base._modules.get("pooler") is not None:
+        base._modules["pooler"] = NoPooler()  # hidden states are wanted, not the pooled output
     return view.root
 
 
