@@ -210,9 +210,10 @@ class LowerStack(nn.Module):
         super().__init__()
         self.view = view
         self.layer = layer
+        self.token_types = _takes(view, "token_type_ids")  # DistilBERT, ModernBERT: no token types
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.token_types else {}
         out = self.view(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         return out.last_hidden_state  # (B, T, H)
 
