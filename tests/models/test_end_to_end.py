@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.sweep import END_TO_END_GAPS, encoder_types, sweep_one, tiny_model
+from tests.models.sweep import encoder_types, end_to_end_gap, sweep_one, tiny_model
 
 WORDS = [f"w{i}" for i in range(100)]
 LAYER = 2
@@ -34,8 +34,8 @@ def _cases():
     cases = []
     for t in encoder_types():
         marks = [] if t in FAMILY else [pytest.mark.slow]
-        if t in END_TO_END_GAPS:
-            marks.append(pytest.mark.xfail(reason=END_TO_END_GAPS[t], strict=True))
+        if gap := end_to_end_gap(t):
+            marks.append(pytest.mark.xfail(reason=gap, strict=True))
         cases.append(pytest.param(t, marks=marks))
     return cases
 
