@@ -10,7 +10,7 @@ class AssetError(ErpackError):
 
 
 class UnsupportedModelError(ErpackError):
-    """The architecture has no entry in erpack.models.layers (names the supported ones)."""
+    """An architecture the split cannot cut: no single list of layers, or refused in erpack.models.layers (says why)."""
 
 
 class CodecError(ErpackError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-# Tiny random configs, one per supported architecture (erpack/models/layers.py).
+# Tiny random configs of the architectures the other tests use (every other one: tests/models/sweep.py).
 TINY = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64, vocab_size=120,
             max_position_embeddings=64)
 TINY_CONFIGS = {
@@ -23,9 +23,14 @@ TINY_CONFIGS = {
 
 
 def tiny_model(model_type: str, num_labels: int | None = None, seed: int = 0):
-    """A randomly initialised tiny model of `model_type` in eval mode (base, or with a classification head)."""
+    """A randomly initialised tiny model of `model_type` in eval mode (base, or with a classification head);
+    architectures beyond TINY_CONFIGS take the sweep's tiny config (tests/models/sweep.py)."""
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
+    if model_type not in TINY_CONFIGS:
+        from tests.models.sweep import tiny_model as sweep_tiny_model
+
+        return sweep_tiny_model(model_type, num_labels=num_labels, seed=seed)
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, **TINY_CONFIGS[model_type])
     if num_labels is None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from erpack.errors import UnsupportedModelError
-from erpack.models.layers import architecture_of
+from erpack.models.layers import layer_list, layer_list_name  # noqa: F401 - their home, re-exported
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,6 @@ def paths_of(model_type: str) -> PrunePaths:
             "Another encoder is added with one entry in erpack/models/prunable.py naming its q/k/v, attention output "
             "and feed-forward projections"
         ) from None
-
-
-def layer_list(model: nn.Module) -> nn.ModuleList:
-    """The encoder's list of layers (of a task model or a base model)."""
-    arch = architecture_of(model.config.model_type)
-    base = getattr(model, "base_model", model)
-    return getattr(getattr(base, arch.encoder), arch.layers)
-
-
-def layer_list_name(model: nn.Module) -> str:
-    """Full module name of the layer list, e.g. `bert.encoder.layer`."""
-    arch = architecture_of(model.config.model_type)
-    base_attr = model.base_model_prefix if getattr(model, "base_model", model) is not model else ""
-    return ".".join(p for p in (base_attr, arch.encoder, arch.layers) if p)
 
 
 def head_size(model: nn.Module) -> int:

@@ -5,19 +5,30 @@
 and returns the last hidden state (B, T, H) or the logits (B, C).
 
 Both halves are views of the original model: they share its parameters (no copy), and each is the
-model's own forward over a shallow copy of its module tree in which the layer list is sliced. In the
-upper view the embeddings are replaced by a pass-through, so the model itself still builds its
-attention mask, MPNet's position bias and DeBERTa's relative positions from the hidden states.
+model's own forward over a shallow copy of its module tree in which the layer list (found by
+erpack/models/layers.py) is sliced. The lower view sets aside the pooler and the norms after the
+last layer; in the upper view the embeddings are replaced by a pass-through, so the model itself
+still builds its attention masks, rotary and relative positions and MPNet's position bias from the
+hidden states. ALBERT's shared groups are cut at a virtual depth (erpack/models/shared.py).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
 
-from erpack.models.layers import Architecture, architecture_of
+from erpack.models.layers import (
+    Architecture,
+    architecture_of,
+    base_of,
+    find_final_modules,
+    layer_path,
+    num_hidden_layers,
+)
+from erpack.models.shared import shared_view
 
 
 class PassThroughEmbeddings(nn.Module):
@@ -28,9 +39,10 @@ class PassThroughEmbeddings(nn.Module):
     without a head would otherwise have none.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32):
+    def __init__(self, dtype: torch.dtype = torch.float32, hidden_size: int = 0):
         super().__init__()
         self.dtype_probe = torch.empty(0, dtype=dtype)
+        self.hidden_size = hidden_size
 
     def _apply(self, fn, recurse=True):
         self.dtype_probe = fn(self.dtype_probe)
@@ -39,8 +51,20 @@ class PassThroughEmbeddings(nn.Module):
     def forward(self, *args, **kwargs):
         x = kwargs.get("inputs_embeds")
         if x is None:  # DistilBERT calls embeddings(input_ids, inputs_embeds, position_ids) positionally
-            x = next(a for a in args if torch.is_tensor(a) and a.is_floating_point())
+            tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+            x = next((a for a in tensors if a.is_floating_point()), None)
+            if x is None:  # token ids only: Longformer embeds padding ids to fill its window; masked out
+                ids = tensors[0]
+                x = torch.zeros(*ids.shape, self.hidden_size, dtype=self.dtype_probe.dtype, device=ids.device)
         return x
+
+
+class NoPooler(nn.Module):
+    """Stands in for the pooler where the hidden states are wanted: no parameters, no work (it hands on
+    the first token, for models that apply an activation to the pooled output unconditionally)."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states[:, 0]  # (B, H)
 
 
 class EmptyEncoder(nn.Module):
@@ -71,35 +95,112 @@ def _base_attr(model: nn.Module) -> str | None:
     return prefix
 
 
-def _view(model: nn.Module, arch: Architecture, layers: slice, upper: bool) -> nn.Module:
-    """Shallow copy of model -> base -> encoder with the layer list sliced."""
-    base_attr = _base_attr(model)
-    root = _shallow(model)
-    base = _shallow(getattr(model, base_attr)) if base_attr else root
-    if base_attr:
-        root._modules[base_attr] = base
-    encoder = _shallow(getattr(base, arch.encoder))
-    base._modules[arch.encoder] = encoder
-    kept = list(getattr(encoder, arch.layers))[layers]
-    encoder._modules[arch.layers] = nn.ModuleList(kept)
-    if not kept:  # some encoders (DeBERTa-v2) cannot run an empty layer list
-        base._modules[arch.encoder] = encoder = EmptyEncoder()
+class _View:
+    """Shallow copies along the paths that change, so the original model is never touched."""
+
+    def __init__(self, root: nn.Module):
+        self.root = _shallow(root)
+        self.cloned = {"": self.root}
+
+    def module(self, path: str) -> nn.Module:
+        """The (shallow-copied) module at `path`, copying its parents on the way."""
+        if path in self.cloned:
+            return self.cloned[path]
+        parent_path, _, name = path.rpartition(".")
+        parent = self.module(parent_path)
+        clone = self.cloned[path] = _shallow(parent._modules[name])
+        parent._modules[name] = clone
+        return clone
+
+    def has(self, path: str) -> bool:
+        parent_path, _, name = path.rpartition(".")
+        try:
+            return name in self.module(parent_path)._modules
+        except KeyError:
+            return False
+
+    def set(self, path: str, module: nn.Module | None) -> None:
+        parent_path, _, name = path.rpartition(".")
+        self.module(parent_path)._modules[name] = module
+        self.cloned.pop(path, None)
+
+
+def _final_modules(model: nn.Module, arch: Architecture, list_path: str) -> tuple[str, ...]:
+    return arch.final_modules if arch.final_modules is not None else find_final_modules(model, list_path)
+
+
+def _hidden_size(config) -> int:
+    return getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+
+
+def _slice_config(view: _View, path: str, layers: range, num_layers: int) -> None:
+    """Per-layer settings of the config (`layer_types`) follow the layers, for models that read them by
+    the position in the loop (Ultrabert): the module at `path` gets a config copy with them sliced."""
+    module = view.module(path)
+    config = getattr(module, "config", None)
+    per_layer = getattr(config, "layer_types", None)
+    if isinstance(per_layer, list | tuple) and len(per_layer) == num_layers:
+        config = copy.copy(config)
+        config.layer_types = list(per_layer)[layers.start:layers.stop]
+        module.config = config
+
+
+def _embedding_path(base: nn.Module) -> str:
+    """Path of the embeddings in the base model: `embeddings`, else the module holding the input embeddings."""
+    if "embeddings" in base._modules:
+        return "embeddings"
+    table = base.get_input_embeddings()
+    return next(name for name, m in base.named_modules() if m is table)
+
+
+def _may_empty(arch: Architecture, owner_path: str) -> bool:
+    """Whether the module that runs the layers is replaced by an identity when it has none (DeBERTa-v2's
+    encoder cannot run an empty list; it holds nothing else that must run)."""
+    return arch.empty_stack and bool(owner_path)
+
+
+def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, upper: bool) -> nn.Module:
+    """Shallow copy of `model` whose layer list (at `list_path`, from the root) holds `layers` only."""
+    view = _View(model)
+    prefix = _base_attr(model)
+
+    def at(path: str) -> str:  # a path in the base model -> a path from the root
+        return ".".join(p for p in (prefix, path) if p)
+
+    owner_path, _, list_name = list_path.rpartition(".")
+    if arch.shared:
+        shared_view(view.module(at(arch.shared)), view.module(at(owner_path))._modules[list_name],
+                    list_name, layers)
+    else:
+        owner = view.module(at(owner_path))
+        owner._modules[list_name] = nn.ModuleList(list(owner._modules[list_name])[layers.start:layers.stop])
+    if not arch.shared:
+        num_layers = len(base_of(model).get_submodule(list_path))
+        for path in {at(""), at(owner_path)}:
+            _slice_config(view, path, layers, num_layers)
+    if not len(layers) and _may_empty(arch, owner_path):  # some encoders (DeBERTa-v2) cannot run no layers
+        view.set(at(owner_path), EmptyEncoder())
     if upper:
-        base._modules["embeddings"] = PassThroughEmbeddings(next(model.parameters()).dtype)
-        for name in arch.embedding_modules:
-            base._modules.pop(name, None)
-        if layers.start and kept:  # the first layer ran in the lower stack
-            for name in arch.first_layer_modules:
-                if name in encoder._modules:
-                    encoder._modules[name] = None
-    if (not upper or not base_attr) and "pooler" in base._modules:
-        base._modules["pooler"] = None  # hidden states are wanted, not the pooled output
-    return root
+        view.set(at(_embedding_path(base_of(model))), PassThroughEmbeddings(
+            next(model.parameters()).dtype, _hidden_size(model.config)))
+        for path in arch.embedding_modules:
+            if view.has(at(path)):
+                view.set(at(path), nn.Identity())
+        if layers.start and len(layers):  # the first layer ran in the lower stack
+            for path in arch.first_layer_modules:
+                if view.has(at(path)):
+                    view.set(at(path), None)
+    else:
+        for path in _final_modules(model, arch, list_path):
+            view.set(at(path), nn.Identity())
+    base = view.module(at(""))
+    if (not upper or not prefix) and base._modules.get("pooler") is not None:
+        base._modules["pooler"] = NoPooler()  # hidden states are wanted, not the pooled output
+    return view.root
 
 
-def _num_layers(model: nn.Module, arch: Architecture) -> int:
-    base = getattr(model, "base_model", model)
-    return len(getattr(getattr(base, arch.encoder), arch.layers))
+def _takes(module: nn.Module, name: str) -> bool:
+    return name in inspect.signature(module.forward).parameters
 
 
 class LowerStack(nn.Module):
@@ -109,9 +210,10 @@ class LowerStack(nn.Module):
         super().__init__()
         self.view = view
         self.layer = layer
+        self.token_types = _takes(view, "token_type_ids")  # DistilBERT, ModernBERT: no token types
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None) -> torch.Tensor:
-        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.token_types else {}
         out = self.view(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
         return out.last_hidden_state  # (B, T, H)
 
@@ -124,24 +226,41 @@ class UpperStack(nn.Module):
         self.view = view
         self.layer = layer
         self.has_head = has_head
+        # a model that takes no inputs_embeds gets the hidden states as input_ids: its embeddings pass them on
+        self.input_name = "inputs_embeds" if _takes(base_of(view), "inputs_embeds") else "input_ids"
+        # a base model cut at k = L with nothing after its layers: no parameters, nothing to compute
+        self.identity = not has_head and not any(True for _ in view.parameters())
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.view(inputs_embeds=hidden_states, attention_mask=attention_mask, return_dict=True)
+        if self.identity:
+            return hidden_states
+        out = self.view(**{self.input_name: hidden_states}, attention_mask=attention_mask, return_dict=True)
         return out.logits if self.has_head else out.last_hidden_state  # (B, C) or (B, T, H)
 
 
 def split_model(model: nn.Module, layer: int) -> tuple[LowerStack, UpperStack]:
     """Cut `model` (a transformers encoder, or one with a sequence-classification head) at `layer`.
 
-    `layer` runs from 0 (the cache is the embedding output) to L (the cache is the last layer).
-    The halves share the model's parameters; `upper` holds the head when the model has one.
+    `layer` runs from 0 (the cache is the embedding output) to L (the cache is the last layer); for a
+    parameter-shared stack (ALBERT) L is its virtual depth. The halves share the model's parameters;
+    `upper` holds the head when the model has one. An architecture that cannot be split raises
+    UnsupportedModelError saying why.
     """
-    arch = architecture_of(model.config.model_type)
-    num_layers = _num_layers(model, arch)
+    arch = architecture_of(model)
+    path = layer_path(model)
+    num_layers = depth(model)
     if not 0 <= layer <= num_layers:
         raise ValueError(f"layer must be between 0 and {num_layers} for this model, got {layer}")
     has_head = _base_attr(model) is not None
-    base = getattr(model, "base_model", model)
-    lower = LowerStack(_view(base, arch, slice(0, layer), upper=False), layer)
-    upper = UpperStack(_view(model, arch, slice(layer, None), upper=True), layer, has_head)
+    base = base_of(model)
+    lower = LowerStack(_view(base, arch, path, range(0, layer), upper=False), layer)
+    upper = UpperStack(_view(model, arch, path, range(layer, num_layers), upper=True), layer, has_head)
     return lower, upper
+
+
+def depth(model: nn.Module) -> int:
+    """Number of layers a split can fall between (ALBERT: its virtual depth, num_hidden_layers)."""
+    arch = architecture_of(model)
+    if arch.shared:
+        return num_hidden_layers(model.config)
+    return len(base_of(model).get_submodule(layer_path(model)))

@@ -113,12 +113,12 @@ class Prepared:
         return self.peft_model.merge_and_unload()
 
 
-def _layers(model: nn.Module):
-    from erpack.models.layers import architecture_of
+def _upper_layers(model: nn.Module, layer: int) -> list[tuple[int, nn.Module]]:
+    """(index, module) of the layers the upper stack runs from `layer` on (ALBERT: its shared groups)."""
+    from erpack.models.layers import layer_list, upper_layers
 
-    arch = architecture_of(model.config.model_type)
-    base = model.base_model
-    return arch, getattr(getattr(base, arch.encoder), arch.layers)
+    layers = layer_list(model)
+    return [(i, layers[i]) for i in upper_layers(model, layer)]
 
 
 def head_modules(model: nn.Module) -> list[str]:
@@ -129,10 +129,11 @@ def head_modules(model: nn.Module) -> list[str]:
 
 def upper_linear_names(model: nn.Module, layer: int) -> list[str]:
     """Full module names of the nn.Linear layers in layers k..L-1 (adapter targets)."""
-    arch, layers = _layers(model)
-    prefix = f"{model.base_model_prefix}.{arch.encoder}.{arch.layers}"
-    return [f"{prefix}.{i}.{n}" for i in range(layer, len(layers))
-            for n, m in layers[i].named_modules() if isinstance(m, nn.Linear)]
+    from erpack.models.layers import layer_list_name
+
+    prefix = layer_list_name(model)
+    return [f"{prefix}.{i}.{n}" for i, module in _upper_layers(model, layer)
+            for n, m in module.named_modules() if isinstance(m, nn.Linear)]
 
 
 def _set_head_trainable(model: nn.Module) -> None:
@@ -153,9 +154,8 @@ def prepare(model: nn.Module, mode: str, layer: int, adapter: AdapterSpec | None
         raise InputError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
     model.requires_grad_(False)
     if mode == "upper":
-        _, layers = _layers(model)
-        for i in range(layer, len(layers)):
-            layers[i].requires_grad_(True)
+        for _, module in _upper_layers(model, layer):
+            module.requires_grad_(True)
         _set_head_trainable(model)
         return Prepared(model)
     if mode == "head":
@@ -192,9 +192,8 @@ def _with_adapters(model: nn.Module, layer: int, spec: AdapterSpec) -> Prepared:
     inner = peft_model.base_model.model  # the transformers model, adapters injected
     _set_head_trainable(inner)
     if spec.norms:
-        _, layers = _layers(inner)
-        for i in range(layer, len(layers)):
-            for m in layers[i].modules():
+        for _, module in _upper_layers(inner, layer):
+            for m in module.modules():
                 if isinstance(m, nn.LayerNorm):
                     m.requires_grad_(True)
     return Prepared(inner, peft_model, targets)
