@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erpack.assets import load_dataset, subset
+from erpack.assets import load_dataset, resolve_model, subset
 from erpack.codecs import Pipeline
 from erpack.compress import measure
 from erpack.corpus import Document
@@ -69,7 +69,6 @@ def token_ids(model: str, records) -> list[np.ndarray]:
     """Each record's token ids (int64 (T,)) as `erpack encode` tokenizes it, without running the model."""
     from transformers import AutoTokenizer
 
-    from erpack.assets import resolve_model
 
     encoded, _ = tokenize(AutoTokenizer.from_pretrained(resolve_model(model)), [Document(r.id, r.text) for r in records], MAX_LENGTH)
     return [np.asarray(e["input_ids"], np.int64) for e in encoded]

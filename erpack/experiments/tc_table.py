@@ -33,7 +33,9 @@ import numpy as np
 from erpack.assets import load_dataset, subset
 from erpack.codecs import Pipeline
 from erpack.compress import measure
+from erpack.errors import ErpackError
 from erpack.experiments.codec_table import MODELS, load_records, machine, versions
+from erpack.experiments.grid import RESULTS, load_results
 
 # the trained codecs and their baselines; extend as presets land (tc:snr=41 is int8z's quality)
 BASELINES = ["int4z", "int8z"]
@@ -120,8 +122,6 @@ def measure_set(model: str, dataset: str, docs: int, specs: list[str], cache_dir
     """Every spec on one set: the result file of that set (docs/results/tc/MODEL-kK-DATASET.json).
     A spec that cannot be fitted or measured (an unknown codec, a budget that cannot be met) gets a row
     with its error instead."""
-    from erpack.errors import ErpackError
-
     t_start, load_start = time.time(), os.getloadavg()[0]
     fit, test = load_halves(model, dataset, docs, cache_dir, log)
     rows = []
@@ -226,8 +226,6 @@ def measure_all(models: list[str], datasets: list[str], specs: list[str], docs: 
 
 
 def _fits(spec: str) -> bool:
-    from erpack.errors import ErpackError
-
     try:
         return Pipeline.from_spec(spec).fitted
     except ErpackError:
@@ -242,7 +240,6 @@ ACCURACY_TARGETS = [("19 dB", ("tc:snr=19", "tc19"), 0.5), ("2 bits", ("tc:bits=
 
 def accuracy_table(work: Path) -> list[dict]:
     """train_table's rows of WORK/results.jsonl, each cell paired with the int4z cell of its mode and seeds."""
-    from erpack.experiments.grid import RESULTS, load_results
     from erpack.experiments.training import grid_table
 
     return grid_table(load_results(Path(work) / RESULTS), against=ACCURACY_AGAINST)
