@@ -170,7 +170,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
                 bar.close()
     if encoded is not None and opts.add_to_cache:  # the reader is closed: the writer appends one shard
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
-    rows = _prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
+    rows = prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
     if opts.output is not None:
         _write_rows(opts.output, rows, opts.storage_options)
     result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
@@ -359,10 +359,10 @@ def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, 
     what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids."""
     result = PredictResult(graph="", cache="", variant=None, task=None)
     logits = _run_cached(sess, reader, ids, PredictOptions(batch_size=batch_size, max_tokens=max_tokens), None, result)
-    return _prediction_rows(ids, logits, info, set(), None)
+    return prediction_rows(ids, logits, info, set(), None)
 
 
-def _prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:
+def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:
     names = info.get("labels") or []
     out = []
     for doc_id in requested:

@@ -1,0 +1,180 @@
+"""Predictions from a bundle with onnxruntime and tokenizers only: no torch, no transformers.
+
+    rt = BundleRuntime("bundle/")                    # checks bundle.json and every file's sha256
+    rt.predict_texts(["a fine film", "dull"])         # rows: tokenize, lower graph, codec round trip, upper
+    rt.predict_ids("caches/rt", ["d001", "d002"])     # rows from cached records (a folder or URL)
+    rt.text_logits(docs), rt.cache_logits(reader, ids)    # the logits behind the rows
+
+What this module imports, directly or through the erpack modules it uses: numpy, onnxruntime,
+tokenizers, zstandard, and fsspec for a cache at a URL. tests/deploy/test_no_torch.py runs it in a
+process where importing torch or transformers fails.
+
+Text takes the path a cached record took: erpack.tokens' tokenizing (the same truncation at the
+cache's max_length), the exported lower stack, then the cache's codec (encode and decode), so a
+text's prediction equals the one the same document gets once it is encoded into the cache. Rows are
+those `erpack predict` writes (erpack.predict.prediction_rows): id, source, predicted, probabilities
+(or score for a regression).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from erpack.batching import length_batches, pad_arrays
+from erpack.codecs import Pipeline
+from erpack.codecs.state import FittedState
+from erpack.corpus import Document
+from erpack.deploy.bundle import Bundle
+from erpack.deploy.tokenizer import BundleTokenizer
+from erpack.errors import BundleError, InputError
+from erpack.fit import check_fit
+from erpack.predict import MISSING, cached_rows, prediction_rows
+from erpack.runtime.lower import run_lower_onnx
+from erpack.runtime.session import create_session
+from erpack.store import CacheReader
+from erpack.tokens import tokenize
+
+BATCH_SIZE = 32
+MAX_TOKENS = 16384
+
+
+@dataclass
+class Predictions:
+    """Prediction rows in request order, and where each came from."""
+
+    rows: list[dict]
+    from_cache: int = 0
+    from_text: int = 0
+    truncated: list[str] = field(default_factory=list)  # ids of texts cut at max_length
+    missing: list[str] = field(default_factory=list)  # requested ids found nowhere (their rows carry `error`)
+    notes: list[str] = field(default_factory=list)
+
+
+def as_documents(texts, ids=None) -> list[Document]:
+    """Documents from strings (ids `text-0`, `text-1`, ... unless given) or Documents as they are."""
+    docs = []
+    for i, t in enumerate(texts):
+        if isinstance(t, Document):
+            docs.append(t)
+            continue
+        if not isinstance(t, str) or not t.strip():
+            raise InputError(f"text {i} is empty or not a string ({t!r}); give non-empty text")
+        docs.append(Document(str(ids[i]) if ids is not None else f"text-{i}", t))
+    return docs
+
+
+class BundleRuntime:
+    """A loaded bundle: the upper graph (fp32 or int8), and, when text is first given, the lower graph,
+    the tokenizer and the cache's codec. device: auto (CUDA when onnxruntime offers it), cuda, cpu."""
+
+    def __init__(self, bundle, variant: str = "fp32", device: str = "auto", threads: int | None = None,
+                 check_files: bool = True):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, check_files)
+        self.variant, self.device, self.threads = variant, device, threads
+        self.upper = create_session(self.bundle.graph("upper", variant), device, threads)
+        self.info = {"task": self.bundle.task, "labels": self.bundle.labels}
+        self._lower = self._tokenizer = self._codec = None
+
+    # ---- what it runs ----------------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return self.upper.provider
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.upper.notes) + (list(self._lower.notes) if self._lower is not None else [])
+
+    @property
+    def lower(self):
+        if self._lower is None:
+            self._lower = create_session(self.bundle.graph("lower", "fp32"), self.device, self.threads)
+        return self._lower
+
+    @property
+    def tokenizer(self) -> BundleTokenizer:
+        if self._tokenizer is None:
+            t = self.bundle.manifest["tokenizer"]
+            self._tokenizer = BundleTokenizer.from_file(self.bundle.path(t["file"]), bool(t["token_type_ids"]),
+                                                        int(t["pad_token_id"]))
+        return self._tokenizer
+
+    @property
+    def codec(self) -> Pipeline:
+        """The cache's codec (with its fitted state when it has one): what a text's hidden states pass through."""
+        if self._codec is None:
+            cache = self.bundle.cache
+            state = None
+            if cache.get("codec_state"):
+                path = self.bundle.path(cache["codec_state"]["file"])
+                state = FittedState.from_bytes(path.read_bytes(), source=str(path))
+            self._codec = Pipeline.from_config(cache["codec"], state=state)
+        return self._codec
+
+    # ---- logits ----------------------------------------------------------------------------------
+    def check_cache(self, reader, allow_other_codec: bool = False) -> list[str]:
+        """Refuse a cache the bundle was not made for (erpack.fit's rule); notes on allowed differences."""
+        return check_fit(self.bundle.cache, reader, f"bundle {self.bundle.folder}", kind="bundle",
+                         allow_other_codec=allow_other_codec,
+                         remedy=", or export a bundle of a task model trained on this cache")
+
+    def _hidden(self, docs: list[Document]) -> tuple[list[np.ndarray], list[str]]:
+        """Per document (T, H) float32 states entering layer k after the codec round trip; truncated ids."""
+        encoded, cut = tokenize(self.tokenizer, docs, self.bundle.max_length)
+        hidden = run_lower_onnx(self.lower, encoded, self.tokenizer.pad_token_id)
+        codec = self.codec
+        tokens = getattr(codec, "needs_tokens", False)
+        out = []
+        for h, e in zip(hidden, encoded):
+            kw = {"tokens": np.asarray(e["input_ids"], dtype=np.int64)} if tokens else {}
+            out.append(codec.decode(codec.encode(h, **kw), shape=h.shape, **kw))
+        return out, [d.id for d, c in zip(docs, cut) if c]
+
+    def text_logits(self, docs: list[Document], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[str]]:
+        """Logits (N, C) of documents given as text, in their order, and the ids cut at max_length."""
+        if not docs:
+            return np.zeros((0, max(1, len(self.bundle.labels))), dtype=np.float32), []
+        hidden, truncated = self._hidden(docs)
+        logits: list = [None] * len(docs)
+        for rows in length_batches([h.shape[0] for h in hidden], batch_size, MAX_TOKENS):
+            batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
+            out = self.upper.run({"hidden_states": batch, "attention_mask": mask})[0]  # (B, C)
+            for r, i in enumerate(rows):
+                logits[i] = out[r]
+        return np.stack(logits), truncated
+
+    # ---- rows ------------------------------------------------------------------------------------
+    def predict_texts(self, texts, ids=None, batch_size: int = BATCH_SIZE) -> Predictions:
+        """Rows for texts (strings, with `ids` or `text-N`, or erpack.corpus.Document objects)."""
+        docs = as_documents(texts, ids)
+        logits, truncated = self.text_logits(docs, batch_size)
+        by_id = {d.id: z for d, z in zip(docs, logits)}
+        rows = prediction_rows([d.id for d in docs], by_id, self.info, set(by_id), None)
+        return Predictions(rows, from_text=len(docs), truncated=truncated)
+
+    def predict_ids(self, cache, ids=None, batch_size: int = BATCH_SIZE, allow_other_codec: bool = False,
+                    storage_options: dict | None = None) -> Predictions:
+        """Rows for cached documents (`ids`, default every one) of `cache` (a CacheReader, folder or URL);
+        an id the cache does not hold gets a row with an `error`."""
+        if isinstance(cache, CacheReader):
+            return self._predict_ids(cache, ids, batch_size, allow_other_codec)
+        with CacheReader(cache, storage_options=storage_options) as reader:
+            return self._predict_ids(reader, ids, batch_size, allow_other_codec)
+
+    def _predict_ids(self, reader, ids, batch_size: int, allow_other_codec: bool) -> Predictions:
+        notes = self.check_cache(reader, allow_other_codec)
+        requested = list(dict.fromkeys(str(i) for i in (reader.ids() if ids is None else ids)))
+        found = [i for i in requested if i in reader]
+        rows = {r["id"]: r for r in cached_rows(self.upper, reader, found, self.info, batch_size)}
+        missing = [i for i in requested if i not in rows]
+        out = [rows.get(i, {"id": i, "error": MISSING.replace(" and no text given", "")}) for i in requested]
+        return Predictions(out, from_cache=len(found), missing=missing, notes=notes)
+
+
+def load_runtime(folder, variant: str = "fp32", device: str = "auto", threads: int | None = None) -> BundleRuntime:
+    """BundleRuntime(folder, ...), with a BundleError naming the folder when it is not a bundle."""
+    if not Path(folder).exists():
+        raise BundleError(f"bundle {folder} does not exist; write one with `erpack export TASK_MODEL --bundle DIR`")
+    return BundleRuntime(folder, variant, device, threads)
