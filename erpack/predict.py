@@ -172,7 +172,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
     rows = prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
     if opts.output is not None:
-        _write_rows(opts.output, rows, opts.storage_options)
+        write_rows(opts.output, rows, opts.storage_options)
     result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
     result.from_cache = len(chosen.cached)
     if label_rows is not None:
@@ -337,7 +337,7 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     return done["documents"]
 
 
-def _write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
+def write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
     """The prediction lines, fsynced and renamed (one PUT at a URL): a kill leaves the old file or the new one."""
     data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
     if is_remote(str(path)):

@@ -26,12 +26,12 @@ import numpy as np
 from erpack.batching import length_batches, pad_arrays
 from erpack.codecs import Pipeline
 from erpack.codecs.state import FittedState
-from erpack.corpus import Document
+from erpack.corpus import Document, iter_corpus
 from erpack.deploy.bundle import Bundle
 from erpack.deploy.tokenizer import BundleTokenizer
 from erpack.errors import BundleError, InputError
 from erpack.fit import check_fit
-from erpack.predict import MISSING, cached_rows, prediction_rows
+from erpack.predict import MISSING, cached_rows, prediction_rows, write_rows
 from erpack.runtime.lower import run_lower_onnx
 from erpack.runtime.session import create_session
 from erpack.store import CacheReader
@@ -171,6 +171,49 @@ class BundleRuntime:
         missing = [i for i in requested if i not in rows]
         out = [rows.get(i, {"id": i, "error": MISSING.replace(" and no text given", "")}) for i in requested]
         return Predictions(out, from_cache=len(found), missing=missing, notes=notes)
+
+
+def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, variant: str = "fp32",
+                   device: str = "auto", batch_size: int = BATCH_SIZE, output=None, allow_other_codec: bool = False,
+                   storage_options: dict | None = None) -> tuple[Predictions, BundleRuntime]:
+    """`erpack predict BUNDLE`: rows for `texts` (strings: ids text-0, text-1, ...), for the documents of
+    `text_file` (a corpus: all of them, or those of `ids`), and for cached `ids` of `cache` (all of them
+    when neither texts nor ids are given). An id of `ids` is taken from `text_file` when the file has
+    it, else from the cache; found nowhere, its row has an `error`. Rows in that order; written to
+    `output` (a file or URL, atomically) when given."""
+    rt = load_runtime(bundle, variant, device)
+    texts = list(texts or [])
+    if not texts and text_file is None and cache is None:
+        raise InputError("nothing to predict: give texts, a texts file, or a cache")
+    docs = as_documents(texts)
+    wanted = None if ids is None else list(dict.fromkeys(str(i) for i in ids))
+    if text_file is not None:
+        pool = {}
+        for d in iter_corpus(str(text_file), storage_options=storage_options):
+            if wanted is None or d.id in wanted:
+                pool.setdefault(d.id, d)
+        docs += list(pool.values()) if wanted is None else [pool[i] for i in wanted if i in pool]
+    taken = {d.id for d in docs}
+    if len(taken) < len(docs):
+        raise InputError("two documents share an id; give each text its own id")
+    result = rt.predict_texts(docs, batch_size=batch_size)
+    from_cache = None
+    if cache is not None and (wanted is not None or (not texts and text_file is None)):
+        rest = None if wanted is None else [i for i in wanted if i not in taken]
+        from_cache = rt.predict_ids(cache, rest, batch_size, allow_other_codec, storage_options)
+    elif wanted is not None:
+        rest = [i for i in wanted if i not in taken]
+        from_cache = Predictions([{"id": i, "error": "not in the texts file, and no cache given"} for i in rest],
+                                 missing=rest)
+    if from_cache is not None:
+        result.rows += from_cache.rows
+        result.from_cache, result.missing, result.notes = from_cache.from_cache, from_cache.missing, from_cache.notes
+    if wanted is not None:  # the texts given one by one first, then the ids in the order asked
+        by_id = {r["id"]: r for r in result.rows[len(texts):]}
+        result.rows = result.rows[:len(texts)] + [by_id[i] for i in wanted if i in by_id]
+    if output is not None:
+        write_rows(output, result.rows, storage_options)
+    return result, rt
 
 
 def load_runtime(folder, variant: str = "fp32", device: str = "auto", threads: int | None = None) -> BundleRuntime:
