@@ -26,6 +26,7 @@ from erpack.assets import resolve_model
 from erpack.codecs import Pipeline
 from erpack.corpus import Document
 from erpack.deploy.bundle import BUNDLE_FILE, FORMAT, VERSION, Bundle, dump_bundle_manifest, file_entry
+from erpack.deploy.runtime import BundleRuntime
 from erpack.deploy.tokenizer import BundleTokenizer
 from erpack.errors import BundleError
 from erpack.export.build import _task_model, export_task_model
@@ -120,8 +121,6 @@ def _codec_state(tm, reader, folder: Path) -> dict | None:
 def _text_parity(tm, folder: Path, manifest: dict) -> dict:
     """The bundle's runtime on the probe texts against PyTorch (lower stack, codec round trip, upper)."""
     import torch
-
-    from erpack.deploy.runtime import BundleRuntime
 
     rt = BundleRuntime(Bundle(folder, manifest), device="cpu")
     docs = [Document(f"p{i}", t) for i, t in enumerate(PROBES)] + [Document("pair", *PROBE_PAIR)]
