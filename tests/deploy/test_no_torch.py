@@ -23,7 +23,8 @@ BLOCKED = {BLOCKED!r}
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is blocked in this test: the runtime must not import it")
+            raise ModuleNotFoundError(f"{{name}} is blocked in this test: the runtime must not import it",
+                                      name=name.split(".")[0])
         return None
 sys.meta_path.insert(0, Blocker())
 for m in list(sys.modules):
@@ -84,3 +85,11 @@ def test_the_cli_predicts_and_verifies_without_torch(bundle, tiny):
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 2, done.stderr
     done = _run(CLI, "verify", bundle[0])
     assert done.returncode == 0 and "result     OK" in done.stdout, done.stderr
+
+
+def test_a_command_that_needs_torch_names_the_extra(tiny):
+    done = _run(CLI, "inspect", tiny["task_model"])
+    if done.returncode == 0:  # inspect of a task model may not need torch; train always does
+        done = _run(CLI, "train", tiny["cache"], "--labels", "x.jsonl", "-o", "/nonexistent/out")
+    assert done.returncode == 2 and "pip install 'erpack[full]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
