@@ -102,6 +102,18 @@ def smoke(venv: Path, bundle: str | None, cache: str | None) -> dict:
     return out
 
 
+def failures(result: dict) -> list[str]:
+    """What makes the run fail (CI): torch in the serve venv, a runtime that does not import, a bundle
+    command that failed there."""
+    serve, smoke = result["installs"][0], result["smoke"]
+    out = ["the serve extra installed torch or transformers"] if serve["has_torch"] else []
+    if smoke.get("runtime_import") != "[]":
+        out.append(f"importing erpack.deploy.runtime in the serve venv: {smoke.get('runtime_import')}")
+    out += [f"{name} exited {smoke[name]['rc']} in the serve venv: {smoke[name].get('stderr', '')}"
+            for name in ("predict_texts", "verify", "predict_cache") if name in smoke and smoke[name]["rc"] != 0]
+    return out
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -191,11 +203,13 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     command = "python tools/install_size.py" + (" --all" if args.all else "") + (
         " --bundle BUNDLE" if args.bundle else "") + (" --cache CACHE" if args.cache else "") + " --write-results"
-    print("\n".join(card(result)))
+    problems = failures(result)
+    result["ok"] = not problems
+    print("\n".join(card(result) + [f"FAILED   {p}" for p in problems]))
     if args.write_results:
         write_results(result, command)
     print(json.dumps(result))
-    return 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
