@@ -47,8 +47,8 @@ MISSING = "not in the cache and no text given"
 
 @dataclass
 class PredictOptions:
-    """What to predict and how. ids: None = every cached document plus every document of `texts`
-    (or, with `split`, the ids of that split in `labels`)."""
+    """What to predict and how. ids: None = every cached document, or, with `texts`, every document of
+    that file (from the cache where it holds the id), or, with `split`, the ids of that split in `labels`."""
 
     ids: list[str] | None = None
     texts: str | None = None  # corpus whose documents are used for ids not in the cache
@@ -212,19 +212,18 @@ def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
 
 
 def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> list[str]:
-    """The ids asked for, in order (repeats kept): given, a split of the labels, or every cached one
-    plus every document of `texts`."""
+    """The ids asked for, in order (repeats kept): given, a split of the labels, every document of
+    `texts`, or every cached one. (`texts` used to add its documents to every cached one: asked for one
+    new sentence, predict ran the whole cache.)"""
     if opts.ids is not None:
         return [str(i) for i in opts.ids]
     if opts.split is not None:
         if label_rows is None:
             raise InputError("--split selects ids from --labels: give --labels too")
         return [r.id for r in label_rows.values() if r.split == opts.split]
-    ids = reader.ids()
     if opts.texts is not None:
-        cached = set(ids)
-        ids += [d.id for d in iter_corpus(str(opts.texts)) if d.id not in cached]
-    return ids
+        return [d.id for d in iter_corpus(str(opts.texts))]
+    return reader.ids()
 
 
 def _select(reader, opts: PredictOptions, label_rows: dict | None, notes: list[str]) -> Selection:

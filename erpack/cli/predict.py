@@ -45,8 +45,8 @@ def add_parser(subparsers) -> None:
                    "`erpack export`")
     p.add_argument("cache", nargs="?", default=None, help="cache folder or URL (s3://bucket/prefix, ...) written by "
                    "`erpack encode`; required with a graph, optional with a bundle")
-    p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, plus every "
-                   "document of --texts")
+    p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, or with "
+                   "--texts every document of that file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ids", dest="id_list", default=None, help="comma-separated document ids")
     g.add_argument("--ids-file", default=None, help="file of ids, one per line (or JSONL objects with `id`)")
