@@ -8,14 +8,16 @@ Modules: documents (which split is scored, and the labels), paths (one class per
 timing from erpack.runtime.timing), runner (caches, interleaved passes), result (the BenchResult),
 card (the human table), pathnames (PATHS, torch-free).
 
-The names load when first used (torch comes with the runner), so `erpack.bench.pathnames` and the
+The runner's names load when first used (torch comes with the runner), so `erpack.bench.pathnames` and the
 CLI's parser stay light.
 """
 
 import importlib
 
-_HOMES = {"PATHS": "erpack.bench.pathnames", "card": "erpack.bench.card", "BenchConfig": "erpack.bench.runner",
-          "BenchResult": "erpack.bench.runner", "run_bench": "erpack.bench.runner"}
+from erpack.bench.card import card
+from erpack.bench.pathnames import PATHS
+
+_HOMES = {"BenchConfig": "erpack.bench.runner", "BenchResult": "erpack.bench.runner", "run_bench": "erpack.bench.runner"}
 
 __all__ = ["PATHS", "BenchConfig", "BenchResult", "card", "run_bench"]
 
