@@ -59,22 +59,28 @@ def make_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def install(extras: str, work: Path, bare: int) -> dict:
+def install(extras: str, work: Path, bare: int, reuse: bool = False) -> dict:
     venv = work / f"venv-{extras.replace(',', '-') or 'core'}"
-    shutil.rmtree(venv, ignore_errors=True)
-    py = make_venv(venv)
-    spec = f"{ROOT}[{extras}]" if extras else str(ROOT)
-    t0 = time.perf_counter()
-    done = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-cache-dir", "-c", str(ROOT / "constraints.txt"),
-                           spec], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"pip install '{spec}' failed:\n{done.stderr[-3000:]}")
-    seconds = time.perf_counter() - t0
-    shutil.rmtree(ROOT / "build", ignore_errors=True)  # the non-editable build's leftovers
-    frozen = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.split()
+    py = venv / "bin" / "python"
+    seconds = None
+    if reuse and RESULTS_JSON.exists():  # the install time of the run that made the venv, when it recorded it
+        old = json.loads(RESULTS_JSON.read_text()).get("installs", [])
+        seconds = next((r["install_seconds"] for r in old if r.get("venv") == str(venv)), None)
+    if not (reuse and py.exists()):
+        shutil.rmtree(venv, ignore_errors=True)
+        py = make_venv(venv)
+        spec = f"{ROOT}[{extras}]" if extras else str(ROOT)
+        t0 = time.perf_counter()
+        done = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-cache-dir", "-c",
+                               str(ROOT / "constraints.txt"), spec], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"pip install '{spec}' failed:\n{done.stderr[-3000:]}")
+        seconds = round(time.perf_counter() - t0, 1)
+        shutil.rmtree(ROOT / "build", ignore_errors=True)  # the non-editable build's leftovers
+    frozen = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.splitlines()
     total = tree_bytes(venv)
     return {"extras": extras or "(core)", "venv": str(venv), "bytes": total - bare, "venv_bytes": total,
-            "du_bytes": du_bytes(venv), "install_seconds": round(seconds, 1),
+            "du_bytes": du_bytes(venv), "install_seconds": seconds,
             "packages": sorted(p for p in frozen if not p.startswith("erpack")), "largest": largest(venv),
             "has_torch": any(p.lower().startswith(("torch==", "transformers==")) for p in frozen)}
 
@@ -85,7 +91,8 @@ def smoke(venv: Path, bundle: str | None, cache: str | None) -> dict:
     out = {}
     code = ("import sys, erpack.deploy.runtime; print(sorted(m for m in ('torch', 'transformers') "
             "if m in sys.modules))")
-    done = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    # -I: isolated (no PYTHONPATH, no current folder on the path: a stray enum.py in /tmp once shadowed the stdlib)
+    done = subprocess.run([str(py), "-I", "-c", code], capture_output=True, text=True, cwd=str(venv))
     out["runtime_import"] = done.stdout.strip() if done.returncode == 0 else f"failed: {done.stderr[-500:]}"
     if bundle:
         t0 = time.perf_counter()
@@ -131,7 +138,7 @@ def card(result: dict) -> list[str]:
     for r in result["installs"]:
         top = ", ".join(f"{x['name']} {mb(x['bytes'])}" for x in r["largest"][:5])
         lines.append(f"{r['extras']:<46} {mb(r['bytes']):>9} installed (du {mb(r['du_bytes'])}), {len(r['packages'])} "
-                     f"packages, torch: {'yes' if r['has_torch'] else 'no'}, {r['install_seconds']} s")
+                     f"packages, torch: {'yes' if r['has_torch'] else 'no'}, install {r['install_seconds']} s")
         lines.append(f"    largest: {top}")
     serve, *rest = result["installs"]
     for r in rest:
@@ -158,13 +165,16 @@ def markdown(result: dict, command: str) -> str:
         p = smoke["predict_texts"]
         check = (f"\nIn the serve environment, `erpack predict BUNDLE --text ... --text ...` exited {p['rc']} in "
                  f"{p['seconds']} s (process start to exit, two texts) and `erpack verify BUNDLE` exited "
-                 f"{smoke['verify']['rc']}; importing the runtime loaded {smoke['runtime_import']} of torch and "
-                 "transformers.\n")
+                 f"{smoke['verify']['rc']}; importing the runtime loaded "
+                 + ("neither torch nor transformers" if smoke["runtime_import"] == "[]" else smoke["runtime_import"])
+                 + ".\n")
     return (f"{BEGIN}\n## Installed size: the serve extra against the full install\n\n"
             f"Measured {m['time']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, pip {m['pip']}, "
             f"each in a fresh virtual environment with the versions of constraints.txt:\n\n    {command}\n\n"
             + "\n".join(rows) + f"\n\n`installed` is the sum of the files' sizes, less a bare venv's "
-            f"({mb(result['bare_bytes'])}: pip); `du` is the whole venv on disk. The serve extra is {ratios}.\n"
+            f"({mb(result['bare_bytes'])}: pip); `du` is the whole venv on disk. The serve extra is {ratios}. "
+            "With --reuse the venvs of an earlier run of the same command were measured again (their install "
+            "times are that run's).\n"
             + check + f"{END}\n")
 
 
@@ -185,6 +195,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=None, help="folder for the venvs (default: a temporary one, removed after)")
     ap.add_argument("--all", action="store_true", help=f"also measure what tools/setup.sh installs ([{FULL}])")
+    ap.add_argument("--reuse", action="store_true", help="measure the venvs already in --work instead of "
+                    "installing them again (install_seconds then null)")
     ap.add_argument("--bundle", default=None, help="a bundle to predict with in the serve venv")
     ap.add_argument("--cache", default=None, help="with --bundle: a cache to predict every document of")
     ap.add_argument("--write-results", action="store_true", help="write docs/results/deploy-install.json and the "
@@ -196,12 +208,13 @@ def main() -> int:
         make_venv(work / "bare")
         bare = tree_bytes(work / "bare")
         sets = ["serve", "full,onnx"] + ([FULL] if args.all else [])
-        result = {"machine": machine(), "bare_bytes": bare, "installs": [install(s, work, bare) for s in sets]}
+        result = {"machine": machine(), "bare_bytes": bare, "installs": [install(s, work, bare, args.reuse) for s in sets]}
         result["smoke"] = smoke(Path(result["installs"][0]["venv"]), args.bundle, args.cache)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     command = "python tools/install_size.py" + (" --all" if args.all else "") + (
+        f" --work {args.work}" if args.work else "") + (" --reuse" if args.reuse else "") + (
         " --bundle BUNDLE" if args.bundle else "") + (" --cache CACHE" if args.cache else "") + " --write-results"
     problems = failures(result)
     result["ok"] = not problems
