@@ -127,10 +127,9 @@ def _text_parity(tm, folder: Path, manifest: dict) -> dict:
     ours, _ = rt.text_logits(docs)
     encoded, _ = tokenize(rt.tokenizer, docs, rt.bundle.max_length)
     hidden = run_lower(tm.lower, encoded, rt.tokenizer.pad_token_id, "cpu")
-    codec = rt.codec
     ref = []
-    for h in hidden:
-        h = codec.decode(codec.encode(h), shape=h.shape)
+    for h, e in zip(hidden, encoded):
+        h = rt.roundtrip(h, e["input_ids"])
         ref.append(tm.predict(torch.from_numpy(h)[None], torch.ones((1, h.shape[0]), dtype=torch.long))[0].numpy())
     diff = np.abs(ours - np.stack(ref))
     same = float((ours.argmax(1) == np.stack(ref).argmax(1)).mean()) if ours.shape[1] > 1 else None

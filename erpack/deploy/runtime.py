@@ -124,13 +124,14 @@ class BundleRuntime:
         """Per document (T, H) float32 states entering layer k after the codec round trip; truncated ids."""
         encoded, cut = tokenize(self.tokenizer, docs, self.bundle.max_length)
         hidden = run_lower_onnx(self.lower, encoded, self.tokenizer.pad_token_id)
+        return [self.roundtrip(h, e["input_ids"]) for h, e in zip(hidden, encoded)], [d.id for d, c in zip(docs, cut) if c]
+
+    def roundtrip(self, hidden: np.ndarray, input_ids) -> np.ndarray:
+        """(T, H) states through the cache's codec and back: what a cache record of them decodes to. A codec
+        that reads token ids (`needs_tokens`) gets the document's."""
         codec = self.codec
-        tokens = getattr(codec, "needs_tokens", False)
-        out = []
-        for h, e in zip(hidden, encoded):
-            kw = {"tokens": np.asarray(e["input_ids"], dtype=np.int64)} if tokens else {}
-            out.append(codec.decode(codec.encode(h, **kw), shape=h.shape, **kw))
-        return out, [d.id for d, c in zip(docs, cut) if c]
+        kw = {"tokens": np.asarray(input_ids, dtype=np.int64)} if getattr(codec, "needs_tokens", False) else {}
+        return codec.decode(codec.encode(hidden, **kw), shape=hidden.shape, **kw)
 
     def text_logits(self, docs: list[Document], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[str]]:
         """Logits (N, C) of documents given as text, in their order, and the ids cut at max_length."""

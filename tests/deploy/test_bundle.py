@@ -103,8 +103,8 @@ def test_text_logits_match_pytorch_lower_codec_upper(bundle, tiny):
     enc, _ = tokenize(rt.tokenizer, docs, rt.bundle.max_length)
     tm = tiny["tm"]
     ref = []
-    for h in run_lower(tm.lower, enc, rt.tokenizer.pad_token_id):
-        h = rt.codec.decode(rt.codec.encode(h), shape=h.shape)
+    for h, e in zip(run_lower(tm.lower, enc, rt.tokenizer.pad_token_id), enc):
+        h = rt.roundtrip(h, e["input_ids"])
         ref.append(tm.predict(torch.from_numpy(h)[None], torch.ones((1, len(h)), dtype=torch.long))[0].numpy())
     diff = np.abs(ours - np.stack(ref))
     print(f"text logits vs PyTorch: max {diff.max():.2e} mean {diff.mean():.2e}")
@@ -199,3 +199,19 @@ def test_cli_predict_texts_stdin_file_and_ids(bundle, tiny, tmp_path, capsys, mo
                                                                          ("zz", None, True)]
     assert main(["predict", folder, "--text", "w1", "--labels", "x.jsonl"]) == 2
     assert "apply to a graph" in capsys.readouterr().err
+
+
+def test_a_regression_bundle_gives_scores(tiny, tmp_path):
+    from erpack.deploy.build import write_bundle
+    from tests.export.conftest import make_task_model
+
+    make_task_model(tiny["folder"], tiny["cache"], task="regression").save(tmp_path / "reg")
+    s = write_bundle(tmp_path / "reg", tmp_path / "bundle", quantize=False)
+    assert s.int8 is None and s.text_parity["argmax_agreement"] is None
+    rt = BundleRuntime(tmp_path / "bundle")
+    assert rt.bundle.variants() == ["fp32"]
+    text = rt.predict_texts([tiny["rows"][0]["text"]], ids=["a"]).rows[0]
+    cached = rt.predict_ids(tiny["cache"], [tiny["rows"][0]["id"]]).rows[0]
+    assert set(text) == {"id", "source", "score"} and abs(text["score"] - cached["score"]) < 1e-3
+    with pytest.raises(BundleError, match="no int8 upper graph"):
+        BundleRuntime(tmp_path / "bundle", variant="int8")
