@@ -29,7 +29,7 @@ from erpack.codecs.state import FittedState
 from erpack.corpus import Document, iter_corpus
 from erpack.deploy.bundle import Bundle
 from erpack.deploy.tokenizer import BundleTokenizer
-from erpack.errors import BundleError, InputError
+from erpack.errors import BundleError, InputError, ManifestMismatchError
 from erpack.fit import check_fit
 from erpack.predict import MISSING, cached_rows, prediction_rows, write_rows
 from erpack.runtime.lower import run_lower_onnx
@@ -115,10 +115,22 @@ class BundleRuntime:
 
     # ---- logits ----------------------------------------------------------------------------------
     def check_cache(self, reader, allow_other_codec: bool = False) -> list[str]:
-        """Refuse a cache the bundle was not made for (erpack.fit's rule); notes on allowed differences."""
-        return check_fit(self.bundle.cache, reader, f"bundle {self.bundle.folder}", kind="bundle",
-                         allow_other_codec=allow_other_codec,
-                         remedy=", or export a bundle of a task model trained on this cache")
+        """Refuse a cache the bundle was not made for (erpack.fit's rule, and the same fitted codec state as
+        the bundle carries); notes on allowed differences."""
+        notes = check_fit(self.bundle.cache, reader, f"bundle {self.bundle.folder}", kind="bundle",
+                          allow_other_codec=allow_other_codec,
+                          remedy=", or export a bundle of a task model trained on this cache")
+        want = (self.bundle.cache.get("codec_state") or {}).get("sha256")
+        got = (reader.manifest.get("codec_state") or {}).get("sha256")
+        if want != got:
+            what = (f"the cache {getattr(reader, 'location', None) or reader.path} has the fitted codec state "
+                    f"{(got or 'none')[:16]}, the bundle {self.bundle.folder} carries {(want or 'none')[:16]}: "
+                    "texts through the bundle's codec would not decode as that cache's records do")
+            if not allow_other_codec:
+                raise ManifestMismatchError(f"{what}; pass --allow-other-codec to accept it, or export a bundle "
+                                            "with --calibration-cache that cache")
+            notes.append(what)
+        return notes
 
     def _hidden(self, docs: list[Document]) -> tuple[list[np.ndarray], list[str]]:
         """Per document (T, H) float32 states entering layer k after the codec round trip; truncated ids."""
