@@ -51,7 +51,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--ids", dest="id_list", default=None, help="comma-separated document ids")
     g.add_argument("--ids-file", default=None, help="file of ids, one per line (or JSONL objects with `id`)")
     p.add_argument("--texts", default=None, help="corpus (.jsonl/.csv or built-in name, as for `erpack encode`) whose "
-                   "documents are used when an id is not in the cache")
+                   "documents are predicted (those of the ids when ids are given). With a graph, a document whose id "
+                   "the cache holds is read from the cache; with a bundle, from the file")
     p.add_argument("--text", action="append", default=None, metavar="TEXT", help="with a bundle: a text to predict "
                    "(repeatable; ids text-0, text-1, ...); `-` reads one text a line from stdin")
     p.add_argument("--variant", choices=VARIANTS, default="fp32", help="with a bundle: its fp32 upper graph (default) "
