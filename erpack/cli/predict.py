@@ -57,7 +57,8 @@ def add_parser(subparsers) -> None:
                    "(repeatable; ids text-0, text-1, ...); `-` reads one text a line from stdin")
     p.add_argument("--variant", choices=VARIANTS, default="fp32", help="with a bundle: its fp32 upper graph (default) "
                    "or the int8 one")
-    p.add_argument("--add-to-cache", action="store_true", help="append documents encoded from --texts to the cache")
+    p.add_argument("--add-to-cache", action="store_true", help="append documents encoded from --texts (with a bundle: "
+                   "from --text too) to the cache")
     p.add_argument("--lower", default=None, help="lower-stack graph (erpack export --part lower) for --texts; default: "
                    "PyTorch with the encoder the cache names")
     p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
@@ -150,12 +151,14 @@ def _stdin_texts() -> list[str]:
 
 def run_bundle(args, ids) -> int:
     """A bundle: texts (--text, stdin, --texts) and cached ids, without torch; summary on stderr without -o."""
-    unsupported = [flag for flag, value in [("--add-to-cache", args.add_to_cache), ("--lower", args.lower),
+    unsupported = [flag for flag, value in [("--lower", args.lower),
                                             ("--model", args.model), ("--labels", args.labels), ("--split", args.split),
                                             ("--out", args.out)] if value] + (["--engine ray"] if args.engine == "ray" else [])
     if unsupported:
         raise CLIError(f"{', '.join(unsupported)} apply to a graph, not to a bundle (which carries its lower graph "
                        "and tokenizer): drop them")
+    if args.add_to_cache and args.cache is None:
+        raise CLIError("--add-to-cache appends the texts to a cache: give CACHE after the bundle")
     texts = []
     for t in args.text or []:
         texts += _stdin_texts() if t == "-" else [t]
@@ -168,7 +171,7 @@ def run_bundle(args, ids) -> int:
             raise CLIError("no text given: --text needs a non-empty text (stdin held none)")
     result, rt = predict_bundle(args.graph, cache_where(args.cache, args), texts, args.texts, ids, args.variant,
                                 args.device, args.batch_size, args.output, args.allow_other_codec,
-                                storage_options(args))
+                                storage_options(args), args.add_to_cache)
     report = sys.stderr if args.output is None else sys.stdout
     if args.output is None:
         for row in result.rows:
@@ -176,6 +179,9 @@ def run_bundle(args, ids) -> int:
     print(f"predicted    {len(result.rows) - len(result.missing)} of {len(result.rows)} documents with bundle "
           f"{args.graph} ({args.variant}; {result.from_text} from text, {result.from_cache} from the cache) on "
           f"{rt.provider}", file=report)
+    if args.add_to_cache:
+        print(f"added        {result.added_to_cache} of {result.from_text} text(s) to the cache {args.cache} (ids it "
+              "held already were left as they were)", file=report)
     if result.truncated:
         print(f"truncated    {len(result.truncated)} text(s) cut at {rt.bundle.max_length} tokens, as the cache "
               "cuts them", file=report)
@@ -191,6 +197,7 @@ def run_bundle(args, ids) -> int:
         print(json.dumps({"bundle": str(args.graph), "variant": args.variant, "provider": rt.provider,
                           "documents": len(result.rows), "from_text": result.from_text,
                           "from_cache": result.from_cache, "truncated": result.truncated, "missing": result.missing,
+                          "added_to_cache": result.added_to_cache,
                           "notes": result.notes + rt.notes, "output": args.output}), file=report)
     return 1 if result.missing else 0
 

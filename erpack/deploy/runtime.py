@@ -34,8 +34,8 @@ from erpack.fit import check_fit
 from erpack.predict import MISSING, cached_rows, prediction_rows, write_rows
 from erpack.runtime.lower import run_lower_onnx
 from erpack.runtime.session import create_session
-from erpack.store import CacheReader
-from erpack.tokens import tokenize
+from erpack.store import CacheReader, CacheWriter
+from erpack.tokens import token_hash, tokenize
 
 BATCH_SIZE = 32
 MAX_TOKENS = 16384
@@ -51,6 +51,18 @@ class Predictions:
     truncated: list[str] = field(default_factory=list)  # ids of texts cut at max_length
     missing: list[str] = field(default_factory=list)  # requested ids found nowhere (their rows carry `error`)
     notes: list[str] = field(default_factory=list)
+    added_to_cache: int = 0  # texts appended to the cache
+
+
+@dataclass
+class Lowered:
+    """Documents as the lower graph left them: token ids, which were cut, and per document (T, H) float32
+    states before the cache's codec."""
+
+    docs: list[Document]
+    encoded: list[dict]
+    cut: list[bool]
+    hidden: list[np.ndarray]
 
 
 def as_documents(texts, ids=None) -> list[Document]:
@@ -132,11 +144,10 @@ class BundleRuntime:
             notes.append(what)
         return notes
 
-    def _hidden(self, docs: list[Document]) -> tuple[list[np.ndarray], list[str]]:
-        """Per document (T, H) float32 states entering layer k after the codec round trip; truncated ids."""
+    def lower_texts(self, docs: list[Document]) -> Lowered:
+        """Documents tokenized as `erpack encode` does and run through the lower graph."""
         encoded, cut = tokenize(self.tokenizer, docs, self.bundle.max_length)
-        hidden = run_lower_onnx(self.lower, encoded, self.tokenizer.pad_token_id)
-        return [self.roundtrip(h, e["input_ids"]) for h, e in zip(hidden, encoded)], [d.id for d, c in zip(docs, cut) if c]
+        return Lowered(docs, encoded, cut, run_lower_onnx(self.lower, encoded, self.tokenizer.pad_token_id))
 
     def roundtrip(self, hidden: np.ndarray, input_ids) -> np.ndarray:
         """(T, H) states through the cache's codec and back: what a cache record of them decodes to. A codec
@@ -145,11 +156,14 @@ class BundleRuntime:
         kw = {"tokens": np.asarray(input_ids, dtype=np.int64)} if getattr(codec, "needs_tokens", False) else {}
         return codec.decode(codec.encode(hidden, **kw), shape=hidden.shape, **kw)
 
-    def text_logits(self, docs: list[Document], batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[str]]:
+    def text_logits(self, docs: list[Document], batch_size: int = BATCH_SIZE,
+                    lowered: Lowered | None = None) -> tuple[np.ndarray, list[str]]:
         """Logits (N, C) of documents given as text, in their order, and the ids cut at max_length."""
         if not docs:
             return np.zeros((0, max(1, len(self.bundle.labels))), dtype=np.float32), []
-        hidden, truncated = self._hidden(docs)
+        low = lowered or self.lower_texts(docs)
+        hidden = [self.roundtrip(h, e["input_ids"]) for h, e in zip(low.hidden, low.encoded)]
+        truncated = [d.id for d, c in zip(docs, low.cut) if c]
         logits: list = [None] * len(docs)
         for rows in length_batches([h.shape[0] for h in hidden], batch_size, MAX_TOKENS):
             batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
@@ -159,13 +173,35 @@ class BundleRuntime:
         return np.stack(logits), truncated
 
     # ---- rows ------------------------------------------------------------------------------------
-    def predict_texts(self, texts, ids=None, batch_size: int = BATCH_SIZE) -> Predictions:
-        """Rows for texts (strings, with `ids` or `text-N`, or erpack.corpus.Document objects)."""
+    def predict_texts(self, texts, ids=None, batch_size: int = BATCH_SIZE, add_to_cache=None,
+                      storage_options: dict | None = None) -> Predictions:
+        """Rows for texts (strings, with `ids` or `text-N`, or erpack.corpus.Document objects); with
+        `add_to_cache` (a cache folder or URL the bundle fits) the documents are appended to it as
+        `erpack encode` would store them (ids it holds already are left as they are)."""
         docs = as_documents(texts, ids)
-        logits, truncated = self.text_logits(docs, batch_size)
+        lowered = self.lower_texts(docs) if docs else None
+        logits, truncated = self.text_logits(docs, batch_size, lowered)
         by_id = {d.id: z for d, z in zip(docs, logits)}
         rows = prediction_rows([d.id for d in docs], by_id, self.info, set(by_id), None)
-        return Predictions(rows, from_text=len(docs), truncated=truncated)
+        added = self.append(add_to_cache, lowered, storage_options) if add_to_cache is not None and docs else 0
+        return Predictions(rows, from_text=len(docs), truncated=truncated, added_to_cache=added)
+
+    def append(self, cache, lowered: Lowered, storage_options: dict | None = None) -> int:
+        """Append documents run through the lower graph to `cache` as one shard: the states before the codec
+        (the cache's codec encodes them), token ids, token hashes and truncation, as `erpack encode` stores
+        them; ids the cache holds are skipped. How many were added."""
+        with CacheReader(cache, storage_options=storage_options) as reader:
+            self.check_cache(reader)  # never write into a cache the bundle was not made for
+            meta, codec = reader.meta, reader.codec
+        docs, enc = lowered.docs, lowered.encoded
+        hashes = {d.id: token_hash(e["input_ids"], e.get("token_type_ids"), c) for d, e, c in zip(docs, enc, lowered.cut)}
+        ids = {d.id: np.asarray(e["input_ids"], dtype=np.int64) for d, e in zip(docs, enc)}
+        with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip",
+                         storage_options=storage_options) as w:
+            done = w.commit_shard([(d.id, h) for d, h in zip(docs, lowered.hidden)],
+                                  truncated=[d.id for d, c in zip(docs, lowered.cut) if c], token_hashes=hashes,
+                                  token_ids=ids)
+        return done["documents"]
 
     def predict_ids(self, cache, ids=None, batch_size: int = BATCH_SIZE, allow_other_codec: bool = False,
                     storage_options: dict | None = None) -> Predictions:
@@ -188,12 +224,13 @@ class BundleRuntime:
 
 def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, variant: str = "fp32",
                    device: str = "auto", batch_size: int = BATCH_SIZE, output=None, allow_other_codec: bool = False,
-                   storage_options: dict | None = None) -> tuple[Predictions, BundleRuntime]:
+                   storage_options: dict | None = None, add_to_cache: bool = False) -> tuple[Predictions, BundleRuntime]:
     """`erpack predict BUNDLE`: rows for `texts` (strings: ids text-0, text-1, ...), for the documents of
     `text_file` (a corpus: all of them, or those of `ids`), and for cached `ids` of `cache` (all of them
     when neither texts nor ids are given). An id of `ids` is taken from `text_file` when the file has
     it, else from the cache; found nowhere, its row has an `error`. Rows in that order; written to
-    `output` (a file or URL, atomically) when given."""
+    `output` (a file or URL, atomically) when given. add_to_cache: the documents predicted from text are
+    appended to `cache` (see BundleRuntime.append)."""
     rt = load_runtime(bundle, variant, device)
     texts = list(texts or [])
     if not texts and text_file is None and cache is None:
@@ -209,7 +246,10 @@ def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, var
     taken = {d.id for d in docs}
     if len(taken) < len(docs):
         raise InputError("two documents share an id; give each text its own id")
-    result = rt.predict_texts(docs, batch_size=batch_size)
+    if add_to_cache and cache is None:
+        raise InputError("adding texts to a cache needs the cache: give CACHE")
+    result = rt.predict_texts(docs, batch_size=batch_size, add_to_cache=cache if add_to_cache else None,
+                              storage_options=storage_options)
     from_cache = None
     if cache is not None and (wanted is not None or (not texts and text_file is None)):
         rest = None if wanted is None else [i for i in wanted if i not in taken]

@@ -215,3 +215,22 @@ def test_a_regression_bundle_gives_scores(tiny, tmp_path):
     assert set(text) == {"id", "source", "score"} and abs(text["score"] - cached["score"]) < 1e-3
     with pytest.raises(BundleError, match="no int8 upper graph"):
         BundleRuntime(tmp_path / "bundle", variant="int8")
+
+
+def test_texts_added_to_the_cache_read_back_as_they_were_predicted(bundle, tiny, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny["cache"], cache)
+    rt = BundleRuntime(bundle[0])
+    texts, ids = ["w1 w2 w3 w4", "w8 " * 40, tiny["rows"][0]["text"]], ["new1", "new2", tiny["rows"][0]["id"]]
+    got = rt.predict_texts(texts, ids=ids, add_to_cache=cache)
+    assert got.added_to_cache == 2 and got.truncated == ["new2"]  # the cached id is left as it was
+    again = rt.predict_ids(cache, ids[:2]).rows
+    assert [{**r, "source": "text"} for r in again] == got.rows[:2]  # the record decodes to what the text ran on
+    from erpack.store import CacheReader, verify_cache
+
+    assert verify_cache(cache).ok
+    with CacheReader(cache) as r:
+        assert r.info("new2")["truncated"] and len(r) == len(tiny["rows"]) + 2
+    assert main(["predict", str(bundle[0]), str(cache), "--text", "w5 w6", "--add-to-cache", "--json"]) == 0
+    assert '"added_to_cache": 1' in capsys.readouterr().err
+    assert main(["predict", str(bundle[0]), "--text", "w5", "--add-to-cache"]) == 2
