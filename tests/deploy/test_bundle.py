@@ -234,3 +234,12 @@ def test_texts_added_to_the_cache_read_back_as_they_were_predicted(bundle, tiny,
     assert main(["predict", str(bundle[0]), str(cache), "--text", "w5 w6", "--add-to-cache", "--json"]) == 0
     assert '"added_to_cache": 1' in capsys.readouterr().err
     assert main(["predict", str(bundle[0]), "--text", "w5", "--add-to-cache"]) == 2
+
+
+def test_a_cache_at_a_url_is_read_through_fsspec(bundle, tiny):
+    from tests.remote import upload_cache
+
+    url = upload_cache(tiny["cache"], "memory://deploy-test/cache")
+    rt = BundleRuntime(bundle[0])
+    ids = [r["id"] for r in tiny["rows"][:4]]
+    assert rt.predict_ids(url, ids).rows == rt.predict_ids(tiny["cache"], ids).rows
