@@ -52,7 +52,7 @@ RESUMABLE = {"encode"}
 # Libraries a command may need that the serve extra leaves out -> the extra that installs them.
 EXTRA_OF = {"torch": "full", "transformers": "full", "safetensors": "full", "tqdm": "full", "onnx": "onnx",
             "onnxscript": "onnx", "peft": "train", "matplotlib": "report", "bitsandbytes": "quant", "ray": "scale",
-            "pyarrow": "scale"}
+            "pyarrow": "scale", "numba": "tc"}
 # OSErrors of the machine rather than of erpack: said in one line, exit 2.
 # errno -> (what happened, what to do first)
 FULL = {errno.ENOSPC: ("the disk is full", "free space"), errno.EDQUOT: ("the disk quota is used up", "free space"),
