@@ -172,9 +172,9 @@ def markdown(result: dict, command: str) -> str:
             f"Measured {m['time']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, pip {m['pip']}, "
             f"each in a fresh virtual environment with the versions of constraints.txt:\n\n    {command}\n\n"
             + "\n".join(rows) + f"\n\n`installed` is the sum of the files' sizes, less a bare venv's "
-            f"({mb(result['bare_bytes'])}: pip); `du` is the whole venv on disk. The serve extra is {ratios}. "
-            "With --reuse the venvs of an earlier run of the same command were measured again (their install "
-            "times are that run's).\n"
+            f"({mb(result['bare_bytes'])}: pip); `du` is the whole venv on disk. The serve extra is {ratios}."
+            + (" With --reuse the venvs of an earlier run were measured again." if result.get("reused") else "")
+            + "\n"
             + check + f"{END}\n")
 
 
@@ -199,16 +199,22 @@ def main() -> int:
                     "installing them again (install_seconds then null)")
     ap.add_argument("--bundle", default=None, help="a bundle to predict with in the serve venv")
     ap.add_argument("--cache", default=None, help="with --bundle: a cache to predict every document of")
+    ap.add_argument("--render", action="store_true", help="only render docs/results/deploy.md's install section "
+                    "again from docs/results/deploy-install.json")
     ap.add_argument("--write-results", action="store_true", help="write docs/results/deploy-install.json and the "
                     "install section of docs/results/deploy.md")
     args = ap.parse_args()
+    if args.render:  # the page again from the recorded result, after a change of wording
+        result = json.loads(RESULTS_JSON.read_text())
+        write_results(result, result.get("command") or "python tools/install_size.py --all --write-results")
+        return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="erpack-size-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         make_venv(work / "bare")
         bare = tree_bytes(work / "bare")
         sets = ["serve", "full,onnx"] + ([FULL] if args.all else [])
-        result = {"machine": machine(), "bare_bytes": bare, "installs": [install(s, work, bare, args.reuse) for s in sets]}
+        result = {"machine": machine(), "bare_bytes": bare, "reused": args.reuse, "command": None, "installs": [install(s, work, bare, args.reuse) for s in sets]}
         result["smoke"] = smoke(Path(result["installs"][0]["venv"]), args.bundle, args.cache)
     finally:
         if args.work is None:
@@ -216,6 +222,7 @@ def main() -> int:
     command = "python tools/install_size.py" + (" --all" if args.all else "") + (
         f" --work {args.work}" if args.work else "") + (" --reuse" if args.reuse else "") + (
         " --bundle BUNDLE" if args.bundle else "") + (" --cache CACHE" if args.cache else "") + " --write-results"
+    result["command"] = command
     problems = failures(result)
     result["ok"] = not problems
     print("\n".join(card(result) + [f"FAILED   {p}" for p in problems]))
