@@ -214,7 +214,8 @@ def main() -> int:
         make_venv(work / "bare")
         bare = tree_bytes(work / "bare")
         sets = ["serve", "full,onnx"] + ([FULL] if args.all else [])
-        result = {"machine": machine(), "bare_bytes": bare, "reused": args.reuse, "command": None, "installs": [install(s, work, bare, args.reuse) for s in sets]}
+        result = {"machine": machine(), "bare_bytes": bare, "reused": args.reuse, "command": None,
+                  "installs": [install(s, work, bare, args.reuse) for s in sets]}
         result["smoke"] = smoke(Path(result["installs"][0]["venv"]), args.bundle, args.cache)
     finally:
         if args.work is None:
