@@ -12,7 +12,7 @@ from erpack.codecs.state import context_of
 from erpack.deploy import BundleRuntime, verify_bundle
 from erpack.errors import ManifestMismatchError
 from tests.export.conftest import LAYER, MAX_LENGTH, make_task_model
-from tests.store.fitted import CODEC_ID, fitted_codec  # noqa: F401  (the fixture)
+from tests.store.fitted import CODEC_ID
 
 
 def _cache(path, tiny, fit_on: slice):
@@ -36,7 +36,7 @@ def _cache(path, tiny, fit_on: slice):
     return path
 
 
-def test_a_fitted_codec_travels_with_the_bundle(tiny, tmp_path, fitted_codec):  # noqa: F811
+def test_a_fitted_codec_travels_with_the_bundle(tiny, tmp_path, fitted_codec):  # fitted_codec: tests/conftest.py
     from erpack.deploy.build import write_bundle
 
     cache = _cache(tmp_path / "cache", tiny, slice(0, 12))
