@@ -62,3 +62,7 @@ class OutputExistsError(ErpackError):
 
 class TaskModelError(InputError):
     """A task model folder that is damaged, mixed, altered or not one erpack wrote (names the file)."""
+
+
+class BundleError(ErpackError):
+    """A deployment bundle that is missing, incomplete, damaged or not one this erpack reads."""

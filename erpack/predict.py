@@ -47,8 +47,8 @@ MISSING = "not in the cache and no text given"
 
 @dataclass
 class PredictOptions:
-    """What to predict and how. ids: None = every cached document plus every document of `texts`
-    (or, with `split`, the ids of that split in `labels`)."""
+    """What to predict and how. ids: None = every cached document, or, with `texts`, every document of
+    that file (from the cache where it holds the id), or, with `split`, the ids of that split in `labels`."""
 
     ids: list[str] | None = None
     texts: str | None = None  # corpus whose documents are used for ids not in the cache
@@ -170,9 +170,9 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
                 bar.close()
     if encoded is not None and opts.add_to_cache:  # the reader is closed: the writer appends one shard
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
-    rows = _prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
+    rows = prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
     if opts.output is not None:
-        _write_rows(opts.output, rows, opts.storage_options)
+        write_rows(opts.output, rows, opts.storage_options)
     result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
     result.from_cache = len(chosen.cached)
     if label_rows is not None:
@@ -212,19 +212,18 @@ def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
 
 
 def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> list[str]:
-    """The ids asked for, in order (repeats kept): given, a split of the labels, or every cached one
-    plus every document of `texts`."""
+    """The ids asked for, in order (repeats kept): given, a split of the labels, every document of
+    `texts`, or every cached one. (`texts` used to add its documents to every cached one: asked for one
+    new sentence, predict ran the whole cache.)"""
     if opts.ids is not None:
         return [str(i) for i in opts.ids]
     if opts.split is not None:
         if label_rows is None:
             raise InputError("--split selects ids from --labels: give --labels too")
         return [r.id for r in label_rows.values() if r.split == opts.split]
-    ids = reader.ids()
     if opts.texts is not None:
-        cached = set(ids)
-        ids += [d.id for d in iter_corpus(str(opts.texts)) if d.id not in cached]
-    return ids
+        return [d.id for d in iter_corpus(str(opts.texts))]
+    return reader.ids()
 
 
 def _select(reader, opts: PredictOptions, label_rows: dict | None, notes: list[str]) -> Selection:
@@ -337,7 +336,7 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     return done["documents"]
 
 
-def _write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
+def write_rows(path, rows: list[dict], storage_options: dict | None = None) -> None:
     """The prediction lines, fsynced and renamed (one PUT at a URL): a kill leaves the old file or the new one."""
     data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
     if is_remote(str(path)):
@@ -359,10 +358,10 @@ def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, 
     what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids."""
     result = PredictResult(graph="", cache="", variant=None, task=None)
     logits = _run_cached(sess, reader, ids, PredictOptions(batch_size=batch_size, max_tokens=max_tokens), None, result)
-    return _prediction_rows(ids, logits, info, set(), None)
+    return prediction_rows(ids, logits, info, set(), None)
 
 
-def _prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:
+def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:
     names = info.get("labels") or []
     out = []
     for doc_id in requested:

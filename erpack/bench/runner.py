@@ -26,6 +26,7 @@ from erpack.assets import resolve_model
 from erpack.batching import length_batches
 from erpack.bench.card import scored_documents
 from erpack.bench.documents import BenchDocuments, read_documents
+from erpack.bench.pathnames import PATHS
 from erpack.bench.paths import (
     ErpackOnnx,
     ErpackPrunedInt8,
@@ -37,14 +38,13 @@ from erpack.bench.paths import (
     quantization_note,
 )
 from erpack.bench.result import BenchResult, path_result, true_classes, with_speedups
+from erpack.bench.training import bench_training
 from erpack.encode import default_max_length, encode_corpus
 from erpack.errors import ErpackError, InputError
 from erpack.runtime.device import resolve_device
 from erpack.runtime.progress import Steps
 from erpack.runtime.timing import describe_machine
 from erpack.store.location import is_url, open_location
-
-PATHS = ("full-torch", "full-onnx-int8", "erpack-torch", "erpack-onnx-fp32", "erpack-onnx-int8", "erpack-pruned-int8")
 
 
 @dataclass
@@ -286,9 +286,7 @@ def training_result(cfg: BenchConfig, layer: int, notes: list[str], log) -> dict
     """`--train N`: one epoch from the cache against one of full fine-tuning, or None."""
     if not cfg.train:
         return None
-    try:  # erpack.train (and peft) load inside: optional here
-        from erpack.bench.training import bench_training
-
+    try:  # erpack.train (and peft) load inside bench_training: optional here
         log(f"training benchmark: {cfg.train} training documents, one epoch each way")
         return bench_training(cfg.corpus, cfg.model, layer, (cfg.codecs or ["int8+zstd:3"])[0], Path(cfg.work),
                               cfg.train, cfg.batch_size, cfg.device)

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that commit their output in steps and resume when run again (see docs/cache-format.md).
 RESUMABLE = {"encode"}
+# Libraries a command may need that the serve extra leaves out -> the extra that installs them.
+EXTRA_OF = {"torch": "full", "transformers": "full", "safetensors": "full", "tqdm": "full", "onnx": "onnx",
+            "onnxscript": "onnx", "peft": "train", "matplotlib": "report", "bitsandbytes": "quant", "ray": "scale",
+            "pyarrow": "scale", "numba": "tc"}
 # OSErrors of the machine rather than of erpack: said in one line, exit 2.
 # errno -> (what happened, what to do first)
 FULL = {errno.ENOSPC: ("the disk is full", "free space"), errno.EDQUOT: ("the disk quota is used up", "free space"),
@@ -116,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # 128 + SIGPIPE, what a shell reports for a command the pipe stopped
     except (CLIError, ErpackError) as exc:
         return _error(args.command, f"error: {exc}", 2)
+    except ModuleNotFoundError as exc:  # a command run in an install without its extra (the serve extra)
+        extra = EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        return _error(args.command, f"error: `erpack {args.command}` needs {exc.name}, which this installation "
+                      f"lacks (the serve extra runs bundles only): pip install 'erpack[{extra}]'", 2)
     except OSError as exc:  # a full disk, a size limit, a read-only folder: the machine, not erpack
         return _error(args.command, f"error: {os_error_message(args.command, exc)}", 2)
     except KeyboardInterrupt:

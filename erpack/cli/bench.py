@@ -6,13 +6,13 @@ import json
 import shlex
 import sys
 
+from erpack.bench.card import card
+from erpack.bench.pathnames import PATHS
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where, storage_options
 
 
 def add_parser(subparsers) -> None:
-    from erpack.bench.runner import PATHS
-
     p = subparsers.add_parser(
         "bench",
         help="time the full model and the erpack paths end to end, with a breakdown per stage",
@@ -68,7 +68,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm  # a dependency of transformers, loaded with it
 
-    from erpack.bench.card import card  # torch (erpack.bench)
     from erpack.bench.runner import BenchConfig, run_bench
 
     prune = None

@@ -1,9 +1,11 @@
-"""`erpack export`: a task model's upper (or lower) stack to a checked ONNX graph, and int8/optimized variants."""
+"""`erpack export`: a task model's upper (or lower) stack to a checked ONNX graph, and int8/optimized variants;
+or, with --bundle, the whole deployment folder (erpack.deploy.build)."""
 
 from __future__ import annotations
 
 import json
 
+from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
 
 
@@ -22,13 +24,24 @@ def add_parser(subparsers) -> None:
             "--quantize write variants beside the output (NAME.optimized.onnx, NAME.int8-dynamic.onnx, "
             "NAME.int8-static.onnx), each reported with its size, batch-32 latency against the fp32 graph "
             "(median of interleaved runs) and agreement with it. --part lower writes the embeddings and layers "
-            "0..k-1 instead: (input_ids, attention_mask[, token_type_ids]) -> hidden states, for new documents."
+            "0..k-1 instead: (input_ids, attention_mask[, token_type_ids]) -> hidden states, for new documents. "
+            "--bundle DIR writes everything a deployment needs into one folder instead: the upper graph (fp32 "
+            "and int8), the lower graph, the encoder's tokenizer files, the labels, the identity of the cache it "
+            "serves, and bundle.json with the sha256 of every file (sealed, written last; the folder appears "
+            "whole or not at all). `erpack predict DIR --text ...` runs it without torch; `erpack verify DIR` "
+            "checks it."
         ),
         epilog=("Example: erpack export models/rt -o rt.onnx --optimize --quantize dynamic --calibration-cache caches/rt\n"
-                "         erpack export models/rt -o rt-lower.onnx --part lower"),
+                "         erpack export models/rt -o rt-lower.onnx --part lower\n"
+                "         erpack export models/rt --bundle bundles/rt --calibration-cache caches/rt"),
     )
     p.add_argument("task_model", help="task model folder written by `erpack train`")
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write (variants go beside it)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="the .onnx file to write (variants go beside it)")
+    out.add_argument("--bundle", metavar="DIR", help="write a deployment bundle folder (see above) instead of one graph")
+    p.add_argument("--no-int8", action="store_true", help="--bundle: leave out the int8 upper graph")
+    p.add_argument("--model", default=None, help="--bundle: where to find the encoder's tokenizer when the folder or "
+                   "name the cache recorded is not found here")
     p.add_argument("--part", choices=["upper", "lower", "full"], default=None,
                    help="upper: layers k..L-1 + head, from cached hidden states (default); lower: embeddings + "
                    "layers 0..k-1, from token ids; full: the whole model, token ids -> logits (the default, and "
@@ -94,6 +107,10 @@ def run(args) -> int:
     from erpack.export import export_task_model
 
     transformers.logging.set_verbosity_error()
+    if args.bundle is not None:
+        return run_bundle(args)
+    if args.no_int8 or args.model:
+        raise CLIError("--no-int8 and --model apply to --bundle")
     s = export_task_model(args.task_model, args.output, part=args.part, optimize=args.optimize,
                           quantize=args.quantize, calibration_cache=cache_where(args.calibration_cache, args),
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
@@ -113,6 +130,41 @@ def run(args) -> int:
             print(f"             parity {v.parity['max_diff']:.2e}: pass")
     for note in s.notes:
         print(f"note: {note}")
+    if args.json:
+        print(json.dumps(s.as_dict()))
+    return 0
+
+
+def run_bundle(args) -> int:
+    """--bundle DIR: the deployment folder (erpack.deploy.build.write_bundle)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from erpack.deploy.build import write_bundle
+
+    refused = [flag for flag, value in [("--part", args.part), ("--optimize", args.optimize),
+                                        ("--quantize", args.quantize)] if value]
+    if refused:
+        raise CLIError(f"{', '.join(refused)}: a bundle holds the upper graph (fp32 and int8 dynamic, or fp32 alone "
+                       "with --no-int8) and the lower graph; drop them")
+    s = write_bundle(args.task_model, args.bundle, model=args.model,
+                     calibration_cache=cache_where(args.calibration_cache, args), quantize=not args.no_int8,
+                     overwrite=args.overwrite,
+                     progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
+    print(f"bundle       {s.bundle} ({s.task} task model of {s.model}, layer {s.layer}; {len(s.files) + 1} files, "
+          f"{s.bytes / 1e6:.2f} MB)")
+    print(f"parity       upper |ONNX - PyTorch| {s.upper_parity['max_diff']:.2e}, lower {s.lower_parity['max_diff']:.2e}")
+    if s.int8 is not None and s.int8.get("agreement"):
+        a = s.int8["agreement"]
+        agree = "" if a.get("argmax_agreement") is None else f", argmax agrees {100 * a['argmax_agreement']:.1f}%"
+        print(f"int8         {s.int8['size_ratio']:.2f}x smaller than fp32, max |diff| {a['max_diff']:.2e}{agree}")
+    t = s.text_parity
+    print(f"text         the bundle's runtime vs PyTorch on {t['texts']} probe texts: max |logit diff| "
+          f"{t['max_diff']:.2e}")
+    for note in s.notes:
+        print(f"note: {note}")
+    print(f"check        erpack verify {s.bundle}; erpack predict {s.bundle} --text \"...\"")
     if args.json:
         print(json.dumps(s.as_dict()))
     return 0

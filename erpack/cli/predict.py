@@ -1,20 +1,25 @@
-"""`erpack predict`: predictions from an exported graph over cached documents (and new texts)."""
+"""`erpack predict`: predictions from an exported graph over cached documents (and new texts), or from a
+bundle (erpack.deploy) for texts given on the command line, on stdin or in a file, without torch."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where, storage_options
 from erpack.cluster.score import score_on_ray
+from erpack.deploy.bundle import VARIANTS, is_bundle
+from erpack.deploy.runtime import predict_bundle
 from erpack.predict import predict, read_ids_file
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
-        help="serve an exported upper-stack graph over a cache: one JSON line of prediction per document",
+        help="predict with a bundle (texts or cached ids) or an exported upper-stack graph over a cache: one JSON "
+             "line per document",
         description=(
             "Run MODEL.onnx (from `erpack export`) over documents of CACHE with onnxruntime: records are read and "
             "decoded in a background thread into length-grouped padded batches while the previous batch runs. "
@@ -23,22 +28,37 @@ def add_parser(subparsers) -> None:
             "layer and codec): another is refused. Documents not in the cache but given in --texts run through "
             "the lower stack first (--lower graph, or PyTorch) and, with --add-to-cache, are appended to it. A "
             "requested id found nowhere gets a line with an `error` in the output, is listed in the summary, and "
-            "makes the command exit 1."
+            "makes the command exit 1. Given a BUNDLE folder (erpack export --bundle) instead of a graph, no cache "
+            "and no torch are needed: --text TEXT (repeatable; `-` reads one text a line from stdin, as does no "
+            "input at all when stdin is not a terminal) and --texts FILE (its documents, or those of --ids) run "
+            "through the bundle's tokenizer, lower graph, the cache's codec and upper graph; a CACHE adds cached "
+            "ids. Without -o the lines go to stdout and the summary to stderr."
         ),
-        epilog=("Examples: erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
+        epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
+                "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
+                "          erpack predict bundles/rt caches/rt --ids d1,d2\n"
+                "          erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
     )
-    p.add_argument("graph", help="upper-stack .onnx file written by `erpack export`")
-    p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
-    p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, plus every "
-                   "document of --texts")
+    p.add_argument("graph", help="bundle folder (erpack export --bundle), or upper-stack .onnx file written by "
+                   "`erpack export`")
+    p.add_argument("cache", nargs="?", default=None, help="cache folder or URL (s3://bucket/prefix, ...) written by "
+                   "`erpack encode`; required with a graph, optional with a bundle")
+    p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, or with "
+                   "--texts every document of that file")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--ids", dest="id_list", default=None, help="comma-separated document ids")
     g.add_argument("--ids-file", default=None, help="file of ids, one per line (or JSONL objects with `id`)")
     p.add_argument("--texts", default=None, help="corpus (.jsonl/.csv or built-in name, as for `erpack encode`) whose "
-                   "documents are used when an id is not in the cache")
-    p.add_argument("--add-to-cache", action="store_true", help="append documents encoded from --texts to the cache")
+                   "documents are predicted (those of the ids when ids are given). With a graph, a document whose id "
+                   "the cache holds is read from the cache; with a bundle, from the file")
+    p.add_argument("--text", action="append", default=None, metavar="TEXT", help="with a bundle: a text to predict "
+                   "(repeatable; ids text-0, text-1, ...); `-` reads one text a line from stdin")
+    p.add_argument("--variant", choices=VARIANTS, default="fp32", help="with a bundle: its fp32 upper graph (default) "
+                   "or the int8 one")
+    p.add_argument("--add-to-cache", action="store_true", help="append documents encoded from --texts (with a bundle: "
+                   "from --text too) to the cache")
     p.add_argument("--lower", default=None, help="lower-stack graph (erpack export --part lower) for --texts; default: "
                    "PyTorch with the encoder the cache names")
     p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
@@ -73,8 +93,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     if args.ids not in (None, "all"):
         raise CLIError(f"unknown positional {args.ids!r}: use --ids id1,id2, --ids-file FILE, or `all`")
     ids = None
@@ -82,9 +100,18 @@ def run(args) -> int:
         ids = [i.strip() for i in args.id_list.split(",") if i.strip()]
     elif args.ids_file is not None:
         ids = read_ids_file(args.ids_file)
+    if is_bundle(args.graph) or Path(args.graph).is_dir():  # a folder is a bundle, or is told why it is not
+        return run_bundle(args, ids)
+    if args.text is not None or args.variant != "fp32":
+        raise CLIError(f"--text and --variant need a bundle folder (erpack export --bundle); {args.graph} is not one")
+    if args.cache is None:
+        raise CLIError(f"predicting with the graph {args.graph} needs a CACHE (or give a bundle folder, which runs "
+                       "texts without one)")
     if args.add_to_cache and not args.texts:
         raise CLIError("--add-to-cache adds documents encoded from --texts: give --texts")
     cache = cache_where(args.cache, args)
+    from tqdm import tqdm
+
     if args.engine == "ray":
         return run_ray(args, cache, ids)
     if args.output is None:
@@ -115,6 +142,64 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
+
+
+def _stdin_texts() -> list[str]:
+    texts = [line.strip() for line in sys.stdin.read().splitlines()]
+    return [t for t in texts if t]
+
+
+def run_bundle(args, ids) -> int:
+    """A bundle: texts (--text, stdin, --texts) and cached ids, without torch; summary on stderr without -o."""
+    unsupported = [flag for flag, value in [("--lower", args.lower),
+                                            ("--model", args.model), ("--labels", args.labels), ("--split", args.split),
+                                            ("--out", args.out)] if value] + (["--engine ray"] if args.engine == "ray" else [])
+    if unsupported:
+        raise CLIError(f"{', '.join(unsupported)} apply to a graph, not to a bundle (which carries its lower graph "
+                       "and tokenizer): drop them")
+    if args.add_to_cache and args.cache is None:
+        raise CLIError("--add-to-cache appends the texts to a cache: give CACHE after the bundle")
+    texts = []
+    for t in args.text or []:
+        texts += _stdin_texts() if t == "-" else [t]
+    if args.text is None and args.texts is None and args.cache is None:
+        if sys.stdin.isatty():
+            raise CLIError("nothing to predict: give --text TEXT, --texts FILE, a CACHE, or texts on stdin")
+        texts = _stdin_texts()
+    if args.text is not None or (args.texts is None and args.cache is None):
+        if not texts:
+            raise CLIError("no text given: --text needs a non-empty text (stdin held none)")
+    result, rt = predict_bundle(args.graph, cache_where(args.cache, args), texts, args.texts, ids, args.variant,
+                                args.device, args.batch_size, args.output, args.allow_other_codec,
+                                storage_options(args), args.add_to_cache)
+    report = sys.stderr if args.output is None else sys.stdout
+    if args.output is None:
+        for row in result.rows:
+            print(json.dumps(row))
+    print(f"predicted    {len(result.rows) - len(result.missing)} of {len(result.rows)} documents with bundle "
+          f"{args.graph} ({args.variant}; {result.from_text} from text, {result.from_cache} from the cache) on "
+          f"{rt.provider}", file=report)
+    if args.add_to_cache:
+        print(f"added        {result.added_to_cache} of {result.from_text} text(s) to the cache {args.cache} (ids it "
+              "held already were left as they were)", file=report)
+    if result.truncated:
+        print(f"truncated    {len(result.truncated)} text(s) cut at {rt.bundle.max_length} tokens, as the cache "
+              "cuts them", file=report)
+    for note in result.notes + rt.notes:
+        print(f"note: {note}", file=report)
+    if args.output is not None:
+        print(f"output       {args.output}", file=report)
+    if result.missing:
+        shown = ", ".join(result.missing[:10]) + (", ..." if len(result.missing) > 10 else "")
+        print(f"missing      {len(result.missing)} id(s) found nowhere: {shown} (each has an `error` line)",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps({"bundle": str(args.graph), "variant": args.variant, "provider": rt.provider,
+                          "documents": len(result.rows), "from_text": result.from_text,
+                          "from_cache": result.from_cache, "truncated": result.truncated, "missing": result.missing,
+                          "added_to_cache": result.added_to_cache,
+                          "notes": result.notes + rt.notes, "output": args.output}), file=report)
+    return 1 if result.missing else 0
 
 
 def run_ray(args, cache, ids) -> int:

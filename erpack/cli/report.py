@@ -8,8 +8,6 @@ import sys
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where, storage_options
-from erpack.report import ReportConfig, build_report, write_report
-from erpack.report.render import tables
 
 
 def add_parser(subparsers) -> None:
@@ -52,6 +50,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from erpack.report import ReportConfig, build_report, write_report  # measuring loads torch
+    from erpack.report.render import tables
+
     if args.sample < 1:
         raise CLIError(f"--sample must be at least 1, got {args.sample}")
     for cache in args.caches:  # a bad URL fails here, naming it, before any measuring

@@ -1,4 +1,4 @@
-"""`erpack verify`: check every byte of a cache; exit 0 when all is good, 1 listing what failed."""
+"""`erpack verify`: check every byte of a cache or a bundle; exit 0 when all is good, 1 listing what failed."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
+from erpack.deploy.bundle import is_bundle
+from erpack.deploy.verify import BundleReport, verify_bundle
 from erpack.errors import CorruptManifestError
 from erpack.store import verify_cache
 from erpack.store.verify import Failure, VerifyReport, manifest_failure, seal_cache
@@ -29,10 +31,14 @@ def add_parser(subparsers) -> None:
             "record index, document id, byte offset, what is wrong) and what to do. Exit status: 0 all good, "
             "1 something failed (a damaged manifest too), 2 not a cache (no manifest) or one this erpack cannot "
             "read. Re-encode the documents it lists (appending with on_duplicate='replace' supersedes a "
-            "damaged record)."
+            "damaged record). Given a bundle folder (erpack export --bundle; it holds bundle.json), checks its "
+            "manifest's checksum, each file's size and sha256, that each graph loads and records the cache "
+            "identity the manifest records, and that the tokenizer and codec load: exit 0, or 1 listing each "
+            "damaged file."
         ),
     )
-    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json) or URL (s3://bucket/prefix, ...)")
+    p.add_argument("cache", metavar="CACHE", help="cache folder (the one holding manifest.json) or URL (s3://bucket/prefix, "
+                   "...), or a bundle folder (the one holding bundle.json)")
     p.add_argument("--no-decode", action="store_true",
                    help="check checksums and framing only, skip decoding every record (faster)")
     p.add_argument("--seal", action="store_true",
@@ -104,7 +110,29 @@ def actions(report: VerifyReport) -> list[str]:
     return out
 
 
+def bundle_summary(report: BundleReport) -> list[str]:
+    lines = [f"bundle     {report.path}",
+             f"checked    {report.files} files ({report.bytes / 1e6:.2f} MB): manifest checksum, sizes, sha256; graphs "
+             f"{', '.join(report.graphs) or 'none'} loaded; tokenizer and codec"]
+    lines += [f"warning    {w}" for w in report.warnings]
+    lines += [f"FAILED     {f['file']}: {f['error']}" for f in report.failures]
+    if report.ok:
+        return lines + ["result     OK: every file of the bundle checks out"]
+    bad = sorted({f["file"] for f in report.failures})
+    return lines + [f"result     FAILED: {len(report.failures)} problem(s) in {', '.join(bad)}",
+                    "action     copy the bundle again from where it was made, or export it again "
+                    "(erpack export TASK_MODEL --bundle DIR --overwrite)"]
+
+
 def run(args) -> int:
+    if is_bundle(args.cache):
+        if args.seal or args.no_decode:
+            raise CLIError("--seal and --no-decode apply to a cache; a bundle is checked whole")
+        report = verify_bundle(args.cache)
+        print("\n".join(bundle_summary(report)))
+        if args.json:
+            print(json.dumps(report.as_dict()))
+        return 0 if report.ok else 1
     if args.seal and args.no_decode:
         raise CLIError("--seal needs the full check: drop --no-decode")
     cache = cache_where(args.cache, args)

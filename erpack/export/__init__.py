@@ -11,7 +11,7 @@ Modules: onnx_export (torch.onnx, dynamic axes, metadata), metadata (what a grap
 erpack.fit's cache check over it), parity (ORT against PyTorch), optimize (onnxruntime transformer
 fusions), quantize (dynamic and static int8, calibration from cached records), session (providers),
 inputs (padded batches), summary (ExportSummary and Variant, what an export returns), build (the whole `erpack export`; timing from erpack.runtime.timing).
-Serving: erpack.predict.
+Serving: erpack.predict; deployment bundles (both graphs, tokenizer, checksummed, run without torch): erpack.deploy.
 Needs the `onnx` extra (onnx, onnxscript, onnxruntime). See docs/export.md.
 """
 

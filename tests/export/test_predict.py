@@ -117,3 +117,13 @@ def test_json_summary_keeps_its_fields(exported, tiny, tmp_path, capsys):
                        "waited_on_reader_seconds", "documents_per_second", "metrics"]
     assert list(s["from_text"]) == ["documents", "lower", "truncated", "added_to_cache"]
     assert s["predicted"] == len(tiny["rows"]) and s["metrics"]["documents"] == len(tiny["rows"])
+
+
+def test_texts_without_ids_predict_the_files_documents_only(exported, tiny, tmp_path):
+    """Asked for one new sentence, predict runs that sentence, not the whole cache with it (issue 23)."""
+    out, _ = exported
+    texts = write_jsonl(tmp_path / "one.jsonl", [{"id": "one", "text": "w1 w2 w3"}, {"id": tiny["rows"][0]["id"],
+                                                                                    "text": tiny["rows"][0]["text"]}])
+    s = predict(out, tiny["cache"], texts=texts, output=tmp_path / "p.jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert s.requested == 2 and [(r["id"], r["source"]) for r in rows] == [("one", "text"), (tiny["rows"][0]["id"], "cache")]

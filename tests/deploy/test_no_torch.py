@@ -1,0 +1,95 @@
+"""The bundle's runtime in a process where importing torch or transformers (or any other heavy library
+erpack uses elsewhere) fails: it predicts from text and from a cache, the CLI predicts and verifies,
+and the third-party packages it imported are only those of the `serve` extra."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCKED = ["torch", "transformers", "onnx", "onnxscript", "safetensors", "tqdm", "huggingface_hub", "peft",
+           "bitsandbytes", "optimum", "matplotlib", "ray", "pyarrow", "datasets"]
+# What the serve extra installs (and what those import of their own).
+ALLOWED = {"numpy", "onnxruntime", "tokenizers", "zstandard", "fsspec", "packaging", "coloredlogs", "humanfriendly",
+           "flatbuffers", "google", "sympy", "mpmath"}
+
+BLOCKER = f"""
+import importlib.abc, sys
+BLOCKED = {BLOCKED!r}
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is blocked in this test: the runtime must not import it",
+                                      name=name.split(".")[0])
+        return None
+sys.meta_path.insert(0, Blocker())
+for m in list(sys.modules):
+    if m.split(".")[0] in BLOCKED:
+        del sys.modules[m]
+"""
+
+SCRIPT = BLOCKER + """
+import json, sys
+from erpack.deploy import BundleRuntime
+rt = BundleRuntime(sys.argv[1], device="cpu")
+texts = rt.predict_texts(["w1 w2 w3", "w9"]).rows
+cached = rt.predict_ids(sys.argv[2], ["d000", "d001"]).rows
+third = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"erpack"}
+               - {m for m in sys.modules if m.startswith("_")})
+print(json.dumps({"texts": texts, "cached": cached, "third_party": third}))
+"""
+
+CLI = BLOCKER + """
+import sys
+from erpack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run(code: str, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
+                          input=stdin, timeout=300, cwd=ROOT)
+
+
+def test_the_blocker_blocks():
+    done = _run(BLOCKER + "import torch")
+    assert done.returncode != 0 and "blocked in this test" in done.stderr
+
+
+def test_the_runtime_predicts_without_torch_or_transformers(bundle, tiny):
+    done = _run(SCRIPT, bundle[0], tiny["cache"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert [r["source"] for r in out["texts"]] == ["text", "text"]
+    assert [r["id"] for r in out["cached"]] == ["d000", "d001"] and all("predicted" in r for r in out["cached"])
+    assert not set(out["third_party"]) & set(BLOCKED)
+    assert set(out["third_party"]) <= ALLOWED, f"imported beyond the serve extra: {set(out['third_party']) - ALLOWED}"
+    # what the runtime predicts here equals what it predicts in the full environment
+    from erpack.deploy import BundleRuntime
+
+    assert out["cached"] == BundleRuntime(bundle[0], device="cpu").predict_ids(tiny["cache"], ["d000", "d001"]).rows
+
+
+def test_the_cli_predicts_and_verifies_without_torch(bundle, tiny):
+    done = _run(CLI, "predict", bundle[0], "--text", "w1 w2", "--text", "w3")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(x)["id"] for x in done.stdout.splitlines()] == ["text-0", "text-1"]
+    done = _run(CLI, "predict", bundle[0], stdin="w4 w5\nw6\n")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2, done.stderr
+    done = _run(CLI, "predict", bundle[0], tiny["cache"], "--ids", "d000,d005")
+    assert done.returncode == 0 and len(done.stdout.splitlines()) == 2, done.stderr
+    done = _run(CLI, "verify", bundle[0])
+    assert done.returncode == 0 and "result     OK" in done.stdout, done.stderr
+
+
+def test_a_command_that_needs_torch_names_the_extra(tiny):
+    done = _run(CLI, "inspect", tiny["task_model"])
+    if done.returncode == 0:  # inspect of a task model may not need torch; train always does
+        done = _run(CLI, "train", tiny["cache"], "--labels", "x.jsonl", "-o", "/nonexistent/out")
+    assert done.returncode == 2 and "pip install 'erpack[full]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
