@@ -135,6 +135,20 @@ async def sample_rss(pid, stop: asyncio.Event, peak: list[float]) -> None:
             pass
 
 
+def histogram_quantiles(text: str, name: str, label: str = "", qs=(50, 99)) -> dict:
+    """Quantiles of a Prometheus histogram as its buckets' upper bounds (ms): the server's own view."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{") and label in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return {}
+    total = buckets[-1][1]
+    return {f"p{q}": next((round(le * 1000, 1) if le != float("inf") else "inf") for le, n in buckets
+                          if n >= q / 100 * total) for q in qs}
+
+
 def metric(text: str, name: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -220,7 +234,11 @@ async def run(args) -> dict:
                            if batches else None,
                            "mean_batch_requests": round((metric(text, "erpack_batch_requests_sum") or 0) / batches, 2)
                            if batches else None,
-                           "shed_total": metric(text, "erpack_shed_total")},
+                           "shed_total": metric(text, "erpack_shed_total"),
+                           "request_ms_at_most": histogram_quantiles(text, "erpack_request_seconds",
+                                                                     'path="/v1/predict"'),
+                           "queue_wait_ms_at_most": histogram_quantiles(text, "erpack_queue_wait_seconds"),
+                           "batch_ms_at_most": histogram_quantiles(text, "erpack_batch_seconds")},
     }
 
 
@@ -237,6 +255,9 @@ def card(r: dict) -> str:
         f"{r['recovery']['ready']}",
         f"batches      {r['server_metrics']['batches']}, mean {r['server_metrics']['mean_batch_items']} items "
         f"({r['server_metrics']['mean_batch_requests']} requests)",
+        f"server view  request {r['server_metrics']['request_ms_at_most']} ms, queue wait "
+        f"{r['server_metrics']['queue_wait_ms_at_most']} ms, batch {r['server_metrics']['batch_ms_at_most']} ms "
+        "(bucket bounds)",
         f"machine      {r['machine']}; load average {r['load_average_before']} before, {r['load_average_after']} after",
     ])
 

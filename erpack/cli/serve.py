@@ -45,6 +45,8 @@ def add_parser(subparsers) -> None:
                    "Retry-After (default: 64)")
     b.add_argument("--max-connections", type=int, default=1024, help="connections and requests open at once; more "
                    "are answered 503 by uvicorn (default: 1024)")
+    b.add_argument("--keep-alive", type=float, default=75.0, help="seconds an idle connection is kept open "
+                   "(default: 75; longer than a client pool's idle time, so a reused connection is not closed under it)")
     b.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its answer before a "
                    "503 (default: 30)")
     lim = p.add_argument_group("request limits (4xx beyond them)")
@@ -70,7 +72,7 @@ def run(args) -> int:
                     args.threads, storage_options(args))
     app = create_app(engine, Limits(args.max_request_bytes, args.max_items, args.max_text_chars, args.timeout),
                      Batching(args.max_batch, args.max_wait_ms, args.max_queue))
-    srv = server(app, args.host, args.port, args.max_connections, log_level=args.log_level)
+    srv = server(app, args.host, args.port, args.max_connections, log_level=args.log_level, keep_alive_s=args.keep_alive)
     print(f"serving      {', '.join(f'{n} ({rt.bundle.folder}, {args.variant})' for n, rt in engine.runtimes.items())}"
           f" on {engine.provider}" + (f" over the cache {args.cache}" if args.cache else ""))
     for note in engine.notes + engine.lead.notes:

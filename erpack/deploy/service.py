@@ -370,7 +370,7 @@ def create_app(engine: Engine, limits: Limits | None = None, batching: Batching 
 
 
 def server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, max_connections: int | None = 1024,
-           graceful_s: float = 30, log_level: str = "warning"):
+           graceful_s: float = 30, log_level: str = "warning", keep_alive_s: float = 75):
     """A uvicorn Server for the app: run() blocks until SIGINT/SIGTERM (in the main thread) or should_exit =
     True; it then stops accepting, finishes the requests in flight (up to graceful_s) and returns, where
     uvicorn's own Server would re-raise the signal and end the process before it could say what it did."""
@@ -396,5 +396,6 @@ def server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, max_connecti
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, limit_concurrency=max_connections,
-                            timeout_graceful_shutdown=graceful_s, access_log=False)
+                            timeout_graceful_shutdown=graceful_s, access_log=False,
+                            timeout_keep_alive=keep_alive_s)
     return Server(config)
