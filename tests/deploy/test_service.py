@@ -48,8 +48,20 @@ def _close(a: dict, b: dict, tol: float = 1e-5) -> bool:
 
 
 @pytest.fixture(scope="module")
-def service(bundle, tiny):
-    engine = Engine({"rt": str(bundle[0]), "twin": str(bundle[0])}, cache=str(tiny["cache"]), device="cpu")
+def other(tiny, tmp_path_factory):
+    """A second task model over the same cache (another random head), as a bundle."""
+    from erpack.deploy.build import write_bundle
+    from tests.export.conftest import make_task_model
+
+    root = tmp_path_factory.mktemp("other")
+    make_task_model(tiny["folder"], tiny["cache"], seed=2).save(root / "task")
+    write_bundle(root / "task", root / "bundle", model=str(tiny["folder"]), quantize=False)
+    return root / "bundle"
+
+
+@pytest.fixture(scope="module")
+def service(bundle, other, tiny):
+    engine = Engine({"rt": str(bundle[0]), "twin": str(other)}, cache=str(tiny["cache"]), device="cpu")
     running = Running(create_app(engine, Limits(max_request_bytes=20000, max_items=8, max_text_chars=200),
                                  Batching(max_batch=16, max_wait_ms=2, max_queue=32)))
     with httpx.Client(base_url=running.url, timeout=30) as client:
@@ -57,7 +69,7 @@ def service(bundle, tiny):
     running.stop()
 
 
-def test_predictions_equal_the_runtime(service, bundle, tiny):
+def test_predictions_equal_the_runtime(service, bundle, other, tiny):
     _, client = service
     rt = BundleRuntime(bundle[0], device="cpu")
     ids = [r["id"] for r in tiny["rows"][:6]]
@@ -71,19 +83,22 @@ def test_predictions_equal_the_runtime(service, bundle, tiny):
     got = client.post("/v1/predict", json={"texts": texts, "text_ids": [f"t{i}" for i in range(6)]}).json()
     want = rt.predict_texts(texts, ids=[f"t{i}" for i in range(6)])
     assert got["models"] == ["rt", "twin"] and got["truncated"] == want.truncated == ["t5"]
-    for name in ("rt", "twin"):
-        assert all(_close(a, b) for a, b in zip(got["predictions"][name], want.rows, strict=True))
+    assert all(_close(a, b) for a, b in zip(got["predictions"]["rt"], want.rows, strict=True))
+    want = BundleRuntime(other, device="cpu").predict_texts(texts, ids=[f"t{i}" for i in range(6)]).rows
+    assert all(_close(a, b) for a, b in zip(got["predictions"]["twin"], want, strict=True))
+    assert got["predictions"]["twin"] != got["predictions"]["rt"]  # another head, its own predictions
 
 
-def test_several_models_decode_each_record_once(service, tiny):
+def test_several_models_decode_each_record_once(service, bundle, other, tiny):
     running, client = service
     engine = running.app.state.engine
     ids = [r["id"] for r in tiny["rows"][6:10]]
     before = engine.cache_reads
     got = client.post("/v1/predict", json={"ids": ids + ids[:1], "models": ["rt", "twin"]}).json()
     assert engine.cache_reads - before == len(ids)  # 4 records decoded for 2 models and a repeated id
-    assert got["predictions"]["rt"] == got["predictions"]["twin"] and len(got["predictions"]["rt"]) == 5
-    assert [r["id"] for r in got["predictions"]["rt"]] == ids + ids[:1]
+    for name, folder in (("rt", bundle[0]), ("twin", other)):
+        want = BundleRuntime(folder, device="cpu").predict_ids(tiny["cache"], ids).rows
+        assert all(_close(a, b) for a, b in zip(got["predictions"][name], want + want[:1], strict=True))
 
 
 @pytest.mark.parametrize("body, status, says", [
