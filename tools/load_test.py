@@ -316,7 +316,8 @@ def markdown(runs: dict) -> str:
             "`tools/load_test.py` starts `erpack serve BUNDLE --cache CACHE` on loopback and runs closed-loop clients "
             "(each sends its next request when the last is answered; a shed one waits 0.1 s) on the same machine: "
             "the clients, the server and, during these runs, other jobs shared its cores (the load average column "
-            "is the machine's before the run; 2 means both cores busy). Each request is one text of the corpus "
+            "is the machine's before the run; 2 means both cores busy), so a rerun minutes later can differ by a "
+            "factor of two with the other jobs' load. Each request is one text of the corpus "
             "(tokenizer, lower graph, codec round trip, upper graph):\n\n"
             + "\n".join(commands) + "\n\n" + "\n".join(rows)
             + "\n\nLatency is over answered requests (200), from sending to the whole answer. Shed requests are "
