@@ -15,7 +15,7 @@ pytest.importorskip("fastapi", reason="the `serve` extra installs fastapi and uv
 
 from erpack.cluster.s3local import free_port  # noqa: E402
 from erpack.deploy import BundleRuntime  # noqa: E402
-from erpack.deploy.engine import Engine  # noqa: E402
+from erpack.deploy.engine import Engine, bundle_names  # noqa: E402
 from erpack.deploy.service import Batching, Limits, create_app, server  # noqa: E402
 
 
@@ -231,3 +231,26 @@ def test_erpack_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path), "--port", str(free_port())]) == 2
     assert "not a bundle" in capsys.readouterr().err
+
+
+def test_bundles_of_different_caches_are_not_served_together(bundle, tiny, tmp_path):
+    from erpack.deploy.build import write_bundle
+    from erpack.errors import ErpackError
+    from tests.export.conftest import make_task_model, write_cache
+
+    cache = write_cache(tmp_path / "cache1", tiny["folder"], tiny["rows"][:4], layer=1)
+    make_task_model(tiny["folder"], cache).save(tmp_path / "task1")
+    write_bundle(tmp_path / "task1", tmp_path / "bundle1", model=str(tiny["folder"]), quantize=False)
+    with pytest.raises(ErpackError, match="serves another cache"):
+        Engine({"rt": str(bundle[0]), "k1": str(tmp_path / "bundle1")}, device="cpu")
+    with pytest.raises(ErpackError, match="two bundles are named 'bundle'"):
+        bundle_names([str(bundle[0]), str(tmp_path / "x" / "bundle")])
+
+
+def test_ids_without_a_cache_are_refused(bundle):
+    running = Running(create_app(Engine({"rt": str(bundle[0])}, device="cpu")))
+    try:
+        got = httpx.post(f"{running.url}/v1/predict", json={"ids": ["d000"]}, timeout=30)
+        assert got.status_code == 400 and "no cache" in got.json()["error"]
+    finally:
+        running.stop()
