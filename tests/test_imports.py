@@ -17,7 +17,7 @@ import erpack
 ROOT = Path(erpack.__file__).parent
 # Libraries a function may import where it uses them: heavy or optional.
 HEAVY = {"torch", "transformers", "onnx", "onnxruntime", "onnxscript", "bitsandbytes", "peft", "matplotlib",
-         "optimum", "tqdm"}
+         "optimum", "tqdm", "fastapi", "uvicorn", "prometheus_client", "starlette"}
 
 
 def module_files() -> dict[str, Path]:

@@ -17,7 +17,7 @@ from erpack import __version__
 from erpack.errors import ErpackError
 
 # Subcommand modules, in the order `erpack --help` lists them.
-COMMANDS = ["demo", "assets", "encode", "compress", "codecs", "inspect", "verify", "train", "eval", "prune", "export", "predict", "bench", "report"]
+COMMANDS = ["demo", "assets", "encode", "compress", "codecs", "inspect", "verify", "train", "eval", "prune", "export", "predict", "serve", "bench", "report"]
 
 
 class CLIError(Exception):
@@ -52,7 +52,8 @@ RESUMABLE = {"encode"}
 # Libraries a command may need that the serve extra leaves out -> the extra that installs them.
 EXTRA_OF = {"torch": "full", "transformers": "full", "safetensors": "full", "tqdm": "full", "onnx": "onnx",
             "onnxscript": "onnx", "peft": "train", "matplotlib": "report", "bitsandbytes": "quant", "ray": "scale",
-            "pyarrow": "scale", "numba": "tc"}
+            "pyarrow": "scale", "numba": "tc",
+            "fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "starlette": "serve"}
 # OSErrors of the machine rather than of erpack: said in one line, exit 2.
 # errno -> (what happened, what to do first)
 FULL = {errno.ENOSPC: ("the disk is full", "free space"), errno.EDQUOT: ("the disk quota is used up", "free space"),

@@ -16,6 +16,10 @@ BLOCKED = ["torch", "transformers", "onnx", "onnxscript", "safetensors", "tqdm",
 # What the serve extra installs (and what those import of their own).
 ALLOWED = {"numpy", "onnxruntime", "tokenizers", "zstandard", "fsspec", "packaging", "coloredlogs", "humanfriendly",
            "flatbuffers", "google", "sympy", "mpmath"}
+# What the service adds (fastapi, uvicorn, prometheus-client, and their own imports).
+SERVICE = {"fastapi", "starlette", "pydantic", "pydantic_core", "annotated_types", "annotated_doc", "typing_extensions",
+           "typing_inspection", "anyio", "sniffio", "idna", "uvicorn", "h11", "click", "prometheus_client",
+           "opentelemetry", "importlib_metadata", "zipp"}
 
 BLOCKER = f"""
 import importlib.abc, sys
@@ -41,6 +45,31 @@ cached = rt.predict_ids(sys.argv[2], ["d000", "d001"]).rows
 third = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"erpack"}
                - {m for m in sys.modules if m.startswith("_")})
 print(json.dumps({"texts": texts, "cached": cached, "third_party": third}))
+"""
+
+SERVE = BLOCKER + """
+import json, sys, threading, time, urllib.request
+from erpack.cluster.s3local import free_port
+from erpack.deploy.engine import Engine
+from erpack.deploy.service import create_app, server
+port = free_port()
+srv = server(create_app(Engine({"rt": sys.argv[1]}, cache=sys.argv[2], device="cpu")), port=port)
+thread = threading.Thread(target=srv.run, daemon=True)
+thread.start()
+while not srv.started:
+    time.sleep(0.02)
+def post(body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/predict", json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=30).read())
+texts = post({"texts": ["w1 w2 w3", "w9"]})["predictions"]["rt"]
+cached = post({"ids": ["d000", "d001"]})["predictions"]["rt"]
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+srv.should_exit = True
+thread.join(30)
+third = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"erpack"}
+               - {m for m in sys.modules if m.startswith("_")})
+print(json.dumps({"texts": texts, "cached": cached, "third_party": third, "metrics": "erpack_cache_reads" in metrics}))
 """
 
 CLI = BLOCKER + """
@@ -73,6 +102,17 @@ def test_the_runtime_predicts_without_torch_or_transformers(bundle, tiny):
     from erpack.deploy import BundleRuntime
 
     assert out["cached"] == BundleRuntime(bundle[0], device="cpu").predict_ids(tiny["cache"], ["d000", "d001"]).rows
+
+
+def test_the_service_serves_without_torch_or_transformers(bundle, tiny):
+    done = _run(SERVE, bundle[0], tiny["cache"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert [r["source"] for r in out["texts"]] == ["text", "text"] and out["metrics"]
+    assert [r["id"] for r in out["cached"]] == ["d000", "d001"] and all("predicted" in r for r in out["cached"])
+    assert not set(out["third_party"]) & set(BLOCKED)
+    beyond = set(out["third_party"]) - ALLOWED - SERVICE
+    assert not beyond, f"imported beyond the serve extra: {beyond}"
 
 
 def test_the_cli_predicts_and_verifies_without_torch(bundle, tiny):
