@@ -20,6 +20,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -40,7 +41,13 @@ class FittedState:
     arrays: dict = field(default_factory=dict)  # name -> numpy array
 
     def to_bytes(self) -> bytes:
-        """Canonical safetensors bytes: tensors sorted by name, packed in that order, little-endian."""
+        """Canonical safetensors bytes: tensors sorted by name, packed in that order, little-endian.
+        Made once per state (a state is not changed after it is made): writers ask for its bytes and
+        sha256 at every shard."""
+        return self._bytes
+
+    @cached_property
+    def _bytes(self) -> bytes:
         header: dict = {"__metadata__": {
             "format": FORMAT, "codec": self.codec, "version": str(self.version),
             "meta": json.dumps(self.meta, sort_keys=True, ensure_ascii=False),
@@ -59,9 +66,9 @@ class FittedState:
         text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
         return struct.pack("<Q", len(text)) + text + b"".join(blobs)
 
-    @property
+    @cached_property
     def sha256(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        return hashlib.sha256(self._bytes).hexdigest()
 
     @classmethod
     def from_bytes(cls, data, *, source: str = "fitted state") -> FittedState:
@@ -102,9 +109,8 @@ class FittedState:
 
     def describe(self) -> dict:
         """What inspect shows: codec, version, bytes, sha256 and the fit's meta."""
-        data = self.to_bytes()
-        return {"codec": self.codec, "version": self.version, "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(), "meta": self.meta}
+        return {"codec": self.codec, "version": self.version, "bytes": len(self._bytes),
+                "sha256": self.sha256, "meta": self.meta}
 
 
 def context_of(meta: dict) -> dict:
