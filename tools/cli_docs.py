@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from erpack.cli import build_parser  # noqa: E402
+from erpack.experiments.page import publish  # noqa: E402
 
 HEADER = """# The `erpack` command
 
@@ -39,16 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that docs/cli.md is current")
     args = ap.parse_args()
-    target = ROOT / "docs" / "cli.md"
-    text = render()
-    if args.check:
-        current = target.read_text() if target.exists() else ""
-        if current != text:
-            print("docs/cli.md is out of date: run tools/cli_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    target.write_text(text)
-    return 0
+    return publish(ROOT / "docs" / "cli.md", render(), args.check, "tools/cli_docs.py")
 
 
 if __name__ == "__main__":

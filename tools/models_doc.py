@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from erpack.experiments.page import publish  # noqa: E402
 from tests.models.sweep import TINY, TOL, Result, end_to_end_gap, sweep_all  # noqa: E402
 
 TARGET = ROOT / "docs" / "models.md"
@@ -74,15 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that docs/models.md is current")
     args = ap.parse_args()
-    text = render(sweep_all(), transformers.__version__)
-    if args.check:
-        current = TARGET.read_text() if TARGET.exists() else ""
-        if current != text:
-            print("docs/models.md is out of date: run tools/models_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
+    return publish(TARGET, render(sweep_all(), transformers.__version__), args.check, "tools/models_doc.py")
 
 
 if __name__ == "__main__":

@@ -40,3 +40,16 @@ def write_page(path, title: str, command: str, machine: dict | str, body: list[s
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())
     return path
+
+
+def publish(path, text: str, check: bool, tool: str) -> int:
+    """A generated doc page: with `check`, 0 when `path` already holds `text`, else 1 and a line
+    naming `tool` to rerun (what a test calls so that the page cannot go stale); without, write it."""
+    path = Path(path)
+    if check:
+        if (path.read_text() if path.exists() else "") != text:
+            print(f"{path.parent.name}/{path.name} is out of date: run {tool}", file=sys.stderr)
+            return 1
+        return 0
+    write_atomic(path, text.encode("utf-8"))
+    return 0
