@@ -209,3 +209,34 @@ def test_word_index_refuses_other_tokens(minilm_tokenizer):
         word_index(minilm_tokenizer, ["the", "dog", "sat"], ids, "doc 7 in f.jsonl", 512)
     with pytest.raises(InputError, match="re-encode"):
         word_index(minilm_tokenizer, ["the"], None, "doc 7 in f.jsonl", 512)
+
+
+# ---- the built-in BBC token tasks (erpack.token_tasks) --------------------------------------------------
+
+
+def test_truecase_and_punctuation_rules():
+    from erpack.token_tasks import punctuation, truecase
+
+    words = 'He said: "Go!" ... to the U.S. (today), 3.5 times? ok'.split()
+    assert truecase(words) == ([w.lower() for w in words],
+                               ["CAP", "O", "CAP", "O", "O", "O", "CAP", "O", "O", "O", "O"])
+    assert punctuation(words) == (["He", "said", '"Go"', "to", "the", "U.S", "(today)", "3.5", "times", "ok"],
+                                  ["O", "COMMA", "PERIOD", "O", "O", "PERIOD", "COMMA", "O", "QUESTION", "O"])
+
+
+@pytest.mark.real
+def test_bbc_token_tasks_are_the_bbc_articles():
+    from erpack.assets import load_dataset
+    from erpack.corpus import iter_corpus
+    from erpack.token_tasks import load_token_dataset
+
+    bbc = {r.id: r for r in load_dataset("bbc")}
+    for name in ("bbc-truecase", "bbc-punctuation"):
+        rows = load_token_dataset(name)
+        assert len(rows) == len(bbc) and all(r.split == bbc[r.id].split for r in rows)
+        assert all(len(r.words) == len(r.labels) and all(r.words) for r in rows)
+        docs = list(iter_corpus(f"{name}:test"))
+        assert [d.id for d in docs] == [r.id for r in rows if r.split == "test"]
+        assert docs[0].text == " ".join(next(r for r in rows if r.id == docs[0].id).words)
+    tc = load_token_dataset("bbc-truecase")[0]
+    assert tc.text == " ".join(bbc[tc.id].text.split()).lower()
