@@ -20,7 +20,8 @@ from erpack.depth.rules import Rule, simulate
 
 def candidates(rule: str, layers: int, logits: torch.Tensor) -> list[float]:
     """Thresholds to try, from exit logits (N, n, C): dact 0..1 by 0.01, patience 1..n, entropy 0 and the
-    quantiles of the exits' entropies (below ln C)."""
+    quantiles of the exits' entropies (each
+    just above one, so the documents at it stop; at most ln C)."""
     if rule == "dact":
         return [round(x, 2) for x in np.linspace(0, 1, 101)]
     if rule == "patience":
@@ -29,7 +30,7 @@ def candidates(rule: str, layers: int, logits: torch.Tensor) -> list[float]:
     entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(-1).flatten().numpy()
     top = math.log(logits.shape[-1])
     qs = np.quantile(entropy, np.linspace(0.01, 1.0, 100)) if entropy.size else np.array([])
-    return sorted({0.0, *(float(min(q, top)) for q in qs)})
+    return sorted({0.0, *(float(min(np.nextafter(np.float32(q), np.float32(np.inf)), top)) for q in qs)})  # just above: the rule is `<`
 
 
 def reference_logits(rule: str, logits: torch.Tensor, halting: torch.Tensor | None) -> torch.Tensor:

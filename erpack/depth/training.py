@@ -20,6 +20,7 @@ import torch
 from erpack.depth.rules import RULES, check_threshold
 from erpack.errors import InputError
 
+DEFAULT_PONDER = 0.05
 TASKS = ("classification", "pair-classification")  # the rules compare classes: regression has none yet
 
 
@@ -29,7 +30,7 @@ class ExitSpec:
 
     rule: str
     budget: float = 0.5  # accuracy points below every-layer's that the chosen threshold may cost on validation
-    ponder: float = 0.05  # dact: weight of the expected share of layers run in the loss
+    ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
     threshold: float | None = None  # set: use it instead of choosing on validation
 
     def __post_init__(self):
@@ -38,6 +39,8 @@ class ExitSpec:
         if not 0.0 <= self.budget <= 100.0:
             raise InputError(f"--exit-budget is accuracy points (0 to 100) the exits may cost on validation; "
                              f"got {self.budget}")
+        if self.ponder is None:
+            object.__setattr__(self, "ponder", DEFAULT_PONDER if self.rule == "dact" else 0.0)
         if self.ponder < 0:
             raise InputError(f"--ponder weighs the layers run in DACT's loss and cannot be negative; got {self.ponder}")
         if self.ponder and self.rule != "dact":
