@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 
 from erpack.errors import InputError
 
@@ -43,59 +43,69 @@ def check_threshold(rule: str, threshold: float, num_labels: int, layers: int) -
     return float(threshold)
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def entropy(z: np.ndarray) -> np.ndarray:
+    """Softmax entropy (nats) of logits (..., C) -> (...)."""
+    p = softmax(z)
+    return -(p * np.log(np.maximum(p, 1e-12))).sum(-1)
+
+
 class Rule:
-    """One rule at one threshold: `start(B, C)`, then `step(state, j, logits, halting, last)` per layer."""
+    """One rule at one threshold: `start(B, C)`, then `step(state, logits, halting, last)` per layer, on numpy
+    arrays (float32), so PyTorch and ONNX Runtime share every decision."""
 
     def __init__(self, name: str, threshold: float):
         if name not in RULES:
             raise InputError(f"unknown exit rule {name!r}; rules: {', '.join(RULES)}")
         self.name, self.threshold = name, float(threshold)
 
-    def start(self, batch: int, classes: int, device=None) -> dict:
+    def start(self, batch: int, classes: int) -> dict:
         if self.name == "dact":
-            return {"acc": torch.zeros(batch, classes, device=device), "rem": torch.ones(batch, device=device)}
+            return {"acc": np.zeros((batch, classes), np.float32), "rem": np.ones(batch, np.float32)}
         if self.name == "patience":
-            return {"prev": torch.full((batch,), -1, dtype=torch.long, device=device),
-                    "count": torch.zeros(batch, dtype=torch.long, device=device)}
+            return {"prev": np.full(batch, -1, np.int64), "count": np.zeros(batch, np.int64)}
         return {}
 
-    def step(self, state: dict, logits: torch.Tensor, halting: torch.Tensor | None, last: bool):
+    def step(self, state: dict, logits: np.ndarray, halting: np.ndarray | None, last: bool):
         """(state, stop (B,) bool, output logits (B, C)) after one layer's exit."""
-        logits = logits.float()
+        logits = np.asarray(logits, dtype=np.float32)
         if self.name == "dact":
-            h = torch.ones(logits.shape[0], device=logits.device) if last else torch.sigmoid(halting.float())
-            acc = state["acc"] + (state["rem"] * h).unsqueeze(1) * torch.softmax(logits, dim=1)
+            h = np.ones(len(logits), np.float32) if last else (1 / (1 + np.exp(-np.asarray(halting, np.float32))))
+            acc = state["acc"] + (state["rem"] * h)[:, None] * softmax(logits)
             rem = state["rem"] * (1 - h)
-            top2 = acc.topk(2, dim=1).values
-            stop = (top2[:, 0] - top2[:, 1]) >= self.threshold * rem
-            out = torch.log((acc / acc.sum(1, keepdim=True).clamp(min=1e-12)).clamp(min=1e-12))
+            top2 = -np.sort(-acc, axis=1)[:, :2]
+            stop = (top2[:, 0] - top2[:, 1]) >= np.float32(self.threshold) * rem
+            out = np.log(np.maximum(acc / np.maximum(acc.sum(1, keepdims=True), 1e-12), 1e-12))
             state = {"acc": acc, "rem": rem}
         elif self.name == "patience":
             pred = logits.argmax(1)
-            count = torch.where(pred == state["prev"], state["count"] + 1, torch.zeros_like(state["count"]))
+            count = np.where(pred == state["prev"], state["count"] + 1, 0)
             stop, out, state = count >= self.threshold, logits, {"prev": pred, "count": count}
         else:
-            p = torch.softmax(logits, dim=1)
-            entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
-            stop, out = entropy < self.threshold, logits
+            stop, out = entropy(logits) < np.float32(self.threshold), logits
         if last:
-            stop = torch.ones_like(stop)
-        return state, stop, out
+            stop = np.ones(len(logits), dtype=bool)
+        return state, stop, out.astype(np.float32)
 
     @staticmethod
-    def keep(state: dict, rows: torch.Tensor) -> dict:
+    def keep(state: dict, rows: np.ndarray) -> dict:
         """The state of the documents at `rows` (those that go on)."""
         return {k: v[rows] for k, v in state.items()}
 
 
-def simulate(rule: Rule, logits: torch.Tensor, halting: torch.Tensor | None):
+def simulate(rule: Rule, logits: np.ndarray, halting: np.ndarray | None):
     """Every document's (prediction logits (N, C), layers run (N,)) from stored exit outputs: logits (N, n, C),
-    halting (N, n) or None."""
+    halting (N, n-1) or None."""
+    logits = np.asarray(logits, np.float32)
     n_docs, n, classes = logits.shape
     state = rule.start(n_docs, classes)
-    out = torch.zeros(n_docs, classes)
-    layers = torch.zeros(n_docs, dtype=torch.long)
-    done = torch.zeros(n_docs, dtype=torch.bool)
+    out = np.zeros((n_docs, classes), np.float32)
+    layers = np.zeros(n_docs, np.int64)
+    done = np.zeros(n_docs, bool)
     for j in range(n):
         h = None if halting is None or j == n - 1 else halting[:, j]
         state, stop, o = rule.step(state, logits[:, j], h, j == n - 1)

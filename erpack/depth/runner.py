@@ -13,6 +13,7 @@ the validation table the threshold is chosen on).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from erpack.depth.exits import EXITS_FILE, Exits
@@ -84,30 +85,56 @@ class ExitModel:
 
     @torch.no_grad()
     def run(self, hidden: torch.Tensor, mask: torch.Tensor, compact: bool = True):
-        """(logits (B, C), layers (B,) int64): each document's prediction and the upper layers it ran."""
+        """(logits (B, C), layers (B,)) as numpy arrays: each document's prediction and the upper layers it ran."""
         self.eval()
-        batch, n = hidden.shape[0], self.layers
-        out = torch.zeros(batch, self.exits.num_labels, device=hidden.device)
-        layers = torch.zeros(batch, dtype=torch.long, device=hidden.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=hidden.device)
-        rows = torch.arange(batch, device=hidden.device)  # the original row of each document still running
-        state = self.rule.start(batch, self.exits.num_labels, hidden.device)
-        for j in range(n):
+        n = self.layers
+
+        def layer(j, hidden, mask):
             hidden = self.segments.layer(j, hidden, mask)
-            z, h = self.exits.heads[j](hidden, mask) if j < n - 1 else (self.segments.head(hidden, mask), None)
-            state, stop, o = self.rule.step(state, z, h, j == n - 1)
-            new = stop & ~done[rows]
-            out[rows[new]], layers[rows[new]] = o[new].float(), j + 1
-            done[rows[new]] = True
-            if not compact or j == n - 1:
-                continue
-            keep = (~stop).nonzero().squeeze(1)
-            if not keep.numel():
-                break
-            rows, hidden, mask, state = rows[keep], hidden[keep], mask[keep], self.rule.keep(state, keep)
-            width = int(mask.bool().any(0).nonzero().max()) + 1  # padding no remaining document needs is cut
-            hidden, mask = hidden[:, :width], mask[:, :width]
-        return out, layers
+            if j < n - 1:
+                z, h = self.exits.heads[j](hidden, mask)
+                return hidden, z.float().cpu().numpy(), None if h is None else h.float().cpu().numpy()
+            return hidden, self.segments.head(hidden, mask).float().cpu().numpy(), None
+
+        return run_compacted(self.rule, layer, hidden, mask, n, self.exits.num_labels, compact)
+
+
+def run_compacted(rule: Rule, layer, hidden, mask, n: int, classes: int, compact: bool = True):
+    """The loop PyTorch and ONNX Runtime share: `layer(j, hidden, mask) -> (hidden, exit logits (B, C) numpy,
+    halting (B,) numpy or None)` per upper layer; documents that stop leave the batch (with `compact`), and
+    the padding no remaining document needs is cut. (logits (B, C), layers (B,)) numpy."""
+    batch = hidden.shape[0]
+    out = np.zeros((batch, classes), np.float32)
+    layers = np.zeros(batch, np.int64)
+    done = np.zeros(batch, bool)
+    rows = np.arange(batch)  # the original row of each document still running
+    state = rule.start(batch, classes)
+    for j in range(n):
+        hidden, z, h = layer(j, hidden, mask)
+        state, stop, o = rule.step(state, z, h, j == n - 1)
+        new = stop & ~done[rows]
+        out[rows[new]], layers[rows[new]] = o[new], j + 1
+        done[rows[new]] = True
+        if not compact or j == n - 1:
+            continue
+        keep = np.nonzero(~stop)[0]
+        if not keep.size:
+            break
+        rows, state = rows[keep], rule.keep(state, keep)
+        hidden, mask = hidden[_index(hidden, keep)], mask[_index(mask, keep)]
+        valid = np.asarray(mask).astype(bool).any(0)
+        width = int(np.nonzero(valid)[0].max()) + 1
+        hidden, mask = hidden[:, :width], mask[:, :width]
+    return out, layers
+
+
+def _index(array, rows: np.ndarray):
+    """`rows` as an index of `array` (a torch tensor takes a tensor index)."""
+    if isinstance(array, np.ndarray):
+        return rows
+    import torch as _torch
+
+    return _torch.as_tensor(rows, device=array.device)
 
 
 def exits_layers(tm) -> int:

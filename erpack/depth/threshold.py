@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from erpack.depth.losses import mixture_logits
-from erpack.depth.rules import Rule, simulate
+from erpack.depth.rules import Rule, entropy, simulate
 
 
-def candidates(rule: str, layers: int, logits: torch.Tensor) -> list[float]:
+def candidates(rule: str, layers: int, logits: np.ndarray) -> list[float]:
     """Thresholds to try, from exit logits (N, n, C): dact 0..1 by 0.01, patience 1..n, entropy 0 and the
     quantiles of the exits' entropies (each
     just above one, so the documents at it stop; at most ln C)."""
@@ -26,31 +26,32 @@ def candidates(rule: str, layers: int, logits: torch.Tensor) -> list[float]:
         return [round(x, 2) for x in np.linspace(0, 1, 101)]
     if rule == "patience":
         return [float(t) for t in range(1, layers + 1)]
-    p = torch.softmax(logits[:, :-1].float(), dim=-1)
-    entropy = -(p * torch.log(p.clamp(min=1e-12))).sum(-1).flatten().numpy()
+    values = entropy(np.asarray(logits[:, :-1], np.float32)).flatten()
     top = math.log(logits.shape[-1])
-    qs = np.quantile(entropy, np.linspace(0.01, 1.0, 100)) if entropy.size else np.array([])
+    qs = np.quantile(values, np.linspace(0.01, 1.0, 100)) if values.size else np.array([])
     return sorted({0.0, *(float(min(np.nextafter(np.float32(q), np.float32(np.inf)), top)) for q in qs)})  # just above: the rule is `<`
 
 
-def reference_logits(rule: str, logits: torch.Tensor, halting: torch.Tensor | None) -> torch.Tensor:
+def reference_logits(rule: str, logits: np.ndarray, halting: np.ndarray | None) -> np.ndarray:
     """The prediction with every layer run (N, C)."""
     if rule == "dact":
-        return mixture_logits(list(logits.unbind(1)), halting)
-    return logits[:, -1]
+        return mixture_logits(list(torch.as_tensor(logits).unbind(1)), torch.as_tensor(halting)).numpy()
+    return np.asarray(logits[:, -1])
 
 
-def choose(rule: str, logits: torch.Tensor, halting: torch.Tensor | None, y: np.ndarray, budget: float) -> dict:
-    """{threshold, accuracy, accuracy_all_layers, mean_layers, layers, budget, tried} on validation."""
-    y_t = torch.as_tensor(y)
+def choose(rule: str, logits: np.ndarray, halting: np.ndarray | None, y: np.ndarray, budget: float) -> dict:
+    """{threshold, accuracy, accuracy_all_layers, mean_layers, layers, budget, tried} on validation, from
+    stored exit logits (N, n, C) and halting logits (N, n-1) or None."""
+    logits = np.asarray(logits, np.float32)
+    halting = None if halting is None else np.asarray(halting, np.float32)
     layers = logits.shape[1]
-    reference = float((reference_logits(rule, logits, halting).argmax(1) == y_t).float().mean())
+    reference = float((reference_logits(rule, logits, halting).argmax(1) == y).mean())
     best = None
     tried = []
     for t in candidates(rule, layers, logits):
         out, used = simulate(Rule(rule, t), logits, halting)
-        acc = float((out.argmax(1) == y_t).float().mean())
-        mean = float(used.float().mean())
+        acc = float((out.argmax(1) == y).mean())
+        mean = float(used.mean())
         tried.append({"threshold": t, "accuracy": acc, "mean_layers": mean})
         if acc >= reference - budget / 100 - 1e-9 and (best is None or (mean, -acc) < (best["mean_layers"], -best["accuracy"])):
             best = tried[-1]

@@ -117,8 +117,7 @@ def run_split(em, source, batch_size: int, device, max_tokens=None, progress=Non
     plan = batch_plan(source.lengths, batch_size, max_tokens=max_tokens)
     bar = progress(total=len(plan), desc=desc, unit="batch") if progress else None
     for rows, (hidden, mask) in source.batches(plan):
-        z, used = em.run(hidden.to(device), mask.to(device))
-        out[rows], layers[rows] = z.cpu().numpy(), used.cpu().numpy()
+        out[rows], layers[rows] = em.run(hidden.to(device), mask.to(device))
         if bar:
             bar.update(1)
     if bar:
@@ -146,7 +145,8 @@ def finish(tm, exits, spec: ExitSpec, sources: dict, y: dict, cfg, device, resul
         record.update(threshold=spec.threshold, chosen_on=None)
     else:
         logits, halting = stored_outputs(em, val, cfg.eval_batch_size, device, cfg.max_tokens)
-        chosen = choose(spec.rule, logits, halting, y["validation"], spec.budget)
+        chosen = choose(spec.rule, logits.numpy(), None if halting is None else halting.numpy(), y["validation"],
+                        spec.budget)
         record.update(threshold=chosen.pop("threshold"), chosen_on="validation", validation=chosen)
     em.rule = Rule(spec.rule, record["threshold"])
     test = sources.get("test")
@@ -158,7 +158,7 @@ def finish(tm, exits, spec: ExitSpec, sources: dict, y: dict, cfg, device, resul
         stored, halts = stored_outputs(em, test, cfg.eval_batch_size, device, cfg.max_tokens)
         from erpack.depth.threshold import reference_logits
 
-        full = reference_logits(spec.rule, stored, halts).numpy()
+        full = reference_logits(spec.rule, stored.numpy(), None if halts is None else halts.numpy())
         record["test_all_layers"] = score(tm.task, full, y["test"], len(tm.labels))
     result.notes["early_exit"] = {k: v for k, v in record.items() if k != "exits"}
     return record
