@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
+from erpack.errors import InputError
 
 
 def add_parser(subparsers) -> None:
@@ -184,8 +185,6 @@ def run(args) -> int:
 
 def _exit_spec(args):
     """The ExitSpec the flags ask for (None without --early-exit; exit-option flags without it are refused)."""
-    from erpack.errors import InputError
-
     if args.early_exit is None:
         given = [f for f, v in (("--ponder", args.ponder), ("--exit-threshold", args.exit_threshold)) if v is not None]
         if given:

@@ -13,12 +13,12 @@ the validation table the threshold is chosen on).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from erpack.depth.compact import run_compacted
 from erpack.depth.exits import EXITS_FILE, Exits
 from erpack.depth.losses import mixture_logits
-from erpack.depth.rules import Rule
+from erpack.depth.rules import Rule, check_threshold
 from erpack.depth.segments import Segments
 from erpack.errors import TaskModelError
 
@@ -52,8 +52,6 @@ class ExitModel:
     @classmethod
     def of(cls, tm, threshold: float | None = None) -> ExitModel:
         """The exits and rule a loaded task model records (`threshold` replaces the recorded one)."""
-        from erpack.depth.rules import check_threshold
-
         record = tm.info.get("early_exit")
         if not isinstance(record, dict):
             raise TaskModelError(f"{tm.path or 'the task model'} has no exits (its erpack_task.json has no "
@@ -97,44 +95,6 @@ class ExitModel:
             return hidden, self.segments.head(hidden, mask).float().cpu().numpy(), None
 
         return run_compacted(self.rule, layer, hidden, mask, n, self.exits.num_labels, compact)
-
-
-def run_compacted(rule: Rule, layer, hidden, mask, n: int, classes: int, compact: bool = True):
-    """The loop PyTorch and ONNX Runtime share: `layer(j, hidden, mask) -> (hidden, exit logits (B, C) numpy,
-    halting (B,) numpy or None)` per upper layer; documents that stop leave the batch (with `compact`), and
-    the padding no remaining document needs is cut. (logits (B, C), layers (B,)) numpy."""
-    batch = hidden.shape[0]
-    out = np.zeros((batch, classes), np.float32)
-    layers = np.zeros(batch, np.int64)
-    done = np.zeros(batch, bool)
-    rows = np.arange(batch)  # the original row of each document still running
-    state = rule.start(batch, classes)
-    for j in range(n):
-        hidden, z, h = layer(j, hidden, mask)
-        state, stop, o = rule.step(state, z, h, j == n - 1)
-        new = stop & ~done[rows]
-        out[rows[new]], layers[rows[new]] = o[new], j + 1
-        done[rows[new]] = True
-        if not compact or j == n - 1:
-            continue
-        keep = np.nonzero(~stop)[0]
-        if not keep.size:
-            break
-        rows, state = rows[keep], rule.keep(state, keep)
-        hidden, mask = hidden[_index(hidden, keep)], mask[_index(mask, keep)]
-        valid = np.asarray(mask).astype(bool).any(0)
-        width = int(np.nonzero(valid)[0].max()) + 1
-        hidden, mask = hidden[:, :width], mask[:, :width]
-    return out, layers
-
-
-def _index(array, rows: np.ndarray):
-    """`rows` as an index of `array` (a torch tensor takes a tensor index)."""
-    if isinstance(array, np.ndarray):
-        return rows
-    import torch as _torch
-
-    return _torch.as_tensor(rows, device=array.device)
 
 
 def exits_layers(tm) -> int:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from erpack.depth.rules import RULES, check_threshold
+from erpack.depth.rules import RULES, Rule, check_threshold
 from erpack.errors import InputError
 
 DEFAULT_PONDER = 0.05
@@ -87,78 +87,65 @@ def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int):
 
 
 @torch.no_grad()
-def stored_outputs(em, source, batch_size: int, device, max_tokens=None):
-    """Every exit's logits (N, n, C) and halting logits (N, n-1) or None over a split (no early stop)."""
-    from erpack.train.data import batch_plan
-
+def stored_outputs(em, batches, n: int, device):
+    """Every exit's logits (N, n, C) and halting logits (N, n-1) or None over `batches` of (rows, (hidden, mask))
+    covering N documents (no early stop)."""
     em.eval()
     logits = halting = None
-    n = len(source.lengths)
-    for rows, (hidden, mask) in source.batches(batch_plan(source.lengths, batch_size, max_tokens=max_tokens)):
+    for rows, (hidden, mask) in batches:
         zs, hs = em.outputs(hidden.to(device), mask.to(device))
-        z = torch.stack(zs, dim=1).float().cpu()
+        z = torch.stack(zs, dim=1).float().cpu().numpy()
         if logits is None:
-            logits = torch.zeros(n, *z.shape[1:])
-            halting = torch.zeros(n, z.shape[1] - 1) if hs is not None else None
+            logits = np.zeros((n, *z.shape[1:]), np.float32)
+            halting = np.zeros((n, z.shape[1] - 1), np.float32) if hs is not None else None
         logits[rows] = z
         if hs is not None:
-            halting[rows] = hs.float().cpu()
+            halting[rows] = hs.float().cpu().numpy()
     return logits, halting
 
 
 @torch.no_grad()
-def run_split(em, source, batch_size: int, device, max_tokens=None, progress=None, desc: str = "eval"):
-    """(logits (N, C), layers (N,)) of the exit model over a split, with batch compaction."""
-    from erpack.train.data import batch_plan
-
-    n = len(source.lengths)
+def run_split(em, batches, n: int, device, bar=None):
+    """(logits (N, C), layers (N,)) of the exit model over `batches` of (rows, (hidden, mask)), compacted."""
     out = np.zeros((n, em.exits.num_labels), dtype=np.float32)
     layers = np.zeros(n, dtype=np.int64)
-    plan = batch_plan(source.lengths, batch_size, max_tokens=max_tokens)
-    bar = progress(total=len(plan), desc=desc, unit="batch") if progress else None
-    for rows, (hidden, mask) in source.batches(plan):
+    for rows, (hidden, mask) in batches:
         out[rows], layers[rows] = em.run(hidden.to(device), mask.to(device))
         if bar:
             bar.update(1)
-    if bar:
-        bar.close()
     return out, layers
 
 
-def finish(tm, exits, spec: ExitSpec, sources: dict, y: dict, cfg, device, result) -> dict:
+def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, score) -> dict:
     """Choose the threshold on validation, score test with and without exits; returns the `early_exit` record
-    (and fills result.test / result.notes["early_exit"])."""
-    from erpack.depth.rules import Rule
+    (and fills result.test / result.notes["early_exit"]). `splits`: {split: (N, batches())}, `score(task, logits,
+    y, classes)` the task's metrics (erpack.train.loop.score)."""
     from erpack.depth.runner import ExitModel
-    from erpack.depth.threshold import choose
-    from erpack.train.loop import score
+    from erpack.depth.threshold import choose, reference_logits
 
     em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0))
     em.to(device)
     record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "exits": exits.record(),
               "layers": em.layers}
-    val = sources.get("validation")
-    if spec.threshold is not None or val is None or not len(val.lengths):
+    n_val, val = splits.get("validation", (0, None))
+    if spec.threshold is not None or not n_val:
         if spec.threshold is None:
             raise InputError("--early-exit chooses its threshold on the validation split, and the labels give none; "
                              "label some documents `validation`, or give --exit-threshold")
         record.update(threshold=spec.threshold, chosen_on=None)
     else:
-        logits, halting = stored_outputs(em, val, cfg.eval_batch_size, device, cfg.max_tokens)
-        chosen = choose(spec.rule, logits.numpy(), None if halting is None else halting.numpy(), y["validation"],
-                        spec.budget)
+        logits, halting = stored_outputs(em, val(), n_val, device)
+        chosen = choose(spec.rule, logits, halting, y["validation"], spec.budget)
         record.update(threshold=chosen.pop("threshold"), chosen_on="validation", validation=chosen)
     em.rule = Rule(spec.rule, record["threshold"])
-    test = sources.get("test")
-    if test is not None and len(test.lengths):
-        z, used = run_split(em, test, cfg.eval_batch_size, device, cfg.max_tokens)
+    n_test, test = splits.get("test", (0, None))
+    if n_test:
+        z, used = run_split(em, test(), n_test, device)
         result.test = dict(score(tm.task, z, y["test"], len(tm.labels)), mean_layers=float(used.mean()),
                            mean_layers_fraction=float(used.mean() / em.layers))
         result.test_logits = z
-        stored, halts = stored_outputs(em, test, cfg.eval_batch_size, device, cfg.max_tokens)
-        from erpack.depth.threshold import reference_logits
-
-        full = reference_logits(spec.rule, stored.numpy(), None if halts is None else halts.numpy())
-        record["test_all_layers"] = score(tm.task, full, y["test"], len(tm.labels))
+        stored, halts = stored_outputs(em, test(), n_test, device)
+        record["test_all_layers"] = score(tm.task, reference_logits(spec.rule, stored, halts), y["test"],
+                                          len(tm.labels))
     result.notes["early_exit"] = {k: v for k, v in record.items() if k != "exits"}
     return record

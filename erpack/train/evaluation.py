@@ -80,7 +80,11 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             from erpack.depth.training import run_split
 
             source = cache_source(reader, [e.id for e in examples], data.lengths[split], pin=dev.type == "cuda")
-            logits, layers = run_split(exit_model, source, batch_size, dev, progress=progress, desc=f"eval {split}")
+            plan = batch_plan(source.lengths, batch_size)
+            bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
+            logits, layers = run_split(exit_model, source.batches(plan), len(examples), dev, bar)
+            if bar:
+                bar.close()
         else:
             logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
     metrics = score(tm.task, logits, y, len(tm.labels))

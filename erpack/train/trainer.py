@@ -23,7 +23,7 @@ from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
 from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
-from erpack.train.data import cache_lengths, cache_source
+from erpack.train.data import batch_plan, cache_lengths, cache_source
 from erpack.train.labels import Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.metrics import primary_metric
@@ -130,7 +130,10 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     if exits is not None:
         from erpack.depth.training import finish
 
-        tm.info["early_exit"] = finish(tm, exits, early_exit, sources, data.y, cfg, dev, result)
+        splits = {s: (len(src.lengths), lambda src=src: src.batches(batch_plan(src.lengths, cfg.eval_batch_size,
+                                                                              max_tokens=cfg.max_tokens)))
+                  for s, src in sources.items()}
+        tm.info["early_exit"] = finish(tm, exits, early_exit, splits, data.y, dev, result, score)
         tm.writers.append(exits.save)
     elif len(data.splits.get("test", [])):
         test = sources["test"]
