@@ -65,3 +65,16 @@ def test_predict_with_exit_graphs_reports_layers_and_refuses_exit_options_withou
     assert main(["predict", str(exported.with_name("tm.exits")), cache, "-o", str(tmp_path / "x.jsonl"),
                  "--exit-threshold", "3"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_bench_runs_the_exit_path(dact_model, tiny_exit, tmp_path):
+    from erpack.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(corpus=str(tiny_exit["labels"]), model=str(tiny_exit["model"]), caches=[str(tiny_exit["cache"])],
+                      task_model=str(dact_model[0]), paths=["full-torch", "erpack-onnx-int8", "erpack-exit-int8"],
+                      limit=None, split="test", batch_size=4, repeats=1, warmup=0, threads=1, work=str(tmp_path / "w"))
+    res = run_bench(cfg).as_dict()
+    by = {p["path"]: p for p in res["paths"]}
+    assert set(by) == {"full-torch", "erpack-onnx-int8", "erpack-exit-int8"}, res["notes"]
+    assert 1 <= by["erpack-exit-int8"]["mean_layers"] <= 3
+    assert 0 < by["erpack-exit-int8"]["mean_layers_fraction"] <= 1
