@@ -151,3 +151,9 @@ def test_bad_exit_options_are_refused(tiny_exit, dact_model, tmp_path, capsys):
     assert "has none" in capsys.readouterr().err
     assert main(["eval", str(dact_model[0]), cache, "--labels", labels, "--exit-threshold", "2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_pruning_a_model_with_exits_is_refused(dact_model, tiny_exit, tmp_path, capsys):
+    assert main(["prune", str(dact_model[0]), str(tiny_exit["cache"]), "--labels", str(tiny_exit["labels"]),
+                 "--heads", "0.5", "-o", str(tmp_path / "p")]) == 2
+    assert "has exits" in capsys.readouterr().err and not (tmp_path / "p").exists()
