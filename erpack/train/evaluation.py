@@ -89,10 +89,10 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
     metrics = score(tm.task, logits, y, len(tm.labels))
     total = _upper_depth(tm)
+    if predictions is not None:  # `layers` per line when documents may stop early
+        write_predictions(predictions, examples, logits, tm.task, tm.labels, layers)
     if layers is None:
         layers = np.full(len(examples), total, dtype=np.int64)
-    if predictions is not None:
-        write_predictions(predictions, examples, logits, tm.task, tm.labels, layers)
     return EvalSummary(task_model=str(task_model) if not isinstance(task_model, TaskModel) else None,
                        cache=str(cache), split=split, task=tm.task, mode=tm.mode, documents=len(examples),
                        skipped_missing=len(data.missing), metrics=metrics, notes=notes,
