@@ -30,9 +30,12 @@ for out in sorted(W.glob("train-*-*-[0-9].out")):
         row.update(threshold=e["threshold"], mean_layers=r["test"]["mean_layers"],
                    mean_layers_fraction=r["test"]["mean_layers_fraction"], validation=e.get("validation"),
                    test_accuracy_every_layer_rule=e["test_all_layers"]["accuracy"])
-        cmd = [sys.executable, "-m", "erpack", "eval", s["output"], f"{W}/cache-{ds}", "--labels",
-               f"{W}/corpus-{ds}.jsonl", "--no-early-exit", "--json"]
-        ev = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        done = W / f"eval-{ds}-{rule}-{seed}.json"  # the --no-early-exit evaluation, kept for the next call
+        if not done.is_file():
+            cmd = [sys.executable, "-m", "erpack", "eval", s["output"], f"{W}/cache-{ds}", "--labels",
+                   f"{W}/corpus-{ds}.jsonl", "--no-early-exit", "--json"]
+            done.write_text(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        ev = json.loads(done.read_text())
         row["test_accuracy_no_exits"] = ev["metrics"]["accuracy"]
         row["loss_points_vs_no_exits"] = 100 * (row["test_accuracy_no_exits"] - row["test_accuracy"])
     rows.append(row)
