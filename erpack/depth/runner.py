@@ -18,7 +18,7 @@ import torch
 from erpack.depth.compact import run_compacted
 from erpack.depth.exits import EXITS_FILE, Exits
 from erpack.depth.losses import mixture_logits
-from erpack.depth.rules import Rule, check_threshold
+from erpack.depth.rules import RULES, Rule, check_threshold
 from erpack.depth.segments import Segments
 from erpack.errors import TaskModelError
 
@@ -56,6 +56,9 @@ class ExitModel:
         if not isinstance(record, dict):
             raise TaskModelError(f"{tm.path or 'the task model'} has no exits (its erpack_task.json has no "
                                  f"early_exit); train one with erpack train ... --early-exit dact|patience|entropy")
+        if record.get("rule") not in RULES or not isinstance(record.get("threshold"), int | float):
+            raise TaskModelError(f"{tm.path}: erpack_task.json's early_exit record has no known rule and threshold "
+                                 f"({record.get('rule')!r}, {record.get('threshold')!r}); train it again with --early-exit")
         exits = Exits.from_record(tm.path, record.get("exits", {"file": EXITS_FILE}))
         t = record["threshold"] if threshold is None else threshold
         rule = Rule(record["rule"], check_threshold(record["rule"], t, len(tm.labels), exits_layers(tm)))

@@ -68,11 +68,10 @@ def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int):
     from erpack.depth.losses import exit_loss
     from erpack.depth.runner import all_layers_logits, exit_outputs
     from erpack.depth.segments import Segments
-    from erpack.models.split import _hidden_size
-
     segments = Segments(model, layer)
     torch.manual_seed(seed + 1)  # the exits' init depends on the seed only (the head's was drawn first)
-    exits = Exits(_hidden_size(model.config), num_labels, len(segments) - 1, spec.rule == "dact")
+    config = model.config
+    exits = Exits(getattr(config, "hidden_size", None) or config.dim, num_labels, len(segments) - 1, spec.rule == "dact")
     exits.to(next(model.parameters()).device)
 
     def forward(inputs):
