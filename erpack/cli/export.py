@@ -146,7 +146,7 @@ def _export_exits(args, s) -> list[str]:
     tm = TaskModel.load(args.task_model)
     if not isinstance(tm.info.get("early_exit"), dict):
         return []
-    from erpack.depth.onnx import export_exit_graphs, exits_folder_for
+    from erpack.depth.onnx import exits_folder_for, export_exit_graphs
 
     written = []
     for int8 in (False, True) if args.quantize == "dynamic" else (False,):

@@ -10,9 +10,9 @@ from pathlib import Path
 from erpack.cli import CLIError
 from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where, storage_options
 from erpack.cluster.score import score_on_ray
-from erpack.depth.ort import is_exit_graphs
 from erpack.deploy.bundle import VARIANTS, is_bundle
 from erpack.deploy.runtime import predict_bundle
+from erpack.depth.ort import is_exit_graphs
 from erpack.predict import predict, read_ids_file
 
 
