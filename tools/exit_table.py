@@ -50,13 +50,15 @@ for r in rows:
     print(r["data"], r["rule"], r["seed"], round(r["test_accuracy"], 4), r.get("test_accuracy_no_exits"),
           r.get("mean_layers_fraction"), r.get("loss_points_vs_no_exits"), r.get("loss_points_vs_plain_model"))
 print()
-print("| data | rule | seed | threshold | test acc. with exits | same model, every layer | plain model | "
-      "loss vs every layer (pt) | mean layers (of 3) | share of L-k |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+with_plain = any(r["rule"] == "none" for r in rows)  # plain models trained without exits, when the runs have them
+print("| data | rule | seed | threshold | test acc. with exits | same model, every layer | "
+      + ("plain model | " if with_plain else "") + "loss vs every layer (pt) | mean layers (of 3) | share of L-k |")
+print("|---|---|---|---|---|---|" + ("---|" if with_plain else "") + "---|---|---|")
 for r in rows:
     if r["rule"] == "none":
         continue
     plain = r.get("test_accuracy_plain_model")
     print(f"| {r['data']} | {r['rule']} | {r['seed']} | {r['threshold']:g} | {100 * r['test_accuracy']:.2f} | "
-          f"{100 * r['test_accuracy_no_exits']:.2f} | {'' if plain is None else f'{100 * plain:.2f}'} | "
-          f"{r['loss_points_vs_no_exits']:+.2f} | {r['mean_layers']:.2f} | {100 * r['mean_layers_fraction']:.0f}% |")
+          f"{100 * r['test_accuracy_no_exits']:.2f} | "
+          + (f"{'' if plain is None else f'{100 * plain:.2f}'} | " if with_plain else "")
+          + f"{r['loss_points_vs_no_exits']:+.2f} | {r['mean_layers']:.2f} | {100 * r['mean_layers_fraction']:.0f}% |")
