@@ -87,7 +87,7 @@ def _variant_line(v) -> str:
         a = v.agreement
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
-            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}" + (" tokens" if a.get("tokens") else "")
         elif a.get("pearson") is not None:  # a regression score: agreement as the correlation of the scores
             line += f", scores' Pearson r {a['pearson']:.4f} over {a['rows']}"
     excluded = v.details.get("excluded")
