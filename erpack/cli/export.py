@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Write the task model's layers k..L-1 and head as an ONNX graph taking hidden_states (batch, tokens, "
             "hidden) float32 and attention_mask (batch, tokens) int64, with dynamic batch and token axes, and "
-            "returning logits. Adapters are merged first. The graph records the cache it expects (encoder weights "
+            "returning logits (batch, classes), or (batch, tokens, classes) for a token-classification model, "
+            "whose graph also records its labels and subwords rule for `erpack predict`. Adapters are merged first. The graph records the cache it expects (encoder weights "
             "sha256, layer, codec, max_length) in its metadata; `erpack predict` refuses any other cache. After "
             "export, onnxruntime runs the graph on batches of varied shapes (batch 1, padded batches; cached "
             "records too with --calibration-cache) and the logits are compared with PyTorch: the largest "

@@ -6,6 +6,7 @@ a label list that does not match the words, a bundle of a token task)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -111,3 +112,116 @@ def test_bundle_of_a_token_task_is_refused(tok):
     with pytest.raises(BundleError, match="token-classification.*erpack predict"):
         write_bundle(tok["tm"], tok["root"] / "bundle", calibration_cache=tok["cache"])
     assert not (tok["root"] / "bundle").exists()
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first") -> list:
+    """Labels per word computed in PyTorch from the cached record: the first subword's argmax."""
+    from transformers import AutoTokenizer
+
+    from erpack.store import CacheReader
+    from erpack.train.words import word_index, word_predictions
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
+    with CacheReader(tok["cache"]) as r:
+        hidden, ids = r.get(doc_id), r.get_tokens(doc_id)
+    with torch.no_grad():
+        z = tok["tm"].upper(torch.from_numpy(hidden)[None], torch.ones((1, len(hidden)), dtype=torch.long))[0].numpy()
+    pred = word_predictions(z, word_index(tokenizer, words, ids), len(words), subwords)
+    return [LABELS[k] if k >= 0 else None for k in pred]
+
+
+def test_predict_gives_a_label_per_word_and_scores_them(tok, token_graph, tmp_path):
+    from erpack.predict import predict
+
+    out, _ = token_graph
+    s = predict(out, tok["cache"], labels=str(tok["labels"]), output=tmp_path / "p.jsonl", device="cpu")
+    rows = {r["id"]: r for r in _lines(tmp_path / "p.jsonl")}
+    assert s.predicted == len(tok["rows"]) == len(rows)
+    for r in tok["rows"]:
+        row = rows[r["id"]]
+        assert row["words"] == r["text"].split() and len(row["labels"]) == len(row["words"])
+        assert row["labels"] == _reference_labels(tok, r["id"], row["words"])
+        assert row["true_labels"] == [LABELS[int(w[1:]) % 3] for w in row["words"]]
+    long = rows[tok["rows"][0]["id"]]
+    assert long["truncated_words"] > 0 and long["labels"][-long["truncated_words"]:] == [None] * long["truncated_words"]
+    assert all(rows[r["id"]]["truncated_words"] == 0 for r in tok["rows"][1:])
+    m = s.metrics
+    assert m["documents"] == len(rows) and m["truncated_words"] == long["truncated_words"]
+    assert m["words"] == sum(len(r["words"]) for r in rows.values()) - long["truncated_words"]
+    assert set(m) >= {"micro_f1", "macro_f1", "accuracy", "per_label"} and set(m["per_label"]) == set(LABELS)
+    pairs = [(t, p) for row in rows.values() for t, p in zip(row["true_labels"], row["labels"]) if p is not None]
+    assert m["accuracy"] == pytest.approx(np.mean([t == p for t, p in pairs]))
+
+
+def test_words_from_texts_and_from_new_texts(tok, token_graph, tmp_path):
+    """Cached documents take their words from --texts; a text the cache lacks runs through the lower stack
+    and its words are its text split at whitespace."""
+    from erpack.predict import predict
+
+    out, _ = token_graph
+    new = {"id": "new-1", "text": "w5 w17  w42 w99 w3"}
+    texts = write_jsonl(tmp_path / "texts.jsonl", [{"id": tok["rows"][1]["id"], "text": tok["rows"][1]["text"]}, new])
+    s = predict(out, tok["cache"], texts=str(texts), output=tmp_path / "p.jsonl", device="cpu")
+    rows = _lines(tmp_path / "p.jsonl")
+    assert [r["source"] for r in rows] == ["cache", "text"] and s.from_text.documents == 1
+    assert rows[0]["labels"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
+    assert rows[1]["words"] == new["text"].split() and len(rows[1]["labels"]) == 5
+    assert all(label in LABELS for label in rows[1]["labels"]) and "true_labels" not in rows[1]
+
+
+def test_token_graph_without_words_is_refused(tok, token_graph, tmp_path, capsys):
+    from erpack.cli import main
+
+    out, _ = token_graph
+    code = main(["predict", str(out), str(tok["cache"]), "--ids", tok["rows"][2]["id"], "-o", str(tmp_path / "p.jsonl")])
+    assert code == 2 and not (tmp_path / "p.jsonl").exists()
+    err = capsys.readouterr().err
+    assert tok["rows"][2]["id"] in err and "--labels" in err and "--texts" in err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda row: dict(row, labels=row["labels"][:-1]), "labels for .* words"),
+    (lambda row: dict(row, labels=["NOPE"] + row["labels"][1:]), "'NOPE'"),
+    (lambda row: dict(row, words=["zz"] + row["words"][1:], labels=row["labels"]), "differ from the tokens the cache holds"),
+])
+def test_bad_word_labels_are_refused_naming_the_document(tok, token_graph, tmp_path, capsys, change, message):
+    from erpack.cli import main
+
+    out, _ = token_graph
+    rows = _word_labels(tok["rows"])
+    rows[3] = change(rows[3])
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    code = main(["predict", str(out), str(tok["cache"]), "--labels", str(bad), "-o", str(tmp_path / "p.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "p.jsonl").exists()
+    assert rows[3]["id"] in err and "bad.jsonl" in err
+    assert re.search(message, err), err
+
+
+def test_cache_without_token_ids_is_refused(tok, token_graph, tmp_path, capsys):
+    """A cache whose records keep no token ids (written before shard version 3) cannot place the words."""
+    from erpack.cli import main
+    from tests.export.conftest import write_cache
+
+    out, _ = token_graph
+    old = write_cache(tmp_path / "old-cache", tok["folder"], tok["rows"][:3])
+    code = main(["predict", str(out), str(old), "--labels", str(tok["labels"]), "--ids", tok["rows"][1]["id"],
+                 "-o", str(tmp_path / "p.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and tok["rows"][1]["id"] in err and "re-encode" in err
+
+
+def test_ray_scoring_of_a_token_graph_is_refused(tok, token_graph):
+    from erpack.errors import ExportError
+    from erpack.export import create_session, read_metadata
+    from erpack.predict import cached_rows
+    from erpack.store import CacheReader
+
+    out, _ = token_graph
+    sess = create_session(out, "cpu")
+    with CacheReader(tok["cache"]) as r, pytest.raises(ExportError, match="per word"):
+        cached_rows(sess, r, r.ids()[:2], read_metadata(sess.session))
