@@ -30,6 +30,7 @@ from pathlib import Path
 from erpack.assets import load_dataset
 from erpack.errors import InputError
 from erpack.store.location import is_remote, is_url, open_location
+from erpack.token_tasks import is_token_dataset, load_token_dataset
 
 MAX_ID_BYTES = 1024
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
@@ -239,6 +240,10 @@ def _parquet(path: Path, cols: Columns) -> Iterator[Document]:
 
 def _builtin(spec: str) -> Iterator[Document]:
     name, _, split = spec.partition(":")
+    if is_token_dataset(name):  # bbc-truecase, bbc-punctuation: the texts of a built-in token task
+        for r in load_token_dataset(name, split=split or None):
+            yield Document(r.id, r.text, None, f"{name}:{r.id}")
+        return
     for r in load_dataset(name, split=split or None):
         yield Document(r.id, r.text, None, f"{name}:{r.id}")
 

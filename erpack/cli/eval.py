@@ -10,10 +10,13 @@ from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="score a task model (from `erpack train`) on a split of a cache: accuracy/macro-F1 or Pearson/MSE",
+        help="score a task model (from `erpack train`) on a split of a cache: accuracy/macro-F1, Pearson/MSE, or "
+        "per-word F1 (token tasks)",
         description=(
             "Run a saved task model over the documents of one split of CACHE and score it: accuracy and macro-F1 "
-            "for classification, Pearson correlation and mean squared error for regression. The cache must come "
+            "for classification, Pearson correlation and mean squared error for regression; for a token task, "
+            "per word: precision, recall and F1 per label, micro-F1 over the labels but O, macro-F1 and word "
+            "accuracy. The cache must come "
             "from the encoder and layer the task model was trained on (else the command stops and says how to "
             "encode one); a different codec or max_length is allowed and reported."
         ),
@@ -22,10 +25,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("task_model", help="folder written by `erpack train`")
     p.add_argument("cache", help="cache folder or URL (s3://bucket/prefix, ...) written by `erpack encode`")
     p.add_argument("--labels", required=True, help="label source, as for `erpack train` (built-in data set, or "
-                   ".jsonl/.csv with `id`, `label`, optional `split`)")
+                   ".jsonl/.csv with `id`, `label`, optional `split`; a token task: bbc-truecase, bbc-punctuation or "
+                   ".jsonl with `id`, `words`, `labels`)")
     p.add_argument("--split", choices=["train", "validation", "test"], default="test", help="split to score (default: test)")
     p.add_argument("--predictions", default=None, help="write one JSON line per document: id, label, predicted, "
-                   "probabilities (classification) or id, label, score (regression)")
+                   "probabilities (classification), id, label, score (regression), or id, words, labels, predicted "
+                   "(a label per word: token tasks)")
     p.add_argument("--skip-missing", action="store_true", help="score the labelled documents the cache holds instead "
                    "of stopping at the first it lacks")
     p.add_argument("--batch-size", type=int, default=64, help="documents per batch (default: 64)")
@@ -41,6 +46,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from erpack.train.evaluation import evaluate
+    from erpack.train.metrics import token_metric_lines
 
     transformers.logging.set_verbosity_error()
     r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
@@ -51,6 +57,8 @@ def run(args) -> int:
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))
     if r.task == "regression":
         print(f"pearson {m['pearson']:.4f}  mse {m['mse']:.4f}")
+    elif r.task == "token-classification":
+        print("\n".join(token_metric_lines(m)))
     else:
         print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
     for note in r.notes:

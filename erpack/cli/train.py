@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Train a classifier or regressor that starts from the layer-k hidden states in CACHE: the encoder "
             "the cache was made with (found by the name it recorded, checked by its weights sha256) gets a "
-            "sequence-classification head, is cut at the cache's layer, and only layers k..L-1 run, on batches "
+            "sequence-classification head (a token task: a token-classification head, a label per word), is cut at "
+            "the cache's layer, and only layers k..L-1 run, on batches "
             "of decoded records (grouped by length, padded per batch, read and decoded in a background thread). "
             "Each epoch ends with an evaluation on the validation split; the best epoch's weights are kept and "
             "training stops after --patience epochs without improvement. The test split is scored at the end. "
@@ -24,7 +25,9 @@ def add_parser(subparsers) -> None:
             "pooler included), trained in every mode. The result is a folder that `erpack eval` and `TaskModel.load` read "
             "(docs/training.md)."
         ),
-        epilog="Example: erpack train caches/rt --labels rotten_tomatoes --mode adapter -o models/rt-lora --baseline",
+        epilog="Examples: erpack train caches/rt --labels rotten_tomatoes --mode adapter -o models/rt-lora --baseline; "
+               "erpack encode bbc-truecase -o caches/tc --layer 3 && erpack train caches/tc --labels "
+               "bbc-truecase --task token-classification -o models/tc",
     )
     _add_input_options(p)
     _add_mode_options(p)
@@ -42,10 +45,19 @@ def _add_input_options(p) -> None:
     p.add_argument("--labels", required=True, help="label source: a built-in data set (rotten_tomatoes, bbc: labels "
                    "and splits included), or a .jsonl/.csv file with `id` and `label` per document (optional: `split` "
                    "= train/validation/test, else a hash of the id decides; `text`/`text_pair`, needed by --baseline). "
-                   "Every labelled id must be in the cache (see --skip-missing)")
-    p.add_argument("--task", choices=["classification", "pair-classification", "regression"], default="classification",
+                   "Every labelled id must be in the cache (see --skip-missing). --task token-classification: bbc-truecase, "
+                   "bbc-punctuation (built-in, their texts encode as `erpack encode bbc-truecase`), or a .jsonl with "
+                   "`id`, `words` (the cached text split at whitespace) and `labels` (one per word)")
+    p.add_argument("--task", choices=["classification", "pair-classification", "regression", "token-classification"],
+                   default="classification",
                    help="classification (cross-entropy, accuracy), pair-classification (the same on text pairs), "
-                   "regression (one output, MSE, Pearson); default: classification")
+                   "regression (one output, MSE, Pearson), token-classification (a label per word of the text: "
+                   "--labels bbc-truecase, bbc-punctuation or a .jsonl with `id`, `words`, `labels`; per-word "
+                   "micro-F1); default: classification")
+    p.add_argument("--subwords", choices=["first", "all"], default="first",
+                   help="token-classification: which subword tokens of a word carry its label in the loss: first "
+                   "(the word's first token; prediction: its argmax) or all (every token; prediction: the mean of "
+                   "the word's token logits); default: first")
 
 
 def _add_mode_options(p) -> None:
@@ -112,6 +124,8 @@ def _line(name: str, r, metric: str) -> str:
 
 def _print_summary(s, mode: str, metric: str) -> None:
     """The human card of a TrainSummary: the cache, the documents, each run, the comparison, where it went."""
+    from erpack.train.metrics import token_metric_lines
+
     docs = s.documents
     print(f"cache      {s.cache}: {s.model} layer {s.layer}, codec {s.codec}")
     print(f"documents  train {docs.get('train', 0)}, validation {docs.get('validation', 0)}, test {docs.get('test', 0)}"
@@ -119,6 +133,8 @@ def _print_summary(s, mode: str, metric: str) -> None:
     r = s.recycled
     wait = sum(e["wait_seconds"] for e in r.epochs)
     print(_line(mode, r, metric) + f"  waited on the cache {wait:.1f} s")
+    if s.task == "token-classification" and r.test:
+        print("\n".join("           " + line for line in token_metric_lines(r.test)))
     if s.baseline:
         print(_line("baseline", s.baseline, metric))
         c = s.comparison
@@ -147,7 +163,7 @@ def run(args) -> int:
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
-                         shard_cache=args.shard_cache)
+                         shard_cache=args.shard_cache, subwords=args.subwords)
     _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
         print(json.dumps(s.as_dict()))

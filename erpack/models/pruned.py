@@ -71,9 +71,9 @@ def rebuild(model: nn.Module, record: dict) -> nn.Module:
     return model
 
 
-def load_pruned_model(folder, device: str | torch.device = "cpu", config=None) -> nn.Module:
-    """A pruned AutoModelForSequenceClassification saved with save_pretrained (config holds the record;
-    pass `config` when it is read already)."""
+def load_pruned_model(folder, device: str | torch.device = "cpu", config=None, auto_class=None) -> nn.Module:
+    """A pruned task model saved with save_pretrained (config holds the record; pass `config` when it is
+    read already): an AutoModelForSequenceClassification, or the Auto class given (`auto_class`)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -85,7 +85,7 @@ def load_pruned_model(folder, device: str | torch.device = "cpu", config=None) -
     full = copy.deepcopy(config)
     full.num_hidden_layers = record["num_hidden_layers"]
     delattr(full, RECORD)
-    model = AutoModelForSequenceClassification.from_config(full)
+    model = (auto_class or AutoModelForSequenceClassification).from_config(full)
     rebuild(model, record)
     files = sorted(folder.glob("model*.safetensors"))
     if not files:

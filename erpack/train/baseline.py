@@ -2,7 +2,9 @@
 
 The same documents are tokenized with the cache's max_length (so a document has as many tokens as its
 cached record), and trained with the same head, batch plan, seeds, epochs and schedule: only where the
-computation starts differs (token ids through all L layers, every weight trainable).
+computation starts differs (token ids through all L layers, every weight trainable). A token task's
+texts are its words joined, which tokenize to the cached tokens (checked when its targets were made),
+so the baseline trains on the same per-token targets.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
     def forward(inputs):
         ids, mask, tt = inputs
         kwargs = {"token_type_ids": tt} if tt is not None else {}
-        return model(input_ids=ids, attention_mask=mask, **kwargs).logits  # (B, C)
+        return model(input_ids=ids, attention_mask=mask, **kwargs).logits  # (B, C); a token task (B, T, C)
 
     lr = cfg.lr_for("full", recycled_mode)
     result = fit(task=data.task, mode="full", lr=lr, cfg=cfg, params_of=prepared.model, modules=[model],
@@ -108,11 +110,13 @@ def run_baseline_model(reader, data, cfg: TrainConfig, recycled_mode: str | None
     result = run_baseline(reader.meta, data, cfg, recycled_mode, model_override, device, progress, keep=kept)
     info = {"task": data.task, "labels": data.labels, "mode": "full", "input": "text", "adapter": None,
             "layer": reader.meta["layer"], "cache": expected_cache_of(reader)}
+    if data.subwords is not None:
+        info["subwords"] = data.subwords
     return TaskModel(kept["model"], info, kept["tokenizer"]), result
 
 
 def text_logits(tm, examples, max_length: int, batch_size: int, device, max_tokens=None) -> np.ndarray:
-    """Logits (N, C) of a text-input task model (a baseline) on the texts of `examples`."""
+    """Logits (N, C) (a token task: (N, T, C)) of a text-input task model (a baseline) on the texts of `examples`."""
     encoded = _tokenize(tm.tokenizer, examples, max_length)
     source = text_source(encoded, tm.tokenizer.pad_token_id or 0)
     model = tm.model

@@ -19,6 +19,9 @@ from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.train.data import batch_plan, cache_source
+from erpack.train.labels import TOKEN_TASK
+from erpack.train.word_labels import words_of
+from erpack.train.word_targets import WordTargets
 
 
 @dataclass
@@ -48,7 +51,8 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
 
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
-    {"id", "label", "score"} for regression.
+    {"id", "label", "score"} for regression, {"id", "words", "labels", "predicted": [label per word]}
+    for a token task.
     """
     from erpack.train.baseline import text_logits
     from erpack.train.loop import score
@@ -61,7 +65,8 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         notes = tm.check_cache(reader)
-        data = prepare_data(reader, labels, tm.task, skip_missing, labels=tm.labels or None, splits=(split,))
+        data = prepare_data(reader, labels, tm.task, skip_missing, labels=tm.labels or None, splits=(split,),
+                            subwords=tm.subwords or "first")
         examples, y = data.splits[split], data.y[split]
         if not examples:
             raise InputError(f"{labels} labels no document of the cache {cache} as {split!r}; choose another --split")
@@ -73,7 +78,10 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
     metrics = score(tm.task, logits, y, len(tm.labels))
     if predictions is not None:
-        write_predictions(predictions, examples, logits, tm.task, tm.labels)
+        if isinstance(y, WordTargets):
+            write_word_predictions(predictions, examples, y, logits)
+        else:
+            write_predictions(predictions, examples, logits, tm.task, tm.labels)
     return EvalSummary(task_model=str(task_model) if not isinstance(task_model, TaskModel) else None,
                        cache=str(cache), split=split, task=tm.task, mode=tm.mode, documents=len(examples),
                        skipped_missing=len(data.missing), metrics=metrics, notes=notes,
@@ -82,20 +90,37 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
 
 
 def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress) -> np.ndarray:
-    """Logits (N, C) of the upper stack on the cached records of `examples`."""
+    """Logits (N, C) of the upper stack on the cached records of `examples` (a token task: (N, T, C))."""
     source = cache_source(reader, [e.id for e in examples], lengths, pin=dev.type == "cuda")
     plan = batch_plan(source.lengths, batch_size)
     bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
-    logits = np.zeros((len(examples), 1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
+    per_token = tm.task == TOKEN_TASK
+    logits = np.zeros((len(examples), *((max(lengths, default=1),) if per_token else ()),
+                       1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
     tm.model.eval()
     with torch.no_grad():
         for rows, (hidden, mask) in source.batches(plan):
-            logits[rows] = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
+            out = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
+            if per_token:
+                logits[rows, :out.shape[1]] = out
+            else:
+                logits[rows] = out
             if bar:
                 bar.update(1)
     if bar:
         bar.close()
     return logits
+
+
+def write_word_predictions(path, examples, y: WordTargets, logits: np.ndarray) -> None:
+    """A token task's predictions: a line per document, {"id", "words", "labels", "predicted"} with a
+    label per word (null for a word cut off by truncation)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        for e, predicted in zip(examples, y.predictions(logits)):
+            f.write(json.dumps({"id": e.id, "words": words_of(e), "labels": list(e.label),
+                                "predicted": [y.labels[p] if p >= 0 else None for p in predicted]}) + "\n")
 
 
 def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str]) -> None:

@@ -19,7 +19,8 @@ from erpack.corpus import iter_jsonl_objects
 from erpack.errors import InputError
 
 SPLITS = ("train", "validation", "test")
-TASKS = ("classification", "pair-classification", "regression")
+TOKEN_TASK = "token-classification"  # a label per word (erpack.train.word_labels)
+TASKS = ("classification", "pair-classification", "regression", TOKEN_TASK)
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,22 @@ def _label(value, task: str, where: str):
     return str(value)
 
 
-def _row(obj: dict, task: str, where: str) -> Example:
+def id_and_split(obj: dict, where: str) -> tuple[str, str]:
+    """A label row's document id and split (its `split` field, else the hash of the id)."""
     doc_id = obj.get("id")
     if doc_id is None or isinstance(doc_id, bool) or not isinstance(doc_id, str | int) or not str(doc_id).strip():
         raise InputError(f"{where}: the row has no `id` (string or integer); every label must name its document")
     split = obj.get("split") or None
     if split is not None and split not in SPLITS:
         raise InputError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-    if split is None:
-        split = split_of(str(doc_id))
+    return str(doc_id), split or split_of(str(doc_id))
+
+
+def _row(obj: dict, task: str, where: str) -> Example:
+    doc_id, split = id_and_split(obj, where)
     text = obj.get("text") or None
     pair = obj.get("text_pair") or None
-    return Example(str(doc_id), _label(obj.get("label"), task, where), split, text, pair, where)
+    return Example(doc_id, _label(obj.get("label"), task, where), split, text, pair, where)
 
 
 def _read_jsonl(path: Path, task: str) -> list[Example]:
@@ -79,6 +84,8 @@ def read_labels(source: str, task: str = "classification") -> list[Example]:
     """Every labelled row of `source` (a .jsonl/.csv file or a built-in data set name), checked whole."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    if task == TOKEN_TASK:
+        raise InputError("token-classification labels are read by erpack.train.word_labels.read_word_labels")
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson", ".csv"):
@@ -90,6 +97,15 @@ def read_labels(source: str, task: str = "classification") -> list[Example]:
     else:
         rows = [Example(r.id, _label(r.label, task, f"{source}:{r.id}"), r.split, r.text, None, f"{source}:{r.id}")
                 for r in load_dataset(source)]
+    rows = unique(rows, source)
+    if task == "pair-classification" and any(r.text is not None and r.text_pair is None for r in rows):
+        bad = next(r for r in rows if r.text is not None and r.text_pair is None)
+        raise InputError(f"{bad.where}: pair-classification rows with a `text` need a `text_pair` too")
+    return rows
+
+
+def unique(rows: list[Example], source: str) -> list[Example]:
+    """`rows`, checked to be some and to label each id once."""
     if not rows:
         raise InputError(f"label source {source} holds no labelled rows")
     seen: dict[str, str] = {}
@@ -97,14 +113,15 @@ def read_labels(source: str, task: str = "classification") -> list[Example]:
         if r.id in seen:
             raise InputError(f"{r.where}: id {r.id!r} already labelled at {seen[r.id]}; give each document one label")
         seen[r.id] = r.where
-    if task == "pair-classification" and any(r.text is not None and r.text_pair is None for r in rows):
-        bad = next(r for r in rows if r.text is not None and r.text_pair is None)
-        raise InputError(f"{bad.where}: pair-classification rows with a `text` need a `text_pair` too")
     return rows
 
 
 def label_names(rows: list[Example], task: str) -> list[str]:
-    """Class names, sorted (a class id is its index); [] for regression."""
+    """Class names, sorted (a class id is its index); [] for regression. Token tasks: the labels of
+    every word, "O" (no tag) first if present, then sorted."""
+    if task == TOKEN_TASK:
+        names = sorted({lab for r in rows for lab in r.label})
+        return ["O"] + [n for n in names if n != "O"] if "O" in names else names
     return [] if task == "regression" else sorted({r.label for r in rows})
 
 

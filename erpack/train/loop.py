@@ -1,7 +1,8 @@
 """The training loop shared by every mode and the text baseline: epochs, validation, early stopping.
 
 A run trains on batches that a *source* makes (decoded cache records for the recycled modes, token
-ids for the baseline), through a *forward* function `inputs -> logits (B, C)`. Per epoch: one pass
+ids for the baseline), through a *forward* function `inputs -> logits (B, C)` (a token task: (B, T, C)
+against per-token targets padded with IGNORE, erpack.train.word_targets). Per epoch: one pass
 over the training split in a seeded, length-grouped order, then an evaluation on validation; the
 trainable weights of the best epoch are kept, and training stops after `patience` epochs without
 improvement. Seeds: python `random`, numpy, torch (dropout, the head's init) and the shuffle order.
@@ -21,6 +22,8 @@ from torch import nn
 
 from erpack.train.data import Source, batch_plan
 from erpack.train.metrics import classification_metrics, primary_metric, regression_metrics
+from erpack.train.word_targets import WordTargets
+from erpack.train.words import IGNORE
 
 DEFAULT_LR = {"full": 1e-4, "upper": 1e-4, "adapter": 1e-3, "head": 1e-3}
 
@@ -93,25 +96,40 @@ def _to(inputs, device) -> tuple:
 def loss_fn(task: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if task == "regression":
         return nn.functional.mse_loss(logits.squeeze(-1).float(), y.float())
+    if logits.dim() == 3:  # a token task: (B, T, C) against (B, T_max) targets, IGNORE past each document
+        y = y[:, :logits.shape[1]]
+        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
     return nn.functional.cross_entropy(logits.float(), y)
+
+
+def as_targets(y) -> torch.Tensor:
+    """The tensor the loss reads: a token task's per-token targets (WordTargets.tokens), else y itself."""
+    return torch.as_tensor(y.tokens if isinstance(y, WordTargets) else y)
 
 
 @torch.no_grad()
 def predict(source: Source, forward: Callable, modules: list[nn.Module], batch_size: int, device,
             max_tokens: int | None = None) -> np.ndarray:
-    """Logits for every example of a split, in example order (eval mode, sorted-length batches)."""
+    """Logits for every example of a split, in example order (eval mode, sorted-length batches): (N, C),
+    or (N, T, C) for per-token logits (T the longest example, zero past each one's end)."""
     for m in modules:
         m.eval()
     out: np.ndarray | None = None
     for rows, inputs in source.batches(batch_plan(source.lengths, batch_size, max_tokens=max_tokens)):
-        logits = forward(_to(inputs, device)).float().cpu().numpy()  # (B, C)
+        logits = forward(_to(inputs, device)).float().cpu().numpy()  # (B, C) or (B, T, C)
         if out is None:
-            out = np.zeros((len(source.lengths), logits.shape[1]), dtype=np.float32)
-        out[rows] = logits
+            out = np.zeros((len(source.lengths), *((max(source.lengths),) if logits.ndim == 3 else ()),
+                            logits.shape[-1]), dtype=np.float32)
+        if logits.ndim == 3:
+            out[rows, :logits.shape[1]] = logits
+        else:
+            out[rows] = logits
     return out if out is not None else np.zeros((0, 1), dtype=np.float32)
 
 
-def score(task: str, logits: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
+def score(task: str, logits: np.ndarray, y, num_classes: int) -> dict:
+    if isinstance(y, WordTargets):  # a token task: scored per word
+        return y.score(logits)
     if task == "regression":
         return regression_metrics(y, logits[:, 0])
     return classification_metrics(y, logits.argmax(axis=1), num_classes)
@@ -171,7 +189,7 @@ def fit(*, task: str, mode: str, lr: float, cfg: TrainConfig, params_of: nn.Modu
                        total_params=sum(p.numel() for p in params_of.parameters()), device=str(device))
     steps_per_epoch = len(batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, max_tokens=cfg.max_tokens))
     optimizer, schedule = optimizer_and_schedule(params, lr, cfg, steps_per_epoch)
-    y_all = torch.as_tensor(y_train)
+    y_all = as_targets(y_train)
     metric = primary_metric(task)
     best, best_state, since_best = -math.inf, None, 0
     for epoch in range(cfg.epochs):

@@ -1,4 +1,5 @@
-"""Task metrics: accuracy and macro-F1 for classification, Pearson and MSE for regression."""
+"""Task metrics: accuracy and macro-F1 for classification, Pearson and MSE for regression, per-label and
+micro/macro F1 and word accuracy for token classification (scored per word)."""
 
 from __future__ import annotations
 
@@ -38,4 +39,43 @@ def regression_metrics(y_true, y_pred) -> dict:
 
 def primary_metric(task: str) -> str:
     """The metric early stopping and summaries use (higher is better)."""
-    return "pearson" if task == "regression" else "accuracy"
+    return {"regression": "pearson", "token-classification": "micro_f1"}.get(task, "accuracy")
+
+
+def token_metrics(y_true, y_pred, labels: list[str]) -> dict:
+    """Scores of per-word predictions (label ids; a word scored -1 is left out): precision, recall and F1
+    per label, micro F1 over every label but an "O" first label (the label of words without a tag),
+    macro F1 over the labels, and word accuracy. Primary: micro_f1."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    keep = y_pred >= 0
+    y_true, y_pred = y_true[keep], y_pred[keep]
+    if y_true.size == 0:
+        return {"micro_f1": float("nan"), "macro_f1": float("nan"), "accuracy": float("nan"), "per_label": {}, "n": 0}
+    per, counts = {}, []
+    for c, name in enumerate(labels):
+        tp = int(np.sum((y_pred == c) & (y_true == c)))
+        fp = int(np.sum((y_pred == c) & (y_true != c)))
+        fn = int(np.sum((y_pred != c) & (y_true == c)))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        per[name] = {"precision": p, "recall": r, "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+                     "support": tp + fn}
+        counts.append((tp, fp, fn))
+    tagged = range(1 if labels and labels[0] == "O" else 0, len(labels))
+    tp, fp, fn = (sum(counts[c][i] for c in tagged) for i in range(3))
+    scored = [per[labels[c]]["f1"] for c in range(len(labels)) if sum(counts[c])]
+    return {"micro_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            "macro_f1": float(np.mean(scored)) if scored else float("nan"),
+            "accuracy": float(np.mean(y_true == y_pred)), "per_label": per, "n": int(y_true.size)}
+
+
+def token_metric_lines(m: dict) -> list[str]:
+    """A token task's scores as the CLI prints them: the overall line, then one line per label."""
+    lines = [f"micro-F1 {m['micro_f1']:.4f}  macro-F1 {m['macro_f1']:.4f}  word accuracy {m['accuracy']:.4f}  "
+             f"({m['n']} words" + (f", {m['cut_words']} cut off by truncation, not scored" if m.get("cut_words") else "")
+             + ")"]
+    for name, p in m.get("per_label", {}).items():
+        lines.append(f"  {name:<12} precision {p['precision']:.4f}  recall {p['recall']:.4f}  F1 {p['f1']:.4f}  "
+                     f"support {p['support']}")
+    return lines

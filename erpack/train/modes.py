@@ -14,7 +14,9 @@
 - `head`: only the head trains, on the frozen model's last hidden state.
 - `full` (the baseline): everything trains, from text.
 
-The head is the model's own AutoModelForSequenceClassification head plus whatever pools the
+A token task (token-classification) trains AutoModelForTokenClassification the same way: its head is a
+linear layer on every token's last hidden state (no pooler). Otherwise the head is the model's own
+AutoModelForSequenceClassification head plus whatever pools the
 encoder's output for it: BERT's pooler (dense + tanh over [CLS], which transformers keeps inside the
 encoder) counts as head, as the dense layer of MPNet's and RoBERTa's classification head does. It
 sits after layer L-1, so the cache stays valid; a frozen BERT pooler would bottleneck adapter and
@@ -204,19 +206,26 @@ def _is_down_projection(linear: nn.Linear) -> bool:
     return linear.in_features > linear.out_features
 
 
+def task_model_class(task: str):
+    """The transformers Auto class of a task's model: AutoModelForTokenClassification (a head on every
+    token's state) for token-classification, else AutoModelForSequenceClassification."""
+    import transformers
+
+    return (transformers.AutoModelForTokenClassification if task == "token-classification"
+            else transformers.AutoModelForSequenceClassification)
+
+
 def load_for_cache(meta: dict, num_labels: int, task: str, seed: int, model_override: str | None = None):
-    """(LoadedModel of the base encoder, fresh AutoModelForSequenceClassification) for a cache's meta.
+    """(LoadedModel of the base encoder, fresh task model: task_model_class(task)) for a cache's meta.
 
     The encoder is found where the cache recorded it (erpack.models.load_recorded; or at
     `model_override`) and must have the weights the cache was made with (sha256), else
     ManifestMismatchError; a recorded folder that has moved asks for --model FOLDER.
     """
-    from transformers import AutoModelForSequenceClassification
-
     from erpack.models import load_recorded
 
     loaded = load_recorded(meta["model"], model_override, "the cache")
     torch.manual_seed(seed)  # the head's initial weights depend on the seed only
     kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {"num_labels": num_labels}
-    model = AutoModelForSequenceClassification.from_pretrained(loaded.path, **kwargs)
+    model = task_model_class(task).from_pretrained(loaded.path, **kwargs)
     return loaded, model

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from erpack.checksums import file_sha256
 from erpack.errors import TaskModelError
+from erpack.train.labels import TASKS
 from erpack.store.atomic import write_atomic
 
 TASK_FILE = "erpack_task.json"
 TASK_FORMAT = "erpack-task"
 TASK_VERSION = 2  # 2: `files` and `checksum` seal the folder; 1: no checksums
-TASKS = ("classification", "pair-classification", "regression")
 INPUTS = ("cache", "text")  # what the model computes from: cached layer-k states, or token ids (a baseline)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 RETRAIN = "train it again (erpack train ... -o FOLDER --overwrite)"
@@ -126,6 +126,8 @@ def check_fields(info: dict, task_file: Path) -> None:
         raise _bad(task_file, f"labels must be a list of label names, not {labels!r:.60}")
     if info["task"] != "regression" and len(labels) < 2:
         raise _bad(task_file, f"a {info['task']} model needs two or more labels, not {labels!r}")
+    if info["task"] == "token-classification" and info.get("subwords") not in ("first", "all"):
+        raise _bad(task_file, f"subwords {info.get('subwords')!r} is not first or all (which subwords carry a word's label)")
     layer = info.get("layer")
     if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
         raise _bad(task_file, f"layer {layer!r} is not a layer number (an integer 0 or more)")

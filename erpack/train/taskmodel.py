@@ -9,8 +9,9 @@ Folder layout (`TaskModel.save(out)`):
     out/baseline/                            with `erpack train --baseline`: the baseline, a task model
                                              folder of its own that computes from text (input "text")
 
-    tm = TaskModel.load(out)          # AutoModelForSequenceClassification + split at the recorded layer
-    logits = tm.upper(hidden, mask)   # (B, T, H) float, (B, T) -> (B, C); regression: C = 1
+    tm = TaskModel.load(out)          # AutoModelForSequenceClassification (token task: ...ForTokenClassification)
+                                      # + split at the recorded layer
+    logits = tm.upper(hidden, mask)   # (B, T, H) float, (B, T) -> (B, C); regression: C = 1; token task: (B, T, C)
     notes = tm.check_cache(reader)    # ManifestMismatchError if model weights, layer, hidden size or
                                       # tokenizer differ; codec / max_length differences come back as notes
                                       # (the rule: erpack.fit)
@@ -58,6 +59,11 @@ class TaskModel:
         return list(self.info["labels"])
 
     @property
+    def subwords(self) -> str | None:
+        """A token task's subwords rule ("first" or "all": erpack.train.words); None for other tasks."""
+        return self.info.get("subwords")
+
+    @property
     def layer(self) -> int:
         return int(self.info["layer"])
 
@@ -77,7 +83,7 @@ class TaskModel:
     # ---- running -------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C) for hidden (B, T, H) and mask (B, T), in eval mode."""
+        """Logits (B, C) (a token task: (B, T, C)) for hidden (B, T, H) and mask (B, T), in eval mode."""
         self.model.eval()
         return self.upper(hidden, mask)
 
@@ -120,12 +126,13 @@ class TaskModel:
         folder = Path(path)
         info, config = check_folder(folder)
         try:
-            if getattr(config, RECORD, None) is not None:  # heads and neurons cut out: rebuild the smaller shapes
-                model = load_pruned_model(folder, device, config)
-            else:
-                from transformers import AutoModelForSequenceClassification
+            from erpack.train.modes import task_model_class
 
-                model = AutoModelForSequenceClassification.from_pretrained(folder, config=config, use_safetensors=True)
+            auto = task_model_class(info["task"])
+            if getattr(config, RECORD, None) is not None:  # heads and neurons cut out: rebuild the smaller shapes
+                model = load_pruned_model(folder, device, config, auto)
+            else:
+                model = auto.from_pretrained(folder, config=config, use_safetensors=True)
         except ErpackError:
             raise
         except Exception as exc:  # transformers' and safetensors' errors, on a folder that passed the checks

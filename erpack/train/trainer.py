@@ -24,10 +24,13 @@ from erpack.store import CacheReader
 from erpack.store.atomic import check_output
 from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 from erpack.train.data import cache_lengths, cache_source
-from erpack.train.labels import Example, in_cache, label_names, read_labels
+from erpack.train.labels import TOKEN_TASK, Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.metrics import primary_metric
 from erpack.train.modes import AdapterSpec, load_for_cache, prepare
+from erpack.train.word_labels import read_word_labels
+from erpack.train.word_targets import cache_tokenizer, word_targets
+from erpack.train.words import SUBWORDS
 
 
 @dataclass
@@ -38,9 +41,10 @@ class TaskData:
     source: str
     labels: list[str]
     splits: dict[str, list[Example]]
-    y: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]  # a token task: WordTargets per split (erpack.train.word_targets)
     lengths: dict[str, list[int]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    subwords: str | None = None  # a token task: which subwords carry a word's label (first, all)
 
     def counts(self) -> dict:
         return {s: len(v) for s, v in self.splits.items()}
@@ -58,9 +62,14 @@ def targets(examples: list[Example], task: str, labels: list[str]) -> np.ndarray
 
 def prepare_data(reader, source: str, task: str = "classification", skip_missing: bool = False,
                  train_limit: int | None = None, labels: list[str] | None = None,
-                 splits: tuple[str, ...] = ("train", "validation", "test")) -> TaskData:
-    """Read the label source, keep the documents the cache holds (or refuse), split, and index labels."""
-    rows = read_labels(source, task)
+                 splits: tuple[str, ...] = ("train", "validation", "test"), subwords: str = "first",
+                 model_override: str | None = None) -> TaskData:
+    """Read the label source, keep the documents the cache holds (or refuse), split, and index labels.
+    A token task's words are aligned with the cached tokens (erpack.train.word_targets; the encoder's
+    tokenizer found as the cache recorded it, or at `model_override`)."""
+    if task == TOKEN_TASK and subwords not in SUBWORDS:
+        raise InputError(f"--subwords {subwords!r}: use one of {', '.join(SUBWORDS)}")
+    rows = read_word_labels(source) if task == TOKEN_TASK else read_labels(source, task)
     names = labels if labels is not None else label_names(rows, task)
     if task != "regression" and labels is None and len(names) < 2:
         raise InputError(f"label source {source} has {len(names)} distinct label(s); classification needs two or more")
@@ -68,8 +77,13 @@ def prepare_data(reader, source: str, task: str = "classification", skip_missing
     by_split = {s: [r for r in kept if r.split == s] for s in splits}
     if "train" in by_split and train_limit is not None:
         by_split["train"] = by_split["train"][:train_limit]
-    data = TaskData(task, source, names, by_split, {s: targets(v, task, names) for s, v in by_split.items()},
-                    missing=missing)
+    if task == TOKEN_TASK:
+        tokenizer = cache_tokenizer(reader.meta["model"], model_override)
+        y = {s: word_targets(reader, v, names, tokenizer, subwords) for s, v in by_split.items()}
+    else:
+        y = {s: targets(v, task, names) for s, v in by_split.items()}
+    data = TaskData(task, source, names, by_split, y, missing=missing,
+                    subwords=subwords if task == TOKEN_TASK else None)
     data.lengths = {s: cache_lengths(reader, [e.id for e in v]) for s, v in by_split.items()}
     return data
 
@@ -96,7 +110,7 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
 
     def forward(inputs):
         hidden, mask = inputs  # (B, T, H), (B, T)
-        return upper(hidden, mask)  # (B, C)
+        return upper(hidden, mask)  # (B, C); a token task (B, T, C)
 
     result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=prepared.model,
                  modules=[upper], forward=forward, train=sources["train"], y_train=data.y["train"],
@@ -111,6 +125,8 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         if mode == "adapter" else None,
         "cache": expected_cache_of(reader),
     }
+    if data.subwords is not None:
+        info["subwords"] = data.subwords
     tm = TaskModel(final, info)
     if len(data.splits.get("test", [])):
         test = sources["test"]
@@ -165,7 +181,8 @@ class TrainSummary:
     comparison: Comparison | None
     seconds: float
     output: str | None = None
-    cleaned: list[str] | None = None  # with an output: what an earlier, killed write of it left and was removed
+    cleaned: list[str] | None = None
+    subwords: str | None = None  # a token task's rule (first, all)  # with an output: what an earlier, killed write of it left and was removed
 
     @property
     def baseline_output(self) -> str | None:
@@ -181,6 +198,8 @@ class TrainSummary:
              "recycled": self.recycled.as_dict(), "baseline": self.baseline.as_dict() if self.baseline else None,
              "comparison": self.comparison.as_dict() if self.comparison else None, "seconds": self.seconds,
              "output": self.output}
+        if self.subwords is not None:
+            d["subwords"] = self.subwords
         if self.baseline_output is not None:
             d["baseline_output"] = self.baseline_output
         return d
@@ -195,7 +214,8 @@ class TrainSummary:
 def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
-                     progress: Callable | None = None, overwrite: bool = False, shard_cache=None) -> TrainSummary:
+                     progress: Callable | None = None, overwrite: bool = False, shard_cache=None,
+                     subwords: str = "first") -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
@@ -203,14 +223,16 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     `output` is written whole or not at all (TaskModel.save), the baseline as `output/baseline/`;
     an existing output is refused (before any training) unless overwrite. `shard_cache`: a local folder
     where the shards of a remote cache are downloaded once (checked against their sha256) and then read
-    as local files, so every epoch after the first reads at local-disk speed.
+    as local files, so every epoch after the first reads at local-disk speed. `subwords` (a token task):
+    which subwords of a word carry its label, "first" or "all" (erpack.train.words).
     """
     if output is not None:
         check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:
-        data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit)
+        data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit, subwords=subwords,
+                            model_override=model_override)
         tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
                          if baseline else (None, None))
@@ -218,7 +240,7 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
             cache=str(cache), codec=reader.codec.spec, model=reader.meta["model"]["name"], layer=reader.meta["layer"],
             task=task, labels=data.labels, source=labels, documents=data.counts(), skipped_missing=len(data.missing),
             config=cfg, recycled=run, baseline=base, comparison=compare(run, base, task),
-            seconds=time.perf_counter() - t0)
+            seconds=time.perf_counter() - t0, subwords=data.subwords)
     if output is not None:
         _save(summary, output, tm, base_tm, overwrite)
     return summary

@@ -29,19 +29,22 @@ SUBWORDS = ("first", "all")
 
 
 def check_words(words, labels, names: list[str] | None, where: str) -> list[int] | None:
-    """Label ids of a document's words (None without `names`: words alone, for prediction); `where`
-    names the document and file. Words must be non-empty strings without whitespace."""
-    if not isinstance(words, list) or not words:
+    """Label ids of a document's words; `where` names the document and file. Words must be non-empty
+    strings without whitespace; `labels` (unless None: words alone, for prediction) one per word;
+    without `names` only their count is checked (None returned)."""
+    if not isinstance(words, list | tuple) or not words:
         raise InputError(f"{where}: `words` must be a non-empty list of strings (the words of the text)")
     for n, w in enumerate(words):
         if not isinstance(w, str) or not w or w != w.strip() or len(w.split()) != 1:
             raise InputError(f"{where}: word {n} ({w!r}) is not one whitespace-free word; `words` are the "
                              "text split at whitespace (text == ' '.join(words))")
+    if labels is None:
+        return None
+    if not isinstance(labels, list | tuple) or len(labels) != len(words):
+        got = len(labels) if isinstance(labels, list | tuple) else type(labels).__name__
+        raise InputError(f"{where}: {got} labels for {len(words)} words; give one label per word")
     if names is None:
         return None
-    if not isinstance(labels, list) or len(labels) != len(words):
-        got = len(labels) if isinstance(labels, list) else type(labels).__name__
-        raise InputError(f"{where}: {got} labels for {len(words)} words; give one label per word")
     index = {name: i for i, name in enumerate(names)}
     out = []
     for n, lab in enumerate(labels):
