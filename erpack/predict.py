@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from erpack.assets import resolve_model
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
 from erpack.errors import ExportError, InputError
@@ -174,7 +173,8 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
             if token:
                 tokens = {i: reader.get_tokens(i) for i in chosen.cached}
                 tokens.update(zip([d.id for d in chosen.text_docs], encoded.token_ids if encoded else []))
-                tokenizer = encoded.tokenizer if encoded is not None else cache_tokenizer(reader, opts.model)
+                tokenizer = encoded.tokenizer if encoded is not None else _cache_tokenizer(reader, opts.model)
+                max_length = reader.meta.get("max_length")
         finally:
             if bar:
                 bar.close()
@@ -184,7 +184,8 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     if token:
         from erpack.predict_words import word_rows
 
-        rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, info, text_ids, label_rows, MISSING)
+        rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, max_length, info, text_ids, label_rows,
+                         MISSING)
     else:
         rows = prediction_rows(chosen.requested, logits, info, text_ids, label_rows)
     if opts.output is not None:
@@ -233,6 +234,12 @@ def _words(chosen: Selection, label_rows: dict | None, opts: PredictOptions) -> 
     from erpack.predict_words import document_words
 
     return document_words(chosen.cached + [d.id for d in chosen.text_docs], label_rows, opts.texts, chosen.text_docs)
+
+
+def _cache_tokenizer(reader, model: str | None):
+    from erpack.train.word_targets import cache_tokenizer
+
+    return cache_tokenizer(reader.meta["model"], model)
 
 
 def _cut_note(rows: list[dict]) -> str:
@@ -356,23 +363,15 @@ def _onnx_lower(reader, name: str, lower_graph, device: str):
     """An exported lower graph, refused unless it fits the cache (the codec aside: it never sees it)."""
     from erpack.export.metadata import check_cache, read_metadata
     from erpack.export.session import create_session
+    from erpack.train.word_targets import cache_tokenizer
 
     sess = create_session(lower_graph, device)
     info = read_metadata(sess.session)
     if info.get("part") != "lower":
         raise ExportError(f"{lower_graph} is the {info.get('part')} part; --lower needs a graph exported with --part lower")
     check_cache(info, reader, f"graph {lower_graph}", allow_other_codec=True)
-    tokenizer = cache_tokenizer(reader, name)
+    tokenizer = cache_tokenizer(reader.meta["model"], name)
     return tokenizer, lambda enc, pad: run_lower_onnx(sess, enc, pad), f"onnx:{sess.provider}"
-
-
-def cache_tokenizer(reader, model: str | None = None):
-    """The tokenizer of the encoder the cache was made with (found by its recorded name, or at `model`)."""
-    from transformers import AutoTokenizer
-
-    from erpack.models import recorded_location  # torch and transformers
-
-    return AutoTokenizer.from_pretrained(resolve_model(model or recorded_location(reader.meta["model"])))
 
 
 def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:

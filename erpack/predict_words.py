@@ -67,15 +67,15 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
             where.append(f"in --texts {texts}")
         found = f" (not {' nor '.join(where)})" if where else ""
         raise InputError(f"no words for {len(lacking)} document(s){found}: {shown}; {NO_WORDS}")
-    for doc_id, (words, where) in out.items():
+    for words, where in out.values():
         check_words(words, None, None, where)
     return out
 
 
-def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, info: dict,
-              text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
-    """The prediction lines, in request order: labels per word (see module doc); `missing` the error of
-    an id found nowhere."""
+def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, max_length: int | None,
+              info: dict, text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
+    """The prediction lines, in request order: labels per word (see module doc). `max_length`: the cache's
+    (texts are truncated as it truncated them); `missing`: the error of an id found nowhere."""
     names = list(info.get("labels") or [])
     subwords = info.get("subwords") or "first"
     out = []
@@ -84,7 +84,7 @@ def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, 
             out.append({"id": doc_id, "error": missing})
             continue
         ws, where = words[doc_id]
-        index = word_index(tokenizer, ws, token_ids[doc_id], where)
+        index = word_index(tokenizer, ws, token_ids[doc_id], where, max_length)
         z = np.asarray(logits[doc_id])[: len(index)]  # (T, C): the graph's padding rows dropped
         pred = word_predictions(z, index, len(ws), subwords)
         row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,

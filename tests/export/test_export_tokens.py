@@ -1,7 +1,8 @@
-"""A token-classification task model (tiny random BERT, logits per token) exported to ONNX and served per
-word by `erpack predict`: parity with PyTorch on real tokens, int8, the metadata a token graph records,
-predictions per word (words from a label file, from --texts, from new texts), and the errors (no words,
-a label list that does not match the words, a bundle of a token task)."""
+"""A token-classification task model (a tiny random BERT with MiniLM's real tokenizer, logits per token)
+exported to ONNX and served per word by `erpack predict` on real BBC words (the truecasing task):
+parity with PyTorch on real tokens, int8, the metadata a token graph records, predictions per word
+(words from a label file, from --texts, from new texts), and the errors (no words, a label list that
+does not match the words, an unknown label, a cache without token ids, a bundle of a token task)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,38 @@ import numpy as np
 import pytest
 import torch
 
-from tests.export.conftest import LAYER, MAX_LENGTH, corpus_rows, make_model_folder, write_jsonl
+from tests.checkers import TINY
+from tests.export.conftest import LAYER, write_jsonl
 
-LABELS = ["O", "CAP", "END"]
+LABELS = ["O", "CAP"]
+MAX_LENGTH = 64
 
 
-def _word_labels(rows: list[dict]) -> list[dict]:
-    """A word label file's rows for corpus `rows`: one label per word (a fixed rule of the word)."""
-    return [{"id": r["id"], "words": r["text"].split(), "split": "test",
-             "labels": [LABELS[int(w[1:]) % 3] for w in r["text"].split()]} for r in rows]
+def _model_folder(folder):
+    """A tiny random BERT (TINY, 4 layers) with MiniLM's tokenizer (real subwords, a vocabulary to match)."""
+    from transformers import AutoConfig, AutoTokenizer, BertModel
+
+    from erpack.assets import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    tok.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(AutoConfig.for_model("bert", **dict(TINY, vocab_size=len(tok)))).eval().save_pretrained(folder)
+    return folder
+
+
+def _documents(n: int = 10) -> list:
+    """Real truecasing documents: the first words (7 to 31) of BBC articles, the first one whole (cut at
+    MAX_LENGTH tokens: its later words are not predicted)."""
+    from erpack.token_tasks import WordRecord, load_token_dataset
+
+    docs = load_token_dataset("bbc-truecase", split="test")[:n]
+    return [d if i == 0 else WordRecord(d.id, d.words[:4 + 3 * i], d.labels[:4 + 3 * i], d.split)
+            for i, d in enumerate(docs)]
+
+
+def _word_labels(docs) -> list[dict]:
+    return [{"id": d.id, "words": list(d.words), "labels": list(d.labels), "split": d.split} for d in docs]
 
 
 def _token_task_model(folder, cache, subwords: str = "first"):
@@ -48,15 +72,15 @@ def tok(tmp_path_factory):
 
     transformers.logging.set_verbosity_error()
     root = tmp_path_factory.mktemp("tokens")
-    folder = make_model_folder(root / "tiny-bert")
-    rows = corpus_rows(12, seed=5)
-    rows[0]["text"] = " ".join(f"w{i % 100}" for i in range(60))  # cut at MAX_LENGTH: words left unscored
-    corpus = write_jsonl(root / "corpus.jsonl", [{"id": r["id"], "text": r["text"]} for r in rows])
+    folder = _model_folder(root / "tiny-bert")
+    docs = _documents()
+    rows = [{"id": d.id, "text": d.text} for d in docs]
+    corpus = write_jsonl(root / "corpus.jsonl", rows)
     cache = root / "cache"
     encode_corpus(str(corpus), str(cache), model=str(folder), layer=LAYER, codec="int8c+zstd:3",
                   max_length=MAX_LENGTH, batch_size=8)
-    return {"root": root, "folder": folder, "rows": rows, "corpus": corpus, "cache": cache,
-            "tm": _token_task_model(folder, cache), "labels": write_jsonl(root / "words.jsonl", _word_labels(rows))}
+    return {"root": root, "folder": folder, "rows": rows, "docs": docs, "corpus": corpus, "cache": cache,
+            "tm": _token_task_model(folder, cache), "labels": write_jsonl(root / "words.jsonl", _word_labels(docs))}
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +165,11 @@ def test_predict_gives_a_label_per_word_and_scores_them(tok, token_graph, tmp_pa
     s = predict(out, tok["cache"], labels=str(tok["labels"]), output=tmp_path / "p.jsonl", device="cpu")
     rows = {r["id"]: r for r in _lines(tmp_path / "p.jsonl")}
     assert s.predicted == len(tok["rows"]) == len(rows)
-    for r in tok["rows"]:
+    for r, doc in zip(tok["rows"], tok["docs"]):
         row = rows[r["id"]]
         assert row["words"] == r["text"].split() and len(row["labels"]) == len(row["words"])
         assert row["labels"] == _reference_labels(tok, r["id"], row["words"])
-        assert row["true_labels"] == [LABELS[int(w[1:]) % 3] for w in row["words"]]
+        assert row["true_labels"] == list(doc.labels)
     long = rows[tok["rows"][0]["id"]]
     assert long["truncated_words"] > 0 and long["labels"][-long["truncated_words"]:] == [None] * long["truncated_words"]
     assert all(rows[r["id"]]["truncated_words"] == 0 for r in tok["rows"][1:])
@@ -163,13 +187,13 @@ def test_words_from_texts_and_from_new_texts(tok, token_graph, tmp_path):
     from erpack.predict import predict
 
     out, _ = token_graph
-    new = {"id": "new-1", "text": "w5 w17  w42 w99 w3"}
+    new = {"id": "new-1", "text": "the minister said  on tuesday that parliamentarians would vote"}
     texts = write_jsonl(tmp_path / "texts.jsonl", [{"id": tok["rows"][1]["id"], "text": tok["rows"][1]["text"]}, new])
     s = predict(out, tok["cache"], texts=str(texts), output=tmp_path / "p.jsonl", device="cpu")
     rows = _lines(tmp_path / "p.jsonl")
     assert [r["source"] for r in rows] == ["cache", "text"] and s.from_text.documents == 1
     assert rows[0]["labels"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
-    assert rows[1]["words"] == new["text"].split() and len(rows[1]["labels"]) == 5
+    assert rows[1]["words"] == new["text"].split() and len(rows[1]["labels"]) == 9
     assert all(label in LABELS for label in rows[1]["labels"]) and "true_labels" not in rows[1]
 
 
@@ -186,13 +210,14 @@ def test_token_graph_without_words_is_refused(tok, token_graph, tmp_path, capsys
 @pytest.mark.parametrize("change, message", [
     (lambda row: dict(row, labels=row["labels"][:-1]), "labels for .* words"),
     (lambda row: dict(row, labels=["NOPE"] + row["labels"][1:]), "'NOPE'"),
-    (lambda row: dict(row, words=["zz"] + row["words"][1:], labels=row["labels"]), "differ from the tokens the cache holds"),
+    (lambda row: dict(row, words=["an", "extra"] + row["words"][1:], labels=["O"] + row["labels"]),
+     "differ from the tokens the cache holds"),
 ])
 def test_bad_word_labels_are_refused_naming_the_document(tok, token_graph, tmp_path, capsys, change, message):
     from erpack.cli import main
 
     out, _ = token_graph
-    rows = _word_labels(tok["rows"])
+    rows = _word_labels(tok["docs"])
     rows[3] = change(rows[3])
     bad = write_jsonl(tmp_path / "bad.jsonl", rows)
     code = main(["predict", str(out), str(tok["cache"]), "--labels", str(bad), "-o", str(tmp_path / "p.jsonl")])
@@ -225,3 +250,19 @@ def test_ray_scoring_of_a_token_graph_is_refused(tok, token_graph):
     sess = create_session(out, "cpu")
     with CacheReader(tok["cache"]) as r, pytest.raises(ExportError, match="per word"):
         cached_rows(sess, r, r.ids()[:2], read_metadata(sess.session))
+
+
+def test_cli_exports_a_saved_token_task_model_and_predicts_per_word(tok, tmp_path, capsys):
+    from erpack.cli import main
+
+    folder = tok["tm"].save(tmp_path / "task")
+    graph = tmp_path / "tok.onnx"
+    assert main(["export", str(folder), "-o", str(graph), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert s["task"] == "token-classification" and s["parity"]["passed"]
+    assert main(["predict", str(graph), str(tok["cache"]), "--labels", str(tok["labels"]), "--split", "test",
+                 "-o", str(tmp_path / "p.jsonl"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "per label    O F1" in out and "micro_f1" in out and "past max_length" in out
+    m = json.loads(out.splitlines()[-1])["metrics"]
+    assert m["documents"] == len(tok["rows"]) and 0.0 <= m["micro_f1"] <= 1.0
