@@ -1,7 +1,7 @@
 """CPU-sized corpora and label files of the built-in data sets, written once into a work folder.
 
     grid_corpus(work, "rt", (1000, 200, 600))            # WORK/rt-file-1000-200-600.jsonl (id, text, label, split)
-    grid_corpus(work, "truecase", (200, 40, 100))        # WORK/truecase-hash-200-40-100.jsonl (id, text, words,
+    grid_corpus(work, "truecase", (150, 30, 100))        # WORK/truecase-hash-150-30-100.jsonl (id, text, words,
                                                          #   labels, split): a token task's corpus and labels
     grid_corpus(work, "rt", (1000, 200, 600), decile=3)  # ...-d3.jsonl: hash decile 3 is the test split
     subset_labels(work, "bbc", {"train": 400}, "hash")   # WORK/labels-bbc-train400-hash.jsonl (id, label, split)

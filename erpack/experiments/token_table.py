@@ -1,7 +1,7 @@
 """Token tasks (truecasing, punctuation restoration) trained from the cache against the full fine-tune:
 the runs, one result file per (model, task), and the results page (tools/token_table.py).
 
-    grid = token_grid("minilm", ["truecase"], work="runs/tokens", sizes=(200, 40, 100))
+    grid = token_grid("minilm", ["truecase"], work="runs/tokens", sizes=(150, 30, 100))
     results = run_token_table(grid, command="python tools/token_table.py ...", log=print)
     write_results("docs/results/tokens", results)           # MODEL-kK-TASK.json each
     text = page_text(read_results("docs/results/tokens"))   # docs/results/token-tasks.md
@@ -29,7 +29,7 @@ TITLE = "Token tasks from the cache against the full fine-tune"
 METRIC = "micro_f1"
 
 
-def token_grid(model: str, tasks: list[str], work, sizes: tuple[int, int, int] = (200, 40, 100),
+def token_grid(model: str, tasks: list[str], work, sizes: tuple[int, int, int] = (150, 30, 100),
                modes: tuple[str, ...] = ("upper", "adapter"), seeds: tuple[int, ...] = (0, 1, 2),
                codec: str = "int8z", **settings) -> TrainGrid:
     """The training grid of `model` (split at L // 2) over token `tasks`; `settings` are TrainGrid fields

@@ -64,9 +64,9 @@ class TrainGrid:
     bbc_sizes: tuple[int, int, int] = (200, 60, 239)
     rt_max_length: int = 128
     bbc_max_length: int = 128
-    token_sizes: tuple[int, int, int] = (200, 40, 100)  # token tasks (truecase, punctuation): documents
+    token_sizes: tuple[int, int, int] = (150, 30, 100)  # token tasks (truecase, punctuation): documents
     token_max_length: int = 128
-    token_batch_size: int = 16
+    token_batch_size: int = 8
     baseline: bool = True
     work: Path = Path("runs/train")
     tag: str = ""  # the configuration's label in results and table
