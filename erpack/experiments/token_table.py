@@ -118,13 +118,14 @@ def page_text(results: list[dict], render_command: str = "python tools/token_tab
     """docs/results/token-tasks.md from the result files: per (model, task) its command, machine, settings
     and table."""
     lines = [f"# {TITLE}", "",
-             f"Rendered by `{render_command}` from the result files in [tokens/](tokens/); each table names the "
+             f"Rendered by `{render_command}` from the result files in "
+             f"{'[tokens/](tokens/)' if results else '`tokens/`'}; each table names the "
              "command that measured it and its machine. Micro F1 is over the words' labels other than `O` "
              "(`CAP` for truecasing; `COMMA`, `PERIOD`, `QUESTION` for punctuation), on the test documents, "
              "words past max_length not scored; Δ is the cache run minus the full fine-tune of the same seed, "
              "in points; the epoch-time ratio is the mean seconds per training epoch from the cache over the "
              "full fine-tune's (same documents, batches and epochs). How the tasks are made from BBC articles: "
-             "[training.md](../training.md#token-tasks).", ""]
+             "the Token tasks section of [training.md](../training.md).", ""]
     if not results:
         lines.append("No results yet.")
     for res in results:
