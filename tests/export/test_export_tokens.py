@@ -142,8 +142,8 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first") -> list:
-    """Labels per word computed in PyTorch from the cached record: the first subword's argmax."""
+def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first", tm=None) -> list:
+    """Labels per word computed in PyTorch from the cached record (`tm`, default the fixture's task model)."""
     from transformers import AutoTokenizer
 
     from erpack.store import CacheReader
@@ -153,7 +153,7 @@ def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first
     with CacheReader(tok["cache"]) as r:
         hidden, ids = r.get(doc_id), r.get_tokens(doc_id)
     with torch.no_grad():
-        z = tok["tm"].upper(torch.from_numpy(hidden)[None], torch.ones((1, len(hidden)), dtype=torch.long))[0].numpy()
+        z = (tm or tok["tm"]).upper(torch.from_numpy(hidden)[None], torch.ones((1, len(hidden)), dtype=torch.long))[0].numpy()
     pred = word_predictions(z, word_index(tokenizer, words, ids), len(words), subwords)
     return [LABELS[k] if k >= 0 else None for k in pred]
 
@@ -266,3 +266,40 @@ def test_cli_exports_a_saved_token_task_model_and_predicts_per_word(tok, tmp_pat
     assert "per label    O F1" in out and "micro_f1" in out and "past max_length" in out
     m = json.loads(out.splitlines()[-1])["metrics"]
     assert m["documents"] == len(tok["rows"]) and 0.0 <= m["micro_f1"] <= 1.0
+
+
+def test_subwords_all_predicts_from_the_mean_of_a_words_subwords(tok, tmp_path):
+    from transformers import AutoTokenizer
+
+    from erpack.export import export_task_model, read_metadata
+    from erpack.predict import predict
+
+    tm = _token_task_model(tok["folder"], tok["cache"], subwords="all")
+    graph = tmp_path / "all.onnx"
+    export_task_model(tm, graph)
+    assert read_metadata(graph)["subwords"] == "all"
+    predict(graph, tok["cache"], labels=str(tok["labels"]), output=tmp_path / "p.jsonl", device="cpu")
+    rows = _lines(tmp_path / "p.jsonl")
+    tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
+    assert any(len(tokenizer.tokenize(w)) > 1 for r in rows for w in r["words"])  # so the rule matters
+    for row in rows:
+        assert row["labels"] == _reference_labels(tok, row["id"], row["words"], "all", tm)
+
+
+def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
+    """A token task's full fine-tune (input "text") exports with --part full: token ids -> (B, T, C)."""
+    from transformers import AutoTokenizer
+
+    from erpack.export import create_session, export_task_model
+    from erpack.train import TaskModel
+
+    base = TaskModel(_token_task_model(tok["folder"], tok["cache"]).model, dict(tok["tm"].info, input="text"),
+                     AutoTokenizer.from_pretrained(str(tok["folder"])))
+    s = export_task_model(base, tmp_path / "base.onnx", part=None)
+    assert s.part == "full" and s.parity["passed"]
+    sess = create_session(tmp_path / "base.onnx", "cpu")
+    ids = np.array([[101, 2009, 2003, 102, 0], [101, 7592, 2088, 1012, 102]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64)}
+    if "token_type_ids" in sess.input_names:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    assert sess.run(feeds)[0].shape == (2, 5, len(LABELS))
