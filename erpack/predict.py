@@ -378,7 +378,8 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     """Append the documents encoded from text to the cache as one shard; how many were added."""
     with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
         done = w.commit_shard([(d.id, h) for d, h in zip(docs, encoded.hidden)], truncated=encoded.truncated,
-                              token_hashes=encoded.hashes)
+                              token_hashes=encoded.hashes,  # and the token ids, as `erpack encode` keeps them
+                              token_ids={d.id: ids for d, ids in zip(docs, encoded.token_ids)})
     return done["documents"]
 
 

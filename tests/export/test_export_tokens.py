@@ -189,9 +189,16 @@ def test_words_from_texts_and_from_new_texts(tok, token_graph, tmp_path):
     out, _ = token_graph
     new = {"id": "new-1", "text": "the minister said  on tuesday that parliamentarians would vote"}
     texts = write_jsonl(tmp_path / "texts.jsonl", [{"id": tok["rows"][1]["id"], "text": tok["rows"][1]["text"]}, new])
-    s = predict(out, tok["cache"], texts=str(texts), output=tmp_path / "p.jsonl", device="cpu")
+    import shutil
+
+    cache = shutil.copytree(tok["cache"], tmp_path / "cache")
+    s = predict(out, cache, texts=str(texts), output=tmp_path / "p.jsonl", device="cpu", add_to_cache=True)
     rows = _lines(tmp_path / "p.jsonl")
     assert [r["source"] for r in rows] == ["cache", "text"] and s.from_text.documents == 1
+    assert s.from_text.added_to_cache == 1  # with its token ids: predicted again from the cache, the same labels
+    predict(out, cache, ids=["new-1"], texts=str(texts), output=tmp_path / "again.jsonl", device="cpu")
+    again = _lines(tmp_path / "again.jsonl")[0]
+    assert again["source"] == "cache" and again["labels"] == rows[1]["labels"]
     assert rows[0]["labels"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
     assert rows[1]["words"] == new["text"].split() and len(rows[1]["labels"]) == 9
     assert all(label in LABELS for label in rows[1]["labels"]) and "true_labels" not in rows[1]
