@@ -321,8 +321,9 @@ def iter_corpus(source: str, id_column: str | None = None, text_column: str | No
                 text_pair_column: str | None = None, columns: Columns | None = None,
                 storage_options: dict | None = None) -> Iterator[Document]:
     """Documents of `source`: a .jsonl/.json file, a .csv or .parquet file, a folder or glob of files
-    of one of those formats, or a built-in data set name (`rotten_tomatoes`, `bbc`, optionally with
-    a split: `bbc:test`). The columns (default `id`, `text`, `text_pair`; files only) are named by
+    of one of those formats, or a built-in data set name (`rotten_tomatoes`, `bbc`, or a built-in
+    token task's texts, `bbc-truecase`, `bbc-punctuation`: erpack.token_tasks; optionally with a
+    split: `bbc:test`). The columns (default `id`, `text`, `text_pair`; files only) are named by
     `id_column`, `text_column`, `text_pair_column` or `columns`. Files may be at a URL (s3://...),
     read through fsspec with `storage_options`."""
     cols = columns or Columns.of(id_column, text_column, text_pair_column)

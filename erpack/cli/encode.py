@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("corpus", help="a .jsonl file (one object per line: id, text, optional text_pair), a .csv file "
                    "with a header (id, text, optional text_pair), a .parquet file, a folder or a glob of files of "
                    "one of those formats, local or at a URL (e.g. s3://bucket/corpus/), or a built-in "
-                   "data set: rotten_tomatoes, bbc (optionally with a split, e.g. bbc:test)")
+                   "data set: rotten_tomatoes, bbc, or the texts of a built-in token task: bbc-truecase, bbc-punctuation "
+                   "(optionally with a split, e.g. bbc:test)")
     p.add_argument("--id-column", default=None, metavar="NAME",
                    help="the field or column holding document ids (default: id). A CSV without an id "
                    "column gets ids made of the file name and row number (reviews:0, reviews:1, ...), with a warning")

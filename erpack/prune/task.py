@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from erpack.errors import PruneError
 from erpack.models.pruned import pruning_record
@@ -40,7 +39,8 @@ from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
 from erpack.train.data import batch_plan, cache_source
-from erpack.train.loop import RunResult, TrainConfig, predict, score
+from erpack.train.labels import TOKEN_TASK
+from erpack.train.loop import RunResult, TrainConfig, as_targets, predict, score
 from erpack.train.taskmodel import TaskModel
 from erpack.train.trainer import prepare_data
 
@@ -52,7 +52,7 @@ def importance_batches(reader, data, samples: int, batch_size: int, device, seed
     rows = sorted(rng.permutation(len(train))[:samples].tolist())
     ids = [train[r].id for r in rows]
     lengths = [data.lengths["train"][r] for r in rows]
-    y = torch.as_tensor(data.y["train"][rows])
+    y = as_targets(data.y["train"])[rows]  # (n,) labels, or a token task's (n, T) per-token targets
     source = cache_source(reader, ids, lengths)
     for batch_rows, (hidden, mask) in source.batches(batch_plan(lengths, batch_size)):
         yield hidden.to(device), mask.to(device), y[batch_rows].to(device)
@@ -151,10 +151,14 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     tcfg = train_cfg or TrainConfig(epochs=recovery.epochs if recovery else 0, lr=recovery.lr if recovery else None)
     dev = resolve_device(tcfg.device)
     tm = _prunable(task_model, dev)
+    if recovery is not None and recovery.distill and tm.task == TOKEN_TASK:
+        raise PruneError(f"task model {task_model} is a token task: distillation mixes one label per document with "
+                         "the teacher's, which token tasks do not have; recover without --distill")
     source = str(task_model) if not isinstance(task_model, TaskModel) else None
     with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         cache_notes = tm.check_cache(reader)
-        data = prepare_data(reader, labels, tm.task, skip_missing, tcfg.train_limit, labels=tm.labels or None)
+        data = prepare_data(reader, labels, tm.task, skip_missing, tcfg.train_limit, labels=tm.labels or None,
+                            subwords=tm.subwords or "first")
         if not data.splits["train"]:
             raise PruneError(f"no training documents in {cache} labelled by {labels}: importance needs a few")
         t1 = time.perf_counter()

@@ -17,6 +17,7 @@ from pathlib import Path
 from erpack.assets import load_dataset, split_of
 from erpack.corpus import iter_jsonl_objects
 from erpack.errors import InputError
+from erpack.token_tasks import is_token_dataset
 
 SPLITS = ("train", "validation", "test")
 TOKEN_TASK = "token-classification"  # a label per word (erpack.train.word_labels)
@@ -94,6 +95,8 @@ def read_labels(source: str, task: str = "classification") -> list[Example]:
         rows = _read_csv(path, task) if suffix == ".csv" else _read_jsonl(path, task)
     elif path.exists():
         raise InputError(f"{path}: unknown label file format; use .jsonl or .csv with `id` and `label`")
+    elif is_token_dataset(source):
+        raise InputError(f"{source} labels each word (a built-in token task): train it with --task token-classification")
     else:
         rows = [Example(r.id, _label(r.label, task, f"{source}:{r.id}"), r.split, r.text, None, f"{source}:{r.id}")
                 for r in load_dataset(source)]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from erpack.checksums import file_sha256
 from erpack.errors import TaskModelError
-from erpack.train.labels import TASKS
 from erpack.store.atomic import write_atomic
+from erpack.train.labels import TASKS
 
 TASK_FILE = "erpack_task.json"
 TASK_FORMAT = "erpack-task"
