@@ -14,8 +14,9 @@ the ids the cache stored for the record, or the ids the lower stack ran for a ne
 per word from word_predictions by the graph's `subwords` rule (`first`: the first subword's argmax;
 `all`: the argmax of the mean of the word's subword logits).
 
-A row: {"id", "source", "words", "labels" (one per word; null for a word cut off by max_length),
-"truncated_words"} and, with --labels, "true_labels". Scores: erpack.train.metrics.token_metrics over
+A row: {"id", "source", "words", "predicted" (a label per word; null for a word cut off by max_length),
+"truncated_words"} and, with --labels, "labels" (the true ones): the names `erpack eval --predictions`
+writes for a token task, as `predicted` and `label` are for a document. Scores: erpack.train.metrics.token_metrics over
 the words predicted (words cut off are counted, not scored).
 """
 
@@ -88,10 +89,10 @@ def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, 
         z = np.asarray(logits[doc_id])[: len(index)]  # (T, C): the graph's padding rows dropped
         pred = word_predictions(z, index, len(ws), subwords)
         row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,
-               "labels": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
+               "predicted": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
                "truncated_words": cut_words(index, len(ws))}
         if label_rows is not None and doc_id in label_rows:
-            row["true_labels"] = list(label_rows[doc_id].label)
+            row["labels"] = list(label_rows[doc_id].label)
         out.append(row)
     return out
 
@@ -106,7 +107,7 @@ def score_words(rows: list[dict], label_rows: dict, names: list[str]) -> dict:
         docs += 1
         cut += r["truncated_words"]
         y_true += [index[t] for t in label_rows[r["id"]].label]  # known to the graph: word_label_rows checked
-        y_pred += [-1 if p is None else index[p] for p in r["labels"]]
+        y_pred += [-1 if p is None else index[p] for p in r["predicted"]]
     if not docs:
         return {"documents": 0}
     m = token_metrics(y_true, y_pred, names)

@@ -35,8 +35,8 @@ def add_parser(subparsers) -> None:
             "ids. Without -o the lines go to stdout and the summary to stderr. A token-classification graph "
             "(erpack train --task token-classification) predicts a label per word: each document's words come "
             "from --labels (a word label file or built-in token task: its `words`) or --texts (text split at "
-            "whitespace), and each line holds id, source, words, labels (one per word; null for a word past "
-            "max_length) and truncated_words; with --labels, true_labels and the score per word (micro F1 over "
+            "whitespace), and each line holds id, source, words, predicted (a label per word; null for a word past "
+            "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
             "the tagged labels, macro F1, per-label F1, word accuracy)."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"

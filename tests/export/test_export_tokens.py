@@ -167,17 +167,17 @@ def test_predict_gives_a_label_per_word_and_scores_them(tok, token_graph, tmp_pa
     assert s.predicted == len(tok["rows"]) == len(rows)
     for r, doc in zip(tok["rows"], tok["docs"]):
         row = rows[r["id"]]
-        assert row["words"] == r["text"].split() and len(row["labels"]) == len(row["words"])
-        assert row["labels"] == _reference_labels(tok, r["id"], row["words"])
-        assert row["true_labels"] == list(doc.labels)
+        assert row["words"] == r["text"].split() and len(row["predicted"]) == len(row["words"])
+        assert row["predicted"] == _reference_labels(tok, r["id"], row["words"])
+        assert row["labels"] == list(doc.labels)
     long = rows[tok["rows"][0]["id"]]
-    assert long["truncated_words"] > 0 and long["labels"][-long["truncated_words"]:] == [None] * long["truncated_words"]
+    assert long["truncated_words"] > 0 and long["predicted"][-long["truncated_words"]:] == [None] * long["truncated_words"]
     assert all(rows[r["id"]]["truncated_words"] == 0 for r in tok["rows"][1:])
     m = s.metrics
     assert m["documents"] == len(rows) and m["truncated_words"] == long["truncated_words"]
     assert m["words"] == sum(len(r["words"]) for r in rows.values()) - long["truncated_words"]
     assert set(m) >= {"micro_f1", "macro_f1", "accuracy", "per_label"} and set(m["per_label"]) == set(LABELS)
-    pairs = [(t, p) for row in rows.values() for t, p in zip(row["true_labels"], row["labels"]) if p is not None]
+    pairs = [(t, p) for row in rows.values() for t, p in zip(row["labels"], row["predicted"]) if p is not None]
     assert m["accuracy"] == pytest.approx(np.mean([t == p for t, p in pairs]))
 
 
@@ -198,10 +198,10 @@ def test_words_from_texts_and_from_new_texts(tok, token_graph, tmp_path):
     assert s.from_text.added_to_cache == 1  # with its token ids: predicted again from the cache, the same labels
     predict(out, cache, ids=["new-1"], texts=str(texts), output=tmp_path / "again.jsonl", device="cpu")
     again = _lines(tmp_path / "again.jsonl")[0]
-    assert again["source"] == "cache" and again["labels"] == rows[1]["labels"]
-    assert rows[0]["labels"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
-    assert rows[1]["words"] == new["text"].split() and len(rows[1]["labels"]) == 9
-    assert all(label in LABELS for label in rows[1]["labels"]) and "true_labels" not in rows[1]
+    assert again["source"] == "cache" and again["predicted"] == rows[1]["predicted"]
+    assert rows[0]["predicted"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
+    assert rows[1]["words"] == new["text"].split() and len(rows[1]["predicted"]) == 9
+    assert all(label in LABELS for label in rows[1]["predicted"]) and "labels" not in rows[1]
 
 
 def test_token_graph_without_words_is_refused(tok, token_graph, tmp_path, capsys):
@@ -290,7 +290,7 @@ def test_subwords_all_predicts_from_the_mean_of_a_words_subwords(tok, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
     assert any(len(tokenizer.tokenize(w)) > 1 for r in rows for w in r["words"])  # so the rule matters
     for row in rows:
-        assert row["labels"] == _reference_labels(tok, row["id"], row["words"], "all", tm)
+        assert row["predicted"] == _reference_labels(tok, row["id"], row["words"], "all", tm)
 
 
 def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
