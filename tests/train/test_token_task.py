@@ -240,3 +240,15 @@ def test_bbc_token_tasks_are_the_bbc_articles():
         assert docs[0].text == " ".join(next(r for r in rows if r.id == docs[0].id).words)
     tc = load_token_dataset("bbc-truecase")[0]
     assert tc.text == " ".join(bbc[tc.id].text.split()).lower()
+
+
+def test_token_metrics_leave_o_out_of_micro_f1():
+    from erpack.train.metrics import token_metrics
+
+    labels = ["O", "CAP", "X"]
+    m = token_metrics([0, 1, 1, 2, 0, 0], [0, 1, 0, 2, 1, -1], labels)  # the last word was cut off: not scored
+    assert m["n"] == 5 and m["accuracy"] == pytest.approx(3 / 5)
+    assert m["per_label"]["CAP"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2 (CAP 1, X 1), fp 1, fn 1
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert token_metrics([0, 0], [0, 0], labels)["micro_f1"] == 0.0  # all O: nothing tagged, nothing found
