@@ -50,3 +50,11 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
     page = tmp_path / "token-tasks.md"
     assert publish(page, text, check=True, tool="t") == 1
     assert publish(page, text, check=False, tool="t") == 0 and publish(page, text, check=True, tool="t") == 0
+
+
+def test_the_results_page_is_what_its_result_files_render():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "results"
+    text = page_text(read_results(root / "tokens"))
+    assert publish(root / "token-tasks.md", text, check=True, tool="python tools/token_table.py --render-only") == 0
