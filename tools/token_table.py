@@ -32,6 +32,7 @@ from erpack.experiments.token_table import (
     page_text,
     read_results,
     run_token_table,
+    settings_of,
     table_lines,
     token_grid,
     write_results,
@@ -65,19 +66,19 @@ def _ints(text: str, n: int | None, flag: str) -> tuple[int, ...]:
     return values
 
 
-def _provenance(work: Path, table_only: bool) -> tuple[str, dict]:
-    """The command that measured WORK's runs and its machine: this one (kept in WORK/command.json), or,
-    with --table-only, the one kept there."""
-    path = Path(work) / "command.json"
+def _provenance(grid, table_only: bool) -> dict:
+    """The command that measured WORK's runs, its machine and settings: this one's (kept in
+    WORK/command.json), or, with --table-only, those kept there (so a table-only run reports what was
+    measured, whatever its own flags)."""
+    path = Path(grid.work) / "command.json"
     if table_only:
         if not path.exists():
-            raise InputError(f"{path} is missing: no token_table run measured in {work}")
-        kept = json.loads(path.read_text())
-        return kept["command"], kept["machine"]
-    kept = {"command": command_line(), "machine": describe_machine()}
+            raise InputError(f"{path} is missing: no token_table run measured in {grid.work}")
+        return json.loads(path.read_text())
+    kept = {"command": command_line(), "machine": describe_machine(), "settings": settings_of(grid)}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(kept).encode())
-    return kept["command"], kept["machine"]
+    return kept
 
 
 def main(argv=None) -> int:
@@ -123,8 +124,9 @@ def main(argv=None) -> int:
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(args.threads)
     try:
-        command, machine = _provenance(grid.work, args.table_only)
-        results = run_token_table(grid, command, machine, _log, run=not args.table_only)
+        kept = _provenance(grid, args.table_only)
+        results = run_token_table(grid, kept["command"], kept["machine"], _log, run=not args.table_only,
+                                  settings=kept.get("settings"))
     except ErpackError as e:
         print(f"token_table: error: {e}", file=sys.stderr)
         return 2

@@ -49,9 +49,16 @@ def _settings(grid: TrainGrid) -> dict:
     return {k: d[k] for k in keep}
 
 
-def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row: None, run: bool = True) -> list[dict]:
-    """Run what the grid lacks (unless not `run`), then one result per (model, task): the settings, the
-    command and machine, and the table's rows of that task (grid_table over WORK/results.jsonl)."""
+def settings_of(grid: TrainGrid) -> dict:
+    """What a token run is measured with (kept beside its command: a later --table-only reports these)."""
+    return _settings(grid)
+
+
+def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row: None, run: bool = True,
+                    settings: dict | None = None) -> list[dict]:
+    """Run what the grid lacks (unless not `run`), then one result per (model, task): the settings (those
+    the runs were measured with: `settings`, else the grid's), the command and machine, and the table's
+    rows of that task (grid_table over WORK/results.jsonl)."""
     if run:
         run_grid(grid, log)
     rows = load_results(grid.work / RESULTS)
@@ -62,7 +69,8 @@ def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row
         if not cells:
             continue
         out.append({"model": cells[0]["model"], "layer": cells[0]["layer"], "task": ds, "labels": TOKEN_DATASETS[ds],
-                    "metric": METRIC, "command": command, "machine": machine, "settings": _settings(grid),
+                    "metric": METRIC, "command": command, "machine": machine,
+                    "settings": settings or _settings(grid),
                     "rows": cells})
     return out
 
@@ -106,6 +114,8 @@ def table_lines(result: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]]
+        if not r[f"baseline_{m}_mean"]:  # a full fine-tune that learned nothing is no reference
+            ok = "- (full fine-tune F1 0)"
         ratio = "-" if r["epoch_time_ratio"] is None else f"{r['epoch_time_ratio']:.2f}"
         lines.append(f"| {r['model']}, {r['layer']} | {r['dataset']} | {r['codec']} | {r['mode']} | "
                      f"{','.join(map(str, r['seeds']))} | {_pct(r[f'test_{m}_mean'], r[f'test_{m}_sd'])} | "
