@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Write the task model's layers k..L-1 and head as an ONNX graph taking hidden_states (batch, tokens, "
             "hidden) float32 and attention_mask (batch, tokens) int64, with dynamic batch and token axes, and "
-            "returning logits. Adapters are merged first. The graph records the cache it expects (encoder weights "
+            "returning logits (batch, classes), or (batch, tokens, classes) for a token-classification model, "
+            "whose graph also records its labels and subwords rule for `erpack predict`. Adapters are merged first. The graph records the cache it expects (encoder weights "
             "sha256, layer, codec, max_length) in its metadata; `erpack predict` refuses any other cache. After "
             "export, onnxruntime runs the graph on batches of varied shapes (batch 1, padded batches; cached "
             "records too with --calibration-cache) and the logits are compared with PyTorch: the largest "
@@ -87,7 +88,7 @@ def _variant_line(v) -> str:
         a = v.agreement
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
-            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}" + (" tokens" if a.get("tokens") else "")
         elif a.get("pearson") is not None:  # a regression score: agreement as the correlation of the scores
             line += f", scores' Pearson r {a['pearson']:.4f} over {a['rows']}"
     excluded = v.details.get("excluded")

@@ -33,14 +33,20 @@ def add_parser(subparsers) -> None:
             "and no torch are needed: --text TEXT (repeatable; `-` reads one text a line from stdin, as does no "
             "input at all when stdin is not a terminal) and --texts FILE (its documents, or those of --ids) run "
             "through the bundle's tokenizer, lower graph, the cache's codec and upper graph; a CACHE adds cached "
-            "ids. Without -o the lines go to stdout and the summary to stderr."
+            "ids. Without -o the lines go to stdout and the summary to stderr. A token-classification graph "
+            "(erpack train --task token-classification) predicts a label per word: each document's words come "
+            "from --labels (a word label file or built-in token task: its `words`) or --texts (text split at "
+            "whitespace), and each line holds id, source, words, predicted (a label per word; null for a word past "
+            "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
+            "the tagged labels, macro F1, per-label F1, word accuracy)."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
                 "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
                 "          erpack predict bundles/rt caches/rt --ids d1,d2\n"
                 "          erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
-                "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
+                "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl\n"
+                "          erpack predict truecase.onnx caches/truecase --labels bbc-truecase --split test -o words.jsonl"),
     )
     p.add_argument("graph", help="bundle folder (erpack export --bundle), upper-stack .onnx file written by "
                    "`erpack export`, or the exit-graph folder it writes beside it for a task model with exits "
@@ -65,7 +71,9 @@ def add_parser(subparsers) -> None:
                    "PyTorch with the encoder the cache names")
     p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
                    "name is not found here (its weights must match the cache's sha256)")
-    p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions")
+    p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions; for a "
+                   "token-classification graph, the word label file (id, words, labels) or built-in token task that "
+                   "also gives each document's words")
     p.add_argument("--split", choices=["train", "validation", "test"], default=None,
                    help="with --labels and no ids: predict the documents of this split")
     p.add_argument("-o", "--output", default=None, help="predictions JSONL (a file or URL): id, source, predicted, "
@@ -138,7 +146,11 @@ def run(args) -> int:
           f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
     if "metrics" in s:
         m = s["metrics"]
-        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
+                                          if not isinstance(v, dict)))
+        if m.get("per_label"):  # a token task's, per word
+            print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
+                                              for name, x in m["per_label"].items()))
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}")

@@ -24,7 +24,7 @@ import numpy as np
 from erpack.codecs import Pipeline
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
-from erpack.export.metadata import check_cache, set_file_metadata
+from erpack.export.metadata import check_cache, per_token, set_file_metadata
 from erpack.export.onnx_export import FullStack, export_full, export_lower, export_upper
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
@@ -76,8 +76,11 @@ def _info(tm, source) -> dict:
     cache = dict(tm.expected_cache)
     if "codec_spec" not in cache and cache.get("codec"):
         cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
-    return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
+    info = {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
             "task_model": str(source) if not hasattr(source, "info") else None}
+    if per_token(info):  # how predict turns the graph's token logits into one prediction per word
+        info["subwords"] = tm.info.get("subwords") or "first"
+    return info
 
 
 def _variant_path(out: Path, name: str) -> Path:
@@ -262,8 +265,9 @@ def _agreement_note(v: Variant, inputs: str) -> str | None:
     score's Pearson r below AGREEMENT_WARNING."""
     a = v.agreement
     if a["argmax_agreement"] is not None and a["argmax_agreement"] < AGREEMENT_WARNING:
+        rows = f"{a['rows']} tokens of {inputs} inputs" if a.get("tokens") else f"{a['rows']} {inputs} inputs"
         return (f"{v.variant} changes the predicted class of {100 * (1 - a['argmax_agreement']):.1f}% of "
-                f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
+                f"{rows}: measure its accuracy before deploying it (tools/export_bench.py)")
     if a.get("pearson") is not None and a["pearson"] < AGREEMENT_WARNING:
         return (f"{v.variant}'s scores correlate with the fp32 graph's at Pearson r {a['pearson']:.3f} on "
                 f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
