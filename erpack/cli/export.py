@@ -4,6 +4,7 @@ or, with --bundle, the whole deployment folder (erpack.deploy.build)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
@@ -133,7 +134,7 @@ def run(args) -> int:
     for note in s.notes:
         print(f"note: {note}")
     if args.json:
-        print(json.dumps(dict(s.as_dict(), exit_graphs=exits)))
+        print(json.dumps(dict(s.as_dict(), **({"exit_graphs": exits} if exits else {}))))  # only a model with exits
     return 0
 
 
@@ -141,12 +142,11 @@ def _export_exits(args, s) -> list[str]:
     """A task model trained with --early-exit: its per-layer graphs with their exits, beside the output
     (NAME.exits/, and NAME.exits-int8/ with --quantize dynamic): erpack.depth.onnx."""
     from erpack.train import TaskModel
+    from erpack.train.taskfolder import read_task_file
 
-    if s.part != "upper":
+    if s.part != "upper" or not isinstance(read_task_file(Path(args.task_model)).get("early_exit"), dict):
         return []
     tm = TaskModel.load(args.task_model)
-    if not isinstance(tm.info.get("early_exit"), dict):
-        return []
     from erpack.depth.onnx import exits_folder_for, export_exit_graphs
 
     written = []
