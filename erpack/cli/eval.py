@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
                    "of stopping at the first it lacks")
     p.add_argument("--batch-size", type=int, default=64, help="documents per batch (default: 64)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
+    p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "
+                   "--shared-block`, or ALBERT): run it in S ODE steps of the size set on validation (default: L-k, "
+                   "as trained; fewer steps, fewer block evaluations: --json reports them as mean_layers)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line")
     add_storage_options(p)
     add_shard_cache(p)
@@ -45,7 +48,7 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()
     r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
-                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache)
+                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache, steps=args.steps)
     m = r.metrics
     print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))
@@ -53,6 +56,8 @@ def run(args) -> int:
         print(f"pearson {m['pearson']:.4f}  mse {m['mse']:.4f}")
     else:
         print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    if r.steps is not None:
+        print(f"steps {r.steps} (block evaluations per document; mean_layers {r.mean_layers:g})")
     for note in r.notes:
         print(f"note: {note}")
     if r.predictions:
