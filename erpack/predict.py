@@ -34,6 +34,7 @@ import numpy as np
 from erpack.assets import resolve_model
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
+from erpack.depth.limits import check_graph_steps, graph_steps
 from erpack.errors import ExportError, InputError
 from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
@@ -64,6 +65,7 @@ class PredictOptions:
     split: str | None = None  # with labels and no ids: the documents of this split
     storage_options: dict | None = None  # fsspec options for a cache or output given as a URL
     shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
+    steps: int | None = None  # an ODE-step graph's step count, checked against its metadata (erpack.depth.limits)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class PredictResult:
     inference_seconds: float = 0.0
     waited_on_reader_seconds: float = 0.0
     metrics: dict | None = None  # with labels: documents and accuracy (or mse, pearson)
+    steps: int | None = None  # an ODE-step graph: block evaluations per document (each line's "layers")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -149,10 +152,11 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
     sess, info = open_upper(graph, opts.device)
+    steps = check_graph_steps(info, opts.steps, graph)
     label_rows = _label_rows(opts.labels, info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
-                           output=str(opts.output) if opts.output is not None else None)
+                           output=str(opts.output) if opts.output is not None else None, steps=steps)
     cache = _where(cache, opts.storage_options)
     with CacheReader(cache, shard_cache=opts.shard_cache) as reader:
         result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
@@ -378,6 +382,8 @@ def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict
             k = int(p.argmax())
             row["predicted"] = names[k] if k < len(names) else k
             row["probabilities"] = {str(names[j] if j < len(names) else j): round(float(v), 6) for j, v in enumerate(p)}
+        if graph_steps(info) is not None:
+            row["layers"] = graph_steps(info)
         if label_rows is not None and doc_id in label_rows:
             row["label"] = label_rows[doc_id].label
         out.append(row)

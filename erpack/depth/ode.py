@@ -12,7 +12,7 @@ them in order; a fully shared stack runs its one block every step.
 
 The task model's record `"ode": {"block": {...}, "steps_trained": L-k, "betas": {"S": beta}}` holds the
 step size chosen on validation for each S (`choose_betas`); `ode_upper` refuses a task model without a
-shared block and an S outside 1..MAX_STEP_FACTOR x (L-k) (TaskModelError / InputError, exit 2).
+shared block and an S outside 1..MAX_STEP_FACTOR x (L-k) (erpack.depth.limits) (TaskModelError / InputError, exit 2).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from erpack.errors import InputError, TaskModelError
-
-MAX_STEP_FACTOR = 4  # at most 4 x (L-k) steps: beyond it the steps are smaller than a quarter layer
+from erpack.depth.limits import MAX_STEP_FACTOR, check_step_range
+from erpack.errors import TaskModelError
 BETA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5)  # multiples of the default step (L-k)/S tried on validation
 
 
@@ -61,7 +60,7 @@ class OdeUpper(nn.Module):
     """(hidden (B,T,H), mask (B,T)) -> logits (B,C) in `steps` Euler steps of size `beta` (or hidden states,
     for a model without a head). `mean_layers` = `steps` block evaluations per document."""
 
-    def __init__(self, model: nn.Module, k: int, steps: int, beta: float | None = None):
+    def __init__(self, model: nn.Module, k: int, steps: int, beta: float | None = None, tied: bool = False):
         from erpack.models.split import depth
 
         super().__init__()
@@ -69,9 +68,18 @@ class OdeUpper(nn.Module):
         n = num_layers - k
         self.steps, self.k = steps, k
         self.beta = float(default_beta(n, steps) if beta is None else beta)
-        views = {j: one_layer(model, j) for j in sorted(set(schedule(k, num_layers, steps)))}
-        self.blocks = nn.ModuleList([views[j] for j in schedule(k, num_layers, steps)])  # views share weights
+        # tied: the upper layers hold copies of one block (a distilled task model): every step runs layer k,
+        # so an exported graph holds the block's weights once
+        plan = [k] * steps if tied else schedule(k, num_layers, steps)
+        views = {j: one_layer(model, j) for j in sorted(set(plan))}
+        self.blocks = nn.ModuleList([views[j] for j in plan])  # views share the model's weights
         self.head = head_of(model)
+        self.has_head = self.head.has_head
+
+    @property
+    def view(self) -> nn.Module:
+        """The encoder view whose config the exporter switches to eager attention (erpack.export)."""
+        return self.blocks[0].view
 
     def trajectory(self, hidden: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """The state after each step (S tensors (B,T,H))."""
@@ -111,11 +119,7 @@ def check_steps(tm, steps: int) -> int:
             f"{where}: --steps needs a parameter-shared upper stack, and this {tm.model.config.model_type} task model "
             f"has L-k = {upper_depth(tm)} distinct layers; train one with `erpack train CACHE --labels ... "
             f"--shared-block -o FOLDER` (a block distilled from the upper stack), or leave --steps out")
-    n = upper_depth(tm)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEP_FACTOR * n:
-        raise InputError(f"--steps {steps!r}: must be an integer from 1 to {MAX_STEP_FACTOR * n} "
-                         f"({MAX_STEP_FACTOR} x the {n} upper layers of {where}); {n} runs the stack as trained")
-    return steps
+    return check_step_range(steps, upper_depth(tm), where)
 
 
 def beta_for(tm, steps: int) -> float:
@@ -128,7 +132,13 @@ def ode_upper(tm, steps: int | None = None, beta: float | None = None) -> OdeUpp
     """The task model's upper stack in `steps` steps (default L-k) of its recorded (or given) size."""
     steps = upper_depth(tm) if steps is None else steps
     check_steps(tm, steps)
-    return OdeUpper(tm.model, tm.layer, steps, beta_for(tm, steps) if beta is None else beta)
+    tied = ((tm.info.get("ode") or {}).get("block") or {}).get("kind") == "distilled"
+    return OdeUpper(tm.model, tm.layer, steps, beta_for(tm, steps) if beta is None else beta, tied=tied)
+
+
+def graph_record(tm, upper: OdeUpper) -> dict:
+    """What an exported S-step graph records in its metadata (erpack.depth.limits reads it)."""
+    return {"steps": upper.steps, "beta": upper.beta, "steps_trained": upper_depth(tm)}
 
 
 def choose_betas(model: nn.Module, k: int, accuracy, steps: list[int], grid=BETA_GRID) -> tuple[dict, dict]:

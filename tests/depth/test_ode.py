@@ -101,3 +101,30 @@ def test_steps_errors(distilled, tiny_caches, tmp_path, capsys):
     assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--shared-block",
                  "--mode", "head", "-o", str(tmp_path / "x")]) == 2
     assert "--shared-block" in capsys.readouterr().err
+
+
+def test_export_steps_graph_matches_pytorch_and_predict_checks_it(distilled, tiny_caches, tmp_path, capsys):
+    cache, labels = str(tiny_caches["bert"]), str(tiny_caches["labels"])
+    graph = tmp_path / "s1.onnx"
+    assert main(["export", str(distilled), "-o", str(graph), "--steps", "1", "--calibration-cache", cache,
+                 "--quantize", "dynamic", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["parity"]["passed"] and s["parity"]["max_diff"] <= 1e-4
+    onnx_out, torch_out = tmp_path / "onnx.jsonl", tmp_path / "torch.jsonl"
+    assert main(["predict", str(graph), cache, "--labels", labels, "--split", "test", "--steps", "1",
+                 "-o", str(onnx_out), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
+    assert main(["eval", str(distilled), cache, "--labels", labels, "--steps", "1", "--device", "cpu",
+                 "--predictions", str(torch_out)]) == 0
+    by_onnx = {r["id"]: r for r in map(json.loads, onnx_out.read_text().splitlines())}
+    by_torch = [json.loads(line) for line in torch_out.read_text().splitlines()]
+    assert by_torch and all(by_onnx[r["id"]]["predicted"] == r["predicted"] for r in by_torch)
+    assert all(by_onnx[r["id"]]["layers"] == 1 for r in by_torch)
+    capsys.readouterr()
+    assert main(["predict", str(graph), cache, "--steps", "2", "-o", str(tmp_path / "x.jsonl"), "--device", "cpu"]) == 2
+    assert "unrolled for one step count" in capsys.readouterr().err
+    plain = tmp_path / "plain.onnx"
+    assert main(["export", str(distilled), "-o", str(plain)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(plain), cache, "--steps", "2", "-o", str(tmp_path / "y.jsonl"), "--device", "cpu"]) == 2
+    assert "not an ODE-step graph" in capsys.readouterr().err
