@@ -26,16 +26,11 @@ BETA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5)  # multiples of the default step (L-k)/S
 
 
 def one_layer(model: nn.Module, layer: int) -> nn.Module:
-    """A view of `model`'s base encoder that runs virtual layer `layer` alone on (hidden, mask) -> hidden.
+    """Virtual layer `layer` alone on (hidden, mask) -> hidden: a view of the model's encoder
+    (erpack.models.split.stack_view, as erpack.depth.segments uses it), sharing its parameters."""
+    from erpack.models.split import stack_view
 
-    The encoder's own forward over a one-layer slice (erpack.models.split): it builds the attention mask
-    and MPNet's position bias itself; the parameters are the model's (no copy)."""
-    from erpack.models.layers import architecture_of, base_of, layer_path
-    from erpack.models.split import UpperStack, _view
-
-    base = base_of(model)
-    view = _view(base, architecture_of(model), layer_path(model), range(layer, layer + 1), upper=True)
-    return UpperStack(view, layer, has_head=False)
+    return stack_view(model, range(layer, layer + 1), final=False)
 
 
 def head_of(model: nn.Module) -> nn.Module:
