@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from erpack.depth.limits import MAX_STEP_FACTOR, check_step_range
+from erpack.depth.limits import check_step_range
 from erpack.errors import TaskModelError
+
 BETA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5)  # multiples of the default step (L-k)/S tried on validation
 
 

@@ -128,3 +128,18 @@ def test_export_steps_graph_matches_pytorch_and_predict_checks_it(distilled, tin
     capsys.readouterr()
     assert main(["predict", str(plain), cache, "--steps", "2", "-o", str(tmp_path / "y.jsonl"), "--device", "cpu"]) == 2
     assert "not an ODE-step graph" in capsys.readouterr().err
+
+
+def test_bench_path_erpack_ode_int8(distilled, tiny_caches, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX paths need the `onnx` extra")
+    from erpack.bench import BenchConfig, run_bench
+
+    root = tiny_caches["root"]
+    cfg = BenchConfig(corpus=str(tiny_caches["labels"]), model=str(root / "tiny-bert"), layer=2,
+                      caches=[str(tiny_caches["bert"])], paths=["erpack-onnx-int8", "erpack-ode-int8"],
+                      ode_model=str(distilled), ode_steps=1, limit=None, split="all", batch_size=8, repeats=1,
+                      warmup=0, threads=1, work=str(tmp_path / "work"))
+    res = run_bench(cfg).as_dict()
+    assert [p["path"] for p in res["paths"]] == ["erpack-onnx-int8", "erpack-ode-int8"]
+    cfg.ode_model = None
+    assert any("erpack-ode-int8 skipped" in n for n in run_bench(cfg).as_dict()["notes"])

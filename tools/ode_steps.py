@@ -1,0 +1,53 @@
+"""Accuracy against ODE steps for a shared block distilled from the cache (or ALBERT's own groups).
+
+    python tools/ode_steps.py --cache CACHE --labels bbc --name minilm-k3-bbc [--distill-epochs 2 --epochs 3
+        --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
+    python tools/ode_steps.py --render                           # docs/results/ode-steps.md's table from the JSON files
+
+One run: `erpack train CACHE --labels L --shared-block ...` (library call: train_from_cache with a
+ShareSpec) into WORK/NAME, then `erpack eval WORK/NAME CACHE --labels L --steps S --json` on the test
+split for every S in 1..L-k (the step size each S uses was set on validation at training time), plus
+the plain upper stack's eval (no --steps). The JSON holds the command, the machine, the training
+record (distillation losses, validation per step size) and one row per S; `half_steps` checks issue
+22's "at half the steps, within 1 point of all the steps".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from erpack.experiments.ode_steps import RESULTS, render, run_steps
+
+
+def main(argv=None) -> int:
+    from erpack.store.atomic import write_atomic
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache")
+    p.add_argument("--labels")
+    p.add_argument("--name")
+    p.add_argument("--work", default="runs/ode")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--distill-epochs", type=int, default=2)
+    p.add_argument("--block-init", choices=["mean", "layer"], default="mean")
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--render", action="store_true", help="print the table of every result file")
+    args = p.parse_args(argv)
+    if args.render:
+        print(render(), end="")
+        return 0
+    result = run_steps(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dst = RESULTS / f"ode-{args.name}.json"
+    write_atomic(dst, (json.dumps(result, indent=2) + "\n").encode())
+    print(json.dumps(result["half_steps"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
