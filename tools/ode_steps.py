@@ -3,6 +3,8 @@
     python tools/ode_steps.py --cache CACHE --labels bbc --name minilm-k3-bbc [--distill-epochs 2 --epochs 3
         --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
     python tools/ode_steps.py --render                           # docs/results/ode-steps.md's table from the JSON files
+    python tools/ode_steps.py --unrolled-against-loop            # -> docs/results/depth/ode-unroll.json
+    python tools/ode_steps.py --tiny-albert FOLDER               # a random 6-layer ALBERT to encode with --model
 
 One run: `erpack train CACHE --labels L --shared-block ...` (library call: train_from_cache with a
 ShareSpec) into WORK/NAME, then `erpack eval WORK/NAME CACHE --labels L --steps S --json` on the test
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from erpack.experiments.ode_steps import RESULTS, render, run_steps
+from erpack.experiments.ode_steps import RESULTS, render, run_steps, tiny_albert_folder, unrolled_against_loop
 
 
 def main(argv=None) -> int:
@@ -37,7 +39,20 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--render", action="store_true", help="print the table of every result file")
+    p.add_argument("--unrolled-against-loop", action="store_true", help="time one S-step graph against a block "
+                   "graph called S times (MiniLM, k = 3, S = 3, batch 32 x 40)")
+    p.add_argument("--tiny-albert", metavar="FOLDER", help="write a random ALBERT (6 virtual layers, one shared "
+                   "group, hidden 128) with MiniLM's tokenizer into FOLDER, and stop")
     args = p.parse_args(argv)
+    if args.tiny_albert:
+        print(tiny_albert_folder(args.tiny_albert))
+        return 0
+    if args.unrolled_against_loop:
+        result = unrolled_against_loop(threads=args.threads, work=args.work)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        write_atomic(RESULTS / "ode-unroll.json", (json.dumps(result, indent=2) + "\n").encode())
+        print(json.dumps({k: result[k] for k in ("unrolled_ms", "loop_ms", "max_diff")}))
+        return 0
     if args.render:
         print(render(), end="")
         return 0

@@ -65,7 +65,7 @@ def render() -> str:
     lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | Δ vs L-k (points) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
-    for path in sorted(RESULTS.glob("ode-*.json")):
+    for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json"):
         r = json.loads(path.read_text())
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
@@ -76,3 +76,74 @@ def render() -> str:
         verdicts.append(f"- {r['name']}: {h['steps']} of {r['steps_trained']} steps, {h['delta_points']:+.2f} points: "
                         + ("within 1 point" if h["within_1_point"] else "**not** within 1 point"))
     return "\n".join(lines + [""] + verdicts) + "\n"
+
+
+def unrolled_against_loop(model: str = "minilm", k: int = 3, steps: int = 3, batch: int = 32, tokens: int = 40,
+                          threads: int = 1, work: str = "runs/ode", runs: int = 15) -> dict:
+    """One S-step graph (erpack export --steps S) against one block graph called S times plus a head graph:
+    onnxruntime CPU latency (interleaved medians) on a random (batch, tokens) input, and their largest
+    difference. What decided that erpack unrolls (docs/depth.md)."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from erpack.assets import resolve_model
+    from erpack.depth.ode import OdeUpper, head_of, one_layer
+    from erpack.export.onnx_export import export_upper
+    from erpack.export.session import create_session
+    from erpack.runtime.timing import describe_machine, interleaved_medians
+
+    torch.manual_seed(0)
+    m = AutoModelForSequenceClassification.from_pretrained(resolve_model(model), num_labels=2).eval()
+    hidden_size = int(m.config.hidden_size)
+    folder = Path(work)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"cache": {}, "task": "classification", "labels": ["a", "b"], "mode": "upper", "variant": "fp32"}
+    graphs = {"unrolled": OdeUpper(m, k, steps, 1.0, tied=True), "block": one_layer(m, k), "head": head_of(m)}
+    sessions = {}
+    for name, module in graphs.items():
+        export_upper(module, folder / f"{name}.onnx", hidden_size, info)
+        sessions[name] = create_session(folder / f"{name}.onnx", "cpu", threads)
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((batch, tokens, hidden_size)).astype(np.float32)
+    mask = np.ones((batch, tokens), np.int64)
+    mask[::3, tokens * 2 // 3:] = 0
+
+    def feed(name, x):
+        wanted = {i.name for i in sessions[name].session.get_inputs()}  # the head graph may not read the mask
+        return {n: v for n, v in (("hidden_states", x), ("attention_mask", mask)) if n in wanted}
+
+    def unrolled():
+        return sessions["unrolled"].run(feed("unrolled", h))[0]
+
+    def loop():
+        x = h
+        for _ in range(steps):
+            x = sessions["block"].run(feed("block", x))[0]
+        return sessions["head"].run(feed("head", x))[0]
+
+    t = interleaved_medians({"unrolled": unrolled, "loop": loop}, runs=runs)
+    return {"model": model, "layer": k, "steps": steps, "batch": [batch, tokens], "threads": threads,
+            "unrolled_ms": t["unrolled"]["median_ms"], "loop_ms": t["loop"]["median_ms"],
+            "max_diff": float(np.abs(unrolled() - loop()).max()),
+            "bytes": {name: (folder / f"{name}.onnx").stat().st_size for name in graphs},
+            "machine": describe_machine(threads), "command": "python " + " ".join(sys.argv)}
+
+
+def tiny_albert_folder(folder, layers: int = 6, hidden: int = 128, seed: int = 0) -> Path:
+    """A randomly initialised ALBERT (one shared group over `layers` virtual layers) with MiniLM's word-piece
+    tokenizer, saved as a model folder `erpack encode --model FOLDER` reads (no ALBERT weights install here)."""
+    import torch
+    from transformers import AlbertConfig, AlbertModel, AutoTokenizer
+
+    from erpack.assets import resolve_model
+
+    folder = Path(folder)
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(seed)
+    config = AlbertConfig(vocab_size=tok.vocab_size, embedding_size=64, hidden_size=hidden, num_hidden_layers=layers,
+                          num_hidden_groups=1, num_attention_heads=4, intermediate_size=2 * hidden,
+                          max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    AlbertModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
