@@ -111,6 +111,8 @@ def run(args) -> int:
 
     transformers.logging.set_verbosity_error()
     if args.bundle is not None:
+        if args.steps is not None:
+            raise CLIError("--steps applies to one graph (-o NAME.onnx), not to --bundle")
         return run_bundle(args)
     if args.no_int8 or args.model:
         raise CLIError("--no-int8 and --model apply to --bundle")
