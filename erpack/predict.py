@@ -104,10 +104,12 @@ class PredictResult:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        metrics = d.pop("metrics")
+        metrics, steps = d.pop("metrics"), d.pop("steps")
         d["documents_per_second"] = self.predicted / self.seconds if self.seconds else None
         if metrics is not None:
             d["metrics"] = metrics
+        if steps is not None:  # an ODE-step graph only: a plain graph's document keeps its fields
+            d["steps"] = steps
         return d
 
 

@@ -133,7 +133,7 @@ def run(args) -> int:
           + (f" via {t['lower']}, {t['added_to_cache']} added to the cache" if t["documents"] else "") + ")")
     print(f"provider     {s['provider']} (onnxruntime providers: {', '.join(s['providers'])}); inference "
           f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
-    if s["steps"] is not None:
+    if s.get("steps") is not None:
         print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
     if "metrics" in s:
         m = s["metrics"]
