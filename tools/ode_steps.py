@@ -4,6 +4,7 @@
         --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
     python tools/ode_steps.py --render                           # docs/results/ode-steps.md's table from the JSON files
     python tools/ode_steps.py --unrolled-against-loop            # -> docs/results/depth/ode-unroll.json
+    python tools/ode_steps.py --compare-inits --cache CACHE --labels L --name NAME  # mean vs layer-k block init
     python tools/ode_steps.py --tiny-albert FOLDER               # a random 6-layer ALBERT to encode with --model
 
 One run: `erpack train CACHE --labels L --shared-block ...` (library call: train_from_cache with a
@@ -19,7 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from erpack.experiments.ode_steps import RESULTS, render, run_steps, tiny_albert_folder, unrolled_against_loop
+from erpack.experiments.ode_steps import (
+    RESULTS,
+    compare_inits,
+    render,
+    run_steps,
+    tiny_albert_folder,
+    unrolled_against_loop,
+)
 
 
 def main(argv=None) -> int:
@@ -37,6 +45,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--beta-docs", type=int, default=512, help="validation documents the step sizes are chosen on")
+    p.add_argument("--eval-steps", default=None, help="comma-separated S to score (default: every S in 1..L-k)")
+    p.add_argument("--compare-inits", action="store_true", help="distil from both block inits on --train-limit "
+                   "documents (default 500) and write docs/results/depth/ode-init-NAME.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--render", action="store_true", help="print the table of every result file")
     p.add_argument("--unrolled-against-loop", action="store_true", help="time one S-step graph against a block "
@@ -44,6 +56,13 @@ def main(argv=None) -> int:
     p.add_argument("--tiny-albert", metavar="FOLDER", help="write a random ALBERT (6 virtual layers, one shared "
                    "group, hidden 128) with MiniLM's tokenizer into FOLDER, and stop")
     args = p.parse_args(argv)
+    args.eval_steps = [int(x) for x in args.eval_steps.split(",")] if args.eval_steps else None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.compare_inits:
+        result = compare_inits(args.cache, args.labels, args.train_limit or 500, epochs=max(1, args.distill_epochs))
+        write_atomic(RESULTS / f"ode-init-{args.name}.json", (json.dumps(result, indent=2) + "\n").encode())
+        print(json.dumps({i: {"before": r["before"], "after": r["after"]} for i, r in result["inits"].items()}))
+        return 0
     if args.tiny_albert:
         print(tiny_albert_folder(args.tiny_albert))
         return 0

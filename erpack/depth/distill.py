@@ -9,7 +9,8 @@
    each of its layers, plus the final state's again (padding excluded). No label is used.
 3. Fine-tuning: the block and the head train for the task (erpack.train.loop.fit, `upper` mode's
    learning rate), running L-k unit steps.
-4. Step sizes: for every S in 1..L-k the beta with the best validation score (erpack.depth.ode).
+4. Step sizes: for every S in 1..L-k-1 the beta of (0.75, 1, 1.25) x (L-k)/S with the best score on
+   `beta_docs` validation documents spread evenly over the split (erpack.depth.ode); L-k steps keep beta 1.
 
 ALBERT is parameter-shared already: step 1 and 2 are skipped and its groups are the block. The saved
 folder is an ordinary task model (each upper layer holds a copy of the block, so it runs everywhere
@@ -39,6 +40,7 @@ class ShareSpec:
     distill_epochs: int = 2
     init: str = "mean"
     distill_lr: float = 2e-4
+    beta_docs: int | None = 512  # validation documents the step sizes are chosen on (None: all)
 
     def __post_init__(self):
         if self.init not in INITS:
@@ -184,11 +186,19 @@ def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, mode
     model = prepared.finalize().eval()
     metric = primary_metric(data.task)
 
-    def validation_score(up: OdeUpper) -> float:
-        logits = predict(sources["validation"], lambda x: up(*x), [up], cfg.eval_batch_size, dev, cfg.max_tokens)
-        return score(data.task, logits, data.y["validation"], len(data.labels))[metric]
+    validation = data.splits.get("validation", [])
+    if validation:
+        # an even spread of at most beta_docs validation documents (a cap on the grid's cost)
+        rows = sorted(set(np.linspace(0, len(validation) - 1, min(len(validation), spec.beta_docs or len(validation)))
+                          .round().astype(int).tolist()))
+        held = cache_source(reader, [validation[i].id for i in rows], [data.lengths["validation"][i] for i in rows],
+                            cfg.prefetch)
+        y_held = data.y["validation"][rows]
 
-    if len(data.splits.get("validation", [])):
+        def validation_score(up: OdeUpper) -> float:
+            logits = predict(held, lambda x: up(*x), [up], cfg.eval_batch_size, dev, cfg.max_tokens)
+            return score(data.task, logits, y_held, len(data.labels))[metric]
+
         betas, tried = choose_betas(model, k, validation_score, list(range(1, n + 1)), grid or BETA_GRID)
     else:
         betas, tried = {str(s): n / s for s in range(1, n + 1)}, {}

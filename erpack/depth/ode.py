@@ -23,7 +23,7 @@ from torch import nn
 from erpack.depth.limits import check_step_range
 from erpack.errors import TaskModelError
 
-BETA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5)  # multiples of the default step (L-k)/S tried on validation
+BETA_GRID = (0.75, 1.0, 1.25)  # multiples of the default step (L-k)/S tried on validation (S < L-k)
 
 
 def one_layer(model: nn.Module, layer: int) -> nn.Module:
@@ -139,14 +139,15 @@ def graph_record(tm, upper: OdeUpper) -> dict:
 
 def choose_betas(model: nn.Module, k: int, accuracy, steps: list[int], grid=BETA_GRID) -> tuple[dict, dict]:
     """For each S in `steps` the beta of `grid` x (L-k)/S with the best `accuracy(upper)` (validation);
-    ties go to the multiple nearest 1. Returns ({"S": beta}, {"S": {beta: accuracy}})."""
+    ties go to the multiple nearest 1; S = L-k keeps beta 1 (the steps it was trained with).
+    Returns ({"S": beta}, {"S": {beta: accuracy}})."""
     from erpack.models.split import depth
 
     n = depth(model) - k
     betas, tried = {}, {}
     for s in steps:
         scores = {}
-        for m in sorted(grid, key=lambda m: abs(m - 1.0)):
+        for m in sorted(grid, key=lambda m: abs(m - 1.0)) if s != n else (1.0,):
             beta = round(default_beta(n, s) * m, 6)
             scores[beta] = float(accuracy(OdeUpper(model, k, s, beta)))
         betas[str(s)] = max(scores, key=lambda b: scores[b])  # first max: nearest the default

@@ -33,23 +33,29 @@ def run_steps(args) -> dict:
                       train_limit=args.train_limit, device="cpu")
     t0 = time.perf_counter()
     s = train_from_cache(args.cache, args.labels, output=out, config=cfg, overwrite=True, skip_missing=True,
-                         shared_block=ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init))
+                         shared_block=ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init,
+                                                beta_docs=args.beta_docs))
     train_seconds = time.perf_counter() - t0
     record = json.loads((out / "erpack_task.json").read_text())["ode"]
     n = record["steps_trained"]
     rows = []
-    for steps in range(1, n + 1):
-        e = evaluate(out, args.cache, args.labels, split="test", skip_missing=True, device="cpu", steps=steps)
-        rows.append({"steps": steps, "beta": record["betas"][str(steps)], "mean_layers": e.mean_layers,
-                     "accuracy": e.metrics["accuracy"], "macro_f1": e.metrics["macro_f1"], "documents": e.documents,
-                     "validation": record["validation"].get(str(steps), {}), "seconds": e.seconds})
+    for steps in sorted(set(args.eval_steps or range(1, n)) - {n}) + [n]:
+        if steps == n:  # L-k unit steps: the plain upper stack, scored on the test split by training already
+            metrics, documents, seconds = s.recycled.test, s.documents.get("test"), None
+        else:
+            e = evaluate(out, args.cache, args.labels, split="test", skip_missing=True, device="cpu", steps=steps)
+            metrics, documents, seconds = e.metrics, e.documents, e.seconds
+        rows.append({"steps": steps, "beta": record["betas"][str(steps)], "mean_layers": float(steps),
+                     "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "documents": documents,
+                     "validation": record["validation"].get(str(steps), {}), "seconds": seconds})
     full = rows[-1]["accuracy"]
-    half = next(r for r in rows if r["steps"] == max(1, n // 2))
+    half = next((r for r in rows if r["steps"] == max(1, n // 2)), None) or rows[0]
     return {"name": args.name, "command": "python " + " ".join(sys.argv), "machine": describe_machine(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cache": str(args.cache),
             "labels": args.labels, "model": s.model, "layer": s.layer, "steps_trained": n,
             "documents": s.documents, "config": {"epochs": args.epochs, "distill_epochs": args.distill_epochs,
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
+                                                 "beta_docs": args.beta_docs,
                                                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
             "block": {k: v for k, v in record["block"].items() if k != "distill"},
             "distill": record["block"].get("distill", []), "train_seconds": train_seconds,
@@ -65,7 +71,7 @@ def render() -> str:
     lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | Δ vs L-k (points) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
-    for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json"):
+    for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")):
         r = json.loads(path.read_text())
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
@@ -147,3 +153,58 @@ def tiny_albert_folder(folder, layers: int = 6, hidden: int = 128, seed: int = 0
     AlbertModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def compare_inits(cache: str, labels: str, train_limit: int = 500, held: int = 200, epochs: int = 1,
+                  batch_size: int = 32, seed: int = 0) -> dict:
+    """The block's two initial weights (mean of layers k..L-1, layer k) against the teacher's trajectory: the
+    distillation loss (mean MSE over the L-k states plus the final state's) and the final state's MSE on
+    `held` validation documents, before distillation and after `epochs` epochs on `train_limit` documents."""
+    import copy
+
+    import torch
+
+    from erpack.depth.distill import INITS, ShareSpec, distill, tie_block
+    from erpack.depth.ode import OdeUpper
+    from erpack.models.split import depth
+    from erpack.runtime.device import resolve_device
+    from erpack.runtime.timing import describe_machine
+    from erpack.store import CacheReader
+    from erpack.train import TrainConfig
+    from erpack.train.data import batch_plan, cache_source
+    from erpack.train.modes import load_for_cache
+    from erpack.train.trainer import prepare_data
+
+    cfg = TrainConfig(batch_size=batch_size, seed=seed, train_limit=train_limit, device="cpu")
+    dev = resolve_device("cpu")
+    out = {"cache": cache, "labels": labels, "train_limit": train_limit, "held": held, "epochs": epochs,
+           "command": "python " + " ".join(sys.argv), "machine": describe_machine(), "inits": {}}
+    with CacheReader(cache) as reader:
+        data = prepare_data(reader, labels, skip_missing=True, train_limit=train_limit, splits=("train", "validation"))
+        k = reader.meta["layer"]
+        train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
+        ids = [e.id for e in data.splits["validation"][:held]]
+        valid = cache_source(reader, ids, data.lengths["validation"][:held])
+        _, teacher = load_for_cache(reader.meta, len(data.labels), data.task, seed)
+        teacher.eval().requires_grad_(False)
+        n = depth(teacher) - k
+        want = OdeUpper(teacher, k, n, 1.0)
+
+        @torch.no_grad()
+        def measure(student) -> dict:
+            got, total, final, count = OdeUpper(student, k, n, 1.0).eval(), 0.0, 0.0, 0
+            for _, (hidden, mask) in valid.batches(batch_plan(valid.lengths, batch_size)):
+                keep = mask.bool()
+                per = [((a - b)[keep] ** 2).mean().item() for a, b in zip(got.trajectory(hidden, mask),
+                                                                            want.trajectory(hidden, mask))]
+                total, final, count = total + sum(per) / n + per[-1], final + per[-1], count + 1
+            return {"loss": total / count, "final_mse": final / count}
+
+        for init in INITS:
+            student = copy.deepcopy(teacher)
+            tie_block(student, k, init)
+            before = measure(student)
+            records = distill(teacher, student, k, train, cfg, ShareSpec(distill_epochs=epochs, init=init), dev)
+            out["inits"][init] = {"before": before, "after": measure(student), "distill": records}
+    out["model"], out["layer"] = reader.meta["model"]["name"], k
+    return out
