@@ -2,7 +2,7 @@
 
     python tools/ode_steps.py --cache CACHE --labels bbc --name minilm-k3-bbc [--distill-epochs 2 --epochs 3
         --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
-    python tools/ode_steps.py --render                           # docs/results/ode-steps.md's table from the JSON files
+    python tools/ode_steps.py --render --results docs/results/ode-steps.md   # the page, from the JSON files
     python tools/ode_steps.py --unrolled-against-loop            # -> docs/results/depth/ode-unroll.json
     python tools/ode_steps.py --compare-inits --cache CACHE --labels L --name NAME  # mean vs layer-k block init
     python tools/ode_steps.py --tiny-albert FOLDER               # a random 6-layer ALBERT to encode with --model
@@ -23,6 +23,7 @@ import json
 from erpack.experiments.ode_steps import (
     RESULTS,
     compare_inits,
+    page_body,
     render,
     run_steps,
     tiny_albert_folder,
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
                    "documents (default 500) and write docs/results/depth/ode-init-NAME.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--render", action="store_true", help="print the table of every result file")
+    p.add_argument("--results", metavar="PAGE", help="with --render: write the results page (docs/results/ode-steps.md)")
     p.add_argument("--unrolled-against-loop", action="store_true", help="time one S-step graph against a block "
                    "graph called S times (MiniLM, k = 3, S = 3, batch 32 x 40)")
     p.add_argument("--tiny-albert", metavar="FOLDER", help="write a random ALBERT (6 virtual layers, one shared "
@@ -73,6 +75,12 @@ def main(argv=None) -> int:
         print(json.dumps({k: result[k] for k in ("unrolled_ms", "loop_ms", "max_diff")}))
         return 0
     if args.render:
+        if args.results:
+            from erpack.experiments.page import command_line, write_page
+            from erpack.runtime.timing import describe_machine
+
+            write_page(args.results, "ODE steps: accuracy against the number of steps", command_line(),
+                       describe_machine(), page_body())
         print(render(), end="")
         return 0
     result = run_steps(args)

@@ -90,7 +90,7 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: Sh
     seed_everything(cfg.seed)
     n = depth(teacher) - k
     teach, learn = OdeUpper(teacher, k, n, 1.0).eval(), OdeUpper(student, k, n, 1.0).eval()
-    block = student.base_model.get_submodule(_layer_name(student, k))
+    block = student.base_model.get_submodule(_layer_name(student, k)).requires_grad_(True)
     params = list(block.parameters())
     steps = len(batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, max_tokens=cfg.max_tokens))
     opt, sched = optimizer_and_schedule(params, spec.distill_lr, _with_epochs(cfg, spec.distill_epochs), steps)

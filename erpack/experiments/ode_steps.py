@@ -208,3 +208,46 @@ def compare_inits(cache: str, labels: str, train_limit: int = 500, held: int = 2
             out["inits"][init] = {"before": before, "after": measure(student), "distill": records}
     out["model"], out["layer"] = reader.meta["model"]["name"], k
     return out
+
+
+def page_body() -> list[str]:
+    """docs/results/ode-steps.md below its title: each run's command and machine, the table, the verdicts,
+    the block-init comparison and the graph timing (from the files in docs/results/depth/)."""
+    from erpack.experiments.page import machine_line
+
+    lines = ["Test accuracy of one task model per run at every number of ODE steps S (erpack eval --steps S;",
+             "the step size of each S chosen on validation when it was trained). mean layers = S block",
+             "evaluations per document; Δ is against S = L-k, the stack as trained. One seed each.", ""]
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-*.json"))
+            if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")]
+    lines += ["## Runs", ""]
+    for r in runs:
+        lines.append(f"- **{r['name']}** ({r['date']}, documents {r['documents']}): `{r['command']}` on "
+                     f"{machine_line(r['machine'])}; training {r['train_seconds']:.0f} s")
+    lines += ["", "## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
+    inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
+    if inits:
+        lines += ["## The block's initial weights", "",
+                  "Distillation loss (mean MSE to the teacher's state after each upper layer, plus the final "
+                  "state's) and the final state's MSE on held-out validation documents, before and after "
+                  "distillation.", "",
+                  "| cache | init | loss before | final MSE before | loss after | final MSE after |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for c in inits:
+            for init, v in c["inits"].items():
+                lines.append(f"| {c['model']} k = {c['layer']} | {init} | {v['before']['loss']:.4f} | "
+                             f"{v['before']['final_mse']:.4f} | {v['after']['loss']:.4f} | "
+                             f"{v['after']['final_mse']:.4f} |")
+        lines += [""] + [f"`{c['command']}` ({c['train_limit']} training documents, {c['epochs']} epoch(s), "
+                         f"{c['held']} held out) on {machine_line(c['machine'])}." for c in inits] + [""]
+    unroll = RESULTS / "ode-unroll.json"
+    if unroll.exists():
+        u = json.loads(unroll.read_text())
+        lines += ["## One graph per S, or one block graph called S times", "",
+                  f"{u['model']} k = {u['layer']}, S = {u['steps']}, batch {u['batch'][0]} x {u['batch'][1]} tokens, "
+                  f"onnxruntime CPU, {u['threads']} thread(s), interleaved medians: the unrolled graph "
+                  f"{u['unrolled_ms']:.1f} ms, the block graph called {u['steps']} times plus the head graph "
+                  f"{u['loop_ms']:.1f} ms (largest difference {u['max_diff']:.1e}); sizes: "
+                  + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in u["bytes"].items()) + ".",
+                  f"`{u['command']}` on {machine_line(u['machine'])}.", ""]
+    return lines
