@@ -83,6 +83,7 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: Sh
             progress: Callable | None = None) -> list[dict]:
     """Train the student's shared block on the teacher's upper-stack trajectory; one record per epoch."""
     from erpack.depth.ode import OdeUpper
+    from erpack.models.layers import layer_list
     from erpack.models.split import depth
     from erpack.train.data import batch_plan
     from erpack.train.loop import optimizer_and_schedule, seed_everything
@@ -90,7 +91,7 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: Sh
     seed_everything(cfg.seed)
     n = depth(teacher) - k
     teach, learn = OdeUpper(teacher, k, n, 1.0).eval(), OdeUpper(student, k, n, 1.0).eval()
-    block = student.base_model.get_submodule(_layer_name(student, k)).requires_grad_(True)
+    block = layer_list(student)[k].requires_grad_(True)
     params = list(block.parameters())
     steps = len(batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, max_tokens=cfg.max_tokens))
     opt, sched = optimizer_and_schedule(params, spec.distill_lr, _with_epochs(cfg, spec.distill_epochs), steps)
@@ -128,12 +129,6 @@ def _with_epochs(cfg, epochs: int):
     import dataclasses
 
     return dataclasses.replace(cfg, epochs=max(1, epochs))
-
-
-def _layer_name(model: nn.Module, k: int) -> str:
-    from erpack.models.layers import layer_path
-
-    return f"{layer_path(model)}.{k}"
 
 
 def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, model_override: str | None = None,
