@@ -1,6 +1,8 @@
 """Shared-block distillation from the cache: one block learns to reproduce an encoder's upper stack.
 
-    tm, result = run_shared_block(reader, data, cfg, ShareSpec(distill_epochs=2, init="mean"))
+    tie_block(model, k, "mean"); distill(teacher, model, k, source, plan, epochs, optimizer, schedule, dev)
+
+erpack.train.shared.run_shared_block runs the whole recipe (`erpack train --shared-block`):
 
 1. The block: a copy of layer k, its weights the mean of layers k..L-1's (`init="mean"`) or layer k's
    own (`init="layer"`); it replaces every upper layer of the model (one module, L-k entries).
@@ -79,29 +81,25 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> torch.T
     return ((a - b)[keep] ** 2).mean()
 
 
-def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: ShareSpec, device,
-            progress: Callable | None = None) -> list[dict]:
-    """Train the student's shared block on the teacher's upper-stack trajectory; one record per epoch."""
+def distill(teacher: nn.Module, student: nn.Module, k: int, train, plan: Callable[[int], list], epochs: int,
+            optimizer, schedule, device, progress: Callable | None = None) -> list[dict]:
+    """Train the student's shared block (layer k of its list) on the teacher's upper-stack trajectory.
+
+    `train` is a source of cached (hidden, mask) batches (erpack.train.data), `plan(epoch)` its batches
+    for an epoch, `optimizer` / `schedule` over the block's parameters. One record per epoch."""
     from erpack.depth.ode import OdeUpper
     from erpack.models.layers import layer_list
     from erpack.models.split import depth
-    from erpack.train.data import batch_plan
-    from erpack.train.loop import optimizer_and_schedule, seed_everything
 
-    seed_everything(cfg.seed)
     n = depth(teacher) - k
     teach, learn = OdeUpper(teacher, k, n, 1.0).eval(), OdeUpper(student, k, n, 1.0).eval()
-    block = layer_list(student)[k].requires_grad_(True)
-    params = list(block.parameters())
-    steps = len(batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, max_tokens=cfg.max_tokens))
-    opt, sched = optimizer_and_schedule(params, spec.distill_lr, _with_epochs(cfg, spec.distill_epochs), steps)
+    layer_list(student)[k].requires_grad_(True)
     records = []
-    for epoch in range(spec.distill_epochs):
-        plan = batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, max_tokens=cfg.max_tokens)
-        bar = progress(total=len(plan), desc=f"distill epoch {epoch + 1}/{spec.distill_epochs}", unit="batch") \
-            if progress else None
+    for epoch in range(epochs):
+        batches = plan(epoch)
+        bar = progress(total=len(batches), desc=f"distill epoch {epoch + 1}/{epochs}", unit="batch") if progress else None
         t0, losses, finals = time.perf_counter(), [], []
-        for _, (hidden, mask) in train.batches(plan):
+        for _, (hidden, mask) in train.batches(batches):
             hidden, mask = hidden.to(device), mask.to(device)
             keep = mask.bool()
             with torch.no_grad():
@@ -109,10 +107,10 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: Sh
             got = learn.trajectory(hidden, mask)
             per_step = [_masked_mse(g, w, keep) for g, w in zip(got, want)]
             loss = torch.stack(per_step).mean() + per_step[-1]
-            opt.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            sched.step()
+            optimizer.step()
+            schedule.step()
             losses.append(loss.item())
             finals.append(per_step[-1].item())
             if bar:
@@ -123,89 +121,3 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, cfg, spec: Sh
         records.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "final_mse": float(np.mean(finals)),
                         "seconds": time.perf_counter() - t0})
     return records
-
-
-def _with_epochs(cfg, epochs: int):
-    import dataclasses
-
-    return dataclasses.replace(cfg, epochs=max(1, epochs))
-
-
-def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, model_override: str | None = None,
-                     progress: Callable | None = None, grid=None):
-    """Distil a shared block from the cache, tune it with the head, set the step sizes on validation.
-
-    Returns (TaskModel with the record "ode", RunResult of the fine-tuning with the test score at L-k steps)."""
-    from erpack.depth.ode import BETA_GRID, OdeUpper, choose_betas
-    from erpack.models.layers import architecture_of, upper_layers
-    from erpack.models.split import depth, split_model
-    from erpack.runtime.device import resolve_device
-    from erpack.train.data import cache_source
-    from erpack.train.loop import TrainConfig, fit, predict, score
-    from erpack.train.metrics import primary_metric
-    from erpack.train.modes import load_for_cache, prepare
-    from erpack.train.taskmodel import TaskModel, expected_cache_of
-
-    cfg, spec = cfg or TrainConfig(), spec or ShareSpec()
-    if not data.splits.get("train"):
-        raise InputError(f"no training documents: {data.source} labels none of the cache's documents as `train`")
-    dev = resolve_device(cfg.device)
-    k = reader.meta["layer"]
-    _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
-    n = depth(model) - k
-    if n < 1:
-        raise InputError(f"the cache's layer {k} is the encoder's last: no upper layer to share; encode at a "
-                         "smaller --layer")
-    sources = {s: cache_source(reader, [e.id for e in v], data.lengths[s], cfg.prefetch, dev.type == "cuda")
-               for s, v in data.splits.items()}
-    albert = architecture_of(model).shared is not None
-    distilled = []
-    if albert:
-        block = {"kind": "albert", "groups": upper_layers(model, k)}
-    else:
-        teacher = copy.deepcopy(model).to(dev).eval().requires_grad_(False)
-        shared = tie_block(model, k, spec.init)
-        model.to(dev)
-        distilled = distill(teacher, model, k, sources["train"], cfg, spec, dev, progress)
-        del teacher
-        block = {"kind": "distilled", "init": spec.init, "layers": [k, k + n - 1],
-                 "params": sum(p.numel() for p in shared.parameters()), "distill_epochs": spec.distill_epochs,
-                 "distill_lr": spec.distill_lr, "distill": distilled}
-    prepared = prepare(model, "upper", k)
-    model.to(dev)
-    _, upper = split_model(model, k)
-    result = fit(task=data.task, mode="upper", lr=cfg.lr_for("upper"), cfg=cfg, params_of=model, modules=[upper],
-                 forward=lambda x: upper(*x), train=sources["train"], y_train=data.y["train"],
-                 validation=sources.get("validation"), y_validation=data.y.get("validation"),
-                 num_classes=len(data.labels), device=dev, progress=progress, desc="shared block")
-    model = prepared.finalize().eval()
-    metric = primary_metric(data.task)
-
-    validation = data.splits.get("validation", [])
-    if validation:
-        # an even spread of at most beta_docs validation documents (a cap on the grid's cost)
-        rows = sorted(set(np.linspace(0, len(validation) - 1, min(len(validation), spec.beta_docs or len(validation)))
-                          .round().astype(int).tolist()))
-        held = cache_source(reader, [validation[i].id for i in rows], [data.lengths["validation"][i] for i in rows],
-                            cfg.prefetch)
-        y_held = data.y["validation"][rows]
-
-        def validation_score(up: OdeUpper) -> float:
-            logits = predict(held, lambda x: up(*x), [up], cfg.eval_batch_size, dev, cfg.max_tokens)
-            return score(data.task, logits, y_held, len(data.labels))[metric]
-
-        betas, tried = choose_betas(model, k, validation_score, list(range(1, n + 1)), grid or BETA_GRID)
-    else:
-        betas, tried = {str(s): n / s for s in range(1, n + 1)}, {}
-    if not albert:
-        untie(model, k)
-    info = {"task": data.task, "labels": data.labels, "mode": "upper", "layer": k, "adapter": None,
-            "cache": expected_cache_of(reader),
-            "ode": {"block": block, "steps_trained": n, "betas": betas, "validation": tried, "metric": metric}}
-    tm = TaskModel(model, info)
-    if len(data.splits.get("test", [])):
-        logits = predict(sources["test"], lambda x: tm.upper(*x), [tm.upper], cfg.eval_batch_size, dev, cfg.max_tokens)
-        result.test = score(data.task, logits, data.y["test"], len(data.labels))
-        result.test_logits = logits
-    result.notes["distill"] = distilled
-    return tm, result

@@ -218,7 +218,7 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     with CacheReader(cache, shard_cache=shard_cache) as reader:
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit)
         if shared_block is not None:
-            from erpack.depth.distill import run_shared_block
+            from erpack.train.shared import run_shared_block
 
             tm, run = run_shared_block(reader, data, cfg, shared_block, model_override, progress)
         else:
