@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=2)
     p.add_argument("--beta-docs", type=int, default=512, help="validation documents the step sizes are chosen on")
     p.add_argument("--eval-steps", default=None, help="comma-separated S to score (default: every S in 1..L-k)")
     p.add_argument("--compare-inits", action="store_true", help="distil from both block inits on --train-limit "

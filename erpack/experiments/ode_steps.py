@@ -34,7 +34,7 @@ def run_steps(args) -> dict:
 
     torch.set_num_threads(args.threads)
     out = Path(args.work) / args.name
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
                       train_limit=args.train_limit, device="cpu")
     t0 = time.perf_counter()
     s = train_from_cache(args.cache, args.labels, output=out, config=cfg, overwrite=True, skip_missing=True,
@@ -61,7 +61,8 @@ def run_steps(args) -> dict:
             "documents": s.documents, "config": {"epochs": args.epochs, "distill_epochs": args.distill_epochs,
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
                                                  "beta_docs": args.beta_docs,
-                                                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+                                                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                                                 "patience": args.patience},
             "block": {k: v for k, v in record["block"].items() if k != "distill"},
             "distill": record["block"].get("distill", []), "train_seconds": train_seconds,
             "fine_tune": {"best_epoch": s.recycled.best_epoch, "best_validation": s.recycled.best_validation},
