@@ -20,6 +20,15 @@ from erpack.runtime.timing import describe_machine, interleaved_medians
 from erpack.store import CacheReader
 
 RESULTS = Path("docs/results/depth")
+CACHE_COMMANDS = (  # how the caches of the runs on docs/results/ode-steps.md were made
+    "erpack encode rotten_tomatoes -o WORK/cache-minilm-rt --layer 3 --codec fp16",
+    "erpack encode bbc -o WORK/cache-minilm-bbc --layer 3 --codec fp16 --max-length 128",
+    "erpack encode WORK/bbc-hash-800-200-500.jsonl -o WORK/cache-mpnet-bbc --model mpnet --layer 6 --codec fp16 "
+    "--max-length 128",
+    "python tools/ode_steps.py --tiny-albert WORK/tiny-albert2",
+    "erpack encode WORK/rt-file-2000-400-1000.jsonl -o WORK/cache-albert2-rt --model WORK/tiny-albert2 --layer 2 "
+    "--codec fp16",
+)
 PAGE = Path("docs/results/ode-steps.md")
 
 
@@ -143,9 +152,11 @@ def unrolled_against_loop(model: str = "minilm", k: int = 3, steps: int = 3, bat
             "machine": describe_machine(threads), "command": "python " + " ".join(sys.argv)}
 
 
-def tiny_albert_folder(folder, layers: int = 6, hidden: int = 128, seed: int = 0) -> Path:
+def tiny_albert_folder(folder, layers: int = 6, hidden: int = 128, seed: int = 0, init_range: float = 0.1) -> Path:
     """A randomly initialised ALBERT (one shared group over `layers` virtual layers) with MiniLM's word-piece
-    tokenizer, saved as a model folder `erpack encode --model FOLDER` reads (no ALBERT weights install here)."""
+    tokenizer, saved as a model folder `erpack encode --model FOLDER` reads (no ALBERT weights install here).
+    `init_range` is wider than ALBERT's 0.02: at 0.02 a random model hardly mixes tokens, and a task model
+    trained from its layer-2 states learnt nothing (the majority class) on RT."""
     import torch
     from transformers import AlbertConfig, AlbertModel, AutoTokenizer
 
@@ -155,7 +166,7 @@ def tiny_albert_folder(folder, layers: int = 6, hidden: int = 128, seed: int = 0
     torch.manual_seed(seed)
     config = AlbertConfig(vocab_size=tok.vocab_size, embedding_size=64, hidden_size=hidden, num_hidden_layers=layers,
                           num_hidden_groups=1, num_attention_heads=4, intermediate_size=2 * hidden,
-                          max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+                          max_position_embeddings=512, pad_token_id=tok.pad_token_id, initializer_range=init_range)
     AlbertModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -230,7 +241,11 @@ def page_body() -> list[str]:
         docs = ", ".join(f"{k} {v}" for k, v in r["documents"].items())
         lines.append(f"- **{r['name']}** ({r['date']}; documents: {docs}): `{r['command']}` on "
                      f"{machine_line(r['machine'])}; training {r['train_seconds']:.0f} s")
-    lines += ["", "## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
+    lines += ["", "Caches (WORK = /tmp/ode-runs; the subset corpora are erpack.experiments.corpora.grid_corpus(WORK, "
+              "\"rt\", (2000, 400, 1000)) and (WORK, \"bbc\", (800, 200, 500)); labels-bbc-train600-hash.jsonl is "
+              "subset_labels(WORK, \"bbc\", {\"train\": 600}, \"hash\"); labels-mpnet-bbc-train120-val40.jsonl holds the "
+              "first 120 train and 40 validation rows and every test row of bbc-hash-800-200-500.jsonl):", "", *[f"    {c}" for c in CACHE_COMMANDS], ""]
+    lines += ["## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:
         lines += ["## The block's initial weights", "",
