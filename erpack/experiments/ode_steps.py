@@ -83,17 +83,21 @@ def run_steps(args) -> dict:
 
 def render() -> str:
     """The Markdown table of every docs/results/depth/ode-*.json."""
-    lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | Δ vs L-k (points) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | Δ vs L-k (points) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
     for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")):
         r = json.loads(path.read_text())
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
             lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {r['steps_trained']} | {row['steps']} | "
-                         f"{row['beta']:.3g} | {row['mean_layers']:g} | {row['accuracy']:.4f} | "
+                         f"{row['beta']:.3g} | {row['mean_layers']:g} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | "
                          f"{100 * (row['accuracy'] - full):+.2f} |")
         n, by_steps = r["steps_trained"], {row["steps"]: row for row in r["rows"]}
+        if by_steps[n]["macro_f1"] < 0.7 * by_steps[n]["accuracy"]:  # one class takes most predictions
+            verdicts.append(f"- {r['name']}: at {n} steps the task model predicts mostly one class (macro-F1 "
+                            f"{by_steps[n]['macro_f1']:.3f} at accuracy {by_steps[n]['accuracy']:.3f}): it learnt "
+                            "little, so its steps say little")
         for half in sorted({n // 2, (n + 1) // 2} - {0, n}):  # both neighbours of L-k/2 when L-k is odd
             if half in by_steps:
                 delta = 100 * (by_steps[half]["accuracy"] - full)
