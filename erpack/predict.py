@@ -36,6 +36,7 @@ import numpy as np
 
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
+from erpack.depth.limits import check_graph_steps, graph_steps
 from erpack.depth.ort import ExitGraphs, is_exit_graphs, refuse_exit_options
 from erpack.errors import ExportError, InputError
 from erpack.export.metadata import per_token
@@ -70,6 +71,7 @@ class PredictOptions:
     shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
     early_exit: bool = True  # an exit-graph folder (erpack.depth.ort): False runs every layer
     exit_threshold: float | None = None  # an exit-graph folder: another threshold than the recorded one
+    steps: int | None = None  # an ODE-step graph's step count, checked against its metadata (erpack.depth.limits)
 
 
 @dataclass
@@ -104,13 +106,16 @@ class PredictResult:
     inference_seconds: float = 0.0
     waited_on_reader_seconds: float = 0.0
     metrics: dict | None = None  # with labels: documents and accuracy (or mse, pearson; a token task's per word)
+    steps: int | None = None  # an ODE-step graph: block evaluations per document (each line's "layers")
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        metrics = d.pop("metrics")
+        metrics, steps = d.pop("metrics"), d.pop("steps")
         d["documents_per_second"] = self.predicted / self.seconds if self.seconds else None
         if metrics is not None:
             d["metrics"] = metrics
+        if steps is not None:  # an ODE-step graph only: a plain graph's document keeps its fields
+            d["steps"] = steps
         return d
 
 
@@ -155,11 +160,12 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
     sess, info = open_upper(graph, opts.device, early_exit=opts.early_exit, exit_threshold=opts.exit_threshold)
+    steps = check_graph_steps(info, opts.steps, graph)
     label_rows = _label_rows(opts.labels, info)
     token = per_token(info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
-                           output=str(opts.output) if opts.output is not None else None)
+                           output=str(opts.output) if opts.output is not None else None, steps=steps)
     cache = _where(cache, opts.storage_options)
     with CacheReader(cache, shard_cache=opts.shard_cache) as reader:
         result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
@@ -452,6 +458,8 @@ def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict
             k = int(p.argmax())
             row["predicted"] = names[k] if k < len(names) else k
             row["probabilities"] = {str(names[j] if j < len(names) else j): round(float(v), 6) for j, v in enumerate(p)}
+        if graph_steps(info) is not None:
+            row["layers"] = graph_steps(info)
         if label_rows is not None and doc_id in label_rows:
             row["label"] = label_rows[doc_id].label
         out.append(row)

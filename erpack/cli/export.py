@@ -71,6 +71,9 @@ def add_parser(subparsers) -> None:
                    "fuses; default) or dynamo (torch.export)")
     p.add_argument("--allow-other-codec", action="store_true", help="accept a --calibration-cache whose codec "
                    "differs from the training cache's")
+    p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "
+                   "--shared-block`, or ALBERT): export its upper stack as S ODE steps, unrolled into the graph (one "
+                   "graph per S; `erpack predict --steps S` checks it)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     add_storage_options(p)
     p.set_defaults(run=run)
@@ -110,6 +113,8 @@ def run(args) -> int:
 
     transformers.logging.set_verbosity_error()
     if args.bundle is not None:
+        if args.steps is not None:
+            raise CLIError("--steps applies to one graph (-o NAME.onnx), not to --bundle")
         return run_bundle(args)
     if args.no_int8 or args.model:
         raise CLIError("--no-int8 and --model apply to --bundle")
@@ -117,7 +122,7 @@ def run(args) -> int:
                           quantize=args.quantize, calibration_cache=cache_where(args.calibration_cache, args),
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
                           calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
-                          overwrite=args.overwrite,
+                          overwrite=args.overwrite, ode_steps=args.steps,
                           progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
     par = s.parity
     print(f"exported     {s.output} ({s.part} stack of {s.model}, layer {s.layer}, {s.bytes / 1e6:.2f} MB, "

@@ -102,6 +102,8 @@ def add_parser(subparsers) -> None:
                    "export of a task model trained with --early-exit): run every upper layer for every document")
     p.add_argument("--exit-threshold", type=float, default=None, help="with an exit-graph folder: stop documents with "
                    "this threshold instead of the recorded one")
+    p.add_argument("--steps", type=int, default=None, help="an ODE-step graph (`erpack export --steps S`): the step count "
+                   "it must run, checked against its metadata (each prediction line gives it as `layers`)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
@@ -115,6 +117,8 @@ def run(args) -> int:
     elif args.ids_file is not None:
         ids = read_ids_file(args.ids_file)
     if not is_exit_graphs(args.graph) and (is_bundle(args.graph) or Path(args.graph).is_dir()):  # a bundle, or told why not
+        if args.steps is not None:
+            raise CLIError(f"--steps checks an ODE-step graph file (erpack export --steps S); {args.graph} is a folder")
         return run_bundle(args, ids)
     if args.text is not None or args.variant != "fp32":
         raise CLIError(f"--text and --variant need a bundle folder (erpack export --bundle); {args.graph} is not one")
@@ -137,13 +141,15 @@ def run(args) -> int:
                 lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
                 labels=args.labels, split=args.split, storage_options=storage_options(args),
                 shard_cache=args.shard_cache, early_exit=not args.no_early_exit,
-                exit_threshold=args.exit_threshold).as_dict()
+                exit_threshold=args.exit_threshold, steps=args.steps).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"
           + (f" via {t['lower']}, {t['added_to_cache']} added to the cache" if t["documents"] else "") + ")")
     print(f"provider     {s['provider']} (onnxruntime providers: {', '.join(s['providers'])}); inference "
           f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
+    if s.get("steps") is not None:
+        print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
     if "metrics" in s:
         m = s["metrics"]
         print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()

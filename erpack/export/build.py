@@ -165,7 +165,8 @@ def _step_count(part: str | None, variants: list) -> int:
 def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
                       allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto", overwrite: bool = False, progress=None) -> ExportSummary:
+                      int8_exclude: str = "auto", overwrite: bool = False, progress=None,
+                      ode_steps: int | None = None) -> ExportSummary:
     """Export, check and vary a task model (folder or TaskModel); returns an ExportSummary (see module doc).
 
     part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
@@ -175,7 +176,8 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     check, each variant, its measuring), named as each starts.
 
     Each file is written beside its place, checked, fsynced and renamed into it; an existing output
-    (or variant) is refused before any work unless overwrite.
+    (or variant) is refused before any work unless overwrite. `ode_steps`: a task model with a shared upper
+    block, exported as that many ODE steps unrolled (erpack.depth.ode; the metadata records "ode").
     """
     out = Path(output)
     _check_request(part, quantize, int8_exclude, calibration_cache, out)
@@ -188,6 +190,8 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     part = _part_for(tm, part, task_model)
     steps.total(_step_count(part, variants))
     info = _info(tm, task_model)
+    if ode_steps is not None:
+        _ode_steps(tm, part, ode_steps, info)
     reader = CacheReader(calibration_cache) if calibration_cache is not None else None
     try:
         steps.start(f"export the {part} stack and check it against PyTorch")
@@ -202,6 +206,16 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
         steps.close()
         if reader is not None:
             reader.close()
+
+
+def _ode_steps(tm, part: str, steps: int, info: dict) -> None:
+    """Make `tm.upper` the S-step ODE stack (one graph per S, unrolled: docs/results/ode-steps.md)."""
+    from erpack.depth.ode import graph_record, ode_upper
+
+    if part != "upper":
+        raise ExportError(f"--steps applies to the upper stack, not --part {part}")
+    tm.upper = ode_upper(tm, steps)
+    info["ode"] = graph_record(tm, tm.upper)
 
 
 def _export_upper_stack(tm, out: Path, info: dict, summary: ExportSummary, reader, steps, *, optimize: bool,
