@@ -147,3 +147,40 @@ def storage_figure(rows: list[dict]):
     ax.set_title(f"projected cache size for {d:,.0f} documents")
     ax.tick_params(axis="y", labelsize=7)
     return fig
+
+
+def depth_speed(points: list[dict], title: str, recycling: float | None) -> bytes | None:
+    """Accuracy against upper-stack speed, one curve per method (erpack.experiments.depth_plot's points):
+    measured speed solid with filled markers, each point's compute bound dashed with hollow markers of the
+    same colour; with `recycling` = L/(L-k), a top axis of the speed against the full L-layer encoder."""
+    if not points:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    styles = {"exit": ("tab:blue", "o", "early exit"), "ode": ("tab:green", "s", "ODE steps"),
+              "prune": ("tab:red", "D", "pruning")}
+    for method, (color, marker, name) in styles.items():
+        for f in dict.fromkeys(p["file"] for p in points if p["method"] == method):
+            pts = sorted((p for p in points if p["file"] == f), key=lambda p: p["ideal"])
+            tag = f"{name} ({Path(f).stem})"
+            ax.plot([p["ideal"] for p in pts], [p["accuracy"] for p in pts], linestyle="--", color=color,
+                    marker=marker, markerfacecolor="none", linewidth=1, label=f"{tag}: compute bound")
+            meas = [p for p in sorted(pts, key=lambda p: p["measured"] or 0) if p["measured"] is not None]
+            if meas:
+                ax.plot([p["measured"] for p in meas], [p["accuracy"] for p in meas], linestyle="-", color=color,
+                        marker=marker, label=f"{tag}: measured")
+            for p in pts:
+                x = p["measured"] if p["measured"] is not None else p["ideal"]
+                ax.annotate(p["point"], (x, p["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("upper-stack speed vs the same task model's full upper stack (x)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if recycling:
+        top = ax.secondary_xaxis("top", functions=(lambda x: x * recycling, lambda x: x / recycling))
+        top.set_xlabel(f"the same x L/(L-k): vs the full L-layer encoder (recycling bound {recycling:.2f} at 1)",
+                       fontsize=8)
+    ax.margins(x=0.25, y=0.1)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)

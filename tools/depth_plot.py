@@ -1,0 +1,119 @@
+"""Accuracy against upper-stack speed for early exit, ODE steps and pruning on one model and data set.
+
+    python tools/depth_plot.py --model minilm --layer 3 --data bbc            # docs/results/adaptive-depth.md + PNG
+    python tools/depth_plot.py --model minilm --layer 3 --data bbc --check    # exit 1 when the page is stale
+    python tools/depth_plot.py --import-pruning runs/depth-prune/results.jsonl --model minilm --data bbc --seed 0 \
+        --cache runs/depth-prune/cache-minilm-bbc --pruning-command 'python tools/prune_table.py ...'
+    python tools/depth_plot.py --sweep-exits WORK/m.exits-int8 --plain WORK/m.int8-dynamic.onnx --cache CACHE \
+        --labels LABELS --thresholds 0.01,0.03,0.1,0.2,0.4 --out docs/results/depth/exit-sweep-bbc-dact-s0.json
+
+The plot reads the JSON result files in --folder (docs/results/depth/): tools/exit_speed.py's onnx-DATA-*.json
+and --sweep-exits's exit-sweep-DATA-*.json (early exit at one or several thresholds, ONNX Runtime int8),
+tools/ode_steps.py's ode-MODEL-kK-DATA.json (accuracy per number of steps), and --import-pruning's
+prune-MODEL-kK-DATA.json (pruning levels; tools/prune_table.py's work folders are not committed, so the rows
+used are copied). It draws test accuracy against the upper stack's speed relative to the same task model's
+full upper stack (measured, and each point's compute bound), writes docs/results/depth/adaptive-depth-MODEL-kK-DATA.png
+and the page docs/results/adaptive-depth.md (the figure, every point, each with its command and machine).
+A method without a result file is named on the page as missing; no number is made up for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from erpack.errors import ErpackError
+from erpack.experiments.depth_plot import collect, page_text, pruning_record, sweep_exits
+from erpack.experiments.page import command_line, publish
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cache_model(cache) -> dict:
+    meta = json.loads((Path(cache) / "manifest.json").read_text())["meta"]
+    return {"encoder": meta["model"]["name"], "layer": meta["layer"], "num_layers": meta["model"]["num_layers"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm", help="encoder name as the caches record it (minilm, mpnet)")
+    p.add_argument("--layer", type=int, default=3, help="k, the cached layer")
+    p.add_argument("--data", default="bbc", help="data set name in the result files (bbc, rt)")
+    p.add_argument("--folder", default=str(ROOT / "docs/results/depth"), help="where the result JSON files are")
+    p.add_argument("--results", default=str(ROOT / "docs/results/adaptive-depth.md"), help="the page to write")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the page is out of date")
+    p.add_argument("--json", action="store_true", help="print the points and what is missing as JSON")
+    g = p.add_argument_group("copying pruning rows (--import-pruning)")
+    g.add_argument("--import-pruning", metavar="RESULTS_JSONL", help="prune_table's WORK/results.jsonl: write "
+                   "FOLDER/prune-MODEL-kK-DATA.json from its rows of --model, --data, --seed, and stop")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--pruning-command", help="the prune_table.py command that made the rows (recorded as is)")
+    g.add_argument("--cache", help="the cache the run used (its manifest gives L); with --sweep-exits, the test cache")
+    g = p.add_argument_group("early exit at several thresholds (--sweep-exits; needs erpack.depth)")
+    g.add_argument("--sweep-exits", metavar="EXIT_GRAPHS", help="an exported NAME.exits-int8 folder")
+    g.add_argument("--plain", help="the same task model's plain int8 graph (NAME.int8-dynamic.onnx)")
+    g.add_argument("--labels", help="label file with the test split")
+    g.add_argument("--thresholds", default="0.01,0.03,0.1,0.2,0.3,0.5")
+    g.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up (median)")
+    g.add_argument("--task-model", help="the task model folder (recorded in the file)")
+    g.add_argument("--out", help="the sweep's JSON file (docs/results/depth/exit-sweep-DATA-RULE-sSEED.json)")
+    args = p.parse_args(argv)
+    try:
+        if args.import_pruning:
+            from erpack.runtime.timing import describe_machine
+            from erpack.store.atomic import write_atomic
+
+            if not args.cache or not args.pruning_command:
+                p.error("--import-pruning needs --cache and --pruning-command")
+            ident = _cache_model(args.cache)
+            doc = pruning_record(Path(args.import_pruning), args.model, args.data, args.seed, ident["num_layers"],
+                                 args.pruning_command, describe_machine(1))
+            out = Path(args.folder) / f"prune-{args.model}-k{doc['layer']}-{args.data}.json"
+            write_atomic(out, (json.dumps(doc, indent=2) + "\n").encode())
+            print(f"wrote {out} ({len(doc['rows'])} rows)")
+            return 0
+        if args.sweep_exits:
+            from erpack.runtime.timing import describe_machine
+            from erpack.store.atomic import write_atomic
+
+            if not (args.plain and args.cache and args.labels and args.out):
+                p.error("--sweep-exits needs --plain, --cache, --labels and --out")
+            doc = sweep_exits(args.sweep_exits, args.plain, args.cache, args.labels,
+                              [float(t) for t in args.thresholds.split(",") if t], args.rounds)
+            doc = {"model": args.task_model, "cache": args.cache, **_cache_model(args.cache), **doc,
+                   "command": command_line(), "machine": describe_machine(1)}
+            write_atomic(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
+            print(json.dumps({k: (round(v["documents_per_second"], 1), round(v["accuracy"], 4), v["mean_layers"])
+                              for k, v in doc["paths"].items()}))
+            return 0
+        points, info = collect(Path(args.folder), args.model, args.layer, args.data)
+        png_name = f"adaptive-depth-{args.model}-k{args.layer}-{args.data}.png"
+        L = info["num_layers"]
+        png = None
+        if points and not args.check:
+            from erpack.report.plots import depth_speed
+            from erpack.store.atomic import write_atomic
+
+            png = depth_speed(points, f"{args.model}, k = {args.layer}, {args.data}: test accuracy against "
+                              "upper-stack speed", L / (L - args.layer) if L else None)
+            write_atomic(Path(args.folder) / png_name, png)
+        text = page_text(points, info, args.model, args.layer, args.data, png_name if points else None,
+                         "python tools/depth_plot.py " + " ".join(
+                             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--check"))
+        rc = publish(args.results, text, args.check, "python tools/depth_plot.py")
+        if args.json:
+            print(json.dumps({"points": points, **info}, default=str))
+        else:
+            print(f"{len(points)} points; missing: {', '.join(info['missing']) or 'none'}"
+                  + ("" if args.check else f"; wrote {args.results}"))
+        return rc
+    except ErpackError as e:
+        print(f"depth_plot: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
