@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from erpack.errors import ErpackError
-from erpack.experiments.depth_plot import collect, page_text, pruning_record, sweep_exits
+from erpack.experiments.depth_plot import collect, page_text, pruning_record
 from erpack.experiments.page import command_line, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,55 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cache_model(cache) -> dict:
     meta = json.loads((Path(cache) / "manifest.json").read_text())["meta"]
     return {"encoder": meta["model"]["name"], "layer": meta["layer"], "num_layers": meta["model"]["num_layers"]}
+
+
+def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rounds: int = 3) -> dict:
+    """Documents/s, accuracy and mean layers of exit graphs at several thresholds (ONNX Runtime, one thread),
+    against the plain graph in the same interleaved rounds; the format of tools/exit_speed.py's files.
+    Needs erpack.depth (the early-exit package), imported here so that the plot runs without it."""
+    import time
+
+    import numpy as np
+
+    from erpack.batching import length_batches
+    from erpack.depth.ort import ExitGraphs
+    from erpack.runtime.session import create_session
+    from erpack.store import CacheReader
+    from erpack.train.labels import read_labels
+
+    info = json.loads((Path(graphs) / "exits.json").read_text())
+    index = {n: i for i, n in enumerate(info["labels"])}
+    with CacheReader(cache) as reader:
+        test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
+        plan = length_batches([reader.info(e.id)["tokens"] for e in test], 32, 16384)
+        batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
+    y = np.array([index[e.label] for e in test])
+    runners = {"plain-int8": (create_session(plain_graph, "cpu", 1), None)}
+    for t in thresholds:
+        runners[f"exits-int8 threshold={t:g}"] = (ExitGraphs(graphs, "cpu", 1, threshold=t), t)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    result: dict[str, dict] = {}
+    for rep in range(rounds + 1):
+        for name, (sess, t) in runners.items():
+            pred = np.zeros(len(test), np.int64)
+            layers = np.full(len(test), info["layers"])
+            t0 = time.perf_counter()
+            for rows, (h, m) in batches:
+                outs = sess.run({"hidden_states": h, "attention_mask": m})
+                pred[rows] = outs[0].argmax(1)
+                if len(outs) > 1:
+                    layers[rows] = outs[1]
+            if rep:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(layers.mean()),
+                            "mean_layers_fraction": float(layers.mean() / info["layers"])}
+            if t is not None:
+                result[name]["threshold"] = t
+    base = len(test) / float(np.median(times["plain-int8"]))
+    for name in runners:
+        dps = len(test) / float(np.median(times[name]))
+        result[name].update(seconds=times[name], documents_per_second=dps, speed_vs_plain_int8=dps / base)
+    return {"documents": len(test), "rule": info["early_exit"], "threads": 1, "batch_size": 32, "paths": result}
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,8 @@
 
 Reads the result files of three methods (any of them may be missing; the page then says so):
 - early exit: `tools/exit_speed.py`'s `onnx-DATA-RULE-sSEED.json` (one threshold: the one chosen on
-  validation) and this module's `sweep_exits` (`exit-sweep-DATA-RULE-sSEED.json`, several thresholds, the same
-  format): every `exits-int8*` path is a point, `plain-int8` (the same task model's plain upper graph) is the
+  validation) and `tools/depth_plot.py --sweep-exits`'s `exit-sweep-DATA-RULE-sSEED.json` (several thresholds,
+  the same format): every `exits-int8*` path is a point, `plain-int8` (the same task model's plain upper graph) is the
   reference; measured speed = documents/s against `plain-int8` through ONNX Runtime int8, one thread;
 - ODE steps: `tools/ode_steps.py`'s `ode-MODEL-kK-DATA.json`: one point per number of steps S; the file holds
   accuracies, not speeds, so these points have only their compute bound;
@@ -22,6 +22,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+
+from erpack.errors import InputError
+from erpack.experiments.page import machine_line
 
 METHODS = {
     "exit": ("early exit", "onnx-{data}-*.json, exit-sweep-{data}-*.json", "tools/exit_speed.py, tools/depth_plot.py --sweep-exits"),
@@ -152,7 +155,10 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
         if not any(p["method"] == key for p in points):
             missing[key] = (f"no result file for {name} on {model} k = {layer}, {data} in {folder} "
                             f"(expected {pattern.format(model=model, layer=layer, data=data)}, written by {tool})")
-    if any(p["method"] == "exit" for p in points) and len({p["point"] for p in points if p["method"] == "exit"}) <= 2:
+    if any(p["file"].startswith("exit-sweep-") for p in points):
+        notes.append("early exit at several thresholds (exit-sweep-*.json): the thresholds are swept on the test "
+                     "split to draw the curve; the operating point chosen on validation is the onnx-*.json file's")
+    elif any(p["method"] == "exit" for p in points) and len({p["point"] for p in points if p["method"] == "exit"}) <= 2:
         notes.append("early exit: one threshold only (the one chosen on validation), so one point beside the plain graph")
     return points, {"num_layers": num_layers, "missing": missing, "notes": notes}
 
@@ -164,8 +170,6 @@ def _fmt(x, spec: str, none: str = "—") -> str:
 def page_text(points: list[dict], info: dict, model: str, layer: int, data: str, png: str | None,
               command: str) -> str:
     """The Markdown page: what is plotted, the figure, the table of points, each source's command and machine."""
-    from erpack.experiments.page import machine_line
-
     L = info.get("num_layers")
     bound = f"L/(L-k) = {L}/{L - layer} = {L / (L - layer):.2f}" if L else "L/(L-k) (L not recorded in any file)"
     lines = [f"# Adaptive depth: accuracy against upper-stack speed ({model}, k = {layer}, {data})", "",
@@ -216,8 +220,6 @@ def pruning_record(results_jsonl: Path, model: str, data: str, seed: int, num_la
     rows = [json.loads(line) for line in Path(results_jsonl).read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("model") == model and r.get("dataset") == data and r.get("seed") == seed]
     if not rows:
-        from erpack.errors import InputError
-
         raise InputError(f"{results_jsonl} holds no rows for model {model}, data set {data}, seed {seed}; "
                          "run tools/prune_table.py first (see its --help)")
     layer = rows[0]["layer"]
@@ -226,51 +228,3 @@ def pruning_record(results_jsonl: Path, model: str, data: str, seed: int, num_la
     return {"kind": "pruning", "model": model, "layer": layer, "num_layers": num_layers, "data": data, "seed": seed,
             "command": command, "machine": machine, "rows": sorted(rows, key=lambda r: r["level"])}
 
-
-def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rounds: int = 3) -> dict:
-    """Documents/s, accuracy and mean layers of exit graphs at several thresholds (ONNX Runtime, one thread),
-    against the plain graph in the same interleaved rounds; the format of tools/exit_speed.py's files.
-    Needs erpack.depth (the early-exit package)."""
-    import time
-
-    import numpy as np
-
-    from erpack.batching import length_batches
-    from erpack.depth.ort import ExitGraphs
-    from erpack.runtime.session import create_session
-    from erpack.store import CacheReader
-    from erpack.train.labels import read_labels
-
-    info = json.loads((Path(graphs) / "exits.json").read_text())
-    index = {n: i for i, n in enumerate(info["labels"])}
-    with CacheReader(cache) as reader:
-        test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
-        plan = length_batches([reader.info(e.id)["tokens"] for e in test], 32, 16384)
-        batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
-    y = np.array([index[e.label] for e in test])
-    runners = {"plain-int8": (create_session(plain_graph, "cpu", 1), None)}
-    for t in thresholds:
-        runners[f"exits-int8 threshold={t:g}"] = (ExitGraphs(graphs, "cpu", 1, threshold=t), t)
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    result: dict[str, dict] = {}
-    for rep in range(rounds + 1):
-        for name, (sess, t) in runners.items():
-            pred = np.zeros(len(test), np.int64)
-            layers = np.full(len(test), info["layers"])
-            t0 = time.perf_counter()
-            for rows, (h, m) in batches:
-                outs = sess.run({"hidden_states": h, "attention_mask": m})
-                pred[rows] = outs[0].argmax(1)
-                if len(outs) > 1:
-                    layers[rows] = outs[1]
-            if rep:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
-            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(layers.mean()),
-                            "mean_layers_fraction": float(layers.mean() / info["layers"])}
-            if t is not None:
-                result[name]["threshold"] = t
-    base = len(test) / float(np.median(times["plain-int8"]))
-    for name in runners:
-        dps = len(test) / float(np.median(times[name]))
-        result[name].update(seconds=times[name], documents_per_second=dps, speed_vs_plain_int8=dps / base)
-    return {"documents": len(test), "rule": info["early_exit"], "threads": 1, "batch_size": 32, "paths": result}
