@@ -64,7 +64,7 @@ def exit_points(doc: dict, path: Path) -> list[dict]:
     base_dps = plain.get("documents_per_second")
     rule = doc.get("rule") or {}
     src = _source(doc, path)
-    pts = [{"method": "exit", "point": "no exits (plain int8 graph)", "accuracy": plain["accuracy"],
+    pts = [{"method": "exit", "point": "no exits (plain int8 graph)", "short": "no exits", "accuracy": plain["accuracy"],
             "reference": plain["accuracy"], "mean_layers": full, "upper_layers": full, "ideal": 1.0,
             "measured": 1.0, "documents_per_second": base_dps, "measured_how": "ONNX Runtime int8, 1 thread",
             **src}]
@@ -74,6 +74,7 @@ def exit_points(doc: dict, path: Path) -> list[dict]:
         t = p.get("threshold", rule.get("threshold"))
         dps = p.get("documents_per_second")
         pts.append({"method": "exit", "point": f"{rule.get('rule', '?')} threshold {t:g}" if t is not None else name,
+                    "short": f"t={t:g}" if t is not None else name,
                     "accuracy": p["accuracy"], "reference": plain["accuracy"], "mean_layers": p["mean_layers"],
                     "upper_layers": full, "ideal": full / p["mean_layers"],
                     "measured": p.get("speed_vs_plain_int8") or (dps / base_dps if dps and base_dps else None),
@@ -88,6 +89,7 @@ def ode_points(doc: dict, path: Path) -> list[dict]:
     ref = next((r["accuracy"] for r in rows if r.get("steps") == full), None)
     src = _source(doc, path)
     return [{"method": "ode", "point": f"S = {r['steps']}" + (f" (beta {r['beta']:g})" if r.get("beta") is not None else ""),
+             "short": f"S={r['steps']}",
              "accuracy": r["accuracy"], "reference": ref, "mean_layers": r.get("mean_layers", r["steps"]),
              "upper_layers": full, "ideal": full / r.get("mean_layers", r["steps"]),
              "measured": r.get("speed_vs_full"), "documents_per_second": r.get("documents_per_second"),
@@ -102,6 +104,7 @@ def prune_points(doc: dict, path: Path) -> list[dict]:
         return []
     src = _source(doc, path)
     return [{"method": "prune", "point": "unpruned" if r["level"] == 0 else f"{r['level']:.0%} pruned",
+             "short": f"{r['level']:.0%}",
              "accuracy": r["test"]["accuracy"], "reference": base["test"]["accuracy"], "mean_layers": None,
              "upper_layers": doc.get("num_layers", 0) - doc.get("layer", 0) or None,
              "ideal": base["params"] / r["params"], "measured": base["latency_ms"] / r["latency_ms"],
@@ -157,7 +160,10 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
                             f"(expected {pattern.format(model=model, layer=layer, data=data)}, written by {tool})")
     if any(p["file"].startswith("exit-sweep-") for p in points):
         notes.append("early exit at several thresholds (exit-sweep-*.json): the thresholds are swept on the test "
-                     "split to draw the curve; the operating point chosen on validation is the onnx-*.json file's")
+                     "split to draw the curve; the operating point chosen on validation is the onnx-*.json file's. Its graphs "
+                     "are the task model's export as tools/exit_speed.py makes them (`erpack export TASK_MODEL -o "
+                     "WORK/m.onnx --quantize dynamic --calibration-cache CACHE`: WORK/m.exits-int8 and "
+                     "WORK/m.int8-dynamic.onnx); the task model is the file's `model`")
     elif any(p["method"] == "exit" for p in points) and len({p["point"] for p in points if p["method"] == "exit"}) <= 2:
         notes.append("early exit: one threshold only (the one chosen on validation), so one point beside the plain graph")
     return points, {"num_layers": num_layers, "missing": missing, "notes": notes}
@@ -225,6 +231,8 @@ def pruning_record(results_jsonl: Path, model: str, data: str, seed: int, num_la
     layer = rows[0]["layer"]
     for r in rows:
         r.pop("plan", None)
+    if machine is not None:  # the threads the rows were timed with, not this process's
+        machine = {**machine, "torch_threads": sorted({r.get("threads") for r in rows} - {None}) or None}
     return {"kind": "pruning", "model": model, "layer": layer, "num_layers": num_layers, "data": data, "seed": seed,
             "command": command, "machine": machine, "rows": sorted(rows, key=lambda r: r["level"])}
 
