@@ -153,10 +153,14 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
                 continue
             num_layers = num_layers or doc.get("num_layers")
             points += prune_points(doc, path)
+    try:  # the folder as the page names it: relative to where the tool runs (the repository), when inside it
+        shown = Path(folder).resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = folder
     missing = {}
     for key, (name, pattern, tool) in METHODS.items():
         if not any(p["method"] == key for p in points):
-            missing[key] = (f"no result file for {name} on {model} k = {layer}, {data} in {folder} "
+            missing[key] = (f"no result file for {name} on {model} k = {layer}, {data} in {shown}/ "
                             f"(expected {pattern.format(model=model, layer=layer, data=data)}, written by {tool})")
     if any(p["file"].startswith("exit-sweep-") for p in points):
         notes.append("early exit at several thresholds (exit-sweep-*.json): the thresholds are swept on the test "

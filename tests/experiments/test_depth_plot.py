@@ -118,3 +118,10 @@ def test_pruning_rows_of_another_data_set_are_refused(tmp_path):
 def test_help_teaches_the_three_uses():
     out = _tool("--help")
     assert out.returncode == 0 and "--import-pruning" in out.stdout and "--sweep-exits" in out.stdout
+
+
+def test_the_committed_page_matches_the_committed_result_files():
+    """docs/results/adaptive-depth.md is rendered from docs/results/depth/*.json: a new or changed result file
+    means `python tools/depth_plot.py` (MiniLM k = 3, BBC by default) must be run again."""
+    out = _tool("--check")
+    assert out.returncode == 0, out.stderr
