@@ -86,6 +86,15 @@ def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rou
     return {"documents": len(test), "rule": info["early_exit"], "threads": 1, "batch_size": 32, "paths": result}
 
 
+def _plot_command(args, parser) -> str:
+    """The command that renders this page, the same however it was typed (--check leaves it out)."""
+    cmd = f"python tools/depth_plot.py --model {args.model} --layer {args.layer} --data {args.data}"
+    for name in ("folder", "results"):
+        if getattr(args, name) != parser.get_default(name):
+            cmd += f" --{name} {getattr(args, name)}"
+    return cmd
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -151,8 +160,7 @@ def main(argv=None) -> int:
                               "upper-stack speed", L / (L - args.layer) if L else None)
             write_atomic(Path(args.folder) / png_name, png)
         text = page_text(points, info, args.model, args.layer, args.data, png_name if points else None,
-                         "python tools/depth_plot.py " + " ".join(
-                             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--check"))
+                         _plot_command(args, p))
         rc = publish(args.results, text, args.check, "python tools/depth_plot.py")
         if args.json:
             print(json.dumps({"points": points, **info}, default=str))
