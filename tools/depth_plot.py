@@ -6,10 +6,13 @@
         --cache runs/depth-prune/cache-minilm-bbc --pruning-command 'python tools/prune_table.py ...'
     python tools/depth_plot.py --sweep-exits WORK/m.exits-int8 --plain WORK/m.int8-dynamic.onnx --cache CACHE \
         --labels LABELS --thresholds 0.01,0.03,0.1,0.2,0.4 --out docs/results/depth/exit-sweep-bbc-dact-s0.json
+    python tools/depth_plot.py --time-ode TM --graphs 1=W/s1.int8-dynamic.onnx,2=...,3=... --cache CACHE \
+        --labels LABELS --name minilm-k3-bbc --out docs/results/depth/ode-speed-minilm-k3-bbc.json
 
 The plot reads the JSON result files in --folder (docs/results/depth/): tools/exit_speed.py's onnx-DATA-*.json
 and --sweep-exits's exit-sweep-DATA-*.json (early exit at one or several thresholds, ONNX Runtime int8),
-tools/ode_steps.py's ode-MODEL-kK-DATA.json (accuracy per number of steps), and --import-pruning's
+tools/ode_steps.py's ode-MODEL-kK-DATA.json (accuracy per number of steps; --time-ode's ode-speed-*.json adds
+ONNX Runtime int8 speeds), and --import-pruning's
 prune-MODEL-kK-DATA.json (pruning levels; tools/prune_table.py's work folders are not committed, so the rows
 used are copied). It draws test accuracy against the upper stack's speed relative to the same task model's
 full upper stack (measured, and each point's compute bound), writes docs/results/depth/adaptive-depth-MODEL-kK-DATA.png
@@ -36,54 +39,93 @@ def _cache_model(cache) -> dict:
     return {"encoder": meta["model"]["name"], "layer": meta["layer"], "num_layers": meta["model"]["num_layers"]}
 
 
-def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rounds: int = 3) -> dict:
-    """Documents/s, accuracy and mean layers of exit graphs at several thresholds (ONNX Runtime, one thread),
-    against the plain graph in the same interleaved rounds (speed_vs_plain_int8: the median over rounds of the
-    plain graph's seconds over the path's); the format of tools/exit_speed.py's files.
-    Needs erpack.depth (the early-exit package), imported here so that the plot runs without it."""
-    import time
-
+def _test_batches(cache, labels, label_names: list[str]):
+    """The test split's documents of `labels` found in `cache`: length-grouped batches of 32 and the label ids."""
     import numpy as np
 
     from erpack.batching import length_batches
-    from erpack.depth.ort import ExitGraphs
-    from erpack.runtime.session import create_session
     from erpack.store import CacheReader
     from erpack.train.labels import read_labels
 
-    info = json.loads((Path(graphs) / "exits.json").read_text())
-    index = {n: i for i, n in enumerate(info["labels"])}
+    index = {n: i for i, n in enumerate(label_names)}
     with CacheReader(cache) as reader:
         test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
         plan = length_batches([reader.info(e.id)["tokens"] for e in test], 32, 16384)
         batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
-    y = np.array([index[e.label] for e in test])
-    runners = {"plain-int8": (create_session(plain_graph, "cpu", 1), None)}
-    for t in thresholds:
-        runners[f"exits-int8 threshold={t:g}"] = (ExitGraphs(graphs, "cpu", 1, threshold=t), t)
+    return batches, np.array([index[e.label] for e in test])
+
+
+def _interleaved(runners: dict, batches, y, layers: dict, reference: str, rounds: int) -> dict:
+    """Run every session over the batches in turns, `rounds` timed rounds after a warm-up; per path accuracy,
+    mean layers (a second output gives them per document, else `layers[name]`), documents/s from the median,
+    and `speed`: the median over rounds of the reference's seconds over the path's (the load drifts)."""
+    import time
+
+    import numpy as np
+
     times: dict[str, list[float]] = {k: [] for k in runners}
     result: dict[str, dict] = {}
     for rep in range(rounds + 1):
-        for name, (sess, t) in runners.items():
-            pred = np.zeros(len(test), np.int64)
-            layers = np.full(len(test), info["layers"])
+        for name, sess in runners.items():
+            pred = np.zeros(len(y), np.int64)
+            used = np.full(len(y), layers[name], dtype=np.float64)
             t0 = time.perf_counter()
             for rows, (h, m) in batches:
                 outs = sess.run({"hidden_states": h, "attention_mask": m})
                 pred[rows] = outs[0].argmax(1)
                 if len(outs) > 1:
-                    layers[rows] = outs[1]
+                    used[rows] = outs[1]
             if rep:  # the first round warms up
                 times[name].append(time.perf_counter() - t0)
-            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(layers.mean()),
-                            "mean_layers_fraction": float(layers.mean() / info["layers"])}
-            if t is not None:
-                result[name]["threshold"] = t
-    for name in runners:  # against the plain graph round by round (the load of a shared machine drifts), median
-        ratio = float(np.median(np.array(times["plain-int8"]) / np.array(times[name])))
-        result[name].update(seconds=times[name], documents_per_second=len(test) / float(np.median(times[name])),
-                            speed_vs_plain_int8=ratio)
-    return {"documents": len(test), "rule": info["early_exit"], "threads": 1, "batch_size": 32, "paths": result}
+            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(used.mean())}
+    for name in runners:
+        result[name].update(seconds=times[name], documents_per_second=len(y) / float(np.median(times[name])),
+                            speed=float(np.median(np.array(times[reference]) / np.array(times[name]))))
+    return result
+
+
+def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rounds: int) -> dict:
+    """Documents/s, accuracy and mean layers of exit graphs at several thresholds (ONNX Runtime, one thread),
+    against the plain graph in the same interleaved rounds (speed_vs_plain_int8: the median over rounds of the
+    plain graph's seconds over the path's); the format of tools/exit_speed.py's files.
+    Needs erpack.depth (the early-exit package), imported here so that the plot runs without it."""
+    from erpack.depth.ort import ExitGraphs
+    from erpack.runtime.session import create_session
+
+    info = json.loads((Path(graphs) / "exits.json").read_text())
+    batches, y = _test_batches(cache, labels, info["labels"])
+    runners = {"plain-int8": create_session(plain_graph, "cpu", 1)}
+    runners |= {f"exits-int8 threshold={t:g}": ExitGraphs(graphs, "cpu", 1, threshold=t) for t in thresholds}
+    result = _interleaved(runners, batches, y, {k: info["layers"] for k in runners}, "plain-int8", rounds)
+    for name, t in zip(list(runners)[1:], thresholds):
+        result[name]["threshold"] = t
+    for r in result.values():
+        r["mean_layers_fraction"] = r["mean_layers"] / info["layers"]
+        r["speed_vs_plain_int8"] = r.pop("speed")
+    return {"documents": len(y), "rule": info["early_exit"], "threads": 1, "batch_size": 32, "paths": result}
+
+
+def time_ode(task_model, graphs: dict[int, str], cache, labels, rounds: int) -> dict:
+    """ONNX Runtime int8 documents/s and accuracy of one ODE-step task model exported at several S
+    (`erpack export TM -o sS.onnx --steps S --quantize dynamic`), against S = L-k (the stack as trained) in the
+    same interleaved rounds: rows in the format of tools/ode_steps.py's files, with the measured speed."""
+    from erpack.runtime.session import create_session
+
+    rec = json.loads((Path(task_model) / "erpack_task.json").read_text())
+    full = rec["ode"]["steps_trained"]
+    if full not in graphs:
+        raise SystemExit(f"time-ode: the graph of S = {full} (the stack as trained) is the reference; give it")
+    batches, y = _test_batches(cache, labels, rec["labels"])
+    runners = {f"S={s}": create_session(g, "cpu", 1) for s, g in sorted(graphs.items())}
+    result = _interleaved(runners, batches, y, {f"S={s}": s for s in graphs}, f"S={full}", rounds)
+    rows = [{"steps": s, "beta": rec["ode"].get("betas", {}).get(str(s)), "mean_layers": float(s),
+             "accuracy": result[f"S={s}"]["accuracy"], "documents": len(y),
+             "documents_per_second": result[f"S={s}"]["documents_per_second"],
+             "speed_vs_full": result[f"S={s}"]["speed"], "seconds": result[f"S={s}"]["seconds"],
+             "measured_how": "ONNX Runtime int8 (dynamic), 1 thread"} for s in sorted(graphs)]
+    m = rec["cache"]["model"]
+    return {"model": m["name"], "layer": rec["layer"], "steps_trained": full, "task_model": str(task_model),
+            "threads": 1, "batch_size": 32, "rows": rows}
 
 
 def _plot_command(args, parser) -> str:
@@ -119,6 +161,12 @@ def main(argv=None) -> int:
     g.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up (median)")
     g.add_argument("--task-model", help="the task model folder (recorded in the file)")
     g.add_argument("--out", help="the sweep's JSON file (docs/results/depth/exit-sweep-DATA-RULE-sSEED.json)")
+    g = p.add_argument_group("ODE steps through ONNX Runtime (--time-ode; needs erpack.depth)")
+    g.add_argument("--time-ode", metavar="TASK_MODEL", help="a task model with a shared upper block; with --graphs "
+                   "S=PATH,... (its int8 exports, `erpack export TM -o sS.onnx --steps S --quantize dynamic`), "
+                   "--cache, --labels and --out (docs/results/depth/ode-speed-MODEL-kK-DATA.json)")
+    g.add_argument("--graphs", help="S=PATH,S=PATH,...: the int8 graph of each number of steps")
+    g.add_argument("--name", help="the run's name in the file, MODEL-kK-DATA (how the plot finds its data set)")
     args = p.parse_args(argv)
     try:
         if args.import_pruning:
@@ -147,6 +195,19 @@ def main(argv=None) -> int:
             write_atomic(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
             print(json.dumps({k: (round(v["documents_per_second"], 1), round(v["accuracy"], 4), v["mean_layers"])
                               for k, v in doc["paths"].items()}))
+            return 0
+        if args.time_ode:
+            from erpack.runtime.timing import describe_machine
+            from erpack.store.atomic import write_atomic
+
+            if not (args.graphs and args.cache and args.labels and args.out and args.name):
+                p.error("--time-ode needs --graphs, --cache, --labels, --name and --out")
+            graphs = {int(k): v for k, v in (x.split("=", 1) for x in args.graphs.split(","))}
+            doc = time_ode(args.time_ode, graphs, args.cache, args.labels, args.rounds)
+            doc = {"name": args.name, **doc, "command": command_line(), "machine": describe_machine(1)}
+            write_atomic(Path(args.out), (json.dumps(doc, indent=2) + "\n").encode())
+            print(json.dumps([(r["steps"], round(r["documents_per_second"], 1), round(r["accuracy"], 4),
+                               round(r["speed_vs_full"], 2)) for r in doc["rows"]]))
             return 0
         points, info = collect(Path(args.folder), args.model, args.layer, args.data)
         png_name = f"adaptive-depth-{args.model}-k{args.layer}-{args.data}.png"
