@@ -190,11 +190,12 @@ def page_text(points: list[dict], info: dict, model: str, layer: int, data: str,
              "(L-k)/mean layers for early exit and ODE steps, upper-stack parameters over the level's for pruning. "
              "y: test accuracy. Against the full L-layer encoder every upper-stack speed is multiplied by "
              f"recycling's bound {bound} (the top axis).", "",
-             "Measured speeds are not comparable across methods measured on different runtimes: early exit is timed "
-             "through ONNX Runtime int8 (documents/s against the plain int8 graph), pruning through PyTorch fp32 "
-             "(latency of one batch); each against its own reference in the same interleaved rounds, on a shared "
-             "2-core machine. Task models of different methods were trained separately (their own reference "
-             "accuracy is given per point).", ""]
+             "Measured speeds are comparable only between points measured the same way (the table's *measured how*): "
+             "early exit and ODE steps are timed through ONNX Runtime int8 (documents/s of the test split against "
+             "the same task model's full int8 stack), pruning through PyTorch fp32 (latency of one batch against "
+             "the unpruned stack); each against its own reference in the same interleaved rounds, on a shared "
+             "2-core machine. Task models of different methods were trained separately (each point's Δ is against "
+             "its own task model's full stack).", ""]
     missing = info.get("missing") or {}
     if missing:
         lines += ["## Missing", ""] + [f"- **{METHODS[k][0]}**: {why}" for k, why in missing.items()] + [""]
