@@ -122,7 +122,8 @@ def time_ode(task_model, graphs: dict[int, str], cache, labels, rounds: int) -> 
              "accuracy": result[f"S={s}"]["accuracy"], "documents": len(y),
              "documents_per_second": result[f"S={s}"]["documents_per_second"],
              "speed_vs_full": result[f"S={s}"]["speed"], "seconds": result[f"S={s}"]["seconds"],
-             "measured_how": "ONNX Runtime int8 (dynamic), 1 thread"} for s in sorted(graphs)]
+             "measured_how": "ONNX Runtime int8 (dynamic), 1 thread", "graph": str(graphs[s]),
+             "graph_bytes": Path(graphs[s]).stat().st_size} for s in sorted(graphs)]
     m = rec["cache"]["model"]
     return {"model": m["name"], "layer": rec["layer"], "steps_trained": full, "task_model": str(task_model),
             "threads": 1, "batch_size": 32, "rows": rows}

@@ -94,6 +94,7 @@ def ode_points(doc: dict, path: Path) -> list[dict]:
              "upper_layers": full, "ideal": full / r.get("mean_layers", r["steps"]),
              "measured": r.get("speed_vs_full"), "documents_per_second": r.get("documents_per_second"),
              "measured_how": r.get("measured_how") if r.get("speed_vs_full") else "not measured (accuracy run)",
+             "graph_bytes": r.get("graph_bytes"),
              **src} for r in rows if r.get("accuracy") is not None and r.get("steps")]
 
 
@@ -153,6 +154,12 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
                 continue
             num_layers = num_layers or doc.get("num_layers")
             points += prune_points(doc, path)
+    for p in points:
+        if p["measured"] is not None and p["measured"] > 1.2 * p["ideal"]:
+            size = "" if not p.get("graph_bytes") else " (graph sizes in that file: " + ", ".join(
+                f"{q['short']} {q['graph_bytes'] / 1e6:.2f} MB" for q in points if q["file"] == p["file"] and q.get("graph_bytes")) + ")"
+            notes.append(f"{p['file']}, {p['point']}: measured {p['measured']:.2f}x, above its compute bound "
+                         f"{p['ideal']:.2f}x: the graphs compared differ in more than the layers they run{size}")
     try:  # the folder as the page names it: relative to where the tool runs (the repository), when inside it
         shown = Path(folder).resolve().relative_to(Path.cwd())
     except ValueError:

@@ -32,6 +32,8 @@ def _exit_file(folder: Path) -> None:
 def _ode_file(folder: Path) -> None:
     rows = [{"steps": s, "beta": 3 / s, "mean_layers": float(s), "accuracy": a, "seconds": None}
             for s, a in ((1, 0.70), (2, 0.86), (3, 0.88))]
+    for r, speed, size in ((rows[0], 4.0, 2_000_000), (rows[2], 1.0, 8_000_000)):  # S = 2 not timed
+        r.update(speed_vs_full=speed, graph_bytes=size, measured_how="ONNX Runtime int8 (dynamic), 1 thread")
     doc = {"name": "m-k3-tiny", "model": "m", "layer": 3, "steps_trained": 3, "rows": rows,
            "command": "python tools/ode_steps.py --name m-k3-tiny", "machine": {"cpu": "test CPU", "usable_cores": 2}}
     (folder / "ode-m-k3-tiny.json").write_text(json.dumps(doc))
@@ -72,8 +74,12 @@ def test_the_page_names_a_missing_method_and_tables_every_point(tmp_path):
     assert "| early exit | dact threshold 0.03 | 0.8900 | -1.00 | 1.50 of 3 | 2.00 | 1.80 | 90.0 |" in text
     assert "| early exit | no exits (plain int8 graph) | 0.9000 | +0.00 | 3.00 of 3 | 1.00 | 1.00 | 50.0 |" in text
     assert "every-layer" not in text and "fp32 graph" not in text
-    # ODE steps carry no speed: the bound only, and "—" where nothing was measured
-    assert "| ODE steps | S = 1 (beta 3) | 0.7000 | -18.00 | 1.00 of 3 | 3.00 | — | — | not measured" in text
+    # an ODE step count without a speed has its bound only, and "—" where nothing was measured
+    assert "| ODE steps | S = 2 (beta 1.5) | 0.8600 | -2.00 | 2.00 of 3 | 1.50 | — | — | not measured" in text
+    assert "| ODE steps | S = 1 (beta 3) | 0.7000 | -18.00 | 1.00 of 3 | 3.00 | 4.00 | — | ONNX Runtime int8" in text
+    # faster than the bound: said, with the graphs' sizes
+    assert ("ode-m-k3-tiny.json, S = 1 (beta 3): measured 4.00x, above its compute bound 3.00x: the graphs compared "
+            "differ in more than the layers they run (graph sizes in that file: S=1 2.00 MB, S=3 8.00 MB)") in text
     assert "L/(L-k) = 6/3 = 2.00" in text
     assert "records no encoder" in text  # the exit file's task model folder is not readable here
     assert "`python tools/ode_steps.py --name m-k3-tiny`; test CPU, 2 usable cores" in text
