@@ -190,6 +190,8 @@ def depth_speed(points: list[dict], title: str, recycling: float | None) -> byte
         ax.margins(x=0.15, y=0.1)
         if lo is not None:
             ax.set_ylim(lo, best + 0.006)
+            xs = [x for p in points if p["accuracy"] >= lo for x in (p["ideal"], p["measured"]) if x is not None]
+            ax.set_xlim(min(0.9, min(xs) - 0.1), max(xs) * 1.1 + 0.1)
             ax.set_title("zoom: within 3 accuracy points of the best", fontsize=9)
         else:
             ax.set_ylabel("test accuracy")
