@@ -34,6 +34,7 @@ import numpy as np
 from erpack.assets import resolve_model
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
+from erpack.depth.ort import ExitGraphs, is_exit_graphs, refuse_exit_options
 from erpack.errors import ExportError, InputError
 from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
@@ -64,6 +65,8 @@ class PredictOptions:
     split: str | None = None  # with labels and no ids: the documents of this split
     storage_options: dict | None = None  # fsspec options for a cache or output given as a URL
     shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
+    early_exit: bool = True  # an exit-graph folder (erpack.depth.ort): False runs every layer
+    exit_threshold: float | None = None  # an exit-graph folder: another threshold than the recorded one
 
 
 @dataclass
@@ -148,7 +151,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     """
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
-    sess, info = open_upper(graph, opts.device)
+    sess, info = open_upper(graph, opts.device, early_exit=opts.early_exit, exit_threshold=opts.exit_threshold)
     label_rows = _label_rows(opts.labels, info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
@@ -181,12 +184,18 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     return result
 
 
-def open_upper(graph, device: str, threads: int | None = None):
+def open_upper(graph, device: str, threads: int | None = None, early_exit: bool = True,
+               exit_threshold: float | None = None):
     """(session, metadata) of an upper-stack graph; another part is refused. threads: onnxruntime's
-    intra-op threads (default: its own choice)."""
+    intra-op threads (default: its own choice). An exit-graph folder (erpack.depth.ort) gives an ExitGraphs,
+    whose run() also returns the layers each document ran; an exit option with a plain graph is refused."""
     from erpack.export.metadata import read_metadata
     from erpack.export.session import create_session
 
+    if is_exit_graphs(graph):
+        graphs = ExitGraphs(graph, device, threads, exit_threshold, early_exit)
+        return graphs, graphs.info
+    refuse_exit_options(graph, exit_threshold)
     sess = create_session(graph, device, threads)
     info = read_metadata(sess.session)
     if info.get("part") != "upper":
@@ -250,9 +259,9 @@ def _run_cached(sess, reader, ids: list[str], opts: PredictOptions, bar, result:
     logits = {}
     for rows, (hidden, mask) in source:
         t0 = time.perf_counter()
-        out = sess.run({"hidden_states": hidden, "attention_mask": mask})[0]
+        outs = sess.run({"hidden_states": hidden, "attention_mask": mask})
         result.inference_seconds += time.perf_counter() - t0
-        logits.update((ids[i], out[r]) for r, i in enumerate(rows))
+        logits.update((ids[i], _row(outs, r)) for r, i in enumerate(rows))
         if bar:
             bar.update(len(rows))
     result.waited_on_reader_seconds = source.wait_seconds
@@ -264,11 +273,16 @@ def _run_arrays(sess, docs: list, hidden: list[np.ndarray], opts: PredictOptions
     logits = {}
     for rows in length_batches([h.shape[0] for h in hidden], opts.batch_size, opts.max_tokens):
         batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
-        out = sess.run({"hidden_states": batch, "attention_mask": mask})[0]
-        logits.update((docs[i].id, out[r]) for r, i in enumerate(rows))
+        outs = sess.run({"hidden_states": batch, "attention_mask": mask})
+        logits.update((docs[i].id, _row(outs, r)) for r, i in enumerate(rows))
         if bar:
             bar.update(len(rows))
     return logits
+
+
+def _row(outs: list, r: int):
+    """Row r of a graph's outputs: its logits, or (logits, layers) from exit graphs (erpack.depth.ort)."""
+    return (outs[0][r], int(outs[1][r])) if len(outs) > 1 else outs[0][r]
 
 
 @dataclass
@@ -369,7 +383,10 @@ def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict
             out.append({"id": doc_id, "error": MISSING})
             continue
         row = {"id": doc_id, "source": "text" if doc_id in text_docs else "cache"}
-        z = logits[doc_id].astype(np.float64)
+        z = logits[doc_id]
+        if isinstance(z, tuple):  # exit graphs: the upper layers the document ran
+            z, row["layers"] = z
+        z = z.astype(np.float64)
         if info.get("task") == "regression":
             row["score"] = float(z[0])
         else:

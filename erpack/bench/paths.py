@@ -11,6 +11,8 @@ and `run(batch_ids) -> predicted class ids`, which charges its seconds to the se
     erpack-onnx-fp32    the same, upper stack as ONNX fp32
     erpack-onnx-int8    the same, upper stack as ONNX int8 (dynamic)
     erpack-pruned-int8  the same, pruned upper stack as ONNX int8
+    erpack-exit-int8    the same, a task model with exits as per-layer ONNX int8 graphs: documents stop early
+                        and leave the batch (erpack.depth.ort)
 
 ONNX graphs are written once into the work folder (`Workload.graph`) and shared by every codec.
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from erpack.batching import mask_from_lengths
+from erpack.depth.ort import ExitGraphs, is_exit_graphs
 from erpack.errors import ErpackError
 from erpack.runtime.lower import wants_token_types
 from erpack.runtime.timing import Stopwatch, evict
@@ -351,6 +354,56 @@ class ErpackPrunedInt8(ErpackOnnx):
         from erpack.models import split_model
 
         return split_model(self.pruned_model, self.work.layer)[1], "upper-pruned", self.pruned_model
+
+
+class ErpackExitInt8(CachePath):
+    """A task model trained with --early-exit, as per-layer int8 graphs with their exits (erpack.depth.onnx),
+    run with batch compaction (erpack.depth.ort). Its own weights (not the workload's model): give the task
+    model with --exit-model, or a --task-model that has exits."""
+
+    name = "erpack-exit-int8"
+    kind = "onnx"
+
+    def __init__(self, work: Workload, cache, exit_model: str):
+        super().__init__(work, cache)
+        self.exit_model = exit_model
+        self.layers: list[np.ndarray] = []
+
+    def prepare_compute(self) -> None:
+        from erpack.depth.onnx import export_exit_graphs
+        from erpack.train import TaskModel
+
+        tm = TaskModel.load(self.exit_model)
+        if tm.layer != self.work.layer:
+            raise ErpackError(f"exit model {self.exit_model} runs from layer {tm.layer}; the benchmark runs layer "
+                              f"{self.work.layer}")
+        folder = self.work.work / "graphs" / f"exits-int8-{tm.info['checksum'][:12]}"
+        if not is_exit_graphs(folder):
+            export_exit_graphs(tm, folder, int8=True, overwrite=True, source=self.exit_model)
+        self.graphs = ExitGraphs(folder, "cuda" if self.work.device.startswith("cuda") else "cpu", self.work.threads)
+        rule = self.graphs.rule
+        self.notes += self.graphs.notes + [f"exit rule {rule.name} threshold {rule.threshold:g} from "
+                                           f"{self.exit_model}; int8 dynamic, 7-bit weights, per-layer graphs"]
+        self.graph_bytes = sum((folder / n).stat().st_size for n in self.graphs.info["files"])
+
+    def begin_run(self, cold: bool = False) -> None:
+        super().begin_run(cold)
+        self.layers = []
+
+    def run(self, batch_ids):
+        hidden, mask = self.decode_batch(batch_ids)
+        with self.watch("compute"):
+            logits, layers = self.graphs.run({"hidden_states": hidden, "attention_mask": mask})
+        self.layers.append(layers)
+        return logits.argmax(-1)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if self.layers:
+            used = np.concatenate(self.layers)
+            d["mean_layers"] = float(used.mean())
+            d["mean_layers_fraction"] = float(used.mean() / self.graphs.layers)
+        return d
 
 
 def prune_by_importance(model, layer: int, batches, heads: float, ffn: float):

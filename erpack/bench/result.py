@@ -77,4 +77,7 @@ def path_result(p, runs, preds, n_docs, tokens, L, k, y, reference) -> dict:
         out["evicted"] = p.evicted
     if hasattr(p, "graph_bytes"):
         out["graph_bytes"] = p.graph_bytes
+    for key in ("mean_layers", "mean_layers_fraction"):  # erpack-exit-int8: upper layers run per document
+        if key in d:
+            out[key] = d[key]
     return out

@@ -28,6 +28,7 @@ from erpack.bench.card import scored_documents
 from erpack.bench.documents import BenchDocuments, read_documents
 from erpack.bench.pathnames import PATHS
 from erpack.bench.paths import (
+    ErpackExitInt8,
     ErpackOnnx,
     ErpackPrunedInt8,
     ErpackTorch,
@@ -45,6 +46,7 @@ from erpack.runtime.device import resolve_device
 from erpack.runtime.progress import Steps
 from erpack.runtime.timing import describe_machine
 from erpack.store.location import is_url, open_location
+from erpack.train.taskfolder import read_task_file
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BenchConfig:
     caches: list[str] = field(default_factory=list)
     task_model: str | None = None
     pruned_model: str | None = None
+    exit_model: str | None = None  # a task model with exits for erpack-exit-int8 (default: --task-model if it has them)
     prune: tuple[float, float] | None = None  # (heads, ffn) fractions: prune here by importance
     full_onnx_int8: str | None = None  # a full-model int8 graph made elsewhere (optimum)
     paths: list[str] = field(default_factory=lambda: list(PATHS))
@@ -147,9 +150,27 @@ def make_paths(cfg: BenchConfig, work: Workload, caches: list[dict], pruned, not
             paths.append(ErpackOnnx(work, where, int8=True))
         if "erpack-pruned-int8" in cfg.paths and pruned is not None:
             paths.append(ErpackPrunedInt8(work, where, pruned))
+        if "erpack-exit-int8" in cfg.paths and exit_model(cfg, notes) is not None:
+            paths.append(ErpackExitInt8(work, where, exit_model(cfg, notes)))
     if not caches and any(p.startswith("erpack") for p in cfg.paths):
         notes.append("erpack paths skipped: no cache given (--cache) and no codec asked for (--codec)")
     return paths
+
+
+def exit_model(cfg: BenchConfig, notes: list[str]) -> str | None:
+    """The task model with exits erpack-exit-int8 runs (--exit-model, else --task-model when it has exits),
+    or None with a note saying why the path is skipped."""
+    for folder in (cfg.exit_model, cfg.task_model):
+        if folder and isinstance(read_task_file(folder).get("early_exit"), dict):
+            return folder
+        if folder and folder == cfg.exit_model:
+            raise InputError(f"--exit-model {folder} has no exits; train it with erpack train ... --early-exit "
+                             f"dact|patience|entropy")
+    note = ("erpack-exit-int8 skipped: give --exit-model (a task model trained with --early-exit), or a --task-model "
+            "that has exits")
+    if note not in notes:
+        notes.append(note)
+    return None
 
 
 def pruned_model(cfg: BenchConfig, work: Workload, caches: list[dict], reference: dict, notes: list[str]):

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
             "Run the same documents through each inference path in one process and time it end to end, "
             "documents to predictions: the full model in PyTorch and as ONNX int8, and erpack's paths (the "
             "cache read from disk, decompressed, dequantized, padded, the upper stack in PyTorch, ONNX fp32, "
-            "ONNX int8, pruned ONNX int8) for each cache. Caches for each --codec are encoded into --work the "
+            "ONNX int8, pruned ONNX int8, early-exit ONNX int8) for each cache. Caches for each --codec are encoded into --work the "
             "first time. Passes are interleaved across paths and summarized by medians; the table gives "
             "documents/s, tokens/s, speedup against the full PyTorch model and the full int8 ONNX graph, and against "
             "the full model in the same runtime beside the compute bound L/(L-k) that comparison has, "
@@ -38,6 +38,8 @@ def add_parser(subparsers) -> None:
                    help="an existing cache (folder or URL) holding the corpus's documents (repeatable)")
     p.add_argument("--task-model", metavar="DIR", help="a trained task model (erpack train): gives accuracy")
     p.add_argument("--pruned-model", metavar="DIR", help="a pruned task model (erpack prune) for erpack-pruned-int8")
+    p.add_argument("--exit-model", metavar="DIR", help="a task model trained with --early-exit for erpack-exit-int8 "
+                   "(default: --task-model when it has exits)")
     p.add_argument("--prune", metavar="HEADS,FFN",
                    help="prune here (no recovery) with these fractions, e.g. 0.4,0.5, for erpack-pruned-int8")
     p.add_argument("--full-onnx-int8", metavar="FILE",
@@ -83,6 +85,7 @@ def run(args) -> int:
         cache_where(cache, args)
     cfg = BenchConfig(corpus=args.corpus, model=args.model, layer=args.layer, codecs=args.codec, caches=args.cache,
                       task_model=args.task_model, pruned_model=args.pruned_model, prune=prune,
+                      exit_model=args.exit_model,
                       full_onnx_int8=args.full_onnx_int8, paths=[p for p in args.paths.split(",") if p],
                       limit=args.limit, split=args.split, batch_size=args.batch_size, max_tokens=args.max_tokens,
                       repeats=args.repeats, warmup=args.warmup, cold=args.cold, threads=args.threads, work=args.work,

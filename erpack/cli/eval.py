@@ -30,12 +30,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", choices=["train", "validation", "test"], default="test", help="split to score (default: test)")
     p.add_argument("--predictions", default=None, help="write one JSON line per document: id, label, predicted, "
                    "probabilities (classification), id, label, score (regression), or id, words, labels, predicted "
-                   "(a label per word: token tasks)")
+                   "(a label per word: token tasks); and layers, the upper layers it ran")
     p.add_argument("--skip-missing", action="store_true", help="score the labelled documents the cache holds instead "
                    "of stopping at the first it lacks")
     p.add_argument("--batch-size", type=int, default=64, help="documents per batch (default: 64)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (CUDA when present; default)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line")
+    p.add_argument("--no-early-exit", action="store_true", help="a task model with exits (train --early-exit): run "
+                   "every upper layer for every document, to compare with the exits (mean_layers is then L-k)")
+    p.add_argument("--exit-threshold", type=float, default=None, help="a task model with exits: stop documents with "
+                   "this threshold instead of the one chosen on validation (dact 0..1, patience 1..L-k, entropy "
+                   "0..ln C)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line "
+                   "(metrics; mean_layers: upper layers run per document, mean_layers_fraction: of L-k)")
     add_storage_options(p)
     add_shard_cache(p)
     p.set_defaults(run=run)
@@ -51,7 +57,8 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()
     r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
-                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache)
+                 progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache,
+                 early_exit=not args.no_early_exit, exit_threshold=args.exit_threshold)
     m = r.metrics
     print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))
@@ -61,6 +68,9 @@ def run(args) -> int:
         print("\n".join(token_metric_lines(m)))
     else:
         print(f"accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    if r.early_exit:
+        print(f"early exit {r.early_exit['rule']} threshold {r.early_exit['threshold']:g}: {r.mean_layers:.2f} upper "
+              f"layers a document ({100 * r.mean_layers_fraction:.0f}% of {round(r.mean_layers / r.mean_layers_fraction)})")
     for note in r.notes:
         print(f"note: {note}")
     if r.predictions:

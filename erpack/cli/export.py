@@ -128,11 +128,35 @@ def run(args) -> int:
             fused = ", ".join(f"{op} {n}" for op, n in sorted(v.details["fused"].items())) or "nothing"
             print(f"             fused: {fused}" + ("" if v.details["attention_fused"] else " (attention not fused)"))
             print(f"             parity {v.parity['max_diff']:.2e}: pass")
+    exits = _export_exits(args, s)
     for note in s.notes:
         print(f"note: {note}")
     if args.json:
-        print(json.dumps(s.as_dict()))
+        print(json.dumps(dict(s.as_dict(), exit_graphs=exits)))
     return 0
+
+
+def _export_exits(args, s) -> list[str]:
+    """A task model trained with --early-exit: its per-layer graphs with their exits, beside the output
+    (NAME.exits/, and NAME.exits-int8/ with --quantize dynamic): erpack.depth.onnx."""
+    from erpack.train import TaskModel
+
+    if s.part != "upper":
+        return []
+    tm = TaskModel.load(args.task_model)
+    if not isinstance(tm.info.get("early_exit"), dict):
+        return []
+    from erpack.depth.onnx import exits_folder_for, export_exit_graphs
+
+    written = []
+    for int8 in (False, True) if args.quantize == "dynamic" else (False,):
+        folder = exits_folder_for(s.output, int8)
+        record = export_exit_graphs(tm, folder, int8=int8, overwrite=args.overwrite, source=args.task_model)
+        print(f"exit graphs  {folder} ({record['layers']} per-layer graphs, {record['variant']}, rule "
+              f"{record['early_exit']['rule']} threshold {record['early_exit']['threshold']:g}): erpack predict "
+              f"{folder} CACHE")
+        written.append(str(folder))
+    return written
 
 
 def run_bundle(args) -> int:

@@ -12,6 +12,7 @@ from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
 from erpack.cluster.score import score_on_ray
 from erpack.deploy.bundle import VARIANTS, is_bundle
 from erpack.deploy.runtime import predict_bundle
+from erpack.depth.ort import is_exit_graphs
 from erpack.predict import predict, read_ids_file
 
 
@@ -41,8 +42,9 @@ def add_parser(subparsers) -> None:
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
     )
-    p.add_argument("graph", help="bundle folder (erpack export --bundle), or upper-stack .onnx file written by "
-                   "`erpack export`")
+    p.add_argument("graph", help="bundle folder (erpack export --bundle), upper-stack .onnx file written by "
+                   "`erpack export`, or the exit-graph folder it writes beside it for a task model with exits "
+                   "(NAME.exits, NAME.exits-int8: documents stop early; each output line gives `layers`)")
     p.add_argument("cache", nargs="?", default=None, help="cache folder or URL (s3://bucket/prefix, ...) written by "
                    "`erpack encode`; required with a graph, optional with a bundle")
     p.add_argument("ids", nargs="?", default=None, help="`all` (default): every cached document, or with "
@@ -88,6 +90,10 @@ def add_parser(subparsers) -> None:
     ray.add_argument("--part-docs", type=int, default=1000, help="documents per part (default: 1000)")
     add_storage_options(p)
     add_shard_cache(p)
+    p.add_argument("--no-early-exit", action="store_true", help="with an exit-graph folder (NAME.exits from erpack "
+                   "export of a task model trained with --early-exit): run every upper layer for every document")
+    p.add_argument("--exit-threshold", type=float, default=None, help="with an exit-graph folder: stop documents with "
+                   "this threshold instead of the recorded one")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
@@ -100,7 +106,7 @@ def run(args) -> int:
         ids = [i.strip() for i in args.id_list.split(",") if i.strip()]
     elif args.ids_file is not None:
         ids = read_ids_file(args.ids_file)
-    if is_bundle(args.graph) or Path(args.graph).is_dir():  # a folder is a bundle, or is told why it is not
+    if not is_exit_graphs(args.graph) and (is_bundle(args.graph) or Path(args.graph).is_dir()):  # a bundle, or told why not
         return run_bundle(args, ids)
     if args.text is not None or args.variant != "fp32":
         raise CLIError(f"--text and --variant need a bundle folder (erpack export --bundle); {args.graph} is not one")
@@ -122,7 +128,8 @@ def run(args) -> int:
                 add_to_cache=args.add_to_cache, output=args.output, batch_size=args.batch_size, device=args.device,
                 lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
                 labels=args.labels, split=args.split, storage_options=storage_options(args),
-                shard_cache=args.shard_cache).as_dict()
+                shard_cache=args.shard_cache, early_exit=not args.no_early_exit,
+                exit_threshold=args.exit_threshold).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"

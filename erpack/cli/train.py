@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where
+from erpack.errors import InputError
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> None:
     _add_mode_options(p)
     _add_output_options(p)
     _add_training_options(p)
+    _add_exit_options(p)
     _add_run_options(p)
     add_storage_options(p)
     add_shard_cache(p)
@@ -102,6 +104,24 @@ def _add_training_options(p) -> None:
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N training documents only")
 
 
+def _add_exit_options(p) -> None:
+    """Early exit: the rule, its accuracy budget, DACT's ponder penalty (docs/depth.md)."""
+    p.add_argument("--early-exit", choices=["dact", "patience", "entropy"], default=None,
+                   help="also train an exit after each upper layer (a pooled classifier; the last is the task head) "
+                   "and stop each document at the first layer where the rule says its answer is settled: dact (a "
+                   "halting unit per layer; stop when the runner-up of the halting-weighted prediction can no longer "
+                   "overtake the top class), patience (PABEE: the same answer at --exit-threshold layers in a row), "
+                   "entropy (DeeBERT: the exit's entropy below a threshold). Classification only; saved as "
+                   "exits.safetensors in the task model folder, used by eval, export and predict")
+    p.add_argument("--exit-budget", type=float, default=0.5, help="--early-exit: accuracy points the exits may cost "
+                   "on the validation split against the same model running every layer; the most aggressive "
+                   "threshold within it is saved (default: 0.5)")
+    p.add_argument("--ponder", type=float, default=None, help="--early-exit dact: weight of the ponder penalty, the "
+                   "expected share of upper layers run, in the loss (default: 0.05); larger stops earlier")
+    p.add_argument("--exit-threshold", type=float, default=None, help="--early-exit: use this threshold instead of "
+                   "choosing one on validation (dact 0..1, patience 1..L-k layers, entropy 0..ln C nats)")
+
+
 def _add_run_options(p) -> None:
     """Missing documents, where the encoder is, the device and the JSON summary."""
     p.add_argument("--skip-missing", action="store_true", help="train on the labelled documents the cache holds, "
@@ -141,6 +161,14 @@ def _print_summary(s, mode: str, metric: str) -> None:
         delta = c.test_delta_points
         print(f"recycled - baseline: {delta:+.2f} points of test {metric}; epoch time x{c.epoch_time_ratio:.2f}"
               if delta is not None else f"epoch time x{c.epoch_time_ratio:.2f} of the baseline's")
+    exit_note = r.notes.get("early_exit")
+    if exit_note:
+        val, test = exit_note.get("validation") or {}, r.test or {}
+        print(f"early exit {exit_note['rule']} threshold {exit_note['threshold']:g}"
+              + (f" (validation: {val['accuracy']:.4f} against {val['accuracy_all_layers']:.4f} with every layer, "
+                 f"{val['mean_layers']:.2f} of {val['layers']} layers)" if val else "")
+              + (f"; test {test.get('mean_layers', float('nan')):.2f} layers a document, every layer "
+                 f"{exit_note['test_all_layers'][metric]:.4f}" if "test_all_layers" in exit_note else ""))
     for note in s.cleaned or []:
         print(f"note: {note}")
     print(f"saved      {s.output} ({s.seconds:.0f} s in all)"
@@ -158,13 +186,26 @@ def run(args) -> int:
     transformers.logging.set_verbosity_error()  # the new head's "newly initialised" report is expected
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, baseline_lr=args.baseline_lr,
                       patience=args.patience, seed=args.seed, train_limit=args.train_limit, device=args.device)
+    early_exit = _exit_spec(args)
     adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms, dora=args.dora)
                if args.mode == "adapter" else None)
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
-                         shard_cache=args.shard_cache, subwords=args.subwords)
+                         shard_cache=args.shard_cache, subwords=args.subwords, early_exit=early_exit)
     _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
         print(json.dumps(s.as_dict()))
     return 0
+
+
+def _exit_spec(args):
+    """The ExitSpec the flags ask for (None without --early-exit; exit-option flags without it are refused)."""
+    if args.early_exit is None:
+        given = [f for f, v in (("--ponder", args.ponder), ("--exit-threshold", args.exit_threshold)) if v is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} set the early exit; add --early-exit dact|patience|entropy")
+        return None
+    from erpack.depth.training import ExitSpec
+
+    return ExitSpec(args.early_exit, budget=args.exit_budget, ponder=args.ponder, threshold=args.exit_threshold)

@@ -159,8 +159,10 @@ def _may_empty(arch: Architecture, owner_path: str) -> bool:
     return arch.empty_stack and bool(owner_path)
 
 
-def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, upper: bool) -> nn.Module:
-    """Shallow copy of `model` whose layer list (at `list_path`, from the root) holds `layers` only."""
+def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, upper: bool,
+          final: bool = True) -> nn.Module:
+    """Shallow copy of `model` whose layer list (at `list_path`, from the root) holds `layers` only; an
+    upper view without `final` also sets aside the norms after the last layer (a segment of the stack)."""
     view = _View(model)
     prefix = _base_attr(model)
 
@@ -190,7 +192,7 @@ def _view(model: nn.Module, arch: Architecture, list_path: str, layers: range, u
             for path in arch.first_layer_modules:
                 if view.has(at(path)):
                     view.set(at(path), None)
-    else:
+    if not upper or not final:
         for path in _final_modules(model, arch, list_path):
             view.set(at(path), nn.Identity())
     base = view.module(at(""))
@@ -256,6 +258,19 @@ def split_model(model: nn.Module, layer: int) -> tuple[LowerStack, UpperStack]:
     lower = LowerStack(_view(base, arch, path, range(0, layer), upper=False), layer)
     upper = UpperStack(_view(model, arch, path, range(layer, num_layers), upper=True), layer, has_head)
     return lower, upper
+
+
+def stack_view(model: nn.Module, layers: range, final: bool = True) -> UpperStack:
+    """Layers `layers` of `model`'s encoder alone, as an UpperStack without head or pooler: hidden states
+    (B, T, H) in, hidden states out; the norms after the last layer run only with `final`. Like the
+    halves of `split_model`, a view sharing the model's parameters (erpack/depth/segments.py runs the
+    upper stack one layer at a time with it)."""
+    arch = architecture_of(model)
+    num_layers = depth(model)
+    if not (0 <= layers.start <= layers.stop <= num_layers):
+        raise ValueError(f"layers {layers.start}..{layers.stop - 1} are not inside this model's {num_layers}")
+    base = base_of(model)
+    return UpperStack(_view(base, arch, layer_path(model), layers, upper=True, final=final), layers.start, False)
 
 
 def depth(model: nn.Module) -> int:

@@ -40,6 +40,9 @@ class EvalSummary:
     predictions: str | None  # the predictions file written, if asked
     seconds: float
     device: str
+    mean_layers: float | None = None  # upper layers run per document (early exit: mean over the documents)
+    mean_layers_fraction: float | None = None  # mean_layers / (L - k)
+    early_exit: dict | None = None  # the rule and threshold used (None: every layer ran)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,12 +50,14 @@ class EvalSummary:
 
 def evaluate(task_model, cache, labels: str, split: str = "test", predictions=None, skip_missing: bool = False,
              batch_size: int = 64, device: str = "auto", progress: Callable | None = None,
-             shard_cache=None) -> EvalSummary:
+             shard_cache=None, early_exit: bool = True, exit_threshold: float | None = None) -> EvalSummary:
     """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
 
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression, {"id", "words", "labels", "predicted": [label per word]}
-    for a token task.
+    for a token task; with "layers", the upper layers the document ran. A task model with exits
+    (erpack.depth) stops each document where its rule says (`early_exit=False`: every layer;
+    `exit_threshold`: another threshold than the recorded one).
     """
     from erpack.train.baseline import text_logits
     from erpack.train.loop import score
@@ -62,6 +67,8 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     dev = resolve_device(device)
     tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
     tm.to(dev)
+    exit_model = _exit_model(tm, early_exit, exit_threshold)
+    layers = None
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         notes = tm.check_cache(reader)
@@ -74,19 +81,56 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             logits = text_logits(tm, examples, tm.expected_cache.get("max_length") or 512, batch_size, dev)
             notes.append(f"{tm.mode} model computes from text: scored on the texts of {labels} (tokenized with "
                          f"max_length {tm.expected_cache.get('max_length')}) for the documents the cache holds")
+        elif exit_model is not None:
+            from erpack.depth.training import run_split
+
+            source = cache_source(reader, [e.id for e in examples], data.lengths[split], pin=dev.type == "cuda")
+            plan = batch_plan(source.lengths, batch_size)
+            bar = progress(total=len(plan), desc=f"eval {split}", unit="batch") if progress else None
+            logits, layers = run_split(exit_model, source.batches(plan), len(examples), dev, bar)
+            if bar:
+                bar.close()
         else:
             logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
     metrics = score(tm.task, logits, y, len(tm.labels))
-    if predictions is not None:
+    total = _upper_depth(tm)
+    if predictions is not None:  # `layers` per line when documents may stop early
         if isinstance(y, WordTargets):
             write_word_predictions(predictions, examples, y, logits)
         else:
-            write_predictions(predictions, examples, logits, tm.task, tm.labels)
+            write_predictions(predictions, examples, logits, tm.task, tm.labels, layers)
+    if layers is None:
+        layers = np.full(len(examples), total, dtype=np.int64)
     return EvalSummary(task_model=str(task_model) if not isinstance(task_model, TaskModel) else None,
                        cache=str(cache), split=split, task=tm.task, mode=tm.mode, documents=len(examples),
                        skipped_missing=len(data.missing), metrics=metrics, notes=notes,
                        predictions=str(predictions) if predictions is not None else None,
-                       seconds=time.perf_counter() - t0, device=str(dev))
+                       seconds=time.perf_counter() - t0, device=str(dev), mean_layers=float(layers.mean()),
+                       mean_layers_fraction=float(layers.mean() / total) if total else None,
+                       early_exit={"rule": exit_model.rule.name, "threshold": exit_model.rule.threshold}
+                       if exit_model is not None else None)
+
+
+def _exit_model(tm, early_exit: bool, threshold: float | None):
+    """The task model's ExitModel when it has exits and they are wanted; an exit option on a model without
+    exits is refused (InputError)."""
+    has = isinstance(tm.info.get("early_exit"), dict)
+    if threshold is not None and not (has and early_exit):
+        raise InputError(f"--exit-threshold applies to a task model with exits, and {tm.path or 'this one'} "
+                         + ("runs every layer here (--no-early-exit)" if has else
+                            "has none (train it with --early-exit dact|patience|entropy)"))
+    if not has or not early_exit or tm.input == "text":
+        return None
+    from erpack.depth.runner import ExitModel
+
+    return ExitModel.of(tm, threshold)
+
+
+def _upper_depth(tm) -> int:
+    """Upper layers a plain run of the task model applies (L - k; a baseline runs all L)."""
+    from erpack.models.split import depth
+
+    return depth(tm.model) - (0 if tm.input == "text" else tm.layer)
 
 
 def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress) -> np.ndarray:
@@ -123,16 +167,21 @@ def write_word_predictions(path, examples, y: WordTargets, logits: np.ndarray) -
                                 "predicted": [y.labels[p] if p >= 0 else None for p in predicted]}) + "\n")
 
 
-def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str]) -> None:
+def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str], layers=None) -> None:
+    """One JSON line per example; with `layers` (a number, or one per example) each line gives the upper
+    layers the document ran."""
+    per_doc = np.broadcast_to(np.asarray(layers if layers is not None else 0), (len(examples),))
+    extra = (lambda i: {}) if layers is None else (lambda i: {"layers": int(per_doc[i])})
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         if task == "regression":
-            for e, row in zip(examples, logits):
-                f.write(json.dumps({"id": e.id, "label": e.label, "score": float(row[0])}) + "\n")
+            for i, (e, row) in enumerate(zip(examples, logits)):
+                f.write(json.dumps({"id": e.id, "label": e.label, "score": float(row[0]), **extra(i)}) + "\n")
             return
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # softmax, (N, C)
-        for e, p in zip(examples, probs):
+        for i, (e, p) in enumerate(zip(examples, probs)):
             f.write(json.dumps({"id": e.id, "label": e.label, "predicted": labels[int(p.argmax())],
-                                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}}) + "\n")
+                                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)},
+                                **extra(i)}) + "\n")

@@ -150,7 +150,7 @@ def optimizer_and_schedule(params: list, lr: float, cfg: TrainConfig, steps_per_
 
 def train_epoch(epoch: int, *, task: str, cfg: TrainConfig, modules: list[nn.Module], forward: Callable,
                 train: Source, y_all: torch.Tensor, optimizer, schedule, device, progress: Callable | None,
-                desc: str) -> dict:
+                desc: str, train_loss: Callable | None = None) -> dict:
     """One epoch over the training batches: {epoch, train_loss, train_seconds, wait_seconds, batches}."""
     for m in modules:
         m.train()
@@ -159,7 +159,8 @@ def train_epoch(epoch: int, *, task: str, cfg: TrainConfig, modules: list[nn.Mod
     wait0, t0, losses = train.wait(), time.perf_counter(), []
     for rows, inputs in train.batches(plan):
         y = y_all[rows].to(device, non_blocking=True)
-        loss = loss_fn(task, forward(_to(inputs, device)), y)
+        inputs = _to(inputs, device)
+        loss = train_loss(inputs, y) if train_loss is not None else loss_fn(task, forward(inputs), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -180,8 +181,10 @@ def train_epoch(epoch: int, *, task: str, cfg: TrainConfig, modules: list[nn.Mod
 def fit(*, task: str, mode: str, lr: float, cfg: TrainConfig, params_of: nn.Module, modules: list[nn.Module],
         forward: Callable, train: Source, y_train: np.ndarray, validation: Source | None,
         y_validation: np.ndarray | None, num_classes: int, device, progress: Callable | None = None,
-        desc: str = "train") -> RunResult:
-    """Train the parameters of `params_of` that require grad; keep the best validation epoch."""
+        desc: str = "train", train_loss: Callable | None = None) -> RunResult:
+    """Train the parameters of `params_of` that require grad; keep the best validation epoch.
+    `train_loss(inputs, y)`, when given, is the training loss in place of the task's loss on `forward`
+    (early exits: erpack.depth.losses); validation still scores `forward`."""
     seed_everything(cfg.seed)
     params = [p for p in params_of.parameters() if p.requires_grad]
     named = {n: p for n, p in params_of.named_parameters() if p.requires_grad}
@@ -194,7 +197,8 @@ def fit(*, task: str, mode: str, lr: float, cfg: TrainConfig, params_of: nn.Modu
     best, best_state, since_best = -math.inf, None, 0
     for epoch in range(cfg.epochs):
         record = train_epoch(epoch, task=task, cfg=cfg, modules=modules, forward=forward, train=train, y_all=y_all,
-                             optimizer=optimizer, schedule=schedule, device=device, progress=progress, desc=desc)
+                             optimizer=optimizer, schedule=schedule, device=device, progress=progress, desc=desc,
+                             train_loss=train_loss)
         if validation is not None and len(validation.lengths):
             t1 = time.perf_counter()
             logits = predict(validation, forward, modules, cfg.eval_batch_size, device, cfg.max_tokens)

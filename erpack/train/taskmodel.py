@@ -47,6 +47,7 @@ class TaskModel:
         self.info = info
         self.tokenizer = tokenizer  # set for a model that computes from text (input "text": a baseline)
         self.path: Path | None = None  # the folder it was loaded from (TaskModel.load), for messages
+        self.writers: list[Callable[[Path], None]] = []  # more files `write` puts in the folder (exits.safetensors)
         self.lower, self.upper = split_model(model, info["layer"])
 
     # ---- what it is ----------------------------------------------------------------------------
@@ -106,6 +107,8 @@ class TaskModel:
         self.model.save_pretrained(folder, safe_serialization=True)
         if self.tokenizer is not None:  # a model that computes from text carries its tokenizer
             self.tokenizer.save_pretrained(folder)
+        for writer in self.writers:
+            writer(folder)
         if extra is not None:
             extra(folder)
         self.info = write_task_file(folder, self.info)

@@ -23,7 +23,7 @@ from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
 from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
-from erpack.train.data import cache_lengths, cache_source
+from erpack.train.data import batch_plan, cache_lengths, cache_source
 from erpack.train.labels import TOKEN_TASK, Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.metrics import primary_metric
@@ -90,8 +90,10 @@ def prepare_data(reader, source: str, task: str = "classification", skip_missing
 
 def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSpec | None = None,
                  cfg: TrainConfig | None = None, model_override: str | None = None,
-                 progress: Callable | None = None):
-    """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score)."""
+                 progress: Callable | None = None, early_exit=None):
+    """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score).
+    `early_exit` (an erpack.depth.training.ExitSpec): exits after each upper layer train jointly, the
+    rule's threshold is chosen on validation, and the record gains `early_exit` (erpack.depth)."""
     from erpack.models import split_model
     from erpack.train.taskmodel import TaskModel, expected_cache_of
 
@@ -101,6 +103,11 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     dev = resolve_device(cfg.device)
     k = reader.meta["layer"]
     _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
+    if early_exit is not None:  # refused before any training
+        from erpack.depth.training import check_task
+        from erpack.models.split import depth
+
+        check_task(early_exit, data.task, depth(model) - k, len(data.labels))
     prepared = prepare(model, mode, k, adapter if mode == "adapter" else None)
     prepared.model.to(dev)
     _, upper = split_model(prepared.model, k)
@@ -112,10 +119,18 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         hidden, mask = inputs  # (B, T, H), (B, T)
         return upper(hidden, mask)  # (B, C); a token task (B, T, C)
 
-    result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=prepared.model,
-                 modules=[upper], forward=forward, train=sources["train"], y_train=data.y["train"],
+    params_of, modules, train_loss, exits = prepared.model, [upper], None, None
+    if early_exit is not None:
+        from torch.nn import ModuleDict
+
+        from erpack.depth.training import exit_setup
+
+        segments, exits, forward, train_loss = exit_setup(prepared.model, k, len(data.labels), early_exit, cfg.seed)
+        params_of, modules = ModuleDict({"model": prepared.model, "exits": exits}), [segments, exits]
+    result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=params_of,
+                 modules=modules, forward=forward, train=sources["train"], y_train=data.y["train"],
                  validation=sources.get("validation"), y_validation=data.y.get("validation"),
-                 num_classes=len(data.labels), device=dev, progress=progress, desc=mode)
+                 num_classes=len(data.labels), device=dev, progress=progress, desc=mode, train_loss=train_loss)
     result.notes["adapter_targets"] = len(prepared.targets)
     final = prepared.finalize()
     final.eval()
@@ -128,7 +143,15 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     if data.subwords is not None:
         info["subwords"] = data.subwords
     tm = TaskModel(final, info)
-    if len(data.splits.get("test", [])):
+    if exits is not None:
+        from erpack.depth.training import finish
+
+        splits = {s: (len(src.lengths), lambda src=src: src.batches(batch_plan(src.lengths, cfg.eval_batch_size,
+                                                                              max_tokens=cfg.max_tokens)))
+                  for s, src in sources.items()}
+        tm.info["early_exit"] = finish(tm, exits, early_exit, splits, data.y, dev, result, score)
+        tm.writers.append(exits.save)
+    elif len(data.splits.get("test", [])):
         test = sources["test"]
         logits = predict(test, lambda x: tm.upper(*x), [tm.upper], cfg.eval_batch_size, dev, cfg.max_tokens)
         result.test = score(data.task, logits, data.y["test"], len(data.labels))
@@ -215,7 +238,7 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
                      progress: Callable | None = None, overwrite: bool = False, shard_cache=None,
-                     subwords: str = "first") -> TrainSummary:
+                     subwords: str = "first", early_exit=None) -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
@@ -229,11 +252,14 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     if output is not None:
         check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
+    if early_exit is not None and baseline:
+        raise InputError("--early-exit and --baseline: train the baseline in a run of its own (the exits belong to "
+                         "the recycled model)")
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit, subwords=subwords,
                             model_override=model_override)
-        tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress)
+        tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress, early_exit)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
                          if baseline else (None, None))
         summary = TrainSummary(

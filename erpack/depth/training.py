@@ -1,0 +1,150 @@
+"""Training exits from the cache (`erpack train ... --early-exit RULE`), and choosing the rule's threshold.
+
+`ExitSpec` is what the flags ask for. `exit_setup` gives the pieces the shared training loop
+(erpack.train.loop.fit) runs: the exits (one after each upper layer but the last), the forward that
+validation scores (the prediction with every layer run) and the training loss (erpack.depth.losses).
+The exits train jointly with whatever the mode trains (upper: layers k..L-1 and the head; adapter: the
+adapters and the head; head: the head alone), from the seed. `finish` then stores every exit's output
+on the validation split, chooses the threshold there (erpack.depth.threshold), and scores the test split
+with exits (batch compaction) and without; the record goes to erpack_task.json as `early_exit` and the
+exits to `exits.safetensors` beside the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from erpack.depth.rules import RULES, Rule, check_threshold
+from erpack.errors import InputError
+
+DEFAULT_PONDER = 0.05
+TASKS = ("classification", "pair-classification")  # the rules compare classes: regression has none yet
+
+
+@dataclass(frozen=True)
+class ExitSpec:
+    """--early-exit RULE --exit-budget POINTS --ponder WEIGHT [--exit-threshold X]."""
+
+    rule: str
+    budget: float = 0.5  # accuracy points below every-layer's that the chosen threshold may cost on validation
+    ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
+    threshold: float | None = None  # set: use it instead of choosing on validation
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise InputError(f"unknown exit rule {self.rule!r}; rules: {', '.join(RULES)}")
+        if not 0.0 <= self.budget <= 100.0:
+            raise InputError(f"--exit-budget is accuracy points (0 to 100) the exits may cost on validation; "
+                             f"got {self.budget}")
+        if self.ponder is None:
+            object.__setattr__(self, "ponder", DEFAULT_PONDER if self.rule == "dact" else 0.0)
+        if self.ponder < 0:
+            raise InputError(f"--ponder weighs the layers run in DACT's loss and cannot be negative; got {self.ponder}")
+        if self.ponder and self.rule != "dact":
+            raise InputError(f"--ponder is DACT's penalty; the {self.rule} rule trains without it (drop --ponder)")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_task(spec: ExitSpec, task: str, layers: int, num_labels: int) -> None:
+    """Refuse, before training, what the rules cannot do (InputError: exit 2)."""
+    if task not in TASKS:
+        raise InputError(f"--early-exit {spec.rule} works on classification tasks ({', '.join(TASKS)}); a {task} "
+                         f"task has no classes for the rule to compare. Train without --early-exit")
+    if layers < 2:
+        raise InputError(f"--early-exit needs two or more upper layers to stop between; this cache's layer leaves "
+                         f"{layers}. Encode at a lower --layer")
+    if spec.threshold is not None:
+        check_threshold(spec.rule, spec.threshold, num_labels, layers)
+
+
+def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int):
+    """(segments, exits, forward, train_loss) for erpack.train.loop.fit."""
+    from erpack.depth.exits import Exits
+    from erpack.depth.losses import exit_loss
+    from erpack.depth.runner import all_layers_logits, exit_outputs
+    from erpack.depth.segments import Segments
+    segments = Segments(model, layer)
+    torch.manual_seed(seed + 1)  # the exits' init depends on the seed only (the head's was drawn first)
+    config = model.config
+    exits = Exits(getattr(config, "hidden_size", None) or config.dim, num_labels, len(segments) - 1, spec.rule == "dact")
+    exits.to(next(model.parameters()).device)
+
+    def forward(inputs):
+        logits, halting = exit_outputs(segments, exits, *inputs)
+        return all_layers_logits(spec.rule, logits, halting)
+
+    def train_loss(inputs, y):
+        logits, halting = exit_outputs(segments, exits, *inputs)
+        return exit_loss(spec.rule, logits, halting, y, spec.ponder)
+
+    return segments, exits, forward, train_loss
+
+
+@torch.no_grad()
+def stored_outputs(em, batches, n: int, device):
+    """Every exit's logits (N, n, C) and halting logits (N, n-1) or None over `batches` of (rows, (hidden, mask))
+    covering N documents (no early stop)."""
+    em.eval()
+    logits = halting = None
+    for rows, (hidden, mask) in batches:
+        zs, hs = em.outputs(hidden.to(device), mask.to(device))
+        z = torch.stack(zs, dim=1).float().cpu().numpy()
+        if logits is None:
+            logits = np.zeros((n, *z.shape[1:]), np.float32)
+            halting = np.zeros((n, z.shape[1] - 1), np.float32) if hs is not None else None
+        logits[rows] = z
+        if hs is not None:
+            halting[rows] = hs.float().cpu().numpy()
+    return logits, halting
+
+
+@torch.no_grad()
+def run_split(em, batches, n: int, device, bar=None):
+    """(logits (N, C), layers (N,)) of the exit model over `batches` of (rows, (hidden, mask)), compacted."""
+    out = np.zeros((n, em.exits.num_labels), dtype=np.float32)
+    layers = np.zeros(n, dtype=np.int64)
+    for rows, (hidden, mask) in batches:
+        out[rows], layers[rows] = em.run(hidden.to(device), mask.to(device))
+        if bar:
+            bar.update(1)
+    return out, layers
+
+
+def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, score) -> dict:
+    """Choose the threshold on validation, score test with and without exits; returns the `early_exit` record
+    (and fills result.test / result.notes["early_exit"]). `splits`: {split: (N, batches())}, `score(task, logits,
+    y, classes)` the task's metrics (erpack.train.loop.score)."""
+    from erpack.depth.runner import ExitModel
+    from erpack.depth.threshold import choose, reference_logits
+
+    em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0))
+    em.to(device)
+    record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "exits": exits.record(),
+              "layers": em.layers}
+    n_val, val = splits.get("validation", (0, None))
+    if spec.threshold is not None or not n_val:
+        if spec.threshold is None:
+            raise InputError("--early-exit chooses its threshold on the validation split, and the labels give none; "
+                             "label some documents `validation`, or give --exit-threshold")
+        record.update(threshold=spec.threshold, chosen_on=None)
+    else:
+        logits, halting = stored_outputs(em, val(), n_val, device)
+        chosen = choose(spec.rule, logits, halting, y["validation"], spec.budget)
+        record.update(threshold=chosen.pop("threshold"), chosen_on="validation", validation=chosen)
+    em.rule = Rule(spec.rule, record["threshold"])
+    n_test, test = splits.get("test", (0, None))
+    if n_test:
+        z, used = run_split(em, test(), n_test, device)
+        result.test = dict(score(tm.task, z, y["test"], len(tm.labels)), mean_layers=float(used.mean()),
+                           mean_layers_fraction=float(used.mean() / em.layers))
+        result.test_logits = z
+        stored, halts = stored_outputs(em, test(), n_test, device)
+        record["test_all_layers"] = score(tm.task, reference_logits(spec.rule, stored, halts), y["test"],
+                                          len(tm.labels))
+    result.notes["early_exit"] = {k: v for k, v in record.items() if k != "exits"}
+    return record

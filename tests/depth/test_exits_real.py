@@ -1,0 +1,49 @@
+"""Early exit on the real MiniLM (k = 3) and real reviews: train exits from a small RT cache, evaluate
+with and without them, and check that the ONNX exit graphs stop each test document where PyTorch does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from erpack.cli import main
+
+pytestmark = pytest.mark.real
+
+
+def test_minilm_reviews_exits_train_eval_and_onnx_parity(tmp_path, capsys):
+    from erpack.assets import load_dataset
+
+    sizes = {"train": 48, "validation": 16, "test": 16}
+    rows = []
+    for r in load_dataset("rotten_tomatoes"):
+        if sum(x["split"] == r.split for x in rows) < sizes[r.split]:
+            rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
+    corpus = tmp_path / "rt80.jsonl"
+    corpus.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    cache, out = tmp_path / "cache", tmp_path / "tm"
+    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3",
+                 "--codec", "int8c+zstd:3", "--max-length", "64"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cache), "--labels", str(corpus), "--early-exit", "patience", "-o", str(out),
+                 "--epochs", "1", "--batch-size", "16", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    note = s["recycled"]["notes"]["early_exit"]
+    assert note["rule"] == "patience" and 1 <= note["threshold"] <= 3
+    assert 1 <= s["recycled"]["test"]["mean_layers"] <= 3
+    preds = tmp_path / "eval.jsonl"
+    assert main(["eval", str(out), str(cache), "--labels", str(corpus), "--json", "--predictions", str(preds)]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["metrics"]["accuracy"] == pytest.approx(s["recycled"]["test"]["accuracy"])
+    assert r["mean_layers"] == pytest.approx(s["recycled"]["test"]["mean_layers"])
+    assert main(["eval", str(out), str(cache), "--labels", str(corpus), "--json", "--no-early-exit"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_layers"] == 3
+    graph = tmp_path / "g" / "rt.onnx"
+    assert main(["export", str(out), "-o", str(graph)]) == 0
+    onnx_preds = tmp_path / "onnx.jsonl"
+    assert main(["predict", str(graph.with_name("rt.exits")), str(cache), "--labels", str(corpus), "--split", "test",
+                 "-o", str(onnx_preds)]) == 0
+    torch_rows = {x["id"]: x for x in map(json.loads, preds.read_text().splitlines())}
+    for x in map(json.loads, onnx_preds.read_text().splitlines()):
+        assert (x["predicted"], x["layers"]) == (torch_rows[x["id"]]["predicted"], torch_rows[x["id"]]["layers"])
