@@ -19,6 +19,9 @@ the cache when asked; write the prediction lines; score them against labels when
   cache gives) and, with add_to_cache, appended.
 - Requested ids found nowhere are never skipped in silence: each gets an output line with an
   `error`, and the result lists them (the CLI then exits 1).
+- A token-classification graph (logits per token) predicts a label per word of each document:
+  erpack.predict_words (the words come from --labels or --texts; a line holds the words, their labels
+  and how many were cut off by max_length).
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from erpack.assets import resolve_model
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import iter_corpus
+from erpack.depth.limits import check_graph_steps, graph_steps
 from erpack.depth.ort import ExitGraphs, is_exit_graphs, refuse_exit_options
 from erpack.errors import ExportError, InputError
+from erpack.export.metadata import per_token
 from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
 from erpack.store import CacheReader, CacheWriter
@@ -67,6 +71,7 @@ class PredictOptions:
     shard_cache: str | Path | None = None  # local folder for whole copies of a remote cache's shards
     early_exit: bool = True  # an exit-graph folder (erpack.depth.ort): False runs every layer
     exit_threshold: float | None = None  # an exit-graph folder: another threshold than the recorded one
+    steps: int | None = None  # an ODE-step graph's step count, checked against its metadata (erpack.depth.limits)
 
 
 @dataclass
@@ -100,14 +105,17 @@ class PredictResult:
     seconds: float = 0.0
     inference_seconds: float = 0.0
     waited_on_reader_seconds: float = 0.0
-    metrics: dict | None = None  # with labels: documents and accuracy (or mse, pearson)
+    metrics: dict | None = None  # with labels: documents and accuracy (or mse, pearson; a token task's per word)
+    steps: int | None = None  # an ODE-step graph: block evaluations per document (each line's "layers")
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        metrics = d.pop("metrics")
+        metrics, steps = d.pop("metrics"), d.pop("steps")
         d["documents_per_second"] = self.predicted / self.seconds if self.seconds else None
         if metrics is not None:
             d["metrics"] = metrics
+        if steps is not None:  # an ODE-step graph only: a plain graph's document keeps its fields
+            d["steps"] = steps
         return d
 
 
@@ -152,14 +160,17 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     opts = PredictOptions(**fields)
     t_start = time.perf_counter()
     sess, info = open_upper(graph, opts.device, early_exit=opts.early_exit, exit_threshold=opts.exit_threshold)
+    steps = check_graph_steps(info, opts.steps, graph)
     label_rows = _label_rows(opts.labels, info)
+    token = per_token(info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
-                           output=str(opts.output) if opts.output is not None else None)
+                           output=str(opts.output) if opts.output is not None else None, steps=steps)
     cache = _where(cache, opts.storage_options)
     with CacheReader(cache, shard_cache=opts.shard_cache) as reader:
         result.notes = _check_fit(info, reader, graph, opts) + list(sess.notes)
         chosen = _select(reader, opts, label_rows, result.notes)
+        words = _words(chosen, label_rows, opts) if token else None  # refused before any work when lacking
         bar = progress(total=len(chosen.cached) + len(chosen.text_docs), desc="predict", unit="doc") if progress else None
         try:
             logits = _run_cached(sess, reader, chosen.cached, opts, bar, result)
@@ -168,18 +179,32 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
                 logits.update(_run_arrays(sess, chosen.text_docs, encoded.hidden, opts, bar))
                 result.from_text = TextRun(len(chosen.text_docs), encoded.how, encoded.truncated)
             meta, codec = reader.meta, reader.codec
+            if token:
+                tokens = {i: reader.get_tokens(i) for i in chosen.cached}
+                tokens.update(zip([d.id for d in chosen.text_docs], encoded.token_ids if encoded else []))
+                tokenizer = encoded.tokenizer if encoded is not None else _cache_tokenizer(reader, opts.model)
+                max_length = reader.meta.get("max_length")
         finally:
             if bar:
                 bar.close()
     if encoded is not None and opts.add_to_cache:  # the reader is closed: the writer appends one shard
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
-    rows = prediction_rows(chosen.requested, logits, info, {d.id for d in chosen.text_docs}, label_rows)
+    text_ids = {d.id for d in chosen.text_docs}
+    if token:
+        from erpack.predict_words import word_rows
+
+        rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, max_length, info, text_ids, label_rows,
+                         MISSING)
+    else:
+        rows = prediction_rows(chosen.requested, logits, info, text_ids, label_rows)
     if opts.output is not None:
         write_rows(opts.output, rows, opts.storage_options)
     result.requested, result.predicted, result.missing = len(chosen.requested), len(logits), chosen.missing
     result.from_cache = len(chosen.cached)
     if label_rows is not None:
         result.metrics = _score(rows, label_rows, info)
+    if token and result.predicted:
+        result.notes.append(_cut_note(rows))
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -205,13 +230,38 @@ def open_upper(graph, device: str, threads: int | None = None, early_exit: bool 
 
 
 def _label_rows(labels, info: dict) -> dict | None:
-    """{id: erpack.train.labels.Example} of the label source, or None without one."""
+    """{id: erpack.train.labels.Example} of the label source, or None without one (a token task's:
+    its words and their labels)."""
     if labels is None:
         return None
+    if per_token(info):
+        from erpack.predict_words import word_label_rows
+
+        return word_label_rows(labels, list(info.get("labels") or []))
     from erpack.train.labels import read_labels
 
     task = "regression" if info.get("task") == "regression" else "classification"
     return {r.id: r for r in read_labels(labels, task)}
+
+
+def _words(chosen: Selection, label_rows: dict | None, opts: PredictOptions) -> dict:
+    """{id: (words, where)} of the documents a token graph predicts (erpack.predict_words)."""
+    from erpack.predict_words import document_words
+
+    return document_words(chosen.cached + [d.id for d in chosen.text_docs], label_rows, opts.texts, chosen.text_docs)
+
+
+def _cache_tokenizer(reader, model: str | None):
+    from erpack.train.word_targets import cache_tokenizer
+
+    return cache_tokenizer(reader.meta["model"], model)
+
+
+def _cut_note(rows: list[dict]) -> str:
+    """How many words were cut off by max_length (they have no prediction: label null)."""
+    cut = [r for r in rows if r.get("truncated_words")]
+    return (f"{sum(r['truncated_words'] for r in cut)} word(s) of {len(cut)} document(s) lie past max_length: "
+            "their label is null and they are not scored" if cut else "every word was predicted (none past max_length)")
 
 
 def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
@@ -293,6 +343,8 @@ class Encoded:
     truncated: list[str]  # ids cut at max_length
     hashes: dict[str, int]  # id -> token hash
     how: str  # "pytorch" or "onnx:PROVIDER"
+    token_ids: list[np.ndarray] = field(default_factory=list)  # per document (T,) int64: the ids the lower stack ran
+    tokenizer: object = None
 
 
 def _encode_texts(reader, docs: list, opts: PredictOptions) -> Encoded:
@@ -304,7 +356,8 @@ def _encode_texts(reader, docs: list, opts: PredictOptions) -> Encoded:
     codec = reader.codec
     roundtrip = [codec.decode(codec.encode(h), shape=h.shape) for h in hidden]
     hashes = {d.id: token_hash(e["input_ids"], e.get("token_type_ids"), c) for d, e, c in zip(docs, encoded, cut)}
-    return Encoded(roundtrip, [d.id for d, c in zip(docs, cut) if c], hashes, how)
+    return Encoded(roundtrip, [d.id for d, c in zip(docs, cut) if c], hashes, how,
+                   [np.asarray(e["input_ids"], dtype=np.int64) for e in encoded], tokenizer)
 
 
 def _lower_runner(reader, opts: PredictOptions):
@@ -328,17 +381,16 @@ def _torch_lower(reader, model_override: str | None):
 
 def _onnx_lower(reader, name: str, lower_graph, device: str):
     """An exported lower graph, refused unless it fits the cache (the codec aside: it never sees it)."""
-    from transformers import AutoTokenizer
-
     from erpack.export.metadata import check_cache, read_metadata
     from erpack.export.session import create_session
+    from erpack.train.word_targets import cache_tokenizer
 
     sess = create_session(lower_graph, device)
     info = read_metadata(sess.session)
     if info.get("part") != "lower":
         raise ExportError(f"{lower_graph} is the {info.get('part')} part; --lower needs a graph exported with --part lower")
     check_cache(info, reader, f"graph {lower_graph}", allow_other_codec=True)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer = cache_tokenizer(reader.meta["model"], name)
     return tokenizer, lambda enc, pad: run_lower_onnx(sess, enc, pad), f"onnx:{sess.provider}"
 
 
@@ -346,7 +398,8 @@ def _append(cache, meta: dict, codec, docs: list, encoded: Encoded) -> int:
     """Append the documents encoded from text to the cache as one shard; how many were added."""
     with CacheWriter(cache, meta=meta, codec=codec, mode="append", on_duplicate="skip") as w:
         done = w.commit_shard([(d.id, h) for d, h in zip(docs, encoded.hidden)], truncated=encoded.truncated,
-                              token_hashes=encoded.hashes)
+                              token_hashes=encoded.hashes,  # and the token ids, as `erpack encode` keeps them
+                              token_ids={d.id: ids for d, ids in zip(docs, encoded.token_ids)})
     return done["documents"]
 
 
@@ -367,9 +420,19 @@ def _where(cache, storage_options: dict | None):
     return open_location(cache, storage_options) if is_url(cache) else cache
 
 
+def per_document_only(info: dict, what: str) -> None:
+    """Refuse a token-classification graph where the lines are one prediction per document."""
+    if per_token(info):
+        raise ExportError(f"{what} writes one prediction per document; this graph is a token-classification one "
+                          "(a label per word, which needs each document's words): run `erpack predict GRAPH CACHE "
+                          "--labels WORD_LABELS (or --texts CORPUS) -o FILE` instead")
+
+
 def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, max_tokens: int = 16384) -> list[dict]:
     """Prediction rows of the cached documents `ids` (in their order), exactly as `predict` writes them:
-    what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids."""
+    what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids. A token
+    graph is refused: its lines need each document's words (erpack.predict_words)."""
+    per_document_only(info, "the distributed scorer (--engine ray)")
     result = PredictResult(graph="", cache="", variant=None, task=None)
     logits = _run_cached(sess, reader, ids, PredictOptions(batch_size=batch_size, max_tokens=max_tokens), None, result)
     return prediction_rows(ids, logits, info, set(), None)
@@ -395,6 +458,8 @@ def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict
             k = int(p.argmax())
             row["predicted"] = names[k] if k < len(names) else k
             row["probabilities"] = {str(names[j] if j < len(names) else j): round(float(v), 6) for j, v in enumerate(p)}
+        if graph_steps(info) is not None:
+            row["layers"] = graph_steps(info)
         if label_rows is not None and doc_id in label_rows:
             row["label"] = label_rows[doc_id].label
         out.append(row)
@@ -402,6 +467,10 @@ def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict
 
 
 def _score(rows, label_rows, info) -> dict:
+    if per_token(info):
+        from erpack.predict_words import score_words
+
+        return score_words(rows, label_rows, list(info.get("labels") or []))
     scored = [r for r in rows if "error" not in r and r["id"] in label_rows]
     if not scored:
         return {"documents": 0}

@@ -13,6 +13,7 @@ and `run(batch_ids) -> predicted class ids`, which charges its seconds to the se
     erpack-pruned-int8  the same, pruned upper stack as ONNX int8
     erpack-exit-int8    the same, a task model with exits as per-layer ONNX int8 graphs: documents stop early
                         and leave the batch (erpack.depth.ort)
+    erpack-ode-int8     the same, a shared upper block run S ODE steps (erpack.depth.ode) as ONNX int8
 
 ONNX graphs are written once into the work folder (`Workload.graph`) and shared by every codec.
 """
@@ -404,6 +405,21 @@ class ErpackExitInt8(CachePath):
             d["mean_layers"] = float(used.mean())
             d["mean_layers_fraction"] = float(used.mean() / self.graphs.layers)
         return d
+
+
+class ErpackOdeInt8(ErpackOnnx):
+    """A shared-block task model (`erpack train --shared-block`, or ALBERT) run S ODE steps, unrolled into an
+    ONNX graph (as `erpack export --steps S`), int8."""
+
+    def __init__(self, work: Workload, cache, task_model, steps: int):
+        super().__init__(work, cache, int8=True)
+        self.name = "erpack-ode-int8"
+        self.task_model, self.steps = task_model, steps  # a TaskModel with a shared block; steps checked
+
+    def upper_module(self):
+        from erpack.depth.ode import ode_upper
+
+        return ode_upper(self.task_model, self.steps), f"upper-ode-s{self.steps}", self.task_model.model
 
 
 def prune_by_importance(model, layer: int, batches, heads: float, ffn: float):

@@ -29,6 +29,7 @@ from erpack.bench.documents import BenchDocuments, read_documents
 from erpack.bench.pathnames import PATHS
 from erpack.bench.paths import (
     ErpackExitInt8,
+    ErpackOdeInt8,
     ErpackOnnx,
     ErpackPrunedInt8,
     ErpackTorch,
@@ -61,6 +62,8 @@ class BenchConfig:
     exit_model: str | None = None  # a task model with exits for erpack-exit-int8 (default: --task-model if it has them)
     prune: tuple[float, float] | None = None  # (heads, ffn) fractions: prune here by importance
     full_onnx_int8: str | None = None  # a full-model int8 graph made elsewhere (optimum)
+    ode_model: str | None = None  # a shared-block task model (erpack train --shared-block) for erpack-ode-int8
+    ode_steps: int | None = None  # its ODE steps (default: half of L-k, at least 1)
     paths: list[str] = field(default_factory=lambda: list(PATHS))
     limit: int | None = 256
     split: str | None = None  # train, validation, test or all; None: test when the corpus has splits, else all
@@ -152,6 +155,9 @@ def make_paths(cfg: BenchConfig, work: Workload, caches: list[dict], pruned, not
             paths.append(ErpackPrunedInt8(work, where, pruned))
         if "erpack-exit-int8" in cfg.paths and exit_model(cfg, notes) is not None:
             paths.append(ErpackExitInt8(work, where, exit_model(cfg, notes)))
+    ode = ode_model(cfg, work, notes) if caches else None
+    for c in caches if ode is not None else []:
+        paths.append(ErpackOdeInt8(work, _where(cfg, c["path"]), *ode))
     if not caches and any(p.startswith("erpack") for p in cfg.paths):
         notes.append("erpack paths skipped: no cache given (--cache) and no codec asked for (--codec)")
     return paths
@@ -171,6 +177,24 @@ def exit_model(cfg: BenchConfig, notes: list[str]) -> str | None:
     if note not in notes:
         notes.append(note)
     return None
+
+
+def ode_model(cfg: BenchConfig, work: Workload, notes: list[str]):
+    """(shared-block TaskModel, steps) for erpack-ode-int8, or None with a note saying why not."""
+    if "erpack-ode-int8" not in cfg.paths:
+        return None
+    if not cfg.ode_model:
+        notes.append("erpack-ode-int8 skipped: give --ode-model (an `erpack train --shared-block` task model)")
+        return None
+    from erpack.depth.ode import check_steps, upper_depth
+    from erpack.train import TaskModel
+
+    tm = TaskModel.load(cfg.ode_model).to(next(work.model.parameters()).device)
+    if tm.layer != work.layer:
+        raise InputError(f"--ode-model {cfg.ode_model} runs from layer {tm.layer}, the benchmark's caches from "
+                         f"layer {work.layer}: give --layer {tm.layer}")
+    steps = cfg.ode_steps if cfg.ode_steps is not None else max(1, upper_depth(tm) // 2)
+    return tm, check_steps(tm, steps)
 
 
 def pruned_model(cfg: BenchConfig, work: Workload, caches: list[dict], reference: dict, notes: list[str]):

@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--pruned-model", metavar="DIR", help="a pruned task model (erpack prune) for erpack-pruned-int8")
     p.add_argument("--exit-model", metavar="DIR", help="a task model trained with --early-exit for erpack-exit-int8 "
                    "(default: --task-model when it has exits)")
+    p.add_argument("--ode-model", metavar="DIR", help="a shared-block task model (erpack train --shared-block) for "
+                   "erpack-ode-int8: its upper stack run --ode-steps ODE steps, as ONNX int8")
+    p.add_argument("--ode-steps", type=int, default=None, metavar="S", help="ODE steps of erpack-ode-int8 (default: "
+                   "half of L-k, at least 1)")
     p.add_argument("--prune", metavar="HEADS,FFN",
                    help="prune here (no recovery) with these fractions, e.g. 0.4,0.5, for erpack-pruned-int8")
     p.add_argument("--full-onnx-int8", metavar="FILE",
@@ -86,6 +90,7 @@ def run(args) -> int:
     cfg = BenchConfig(corpus=args.corpus, model=args.model, layer=args.layer, codecs=args.codec, caches=args.cache,
                       task_model=args.task_model, pruned_model=args.pruned_model, prune=prune,
                       exit_model=args.exit_model,
+                      ode_model=args.ode_model, ode_steps=args.ode_steps,
                       full_onnx_int8=args.full_onnx_int8, paths=[p for p in args.paths.split(",") if p],
                       limit=args.limit, split=args.split, batch_size=args.batch_size, max_tokens=args.max_tokens,
                       repeats=args.repeats, warmup=args.warmup, cold=args.cold, threads=args.threads, work=args.work,

@@ -42,6 +42,9 @@ def add_parser(subparsers) -> None:
                    "0..ln C)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line "
                    "(metrics; mean_layers: upper layers run per document, mean_layers_fraction: of L-k)")
+    p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "
+                   "--shared-block`, or ALBERT): run it in S ODE steps of the size set on validation (default: L-k, "
+                   "as trained; fewer steps, fewer block evaluations: --json reports them as mean_layers)")
     add_storage_options(p)
     add_shard_cache(p)
     p.set_defaults(run=run)
@@ -58,7 +61,7 @@ def run(args) -> int:
     r = evaluate(args.task_model, cache_where(args.cache, args), args.labels, split=args.split, predictions=args.predictions,
                  skip_missing=args.skip_missing, batch_size=args.batch_size, device=args.device,
                  progress=lambda **kw: tqdm(leave=False, **kw), shard_cache=args.shard_cache,
-                 early_exit=not args.no_early_exit, exit_threshold=args.exit_threshold)
+                 early_exit=not args.no_early_exit, exit_threshold=args.exit_threshold, steps=args.steps)
     m = r.metrics
     print(f"{args.task_model} ({r.task}, {r.mode}) on {args.cache} {args.split}: {r.documents} documents"
           + (f" ({r.skipped_missing} not in the cache, skipped)" if r.skipped_missing else ""))
@@ -71,6 +74,8 @@ def run(args) -> int:
     if r.early_exit:
         print(f"early exit {r.early_exit['rule']} threshold {r.early_exit['threshold']:g}: {r.mean_layers:.2f} upper "
               f"layers a document ({100 * r.mean_layers_fraction:.0f}% of {round(r.mean_layers / r.mean_layers_fraction)})")
+    if r.steps is not None:
+        print(f"steps {r.steps} (block evaluations per document; mean_layers {r.mean_layers:g})")
     for note in r.notes:
         print(f"note: {note}")
     if r.predictions:

@@ -4,6 +4,7 @@ or, with --bundle, the whole deployment folder (erpack.deploy.build)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
@@ -16,7 +17,8 @@ def add_parser(subparsers) -> None:
         description=(
             "Write the task model's layers k..L-1 and head as an ONNX graph taking hidden_states (batch, tokens, "
             "hidden) float32 and attention_mask (batch, tokens) int64, with dynamic batch and token axes, and "
-            "returning logits. Adapters are merged first. The graph records the cache it expects (encoder weights "
+            "returning logits (batch, classes), or (batch, tokens, classes) for a token-classification model, "
+            "whose graph also records its labels and subwords rule for `erpack predict`. Adapters are merged first. The graph records the cache it expects (encoder weights "
             "sha256, layer, codec, max_length) in its metadata; `erpack predict` refuses any other cache. After "
             "export, onnxruntime runs the graph on batches of varied shapes (batch 1, padded batches; cached "
             "records too with --calibration-cache) and the logits are compared with PyTorch: the largest "
@@ -69,6 +71,9 @@ def add_parser(subparsers) -> None:
                    "fuses; default) or dynamo (torch.export)")
     p.add_argument("--allow-other-codec", action="store_true", help="accept a --calibration-cache whose codec "
                    "differs from the training cache's")
+    p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "
+                   "--shared-block`, or ALBERT): export its upper stack as S ODE steps, unrolled into the graph (one "
+                   "graph per S; `erpack predict --steps S` checks it)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     add_storage_options(p)
     p.set_defaults(run=run)
@@ -87,7 +92,7 @@ def _variant_line(v) -> str:
         a = v.agreement
         line += f"  vs fp32: max |diff| {a['max_diff']:.2e}"
         if a["argmax_agreement"] is not None:
-            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}"
+            line += f", argmax agrees {100 * a['argmax_agreement']:.1f}% of {a['rows']}" + (" tokens" if a.get("tokens") else "")
         elif a.get("pearson") is not None:  # a regression score: agreement as the correlation of the scores
             line += f", scores' Pearson r {a['pearson']:.4f} over {a['rows']}"
     excluded = v.details.get("excluded")
@@ -108,6 +113,8 @@ def run(args) -> int:
 
     transformers.logging.set_verbosity_error()
     if args.bundle is not None:
+        if args.steps is not None:
+            raise CLIError("--steps applies to one graph (-o NAME.onnx), not to --bundle")
         return run_bundle(args)
     if args.no_int8 or args.model:
         raise CLIError("--no-int8 and --model apply to --bundle")
@@ -115,7 +122,7 @@ def run(args) -> int:
                           quantize=args.quantize, calibration_cache=cache_where(args.calibration_cache, args),
                           tolerance=args.tolerance, exporter=args.exporter, allow_other_codec=args.allow_other_codec,
                           calibration_docs=args.calibration_docs, int8_exclude=args.int8_exclude,
-                          overwrite=args.overwrite,
+                          overwrite=args.overwrite, ode_steps=args.steps,
                           progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
     par = s.parity
     print(f"exported     {s.output} ({s.part} stack of {s.model}, layer {s.layer}, {s.bytes / 1e6:.2f} MB, "
@@ -132,7 +139,7 @@ def run(args) -> int:
     for note in s.notes:
         print(f"note: {note}")
     if args.json:
-        print(json.dumps(dict(s.as_dict(), exit_graphs=exits)))
+        print(json.dumps(dict(s.as_dict(), **({"exit_graphs": exits} if exits else {}))))  # only a model with exits
     return 0
 
 
@@ -140,12 +147,11 @@ def _export_exits(args, s) -> list[str]:
     """A task model trained with --early-exit: its per-layer graphs with their exits, beside the output
     (NAME.exits/, and NAME.exits-int8/ with --quantize dynamic): erpack.depth.onnx."""
     from erpack.train import TaskModel
+    from erpack.train.taskfolder import read_task_file
 
-    if s.part != "upper":
+    if s.part != "upper" or not isinstance(read_task_file(Path(args.task_model)).get("early_exit"), dict):
         return []
     tm = TaskModel.load(args.task_model)
-    if not isinstance(tm.info.get("early_exit"), dict):
-        return []
     from erpack.depth.onnx import exits_folder_for, export_exit_graphs
 
     written = []

@@ -33,14 +33,20 @@ def add_parser(subparsers) -> None:
             "and no torch are needed: --text TEXT (repeatable; `-` reads one text a line from stdin, as does no "
             "input at all when stdin is not a terminal) and --texts FILE (its documents, or those of --ids) run "
             "through the bundle's tokenizer, lower graph, the cache's codec and upper graph; a CACHE adds cached "
-            "ids. Without -o the lines go to stdout and the summary to stderr."
+            "ids. Without -o the lines go to stdout and the summary to stderr. A token-classification graph "
+            "(erpack train --task token-classification) predicts a label per word: each document's words come "
+            "from --labels (a word label file or built-in token task: its `words`) or --texts (text split at "
+            "whitespace), and each line holds id, source, words, predicted (a label per word; null for a word past "
+            "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
+            "the tagged labels, macro F1, per-label F1, word accuracy)."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
                 "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
                 "          erpack predict bundles/rt caches/rt --ids d1,d2\n"
                 "          erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
-                "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl"),
+                "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl\n"
+                "          erpack predict truecase.onnx caches/truecase --labels bbc-truecase --split test -o words.jsonl"),
     )
     p.add_argument("graph", help="bundle folder (erpack export --bundle), upper-stack .onnx file written by "
                    "`erpack export`, or the exit-graph folder it writes beside it for a task model with exits "
@@ -65,7 +71,9 @@ def add_parser(subparsers) -> None:
                    "PyTorch with the encoder the cache names")
     p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
                    "name is not found here (its weights must match the cache's sha256)")
-    p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions")
+    p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions; for a "
+                   "token-classification graph, the word label file (id, words, labels) or built-in token task that "
+                   "also gives each document's words")
     p.add_argument("--split", choices=["train", "validation", "test"], default=None,
                    help="with --labels and no ids: predict the documents of this split")
     p.add_argument("-o", "--output", default=None, help="predictions JSONL (a file or URL): id, source, predicted, "
@@ -94,6 +102,8 @@ def add_parser(subparsers) -> None:
                    "export of a task model trained with --early-exit): run every upper layer for every document")
     p.add_argument("--exit-threshold", type=float, default=None, help="with an exit-graph folder: stop documents with "
                    "this threshold instead of the recorded one")
+    p.add_argument("--steps", type=int, default=None, help="an ODE-step graph (`erpack export --steps S`): the step count "
+                   "it must run, checked against its metadata (each prediction line gives it as `layers`)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     p.set_defaults(run=run)
 
@@ -107,6 +117,8 @@ def run(args) -> int:
     elif args.ids_file is not None:
         ids = read_ids_file(args.ids_file)
     if not is_exit_graphs(args.graph) and (is_bundle(args.graph) or Path(args.graph).is_dir()):  # a bundle, or told why not
+        if args.steps is not None:
+            raise CLIError(f"--steps checks an ODE-step graph file (erpack export --steps S); {args.graph} is a folder")
         return run_bundle(args, ids)
     if args.text is not None or args.variant != "fp32":
         raise CLIError(f"--text and --variant need a bundle folder (erpack export --bundle); {args.graph} is not one")
@@ -129,16 +141,22 @@ def run(args) -> int:
                 lower_graph=args.lower, model=args.model, allow_other_codec=args.allow_other_codec,
                 labels=args.labels, split=args.split, storage_options=storage_options(args),
                 shard_cache=args.shard_cache, early_exit=not args.no_early_exit,
-                exit_threshold=args.exit_threshold).as_dict()
+                exit_threshold=args.exit_threshold, steps=args.steps).as_dict()
     t = s["from_text"]
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s "
           f"({s['from_cache']} from the cache, {t['documents']} from text"
           + (f" via {t['lower']}, {t['added_to_cache']} added to the cache" if t["documents"] else "") + ")")
     print(f"provider     {s['provider']} (onnxruntime providers: {', '.join(s['providers'])}); inference "
           f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
+    if s.get("steps") is not None:
+        print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
     if "metrics" in s:
         m = s["metrics"]
-        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
+                                          if not isinstance(v, dict)))
+        if m.get("per_label"):  # a token task's, per word
+            print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
+                                              for name, x in m["per_label"].items()))
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}")

@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     _add_output_options(p)
     _add_training_options(p)
     _add_exit_options(p)
+    _add_shared_block_options(p)
     _add_run_options(p)
     add_storage_options(p)
     add_shard_cache(p)
@@ -122,6 +123,18 @@ def _add_exit_options(p) -> None:
                    "choosing one on validation (dact 0..1, patience 1..L-k layers, entropy 0..ln C nats)")
 
 
+def _add_shared_block_options(p) -> None:
+    """One block shared by the upper layers, run as ODE steps (erpack.depth, docs/depth.md)."""
+    p.add_argument("--shared-block", action="store_true", help="replace layers k..L-1 by one shared block, distilled "
+                   "from them on the cached training documents (--distill-epochs), then tuned with the head; step "
+                   "sizes are set on validation for every step count 1..L-k, so `erpack eval/predict --steps S` "
+                   "runs the stack in S block evaluations. ALBERT (already shared) skips the distillation. Mode upper")
+    p.add_argument("--distill-epochs", type=int, default=2, help="--shared-block: epochs of distillation before the "
+                   "task fine-tuning (default: 2; 0: none)")
+    p.add_argument("--block-init", choices=["mean", "layer"], default="mean", help="--shared-block: the block starts "
+                   "as the mean of layers k..L-1's weights (default) or as layer k")
+
+
 def _add_run_options(p) -> None:
     """Missing documents, where the encoder is, the device and the JSON summary."""
     p.add_argument("--skip-missing", action="store_true", help="train on the labelled documents the cache holds, "
@@ -189,10 +202,16 @@ def run(args) -> int:
     early_exit = _exit_spec(args)
     adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms, dora=args.dora)
                if args.mode == "adapter" else None)
+    shared = None
+    if args.shared_block:
+        from erpack.depth.distill import ShareSpec
+
+        shared = ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init)
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
-                         shard_cache=args.shard_cache, subwords=args.subwords, early_exit=early_exit)
+                         shard_cache=args.shard_cache, subwords=args.subwords, early_exit=early_exit,
+                         shared_block=shared)
     _print_summary(s, args.mode, primary_metric(args.task))
     if args.json:
         print(json.dumps(s.as_dict()))

@@ -31,7 +31,7 @@ from pathlib import Path
 from erpack import errors
 from erpack.cluster.session import connect, worker_env
 from erpack.errors import ErpackError, InputError, StoreError
-from erpack.predict import cached_rows, open_upper
+from erpack.predict import cached_rows, open_upper, per_document_only
 from erpack.store import CacheReader
 from erpack.store.location import Location, open_location
 
@@ -169,6 +169,7 @@ def score_on_ray(graph, cache, out, ids: list[str] | None = None, fmt: str = "pa
         raise InputError(f"workers and part_docs must be at least 1, got {workers} and {part_docs}")
     t0 = time.perf_counter()
     sess, info = open_upper(graph, "cpu")  # the driver checks the graph and its fit; workers run it
+    per_document_only(info, "the distributed scorer (--engine ray)")
     cache = _open(_url(cache), storage_options or getattr(cache, "storage_options", None))
     result = ScoreResult(graph=str(graph), cache=_url(cache), output=str(out), format=fmt, workers=workers,
                          variant=info.get("variant"), task=info.get("task"))

@@ -30,6 +30,7 @@ from erpack.deploy.runtime import BundleRuntime
 from erpack.deploy.tokenizer import BundleTokenizer
 from erpack.errors import BundleError
 from erpack.export.build import _task_model, export_task_model
+from erpack.export.metadata import per_token
 from erpack.models import recorded_location
 from erpack.runtime.lower import run_lower
 from erpack.runtime.progress import Steps
@@ -147,6 +148,10 @@ def write_bundle(task_model, output, model: str | None = None, calibration_cache
     if tm.input == "text":
         raise BundleError(f"task model {task_model} computes from text (a baseline): a bundle serves task models "
                           "that run from a cache's layer-k states; export the baseline with --part full")
+    if per_token(tm.info):
+        raise BundleError(f"task model {task_model} is a token-classification model: bundles and `erpack serve` "
+                          "answer one prediction per document. Export its upper graph (erpack export TASK_MODEL "
+                          "-o FILE.onnx) and run `erpack predict FILE.onnx CACHE` for predictions per word")
     reader = CacheReader(calibration_cache) if calibration_cache is not None else None
     notes: list[str] = []
     try:

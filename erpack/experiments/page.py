@@ -8,6 +8,7 @@ edited by hand: a second run of the command rewrites the page.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,13 +16,14 @@ from erpack.store.atomic import write_atomic
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """`python tools/SCRIPT ARGS...` as it was run; a script given by its absolute path is named from the
+    """`python tools/SCRIPT ARGS...` as it was run, each argument quoted for the shell where it needs it
+    (a --note with spaces copies back as one); a script given by its absolute path is named from the
     folder above its own (the repository, for the scripts in tools/)."""
     argv = [str(a) for a in (sys.argv if argv is None else argv)]
     script = Path(argv[0])
     if script.is_absolute():
         argv[0] = str(script.relative_to(script.parents[1]))
-    return "python " + " ".join(argv)
+    return "python " + shlex.join(argv)
 
 
 def machine_line(machine: dict) -> str:

@@ -8,6 +8,11 @@ and its table, each cell paired with the baseline of its seed and test decile (t
 
 A mode cell is `upper`, `head` or an adapter word (AdapterSpec.parse: `adapter`, `adapter-r64a32-ln`,
 `adapter-ia3`, ...); the cell names the table's row.
+
+Data sets `truecase` and `punctuation` are token tasks (erpack.token_tasks: a label per word of BBC
+articles; sizes `token_sizes`, one corpus file holding the texts and the words' labels): their runs are
+scored by micro F1 over the words (the row's `metric`), the table's columns named after it
+(`test_micro_f1_mean`, ...), and they carry no per-document correctness, so no bootstrap interval.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from erpack.assets import check_decile
 from erpack.errors import InputError
-from erpack.experiments.corpora import grid_corpus
+from erpack.experiments.corpora import TOKEN_DATASETS, grid_corpus
 from erpack.experiments.grid import RESULTS, append_result, decile_of, ensure_cache, finished, run_key
 from erpack.experiments.stats import correct_string, decile_means, mean_sd, paired_bootstrap
 from erpack.experiments.tags import all_tags, keep_tags, merge_tags
@@ -59,6 +64,9 @@ class TrainGrid:
     bbc_sizes: tuple[int, int, int] = (200, 60, 239)
     rt_max_length: int = 128
     bbc_max_length: int = 128
+    token_sizes: tuple[int, int, int] = (150, 30, 100)  # token tasks (truecase, punctuation): documents
+    token_max_length: int = 128
+    token_batch_size: int = 8
     baseline: bool = True
     work: Path = Path("runs/train")
     tag: str = ""  # the configuration's label in results and table
@@ -74,6 +82,8 @@ class TrainGrid:
 
     def of(self, ds: str) -> tuple[tuple[int, int, int], int, int]:
         """(sizes, max length, batch size) of data set `ds`."""
+        if ds in TOKEN_DATASETS:
+            return self.token_sizes, self.token_max_length, self.token_batch_size
         if ds == "bbc":
             return self.bbc_sizes, self.bbc_max_length, self.bbc_batch_size
         return self.rt_sizes, self.rt_max_length, self.batch_size
@@ -91,6 +101,11 @@ def _caches(grid: TrainGrid, model: str, ds: str, layer: int, log) -> tuple[Path
     return corpus, caches
 
 
+def task_of(ds: str) -> str:
+    """The erpack task of a grid data set: token-classification for a token task, else classification."""
+    return "token-classification" if ds in TOKEN_DATASETS else "classification"
+
+
 def _stub(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, seed: int) -> dict:
     """What run_key needs of a run's row, before the run."""
     return {"kind": kind, "model": model, "dataset": ds, "codec": codec, "mode": mode, "seed": seed, "tag": grid.tag,
@@ -99,9 +114,13 @@ def _stub(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, see
 
 def _run_row(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, seed: int, layer: int,
              result, data) -> dict:
-    correct = "" if result.test_logits is None else correct_string(result.test_logits.argmax(axis=1), data.y["test"])
-    return {**_stub(kind, model, ds, codec, mode, grid, seed), "layer": layer, "test_correct": correct,
-            "result": result.as_dict()}
+    from erpack.train.metrics import primary_metric
+
+    token = data.task == "token-classification"  # scored per word: no per-document correctness
+    correct = "" if result.test_logits is None or token else correct_string(result.test_logits.argmax(axis=1),
+                                                                            data.y["test"])
+    return {**_stub(kind, model, ds, codec, mode, grid, seed), "layer": layer, "metric": primary_metric(data.task),
+            "test_correct": correct, "result": result.as_dict()}
 
 
 def _finish(grid: TrainGrid, row: dict, log) -> None:
@@ -117,16 +136,17 @@ def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str
     from erpack.train.trainer import prepare_data, run_recycled
 
     done = finished(grid.work / RESULTS)
+    task = task_of(ds)
     cfg = TrainConfig(epochs=grid.epochs, batch_size=grid.of(ds)[2], seed=seed, patience=grid.patience, lr=None,
                       baseline_lr=grid.full_lr)
     if grid.baseline and run_key(_stub("baseline", model, ds, None, "full", grid, seed)) not in done:
         with CacheReader(caches[grid.codecs[0]]) as first:
-            data = prepare_data(first, labels, "classification")
+            data = prepare_data(first, labels, task)
             r = run_baseline(first.meta, data, cfg)
         _finish(grid, _run_row("baseline", model, ds, None, "full", grid, seed, layer, r, data), log)
     for codec, cache in caches.items():
         with CacheReader(cache) as reader:
-            data = prepare_data(reader, labels, "classification")
+            data = prepare_data(reader, labels, task)
             for cell in grid.modes:
                 if run_key(_stub("recycled", model, ds, codec, cell, grid, seed)) in finished(grid.work / RESULTS):
                     continue  # read afresh: a grid sharing the work folder may have run it meanwhile
@@ -166,7 +186,7 @@ def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, 
             readers = {codec: CacheReader(cache) for codec, cache in caches.items()}
             first = next(iter(readers.values()))
             cfg = TrainConfig(epochs=1, batch_size=grid.of(ds)[2], seed=0, train_limit=grid.timing)
-            data = prepare_data(first, str(corpus), "classification", train_limit=grid.timing, splits=("train",))
+            data = prepare_data(first, str(corpus), task_of(ds), train_limit=grid.timing, splits=("train",))
             for rnd in range(grid.rounds):
                 times = {"full": run_baseline(first.meta, data, cfg).train_seconds_per_epoch}
                 for codec, reader in readers.items():
@@ -183,15 +203,17 @@ def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, 
 
 
 def _cell_row(tag, model, ds, codec, mode, layer, rs: list[dict], brows: dict, enc: dict) -> dict:
-    """The table row of one cell: its runs `rs` against the baselines `brows` by (seed, decile)."""
+    """The table row of one cell: its runs `rs` against the baselines `brows` by (seed, decile), on the runs'
+    metric (accuracy; micro F1 for a token task): columns test_METRIC_mean/sd, baseline_METRIC_mean/sd."""
+    metric = rs[0].get("metric", "accuracy")
     b = {key: x["result"] for key, x in brows.items()}
     keys = sorted((r["seed"], decile_of(r)) for r in rs)
-    acc = [r["result"]["test"]["accuracy"] for r in rs]
-    bacc = [b[key]["test"]["accuracy"] for key in keys if key in b]
+    acc = [r["result"]["test"][metric] for r in rs]
+    bacc = [b[key]["test"][metric] for key in keys if key in b]
     t = float(np.mean([r["result"]["train_seconds_per_epoch"] for r in rs]))
     bt = float(np.mean([b[key]["train_seconds_per_epoch"] for key in keys if key in b])) if bacc else float("nan")
     matched = [(r, brows[(r["seed"], decile_of(r))]) for r in rs if (r["seed"], decile_of(r)) in b]
-    paired = [r["result"]["test"]["accuracy"] - x["result"]["test"]["accuracy"] for r, x in matched]
+    paired = [r["result"]["test"][metric] - x["result"]["test"][metric] for r, x in matched]
     by_decile, decile_mean = decile_means([(decile_of(r), 100 * d) for (r, _), d in zip(matched, paired)])
     ci = (paired_bootstrap([(decile_of(r), r["test_correct"], x["test_correct"]) for r, x in matched])
           if matched and all(r.get("test_correct") and x.get("test_correct") for r, x in matched) else None)
@@ -200,10 +222,10 @@ def _cell_row(tag, model, ds, codec, mode, layer, rs: list[dict], brows: dict, e
     test_mean, test_sd = mean_sd(acc)
     base_mean, base_sd = mean_sd(bacc) if bacc else (None, None)
     return {"tag": tag, "lr": sorted({r["result"]["lr"] for r in rs}), "baseline_lr": sorted({x["lr"] for x in b.values()}),
-            "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode,
+            "model": model, "dataset": ds, "layer": layer, "codec": codec, "mode": mode, "metric": metric,
             "seeds": [s for s, _ in keys], "test_deciles": sorted({d for _, d in keys}),
-            "test_accuracy_mean": test_mean, "test_accuracy_sd": test_sd,
-            "baseline_accuracy_mean": base_mean, "baseline_accuracy_sd": base_sd,
+            f"test_{metric}_mean": test_mean, f"test_{metric}_sd": test_sd,
+            f"baseline_{metric}_mean": base_mean, f"baseline_{metric}_sd": base_sd,
             "delta_points_mean": 100 * float(np.mean(paired)) if paired else None,
             "delta_points_min": 100 * float(np.min(paired)) if paired else None,
             "delta_points_max": 100 * float(np.max(paired)) if paired else None,

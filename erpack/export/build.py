@@ -24,7 +24,7 @@ import numpy as np
 from erpack.codecs import Pipeline
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
-from erpack.export.metadata import check_cache, set_file_metadata
+from erpack.export.metadata import check_cache, per_token, set_file_metadata
 from erpack.export.onnx_export import FullStack, export_full, export_lower, export_upper
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
@@ -76,8 +76,11 @@ def _info(tm, source) -> dict:
     cache = dict(tm.expected_cache)
     if "codec_spec" not in cache and cache.get("codec"):
         cache["codec_spec"] = Pipeline.from_config(cache["codec"]).spec
-    return {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
+    info = {"cache": cache, "task": tm.task, "labels": tm.labels, "mode": tm.mode, "variant": "fp32",
             "task_model": str(source) if not hasattr(source, "info") else None}
+    if per_token(info):  # how predict turns the graph's token logits into one prediction per word
+        info["subwords"] = tm.info.get("subwords") or "first"
+    return info
 
 
 def _variant_path(out: Path, name: str) -> Path:
@@ -162,7 +165,8 @@ def _step_count(part: str | None, variants: list) -> int:
 def export_task_model(task_model, output, part: str | None = "upper", optimize: bool = False, quantize: str | None = None,
                       calibration_cache=None, tolerance: float = TOLERANCE, exporter: str = "legacy",
                       allow_other_codec: bool = False, calibration_docs: int = 256, timing_runs: int = 10,
-                      int8_exclude: str = "auto", overwrite: bool = False, progress=None) -> ExportSummary:
+                      int8_exclude: str = "auto", overwrite: bool = False, progress=None,
+                      ode_steps: int | None = None) -> ExportSummary:
     """Export, check and vary a task model (folder or TaskModel); returns an ExportSummary (see module doc).
 
     part: "upper" (from cached states), "lower" (token ids -> cached states), "full" (token ids ->
@@ -172,7 +176,8 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     check, each variant, its measuring), named as each starts.
 
     Each file is written beside its place, checked, fsynced and renamed into it; an existing output
-    (or variant) is refused before any work unless overwrite.
+    (or variant) is refused before any work unless overwrite. `ode_steps`: a task model with a shared upper
+    block, exported as that many ODE steps unrolled (erpack.depth.ode; the metadata records "ode").
     """
     out = Path(output)
     _check_request(part, quantize, int8_exclude, calibration_cache, out)
@@ -185,6 +190,8 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
     part = _part_for(tm, part, task_model)
     steps.total(_step_count(part, variants))
     info = _info(tm, task_model)
+    if ode_steps is not None:
+        _ode_steps(tm, part, ode_steps, info)
     reader = CacheReader(calibration_cache) if calibration_cache is not None else None
     try:
         steps.start(f"export the {part} stack and check it against PyTorch")
@@ -199,6 +206,16 @@ def export_task_model(task_model, output, part: str | None = "upper", optimize: 
         steps.close()
         if reader is not None:
             reader.close()
+
+
+def _ode_steps(tm, part: str, steps: int, info: dict) -> None:
+    """Make `tm.upper` the S-step ODE stack (one graph per S, unrolled: docs/results/ode-steps.md)."""
+    from erpack.depth.ode import graph_record, ode_upper
+
+    if part != "upper":
+        raise ExportError(f"--steps applies to the upper stack, not --part {part}")
+    tm.upper = ode_upper(tm, steps)
+    info["ode"] = graph_record(tm, tm.upper)
 
 
 def _export_upper_stack(tm, out: Path, info: dict, summary: ExportSummary, reader, steps, *, optimize: bool,
@@ -262,8 +279,9 @@ def _agreement_note(v: Variant, inputs: str) -> str | None:
     score's Pearson r below AGREEMENT_WARNING."""
     a = v.agreement
     if a["argmax_agreement"] is not None and a["argmax_agreement"] < AGREEMENT_WARNING:
+        rows = f"{a['rows']} tokens of {inputs} inputs" if a.get("tokens") else f"{a['rows']} {inputs} inputs"
         return (f"{v.variant} changes the predicted class of {100 * (1 - a['argmax_agreement']):.1f}% of "
-                f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")
+                f"{rows}: measure its accuracy before deploying it (tools/export_bench.py)")
     if a.get("pearson") is not None and a["pearson"] < AGREEMENT_WARNING:
         return (f"{v.variant}'s scores correlate with the fp32 graph's at Pearson r {a['pearson']:.3f} on "
                 f"{a['rows']} {inputs} inputs: measure its accuracy before deploying it (tools/export_bench.py)")

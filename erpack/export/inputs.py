@@ -2,6 +2,8 @@
 
 A cached record is one document's (tokens, hidden) float32 array without padding; a batch pads them
 right to the longest, with attention_mask 1 on real tokens: hidden (B, T, H) float32, mask (B, T) int64.
+`real_rows` is the other way: a graph's output as the rows that count (a document's logits, or each
+real token's for a token task).
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ PARITY_SHAPES = [[1], [9], [5, 5], [12, 7, 1], [16, 3, 9, 16, 2]]
 
 
 pad_batch = pad_arrays  # (hidden (B, T, H) float32, mask (B, T) int64) from per-document (T_i, H) arrays
+
+
+def real_rows(out: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The rows of a graph's output that count, (N, C): per-document outputs (B, C) as they are; per-token
+    outputs (B, T, C) on the real tokens of `mask` (B, T) only (what padding positions hold is never used)."""
+    return out[mask.astype(bool)] if out.ndim == 3 else out
 
 
 def random_batches(hidden_size: int, shapes=PARITY_SHAPES, max_tokens: int | None = None, seed: int = 0):

@@ -6,7 +6,11 @@ Every graph erpack writes carries an ONNX metadata property `erpack` holding one
      "inputs": [...], "outputs": [...],
      "cache": {"model": {name, model_type, weights_sha256, num_layers, hidden_size},
                "layer": k, "max_length": N, "tokenizer": {...}, "codec": {codec config}, "codec_spec": "..."},
-     "task": ..., "labels": [...], "parity": {...}}
+     "task": ..., "labels": [...], "subwords": "first" | "all" (token-classification only), "parity": {...}}
+
+A token-classification graph outputs logits per token, (B, T, C); `per_token(info)` says which kind a
+graph is, and its `subwords` rule says how its token logits become one prediction per word
+(erpack.train.words.word_predictions).
 
 and, for tools that only list flat properties (Netron, `onnx` viewers), `erpack.weights_sha256`,
 `erpack.layer`, `erpack.codec`, `erpack.max_length`, `erpack.part`. The JSON document is the one
@@ -24,6 +28,12 @@ from erpack.fit import check_fit
 META_KEY = "erpack"
 META_FORMAT = "erpack-onnx"
 META_VERSION = 1
+TOKEN_TASK = "token-classification"  # logits (B, T, C), one row per token
+
+
+def per_token(info: dict) -> bool:
+    """Does the graph (its metadata) output logits per token, (B, T, C)?"""
+    return info.get("task") == TOKEN_TASK
 
 
 def write_metadata(model_proto, info: dict) -> None:

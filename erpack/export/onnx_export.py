@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from erpack.errors import ExportError
-from erpack.export.metadata import write_metadata
+from erpack.export.metadata import per_token, write_metadata
 from erpack.runtime.lower import wants_token_types
 
 OPSET = 18
@@ -101,8 +101,9 @@ def export_upper(upper: nn.Module, path, hidden_size: int, info: dict, exporter:
                  opset: int = OPSET) -> Path:
     """Write `upper` (hidden_states (B, T, H) float32, attention_mask (B, T) int64) as an ONNX graph.
 
-    The output is `logits` (B, C) when the upper stack has a head, else `last_hidden_state` (B, T, H).
-    `info` goes into the graph's metadata (see metadata.py); part, inputs and outputs are filled in.
+    The output is `logits` (B, C) when the upper stack has a head (a token task's: (B, T, C)), else
+    `last_hidden_state` (B, T, H). `info` goes into the graph's metadata (see metadata.py); part, inputs
+    and outputs are filled in.
     """
     path = Path(path)
     with torch.no_grad():  # not inference_mode: its tensors break both exporters
@@ -111,7 +112,7 @@ def export_upper(upper: nn.Module, path, hidden_size: int, info: dict, exporter:
     has_head = getattr(upper, "has_head", True)
     out = "logits" if has_head else "last_hidden_state"
     axes = {"hidden_states": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-            out: {0: "batch"} if has_head else {0: "batch", 1: "tokens"}}
+            out: {0: "batch"} if has_head and not per_token(info) else {0: "batch", 1: "tokens"}}
     _export(upper, (hidden, mask), path, ["hidden_states", "attention_mask"], [out], axes, exporter, opset)
     _stamp(path, dict(info, part="upper", exporter=exporter, opset=opset,
                       inputs=["hidden_states", "attention_mask"], outputs=[out]))
@@ -140,7 +141,8 @@ def export_lower(lower: nn.Module, path, info: dict, exporter: str = "legacy", o
 
 
 class FullStack(nn.Module):
-    """The whole task model from token ids: (input_ids, attention_mask[, token_type_ids]) -> logits (B, C)."""
+    """The whole task model from token ids: (input_ids, attention_mask[, token_type_ids]) -> logits (B, C)
+    (a token task's: (B, T, C))."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -148,16 +150,16 @@ class FullStack(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         kwargs = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
-        return self.view(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (B, C)
+        return self.view(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits  # (B, C) or (B, T, C)
 
 
 def export_full(full: FullStack, path, info: dict, exporter: str = "legacy", opset: int = OPSET) -> Path:
-    """Write `full` (input_ids, attention_mask[, token_type_ids]) -> logits (B, C): a model that computes
-    from text, such as the baseline `erpack train --baseline` saves."""
+    """Write `full` (input_ids, attention_mask[, token_type_ids]) -> logits (B, C), a token task's (B, T, C):
+    a model that computes from text, such as the baseline `erpack train --baseline` saves."""
     path = Path(path)
     names, args = _token_inputs(full)
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "tokens"} if per_token(info) else {0: "batch"}
     _export(full, args, path, names, ["logits"], axes, exporter, opset)
     _stamp(path, dict(info, part="full", exporter=exporter, opset=opset, inputs=names, outputs=["logits"]))
     return path

@@ -1,7 +1,8 @@
 """Does the ONNX graph compute what PyTorch computes? Run both on the same batches and compare.
 
-Upper stack: logits compared everywhere. Lower stack: hidden states compared on real tokens only
-(what padding positions hold is undefined and never stored). The report keeps the largest and mean
+Document logits (B, C) are compared everywhere; outputs per token (B, T, ·): the lower stack's hidden
+states, a token task's logits) on real tokens only (what padding positions hold is undefined and never
+stored or read). The report keeps the largest and mean
 absolute difference per batch shape; `passed` is max_diff <= tolerance.
 """
 
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
+from erpack.export.inputs import real_rows
 
 TOLERANCE = 1e-4
 
@@ -51,13 +54,13 @@ def upper_parity(upper, session, batches, tolerance: float = TOLERANCE) -> Parit
     for hidden, mask in batches:
         ref = upper(torch.from_numpy(hidden), torch.from_numpy(mask)).float().numpy()
         got = session.run({"hidden_states": hidden, "attention_mask": mask})[0]
-        report.add(hidden.shape[:2], bool((mask == 0).any()), np.abs(got - ref))
+        report.add(hidden.shape[:2], bool((mask == 0).any()), np.abs(real_rows(got, mask) - real_rows(ref, mask)))
     return report
 
 
-def _token_parity(fn, session, batches, tolerance: float, keep_padding: bool) -> ParityReport:
-    """Compare `fn(input_ids, mask, token_type_ids or None)` with the graph on each batch of token feeds;
-    keep_padding=False compares real tokens only (outputs (B, T, H)), True whole outputs (logits)."""
+def _token_parity(fn, session, batches, tolerance: float) -> ParityReport:
+    """Compare `fn(input_ids, mask, token_type_ids or None)` with the graph on each batch of token feeds:
+    outputs (B, C) whole, outputs (B, T, ·) on real tokens."""
     report = ParityReport(tolerance)
     names = set(session.input_names)
     with torch.no_grad():
@@ -66,35 +69,36 @@ def _token_parity(fn, session, batches, tolerance: float, keep_padding: bool) ->
             t = {k: torch.from_numpy(v) for k, v in feeds.items()}
             ref = fn(t["input_ids"], t["attention_mask"], t.get("token_type_ids")).float().numpy()
             got = session.run(feeds)[0]
-            padded = bool((feeds["attention_mask"] == 0).any())
-            if keep_padding:
-                report.add(feeds["input_ids"].shape, padded, np.abs(got - ref).ravel())
-            else:
-                keep = feeds["attention_mask"].astype(bool)
-                report.add(feeds["input_ids"].shape, padded, np.abs(got[keep] - ref[keep]))
+            mask = feeds["attention_mask"]
+            report.add(feeds["input_ids"].shape, bool((mask == 0).any()),
+                       np.abs(real_rows(got, mask) - real_rows(ref, mask)).ravel())
     return report
 
 
 def lower_parity(lower, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
     """Compare `lower(input_ids, mask[, token_type_ids])` (B, T, H) with the graph on real tokens."""
     lower.eval()
-    return _token_parity(lower, session, batches, tolerance, keep_padding=False)
+    return _token_parity(lower, session, batches, tolerance)
 
 
 def full_parity(full, session, batches, tolerance: float = TOLERANCE) -> ParityReport:
-    """Compare `full(input_ids, mask[, token_type_ids])` logits (B, C) with the graph."""
+    """Compare `full(input_ids, mask[, token_type_ids])` logits (B, C), or a token task's (B, T, C) on real
+    tokens, with the graph."""
     full.eval()
-    return _token_parity(full, session, batches, tolerance, keep_padding=True)
+    return _token_parity(full, session, batches, tolerance)
 
 
 def graph_agreement(reference, candidate, batches) -> dict:
     """How far `candidate`'s outputs are from `reference`'s (two Sessions, e.g. fp32 and int8 graphs):
     max and mean |diff| of the outputs, and for class logits (B, C > 1) the share of rows whose argmax
-    agrees; for a regression score (B, 1), whose argmax always agrees, the Pearson r of the scores."""
-    diffs, agree, rows, scores = [], 0, 0, []
+    agrees; for a regression score (B, 1), whose argmax always agrees, the Pearson r of the scores. A
+    token task's logits (B, T, C): a row is a real token (`tokens`: True in the result)."""
+    diffs, agree, rows, scores, per_token = [], 0, 0, [], False
     for hidden, mask in batches:
         feeds = {"hidden_states": hidden, "attention_mask": mask}
         a, b = reference.run(feeds)[0], candidate.run(feeds)[0]
+        per_token = per_token or a.ndim == 3
+        a, b = real_rows(a, mask), real_rows(b, mask)
         diffs.append(np.abs(a - b).reshape(len(a), -1).max(axis=1))
         if a.ndim == 2 and a.shape[1] == 1:
             scores.append(np.stack([a[:, 0], b[:, 0]]))  # (2, B)
@@ -104,6 +108,8 @@ def graph_agreement(reference, candidate, batches) -> dict:
     d = np.concatenate(diffs) if diffs else np.zeros(0)
     out = {"rows": rows, "max_diff": float(d.max(initial=0.0)), "mean_diff": float(d.mean()) if d.size else 0.0,
            "argmax_agreement": agree / rows if rows and not scores else None}
+    if per_token:
+        out["tokens"] = True
     if scores:
         out["pearson"] = _pearson(np.concatenate(scores, axis=1))
     return out

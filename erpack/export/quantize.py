@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from erpack.errors import ExportError
-from erpack.export.inputs import cache_records, pad_batch
+from erpack.export.inputs import cache_records, pad_batch, real_rows
 
 QUANTIZE_MODES = ("dynamic", "static")
 
@@ -133,7 +133,8 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
     """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed MatMuls needed.
 
     The weight MatMuls are ranked by the outlier ratio of their input activation (`outlier_ratios`)
-    on `batches` (cached records, or feed dicts of any graph whose first output is the logits). All
+    on `batches` (cached records, or feed dicts of any graph whose first output is the logits; a token
+    task's (B, T, C) logits count per real token). All
     are quantized; while the int8 graph's argmax agrees with the fp32 graph's on fewer than `target`
     of the batches' rows, the next group of nodes in that order is left in float (groups double in
     size), up to `max_excluded` of the nodes. Returns the details of the graph written.
@@ -144,13 +145,16 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
     batches = [_feeds(b) for b in batches]
     ranked = [name for name, _ in outlier_ratios(src, batches)]
     base = create_session(src, "cpu").session
-    ref = np.concatenate([base.run(None, feeds)[0] for feeds in batches])
+
+    def logits(sess):  # (N, C): per document, or per real token of a token task
+        return np.concatenate([real_rows(sess.run(None, feeds)[0], feeds["attention_mask"]) for feeds in batches])
+
+    ref = logits(base)
     limit = int(len(ranked) * max_excluded)
     k, step, tried = 0, 1, []
     while True:
         details = quantize_dynamic_graph(src, dst, per_channel, reduce_range, ranked[:k])
-        sess = create_session(dst, "cpu").session
-        z = np.concatenate([sess.run(None, feeds)[0] for feeds in batches])
+        z = logits(create_session(dst, "cpu").session)
         agree = float((z.argmax(1) == ref.argmax(1)).mean()) if z.shape[1] > 1 else 1.0
         tried.append({"excluded": k, "agreement": agree, "max_diff": float(np.abs(z - ref).max())})
         if agree >= target or k >= limit:

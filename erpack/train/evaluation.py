@@ -43,6 +43,7 @@ class EvalSummary:
     mean_layers: float | None = None  # upper layers run per document (early exit: mean over the documents)
     mean_layers_fraction: float | None = None  # mean_layers / (L - k)
     early_exit: dict | None = None  # the rule and threshold used (None: every layer ran)
+    steps: int | None = None  # --steps: the ODE steps the shared block ran (erpack.depth.ode)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,14 +51,16 @@ class EvalSummary:
 
 def evaluate(task_model, cache, labels: str, split: str = "test", predictions=None, skip_missing: bool = False,
              batch_size: int = 64, device: str = "auto", progress: Callable | None = None,
-             shard_cache=None, early_exit: bool = True, exit_threshold: float | None = None) -> EvalSummary:
+             shard_cache=None, early_exit: bool = True, exit_threshold: float | None = None,
+             steps: int | None = None) -> EvalSummary:
     """Metrics of `task_model` (a TaskModel or its folder) on `split`; writes predictions JSONL if asked.
 
     Each prediction line: {"id", "label", "predicted", "probabilities": {label: p}} for classification,
     {"id", "label", "score"} for regression, {"id", "words", "labels", "predicted": [label per word]}
     for a token task; with "layers", the upper layers the document ran. A task model with exits
     (erpack.depth) stops each document where its rule says (`early_exit=False`: every layer;
-    `exit_threshold`: another threshold than the recorded one).
+    `exit_threshold`: another threshold than the recorded one). `steps`: run a shared upper stack in that
+    many ODE steps (erpack.depth.ode; each line then gives "layers", the block evaluations).
     """
     from erpack.train.baseline import text_logits
     from erpack.train.loop import score
@@ -68,7 +71,11 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
     tm = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
     tm.to(dev)
     exit_model = _exit_model(tm, early_exit, exit_threshold)
-    layers = None
+    upper, layers = tm.upper, None
+    if steps is not None:
+        from erpack.depth.ode import ode_upper
+
+        upper = ode_upper(tm, steps).to(dev)
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         notes = tm.check_cache(reader)
@@ -91,16 +98,17 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
             if bar:
                 bar.close()
         else:
-            logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress)
+            logits = _cache_logits(tm, reader, examples, data.lengths[split], batch_size, dev, split, progress, upper)
     metrics = score(tm.task, logits, y, len(tm.labels))
     total = _upper_depth(tm)
     if predictions is not None:  # `layers` per line when documents may stop early
         if isinstance(y, WordTargets):
             write_word_predictions(predictions, examples, y, logits)
         else:
-            write_predictions(predictions, examples, logits, tm.task, tm.labels, layers)
+            write_predictions(predictions, examples, logits, tm.task, tm.labels,
+                              layers if steps is None else steps)
     if layers is None:
-        layers = np.full(len(examples), total, dtype=np.int64)
+        layers = np.full(len(examples), steps if steps is not None else total, dtype=np.int64)
     return EvalSummary(task_model=str(task_model) if not isinstance(task_model, TaskModel) else None,
                        cache=str(cache), split=split, task=tm.task, mode=tm.mode, documents=len(examples),
                        skipped_missing=len(data.missing), metrics=metrics, notes=notes,
@@ -108,7 +116,7 @@ def evaluate(task_model, cache, labels: str, split: str = "test", predictions=No
                        seconds=time.perf_counter() - t0, device=str(dev), mean_layers=float(layers.mean()),
                        mean_layers_fraction=float(layers.mean() / total) if total else None,
                        early_exit={"rule": exit_model.rule.name, "threshold": exit_model.rule.threshold}
-                       if exit_model is not None else None)
+                       if exit_model is not None else None, steps=steps)
 
 
 def _exit_model(tm, early_exit: bool, threshold: float | None):
@@ -133,7 +141,7 @@ def _upper_depth(tm) -> int:
     return depth(tm.model) - (0 if tm.input == "text" else tm.layer)
 
 
-def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress) -> np.ndarray:
+def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: str, progress, upper=None) -> np.ndarray:
     """Logits (N, C) of the upper stack on the cached records of `examples` (a token task: (N, T, C))."""
     source = cache_source(reader, [e.id for e in examples], lengths, pin=dev.type == "cuda")
     plan = batch_plan(source.lengths, batch_size)
@@ -142,9 +150,10 @@ def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: st
     logits = np.zeros((len(examples), *((max(lengths, default=1),) if per_token else ()),
                        1 if tm.task == "regression" else len(tm.labels)), dtype=np.float32)
     tm.model.eval()
+    upper = upper if upper is not None else tm.upper
     with torch.no_grad():
         for rows, (hidden, mask) in source.batches(plan):
-            out = tm.upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
+            out = upper(hidden.to(dev, non_blocking=True), mask.to(dev, non_blocking=True)).float().cpu().numpy()
             if per_token:
                 logits[rows, :out.shape[1]] = out
             else:

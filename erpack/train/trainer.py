@@ -238,7 +238,8 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
                      progress: Callable | None = None, overwrite: bool = False, shard_cache=None,
-                     subwords: str = "first", early_exit=None) -> TrainSummary:
+                     subwords: str = "first", early_exit=None,
+                     shared_block=None) -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
@@ -247,8 +248,16 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     an existing output is refused (before any training) unless overwrite. `shard_cache`: a local folder
     where the shards of a remote cache are downloaded once (checked against their sha256) and then read
     as local files, so every epoch after the first reads at local-disk speed. `subwords` (a token task):
-    which subwords of a word carry its label, "first" or "all" (erpack.train.words).
+    which subwords of a word carry its label, "first" or "all" (erpack.train.words). `shared_block` (an
+    erpack.depth.distill.ShareSpec): one block shared by the upper layers, distilled from the encoder's
+    upper stack, then tuned with the head (`upper` mode only); the record gains "ode".
     """
+    if shared_block is not None and early_exit is not None:
+        raise InputError("--shared-block and --early-exit: a task model runs either ODE steps of a shared block or "
+                         "exits after its layers; train one of them")
+    if shared_block is not None and (mode != "upper" or baseline):
+        raise InputError(f"--shared-block trains the shared block and the head (mode upper), without a baseline; "
+                         f"drop --mode {mode}" + (" and --baseline" if baseline else ""))
     if output is not None:
         check_output(Path(output), overwrite, "task model")
     cfg = config or TrainConfig()
@@ -259,7 +268,12 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     with CacheReader(cache, shard_cache=shard_cache) as reader:
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit, subwords=subwords,
                             model_override=model_override)
-        tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress, early_exit)
+        if shared_block is not None:
+            from erpack.train.shared import run_shared_block
+
+            tm, run = run_shared_block(reader, data, cfg, shared_block, model_override, progress)
+        else:
+            tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress, early_exit)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
                          if baseline else (None, None))
         summary = TrainSummary(

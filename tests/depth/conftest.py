@@ -1,14 +1,36 @@
-"""A tiny BERT cache cut at layer 1 (three upper layers to stop between) and task models with exits on it."""
+"""Fixtures of the adaptive-depth tests: a tiny BERT cache cut at layer 1 with task models with exits on it (early
+exit), and the tiny BERT and ALBERT caches at layer 2 (ODE steps)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tests.train.conftest import make_corpus, make_model_folder, write_cache, write_jsonl
+from tests.train.conftest import WORDS, make_corpus, make_model_folder, write_cache, write_jsonl
 
 LAYER = 1
 FAST = dict(batch_size=8, warmup=0.0, patience=100, lr=1e-3)
+
+
+def make_albert_folder(folder, seed: int = 0):
+    """A tiny random ALBERT (4 virtual layers, 2 groups: virtual layers 2 and 3 share group 1) with the
+    tiny BERT word-piece tokenizer (ALBERT's own is SentencePiece, and no ALBERT weights are installed)."""
+    from transformers import BertTokenizerFast
+
+    from tests.checkers import tiny_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tok.model_max_length = 64
+    tok.save_pretrained(folder)
+    model = tiny_model("albert", seed=seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embeddings" not in name:
+                p.mul_(6.0)
+    model.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(autouse=True, scope="package")
@@ -42,3 +64,14 @@ def dact_model(tiny_exit):
     s = train_from_cache(tiny_exit["cache"], str(tiny_exit["labels"]), mode="upper", output=out,
                          early_exit=ExitSpec("dact"), config=TrainConfig(epochs=2, **FAST))
     return out, s
+
+
+@pytest.fixture(scope="session")
+def tiny_caches(tmp_path_factory):
+    """{"labels", "bert": cache, "albert": cache}: both at layer 2 of 4 on the planted corpus."""
+    root = tmp_path_factory.mktemp("depth")
+    rows = make_corpus(60)
+    labels = write_jsonl(root / "corpus.jsonl", rows)
+    bert = write_cache(root / "bert-cache", make_model_folder(root / "tiny-bert"), rows)
+    albert = write_cache(root / "albert-cache", make_albert_folder(root / "tiny-albert"), rows)
+    return {"root": root, "rows": rows, "labels": labels, "bert": bert, "albert": albert}

@@ -1,0 +1,114 @@
+"""`erpack predict` with a token-classification graph: one predicted label per word of each document.
+
+A token graph's logits are per token, (B, T, C). To turn them into labels per word, predict needs each
+document's words, exactly as the text that was tokenized (`text == " ".join(words)`):
+
+- from the word label file given (`--labels`: its rows' `words`; a built-in token task such as
+  `bbc-truecase` too), else
+- from the corpus given (`--texts`: each text split at whitespace): the corpus the cache was encoded
+  from, and the source of documents the cache does not hold.
+
+A document with neither is refused before any work (InputError naming it). Each token's word comes from
+erpack.train.words.word_index (the words tokenized again with the cache's tokenizer and checked against
+the ids the cache stored for the record, or the ids the lower stack ran for a new text), and one label
+per word from word_predictions by the graph's `subwords` rule (`first`: the first subword's argmax;
+`all`: the argmax of the mean of the word's subword logits).
+
+A row: {"id", "source", "words", "predicted" (a label per word; null for a word cut off by max_length),
+"truncated_words"} and, with --labels, "labels" (the true ones): the names `erpack eval --predictions`
+writes for a token task, as `predicted` and `label` are for a document. Scores: erpack.train.metrics.token_metrics over
+the words predicted (words cut off are counted, not scored).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from erpack.corpus import iter_corpus
+from erpack.errors import InputError
+from erpack.train.metrics import token_metrics
+from erpack.train.word_labels import read_word_labels, words_of
+from erpack.train.words import check_words, cut_words, word_index, word_predictions
+
+NO_WORDS = ("a token-classification graph predicts a label per word, so it needs the words of each document: "
+            "give --labels (a word label file: id, words, labels) or --texts (the corpus the cache was encoded "
+            "from; words = text split at whitespace)")
+
+
+def word_label_rows(source: str, names: list[str]) -> dict:
+    """{id: Example} of a token task's label source (a word label file or a built-in token task), each
+    row's labels checked against the graph's label `names` before any work."""
+    rows = read_word_labels(source)
+    for r in rows:
+        check_words(words_of(r), list(r.label), names, r.where)
+    return {r.id: r for r in rows}
+
+
+def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: list) -> dict[str, tuple[list, str]]:
+    """{id: (words, where)} of the documents `ids` to predict: from `label_rows`, else from the documents
+    given as text (`text_docs`), else from the corpus `texts`; InputError when some have none."""
+    out: dict[str, tuple[list, str]] = {}
+    for doc_id in ids:
+        if label_rows is not None and doc_id in label_rows:
+            out[doc_id] = (words_of(label_rows[doc_id]), label_rows[doc_id].where)
+    for d in text_docs:
+        out.setdefault(d.id, (d.text.split(), d.where or f"document {d.id!r}"))
+    wanted = {i for i in ids if i not in out}
+    if wanted and texts is not None:
+        for d in iter_corpus(str(texts)):
+            if d.id in wanted:
+                out.setdefault(d.id, (d.text.split(), d.where or f"{texts}: document {d.id!r}"))
+    lacking = [i for i in ids if i not in out]
+    if lacking:
+        shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
+        where = []
+        if label_rows is not None:
+            where.append("in --labels")
+        if texts is not None:
+            where.append(f"in --texts {texts}")
+        found = f" (not {' nor '.join(where)})" if where else ""
+        raise InputError(f"no words for {len(lacking)} document(s){found}: {shown}; {NO_WORDS}")
+    for words, where in out.values():
+        check_words(words, None, None, where)
+    return out
+
+
+def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, max_length: int | None,
+              info: dict, text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
+    """The prediction lines, in request order: labels per word (see module doc). `max_length`: the cache's
+    (texts are truncated as it truncated them); `missing`: the error of an id found nowhere."""
+    names = list(info.get("labels") or [])
+    subwords = info.get("subwords") or "first"
+    out = []
+    for doc_id in requested:
+        if doc_id not in logits:
+            out.append({"id": doc_id, "error": missing})
+            continue
+        ws, where = words[doc_id]
+        index = word_index(tokenizer, ws, token_ids[doc_id], where, max_length)
+        z = np.asarray(logits[doc_id])[: len(index)]  # (T, C): the graph's padding rows dropped
+        pred = word_predictions(z, index, len(ws), subwords)
+        row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,
+               "predicted": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
+               "truncated_words": cut_words(index, len(ws))}
+        if label_rows is not None and doc_id in label_rows:
+            row["labels"] = list(label_rows[doc_id].label)
+        out.append(row)
+    return out
+
+
+def score_words(rows: list[dict], label_rows: dict, names: list[str]) -> dict:
+    """token_metrics over the predicted words of the labelled rows, with the documents and the words cut off."""
+    index = {n: i for i, n in enumerate(names)}
+    y_true, y_pred, docs, cut = [], [], 0, 0
+    for r in rows:
+        if "error" in r or r["id"] not in label_rows:
+            continue
+        docs += 1
+        cut += r["truncated_words"]
+        y_true += [index[t] for t in label_rows[r["id"]].label]  # known to the graph: word_label_rows checked
+        y_pred += [-1 if p is None else index[p] for p in r["predicted"]]
+    if not docs:
+        return {"documents": 0}
+    m = token_metrics(y_true, y_pred, names)
+    return {"documents": docs, "words": m.pop("n"), "truncated_words": cut, **m}

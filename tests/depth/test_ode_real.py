@@ -1,0 +1,36 @@
+"""The shared block distilled from the real MiniLM's upper stack (k = 3) on real reviews: train, eval at S steps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from erpack.cli import main
+
+pytestmark = pytest.mark.real
+
+
+def test_minilm_shared_block_on_reviews(tmp_path, capsys):
+    from erpack.assets import load_dataset
+
+    sizes = {"train": 48, "validation": 16, "test": 16}
+    rows = []
+    for r in load_dataset("rotten_tomatoes"):
+        if sum(x["split"] == r.split for x in rows) < sizes[r.split]:
+            rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
+    corpus = tmp_path / "rt.jsonl"
+    corpus.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    cache, out = tmp_path / "cache", tmp_path / "tm"
+    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--codec", "fp16",
+                 "--max-length", "64"]) == 0
+    assert main(["train", str(cache), "--labels", str(corpus), "--shared-block", "--distill-epochs", "1",
+                 "--epochs", "1", "--batch-size", "16", "-o", str(out), "--device", "cpu"]) == 0
+    record = json.loads((out / "erpack_task.json").read_text())["ode"]
+    assert record["steps_trained"] == 3 and record["block"]["distill"][0]["final_mse"] > 0
+    capsys.readouterr()
+    for steps in (1, 3):
+        assert main(["eval", str(out), str(cache), "--labels", str(corpus), "--steps", str(steps), "--json",
+                     "--device", "cpu"]) == 0
+        r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert r["documents"] == 16 and r["mean_layers"] == steps and 0 <= r["metrics"]["accuracy"] <= 1

@@ -1,0 +1,148 @@
+"""Token tasks (truecasing, punctuation restoration) trained from the cache against the full fine-tune.
+
+    python tools/token_table.py --model minilm --tasks truecase,punctuation --seeds 0,1,2 --work runs/tokens
+    python tools/token_table.py --model mpnet --tasks truecase,punctuation --seeds 0 --sizes 100,20,60 \
+        --work runs/tokens-mpnet --note "one seed at a smaller size (CPU time)"
+    python tools/token_table.py --render-only            # docs/results/token-tasks.md from the result files
+    python tools/token_table.py --render-only --check    # exit 1 when the page is not what the files render
+
+For the model (split at L // 2: MiniLM k = 3, MPNet k = 6) and each task it writes a corpus of BBC
+articles with a label per word (erpack.token_tasks: the first --sizes train, validation and test
+articles in sha256(id) order), encodes it once (--codec), then for each seed fine-tunes the whole model
+from text (the baseline) and trains every mode (--modes) from the cache with the same seed, data,
+batches and epochs. Every run is appended to WORK/results.jsonl as it finishes, so an interrupted run
+resumes. It prints the table (test micro F1 mean ± sd per mode, the full fine-tune, Δ in points, epoch-time
+ratio), writes one result file per (model, task) into --out (docs/results/tokens/MODEL-kK-TASK.json),
+and renders docs/results/token-tasks.md from every result file there. The last line is the results as JSON.
+
+The default sizes take about ten minutes for MiniLM on two idle cores (both tasks, three seeds, upper,
+adapter and the full fine-tune); the core is erpack.experiments.token_table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from erpack.errors import ErpackError, InputError
+from erpack.experiments.page import command_line, publish
+from erpack.experiments.token_table import (
+    page_text,
+    read_results,
+    run_token_table,
+    settings_of,
+    table_lines,
+    token_grid,
+    write_results,
+)
+from erpack.runtime.timing import describe_machine
+from erpack.store.atomic import write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "results" / "tokens"
+PAGE = ROOT / "docs" / "results" / "token-tasks.md"
+
+
+def _log(row: dict) -> None:
+    r = row.get("result")
+    if row["kind"] == "encode":
+        text = f"encoded {row['model']} {row['dataset']} {row['codec']}: {row['seconds']:.1f} s, {row['bytes'] / 1e6:.1f} MB"
+    else:
+        what = "full fine-tune" if row["kind"] == "baseline" else row["mode"]
+        text = (f"{what} {row['model']} {row['dataset']} seed {row['seed']}: test micro F1 "
+                f"{r['test'][row['metric']]:.4f}, {r['train_seconds_per_epoch']:.1f} s/epoch")
+    print(text, flush=True)
+
+
+def _ints(text: str, n: int | None, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if n is not None and len(values) != n:
+        raise InputError(f"{flag} takes {n} comma-separated integers, got {text!r}")
+    return values
+
+
+def _provenance(grid, table_only: bool) -> dict:
+    """The command that measured WORK's runs, its machine and settings: this one's (kept in
+    WORK/command.json), or, with --table-only, those kept there (so a table-only run reports what was
+    measured, whatever its own flags)."""
+    path = Path(grid.work) / "command.json"
+    if table_only:
+        if not path.exists():
+            raise InputError(f"{path} is missing: no token_table run measured in {grid.work}")
+        return json.loads(path.read_text())
+    kept = {"command": command_line(), "machine": describe_machine(), "settings": settings_of(grid)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(kept).encode())
+    return kept
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="minilm", help="built-in model (split at L // 2; default: minilm)")
+    p.add_argument("--tasks", default="truecase,punctuation", help="comma-separated token tasks (default: both)")
+    p.add_argument("--modes", default="upper,adapter", help="modes trained from the cache (as tools/train_table.py)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--sizes", default="150,30,100", help="train,validation,test articles (default: 150,30,100)")
+    p.add_argument("--codec", default="int8z", help="the cache's codec (default: int8z)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens kept per article (default: 128)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--upper-lr", type=float, default=5e-4, help="upper from the cache (default: 5e-4; the document "
+                   "tasks' 1e-4 left truecasing 11 points behind: docs/results/token-tasks.md)")
+    p.add_argument("--adapter-lr", type=float, default=3e-3, help="adapter (LoRA r=16) from the cache (default: 3e-3)")
+    p.add_argument("--full-lr", type=float, default=1e-4, help="the full fine-tune (default: 1e-4; punctuation was "
+                   "run at 3e-4)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: steady timings on a shared machine)")
+    p.add_argument("--work", default="runs/tokens", help="work folder: corpora, caches, results.jsonl")
+    p.add_argument("--note", action="append", default=[], help="a note printed under this run's tables (repeatable)")
+    p.add_argument("--table-only", action="store_true", help="no training: the table from WORK/results.jsonl (the "
+                   "runs finished so far), written as result files with the command that measured them")
+    p.add_argument("--out", default=str(OUT), help="folder of the result files (default: docs/results/tokens)")
+    p.add_argument("--page", default=str(PAGE), help="the results page (default: docs/results/token-tasks.md)")
+    p.add_argument("--render-only", action="store_true", help="only render the page from the result files")
+    p.add_argument("--check", action="store_true", help="with --render-only: exit 1 if the page is out of date")
+    args = p.parse_args(argv)
+    if args.render_only:
+        return publish(args.page, page_text(read_results(args.out)), args.check, "python tools/token_table.py --render-only")
+    try:  # a bad task, mode or size fails before anything is written, encoded or trained
+        grid = token_grid(args.model, args.tasks.split(","), args.work, _ints(args.sizes, 3, "--sizes"),
+                          [m for m in args.modes.split(",") if m], _ints(args.seeds, None, "--seeds"), args.codec,
+                          epochs=args.epochs, patience=args.patience, upper_lr=args.upper_lr,
+                          adapter_lr=args.adapter_lr, full_lr=args.full_lr, token_max_length=args.max_length,
+                          token_batch_size=args.batch_size)
+    except (InputError, ValueError) as e:
+        p.error(str(e))
+    if not args.table_only:
+        import torch
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        torch.set_num_threads(args.threads)
+    try:
+        kept = _provenance(grid, args.table_only)
+        results = run_token_table(grid, kept["command"], kept["machine"], _log, run=not args.table_only,
+                                  settings=kept.get("settings"))
+    except ErpackError as e:
+        print(f"token_table: error: {e}", file=sys.stderr)
+        return 2
+    for res in results:
+        res["notes"] = args.note
+        print("\n".join(table_lines(res)))
+    if results:
+        for path in write_results(args.out, results):
+            print(f"wrote {path}", file=sys.stderr)
+        publish(args.page, page_text(read_results(args.out)), False, "python tools/token_table.py --render-only")
+        print(f"wrote {args.page}", file=sys.stderr)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
