@@ -147,3 +147,58 @@ def storage_figure(rows: list[dict]):
     ax.set_title(f"projected cache size for {d:,.0f} documents")
     ax.tick_params(axis="y", labelsize=7)
     return fig
+
+
+
+def depth_speed(points: list[dict], title: str, recycling: float | None) -> bytes | None:
+    """Accuracy against upper-stack speed, one curve per method and result file (erpack.experiments.depth_plot's
+    points): measured speed solid with filled markers, each point's compute bound dashed with hollow markers of
+    the same colour; with `recycling` = L/(L-k), a top axis of the speed against the full L-layer encoder. When
+    some points lie more than 5 accuracy points below the best, a second panel zooms on the top 3."""
+    if not points:
+        return None
+    plt = _plt()
+    best = max(p["accuracy"] for p in points)
+    zoom = min(p["accuracy"] for p in points) < best - 0.05
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(14 if zoom else 9, 5))
+    axes = list(axes) if zoom else [axes]
+    styles = {"exit": ("tab:blue", "o", "early exit"), "ode": ("tab:green", "s", "ODE steps"),
+              "prune": ("tab:red", "D", "pruning")}
+    for n, ax in enumerate(axes):
+        lo = best - 0.03 if n else None
+        for method, (color, marker, name) in styles.items():
+            files = list(dict.fromkeys(p["file"] for p in points if p["method"] == method))
+            for j, f in enumerate(files):
+                pts = sorted((p for p in points if p["file"] == f), key=lambda p: p["ideal"])
+                tag = f"{name} ({Path(f).stem})"
+                line = ["--", "-."][j % 2]
+                ax.plot([p["ideal"] for p in pts], [p["accuracy"] for p in pts], linestyle=line, color=color,
+                        marker=marker, markerfacecolor="none", linewidth=1, label=f"{tag}: compute bound")
+                meas = sorted((p for p in pts if p["measured"] is not None), key=lambda p: p["measured"])
+                if meas:
+                    ax.plot([p["measured"] for p in meas], [p["accuracy"] for p in meas], linestyle="-",
+                            color=color, marker=marker, alpha=1 if j == 0 else 0.6, label=f"{tag}: measured")
+                for p in pts:
+                    if lo is not None and p["accuracy"] < lo:
+                        continue
+                    x = p["measured"] if p["measured"] is not None else p["ideal"]
+                    ax.annotate(p.get("short", p["point"]), (x, p["accuracy"]), fontsize=6, xytext=(3, 3 + 6 * j),
+                                textcoords="offset points", color=color)
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("upper-stack speed vs the same task model's full upper stack (x)")
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.15, y=0.1)
+        if lo is not None:
+            ax.set_ylim(lo, best + 0.006)
+            xs = [x for p in points if p["accuracy"] >= lo for x in (p["ideal"], p["measured"]) if x is not None]
+            ax.set_xlim(min(0.9, min(xs) - 0.1), max(xs) * 1.1 + 0.1)
+            ax.set_title("zoom: within 3 accuracy points of the best", fontsize=9)
+        else:
+            ax.set_ylabel("test accuracy")
+            ax.set_title(title, fontsize=9)
+        if recycling:
+            top = ax.secondary_xaxis("top", functions=(lambda x: x * recycling, lambda x: x / recycling))
+            top.set_xlabel(f"the same x L/(L-k): vs the full L-layer encoder (recycling bound {recycling:.2f} at 1)",
+                           fontsize=8)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
