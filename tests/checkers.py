@@ -95,3 +95,22 @@ class _Bar:
 
     def close(self):
         self.record["closed"] = True
+
+
+def minilm_reviews_cache(folder, sizes: dict, codec: str = "int8c+zstd:3", max_length: int = 64):
+    """(corpus, cache): the first sizes[split] Rotten Tomatoes reviews of each split as a labelled corpus
+    (id, text, label, split per line) in `folder`, and its real MiniLM k = 3 cache made by `erpack encode`."""
+    import json
+
+    from erpack.assets import load_dataset
+    from erpack.cli import main
+
+    rows = []
+    for r in load_dataset("rotten_tomatoes"):
+        if sum(x["split"] == r.split for x in rows) < sizes[r.split]:
+            rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
+    corpus, cache = folder / "rt.jsonl", folder / "cache"
+    corpus.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--codec", codec,
+                 "--max-length", str(max_length)]) == 0
+    return corpus, cache

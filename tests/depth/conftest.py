@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.train.conftest import WORDS, make_corpus, make_model_folder, write_cache, write_jsonl
+from tests.train.conftest import WORDS, make_corpus, make_model_folder, one_thread, write_cache, write_jsonl  # noqa: F401 (one_thread: autouse here too)
 
 LAYER = 1
 FAST = dict(batch_size=8, warmup=0.0, patience=100, lr=1e-3)
@@ -31,14 +31,6 @@ def make_albert_folder(folder, seed: int = 0):
                 p.mul_(6.0)
     model.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(autouse=True, scope="package")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

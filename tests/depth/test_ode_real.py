@@ -7,23 +7,14 @@ import json
 import pytest
 
 from erpack.cli import main
+from tests.checkers import minilm_reviews_cache
 
 pytestmark = pytest.mark.real
 
 
 def test_minilm_shared_block_on_reviews(tmp_path, capsys):
-    from erpack.assets import load_dataset
-
-    sizes = {"train": 48, "validation": 16, "test": 16}
-    rows = []
-    for r in load_dataset("rotten_tomatoes"):
-        if sum(x["split"] == r.split for x in rows) < sizes[r.split]:
-            rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
-    corpus = tmp_path / "rt.jsonl"
-    corpus.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    cache, out = tmp_path / "cache", tmp_path / "tm"
-    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--codec", "fp16",
-                 "--max-length", "64"]) == 0
+    corpus, cache = minilm_reviews_cache(tmp_path, {"train": 48, "validation": 16, "test": 16}, codec="fp16")
+    out = tmp_path / "tm"
     assert main(["train", str(cache), "--labels", str(corpus), "--shared-block", "--distill-epochs", "1",
                  "--epochs", "1", "--batch-size", "16", "-o", str(out), "--device", "cpu"]) == 0
     record = json.loads((out / "erpack_task.json").read_text())["ode"]

@@ -7,23 +7,15 @@ import json
 import pytest
 
 from erpack.cli import main
+from tests.checkers import minilm_reviews_cache
 
 pytestmark = pytest.mark.real
 
 
 def test_minilm_reviews_encode_train_eval(tmp_path, capsys):
-    from erpack.assets import load_dataset
-
     sizes = {"train": 40, "validation": 12, "test": 12}
-    rows = []
-    for r in load_dataset("rotten_tomatoes"):
-        if sum(x["split"] == r.split for x in rows) < sizes[r.split]:
-            rows.append({"id": r.id, "text": r.text, "label": r.label, "split": r.split})
-    corpus = tmp_path / "rt64.jsonl"
-    corpus.write_text("".join(json.dumps(x) + "\n" for x in rows))
-    cache, out = tmp_path / "cache", tmp_path / "tm"
-    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3",
-                 "--codec", "int8c+zstd:3", "--max-length", "64"]) == 0
+    corpus, cache = minilm_reviews_cache(tmp_path, sizes)
+    out = tmp_path / "tm"
     capsys.readouterr()
     assert main(["train", str(cache), "--labels", str(corpus), "--mode", "adapter", "-o", str(out), "--epochs", "1",
                  "--batch-size", "16", "--baseline", "--json"]) == 0
