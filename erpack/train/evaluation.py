@@ -18,6 +18,7 @@ import torch
 from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
+from erpack.store.atomic import write_atomic
 from erpack.train.data import batch_plan, cache_source
 from erpack.train.labels import TOKEN_TASK
 from erpack.train.word_labels import words_of
@@ -167,30 +168,31 @@ def _cache_logits(tm, reader, examples, lengths, batch_size: int, dev, split: st
 
 def write_word_predictions(path, examples, y: WordTargets, logits: np.ndarray) -> None:
     """A token task's predictions: a line per document, {"id", "words", "labels", "predicted"} with a
-    label per word (null for a word cut off by truncation)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for e, predicted in zip(examples, y.predictions(logits)):
-            f.write(json.dumps({"id": e.id, "words": words_of(e), "labels": list(e.label),
-                                "predicted": [y.labels[p] if p >= 0 else None for p in predicted]}) + "\n")
+    label per word (null for a word cut off by truncation); written atomically."""
+    _write_lines(path, [{"id": e.id, "words": words_of(e), "labels": list(e.label),
+                       "predicted": [y.labels[p] if p >= 0 else None for p in predicted]}
+                      for e, predicted in zip(examples, y.predictions(logits))])
 
 
 def write_predictions(path, examples, logits: np.ndarray, task: str, labels: list[str], layers=None) -> None:
-    """One JSON line per example; with `layers` (a number, or one per example) each line gives the upper
-    layers the document ran."""
+    """One JSON line per example, written atomically; with `layers` (a number, or one per example) each line
+    gives the upper layers the document ran."""
     per_doc = np.broadcast_to(np.asarray(layers if layers is not None else 0), (len(examples),))
     extra = (lambda i: {}) if layers is None else (lambda i: {"layers": int(per_doc[i])})
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        if task == "regression":
-            for i, (e, row) in enumerate(zip(examples, logits)):
-                f.write(json.dumps({"id": e.id, "label": e.label, "score": float(row[0]), **extra(i)}) + "\n")
-            return
+    if task == "regression":
+        rows = [{"id": e.id, "label": e.label, "score": float(row[0]), **extra(i)}
+                for i, (e, row) in enumerate(zip(examples, logits))]
+    else:
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # softmax, (N, C)
-        for i, (e, p) in enumerate(zip(examples, probs)):
-            f.write(json.dumps({"id": e.id, "label": e.label, "predicted": labels[int(p.argmax())],
-                                "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)},
-                                **extra(i)}) + "\n")
+        rows = [{"id": e.id, "label": e.label, "predicted": labels[int(p.argmax())],
+                 "probabilities": {name: round(float(v), 6) for name, v in zip(labels, p)}, **extra(i)}
+                for i, (e, p) in enumerate(zip(examples, probs))]
+    _write_lines(path, rows)
+
+
+def _write_lines(path, rows: list[dict]) -> None:
+    """JSON lines, fsynced and renamed into place: a kill leaves the old file or the new one."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
