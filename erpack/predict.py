@@ -39,12 +39,12 @@ from erpack.corpus import iter_corpus
 from erpack.depth.limits import check_graph_steps, graph_steps
 from erpack.depth.ort import ExitGraphs, is_exit_graphs, refuse_exit_options
 from erpack.errors import ExportError, InputError
-from erpack.export.metadata import per_token
 from erpack.runtime.lower import run_lower, run_lower_onnx
 from erpack.runtime.prefetch import Prefetcher
 from erpack.store import CacheReader, CacheWriter
 from erpack.store.atomic import write_atomic
 from erpack.store.location import is_remote, is_url, open_location
+from erpack.tasks import per_token
 from erpack.tokens import token_hash, tokenize
 
 MISSING = "not in the cache and no text given"

@@ -30,12 +30,12 @@ from erpack.deploy.runtime import BundleRuntime
 from erpack.deploy.tokenizer import BundleTokenizer
 from erpack.errors import BundleError
 from erpack.export.build import _task_model, export_task_model
-from erpack.export.metadata import per_token
 from erpack.models import recorded_location
 from erpack.runtime.lower import run_lower
 from erpack.runtime.progress import Steps
 from erpack.store import CacheReader
 from erpack.store.atomic import atomic_folder, write_atomic
+from erpack.tasks import per_token
 from erpack.tokens import tokenize
 
 TOKENIZER_DIR = "tokenizer"

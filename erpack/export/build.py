@@ -24,7 +24,7 @@ import numpy as np
 from erpack.codecs import Pipeline
 from erpack.errors import ExportError
 from erpack.export.inputs import cache_batches, cache_records, pad_batch, random_batches, random_token_batches
-from erpack.export.metadata import check_cache, per_token, set_file_metadata
+from erpack.export.metadata import check_cache, set_file_metadata
 from erpack.export.onnx_export import FullStack, export_full, export_lower, export_upper
 from erpack.export.parity import TOLERANCE, full_parity, graph_agreement, lower_parity, upper_parity
 from erpack.export.session import create_session
@@ -34,6 +34,7 @@ from erpack.runtime.progress import Steps
 from erpack.runtime.timing import interleaved_medians
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output, clean_leftovers, fsync_file, publish
+from erpack.tasks import per_token
 
 PARTS = ("upper", "lower", "full")
 INT8_EXCLUDE = ("auto", "none")

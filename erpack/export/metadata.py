@@ -28,12 +28,6 @@ from erpack.fit import check_fit
 META_KEY = "erpack"
 META_FORMAT = "erpack-onnx"
 META_VERSION = 1
-TOKEN_TASK = "token-classification"  # logits (B, T, C), one row per token
-
-
-def per_token(info: dict) -> bool:
-    """Does the graph (its metadata) output logits per token, (B, T, C)?"""
-    return info.get("task") == TOKEN_TASK
 
 
 def write_metadata(model_proto, info: dict) -> None:

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from erpack.errors import ExportError
-from erpack.export.metadata import per_token, write_metadata
+from erpack.export.metadata import write_metadata
 from erpack.runtime.lower import wants_token_types
+from erpack.tasks import per_token
 
 OPSET = 18
 EXPORTERS = ("legacy", "dynamo")

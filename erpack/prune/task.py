@@ -38,8 +38,8 @@ from erpack.prune.structure import apply_plan
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
+from erpack.tasks import TOKEN_TASK
 from erpack.train.data import batch_plan, cache_source
-from erpack.train.labels import TOKEN_TASK
 from erpack.train.loop import RunResult, TrainConfig, as_targets, predict, score
 from erpack.train.taskmodel import TaskModel
 from erpack.train.trainer import prepare_data

@@ -19,8 +19,8 @@ from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import write_atomic
+from erpack.tasks import TOKEN_TASK
 from erpack.train.data import batch_plan, cache_source
-from erpack.train.labels import TOKEN_TASK
 from erpack.train.word_labels import words_of
 from erpack.train.word_targets import WordTargets
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from erpack.assets import load_dataset, split_of
 from erpack.corpus import iter_jsonl_objects
 from erpack.errors import InputError
+from erpack.tasks import TOKEN_TASK
 from erpack.token_tasks import is_token_dataset
 
 SPLITS = ("train", "validation", "test")
-TOKEN_TASK = "token-classification"  # a label per word (erpack.train.word_labels)
 TASKS = ("classification", "pair-classification", "regression", TOKEN_TASK)
 
 

@@ -22,9 +22,10 @@ from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.store import CacheReader
 from erpack.store.atomic import check_output
+from erpack.tasks import TOKEN_TASK
 from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 from erpack.train.data import batch_plan, cache_lengths, cache_source
-from erpack.train.labels import TOKEN_TASK, Example, in_cache, label_names, read_labels
+from erpack.train.labels import Example, in_cache, label_names, read_labels
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.metrics import primary_metric
 from erpack.train.modes import AdapterSpec, load_for_cache, prepare
