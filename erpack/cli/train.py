@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
     )
     _add_input_options(p)
     _add_mode_options(p)
+    _add_init_options(p)
     _add_output_options(p)
     _add_training_options(p)
     _add_exit_options(p)
@@ -52,11 +53,11 @@ def _add_input_options(p) -> None:
                    "bbc-punctuation (built-in, their texts encode as `erpack encode bbc-truecase`), or a .jsonl with "
                    "`id`, `words` (the cached text split at whitespace) and `labels` (one per word)")
     p.add_argument("--task", choices=["classification", "pair-classification", "regression", "token-classification"],
-                   default="classification",
+                   default=None,
                    help="classification (cross-entropy, accuracy), pair-classification (the same on text pairs), "
                    "regression (one output, MSE, Pearson), token-classification (a label per word of the text: "
                    "--labels bbc-truecase, bbc-punctuation or a .jsonl with `id`, `words`, `labels`; per-word "
-                   "micro-F1); default: classification")
+                   "micro-F1); default: classification, or with --init the task model's task")
     p.add_argument("--subwords", choices=["first", "all"], default="first",
                    help="token-classification: which subword tokens of a word carry its label in the loss: first "
                    "(the word's first token; prediction: its argmax) or all (every token; prediction: the mean of "
@@ -77,6 +78,17 @@ def _add_mode_options(p) -> None:
                    "magnitude trains beside the low-rank direction update; on the CPU about 1.7x the time of a LoRA epoch)")
     p.add_argument("--adapter-norms", action="store_true", help="--mode adapter: also train the LayerNorms of "
                    "layers k..L-1 (4 x hidden values a layer), which the adapters leave frozen")
+
+
+def _add_init_options(p) -> None:
+    """Start from an existing task model (a pruned one included) instead of a fresh head."""
+    p.add_argument("--init", default=None, metavar="TASK_MODEL",
+                   help="start from this task model (trained from the same cache; a model `erpack prune` made keeps "
+                   "its pruned shapes) instead of a fresh head on the encoder, e.g. to train exits on a pruned model: "
+                   "--init models/rt-p60 --early-exit dact --mode head (head mode with --early-exit: the model's "
+                   "weights stay frozen and only the exits train; --mode upper: its upper layers and head train "
+                   "too). Without --early-exit it continues training the model. The labels are the model's; not "
+                   "with --baseline, --shared-block or --mode adapter, nor a model that has exits already")
 
 
 def _add_output_options(p) -> None:
@@ -211,8 +223,8 @@ def run(args) -> int:
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,
                          shard_cache=args.shard_cache, subwords=args.subwords, early_exit=early_exit,
-                         shared_block=shared)
-    _print_summary(s, args.mode, primary_metric(args.task))
+                         shared_block=shared, init=args.init)
+    _print_summary(s, args.mode, primary_metric(s.task))
     if args.json:
         print(json.dumps(s.as_dict()))
     return 0

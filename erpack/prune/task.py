@@ -192,8 +192,9 @@ def _prunable(task_model, device) -> TaskModel:
                          "and recovers from cached states, which do not feed it; prune the recycled model instead")
     if tm.info.get("early_exit") is not None:  # the exits were trained on the unpruned layers' states
         raise PruneError(f"task model {task_model} has exits (trained with --early-exit): pruning changes the hidden "
-                         "states they read and recovery does not retrain them, so erpack does not prune it yet; prune "
-                         "the same task model trained without --early-exit")
+                         "states they read and recovery does not retrain them, so erpack does not prune it; prune "
+                         "the same task model trained without --early-exit, then train exits on the pruned one "
+                         "(`erpack train CACHE --labels L --init PRUNED --early-exit RULE --mode head`)")
     return tm.to(device)
 
 

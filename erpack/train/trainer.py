@@ -89,12 +89,49 @@ def prepare_data(reader, source: str, task: str = "classification", skip_missing
     return data
 
 
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def init_model(path, reader, task: str | None, mode: str, early_exit, baseline: bool, shared_block):
+    """The task model `erpack train --init PATH` starts from, loaded and checked against the run (InputError:
+    exit 2): same cache (check_cache), a model that runs from cached states, without exits or ODE steps."""
+    from erpack.train.taskmodel import TaskModel
+
+    if baseline:
+        raise InputError("--init and --baseline: the baseline fine-tunes the encoder from text, not from a task "
+                         "model; train it in a run of its own")
+    if shared_block is not None:
+        raise InputError("--init and --shared-block: the shared block is distilled from the encoder's upper stack; "
+                         "drop --init")
+    if mode == "adapter":
+        raise InputError("--init trains on an existing task model in --mode upper or head; adapters on it are not "
+                         "supported (drop --mode adapter)")
+    tm = TaskModel.load(path)
+    if tm.input == "text":
+        raise InputError(f"--init {path}: this task model computes from text (a baseline); give a task model trained "
+                         "from this cache")
+    for key, what in (("early_exit", "exits"), ("ode", "ODE steps")):
+        if tm.info.get(key) is not None:
+            raise InputError(f"--init {path}: this task model has {what} already; start from the model it was "
+                             "trained from (without them)")
+    if task is not None and task != tm.task:
+        raise InputError(f"--init {path} is a {tm.task} model; --task {task} does not match (drop --task)")
+    tm.check_cache(reader)  # another encoder, layer or tokenizer: ManifestMismatchError (exit 2)
+    return tm
+
+
 def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSpec | None = None,
                  cfg: TrainConfig | None = None, model_override: str | None = None,
-                 progress: Callable | None = None, early_exit=None):
+                 progress: Callable | None = None, early_exit=None, init=None):
     """Train `mode` from the cache; returns (TaskModel with merged weights, RunResult with test score).
     `early_exit` (an erpack.depth.training.ExitSpec): exits after each upper layer train jointly, the
-    rule's threshold is chosen on validation, and the record gains `early_exit` (erpack.depth)."""
+    rule's threshold is chosen on validation, and the record gains `early_exit` (erpack.depth).
+    `init` (a TaskModel from this cache, checked by `init_model`): training starts from its weights and
+    shapes (a pruned model stays pruned) instead of a fresh head on the encoder; in head mode with exits
+    its weights stay frozen and only the exits train."""
     from erpack.models import split_model
     from erpack.train.taskmodel import TaskModel, expected_cache_of
 
@@ -103,13 +140,19 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         raise InputError(f"no training documents: {data.source} labels none of the cache's documents as `train`")
     dev = resolve_device(cfg.device)
     k = reader.meta["layer"]
-    _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
+    if init is not None:
+        torch_seed(cfg.seed)
+        model = init.model
+    else:
+        _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
     if early_exit is not None:  # refused before any training
         from erpack.depth.training import check_task
         from erpack.models.split import depth
 
         check_task(early_exit, data.task, depth(model) - k, len(data.labels))
     prepared = prepare(model, mode, k, adapter if mode == "adapter" else None)
+    if init is not None and early_exit is not None and mode == "head":
+        prepared.model.requires_grad_(False)  # the model as it was: only the exits (and DACT's halting) train
     prepared.model.to(dev)
     _, upper = split_model(prepared.model, k)
     pin = dev.type == "cuda"
@@ -143,6 +186,9 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     }
     if data.subwords is not None:
         info["subwords"] = data.subwords
+    if init is not None:  # the initial model's record (its pruning included), trained on by this run
+        info = dict({key: v for key, v in init.info.items() if key not in ("training", "checksum", "files")},
+                    **info, init={"path": str(init.path), "mode": init.mode})
     tm = TaskModel(final, info)
     if exits is not None:
         from erpack.depth.training import finish
@@ -235,12 +281,12 @@ class TrainSummary:
         return d
 
 
-def train_from_cache(cache, labels: str, task: str = "classification", mode: str = "upper",
+def train_from_cache(cache, labels: str, task: str | None = "classification", mode: str = "upper",
                      adapter: AdapterSpec | None = None, output=None, config: TrainConfig | None = None,
                      baseline: bool = False, model_override: str | None = None, skip_missing: bool = False,
                      progress: Callable | None = None, overwrite: bool = False, shard_cache=None,
                      subwords: str = "first", early_exit=None,
-                     shared_block=None) -> TrainSummary:
+                     shared_block=None, init=None) -> TrainSummary:
     """Train a task model from `cache` with labels from `labels`; save it to `output` when given.
 
     Returns a TrainSummary: data counts, the recycled run, the baseline run (if asked) and the
@@ -251,7 +297,9 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
     as local files, so every epoch after the first reads at local-disk speed. `subwords` (a token task):
     which subwords of a word carry its label, "first" or "all" (erpack.train.words). `shared_block` (an
     erpack.depth.distill.ShareSpec): one block shared by the upper layers, distilled from the encoder's
-    upper stack, then tuned with the head (`upper` mode only); the record gains "ode".
+    upper stack, then tuned with the head (`upper` mode only); the record gains "ode". `init` (a task
+    model folder trained from this cache, pruned or not): start from it instead of a fresh head (`init_model`);
+    `task` None: the init model's task, else classification.
     """
     if shared_block is not None and early_exit is not None:
         raise InputError("--shared-block and --early-exit: a task model runs either ODE steps of a shared block or "
@@ -267,14 +315,22 @@ def train_from_cache(cache, labels: str, task: str = "classification", mode: str
                          "the recycled model)")
     t0 = time.perf_counter()
     with CacheReader(cache, shard_cache=shard_cache) as reader:
+        start = None
+        if init is not None:
+            start = init_model(init, reader, task, mode, early_exit, baseline, shared_block)
+            task = start.task
+            if start.subwords is not None:
+                subwords = start.subwords
+        task = task or "classification"
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit, subwords=subwords,
-                            model_override=model_override)
+                            model_override=model_override, labels=start.labels if start is not None else None)
         if shared_block is not None:
             from erpack.train.shared import run_shared_block
 
             tm, run = run_shared_block(reader, data, cfg, shared_block, model_override, progress)
         else:
-            tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress, early_exit)
+            tm, run = run_recycled(reader, data, mode, adapter, cfg, model_override, progress, early_exit,
+                                   start)
         base_tm, base = (run_baseline_model(reader, data, cfg, mode, model_override, progress=progress)
                          if baseline else (None, None))
         summary = TrainSummary(
