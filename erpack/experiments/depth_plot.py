@@ -42,13 +42,11 @@ def _load(path: Path) -> dict | None:
 
 
 def _exit_identity(doc: dict) -> tuple[str | None, int | None, int | None]:
-    """(model name, k, L) recorded in the file, else in the task model folder it names (when readable)."""
+    """(model name, k, L) as the file records them, else Nones. Only the committed file is read (never the
+    task model folder it names), so the page renders the same on every machine."""
     if doc.get("encoder") and doc.get("layer") is not None:
         return doc["encoder"], doc["layer"], doc.get("num_layers")
-    rec = _load(Path(str(doc.get("model", ""))) / "erpack_task.json") or {}
-    cache = rec.get("cache") or {}
-    m = cache.get("model") or {}
-    return m.get("name"), cache.get("layer"), m.get("num_layers")
+    return None, None, None
 
 
 def _source(doc: dict, path: Path) -> dict:
@@ -139,7 +137,7 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
             if (m is not None and m != model) or (k is not None and k != layer):
                 continue
             if m is None:
-                notes.append(f"{path.name} records no encoder (its task model folder is not readable here): "
+                notes.append(f"{path.name} records no encoder: "
                              f"taken as {model} k = {layer} by its name")
             num_layers = num_layers or L
             points += exit_points(doc, path)
