@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from erpack.errors import ErpackError
-from erpack.experiments.depth_plot import collect, page_text, pruning_record
+from erpack.experiments.depth_plot import collect, interleaved, page_text, pruning_record, test_batches
 from erpack.experiments.page import command_line, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,51 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cache_model(cache) -> dict:
     meta = json.loads((Path(cache) / "manifest.json").read_text())["meta"]
     return {"encoder": meta["model"]["name"], "layer": meta["layer"], "num_layers": meta["model"]["num_layers"]}
-
-
-def _test_batches(cache, labels, label_names: list[str]):
-    """The test split's documents of `labels` found in `cache`: length-grouped batches of 32 and the label ids."""
-    import numpy as np
-
-    from erpack.batching import length_batches
-    from erpack.store import CacheReader
-    from erpack.train.labels import read_labels
-
-    index = {n: i for i, n in enumerate(label_names)}
-    with CacheReader(cache) as reader:
-        test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
-        plan = length_batches([reader.info(e.id)["tokens"] for e in test], 32, 16384)
-        batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
-    return batches, np.array([index[e.label] for e in test])
-
-
-def _interleaved(runners: dict, batches, y, layers: dict, reference: str, rounds: int) -> dict:
-    """Run every session over the batches in turns, `rounds` timed rounds after a warm-up; per path accuracy,
-    mean layers (a second output gives them per document, else `layers[name]`), documents/s from the median,
-    and `speed`: the median over rounds of the reference's seconds over the path's (the load drifts)."""
-    import time
-
-    import numpy as np
-
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    result: dict[str, dict] = {}
-    for rep in range(rounds + 1):
-        for name, sess in runners.items():
-            pred = np.zeros(len(y), np.int64)
-            used = np.full(len(y), layers[name], dtype=np.float64)
-            t0 = time.perf_counter()
-            for rows, (h, m) in batches:
-                outs = sess.run({"hidden_states": h, "attention_mask": m})
-                pred[rows] = outs[0].argmax(1)
-                if len(outs) > 1:
-                    used[rows] = outs[1]
-            if rep:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
-            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(used.mean())}
-    for name in runners:
-        result[name].update(seconds=times[name], documents_per_second=len(y) / float(np.median(times[name])),
-                            speed=float(np.median(np.array(times[reference]) / np.array(times[name]))))
-    return result
 
 
 def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rounds: int) -> dict:
@@ -93,10 +48,10 @@ def sweep_exits(graphs, plain_graph, cache, labels, thresholds: list[float], rou
     from erpack.runtime.session import create_session
 
     info = json.loads((Path(graphs) / "exits.json").read_text())
-    batches, y = _test_batches(cache, labels, info["labels"])
+    batches, y = test_batches(cache, labels, info["labels"])
     runners = {"plain-int8": create_session(plain_graph, "cpu", 1)}
     runners |= {f"exits-int8 threshold={t:g}": ExitGraphs(graphs, "cpu", 1, threshold=t) for t in thresholds}
-    result = _interleaved(runners, batches, y, {k: info["layers"] for k in runners}, "plain-int8", rounds)
+    result = interleaved(runners, batches, y, {k: info["layers"] for k in runners}, "plain-int8", rounds)
     for name, t in zip(list(runners)[1:], thresholds):
         result[name]["threshold"] = t
     for r in result.values():
@@ -115,9 +70,9 @@ def time_ode(task_model, graphs: dict[int, str], cache, labels, rounds: int) -> 
     full = rec["ode"]["steps_trained"]
     if full not in graphs:
         raise SystemExit(f"time-ode: the graph of S = {full} (the stack as trained) is the reference; give it")
-    batches, y = _test_batches(cache, labels, rec["labels"])
+    batches, y = test_batches(cache, labels, rec["labels"])
     runners = {f"S={s}": create_session(g, "cpu", 1) for s, g in sorted(graphs.items())}
-    result = _interleaved(runners, batches, y, {f"S={s}": s for s in graphs}, f"S={full}", rounds)
+    result = interleaved(runners, batches, y, {f"S={s}": s for s in graphs}, f"S={full}", rounds)
     rows = [{"steps": s, "beta": rec["ode"].get("betas", {}).get(str(s)), "mean_layers": float(s),
              "accuracy": result[f"S={s}"]["accuracy"], "documents": len(y),
              "documents_per_second": result[f"S={s}"]["documents_per_second"],

@@ -13,17 +13,12 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-
-from erpack.batching import length_batches
 from erpack.depth.ort import ExitGraphs
+from erpack.experiments.depth_plot import interleaved, test_batches
 from erpack.runtime.session import create_session
 from erpack.runtime.timing import describe_machine
-from erpack.store import CacheReader
-from erpack.train.labels import read_labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "erpack", "export", model, "-o", str(graph), "--quantize", "dynamic",
                         "--calibration-cache", cache, "--overwrite"], check=True, stdout=subprocess.DEVNULL)
     info = json.loads((work / "m.exits" / "exits.json").read_text())
-    index = {n: i for i, n in enumerate(info["labels"])}
-    with CacheReader(cache) as reader:
-        test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
-        lengths = [reader.info(e.id)["tokens"] for e in test]
-        plan = length_batches(lengths, 32, 16384)
-        batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
-    y = np.array([index[e.label] for e in test])
+    batches, y = test_batches(cache, labels, info["labels"])
     runners = {
         "plain-int8": create_session(graph.with_name("m.int8-dynamic.onnx"), "cpu", 1),
         "exits-int8": ExitGraphs(work / "m.exits-int8", "cpu", 1),
@@ -57,29 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         "exits-fp32": ExitGraphs(work / "m.exits", "cpu", 1),
         "exits-fp32-every-layer": ExitGraphs(work / "m.exits", "cpu", 1, early_exit=False),
     }
-    times = {k: [] for k in runners}
-    result = {}
-    for rep in range(4):
-        for name, sess in runners.items():
-            pred = np.zeros(len(test), np.int64)
-            layers = np.full(len(test), info["layers"])
-            t0 = time.perf_counter()
-            for rows, (h, m) in batches:
-                outs = sess.run({"hidden_states": h, "attention_mask": m})
-                pred[rows] = outs[0].argmax(1)
-                if len(outs) > 1:
-                    layers[rows] = outs[1]
-            if rep:  # the first pass warms up
-                times[name].append(time.perf_counter() - t0)
-            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(layers.mean()),
-                            "mean_layers_fraction": float(layers.mean() / info["layers"])}
-    for name in runners:
-        med = float(np.median(times[name]))
-        result[name].update(seconds=times[name], documents_per_second=len(test) / med)
+    result = interleaved(runners, batches, y, {k: info["layers"] for k in runners}, "plain-int8", rounds=3)
     base = result["plain-int8"]["documents_per_second"]
-    for name in runners:
-        result[name]["speed_vs_plain_int8"] = result[name]["documents_per_second"] / base
-    doc = {"model": model, "cache": cache, "documents": len(test), "rule": info["early_exit"], "threads": 1,
+    for r in result.values():
+        r["mean_layers_fraction"] = r["mean_layers"] / info["layers"]
+        r["speed_vs_plain_int8"] = r["documents_per_second"] / base
+    doc = {"model": model, "cache": cache, "documents": len(y), "rule": info["early_exit"], "threads": 1,
            "batch_size": 32, "command": "python tools/exit_speed.py " + " ".join(argv), "machine": describe_machine(1),
            "paths": result}
     Path(out).write_text(json.dumps(doc, indent=2) + "\n")

@@ -23,8 +23,10 @@ import json
 import re
 from pathlib import Path
 
+from erpack.batching import length_batches
 from erpack.errors import InputError
 from erpack.experiments.page import machine_line
+from erpack.store import CacheReader
 
 METHODS = {
     "exit": ("early exit", "onnx-{data}-*.json, exit-sweep-{data}-*.json", "tools/exit_speed.py, tools/depth_plot.py --sweep-exits"),
@@ -246,3 +248,45 @@ def pruning_record(results_jsonl: Path, model: str, data: str, seed: int, num_la
     return {"kind": "pruning", "model": model, "layer": layer, "num_layers": num_layers, "data": data, "seed": seed,
             "command": command, "machine": machine, "rows": sorted(rows, key=lambda r: r["level"])}
 
+
+def test_batches(cache, labels, label_names: list[str]):
+    """The test split's documents of `labels` found in `cache`: length-grouped batches of 32 and the label ids."""
+    import numpy as np
+
+    from erpack.train.labels import read_labels
+
+    index = {n: i for i, n in enumerate(label_names)}
+    with CacheReader(cache) as reader:
+        test = [e for e in read_labels(labels, "classification") if e.split == "test" and e.id in reader]
+        plan = length_batches([reader.info(e.id)["tokens"] for e in test], 32, 16384)
+        batches = [(b, reader.get_batch([test[i].id for i in b])) for b in plan]
+    return batches, np.array([index[e.label] for e in test])
+
+
+def interleaved(runners: dict, batches, y, layers: dict, reference: str, rounds: int) -> dict:
+    """Run every session over the batches in turns, `rounds` timed rounds after a warm-up; per path accuracy,
+    mean layers (a second output gives them per document, else `layers[name]`), documents/s from the median,
+    and `speed`: the median over rounds of the reference's seconds over the path's (the load drifts)."""
+    import time
+
+    import numpy as np
+
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    result: dict[str, dict] = {}
+    for rep in range(rounds + 1):
+        for name, sess in runners.items():
+            pred = np.zeros(len(y), np.int64)
+            used = np.full(len(y), layers[name], dtype=np.float64)
+            t0 = time.perf_counter()
+            for rows, (h, m) in batches:
+                outs = sess.run({"hidden_states": h, "attention_mask": m})
+                pred[rows] = outs[0].argmax(1)
+                if len(outs) > 1:
+                    used[rows] = outs[1]
+            if rep:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+            result[name] = {"accuracy": float((pred == y).mean()), "mean_layers": float(used.mean())}
+    for name in runners:
+        result[name].update(seconds=times[name], documents_per_second=len(y) / float(np.median(times[name])),
+                            speed=float(np.median(np.array(times[reference]) / np.array(times[name]))))
+    return result
