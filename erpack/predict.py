@@ -46,6 +46,7 @@ from erpack.store.atomic import write_atomic
 from erpack.store.location import is_remote, is_url, open_location
 from erpack.tasks import per_token
 from erpack.tokens import token_hash, tokenize
+from erpack.words import word_rows
 
 MISSING = "not in the cache and no text given"
 
@@ -191,8 +192,6 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
     text_ids = {d.id for d in chosen.text_docs}
     if token:
-        from erpack.predict_words import word_rows
-
         rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, max_length, info, text_ids, label_rows,
                          MISSING)
     else:

@@ -9,7 +9,7 @@ document's words, exactly as the text that was tokenized (`text == " ".join(word
   from, and the source of documents the cache does not hold.
 
 A document with neither is refused before any work (InputError naming it). Each token's word comes from
-erpack.train.words.word_index (the words tokenized again with the cache's tokenizer and checked against
+erpack.words.word_index (the words tokenized again with the cache's tokenizer and checked against
 the ids the cache stored for the record, or the ids the lower stack ran for a new text), and one label
 per word from word_predictions by the graph's `subwords` rule (`first`: the first subword's argmax;
 `all`: the argmax of the mean of the word's subword logits).
@@ -22,13 +22,11 @@ the words predicted (words cut off are counted, not scored).
 
 from __future__ import annotations
 
-import numpy as np
-
 from erpack.corpus import iter_corpus
 from erpack.errors import InputError
 from erpack.train.metrics import token_metrics
 from erpack.train.word_labels import read_word_labels, words_of
-from erpack.train.words import check_words, cut_words, word_index, word_predictions
+from erpack.words import check_words
 
 NO_WORDS = ("a token-classification graph predicts a label per word, so it needs the words of each document: "
             "give --labels (a word label file: id, words, labels) or --texts (the corpus the cache was encoded "
@@ -70,30 +68,6 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
         raise InputError(f"no words for {len(lacking)} document(s){found}: {shown}; {NO_WORDS}")
     for words, where in out.values():
         check_words(words, None, None, where)
-    return out
-
-
-def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, max_length: int | None,
-              info: dict, text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
-    """The prediction lines, in request order: labels per word (see module doc). `max_length`: the cache's
-    (texts are truncated as it truncated them); `missing`: the error of an id found nowhere."""
-    names = list(info.get("labels") or [])
-    subwords = info.get("subwords") or "first"
-    out = []
-    for doc_id in requested:
-        if doc_id not in logits:
-            out.append({"id": doc_id, "error": missing})
-            continue
-        ws, where = words[doc_id]
-        index = word_index(tokenizer, ws, token_ids[doc_id], where, max_length)
-        z = np.asarray(logits[doc_id])[: len(index)]  # (T, C): the graph's padding rows dropped
-        pred = word_predictions(z, index, len(ws), subwords)
-        row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,
-               "predicted": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
-               "truncated_words": cut_words(index, len(ws))}
-        if label_rows is not None and doc_id in label_rows:
-            row["labels"] = list(label_rows[doc_id].label)
-        out.append(row)
     return out
 
 

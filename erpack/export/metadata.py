@@ -10,7 +10,7 @@ Every graph erpack writes carries an ONNX metadata property `erpack` holding one
 
 A token-classification graph outputs logits per token, (B, T, C); `per_token(info)` says which kind a
 graph is, and its `subwords` rule says how its token logits become one prediction per word
-(erpack.train.words.word_predictions).
+(erpack.words.word_predictions).
 
 and, for tools that only list flat properties (Netron, `onnx` viewers), `erpack.weights_sha256`,
 `erpack.layer`, `erpack.codec`, `erpack.max_length`, `erpack.part`. The JSON document is the one

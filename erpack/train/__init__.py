@@ -6,7 +6,7 @@
 
 Modules: labels (label sources, splits), data (batch plans, background prefetch), modes (what trains:
 upper / adapter / head, PEFT), loop (epochs, early stopping), baseline (full fine-tune from text),
-taskmodel (the saved folder), evaluation (metrics and predictions), metrics; token tasks: words (the
+taskmodel (the saved folder), evaluation (metrics and predictions), metrics; token tasks (erpack.words: the
 word of each cached token), word_labels (labels per word), word_targets (per-token targets, per-word
 scores). See docs/training.md.
 """

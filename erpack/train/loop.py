@@ -23,7 +23,7 @@ from torch import nn
 from erpack.train.data import Source, batch_plan
 from erpack.train.metrics import classification_metrics, primary_metric, regression_metrics
 from erpack.train.word_targets import WordTargets
-from erpack.train.words import IGNORE
+from erpack.words import IGNORE
 
 DEFAULT_LR = {"full": 1e-4, "upper": 1e-4, "adapter": 1e-3, "head": 1e-3}
 

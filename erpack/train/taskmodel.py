@@ -61,7 +61,7 @@ class TaskModel:
 
     @property
     def subwords(self) -> str | None:
-        """A token task's subwords rule ("first" or "all": erpack.train.words); None for other tasks."""
+        """A token task's subwords rule ("first" or "all": erpack.words); None for other tasks."""
         return self.info.get("subwords")
 
     @property

@@ -31,7 +31,7 @@ from erpack.train.metrics import primary_metric
 from erpack.train.modes import AdapterSpec, load_for_cache, prepare
 from erpack.train.word_labels import read_word_labels
 from erpack.train.word_targets import cache_tokenizer, word_targets
-from erpack.train.words import SUBWORDS
+from erpack.words import SUBWORDS
 
 
 @dataclass
@@ -295,7 +295,7 @@ def train_from_cache(cache, labels: str, task: str | None = "classification", mo
     an existing output is refused (before any training) unless overwrite. `shard_cache`: a local folder
     where the shards of a remote cache are downloaded once (checked against their sha256) and then read
     as local files, so every epoch after the first reads at local-disk speed. `subwords` (a token task):
-    which subwords of a word carry its label, "first" or "all" (erpack.train.words). `shared_block` (an
+    which subwords of a word carry its label, "first" or "all" (erpack.words). `shared_block` (an
     erpack.depth.distill.ShareSpec): one block shared by the upper layers, distilled from the encoder's
     upper stack, then tuned with the head (`upper` mode only); the record gains "ode". `init` (a task
     model folder trained from this cache, pruned or not): start from it instead of a fresh head (`init_model`);

@@ -16,7 +16,7 @@ from erpack.corpus import iter_jsonl_objects
 from erpack.errors import InputError
 from erpack.token_tasks import is_token_dataset, load_token_dataset
 from erpack.train.labels import Example, id_and_split, unique
-from erpack.train.words import check_words
+from erpack.words import check_words
 
 
 def _row(obj: dict, where: str) -> Example:

@@ -1,6 +1,6 @@
 """A token task's targets for one split: each document's word index, word labels and per-token targets.
 
-`word_targets` aligns every labelled document with the tokens its cache record holds (erpack.train.words:
+`word_targets` aligns every labelled document with the tokens its cache record holds (erpack.words:
 re-tokenized, checked against the stored token ids) and keeps, per document, the word each token
 belongs to and the label id of each word. `tokens` is what the loss reads: (N, T) int64, the
 `--subwords` targets of each document padded with IGNORE (cross-entropy skips it), T the longest
@@ -18,7 +18,7 @@ import numpy as np
 from erpack.assets import resolve_model
 from erpack.train.metrics import token_metrics
 from erpack.train.word_labels import words_of
-from erpack.train.words import IGNORE, check_words, cut_words, token_targets, word_index, word_predictions
+from erpack.words import IGNORE, check_words, cut_words, token_targets, word_index, word_predictions
 
 
 @dataclass

@@ -147,7 +147,7 @@ def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first
     from transformers import AutoTokenizer
 
     from erpack.store import CacheReader
-    from erpack.train.words import word_index, word_predictions
+    from erpack.words import word_index, word_predictions
 
     tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
     with CacheReader(tok["cache"]) as r:

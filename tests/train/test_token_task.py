@@ -165,7 +165,7 @@ def test_bad_subwords_and_rows(token, tmp_path):
         _prepare(token, bad)
 
 
-# ---- alignment (erpack.train.words) on the real MiniLM tokenizer: words of several subwords -------------
+# ---- alignment (erpack.words) on the real MiniLM tokenizer: words of several subwords -------------
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def minilm_tokenizer():
 
 
 def test_word_index_first_and_all(minilm_tokenizer):
-    from erpack.train.words import IGNORE, cut_words, token_targets, word_index, word_predictions
+    from erpack.words import IGNORE, cut_words, token_targets, word_index, word_predictions
 
     words = ["Unbelievably,", "the", "gigantosaurus", "said:", "ok?"]
     ids = minilm_tokenizer(" ".join(words))["input_ids"]
@@ -202,7 +202,7 @@ def test_word_index_first_and_all(minilm_tokenizer):
 
 
 def test_word_index_refuses_other_tokens(minilm_tokenizer):
-    from erpack.train.words import word_index
+    from erpack.words import word_index
 
     ids = minilm_tokenizer("the cat sat")["input_ids"]
     with pytest.raises(InputError, match=r"doc 7 in f\.jsonl: .*first difference at token 2"):

@@ -8,7 +8,10 @@ tokens get -1. A word with no token left after truncation (max_length) is not sc
 counts them. `token_targets` gives the per-token loss targets (`first`: a word's first subword carries
 its label, other subwords -100; `all`: every subword does) and `word_predictions` turns per-token
 logits back into one prediction per word (`first`: the first subword's argmax; `all`: the argmax of
-the mean of the word's subword logits).
+the mean of the word's subword logits). `word_rows` writes the prediction lines (the words and a label
+per word): the one rule `erpack predict` of a token graph and a bundle's runtime share.
+
+Torch-free (numpy and the tokenizer passed in): training, predict and the deploy runtime import it.
 
 Errors are InputErrors naming the document and the label file: a label list whose length is not the
 word count, an unknown label, a record without stored token ids (re-encode), tokens that differ from
@@ -137,4 +140,30 @@ def word_predictions(logits: np.ndarray, index: np.ndarray, n_words: int, subwor
     np.add.at(counts, index[real], 1)
     has = counts > 0
     out[has] = (sums[has] / counts[has, None]).argmax(-1)
+    return out
+
+
+def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, max_length: int | None,
+              info: dict, text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
+    """The prediction lines, in request order: labels per word by the graph's `subwords` rule, as `erpack
+    predict` (erpack.predict_words) and a bundle's runtime (erpack.deploy.runtime) write them. `logits`: {id:
+    (T, C)}; `words`: {id: (words, where)}; `max_length`: the cache's (texts are truncated as it truncated
+    them); `missing`: the error of an id found nowhere."""
+    names = list(info.get("labels") or [])
+    subwords = info.get("subwords") or "first"
+    out = []
+    for doc_id in requested:
+        if doc_id not in logits:
+            out.append({"id": doc_id, "error": missing})
+            continue
+        ws, where = words[doc_id]
+        index = word_index(tokenizer, ws, token_ids[doc_id], where, max_length)
+        z = np.asarray(logits[doc_id])[: len(index)]  # (T, C): the graph's padding rows dropped
+        pred = word_predictions(z, index, len(ws), subwords)
+        row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,
+               "predicted": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
+               "truncated_words": cut_words(index, len(ws))}
+        if label_rows is not None and doc_id in label_rows:
+            row["labels"] = list(label_rows[doc_id].label)
+        out.append(row)
     return out
