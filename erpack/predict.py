@@ -310,7 +310,7 @@ def _run_cached(sess, reader, ids: list[str], opts: PredictOptions, bar, result:
         t0 = time.perf_counter()
         outs = sess.run({"hidden_states": hidden, "attention_mask": mask})
         result.inference_seconds += time.perf_counter() - t0
-        logits.update((ids[i], _row(outs, r)) for r, i in enumerate(rows))
+        logits.update((ids[i], graph_row(outs, r)) for r, i in enumerate(rows))
         if bar:
             bar.update(len(rows))
     result.waited_on_reader_seconds = source.wait_seconds
@@ -323,13 +323,13 @@ def _run_arrays(sess, docs: list, hidden: list[np.ndarray], opts: PredictOptions
     for rows in length_batches([h.shape[0] for h in hidden], opts.batch_size, opts.max_tokens):
         batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
         outs = sess.run({"hidden_states": batch, "attention_mask": mask})
-        logits.update((docs[i].id, _row(outs, r)) for r, i in enumerate(rows))
+        logits.update((docs[i].id, graph_row(outs, r)) for r, i in enumerate(rows))
         if bar:
             bar.update(len(rows))
     return logits
 
 
-def _row(outs: list, r: int):
+def graph_row(outs: list, r: int):
     """Row r of a graph's outputs: its logits, or (logits, layers) from exit graphs (erpack.depth.ort)."""
     return (outs[0][r], int(outs[1][r])) if len(outs) > 1 else outs[0][r]
 

@@ -31,7 +31,9 @@ def add_parser(subparsers) -> None:
             "and int8), the lower graph, the encoder's tokenizer files, the labels, the identity of the cache it "
             "serves, and bundle.json with the sha256 of every file (sealed, written last; the folder appears "
             "whole or not at all). `erpack predict DIR --text ...` runs it without torch; `erpack verify DIR` "
-            "checks it."
+            "checks it. A token-classification model's bundle answers texts with a label per word; a model "
+            "trained with --early-exit adds its per-layer exit graphs (each row then says the layers it ran); "
+            "--steps S bundles a shared-block model's upper graph unrolled for S ODE steps."
         ),
         epilog=("Example: erpack export models/rt -o rt.onnx --optimize --quantize dynamic --calibration-cache caches/rt\n"
                 "         erpack export models/rt -o rt-lower.onnx --part lower\n"
@@ -73,7 +75,7 @@ def add_parser(subparsers) -> None:
                    "differs from the training cache's")
     p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "
                    "--shared-block`, or ALBERT): export its upper stack as S ODE steps, unrolled into the graph (one "
-                   "graph per S; `erpack predict --steps S` checks it)")
+                   "graph per S; `erpack predict --steps S` checks it; with --bundle, the bundle serves that graph)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
     add_storage_options(p)
     p.set_defaults(run=run)
@@ -113,8 +115,6 @@ def run(args) -> int:
 
     transformers.logging.set_verbosity_error()
     if args.bundle is not None:
-        if args.steps is not None:
-            raise CLIError("--steps applies to one graph (-o NAME.onnx), not to --bundle")
         return run_bundle(args)
     if args.no_int8 or args.model:
         raise CLIError("--no-int8 and --model apply to --bundle")
@@ -180,7 +180,7 @@ def run_bundle(args) -> int:
                        "with --no-int8) and the lower graph; drop them")
     s = write_bundle(args.task_model, args.bundle, model=args.model,
                      calibration_cache=cache_where(args.calibration_cache, args), quantize=not args.no_int8,
-                     overwrite=args.overwrite,
+                     overwrite=args.overwrite, ode_steps=args.steps,
                      progress=lambda **kw: tqdm(leave=False, file=sys.stderr, disable=None, **kw))
     print(f"bundle       {s.bundle} ({s.task} task model of {s.model}, layer {s.layer}; {len(s.files) + 1} files, "
           f"{s.bytes / 1e6:.2f} MB)")
@@ -192,6 +192,8 @@ def run_bundle(args) -> int:
     t = s.text_parity
     print(f"text         the bundle's runtime vs PyTorch on {t['texts']} probe texts: max |logit diff| "
           f"{t['max_diff']:.2e}")
+    if t.get("exits"):
+        print(f"exits        upper layers run per probe text with early exit: {t['exits']['layers']}")
     for note in s.notes:
         print(f"note: {note}")
     print(f"check        erpack verify {s.bundle}; erpack predict {s.bundle} --text \"...\"")

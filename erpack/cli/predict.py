@@ -99,9 +99,10 @@ def add_parser(subparsers) -> None:
     add_storage_options(p)
     add_shard_cache(p)
     p.add_argument("--no-early-exit", action="store_true", help="with an exit-graph folder (NAME.exits from erpack "
-                   "export of a task model trained with --early-exit): run every upper layer for every document")
-    p.add_argument("--exit-threshold", type=float, default=None, help="with an exit-graph folder: stop documents with "
-                   "this threshold instead of the recorded one")
+                   "export of a task model trained with --early-exit), or a bundle of one: run every upper layer for "
+                   "every document")
+    p.add_argument("--exit-threshold", type=float, default=None, help="with an exit-graph folder or a bundle with exits: "
+                   "stop documents with this threshold instead of the recorded one")
     p.add_argument("--steps", type=int, default=None, help="an ODE-step graph (`erpack export --steps S`): the step count "
                    "it must run, checked against its metadata (each prediction line gives it as `layers`)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")
@@ -196,7 +197,8 @@ def run_bundle(args, ids) -> int:
             raise CLIError("no text given: --text needs a non-empty text (stdin held none)")
     result, rt = predict_bundle(args.graph, cache_where(args.cache, args), texts, args.texts, ids, args.variant,
                                 args.device, args.batch_size, args.output, args.allow_other_codec,
-                                storage_options(args), args.add_to_cache)
+                                storage_options(args), args.add_to_cache, early_exit=not args.no_early_exit,
+                                exit_threshold=args.exit_threshold)
     report = sys.stderr if args.output is None else sys.stdout
     if args.output is None:
         for row in result.rows:

@@ -10,6 +10,8 @@
 3. A fitted codec's state comes from `calibration_cache` (the cache the task model was trained on).
 4. The bundle's runtime (erpack.deploy.runtime) predicts the probe texts and its logits are compared
    with PyTorch's (lower stack, codec round trip, upper stack): the difference is recorded.
+   A token task's probes are compared over every real token; a task model with exits also gets its
+   per-layer exit graphs (erpack.depth.onnx), and the layers each probe ran with them is recorded.
 5. bundle.json, with every file's size and sha256, is written last, and the folder is published
    whole (erpack.store.atomic.atomic_folder): a kill leaves the old bundle or none, never a part.
 """
@@ -39,6 +41,7 @@ from erpack.tasks import per_token
 from erpack.tokens import tokenize
 
 TOKENIZER_DIR = "tokenizer"
+EXITS_DIR = "upper.exits"
 CODEC_STATE = "codec-state.safetensors"
 # Texts the bundle's tokenizer must split exactly as the encoder's: case, accents, punctuation,
 # numbers, other scripts, whitespace runs, a pair, and one past any max_length.
@@ -120,11 +123,14 @@ def _codec_state(tm, reader, folder: Path) -> dict | None:
 
 
 def _text_parity(tm, folder: Path, manifest: dict) -> dict:
-    """The bundle's runtime on the probe texts against PyTorch (lower stack, codec round trip, upper)."""
+    """The bundle's runtime on the probe texts against PyTorch (lower stack, codec round trip, upper): the
+    plain upper graph (a token task's logits over every real token); with exit graphs also the layers each
+    probe ran and how often the early answer equals the full stack's."""
     import torch
 
-    rt = BundleRuntime(Bundle(folder, manifest), device="cpu")
-    docs = [Document(f"p{i}", t) for i, t in enumerate(PROBES)] + [Document("pair", *PROBE_PAIR)]
+    rt = BundleRuntime(Bundle(folder, manifest), device="cpu", early_exit=False)
+    docs = rt.text_documents([Document(f"p{i}", t) for i, t in enumerate(PROBES)]
+                             + ([] if rt.token else [Document("pair", *PROBE_PAIR)]))
     ours, _ = rt.text_logits(docs)
     encoded, _ = tokenize(rt.tokenizer, docs, rt.bundle.max_length)
     hidden = run_lower(tm.lower, encoded, rt.tokenizer.pad_token_id, "cpu")
@@ -132,15 +138,56 @@ def _text_parity(tm, folder: Path, manifest: dict) -> dict:
     for h, e in zip(hidden, encoded):
         h = rt.roundtrip(h, e["input_ids"])
         ref.append(tm.predict(torch.from_numpy(h)[None], torch.ones((1, h.shape[0]), dtype=torch.long))[0].numpy())
-    diff = np.abs(ours - np.stack(ref))
-    same = float((ours.argmax(1) == np.stack(ref).argmax(1)).mean()) if ours.shape[1] > 1 else None
-    return {"texts": len(docs), "max_diff": float(diff.max()), "mean_diff": float(diff.mean()),
-            "argmax_agreement": same}
+    ours, ref = (np.concatenate(ours), np.concatenate(ref)) if rt.token else (ours, np.stack(ref))  # (N or tokens, C)
+    diff = np.abs(ours - ref)
+    same = float((ours.argmax(1) == ref.argmax(1)).mean()) if ours.shape[1] > 1 else None
+    out = {"texts": len(docs), "max_diff": float(diff.max()), "mean_diff": float(diff.mean()),
+           "argmax_agreement": same}
+    if rt.bundle.has_exits:
+        early = BundleRuntime(rt.bundle, device="cpu").predict_texts(docs).rows
+        out["exits"] = {"layers": [r["layers"] for r in early]}
+        if same is not None:
+            full = [tm.labels[k] if k < len(tm.labels) else k for k in ref.argmax(1)]
+            out["exits"]["agreement_with_full"] = float(np.mean([r["predicted"] == f for r, f in zip(early, full)]))
+    return out
+
+
+def _task_extras(tm, steps: int | None) -> dict:
+    """What the runtime reads beyond the kind: a token task's subwords rule, the ODE steps of an unrolled
+    upper graph (tm.upper is then the OdeUpper export_task_model made), the exits' rule and threshold."""
+    out = {}
+    if per_token(tm.info):
+        out["subwords"] = tm.info.get("subwords") or "first"
+    if steps is not None:
+        from erpack.depth.ode import graph_record
+
+        out["ode"] = graph_record(tm, tm.upper)
+    if isinstance(tm.info.get("early_exit"), dict):
+        out["early_exit"] = {k: tm.info["early_exit"].get(k) for k in ("rule", "threshold")}
+    return out
+
+
+def _exit_graphs(task_model, tm, tmp: Path, quantize: bool) -> dict | None:
+    """A task model with exits: its per-layer exit graphs (erpack.depth.onnx), fp32 and int8 unless not
+    quantize, as `erpack export` writes them beside a graph. None for a task model without exits."""
+    if not isinstance(tm.info.get("early_exit"), dict):
+        return None
+    from erpack.depth.onnx import export_exit_graphs
+    from erpack.train import TaskModel
+
+    source = task_model if isinstance(task_model, TaskModel) else TaskModel.load(task_model)
+    out = {}
+    for variant, name in (("fp32", EXITS_DIR), ("int8", f"{EXITS_DIR}-int8"))[: 2 if quantize else 1]:
+        export_exit_graphs(source, tmp / name, int8=variant == "int8", source=getattr(source, "path", None))
+        out[variant] = name
+    return out
 
 
 def write_bundle(task_model, output, model: str | None = None, calibration_cache=None, quantize: bool = True,
-                 overwrite: bool = False, progress=None) -> BundleSummary:
-    """Write the bundle of `task_model` (a folder or TaskModel) into the folder `output` (see module doc)."""
+                 overwrite: bool = False, progress=None, ode_steps: int | None = None) -> BundleSummary:
+    """Write the bundle of `task_model` (a folder or TaskModel) into the folder `output` (see module doc).
+    A token task's bundle records its subwords rule; a task model with exits adds its exit graphs;
+    `ode_steps`: a task model with a shared upper block, its upper graph unrolled for that many ODE steps."""
     out = Path(output)
     steps = Steps(progress, 5, desc="bundle")
     steps.start("load the task model")
@@ -148,17 +195,18 @@ def write_bundle(task_model, output, model: str | None = None, calibration_cache
     if tm.input == "text":
         raise BundleError(f"task model {task_model} computes from text (a baseline): a bundle serves task models "
                           "that run from a cache's layer-k states; export the baseline with --part full")
-    if per_token(tm.info):
-        raise BundleError(f"task model {task_model} is a token-classification model: bundles and `erpack serve` "
-                          "answer one prediction per document. Export its upper graph (erpack export TASK_MODEL "
-                          "-o FILE.onnx) and run `erpack predict FILE.onnx CACHE` for predictions per word")
+    if ode_steps is not None and isinstance(tm.info.get("early_exit"), dict):
+        raise BundleError(f"task model {task_model} has exits: a bundle runs them layer by layer, or its ODE steps "
+                          "unrolled, not both; bundle it without --steps (its exits), or bundle a task model "
+                          "with a shared block and no exits with --steps")
     reader = CacheReader(calibration_cache) if calibration_cache is not None else None
     notes: list[str] = []
     try:
         with atomic_folder(out, overwrite, what="bundle", notes=notes) as tmp:
             steps.start("export and check the upper stack" + (" and its int8 graph" if quantize else ""))
             upper = export_task_model(tm, tmp / "upper.onnx", part="upper", quantize="dynamic" if quantize else None,
-                                      calibration_cache=calibration_cache)
+                                      calibration_cache=calibration_cache, ode_steps=ode_steps)
+            exits = _exit_graphs(task_model, tm, tmp, quantize)
             steps.start("export and check the lower stack")
             lower = export_task_model(tm, tmp / "lower.onnx", part="lower")
             steps.start("save and check the tokenizer")
@@ -169,10 +217,12 @@ def write_bundle(task_model, output, model: str | None = None, calibration_cache
             int8 = upper.variant("int8-dynamic")
             if int8 is not None:
                 graphs["upper"]["int8"] = Path(int8.path).name
+            if exits is not None:
+                graphs["exits"] = exits
             manifest = {"format": FORMAT, "format_version": VERSION, "erpack": __version__,
                         "task": {"kind": tm.task, "labels": tm.labels, "mode": tm.mode, "layer": tm.layer,
                                  "source": None if tm.path is None else str(tm.path),
-                                 "task_checksum": tm.info.get("checksum")},
+                                 "task_checksum": tm.info.get("checksum"), **_task_extras(tm, ode_steps)},
                         "cache": cache, "graphs": graphs, "tokenizer": tokenizer,
                         "export": {"upper_parity": upper.parity, "lower_parity": lower.parity,
                                    "int8": None if int8 is None else {"agreement": int8.agreement,

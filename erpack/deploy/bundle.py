@@ -7,15 +7,20 @@
       lower.onnx                       embeddings + layers 0..k-1 (token ids -> states), for new text
       tokenizer/tokenizer.json, ...    the encoder's tokenizer files (what `tokenizers` loads, and the rest)
       codec-state.safetensors          the cache codec's fitted state, when the codec learns one
+      upper.exits/, upper.exits-int8/  a task model with exits: one graph per upper layer with its exit, and
+                                       exits.json (erpack.depth.onnx), run with batch compaction
 
 bundle.json (canonical JSON, sorted keys, 2-space indent; `checksum` is "sha256:" of the canonical
 bytes without it, as a cache manifest is sealed, erpack.store.manifest):
 
     {"format": "erpack-bundle", "format_version": 1, "erpack": "0.1.0",
-     "task": {"kind", "labels", "mode", "layer", "source", "task_checksum"},
+     "task": {"kind", "labels", "mode", "layer", "source", "task_checksum",
+              "subwords"?: a token task's rule (erpack.words), "ode"?: an ODE-step graph's {"steps", ...},
+              "early_exit"?: {"rule", "threshold"} of a task model with exits},
      "cache": {"model": {name, model_type, weights_sha256, ...}, "layer", "max_length", "tokenizer",
                "codec", "codec_spec", "codec_state": null | {"file", "sha256"}},
-     "graphs": {"upper": {"fp32": FILE, "int8": FILE?}, "lower": {"fp32": FILE}},
+     "graphs": {"upper": {"fp32": FILE, "int8": FILE?}, "lower": {"fp32": FILE},
+                "exits"?: {"fp32": FOLDER, "int8": FOLDER?}},
      "tokenizer": {"file", "token_type_ids", "pad_token_id"},
      "export": {parity and agreement figures of the graphs},
      "files": {NAME: {"bytes", "sha256"}}, "checksum": "sha256:..."}
@@ -148,6 +153,11 @@ class Bundle:
     @property
     def max_length(self) -> int:
         return int(self.manifest["cache"]["max_length"])
+
+    @property
+    def has_exits(self) -> bool:
+        """Does it carry the per-layer exit graphs of a task model trained with --early-exit?"""
+        return bool(self.manifest["graphs"].get("exits"))
 
     def variants(self) -> list[str]:
         return sorted(self.manifest["graphs"]["upper"])

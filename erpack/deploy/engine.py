@@ -7,8 +7,10 @@
 Bundles served together must serve the same cache (encoder weights, layer, max_length, codec and its
 fitted state): a record decoded once, or a text run once through the lower graph and the codec, is
 then what every head reads (recycling at serving time). The first bundle's tokenizer, lower graph and
-codec are the ones run. Rows are BundleRuntime's (erpack.predict.prediction_rows). One thread uses an
-Engine at a time (the service's batcher worker). No torch.
+codec are the ones run. Rows are BundleRuntime's: erpack.predict.prediction_rows (with `layers` for a
+bundle with exits or ODE steps), or a token model's words and a label per word (erpack.words.word_rows;
+texts only: a cached record holds no words). One thread uses an Engine at a time (the service's batcher
+worker). No torch.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import Document
-from erpack.deploy.runtime import BATCH_SIZE, MAX_TOKENS, BundleRuntime, Lowered
+from erpack.deploy.runtime import BATCH_SIZE, MAX_TOKENS, BundleRuntime, Lowered, word_document
 from erpack.errors import ErpackError, InputError
-from erpack.predict import prediction_rows
+from erpack.predict import graph_row, prediction_rows
 from erpack.store import CacheReader
 
 
@@ -98,40 +100,55 @@ class Engine:
 
     def predict_ids(self, ids: list[str], models: list[str]) -> dict[str, list[dict]]:
         """Rows per model for cached ids (each decoded once, whichever models ask for it)."""
+        for m in models:
+            self.runtimes[m].refuse_ids()
         missing = self.missing(ids)
         if missing:
             raise UnknownIds(missing, self.cache)
         unique = list(dict.fromkeys(ids))
-        logits = {m: {} for m in models}
+        outputs = {m: {} for m in models}
         for rows in length_batches([self.reader.info(i)["tokens"] for i in unique], BATCH_SIZE, MAX_TOKENS):
             hidden, mask = self.reader.get_batch([unique[i] for i in rows])  # (B, T, H), (B, T)
             self.cache_reads += len(rows)
             for m in models:
-                out = self.runtimes[m].upper.run({"hidden_states": hidden, "attention_mask": mask})[0]  # (B, C)
-                logits[m].update((unique[i], out[r]) for r, i in enumerate(rows))
-        return {m: prediction_rows(ids, logits[m], self.runtimes[m].info, set(), None) for m in models}
+                res = self.runtimes[m].upper.run({"hidden_states": hidden, "attention_mask": mask})  # [(B, C), layers?]
+                outputs[m].update((unique[i], graph_row(res, r)) for r, i in enumerate(rows))
+        return {m: prediction_rows(ids, outputs[m], self.runtimes[m].info, set(), None) for m in models}
 
     # ---- texts -----------------------------------------------------------------------------------
     def predict_texts(self, docs: list[Document], models: list[str], add_to_cache: bool = False) -> dict:
-        """{"predictions": {model: rows}, "truncated": [ids], "added_to_cache": n}: one pass through the
-        tokenizer, lower graph and codec, then every model's upper graph."""
-        lowered = self.lead.lower_texts(docs)
-        hidden = [self.lead.roundtrip(h, e["input_ids"]) for h, e in zip(lowered.hidden, lowered.encoded)]
-        by_model = {m: {} for m in models}
-        for rows in length_batches([h.shape[0] for h in hidden], BATCH_SIZE, MAX_TOKENS):
-            batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
-            for m in models:
-                out = self.runtimes[m].upper.run({"hidden_states": batch, "attention_mask": mask})[0]  # (B, C)
-                by_model[m].update((i, out[r]) for r, i in enumerate(rows))
-        result = {"predictions": {}, "truncated": [d.id for d, c in zip(docs, lowered.cut) if c],
-                  "lowered": lowered}
-        for m in models:
-            keyed = {str(i): z for i, z in by_model[m].items()}
-            rows = prediction_rows([str(i) for i in range(len(docs))], keyed, self.runtimes[m].info,
-                                   set(keyed), None)
-            for row, d in zip(rows, docs):
-                row["id"] = d.id
-            result["predictions"][m] = rows
+        """{"predictions": {model: rows}, "truncated": [ids], "lowered": Lowered}: one pass through the
+        tokenizer, lower graph and codec, then every model's upper graph. A token model reads each text as
+        its words (erpack.deploy.runtime.word_document); when that changes a text (runs of whitespace), the
+        token models get a second pass of their own. `lowered` is the pass of the texts as given."""
+        passes = {}  # token model? -> (docs, lowered, hidden)
+        for token in dict.fromkeys(self.runtimes[m].token for m in models):
+            mine = [word_document(d) for d in docs] if token else docs
+            same = next((p for p in passes.values() if [d.text for d in p[0]] == [d.text for d in mine]), None)
+            if same is None:
+                lowered = self.lead.lower_texts(mine)
+                same = (mine, lowered, [self.lead.roundtrip(h, e["input_ids"])
+                                        for h, e in zip(lowered.hidden, lowered.encoded)])
+            passes[token] = same
+        result = {"predictions": {}, "truncated": [], "lowered": None}
+        for token, (mine, lowered, hidden) in passes.items():
+            result["lowered"] = result["lowered"] or lowered
+            result["truncated"] = sorted(set(result["truncated"]) | {d.id for d, c in zip(mine, lowered.cut) if c},
+                                         key=[d.id for d in docs].index)
+            keyed = [Document(str(i), d.text, d.text_pair, d.where or f"document {d.id!r}") for i, d in enumerate(mine)]
+            low = Lowered(keyed, lowered.encoded, lowered.cut, lowered.hidden)
+            outs = {m: {} for m in models if self.runtimes[m].token == token}
+            for rows in length_batches([h.shape[0] for h in hidden], BATCH_SIZE, MAX_TOKENS):
+                batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
+                for m in outs:
+                    res = self.runtimes[m].upper.run({"hidden_states": batch, "attention_mask": mask})
+                    outs[m].update((str(i), graph_row(res, r)) for r, i in enumerate(rows))
+            for m, out in outs.items():
+                rows = self.runtimes[m].rows(keyed, out, low)  # keyed by position: two texts may share an id
+                for row, d in zip(rows, docs):
+                    row["id"] = d.id
+                result["predictions"][m] = rows
+        result["predictions"] = {m: result["predictions"][m] for m in models}
         return result
 
     def append(self, lowered: Lowered) -> int:

@@ -29,13 +29,16 @@ from erpack.codecs.state import FittedState
 from erpack.corpus import Document, iter_corpus
 from erpack.deploy.bundle import Bundle
 from erpack.deploy.tokenizer import BundleTokenizer
+from erpack.depth.ort import ExitGraphs
 from erpack.errors import BundleError, InputError, ManifestMismatchError
 from erpack.fit import check_fit
-from erpack.predict import MISSING, cached_rows, prediction_rows, write_rows
+from erpack.predict import MISSING, cached_rows, graph_row, prediction_rows, write_rows
 from erpack.runtime.lower import run_lower_onnx
 from erpack.runtime.session import create_session
 from erpack.store import CacheReader, CacheWriter
+from erpack.tasks import per_token
 from erpack.tokens import token_hash, tokenize
+from erpack.words import check_words, word_rows
 
 BATCH_SIZE = 32
 MAX_TOKENS = 16384
@@ -65,6 +68,17 @@ class Lowered:
     hidden: list[np.ndarray]
 
 
+def word_document(doc: Document) -> Document:
+    """A document as a token task reads it: its words (the text split at whitespace) joined by one space,
+    the text whose tokens erpack.words.word_index maps to words (`text == " ".join(words)`)."""
+    if doc.text_pair is not None:
+        raise InputError(f"document {doc.id!r} is a text pair; a token-classification model labels the words of "
+                         "one text: give the text alone")
+    words = doc.text.split()
+    check_words(words, None, None, f"document {doc.id!r}")
+    return Document(doc.id, " ".join(words), where=doc.where)
+
+
 def as_documents(texts, ids=None) -> list[Document]:
     """Documents from strings (ids `text-0`, `text-1`, ... unless given) or Documents as they are."""
     docs = []
@@ -80,14 +94,31 @@ def as_documents(texts, ids=None) -> list[Document]:
 
 class BundleRuntime:
     """A loaded bundle: the upper graph (fp32 or int8), and, when text is first given, the lower graph,
-    the tokenizer and the cache's codec. device: auto (CUDA when onnxruntime offers it), cuda, cpu."""
+    the tokenizer and the cache's codec. device: auto (CUDA when onnxruntime offers it), cuda, cpu.
+
+    A bundle of a task model with exits runs its per-layer exit graphs with batch compaction
+    (erpack.depth.ort; each row gets `layers`, the upper layers it ran) at the threshold saved with the
+    task model, or `exit_threshold`; `early_exit=False` runs its plain upper graph (every layer). A token
+    bundle's rows carry `words` and a label per word (erpack.words.word_rows); an ODE-step bundle's rows
+    carry `layers`, the steps its graph is unrolled for."""
 
     def __init__(self, bundle, variant: str = "fp32", device: str = "auto", threads: int | None = None,
-                 check_files: bool = True):
+                 check_files: bool = True, early_exit: bool = True, exit_threshold: float | None = None):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle, check_files)
         self.variant, self.device, self.threads = variant, device, threads
-        self.upper = create_session(self.bundle.graph("upper", variant), device, threads)
+        task = self.bundle.manifest["task"]
         self.info = {"task": self.bundle.task, "labels": self.bundle.labels}
+        self.info.update({k: task[k] for k in ("subwords", "ode") if task.get(k) is not None})
+        self.token = per_token(self.info)
+        self.exits = self.bundle.has_exits and early_exit
+        if exit_threshold is not None and not self.exits:
+            raise InputError(f"bundle {self.bundle.folder} has no exit graphs" + (" (early exit is off)" if self.bundle.has_exits else "") +
+                             ", so an exit threshold does not apply; bundle a task model trained with --early-exit")
+        if self.exits:
+            self.upper = ExitGraphs(self.bundle.graph("exits", variant), device, threads, exit_threshold)
+            self.info["early_exit"] = {"rule": self.upper.rule.name, "threshold": self.upper.rule.threshold}
+        else:
+            self.upper = create_session(self.bundle.graph("upper", variant), device, threads)
         self._lower = self._tokenizer = self._codec = None
 
     # ---- what it runs ----------------------------------------------------------------------------
@@ -156,35 +187,63 @@ class BundleRuntime:
         kw = {"tokens": np.asarray(input_ids, dtype=np.int64)} if getattr(codec, "needs_tokens", False) else {}
         return codec.decode(codec.encode(hidden, **kw), shape=hidden.shape, **kw)
 
+    def outputs(self, hidden: list[np.ndarray], batch_size: int = BATCH_SIZE) -> list:
+        """The upper graph's answer per document ((T, H) states after the codec), in their order: logits (C,),
+        a token bundle's (T', C) (T' >= T: the batch's padding rows follow), or exit graphs' (logits, layers)."""
+        out: list = [None] * len(hidden)
+        for rows in length_batches([h.shape[0] for h in hidden], batch_size, MAX_TOKENS):
+            batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
+            res = self.upper.run({"hidden_states": batch, "attention_mask": mask})  # [(B, C) or (B, T, C), layers?]
+            for r, i in enumerate(rows):
+                out[i] = graph_row(res, r)
+        return out
+
     def text_logits(self, docs: list[Document], batch_size: int = BATCH_SIZE,
-                    lowered: Lowered | None = None) -> tuple[np.ndarray, list[str]]:
-        """Logits (N, C) of documents given as text, in their order, and the ids cut at max_length."""
+                    lowered: Lowered | None = None) -> tuple[np.ndarray | list, list[str]]:
+        """Logits of documents given as text, in their order, and the ids cut at max_length: (N, C), or for a
+        token bundle a list of (T, C), one per document's tokens."""
         if not docs:
             return np.zeros((0, max(1, len(self.bundle.labels))), dtype=np.float32), []
         low = lowered or self.lower_texts(docs)
         hidden = [self.roundtrip(h, e["input_ids"]) for h, e in zip(low.hidden, low.encoded)]
         truncated = [d.id for d, c in zip(docs, low.cut) if c]
-        logits: list = [None] * len(docs)
-        for rows in length_batches([h.shape[0] for h in hidden], batch_size, MAX_TOKENS):
-            batch, mask = pad_arrays([hidden[i] for i in rows])  # (B, T, H), (B, T)
-            out = self.upper.run({"hidden_states": batch, "attention_mask": mask})[0]  # (B, C)
-            for r, i in enumerate(rows):
-                logits[i] = out[r]
-        return np.stack(logits), truncated
+        out = [z[0] if isinstance(z, tuple) else z for z in self.outputs(hidden, batch_size)]
+        if self.token:
+            return [z[: h.shape[0]] for z, h in zip(out, hidden)], truncated
+        return np.stack(out), truncated
 
     # ---- rows ------------------------------------------------------------------------------------
+    def text_documents(self, docs: list[Document]) -> list[Document]:
+        """The documents as this bundle reads them: a token bundle's as their words (word_document)."""
+        return [word_document(d) for d in docs] if self.token else docs
+
+    def rows(self, docs: list[Document], outputs: dict, lowered: Lowered) -> list[dict]:
+        """Rows of documents given as text, from their outputs ({id: self.outputs' value}): prediction_rows,
+        or a token bundle's words and a label per word (erpack.words.word_rows, as `erpack predict` writes)."""
+        ids = [d.id for d in docs]
+        if not self.token:
+            return prediction_rows(ids, outputs, self.info, set(ids), None)
+        tokens = {d.id: e["input_ids"] for d, e in zip(lowered.docs, lowered.encoded)}
+        words = {d.id: (d.text.split(), d.where or f"document {d.id!r}") for d in docs}
+        return word_rows(ids, outputs, tokens, words, self.tokenizer, self.bundle.max_length, self.info, set(ids),
+                         None, MISSING)
+
     def predict_texts(self, texts, ids=None, batch_size: int = BATCH_SIZE, add_to_cache=None,
                       storage_options: dict | None = None) -> Predictions:
         """Rows for texts (strings, with `ids` or `text-N`, or erpack.corpus.Document objects); with
         `add_to_cache` (a cache folder or URL the bundle fits) the documents are appended to it as
-        `erpack encode` would store them (ids it holds already are left as they are)."""
-        docs = as_documents(texts, ids)
-        lowered = self.lower_texts(docs) if docs else None
-        logits, truncated = self.text_logits(docs, batch_size, lowered)
-        by_id = {d.id: z for d, z in zip(docs, logits)}
-        rows = prediction_rows([d.id for d in docs], by_id, self.info, set(by_id), None)
-        added = self.append(add_to_cache, lowered, storage_options) if add_to_cache is not None and docs else 0
-        return Predictions(rows, from_text=len(docs), truncated=truncated, added_to_cache=added)
+        `erpack encode` would store them (ids it holds already are left as they are). A token bundle reads
+        each text as its words (the text split at whitespace, joined by one space)."""
+        docs = self.text_documents(as_documents(texts, ids))
+        if not docs:
+            return Predictions([])
+        lowered = self.lower_texts(docs)
+        hidden = [self.roundtrip(h, e["input_ids"]) for h, e in zip(lowered.hidden, lowered.encoded)]
+        outputs = dict(zip([d.id for d in docs], self.outputs(hidden, batch_size)))
+        rows = self.rows(docs, outputs, lowered)
+        added = self.append(add_to_cache, lowered, storage_options) if add_to_cache is not None else 0
+        return Predictions(rows, from_text=len(docs), truncated=[d.id for d, c in zip(docs, lowered.cut) if c],
+                           added_to_cache=added)
 
     def append(self, cache, lowered: Lowered, storage_options: dict | None = None) -> int:
         """Append documents run through the lower graph to `cache` as one shard: the states before the codec
@@ -203,6 +262,13 @@ class BundleRuntime:
                                   token_ids=ids)
         return done["documents"]
 
+    def refuse_ids(self) -> None:
+        """A token bundle predicts from text only: a cache record holds token states, not the words."""
+        if self.token:
+            raise InputError(f"bundle {self.bundle.folder} is a token-classification model: its rows give a label "
+                             "per word, and a cached record holds no words; send the documents' texts (or words) "
+                             "instead of cached ids")
+
     def predict_ids(self, cache, ids=None, batch_size: int = BATCH_SIZE, allow_other_codec: bool = False,
                     storage_options: dict | None = None) -> Predictions:
         """Rows for cached documents (`ids`, default every one) of `cache` (a CacheReader, folder or URL);
@@ -213,6 +279,7 @@ class BundleRuntime:
             return self._predict_ids(reader, ids, batch_size, allow_other_codec)
 
     def _predict_ids(self, reader, ids, batch_size: int, allow_other_codec: bool) -> Predictions:
+        self.refuse_ids()
         notes = self.check_cache(reader, allow_other_codec)
         requested = list(dict.fromkeys(str(i) for i in (reader.ids() if ids is None else ids)))
         found = [i for i in requested if i in reader]
@@ -224,14 +291,16 @@ class BundleRuntime:
 
 def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, variant: str = "fp32",
                    device: str = "auto", batch_size: int = BATCH_SIZE, output=None, allow_other_codec: bool = False,
-                   storage_options: dict | None = None, add_to_cache: bool = False) -> tuple[Predictions, BundleRuntime]:
+                   storage_options: dict | None = None, add_to_cache: bool = False, early_exit: bool = True,
+                   exit_threshold: float | None = None) -> tuple[Predictions, BundleRuntime]:
     """`erpack predict BUNDLE`: rows for `texts` (strings: ids text-0, text-1, ...), for the documents of
     `text_file` (a corpus: all of them, or those of `ids`), and for cached `ids` of `cache` (all of them
     when neither texts nor ids are given). An id of `ids` is taken from `text_file` when the file has
     it, else from the cache; found nowhere, its row has an `error`. Rows in that order; written to
     `output` (a file or URL, atomically) when given. add_to_cache: the documents predicted from text are
-    appended to `cache` (see BundleRuntime.append)."""
-    rt = load_runtime(bundle, variant, device)
+    appended to `cache` (see BundleRuntime.append). early_exit, exit_threshold: a bundle with exit graphs
+    (BundleRuntime)."""
+    rt = load_runtime(bundle, variant, device, early_exit=early_exit, exit_threshold=exit_threshold)
     texts = list(texts or [])
     if not texts and text_file is None and cache is None:
         raise InputError("nothing to predict: give texts, a texts file, or a cache")
@@ -269,8 +338,9 @@ def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, var
     return result, rt
 
 
-def load_runtime(folder, variant: str = "fp32", device: str = "auto", threads: int | None = None) -> BundleRuntime:
+def load_runtime(folder, variant: str = "fp32", device: str = "auto", threads: int | None = None,
+                 early_exit: bool = True, exit_threshold: float | None = None) -> BundleRuntime:
     """BundleRuntime(folder, ...), with a BundleError naming the folder when it is not a bundle."""
     if not Path(folder).exists():
         raise BundleError(f"bundle {folder} does not exist; write one with `erpack export TASK_MODEL --bundle DIR`")
-    return BundleRuntime(folder, variant, device, threads)
+    return BundleRuntime(folder, variant, device, threads, early_exit=early_exit, exit_threshold=exit_threshold)

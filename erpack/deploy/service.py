@@ -3,8 +3,8 @@
     app = create_app(Engine({"rt": "bundles/rt"}, cache="caches/rt"), Limits(), Batching())
     serve(app, host="127.0.0.1", port=8000)       # uvicorn; SIGTERM/SIGINT: finish requests in flight, stop
 
-Endpoints: POST /v1/predict ({"texts": [...]} or {"ids": [...]}, "model" or "models", "text_ids",
-"add_to_cache"), GET /healthz (the process answers), /readyz (models loaded, worker running, not
+Endpoints: POST /v1/predict ({"texts": [...]}, {"words": [[...], ...]} or {"ids": [...]}, "model" or
+"models", "text_ids", "add_to_cache"; the rows are PREDICT_DOC), GET /healthz (the process answers), /readyz (models loaded, worker running, not
 shutting down), /metrics (Prometheus), /docs and /openapi.json (FastAPI's). Requests go through the
 micro-batcher (erpack.deploy.batcher): a full queue answers 429 with Retry-After. Every error is JSON
 {"error": message, "status": code} with a 4xx or 5xx status; a bad request never stops the service.
@@ -40,7 +40,20 @@ from erpack.corpus import Document
 from erpack.deploy.batcher import Batcher, Closed, Job, Overloaded
 from erpack.deploy.engine import Engine, UnknownIds, split_lowered
 from erpack.errors import ErpackError, InputError
+from erpack.words import check_words
 
+PREDICT_DOC = """The answer: {"models": [...], "predictions": {MODEL: [row, ...]}, "truncated": [ids cut at the
+cache's max_length] (texts), "added_to_cache": n (with add_to_cache)}, one row per text or id in request order.
+
+- A classification row: {"id", "source": "text"|"cache", "predicted": LABEL, "probabilities": {LABEL: p}};
+  a regression row has "score" instead.
+- A bundle with exits (a task model trained with --early-exit) adds "layers": the upper layers the
+  document ran before its exit stopped it (batch compaction; the threshold saved with the model).
+- An ODE-step bundle (erpack export --steps S) adds "layers": S, the block evaluations its graph runs.
+- A token-classification row: {"id", "source": "text", "words": [w, ...], "predicted": [a label per
+  word; null for a word cut off at max_length], "truncated_words": n}. Send `texts` (split at
+  whitespace into words) or `words`; `ids` are refused (a cached record holds no words).
+"""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -70,10 +83,14 @@ class ApiError(Exception):
 
 
 class PredictRequest(BaseModel):
-    """One of `texts` or `ids`; `model` or `models` (default: every model served)."""
+    """One of `texts`, `words` or `ids`; `model` or `models` (default: every model served)."""
 
     texts: list[str] | None = Field(None, description="texts to predict (tokenizer, lower graph, the cache's "
-                                    "codec, then each model's upper graph)")
+                                    "codec, then each model's upper graph); a token-classification model reads "
+                                    "each text as its words, the text split at whitespace")
+    words: list[list[str]] | None = Field(None, description="documents given as their words (each a list of "
+                                          "whitespace-free strings; the text is the words joined by one space): "
+                                          "what a token-classification model labels, one label per word")
     ids: list[str] | None = Field(None, description="ids of cached documents (the service's --cache)")
     text_ids: list[str] | None = Field(None, description="ids of the texts (default text-0, text-1, ...); needed "
                                        "to add them to the cache")
@@ -143,10 +160,25 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     return 400, "invalid request: " + "; ".join(parts)
 
 
+def _word_texts(words: list[list[str]]) -> list[str]:
+    """The texts of documents given as words, each word checked (erpack.words.check_words)."""
+    out = []
+    for i, ws in enumerate(words):
+        try:
+            check_words(ws, None, None, f"words[{i}]")
+        except InputError as exc:
+            raise ApiError(400, str(exc)) from None
+        out.append(" ".join(ws))
+    return out
+
+
 def check_request(req: PredictRequest, engine: Engine, limits: Limits) -> Work:
     """The request's work, or an ApiError naming what is wrong with it."""
-    if (req.texts is None) == (req.ids is None):
-        raise ApiError(400, "give exactly one of `texts` (new text) or `ids` (cached documents)")
+    if sum(x is not None for x in (req.texts, req.words, req.ids)) != 1:
+        raise ApiError(400, "give exactly one of `texts` (new text), `words` (new text as its words) or `ids` "
+                       "(cached documents)")
+    if req.words is not None:
+        req = req.model_copy(update={"texts": _word_texts(req.words) if req.words else [], "words": None})
     if req.model is not None and req.models is not None:
         raise ApiError(400, "give `model` or `models`, not both")
     models = [req.model] if req.model is not None else list(req.models or engine.names)
@@ -166,6 +198,10 @@ def check_request(req: PredictRequest, engine: Engine, limits: Limits) -> Work:
             raise ApiError(400, "`add_to_cache` and `text_ids` go with `texts`, not `ids`")
         if engine.reader is None:
             raise ApiError(400, "this service has no cache (start it with --cache URL): send `texts`, not `ids`")
+        token = [m for m in models if engine.runtimes[m].token]
+        if token:
+            raise ApiError(400, f"{', '.join(token)}: a token-classification model labels words, and a cached "
+                           "record holds no words; send `texts` or `words` instead of `ids`")
         return Work("ids", [str(i) for i in req.ids], models)
     for i, t in enumerate(req.texts):
         if not t.strip():
@@ -315,7 +351,8 @@ def create_app(engine: Engine, limits: Limits | None = None, batching: Batching 
     async def http_error(request, exc: HTTPException):
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
-    @app.post("/v1/predict", summary="predict texts or cached ids with one or several task models")
+    @app.post("/v1/predict", summary="predict texts or cached ids with one or several task models",
+              description=PREDICT_DOC)
     async def predict(req: PredictRequest) -> dict:
         work = check_request(req, engine, limits)
         loop = asyncio.get_running_loop()

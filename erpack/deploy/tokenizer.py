@@ -6,7 +6,8 @@ transformers tokenizer, so the runtime tokenizes exactly as `erpack encode` did,
 
 A transformers fast tokenizer is a `tokenizers.Tokenizer` plus Python around it; what `erpack.tokens`
 uses of that Python is `tokenizer(text, pair, truncation=..., max_length=..., add_special_tokens=...)`
-returning input_ids (and token_type_ids when the model takes them). The truncating tokenizer is a
+returning input_ids (and token_type_ids when the model takes them); a token task's words rule
+(erpack.words.word_index) also asks for the character offsets and the special-tokens mask. The truncating tokenizer is a
 second copy made once per max_length: the objects are never changed after setup, so threads may share
 them (a service tokenizes in several).
 """
@@ -58,11 +59,18 @@ class BundleTokenizer:
                 self._cut[max_length] = cut
             return self._cut[max_length]
 
+    is_fast = True  # character offsets, as erpack.words.word_index needs for a token task
+
     def __call__(self, text: str, pair: str | None = None, truncation: bool = False, max_length: int | None = None,
-                 add_special_tokens: bool = True, verbose: bool = False) -> dict:
+                 add_special_tokens: bool = True, verbose: bool = False, return_offsets_mapping: bool = False,
+                 return_special_tokens_mask: bool = False) -> dict:
         tok = self._truncating(max_length) if truncation and max_length else self._plain
         enc = tok.encode(text, pair, add_special_tokens=add_special_tokens)
         out = {"input_ids": list(enc.ids)}
         if self.token_type_ids:
             out["token_type_ids"] = list(enc.type_ids)
+        if return_offsets_mapping:
+            out["offset_mapping"] = list(enc.offsets)
+        if return_special_tokens_mask:
+            out["special_tokens_mask"] = list(enc.special_tokens_mask)
         return out

@@ -2,7 +2,8 @@
 exported to ONNX and served per word by `erpack predict` on real BBC words (the truecasing task):
 parity with PyTorch on real tokens, int8, the metadata a token graph records, predictions per word
 (words from a label file, from --texts, from new texts), and the errors (no words, a label list that
-does not match the words, an unknown label, a cache without token ids, a bundle of a token task)."""
+does not match the words, an unknown label, a cache without token ids). Bundles of a token task:
+tests/deploy/test_bundle_kinds.py."""
 
 from __future__ import annotations
 
@@ -127,15 +128,6 @@ def test_token_graph_int8_agreement_counts_real_tokens(tok, token_graph):
     assert v.agreement["rows"] == real
     assert 0.0 <= v.agreement["argmax_agreement"] <= 1.0
     assert all(step["agreement"] is not None for step in v.details["auto_exclude"]["steps"])
-
-
-def test_bundle_of_a_token_task_is_refused(tok):
-    from erpack.deploy.build import write_bundle
-    from erpack.errors import BundleError
-
-    with pytest.raises(BundleError, match="token-classification.*erpack predict"):
-        write_bundle(tok["tm"], tok["root"] / "bundle", calibration_cache=tok["cache"])
-    assert not (tok["root"] / "bundle").exists()
 
 
 def _lines(path):

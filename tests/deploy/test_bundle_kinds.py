@@ -1,0 +1,158 @@
+"""Bundles of the task models that are not one prediction per document from one graph: a token-classification
+model (a label per word, issue 21), a model with exits (per-layer graphs run with batch compaction, issue 22)
+and a shared-block model unrolled for S ODE steps (issue 22). Tiny random models: the token task's uses
+MiniLM's real tokenizer on real BBC truecasing words (tests/export/test_export_tokens.py); the exits and ODE
+models are the depth tests' (tests/depth/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from erpack.cli import main
+from tests.depth.conftest import dact_model, tiny_caches, tiny_exit  # noqa: F401  (the fixtures, shared)
+from tests.export.test_export_tokens import LABELS, _reference_labels, tok  # noqa: F401
+
+
+# ---- token classification -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def token_bundle(tok):  # noqa: F811
+    from erpack.deploy.build import write_bundle
+
+    out = tok["root"] / "token-bundle"
+    summary = write_bundle(tok["tm"], out, model=str(tok["folder"]), calibration_cache=tok["cache"], quantize=False)
+    return out, summary
+
+
+def test_a_token_bundle_records_its_rule_and_matches_pytorch_per_token(token_bundle):
+    from erpack.deploy import Bundle
+
+    out, s = token_bundle
+    b = Bundle.load(out)
+    assert (b.task, b.labels, b.manifest["task"]["subwords"]) == ("token-classification", LABELS, "first")
+    assert s.text_parity["max_diff"] < 1e-3 and s.text_parity["argmax_agreement"] >= 0.99
+
+
+def test_a_token_bundle_labels_each_word_of_a_text_as_predict_does(token_bundle, tok):  # noqa: F811
+    from erpack.deploy import BundleRuntime
+
+    rt = BundleRuntime(token_bundle[0], device="cpu")
+    docs = tok["docs"][1:6]
+    rows = rt.predict_texts(["  ".join(d.words) for d in docs], ids=[d.id for d in docs]).rows  # runs of spaces too
+    agree = total = 0
+    for d, row in zip(docs, rows):
+        assert row["words"] == list(d.words) and len(row["predicted"]) == len(d.words)
+        assert set(row["predicted"]) <= set(LABELS) and row["truncated_words"] == 0 and row["source"] == "text"
+        ref = _reference_labels(tok, d.id, list(d.words))  # PyTorch on the cached record, the same words rule
+        agree += sum(a == b for a, b in zip(row["predicted"], ref))
+        total += len(ref)
+    assert agree / total >= 0.95  # text runs the exported lower graph; the cache's record PyTorch's
+
+
+def test_a_token_bundle_refuses_cached_ids_and_pairs(token_bundle, tok):  # noqa: F811
+    from erpack.corpus import Document
+    from erpack.deploy import BundleRuntime
+    from erpack.errors import InputError
+
+    rt = BundleRuntime(token_bundle[0], device="cpu")
+    with pytest.raises(InputError, match="token-classification.*texts"):
+        rt.predict_ids(tok["cache"], [tok["docs"][0].id])
+    with pytest.raises(InputError, match="text pair"):
+        rt.predict_texts([Document("p", "one two", "three")])
+
+
+def test_erpack_predict_with_a_token_bundle_prints_words_and_labels(token_bundle, tok, capsys):  # noqa: F811
+    words = list(tok["docs"][2].words)
+    assert main(["predict", str(token_bundle[0]), "--text", " ".join(words), "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["words"] == words and len(row["predicted"]) == len(words)
+    assert main(["predict", str(token_bundle[0]), str(tok["cache"]), "--ids", tok["docs"][0].id,
+                 "--device", "cpu"]) == 2
+    assert "a cached record holds no words" in capsys.readouterr().err
+
+
+# ---- early exit -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exit_bundle(dact_model, tiny_exit, tmp_path_factory):  # noqa: F811
+    from erpack.deploy.build import write_bundle
+
+    out = tmp_path_factory.mktemp("exit-bundle") / "bundle"
+    summary = write_bundle(dact_model[0], out, model=str(tiny_exit["model"]), calibration_cache=tiny_exit["cache"])
+    return out, summary
+
+
+def test_an_exit_bundle_runs_its_exit_graphs_as_predict_does(exit_bundle, dact_model, tiny_exit, tmp_path):  # noqa: F811
+    from erpack.deploy import Bundle, BundleRuntime
+    from erpack.depth.onnx import exits_folder_for
+
+    out, s = exit_bundle
+    b = Bundle.load(out)
+    assert b.has_exits and set(b.manifest["graphs"]["exits"]) == {"fp32", "int8"}
+    assert b.manifest["task"]["early_exit"]["rule"] == "dact"
+    assert s.text_parity["max_diff"] < 1e-4 and len(s.text_parity["exits"]["layers"]) == s.text_parity["texts"]
+    ids = [r["id"] for r in tiny_exit["rows"][:12]]
+    rows = BundleRuntime(out, device="cpu").predict_ids(tiny_exit["cache"], ids).rows
+    # the exit-graph folder `erpack export` writes beside a graph, run by `erpack predict` over the cache
+    graph = tmp_path / "m.onnx"
+    assert main(["export", str(dact_model[0]), "-o", str(graph)]) == 0
+    preds = tmp_path / "p.jsonl"
+    assert main(["predict", str(exits_folder_for(graph)), str(tiny_exit["cache"]), "--ids", ",".join(ids),
+                 "-o", str(preds), "--device", "cpu"]) == 0
+    want = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [(r["id"], r["predicted"], r["layers"]) for r in rows] == [(r["id"], r["predicted"], r["layers"]) for r in want]
+    # every layer: the plain upper graph, no `layers`; an override of the threshold changes where they stop
+    full = BundleRuntime(out, device="cpu", early_exit=False).predict_ids(tiny_exit["cache"], ids).rows
+    assert all("layers" not in r for r in full)
+    first = BundleRuntime(out, device="cpu", exit_threshold=0.0).predict_ids(tiny_exit["cache"], ids).rows
+    assert {r["layers"] for r in first} == {1}  # dact at 0: the first exit's lead always suffices
+
+
+def test_an_exit_bundle_serves_texts_with_layers_and_int8(exit_bundle):
+    from erpack.deploy import BundleRuntime
+
+    for variant in ("fp32", "int8"):
+        rows = BundleRuntime(exit_bundle[0], variant, device="cpu").predict_texts(["w1 w2 w3", "w9"]).rows
+        assert all(isinstance(r["layers"], int) and r["layers"] >= 1 and "predicted" in r for r in rows)
+
+
+def test_an_exit_threshold_needs_exit_graphs(bundle):
+    from erpack.deploy import BundleRuntime
+    from erpack.errors import InputError
+
+    with pytest.raises(InputError, match="no exit graphs.*--early-exit"):
+        BundleRuntime(bundle[0], device="cpu", exit_threshold=0.5)
+
+
+# ---- ODE steps ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ode_model(tiny_caches, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("ode") / "tm"
+    assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--shared-block",
+                 "--epochs", "1", "--distill-epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--device", "cpu",
+                 "-o", str(out)]) == 0
+    return out
+
+
+def test_an_ode_step_bundle_serves_its_unrolled_graph(ode_model, tiny_caches, tmp_path, capsys):  # noqa: F811
+    from erpack.deploy import Bundle, BundleRuntime
+
+    cache = str(tiny_caches["bert"])
+    out = tmp_path / "bundle"
+    assert main(["export", str(ode_model), "--bundle", str(out), "--steps", "1", "--no-int8",
+                 "--model", str(tiny_caches["root"] / "tiny-bert"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["text_parity"]["max_diff"] < 1e-4
+    assert Bundle.load(out).manifest["task"]["ode"]["steps"] == 1
+    ids = [r["id"] for r in tiny_caches["rows"][:8]]
+    rows = BundleRuntime(out, device="cpu").predict_ids(cache, ids).rows
+    graph = tmp_path / "s1.onnx"
+    assert main(["export", str(ode_model), "-o", str(graph), "--steps", "1"]) == 0
+    preds = tmp_path / "p.jsonl"
+    assert main(["predict", str(graph), cache, "--ids", ",".join(ids), "--steps", "1", "-o", str(preds),
+                 "--device", "cpu"]) == 0
+    want = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [(r["predicted"], r["layers"]) for r in rows] == [(r["predicted"], 1) for r in want]
+    for a, b in zip(rows, want):
+        assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
