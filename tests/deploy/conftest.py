@@ -1,11 +1,14 @@
 """Fixtures of the deployment tests: the export tests' tiny BERT, cache and task model, and one bundle
-written from them (session-scoped: exported once)."""
+written from them (session-scoped: exported once); bundles of a token task (the export tests' `tok`) and of
+a task model with exits (the depth tests' `dact_model`)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.depth.conftest import dact_model, tiny_exit  # noqa: F401  (the fixtures, shared)
 from tests.export.conftest import tiny  # noqa: F401  (the fixture, shared)
+from tests.export.test_export_tokens import tok  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -15,4 +18,24 @@ def bundle(tiny):  # noqa: F811
 
     out = tiny["root"] / "bundle"
     summary = write_bundle(tiny["task_model"], out, model=str(tiny["folder"]), calibration_cache=tiny["cache"])
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def token_bundle(tok):  # noqa: F811
+    """(folder, BundleSummary) of the tiny token-classification model (fp32 only)."""
+    from erpack.deploy.build import write_bundle
+
+    out = tok["root"] / "token-bundle"
+    summary = write_bundle(tok["tm"], out, model=str(tok["folder"]), calibration_cache=tok["cache"], quantize=False)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def exit_bundle(dact_model, tiny_exit, tmp_path_factory):  # noqa: F811
+    """(folder, BundleSummary) of the tiny task model with dact exits (fp32 and int8 exit graphs)."""
+    from erpack.deploy.build import write_bundle
+
+    out = tmp_path_factory.mktemp("exit-bundle") / "bundle"
+    summary = write_bundle(dact_model[0], out, model=str(tiny_exit["model"]), calibration_cache=tiny_exit["cache"])
     return out, summary

@@ -2,7 +2,7 @@
 model (a label per word, issue 21), a model with exits (per-layer graphs run with batch compaction, issue 22)
 and a shared-block model unrolled for S ODE steps (issue 22). Tiny random models: the token task's uses
 MiniLM's real tokenizer on real BBC truecasing words (tests/export/test_export_tokens.py); the exits and ODE
-models are the depth tests' (tests/depth/conftest.py)."""
+models are the depth tests' (tests/depth/conftest.py); the bundles are tests/deploy/conftest.py's."""
 
 from __future__ import annotations
 
@@ -12,20 +12,11 @@ import numpy as np
 import pytest
 
 from erpack.cli import main
-from tests.depth.conftest import dact_model, tiny_caches, tiny_exit  # noqa: F401  (the fixtures, shared)
-from tests.export.test_export_tokens import LABELS, _reference_labels, tok  # noqa: F401
+from tests.depth.conftest import tiny_caches  # noqa: F401  (the fixture, shared)
+from tests.export.test_export_tokens import LABELS, _reference_labels
 
 
 # ---- token classification -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def token_bundle(tok):  # noqa: F811
-    from erpack.deploy.build import write_bundle
-
-    out = tok["root"] / "token-bundle"
-    summary = write_bundle(tok["tm"], out, model=str(tok["folder"]), calibration_cache=tok["cache"], quantize=False)
-    return out, summary
-
-
 def test_a_token_bundle_records_its_rule_and_matches_pytorch_per_token(token_bundle):
     from erpack.deploy import Bundle
 
@@ -74,15 +65,6 @@ def test_erpack_predict_with_a_token_bundle_prints_words_and_labels(token_bundle
 
 
 # ---- early exit -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def exit_bundle(dact_model, tiny_exit, tmp_path_factory):  # noqa: F811
-    from erpack.deploy.build import write_bundle
-
-    out = tmp_path_factory.mktemp("exit-bundle") / "bundle"
-    summary = write_bundle(dact_model[0], out, model=str(tiny_exit["model"]), calibration_cache=tiny_exit["cache"])
-    return out, summary
-
-
 def test_an_exit_bundle_runs_its_exit_graphs_as_predict_does(exit_bundle, dact_model, tiny_exit, tmp_path):  # noqa: F811
     from erpack.deploy import Bundle, BundleRuntime
     from erpack.depth.onnx import exits_folder_for
@@ -156,3 +138,43 @@ def test_an_ode_step_bundle_serves_its_unrolled_graph(ode_model, tiny_caches, tm
     assert [(r["predicted"], r["layers"]) for r in rows] == [(r["predicted"], 1) for r in want]
     for a, b in zip(rows, want):
         assert np.allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
+
+
+# ---- the service ----------------------------------------------------------------------------------
+def test_the_service_labels_words_and_reports_exit_layers(token_bundle, exit_bundle, tok, tiny_exit):  # noqa: F811
+    httpx = pytest.importorskip("httpx", reason="the `test` extra installs httpx")
+    from erpack.deploy import BundleRuntime
+    from erpack.deploy.engine import Engine
+    from erpack.deploy.service import create_app
+    from tests.deploy.test_service import Running
+
+    docs = tok["docs"][1:4]
+    running = Running(create_app(Engine({"case": str(token_bundle[0])}, cache=str(tok["cache"]), device="cpu")))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            by_words = client.post("/v1/predict", json={"words": [list(d.words) for d in docs]})
+            by_text = client.post("/v1/predict", json={"texts": [" ".join(d.words) for d in docs]})
+            assert by_words.status_code == by_text.status_code == 200, by_words.text
+            want = BundleRuntime(token_bundle[0], device="cpu").predict_texts([" ".join(d.words) for d in docs]).rows
+            assert by_words.json()["predictions"]["case"] == by_text.json()["predictions"]["case"] == want
+            assert [r["words"] for r in want] == [list(d.words) for d in docs]
+            bad = client.post("/v1/predict", json={"ids": [docs[0].id]})
+            assert bad.status_code == 400 and "holds no words" in bad.json()["error"]
+            bad = client.post("/v1/predict", json={"words": [["two words"]]})
+            assert bad.status_code == 400 and "whitespace-free" in bad.json()["error"]
+            api = client.get("/openapi.json").json()
+            assert "words" in api["components"]["schemas"]["PredictRequest"]["properties"]
+            assert "a label per" in api["paths"]["/v1/predict"]["post"]["description"]
+    finally:
+        running.stop()
+    ids = [r["id"] for r in tiny_exit["rows"][:8]]
+    running = Running(create_app(Engine({"dact": str(exit_bundle[0])}, cache=str(tiny_exit["cache"]), device="cpu")))
+    try:
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            got = client.post("/v1/predict", json={"ids": ids})
+            assert got.status_code == 200, got.text
+            want = BundleRuntime(exit_bundle[0], device="cpu").predict_ids(tiny_exit["cache"], ids).rows
+            assert [(r["predicted"], r["layers"]) for r in got.json()["predictions"]["dact"]] == \
+                [(r["predicted"], r["layers"]) for r in want]
+    finally:
+        running.stop()

@@ -104,6 +104,29 @@ def test_the_runtime_predicts_without_torch_or_transformers(bundle, tiny):
     assert out["cached"] == BundleRuntime(bundle[0], device="cpu").predict_ids(tiny["cache"], ["d000", "d001"]).rows
 
 
+KINDS = BLOCKER + """
+import json, sys
+from erpack.deploy import BundleRuntime
+rt = BundleRuntime(sys.argv[1], device="cpu")
+rows = rt.predict_texts(json.loads(sys.argv[2])).rows
+third = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"erpack"}
+               - {m for m in sys.modules if m.startswith("_")})
+print(json.dumps({"rows": rows, "third_party": third}))
+"""
+
+
+def test_token_and_exit_bundles_predict_without_torch(token_bundle, exit_bundle, tok):
+    words = list(tok["docs"][2].words)
+    for folder, texts, key in [(token_bundle[0], [" ".join(words)], "words"), (exit_bundle[0], ["w1 w2", "w3"], "layers")]:
+        done = _run(KINDS, folder, json.dumps(texts))
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.splitlines()[-1])
+        assert all(key in r for r in out["rows"]) and set(out["third_party"]) <= ALLOWED
+        from erpack.deploy import BundleRuntime
+
+        assert out["rows"] == BundleRuntime(folder, device="cpu").predict_texts(texts).rows
+
+
 def test_the_service_serves_without_torch_or_transformers(bundle, tiny):
     done = _run(SERVE, bundle[0], tiny["cache"])
     assert done.returncode == 0, done.stderr
