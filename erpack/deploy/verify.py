@@ -16,6 +16,7 @@ from erpack.codecs import Pipeline
 from erpack.codecs.state import FittedState
 from erpack.deploy.bundle import BUNDLE_FILE, check_file, read_bundle_manifest
 from erpack.deploy.tokenizer import BundleTokenizer
+from erpack.depth.ort import GRAPHS_FILE, ExitGraphs
 from erpack.errors import ErpackError
 from erpack.runtime.session import create_session
 
@@ -61,6 +62,28 @@ def _check_graph(folder: Path, part: str, variant: str, name: str, manifest: dic
             report.failures.append({"file": name, "error": f"records {key} {b!r}, the manifest {a!r}"})
 
 
+def _check_exits(folder: Path, variant: str, name: str, manifest: dict, report: BundleReport, damaged: set) -> None:
+    """A folder of exit graphs (erpack.depth.ort): its exits.json and graphs listed and intact, each graph
+    loading, and the cache identity its record holds equal to the manifest's."""
+    files = [f for f in manifest["files"] if f.startswith(f"{name}/")]
+    if f"{name}/{GRAPHS_FILE}" not in files:
+        report.failures.append({"file": name, "error": f"the exits/{variant} graphs are not listed in {BUNDLE_FILE}"})
+        return
+    if damaged & set(files):
+        return
+    try:
+        graphs = ExitGraphs(folder / name, "cpu")
+    except (ErpackError, ValueError) as exc:
+        report.failures.append({"file": name, "error": f"does not load: {exc}"})
+        return
+    report.graphs[f"exits/{variant}"] = graphs.provider
+    want, got = manifest["cache"], graphs.info.get("cache") or {}
+    for key, a, b in (("weights sha256", (want.get("model") or {}).get("weights_sha256"),
+                       (got.get("model") or {}).get("weights_sha256")), ("layer", want.get("layer"), got.get("layer"))):
+        if a != b:
+            report.failures.append({"file": f"{name}/{GRAPHS_FILE}", "error": f"records {key} {b!r}, the manifest {a!r}"})
+
+
 def verify_bundle(folder) -> BundleReport:
     """Check the bundle in `folder` (BundleError only when it is no bundle at all or its manifest is damaged)."""
     folder = Path(folder)
@@ -79,7 +102,9 @@ def verify_bundle(folder) -> BundleReport:
     damaged = {f["file"] for f in report.failures}
     for part, variants in sorted(doc["graphs"].items()):
         for variant, name in sorted(variants.items()):
-            if name not in doc["files"]:
+            if part == "exits":
+                _check_exits(folder, variant, name, doc, report, damaged)
+            elif name not in doc["files"]:
                 report.failures.append({"file": name, "error": f"the {part}/{variant} graph is not listed in {BUNDLE_FILE}"})
             elif name not in damaged:
                 _check_graph(folder, part, variant, name, doc, report)

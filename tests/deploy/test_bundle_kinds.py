@@ -178,3 +178,18 @@ def test_the_service_labels_words_and_reports_exit_layers(token_bundle, exit_bun
                 [(r["predicted"], r["layers"]) for r in want]
     finally:
         running.stop()
+
+
+def test_verify_checks_the_exit_graphs(exit_bundle, tmp_path):
+    import shutil
+
+    from erpack.deploy import verify_bundle
+
+    report = verify_bundle(exit_bundle[0])
+    assert report.ok and {"exits/fp32", "exits/int8"} <= set(report.graphs), report.failures
+    copy = tmp_path / "b"
+    shutil.copytree(exit_bundle[0], copy)
+    with open(copy / "upper.exits" / "layer-0.onnx", "ab") as f:
+        f.write(b"x")
+    failures = verify_bundle(copy).failures
+    assert [f["file"] for f in failures] == ["upper.exits/layer-0.onnx"]
