@@ -37,6 +37,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="fp32", help="upper graph: fp32 (default) or int8")
     p.add_argument("--device", default="auto", help="auto (CUDA when onnxruntime offers it; default), cuda, or cpu")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    p.add_argument("--exit-threshold", type=float, default=None, help="bundles with exits (a task model trained with "
+                   "--early-exit): stop documents at this threshold of their rule instead of the saved one")
+    p.add_argument("--no-early-exit", action="store_true", help="bundles with exits: run every upper layer (the "
+                   "plain upper graph; rows without `layers`)")
     b = p.add_argument_group("batching and load shedding")
     b.add_argument("--max-batch", type=int, default=64, help="texts or ids run together at most (default: 64)")
     b.add_argument("--max-wait-ms", type=float, default=5.0, help="how long the first request of a batch waits "
@@ -69,7 +73,8 @@ def run(args) -> int:
     if args.max_wait_ms < 0 or args.timeout <= 0:
         raise CLIError("--max-wait-ms must be at least 0 and --timeout above 0")
     engine = Engine(bundle_names(args.bundles), cache_where(args.cache, args), args.variant, args.device,
-                    args.threads, storage_options(args))
+                    args.threads, storage_options(args), early_exit=not args.no_early_exit,
+                    exit_threshold=args.exit_threshold)
     app = create_app(engine, Limits(args.max_request_bytes, args.max_items, args.max_text_chars, args.timeout),
                      Batching(args.max_batch, args.max_wait_ms, args.max_queue))
     srv = server(app, args.host, args.port, args.max_connections, log_level=args.log_level, keep_alive_s=args.keep_alive)

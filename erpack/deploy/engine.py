@@ -20,6 +20,7 @@ from pathlib import Path
 
 from erpack.batching import length_batches, pad_arrays
 from erpack.corpus import Document
+from erpack.deploy.bundle import Bundle
 from erpack.deploy.runtime import BATCH_SIZE, MAX_TOKENS, BundleRuntime, Lowered, word_document
 from erpack.errors import ErpackError, InputError
 from erpack.predict import graph_row, prediction_rows
@@ -58,10 +59,19 @@ class Engine:
     """Loaded bundles by name, the cache they serve (optional), and the counters the metrics read."""
 
     def __init__(self, bundles: dict[str, str], cache=None, variant: str = "fp32", device: str = "auto",
-                 threads: int | None = None, storage_options: dict | None = None):
+                 threads: int | None = None, storage_options: dict | None = None, early_exit: bool = True,
+                 exit_threshold: float | None = None):
+        """early_exit, exit_threshold: for the bundles with exits (BundleRuntime); a threshold with none of
+        them is refused."""
         if not bundles:
             raise InputError("no bundle to serve: give at least one bundle folder")
-        self.runtimes = {name: BundleRuntime(folder, variant, device, threads) for name, folder in bundles.items()}
+        loaded = {name: Bundle.load(folder) for name, folder in bundles.items()}
+        if exit_threshold is not None and not any(b.has_exits for b in loaded.values()):
+            raise InputError(f"none of the bundles {', '.join(loaded)} has exit graphs, so an exit threshold does not "
+                             "apply; bundle a task model trained with --early-exit")
+        self.runtimes = {name: BundleRuntime(b, variant, device, threads, early_exit=early_exit,
+                                             exit_threshold=exit_threshold if b.has_exits else None)
+                         for name, b in loaded.items()}
         self.lead = next(iter(self.runtimes.values()))
         for name, rt in self.runtimes.items():
             if identity(rt) != identity(self.lead):

@@ -99,12 +99,19 @@ def test_an_exit_bundle_serves_texts_with_layers_and_int8(exit_bundle):
         assert all(isinstance(r["layers"], int) and r["layers"] >= 1 and "predicted" in r for r in rows)
 
 
-def test_an_exit_threshold_needs_exit_graphs(bundle):
+def test_an_exit_threshold_needs_exit_graphs(bundle, exit_bundle, tiny_exit):
     from erpack.deploy import BundleRuntime
+    from erpack.deploy.engine import Engine
     from erpack.errors import InputError
 
     with pytest.raises(InputError, match="no exit graphs.*--early-exit"):
         BundleRuntime(bundle[0], device="cpu", exit_threshold=0.5)
+    with pytest.raises(InputError, match="has exit graphs.*--early-exit"):
+        Engine({"rt": str(bundle[0])}, device="cpu", exit_threshold=0.5)
+    engine = Engine({"dact": str(exit_bundle[0])}, cache=str(tiny_exit["cache"]), device="cpu", exit_threshold=0.0)
+    ids = [r["id"] for r in tiny_exit["rows"][:6]]
+    assert {r["layers"] for r in engine.predict_ids(ids, ["dact"])["dact"]} == {1}
+    engine.close()
 
 
 # ---- ODE steps ------------------------------------------------------------------------------------
@@ -193,3 +200,14 @@ def test_verify_checks_the_exit_graphs(exit_bundle, tmp_path):
         f.write(b"x")
     failures = verify_bundle(copy).failures
     assert [f["file"] for f in failures] == ["upper.exits/layer-0.onnx"]
+
+
+def test_what_cannot_be_bundled_is_refused_naming_the_task_model(tiny, dact_model, tmp_path, capsys):
+    # --steps needs a shared block; a model with exits runs its exits, not ODE steps
+    for task_model, says in [(tiny["task_model"], "--shared-block"), (dact_model[0], "has exits")]:
+        out = tmp_path / "b"
+        assert main(["export", str(task_model), "--bundle", str(out), "--steps", "1", "--no-int8",
+                     "--model", str(tiny["folder"])]) == 2
+        err = capsys.readouterr().err
+        assert str(task_model) in err and says in err and "Traceback" not in err
+        assert not out.exists()
