@@ -23,11 +23,11 @@ def bundle(tiny):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def token_bundle(tok):  # noqa: F811
-    """(folder, BundleSummary) of the tiny token-classification model (fp32 only)."""
+    """(folder, BundleSummary) of the tiny token-classification model (fp32 and int8)."""
     from erpack.deploy.build import write_bundle
 
     out = tok["root"] / "token-bundle"
-    summary = write_bundle(tok["tm"], out, model=str(tok["folder"]), calibration_cache=tok["cache"], quantize=False)
+    summary = write_bundle(tok["tm"], out, model=str(tok["folder"]), calibration_cache=tok["cache"])
     return out, summary
 
 

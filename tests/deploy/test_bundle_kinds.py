@@ -31,6 +31,8 @@ def test_a_token_bundle_labels_each_word_of_a_text_as_predict_does(token_bundle,
 
     rt = BundleRuntime(token_bundle[0], device="cpu")
     docs = tok["docs"][1:6]
+    int8 = BundleRuntime(token_bundle[0], "int8", device="cpu").predict_texts([" ".join(d.words) for d in docs]).rows
+    assert [r["words"] for r in int8] == [list(d.words) for d in docs]
     rows = rt.predict_texts(["  ".join(d.words) for d in docs], ids=[d.id for d in docs]).rows  # runs of spaces too
     agree = total = 0
     for d, row in zip(docs, rows):
