@@ -158,3 +158,20 @@ def test_patience_and_entropy_are_refused_for_regression(reg, tiny_exit, tmp_pat
                      "--early-exit", rule, "-o", str(tmp_path / "x"), "--epochs", "1"]) == 2
         assert "a regression score has none" in capsys.readouterr().err
         assert not (tmp_path / "x").exists()
+
+
+def test_exits_on_an_existing_regression_model_leave_its_scores(reg, tiny_exit, tmp_path, capsys):
+    """--init a plain regression model, --mode head: only the exits and halting units train, so every layer run
+    (--no-early-exit) gives the initial model's scores."""
+    labels, cache = str(reg[0]), str(tiny_exit["cache"])
+    plain, dact = tmp_path / "plain", tmp_path / "dact"
+    assert main(["train", cache, "--labels", labels, "--task", "regression", "-o", str(plain), "--epochs", "1",
+                 "--batch-size", "8"]) == 0
+    assert main(["train", cache, "--labels", labels, "--init", str(plain), "--early-exit", "dact", "--mode", "head",
+                 "-o", str(dact), "--epochs", "1", "--batch-size", "8"]) == 0
+    for folder, flags in ((plain, []), (dact, ["--no-early-exit"])):
+        assert main(["eval", str(folder), cache, "--labels", labels, "--predictions", str(tmp_path / f"{folder.name}.jsonl"),
+                     *flags]) == 0
+    a, b = ([json.loads(x)["score"] for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("plain", "dact"))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert TaskModel.load(dact).info["early_exit"]["exits"]["num_labels"] == 1
