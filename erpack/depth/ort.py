@@ -59,7 +59,8 @@ class ExitGraphs:
         regression = self.info.get("task") == "regression"
         if threshold is not None:
             t = check_threshold(rule, threshold, len(self.info["labels"]), self.layers, regression)
-        self.rule = Rule(rule, t, regression) if early_exit else Rule("patience", self.layers)  # never stops before the last
+        # --no-early-exit: patience over every layer never stops before the last
+        self.rule = Rule(rule, t, regression) if early_exit else Rule("patience", self.layers)
         self.outputs = 1 if regression else len(self.info["labels"])  # a regression graph gives one score
         self.halting = bool(self.info.get("halting"))
         self.notes = list(self.sessions[0].notes)

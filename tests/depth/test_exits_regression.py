@@ -148,7 +148,8 @@ def test_predict_with_regression_exit_graphs_matches_eval(reg, tiny_exit, tmp_pa
     rows = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert len(rows) == 8
     for r in rows:
-        assert r["layers"] == by_id[r["id"]]["layers"] and r["score"] == pytest.approx(by_id[r["id"]]["score"], abs=1e-4)
+        assert r["layers"] == by_id[r["id"]]["layers"]
+        assert r["score"] == pytest.approx(by_id[r["id"]]["score"], abs=1e-4)
 
 
 def test_patience_and_entropy_are_refused_for_regression(reg, tiny_exit, tmp_path, capsys):
@@ -169,9 +170,11 @@ def test_exits_on_an_existing_regression_model_leave_its_scores(reg, tiny_exit, 
                  "--batch-size", "8"]) == 0
     assert main(["train", cache, "--labels", labels, "--init", str(plain), "--early-exit", "dact", "--mode", "head",
                  "-o", str(dact), "--epochs", "1", "--batch-size", "8"]) == 0
+    scores = []
     for folder, flags in ((plain, []), (dact, ["--no-early-exit"])):
-        assert main(["eval", str(folder), cache, "--labels", labels, "--predictions", str(tmp_path / f"{folder.name}.jsonl"),
-                     *flags]) == 0
-    a, b = ([json.loads(x)["score"] for x in (tmp_path / f"{n}.jsonl").read_text().splitlines()] for n in ("plain", "dact"))
+        preds = tmp_path / f"{folder.name}.jsonl"
+        assert main(["eval", str(folder), cache, "--labels", labels, "--predictions", str(preds), *flags]) == 0
+        scores.append([json.loads(x)["score"] for x in preds.read_text().splitlines()])
+    a, b = scores
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert TaskModel.load(dact).info["early_exit"]["exits"]["num_labels"] == 1
