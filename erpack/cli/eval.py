@@ -39,7 +39,8 @@ def add_parser(subparsers) -> None:
                    "every upper layer for every document, to compare with the exits (mean_layers is then L-k)")
     p.add_argument("--exit-threshold", type=float, default=None, help="a task model with exits: stop documents with "
                    "this threshold instead of the one chosen on validation (dact 0..1, patience 1..L-k, entropy "
-                   "0..ln C)")
+                   "0..ln C; a regression model's dact 0..1 is the halting mass a document may leave unspent: 0 runs "
+                   "every layer's mixture, 1 stops after the first)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document on the last line "
                    "(metrics; mean_layers: upper layers run per document, mean_layers_fraction: of L-k)")
     p.add_argument("--steps", type=int, default=None, help="a task model with a shared upper block (`erpack train "

@@ -120,19 +120,23 @@ def _add_training_options(p) -> None:
 def _add_exit_options(p) -> None:
     """Early exit: the rule, its accuracy budget, DACT's ponder penalty (docs/depth.md)."""
     p.add_argument("--early-exit", choices=["dact", "patience", "entropy"], default=None,
-                   help="also train an exit after each upper layer (a pooled classifier; the last is the task head) "
-                   "and stop each document at the first layer where the rule says its answer is settled: dact (a "
-                   "halting unit per layer; stop when the runner-up of the halting-weighted prediction can no longer "
-                   "overtake the top class), patience (PABEE: the same answer at --exit-threshold layers in a row), "
-                   "entropy (DeeBERT: the exit's entropy below a threshold). Classification only; saved as "
-                   "exits.safetensors in the task model folder, used by eval, export and predict")
-    p.add_argument("--exit-budget", type=float, default=0.5, help="--early-exit: accuracy points the exits may cost "
-                   "on the validation split against the same model running every layer; the most aggressive "
-                   "threshold within it is saved (default: 0.5)")
+                   help="also train an exit after each upper layer (a pooled classifier, or regressor for --task "
+                   "regression; the last is the task head) and stop each document at the first layer where the rule "
+                   "says its answer is settled: dact (a halting unit per layer; stop when the runner-up of the "
+                   "halting-weighted prediction can no longer overtake the top class; regression: when the "
+                   "accumulated halting probability reaches 1 - threshold, ACT's rule), patience (PABEE: the same "
+                   "answer at --exit-threshold layers in a row), entropy (DeeBERT: the exit's entropy below a "
+                   "threshold). Regression takes dact only; saved as exits.safetensors in the task model folder, "
+                   "used by eval, export and predict")
+    p.add_argument("--exit-budget", type=float, default=0.5, help="--early-exit: what the exits may cost on the "
+                   "validation split against the same model running every layer, in accuracy points (regression: "
+                   "Pearson r points x 100, so 0.5 allows r 0.005 lower); the most aggressive threshold within it "
+                   "is saved (default: 0.5)")
     p.add_argument("--ponder", type=float, default=None, help="--early-exit dact: weight of the ponder penalty, the "
                    "expected share of upper layers run, in the loss (default: 0.05); larger stops earlier")
     p.add_argument("--exit-threshold", type=float, default=None, help="--early-exit: use this threshold instead of "
-                   "choosing one on validation (dact 0..1, patience 1..L-k layers, entropy 0..ln C nats)")
+                   "choosing one on validation (dact 0..1, patience 1..L-k layers, entropy 0..ln C nats; regression "
+                   "dact 0..1, the halting mass a document may leave unspent: 0 runs every layer)")
 
 
 def _add_shared_block_options(p) -> None:
@@ -189,8 +193,9 @@ def _print_summary(s, mode: str, metric: str) -> None:
     exit_note = r.notes.get("early_exit")
     if exit_note:
         val, test = exit_note.get("validation") or {}, r.test or {}
+        key = val.get("metric", "accuracy")  # regression: pearson
         print(f"early exit {exit_note['rule']} threshold {exit_note['threshold']:g}"
-              + (f" (validation: {val['accuracy']:.4f} against {val['accuracy_all_layers']:.4f} with every layer, "
+              + (f" (validation {key}: {val[key]:.4f} against {val[key + '_all_layers']:.4f} with every layer, "
                  f"{val['mean_layers']:.2f} of {val['layers']} layers)" if val else "")
               + (f"; test {test.get('mean_layers', float('nan')):.2f} layers a document, every layer "
                  f"{exit_note['test_all_layers'][metric]:.4f}" if "test_all_layers" in exit_note else ""))

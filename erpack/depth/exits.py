@@ -5,7 +5,8 @@ document's tokens), maps them through dense + tanh, and gives class logits (B, C
 halting logit (B,) (sigmoid: the probability of halting after this layer). After the last layer the
 task model's own head is the exit and halting is certain, so a model with exits run to the end
 predicts exactly what the task model predicts. The record in erpack_task.json (`early_exit.exits`)
-holds the shapes `Exits.from_record` rebuilds; the weights are sealed with the folder.
+holds the shapes `Exits.from_record` rebuilds; the weights are sealed with the folder. A regression task's
+exits have one output, the score (num_labels 1).
 """
 
 from __future__ import annotations

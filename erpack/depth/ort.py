@@ -56,9 +56,12 @@ class ExitGraphs:
         self.layers = int(self.info["layers"])
         self.sessions = [create_session(self.path / f"layer-{j}.onnx", device, threads) for j in range(self.layers)]
         rule, t = self.info["early_exit"]["rule"], self.info["early_exit"]["threshold"]
+        regression = self.info.get("task") == "regression"
         if threshold is not None:
-            t = check_threshold(rule, threshold, len(self.info["labels"]), self.layers)
-        self.rule = Rule(rule, t) if early_exit else Rule("patience", self.layers)  # never stops before the last
+            t = check_threshold(rule, threshold, len(self.info["labels"]), self.layers, regression)
+        # --no-early-exit: patience over every layer never stops before the last
+        self.rule = Rule(rule, t, regression) if early_exit else Rule("patience", self.layers)
+        self.outputs = 1 if regression else len(self.info["labels"])  # a regression graph gives one score
         self.halting = bool(self.info.get("halting"))
         self.notes = list(self.sessions[0].notes)
 
@@ -78,7 +81,7 @@ class ExitGraphs:
 
     def run(self, feeds: dict):
         logits, layers = run_compacted(self.rule, self._layer, feeds["hidden_states"], feeds["attention_mask"],
-                                       self.layers, len(self.info["labels"]))
+                                       self.layers, self.outputs)
         return [logits, layers]
 
 

@@ -16,6 +16,13 @@ is how the threshold is chosen on validation (erpack.depth.threshold).
   (an integer >= 1; the prediction is that exit's).
 - entropy: stop at the first exit whose softmax entropy (nats) is below `threshold` (0 never stops early;
   at most ln C).
+
+Regression (`regression=True`: each exit gives one score (B, 1)) has dact only, ACT's rule: the accumulated
+score is A_j = sum_{i<=j} w_i s_i, and a document stops at the first layer where its accumulated halting
+probability 1 - R_j reaches 1 - threshold (R_j <= threshold); the remaining mass R_j goes to the score of
+the exit it stops at, so its output is A_j + R_j s_j. The output differs from the every-layer mixture by
+at most R_j times the spread of the later exits' scores: threshold 0 never stops early (the every-layer
+mixture exactly), 1 stops after the first layer.
 """
 
 from __future__ import annotations
@@ -27,10 +34,18 @@ import numpy as np
 from erpack.errors import InputError
 
 RULES = ("dact", "patience", "entropy")
+REGRESSION_RULES = ("dact",)  # patience and entropy compare classes; a score has none
 
 
-def check_threshold(rule: str, threshold: float, num_labels: int, layers: int) -> float:
+def check_threshold(rule: str, threshold: float, num_labels: int, layers: int, regression: bool = False) -> float:
     """The threshold if it is in the rule's range, else InputError saying the range."""
+    if regression and rule not in REGRESSION_RULES:
+        raise InputError(f"the {rule} rule compares classes, and a regression score has none; regression exits "
+                         f"use {' or '.join(REGRESSION_RULES)}")
+    if regression and not 0.0 <= threshold <= 1.0:
+        raise InputError(f"a regression dact threshold is the halting mass a document may leave unspent (it stops "
+                         f"once its accumulated halting probability reaches 1 - threshold), between 0 and 1; "
+                         f"got {threshold}")
     if rule == "dact" and not 0.0 <= threshold <= 1.0:
         raise InputError(f"a dact threshold is the share of the remaining halting mass the top class must lead by, "
                          f"between 0 and 1; got {threshold}")
@@ -56,12 +71,13 @@ def entropy(z: np.ndarray) -> np.ndarray:
 
 class Rule:
     """One rule at one threshold: `start(B, C)`, then `step(state, logits, halting, last)` per layer, on numpy
-    arrays (float32), so PyTorch and ONNX Runtime share every decision."""
+    arrays (float32), so PyTorch and ONNX Runtime share every decision. `regression`: the exits give scores
+    (B, 1) and dact stops by ACT's rule (module docstring)."""
 
-    def __init__(self, name: str, threshold: float):
+    def __init__(self, name: str, threshold: float, regression: bool = False):
         if name not in RULES:
             raise InputError(f"unknown exit rule {name!r}; rules: {', '.join(RULES)}")
-        self.name, self.threshold = name, float(threshold)
+        self.name, self.threshold, self.regression = name, float(threshold), regression
 
     def start(self, batch: int, classes: int) -> dict:
         if self.name == "dact":
@@ -73,7 +89,13 @@ class Rule:
     def step(self, state: dict, logits: np.ndarray, halting: np.ndarray | None, last: bool):
         """(state, stop (B,) bool, output logits (B, C)) after one layer's exit."""
         logits = np.asarray(logits, dtype=np.float32)
-        if self.name == "dact":
+        if self.regression and self.name == "dact":  # ACT: stop once the unspent halting mass is <= threshold
+            h = np.ones(len(logits), np.float32) if last else (1 / (1 + np.exp(-np.asarray(halting, np.float32))))
+            acc = state["acc"] + (state["rem"] * h)[:, None] * logits  # (B, 1)
+            rem = state["rem"] * (1 - h)
+            stop, out = rem <= np.float32(self.threshold), acc + rem[:, None] * logits  # the rest to this exit
+            state = {"acc": acc, "rem": rem}
+        elif self.name == "dact":
             h = np.ones(len(logits), np.float32) if last else (1 / (1 + np.exp(-np.asarray(halting, np.float32))))
             acc = state["acc"] + (state["rem"] * h)[:, None] * softmax(logits)
             rem = state["rem"] * (1 - h)

@@ -17,7 +17,7 @@ import torch
 
 from erpack.depth.compact import run_compacted
 from erpack.depth.exits import EXITS_FILE, Exits
-from erpack.depth.losses import mixture_logits
+from erpack.depth.losses import mixture_logits, mixture_scores
 from erpack.depth.rules import RULES, Rule, check_threshold
 from erpack.depth.segments import Segments
 from erpack.errors import TaskModelError
@@ -37,9 +37,11 @@ def exit_outputs(segments: Segments, exits: Exits, hidden: torch.Tensor, mask: t
     return logits, (torch.stack(halts, dim=1) if exits.halting and halts else None)
 
 
-def all_layers_logits(rule: str, logits: list[torch.Tensor], halting) -> torch.Tensor:
-    """The prediction with every layer run: DACT's mixture, else the task head's logits."""
-    return mixture_logits(logits, halting) if rule == "dact" else logits[-1]
+def all_layers_logits(rule: str, logits: list[torch.Tensor], halting, regression: bool = False) -> torch.Tensor:
+    """The prediction with every layer run: DACT's mixture (regression: of the scores), else the task head's."""
+    if rule != "dact":
+        return logits[-1]
+    return mixture_scores(logits, halting) if regression else mixture_logits(logits, halting)
 
 
 class ExitModel:
@@ -61,7 +63,9 @@ class ExitModel:
                                  f"({record.get('rule')!r}, {record.get('threshold')!r}); train it again with --early-exit")
         exits = Exits.from_record(tm.path, record.get("exits", {"file": EXITS_FILE}))
         t = record["threshold"] if threshold is None else threshold
-        rule = Rule(record["rule"], check_threshold(record["rule"], t, len(tm.labels), exits_layers(tm)))
+        regression = tm.task == "regression"
+        rule = Rule(record["rule"], check_threshold(record["rule"], t, len(tm.labels), exits_layers(tm), regression),
+                    regression)
         em = cls(tm, exits, rule)
         em.to(next(tm.model.parameters()).device)
         return em

@@ -8,6 +8,9 @@ adapters and the head; head: the head alone), from the seed. `finish` then store
 on the validation split, chooses the threshold there (erpack.depth.threshold), and scores the test split
 with exits (batch compaction) and without; the record goes to erpack_task.json as `early_exit` and the
 exits to `exits.safetensors` beside the model.
+
+Regression: dact only. Each exit gives a score, the halting units weigh them (erpack.depth.losses), and
+the budget is in Pearson points x 100 (erpack.depth.threshold); patience and entropy are refused.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from erpack.depth.rules import RULES, Rule, check_threshold
+from erpack.depth.rules import REGRESSION_RULES, RULES, Rule, check_threshold
 from erpack.errors import InputError
 
 DEFAULT_PONDER = 0.05
-TASKS = ("classification", "pair-classification")  # the rules compare classes: regression has none yet
+TASKS = ("classification", "pair-classification", "regression")  # regression: dact only (REGRESSION_RULES)
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class ExitSpec:
     """--early-exit RULE --exit-budget POINTS --ponder WEIGHT [--exit-threshold X]."""
 
     rule: str
-    budget: float = 0.5  # accuracy points below every-layer's that the chosen threshold may cost on validation
+    budget: float = 0.5  # accuracy (regression: Pearson) points x 100 the chosen threshold may cost on validation
     ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
     threshold: float | None = None  # set: use it instead of choosing on validation
 
@@ -37,8 +40,8 @@ class ExitSpec:
         if self.rule not in RULES:
             raise InputError(f"unknown exit rule {self.rule!r}; rules: {', '.join(RULES)}")
         if not 0.0 <= self.budget <= 100.0:
-            raise InputError(f"--exit-budget is accuracy points (0 to 100) the exits may cost on validation; "
-                             f"got {self.budget}")
+            raise InputError(f"--exit-budget is accuracy points (regression: Pearson r x 100), 0 to 100, the exits "
+                             f"may cost on validation; got {self.budget}")
         if self.ponder is None:
             object.__setattr__(self, "ponder", DEFAULT_PONDER if self.rule == "dact" else 0.0)
         if self.ponder < 0:
@@ -53,17 +56,21 @@ class ExitSpec:
 def check_task(spec: ExitSpec, task: str, layers: int, num_labels: int) -> None:
     """Refuse, before training, what the rules cannot do (InputError: exit 2)."""
     if task not in TASKS:
-        raise InputError(f"--early-exit {spec.rule} works on classification tasks ({', '.join(TASKS)}); a {task} "
-                         f"task has no classes for the rule to compare. Train without --early-exit")
+        raise InputError(f"--early-exit {spec.rule} works on classification and regression tasks ({', '.join(TASKS)}); "
+                         f"not on a {task} task. Train without --early-exit")
+    if task == "regression" and spec.rule not in REGRESSION_RULES:
+        raise InputError(f"--early-exit {spec.rule} compares the exits' classes, and a regression score has none; "
+                         f"use --early-exit {' or '.join(REGRESSION_RULES)} (a learned halting unit) for regression")
     if layers < 2:
         raise InputError(f"--early-exit needs two or more upper layers to stop between; this cache's layer leaves "
                          f"{layers}. Encode at a lower --layer")
     if spec.threshold is not None:
-        check_threshold(spec.rule, spec.threshold, num_labels, layers)
+        check_threshold(spec.rule, spec.threshold, num_labels, layers, regression=task == "regression")
 
 
-def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int):
-    """(segments, exits, forward, train_loss) for erpack.train.loop.fit."""
+def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int, task: str = "classification"):
+    """(segments, exits, forward, train_loss) for erpack.train.loop.fit; a regression task's exits give one
+    score each."""
     from erpack.depth.exits import Exits
     from erpack.depth.losses import exit_loss
     from erpack.depth.runner import all_layers_logits, exit_outputs
@@ -71,16 +78,18 @@ def exit_setup(model, layer: int, num_labels: int, spec: ExitSpec, seed: int):
     segments = Segments(model, layer)
     torch.manual_seed(seed + 1)  # the exits' init depends on the seed only (the head's was drawn first)
     config = model.config
-    exits = Exits(getattr(config, "hidden_size", None) or config.dim, num_labels, len(segments) - 1, spec.rule == "dact")
+    regression = task == "regression"
+    exits = Exits(getattr(config, "hidden_size", None) or config.dim, 1 if regression else num_labels,
+                  len(segments) - 1, spec.rule == "dact")
     exits.to(next(model.parameters()).device)
 
     def forward(inputs):
         logits, halting = exit_outputs(segments, exits, *inputs)
-        return all_layers_logits(spec.rule, logits, halting)
+        return all_layers_logits(spec.rule, logits, halting, regression)
 
     def train_loss(inputs, y):
         logits, halting = exit_outputs(segments, exits, *inputs)
-        return exit_loss(spec.rule, logits, halting, y, spec.ponder)
+        return exit_loss(spec.rule, logits, halting, y, spec.ponder, regression)
 
     return segments, exits, forward, train_loss
 
@@ -120,9 +129,10 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
     (and fills result.test / result.notes["early_exit"]). `splits`: {split: (N, batches())}, `score(task, logits,
     y, classes)` the task's metrics (erpack.train.loop.score)."""
     from erpack.depth.runner import ExitModel
-    from erpack.depth.threshold import choose, reference_logits
+    from erpack.depth.threshold import choose, choose_regression, reference_logits
 
-    em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0))
+    regression = tm.task == "regression"
+    em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0, regression))
     em.to(device)
     record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "exits": exits.record(),
               "layers": em.layers}
@@ -134,9 +144,11 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
         record.update(threshold=spec.threshold, chosen_on=None)
     else:
         logits, halting = stored_outputs(em, val(), n_val, device)
-        chosen = choose(spec.rule, logits, halting, y["validation"], spec.budget)
+        chosen = (choose_regression(logits, halting, y["validation"], spec.budget,
+                                    lambda yy, p: score(tm.task, p[:, None], yy, 0)) if regression
+                  else choose(spec.rule, logits, halting, y["validation"], spec.budget))
         record.update(threshold=chosen.pop("threshold"), chosen_on="validation", validation=chosen)
-    em.rule = Rule(spec.rule, record["threshold"])
+    em.rule = Rule(spec.rule, record["threshold"], regression)
     n_test, test = splits.get("test", (0, None))
     if n_test:
         z, used = run_split(em, test(), n_test, device)
@@ -144,7 +156,7 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
                            mean_layers_fraction=float(used.mean() / em.layers))
         result.test_logits = z
         stored, halts = stored_outputs(em, test(), n_test, device)
-        record["test_all_layers"] = score(tm.task, reference_logits(spec.rule, stored, halts), y["test"],
+        record["test_all_layers"] = score(tm.task, reference_logits(spec.rule, stored, halts, regression), y["test"],
                                           len(tm.labels))
     result.notes["early_exit"] = {k: v for k, v in record.items() if k != "exits"}
     return record

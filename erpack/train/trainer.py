@@ -169,7 +169,8 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
 
         from erpack.depth.training import exit_setup
 
-        segments, exits, forward, train_loss = exit_setup(prepared.model, k, len(data.labels), early_exit, cfg.seed)
+        segments, exits, forward, train_loss = exit_setup(prepared.model, k, len(data.labels), early_exit, cfg.seed,
+                                                           data.task)
         params_of, modules = ModuleDict({"model": prepared.model, "exits": exits}), [segments, exits]
     result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=params_of,
                  modules=modules, forward=forward, train=sources["train"], y_train=data.y["train"],

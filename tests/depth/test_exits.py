@@ -136,7 +136,7 @@ def test_bad_exit_options_are_refused(tiny_exit, dact_model, tmp_path, capsys):
         (["--early-exit", "dact", "--exit-budget", "-1"], "0 to 100"),
         (["--early-exit", "patience", "--ponder", "0.1"], "DACT's penalty"),
         (["--exit-threshold", "0.5"], "add --early-exit"),
-        (["--early-exit", "dact", "--task", "regression"], "classification tasks"),
+        (["--early-exit", "entropy", "--task", "regression"], "a regression score has none"),
     ]
     reg = tmp_path / "reg.jsonl"
     reg.write_text("".join(json.dumps(dict(r, label=float(i % 3))) + "\n" for i, r in enumerate(tiny_exit["rows"])))

@@ -38,3 +38,32 @@ def test_minilm_reviews_exits_train_eval_and_onnx_parity(tmp_path, capsys):
     torch_rows = {x["id"]: x for x in map(json.loads, preds.read_text().splitlines())}
     for x in map(json.loads, onnx_preds.read_text().splitlines()):
         assert (x["predicted"], x["layers"]) == (torch_rows[x["id"]]["predicted"], torch_rows[x["id"]]["layers"])
+
+
+def test_minilm_reviews_regression_exits_eval_and_onnx_parity(tmp_path, capsys):
+    """A real score on real text: each review's Rotten Tomatoes verdict as 1.0 (fresh) or 0.0 (rotten)."""
+    corpus, cache = minilm_reviews_cache(tmp_path, {"train": 48, "validation": 16, "test": 16})
+    scores = tmp_path / "rt-score.jsonl"
+    scores.write_text("".join(json.dumps(dict(x, label=1.0 if x["label"] == "fresh" else 0.0)) + "\n"
+                              for x in map(json.loads, corpus.read_text().splitlines())))
+    out = tmp_path / "tm"
+    capsys.readouterr()
+    assert main(["train", str(cache), "--labels", str(scores), "--task", "regression", "--early-exit", "dact",
+                 "-o", str(out), "--epochs", "1", "--batch-size", "16", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    note, test = s["recycled"]["notes"]["early_exit"], s["recycled"]["test"]
+    assert note["rule"] == "dact" and note["validation"]["metric"] == "pearson" and 0 <= note["threshold"] <= 1
+    assert 1 <= test["mean_layers"] <= 3 and "mse" in test
+    preds = tmp_path / "eval.jsonl"
+    assert main(["eval", str(out), str(cache), "--labels", str(scores), "--json", "--predictions", str(preds)]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["metrics"]["mse"] == pytest.approx(test["mse"]) and r["mean_layers"] == pytest.approx(test["mean_layers"])
+    graph = tmp_path / "g" / "rt.onnx"
+    assert main(["export", str(out), "-o", str(graph)]) == 0
+    onnx_preds = tmp_path / "onnx.jsonl"
+    assert main(["predict", str(graph.with_name("rt.exits")), str(cache), "--labels", str(scores), "--split", "test",
+                 "-o", str(onnx_preds)]) == 0
+    torch_rows = {x["id"]: x for x in map(json.loads, preds.read_text().splitlines())}
+    for x in map(json.loads, onnx_preds.read_text().splitlines()):
+        assert x["layers"] == torch_rows[x["id"]]["layers"]
+        assert x["score"] == pytest.approx(torch_rows[x["id"]]["score"], abs=1e-4)
