@@ -13,6 +13,7 @@ import pytest
 
 from erpack.cli import main
 from tests.depth.conftest import tiny_caches  # noqa: F401  (the fixture, shared)
+from tests.depth.test_exits_regression import reg  # noqa: F401  (the fixture, shared)
 from tests.export.test_export_tokens import LABELS, _reference_labels
 
 
@@ -114,6 +115,27 @@ def test_an_exit_threshold_needs_exit_graphs(bundle, exit_bundle, tiny_exit):
     ids = [r["id"] for r in tiny_exit["rows"][:6]]
     assert {r["layers"] for r in engine.predict_ids(ids, ["dact"])["dact"]} == {1}
     engine.close()
+
+
+def test_a_regression_exit_bundle_gives_the_scores_and_layers_predict_gives(reg, tiny_exit, tmp_path):
+    """A regression model with a learned halting unit (tests/depth/test_exits_regression.py): the bundle's rows
+    carry the score and the exit layer that `erpack predict` gives from the exit graphs `erpack export` writes."""
+    from erpack.deploy import BundleRuntime
+    from erpack.deploy.build import write_bundle
+    from erpack.depth.onnx import exits_folder_for
+
+    out = tmp_path / "bundle"
+    write_bundle(reg[1], out, model=str(tiny_exit["model"]), calibration_cache=tiny_exit["cache"])
+    ids = [r["id"] for r in tiny_exit["rows"][:12]]
+    rows = BundleRuntime(out, device="cpu").predict_ids(tiny_exit["cache"], ids).rows
+    graph = tmp_path / "m.onnx"
+    assert main(["export", str(reg[1]), "-o", str(graph)]) == 0
+    preds = tmp_path / "p.jsonl"
+    assert main(["predict", str(exits_folder_for(graph)), str(tiny_exit["cache"]), "--ids", ",".join(ids),
+                 "-o", str(preds), "--device", "cpu"]) == 0
+    want = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [(r["id"], r["layers"]) for r in rows] == [(r["id"], r["layers"]) for r in want]
+    np.testing.assert_allclose([r["score"] for r in rows], [r["score"] for r in want], atol=1e-5)
 
 
 # ---- ODE steps ------------------------------------------------------------------------------------
