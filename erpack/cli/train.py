@@ -137,6 +137,11 @@ def _add_exit_options(p) -> None:
     p.add_argument("--exit-threshold", type=float, default=None, help="--early-exit: use this threshold instead of "
                    "choosing one on validation (dact 0..1, patience 1..L-k layers, entropy 0..ln C nats; regression "
                    "dact 0..1, the halting mass a document may leave unspent: 0 runs every layer)")
+    p.add_argument("--exit-lr", type=float, default=None, metavar="LR", help="--early-exit: peak learning rate of the "
+                   "exits and DACT's halting units, an optimizer group of their own beside the model's --lr (same "
+                   "warm-up and decay); they start untrained while the upper layers are pretrained, and at upper "
+                   "mode's 1e-4 DACT's halting units barely leave 0.5 (docs/results/early-exit-lr.md). Default: "
+                   "the run's --lr; recorded in the task model's early_exit record")
 
 
 def _add_shared_block_options(p) -> None:
@@ -194,7 +199,7 @@ def _print_summary(s, mode: str, metric: str) -> None:
     if exit_note:
         val, test = exit_note.get("validation") or {}, r.test or {}
         key = val.get("metric", "accuracy")  # regression: pearson
-        print(f"early exit {exit_note['rule']} threshold {exit_note['threshold']:g}"
+        print(f"early exit {exit_note['rule']} threshold {exit_note['threshold']:g}, exits' lr {exit_note['lr']:g}"
               + (f" (validation {key}: {val[key]:.4f} against {val[key + '_all_layers']:.4f} with every layer, "
                  f"{val['mean_layers']:.2f} of {val['layers']} layers)" if val else "")
               + (f"; test {test.get('mean_layers', float('nan')):.2f} layers a document, every layer "
@@ -238,10 +243,12 @@ def run(args) -> int:
 def _exit_spec(args):
     """The ExitSpec the flags ask for (None without --early-exit; exit-option flags without it are refused)."""
     if args.early_exit is None:
-        given = [f for f, v in (("--ponder", args.ponder), ("--exit-threshold", args.exit_threshold)) if v is not None]
+        given = [f for f, v in (("--ponder", args.ponder), ("--exit-threshold", args.exit_threshold),
+                                ("--exit-lr", args.exit_lr)) if v is not None]
         if given:
             raise InputError(f"{' and '.join(given)} set the early exit; add --early-exit dact|patience|entropy")
         return None
     from erpack.depth.training import ExitSpec
 
-    return ExitSpec(args.early_exit, budget=args.exit_budget, ponder=args.ponder, threshold=args.exit_threshold)
+    return ExitSpec(args.early_exit, budget=args.exit_budget, ponder=args.ponder, threshold=args.exit_threshold,
+                    lr=args.exit_lr)

@@ -29,12 +29,13 @@ TASKS = ("classification", "pair-classification", "regression")  # regression: d
 
 @dataclass(frozen=True)
 class ExitSpec:
-    """--early-exit RULE --exit-budget POINTS --ponder WEIGHT [--exit-threshold X]."""
+    """--early-exit RULE --exit-budget POINTS --ponder WEIGHT [--exit-threshold X] [--exit-lr LR]."""
 
     rule: str
     budget: float = 0.5  # accuracy (regression: Pearson) points x 100 the chosen threshold may cost on validation
     ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
     threshold: float | None = None  # set: use it instead of choosing on validation
+    lr: float | None = None  # the exits' and halting units' learning rate; None: exit_lr(run's lr)
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -48,9 +49,17 @@ class ExitSpec:
             raise InputError(f"--ponder weighs the layers run in DACT's loss and cannot be negative; got {self.ponder}")
         if self.ponder and self.rule != "dact":
             raise InputError(f"--ponder is DACT's penalty; the {self.rule} rule trains without it (drop --ponder)")
+        if self.lr is not None and not (self.lr > 0 and np.isfinite(self.lr)):
+            raise InputError(f"--exit-lr is the exits' learning rate, a number above 0 (e.g. 1e-3); got {self.lr}")
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def exit_lr(spec: ExitSpec, lr: float) -> float:
+    """The learning rate the exits and halting units train at in a run at `lr`: --exit-lr when given, else
+    the run's."""
+    return spec.lr if spec.lr is not None else lr
 
 
 def check_task(spec: ExitSpec, task: str, layers: int, num_labels: int) -> None:
@@ -126,7 +135,7 @@ def run_split(em, batches, n: int, device, bar=None):
 
 def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, score) -> dict:
     """Choose the threshold on validation, score test with and without exits; returns the `early_exit` record
-    (and fills result.test / result.notes["early_exit"]). `splits`: {split: (N, batches())}, `score(task, logits,
+    (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning rate the run used. `splits`: {split: (N, batches())}, `score(task, logits,
     y, classes)` the task's metrics (erpack.train.loop.score)."""
     from erpack.depth.runner import ExitModel
     from erpack.depth.threshold import choose, choose_regression, reference_logits
@@ -134,8 +143,8 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
     regression = tm.task == "regression"
     em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0, regression))
     em.to(device)
-    record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "exits": exits.record(),
-              "layers": em.layers}
+    record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "lr": spec.lr,
+              "exits": exits.record(), "layers": em.layers}
     n_val, val = splits.get("validation", (0, None))
     if spec.threshold is not None or not n_val:
         if spec.threshold is None:

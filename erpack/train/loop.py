@@ -136,7 +136,8 @@ def score(task: str, logits: np.ndarray, y, num_classes: int) -> dict:
 
 
 def optimizer_and_schedule(params: list, lr: float, cfg: TrainConfig, steps_per_epoch: int):
-    """AdamW (fused where torch has it) and a linear warm-up then linear decay over every step."""
+    """AdamW (fused where torch has it) and a linear warm-up then linear decay over every step. `params`: tensors,
+    or parameter groups (dicts with "params" and their own "lr"); the schedule scales each group's lr alike."""
     try:  # one fused kernel over all tensors (CPU and CUDA, torch >= 2.4): a full fine-tune's step is 3x faster
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError):
@@ -146,6 +147,17 @@ def optimizer_and_schedule(params: list, lr: float, cfg: TrainConfig, steps_per_
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
     return optimizer, schedule
+
+
+def param_groups(named: dict, lr: float, lrs: dict[str, float]) -> list[dict]:
+    """Optimizer groups of the `named` parameters: one per entry of `lrs` (parameters under that child's name)
+    at its lr, and the rest at `lr`; empty groups are left out."""
+    groups = {child: [] for child in lrs}
+    rest = []
+    for name, p in named.items():
+        child = name.split(".", 1)[0]
+        (groups[child] if child in groups else rest).append(p)
+    return [{"params": ps, "lr": g_lr} for ps, g_lr in [(rest, lr)] + [(groups[c], lrs[c]) for c in lrs] if ps]
 
 
 def train_epoch(epoch: int, *, task: str, cfg: TrainConfig, modules: list[nn.Module], forward: Callable,
@@ -181,14 +193,16 @@ def train_epoch(epoch: int, *, task: str, cfg: TrainConfig, modules: list[nn.Mod
 def fit(*, task: str, mode: str, lr: float, cfg: TrainConfig, params_of: nn.Module, modules: list[nn.Module],
         forward: Callable, train: Source, y_train: np.ndarray, validation: Source | None,
         y_validation: np.ndarray | None, num_classes: int, device, progress: Callable | None = None,
-        desc: str = "train", train_loss: Callable | None = None) -> RunResult:
+        desc: str = "train", train_loss: Callable | None = None, lrs: dict[str, float] | None = None) -> RunResult:
     """Train the parameters of `params_of` that require grad; keep the best validation epoch.
     `train_loss(inputs, y)`, when given, is the training loss in place of the task's loss on `forward`
-    (early exits: erpack.depth.losses); validation still scores `forward`."""
+    (early exits: erpack.depth.losses); validation still scores `forward`. `lrs`: a learning rate per child
+    module of `params_of` by name (early exits: {"exits": exit lr}), each its own optimizer group; the rest
+    trains at `lr`."""
     seed_everything(cfg.seed)
-    params = [p for p in params_of.parameters() if p.requires_grad]
     named = {n: p for n, p in params_of.named_parameters() if p.requires_grad}
-    result = RunResult(mode=mode, lr=lr, trainable_params=sum(p.numel() for p in params),
+    params = param_groups(named, lr, lrs or {})
+    result = RunResult(mode=mode, lr=lr, trainable_params=sum(p.numel() for p in named.values()),
                        total_params=sum(p.numel() for p in params_of.parameters()), device=str(device))
     steps_per_epoch = len(batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, max_tokens=cfg.max_tokens))
     optimizer, schedule = optimizer_and_schedule(params, lr, cfg, steps_per_epoch)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,15 +167,17 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
     if early_exit is not None:
         from torch.nn import ModuleDict
 
-        from erpack.depth.training import exit_setup
+        from erpack.depth.training import exit_lr, exit_setup
 
         segments, exits, forward, train_loss = exit_setup(prepared.model, k, len(data.labels), early_exit, cfg.seed,
                                                            data.task)
         params_of, modules = ModuleDict({"model": prepared.model, "exits": exits}), [segments, exits]
+        early_exit = replace(early_exit, lr=exit_lr(early_exit, cfg.lr_for(mode)))  # recorded as it ran
     result = fit(task=data.task, mode=mode, lr=cfg.lr_for(mode), cfg=cfg, params_of=params_of,
                  modules=modules, forward=forward, train=sources["train"], y_train=data.y["train"],
                  validation=sources.get("validation"), y_validation=data.y.get("validation"),
-                 num_classes=len(data.labels), device=dev, progress=progress, desc=mode, train_loss=train_loss)
+                 num_classes=len(data.labels), device=dev, progress=progress, desc=mode, train_loss=train_loss,
+                 lrs={"exits": early_exit.lr} if early_exit is not None else None)
     result.notes["adapter_targets"] = len(prepared.targets)
     final = prepared.finalize()
     final.eval()
