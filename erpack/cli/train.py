@@ -141,7 +141,8 @@ def _add_exit_options(p) -> None:
                    "exits and DACT's halting units, an optimizer group of their own beside the model's --lr (same "
                    "warm-up and decay); they start untrained while the upper layers are pretrained, and at upper "
                    "mode's 1e-4 DACT's halting units barely leave 0.5 (docs/results/early-exit-lr.md). Default: "
-                   "the run's --lr; recorded in the task model's early_exit record")
+                   "the run's --lr, at least 1e-3 (head mode's default: so 1e-3 in upper mode at its default lr, "
+                   "the run's lr in adapter and head mode); recorded in the task model's early_exit record")
 
 
 def _add_shared_block_options(p) -> None:

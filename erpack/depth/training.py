@@ -24,6 +24,7 @@ from erpack.depth.rules import REGRESSION_RULES, RULES, Rule, check_threshold
 from erpack.errors import InputError
 
 DEFAULT_PONDER = 0.05
+EXIT_LR_FLOOR = 1e-3  # the default exits' lr is the run's, at least this: head mode's default (a fresh head's)
 TASKS = ("classification", "pair-classification", "regression")  # regression: dact only (REGRESSION_RULES)
 
 
@@ -35,7 +36,7 @@ class ExitSpec:
     budget: float = 0.5  # accuracy (regression: Pearson) points x 100 the chosen threshold may cost on validation
     ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
     threshold: float | None = None  # set: use it instead of choosing on validation
-    lr: float | None = None  # the exits' and halting units' learning rate; None: exit_lr(run's lr)
+    lr: float | None = None  # the exits' and halting units' learning rate; None: exit_lr's default
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -57,9 +58,11 @@ class ExitSpec:
 
 
 def exit_lr(spec: ExitSpec, lr: float) -> float:
-    """The learning rate the exits and halting units train at in a run at `lr`: --exit-lr when given, else
-    the run's."""
-    return spec.lr if spec.lr is not None else lr
+    """The learning rate the exits and halting units train at in a run at `lr`: --exit-lr when given, else the
+    run's lr but at least EXIT_LR_FLOOR. They start untrained, like a fresh head, where upper mode's 1e-4 is for
+    pretrained layers; measured on MiniLM k=3 RT (docs/results/early-exit-lr.md), 1e-3 let the halting units
+    tell documents apart where 1e-4 left them near 0.5."""
+    return spec.lr if spec.lr is not None else max(lr, EXIT_LR_FLOOR)
 
 
 def check_task(spec: ExitSpec, task: str, layers: int, num_labels: int) -> None:

@@ -1,6 +1,6 @@
 """`erpack train --early-exit dact --exit-lr LR`: the exits and halting units train in an optimizer group of their own
-at LR (the rest at the run's --lr), the task model's early_exit record keeps it, and it is refused without
---early-exit or at LR <= 0."""
+at LR (the rest at the run's --lr; default: the run's lr, at least 1e-3), the task model's early_exit record keeps
+it, and it is refused without --early-exit or at LR <= 0."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from erpack.cli import main
 from erpack.depth.exits import Exits
 from erpack.depth.runner import ExitModel
-from erpack.depth.training import ExitSpec
+from erpack.depth.training import EXIT_LR_FLOOR, ExitSpec, exit_lr
 from erpack.errors import InputError
 from erpack.train import TaskModel, TrainConfig, train_from_cache
 from erpack.train.loop import param_groups
@@ -51,7 +51,13 @@ def test_the_exits_train_at_their_own_lr(still_exits, dact_model):
 def test_the_record_keeps_the_exit_lr(still_exits, dact_model):
     assert TaskModel.load(still_exits[0]).info["early_exit"]["lr"] == 1e-12
     assert still_exits[1].recycled.notes["early_exit"]["lr"] == 1e-12 and still_exits[1].recycled.lr == 1e-3
-    assert TaskModel.load(dact_model[0]).info["early_exit"]["lr"] == FAST["lr"]  # default: the run's lr
+    assert TaskModel.load(dact_model[0]).info["early_exit"]["lr"] == FAST["lr"]  # default: the run's lr (1e-3)
+
+
+def test_the_default_exit_lr_is_the_runs_at_least_head_modes():
+    assert exit_lr(ExitSpec("dact"), 1e-4) == EXIT_LR_FLOOR == 1e-3  # upper mode's default lr: 10x
+    assert exit_lr(ExitSpec("dact"), 2e-3) == 2e-3  # adapter and head mode (1e-3) or a larger --lr: the run's
+    assert exit_lr(ExitSpec("patience", lr=5e-5), 1e-4) == 5e-5  # --exit-lr as given
 
 
 def test_param_groups_put_the_exits_at_their_lr():
