@@ -34,6 +34,15 @@ def machine_line(machine: dict) -> str:
             f"{machine.get('torch_threads')}, Python {machine.get('python')} ({versions})")
 
 
+def first_n_note(limit: int | None, record: dict) -> str:
+    """A note for a result made with `--train-limit N` before it took a seeded hash sample (a record without
+    `train_subset`, erpack.train.labels.TRAIN_SUBSET): then the run trained on the first N; else ""."""
+    if limit is None or record.get("train_subset"):
+        return ""
+    return (f" (the first {limit}: `--train-limit` took the first N training documents until 2026-12-01, a seeded "
+            "hash sample since)")
+
+
 def write_page(path, title: str, command: str, machine: dict | str, body: list[str]) -> Path:
     """Write the page atomically: `# title`, the command and the machine, a blank line, `body`."""
     path = Path(path)
