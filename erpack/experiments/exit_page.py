@@ -333,7 +333,7 @@ Made by `{tool}` from the result files in docs/results/depth/: `*-runs.json` (to
 
 What [docs/depth.md](../depth.md#early-exit) promises, measured: an encoder split at k, `upper` mode, exits
 trained with `--early-exit RULE`, the threshold chosen on validation for the default budget of 0.5 point.
-Issue 22's target: mean layers at most 70% of L - k at no more than 0.5 point (BBC) / 1 point (RT) below the
+Issue 22's target: mean layers at most {share}% of L - k at no more than {points} below the
 same task model without exits; documents per second through ONNX Runtime int8 against the same model without
 exits. Times come from a shared machine: compare figures within one table, not across tables.
 
@@ -362,7 +362,8 @@ def page_text(folder: Path = RESULTS) -> str:
     """The page from the result files in `folder` (and its notes files) alone."""
     folder = Path(folder)
     groups = read_groups(folder)
-    lines = [HEAD.format(tool=TOOL)]
+    points = " / ".join(f"{p:g} point ({d.upper() if len(d) <= 3 else d})" for d, p in TARGET["points"].items())
+    lines = [HEAD.format(tool=TOOL, share=f"{100 * TARGET['share']:.0f}", points=points)]
     for g, v in groups.items():
         if not g:
             continue
