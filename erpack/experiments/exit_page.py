@@ -23,7 +23,7 @@ import math
 import re
 from pathlib import Path
 
-from erpack.experiments.page import first_n_note, machine_line
+from erpack.experiments.page import machine_line
 
 RESULTS = Path("docs/results/depth")
 PAGE = Path("docs/results/early-exit.md")
@@ -319,7 +319,7 @@ def pruned_lines(groups: dict, folder: Path) -> list[str]:
 def files_lines(groups: dict) -> list[str]:
     lines = ["## Speed files", ""]
     for g, v in groups.items():
-        for key, (name, doc) in sorted(v["speed"].items()):
+        for _, (name, doc) in sorted(v["speed"].items()):
             where = machine_line(doc["machine"]) if doc.get("machine") else "machine not recorded"
             what = _title(g) if g else ("the pruned-model comparison" if name in PRUNED.values() else "no runs file")
             lines.append(f"- `{name}` ({what}): `{doc.get('command', '?')}`; {where}")

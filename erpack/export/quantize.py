@@ -183,8 +183,9 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
     details of the graph written ("excluded": node names; auto_exclude "weights": how many weights).
     """
 
-    from erpack.export.session import create_session
     import onnx
+
+    from erpack.export.session import create_session
 
     batches = [_feeds(b) for b in batches]
     source_of = weight_sources(onnx.load(str(src)).graph)
