@@ -71,6 +71,13 @@ def _read_weights_directly(model) -> int:
         if node.name in sources and node.input[1] != sources[node.name]:
             node.input[1] = sources[node.name]
             n += 1
+    while n:  # Identity nodes nothing reads any more would keep the float weights in the int8 graph
+        used = {x for node in model.graph.node for x in node.input} | {o.name for o in model.graph.output}
+        dead = [node for node in model.graph.node if node.op_type == "Identity" and node.output[0] not in used]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
     return n
 
 

@@ -94,6 +94,7 @@ def test_a_weight_used_at_every_step_is_quantized_at_every_step(unrolled, tmp_pa
     q = onnx.load(str(tmp_path / "q.onnx")).graph
     assert not _float_matmuls(tmp_path / "q.onnx") & set(sources)  # every weight MatMul is int8 now
     assert sum(i.name.endswith("_quantized") for i in q.initializer) == len(set(sources.values()))  # once each
+    assert not {i.name for i in q.initializer} & set(sources.values())  # and no float copy kept beside it
     hidden, mask = _batches()[0]
     feeds = {"hidden_states": hidden, "attention_mask": mask}
     z, ref = (create_session(p, "cpu").run(feeds)[0] for p in (tmp_path / "q.onnx", unrolled))
