@@ -86,7 +86,7 @@ def run_steps(args) -> dict:
 def run_files() -> list[Path]:
     """The runs' result files (ode-NAME.json), not the unrolled timing, the inits or depth_plot's speeds."""
     return sorted(p for p in RESULTS.glob("ode-*.json")
-                  if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-")))
+                  if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-", "ode-int8-")))
 
 
 def render() -> str:
@@ -286,4 +286,36 @@ def page_body() -> list[str]:
                   f"{u['loop_ms']:.1f} ms (largest difference {u['max_diff']:.1e}); sizes: "
                   + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in u["bytes"].items()) + ".",
                   f"`{u['command']}` on {machine_line(u['machine'])}.", ""]
+    for path in sorted(RESULTS.glob("ode-int8-*.json")):
+        lines += int8_lines(json.loads(path.read_text()), path.name)
+    return lines
+
+
+def int8_lines(doc: dict, name: str) -> list[str]:
+    """The int8 graphs of each S before and after a shared block's weights were quantized at every step
+    (ode-int8-*.json): MatMuls left in float, size, agreement with fp32, test accuracy."""
+    lines = [f"## int8 of the unrolled graphs ({doc['model']} k = {doc['layer']}, {doc['data']})", "",
+             "`erpack export --steps S --quantize dynamic` with the automatic float exclusions. The exporter writes "
+             "a weight used at several steps as the initializer at its first use and an Identity of it at the "
+             "others; the quantizer quantized only the first, so steps 2..S ran in float. Now every use reads the "
+             "initializer, the block is quantized once, and a weight the exclusion rule leaves in float is float at "
+             "every step.", "",
+             "| code | S | weight MatMuls float / int8 | excluded by the rule | int8 MB (fp32 MB) | agreement with fp32 "
+             "| test accuracy | int8 speed-up at export |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in doc["graphs"]:
+        lines.append(f"| {g['code']} | {g['steps']} | {g['float_weight_matmuls']} / {g['int8_matmuls']} | "
+                     f"{g['excluded']} | {g['int8_bytes'] / 1e6:.2f} ({g['fp32_bytes'] / 1e6:.2f}) | "
+                     f"{100 * g['agreement']:.1f}% of {g['agreement_rows']} | {100 * g['test_accuracy']:.2f} | "
+                     f"{g['export_speedup']:.2f}x |")
+    lines += ["", f"*agreement*: argmax against the fp32 graph on cached records of the second half of the cache "
+              f"(the rule chooses on the first); *test accuracy*: `erpack predict` on the {doc['graphs'][0]['test_documents']} "
+              "test documents; *speed-up*: the export's own timing of one batch "
+              f"({' x '.join(map(str, doc['graphs'][0]['export_timing_batch']))} tokens) against fp32, on a loaded machine. "
+              f"{doc['how']}. Task model {doc['task_model']}; commands: "
+              + "; ".join(f"`{c}`" for c in doc["commands"]) + f"; on {machine_line(doc['machine'])}.", ""]
+    if any(p.name.startswith("ode-speed-") for p in RESULTS.glob("ode-speed-*.json")):
+        lines += ["The ODE points of [adaptive-depth.md](adaptive-depth.md) (ode-speed-*.json) were timed on int8 "
+                  "graphs exported before this change, whose steps after the first ran in float: their speeds against "
+                  "S = L-k overstate what fewer steps gain.", ""]
     return lines
