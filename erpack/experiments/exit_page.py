@@ -220,10 +220,19 @@ def _dps(doc: dict, path: str):
     return (doc["paths"].get(path) or {}).get("documents_per_second")
 
 
+def _speed_of(run: dict, speed: dict) -> tuple | None:
+    """(key, file, doc) of a run's speed file: the one named DATA-RULE-sSEED, else the first (by name) that
+    names the run's task model."""
+    key = f"{run['data']}-{run['rule']}-s{run['seed']}"
+    if key in speed:
+        return (key, *speed[key])
+    same = [(k, *speed[k]) for k in sorted(speed) if speed[k][1].get("model") == run.get("model")]
+    return (key, *same[0][1:]) if same else None
+
+
 def speed_lines(g: str, v: dict) -> list[str]:
     runs = [r for r in v["doc"]["runs"] if r["rule"] != "none"]
-    rows = [(key, *v["speed"][key]) for key in (f"{r['data']}-{r['rule']}-s{r['seed']}" for r in runs)
-            if key in v["speed"]]
+    rows = [row for row in (_speed_of(r, v["speed"]) for r in runs) if row]
     if not rows:
         return ["### ONNX Runtime, int8", "", f"No speed file (onnx-*.json, tools/exit_speed.py) for {_title(g)} in "
                 "docs/results/depth/.", ""]

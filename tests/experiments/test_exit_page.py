@@ -60,8 +60,9 @@ def test_sections_per_encoder_and_verdicts_from_the_numbers(tmp_path):
     (tmp_path / "onnx-mpnet-bbc-dact-s0.json").write_text(json.dumps(_speed("/elsewhere/tm")))
     (tmp_path / "onnx-bbc-dact-s0.json").write_text(json.dumps(_speed("/nowhere/tm-bbc-dact-s0")))
     (tmp_path / "onnx-odd-s0.json").write_text(json.dumps(_speed("/nowhere/unknown")))
+    (tmp_path / "onnx-rt-dact-s0-again.json").write_text(json.dumps(_speed("/nowhere/mp-rt-dact-s0")))
     groups = read_groups(tmp_path)
-    assert set(groups["mpnet-k6"]["speed"]) == {"bbc-dact-s0"}  # by its name
+    assert set(groups["mpnet-k6"]["speed"]) == {"bbc-dact-s0", "rt-dact-s0-again"}  # by name, by task model
     assert set(groups["minilm-k3"]["speed"]) == {"bbc-dact-s0"}  # by the task model it names
     assert set(groups[""]["speed"]) == {"odd-s0"}
     assert verdict(runs[0]) == (True, "") and verdict(runs[1]) == (False, "80% of L - k")
@@ -74,6 +75,7 @@ def test_sections_per_encoder_and_verdicts_from_the_numbers(tmp_path):
     assert "**dact: on 1 of 2 runs.**" in mp and "Not on rt seed 0 (1.50 points lost, budget 1)" in mp
     assert "its floor is 33% of L - k" in mp
     assert "| bbc-dact-s0 | 400 | 50.0 | 48.0 | 100.0 | 2.40 | 2.08x | 2.00x | 90.00 / 90.00 / 89.00 |" in mp
+    assert "| rt-dact-s0 | 400 |" in mp  # a speed file named otherwise, found by its task model
     assert "took the first N" not in mp  # its runs file records the seeded sample
     assert "took the first N" in text[:text.index("## MPNet k = 6")]  # the older file does not
     assert "`onnx-odd-s0.json` (no runs file)" in text
