@@ -8,6 +8,7 @@ from pathlib import Path
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
+from erpack.store import CacheReader
 
 
 def add_parser(subparsers) -> None:
@@ -159,7 +160,6 @@ def _export_exits(args, s) -> list[str]:
     calibration = None
     if args.quantize == "dynamic" and args.int8_exclude == "auto" and args.calibration_cache:
         from erpack.export.build import exclusion_batches
-        from erpack.store import CacheReader
 
         with CacheReader(cache_where(args.calibration_cache, args)) as reader:
             calibration = exclusion_batches(reader, args.calibration_docs)
