@@ -40,7 +40,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that docs/cli.md is current")
     args = ap.parse_args()
-    return publish(ROOT / "docs" / "cli.md", render(), args.check, "tools/cli_docs.py")
+    done = publish(ROOT / "docs" / "cli.md", render(), args.check, "tools/cli_docs.py")
+    if done.message:
+        print(done.message, file=sys.stderr)
+    return done.rc
 
 
 if __name__ == "__main__":

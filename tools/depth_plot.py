@@ -178,13 +178,15 @@ def main(argv=None) -> int:
             write_atomic(Path(args.folder) / png_name, png)
         text = page_text(points, info, args.model, args.layer, args.data, png_name if points else None,
                          _plot_command(args, p))
-        rc = publish(args.results, text, args.check, "python tools/depth_plot.py")
+        done = publish(args.results, text, args.check, "python tools/depth_plot.py")
+        if done.message:
+            print(done.message, file=sys.stderr)
         if args.json:
             print(json.dumps({"points": points, **info}, default=str))
         else:
             print(f"{len(points)} points; missing: {', '.join(info['missing']) or 'none'}"
                   + ("" if args.check else f"; wrote {args.results}"))
-        return rc
+        return done.rc
     except ErpackError as e:
         print(f"depth_plot: error: {e}", file=sys.stderr)
         return 2

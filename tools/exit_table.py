@@ -5,7 +5,8 @@ task model, `erpack eval --no-early-exit`: its head), mean layers, and the plain
 
 WORK holds `train-DATA-RULE-SEED.out` (the output of `erpack train ... --json`, RULE = dact, patience or
 none) and `cache-DATA`, `corpus-DATA.jsonl` (see docs/results/early-exit.md for the commands). Writes
-OUT.json and prints one line per run and a Markdown table.
+OUT.json and prints one line per run and a Markdown table; tools/exit_page.py renders
+docs/results/early-exit.md from every such file.
 """
 import argparse
 import json
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from erpack.runtime.timing import describe_machine
+from erpack.train.labels import TRAIN_SUBSET
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"data": ds, "rule": rule, "seed": int(seed), "train_documents": s["documents"]["train"],
                "validation_documents": s["documents"]["validation"], "test_documents": s["documents"]["test"],
                "test_accuracy": r["test"]["accuracy"], "best_epoch": r["best_epoch"],
-               "seconds_per_epoch": r["train_seconds_per_epoch"], "model": s["output"]}
+               "seconds_per_epoch": r["train_seconds_per_epoch"], "model": s["output"],
+               "train_limit": (s.get("config") or {}).get("train_limit")}
         if rule != "none":
             e = r["notes"]["early_exit"]
             row.update(threshold=e["threshold"], mean_layers=r["test"]["mean_layers"],
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             r["test_accuracy_plain_model"] = plain[(r["data"], r["seed"])]
             r["loss_points_vs_plain_model"] = 100 * (plain[(r["data"], r["seed"])] - r["test_accuracy"])
     Path(args.out).write_text(json.dumps({"command": "python tools/exit_table.py " + " ".join(argv),
-                                         "machine": describe_machine(), "runs": rows}, indent=2) + "\n")
+                                         "machine": describe_machine(), "train_subset": TRAIN_SUBSET,
+                                         "runs": rows}, indent=2) + "\n")
     for r in rows:
         print(r["data"], r["rule"], r["seed"], round(r["test_accuracy"], 4), r.get("test_accuracy_no_exits"),
               r.get("mean_layers_fraction"), r.get("loss_points_vs_no_exits"), r.get("loss_points_vs_plain_model"))

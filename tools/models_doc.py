@@ -75,7 +75,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="only check that docs/models.md is current")
     args = ap.parse_args()
-    return publish(TARGET, render(sweep_all(), transformers.__version__), args.check, "tools/models_doc.py")
+    done = publish(TARGET, render(sweep_all(), transformers.__version__), args.check, "tools/models_doc.py")
+    if done.message:
+        print(done.message, file=sys.stderr)
+    return done.rc
 
 
 if __name__ == "__main__":

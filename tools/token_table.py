@@ -110,7 +110,11 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="with --render-only: exit 1 if the page is out of date")
     args = p.parse_args(argv)
     if args.render_only:
-        return publish(args.page, page_text(read_results(args.out)), args.check, "python tools/token_table.py --render-only")
+        done = publish(args.page, page_text(read_results(args.out)), args.check,
+                       "python tools/token_table.py --render-only")
+        if done.message:
+            print(done.message, file=sys.stderr)
+        return done.rc
     try:  # a bad task, mode or size fails before anything is written, encoded or trained
         grid = token_grid(args.model, args.tasks.split(","), args.work, _ints(args.sizes, 3, "--sizes"),
                           [m for m in args.modes.split(",") if m], _ints(args.seeds, None, "--seeds"), args.codec,

@@ -378,13 +378,17 @@ class ErpackExitInt8(CachePath):
         if tm.layer != self.work.layer:
             raise ErpackError(f"exit model {self.exit_model} runs from layer {tm.layer}; the benchmark runs layer "
                               f"{self.work.layer}")
-        folder = self.work.work / "graphs" / f"exits-int8-{tm.info['checksum'][:12]}"
-        if not is_exit_graphs(folder):
-            export_exit_graphs(tm, folder, int8=True, overwrite=True, source=self.exit_model)
+        folder = self.work.work / "graphs" / f"exits-int8-auto-{tm.info['checksum'][:12]}"
+        if not is_exit_graphs(folder):  # float exclusions per layer by the int8 upper graph's rule, on its batches
+            calibration = [self.decode_batch(b) for b in self.work.calibration_indices()]
+            export_exit_graphs(tm, folder, int8=True, overwrite=True, source=self.exit_model, calibration=calibration)
         self.graphs = ExitGraphs(folder, "cuda" if self.work.device.startswith("cuda") else "cpu", self.work.threads)
         rule = self.graphs.rule
         self.notes += self.graphs.notes + [f"exit rule {rule.name} threshold {rule.threshold:g} from "
-                                           f"{self.exit_model}; int8 dynamic, 7-bit weights, per-layer graphs"]
+                                           f"{self.exit_model}; int8 dynamic, 7-bit weights, per-layer graphs "
+                                           "(MatMuls left in float: " + ", ".join(
+                                               f"{n} {len(g['excluded'])}" for n, g in
+                                               (self.graphs.info.get("quantization") or {}).get("graphs", {}).items()) + ")"]
         self.graph_bytes = sum((folder / n).stat().st_size for n in self.graphs.info["files"])
 
     def begin_run(self, cold: bool = False) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from erpack.cli import CLIError
 from erpack.cli.storage import add_storage_options, cache_where
+from erpack.store import CacheReader
 
 
 def add_parser(subparsers) -> None:
@@ -61,8 +62,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--int8-exclude", choices=["auto", "none"], default="auto",
                    help="--quantize dynamic with --calibration-cache: auto (default) ranks the weight MatMuls by "
                    "the outlier ratio (max|x| / std) of their input on cached records and leaves the fewest of them "
-                   "in float that bring argmax agreement with the fp32 graph to 99%% on those records; none "
-                   "quantizes all. Weights are 7-bit either way (reduce_range: no int16 saturation on AVX2 CPUs)")
+                   "in float that bring argmax agreement with the fp32 graph to 99%% on those records (a weight "
+                   "used at several ODE steps is float at all or none); a model with exits applies it to each "
+                   "per-layer graph, on its exit's argmax; none quantizes all. Weights are 7-bit either way "
+                   "(reduce_range: no int16 saturation on AVX2 CPUs)")
     p.add_argument("--calibration-cache", default=None, help="a cache (folder or URL) of the task's corpus: its records calibrate "
                    "--quantize static, and serve as realistic inputs for the parity and agreement checks")
     p.add_argument("--calibration-docs", type=int, default=256, help="records used to calibrate (default: 256)")
@@ -154,11 +157,21 @@ def _export_exits(args, s) -> list[str]:
     tm = TaskModel.load(args.task_model)
     from erpack.depth.onnx import exits_folder_for, export_exit_graphs
 
+    calibration = None
+    if args.quantize == "dynamic" and args.int8_exclude == "auto" and args.calibration_cache:
+        from erpack.export.build import exclusion_batches
+
+        with CacheReader(cache_where(args.calibration_cache, args)) as reader:
+            calibration = exclusion_batches(reader, args.calibration_docs)
     written = []
     for int8 in (False, True) if args.quantize == "dynamic" else (False,):
         folder = exits_folder_for(s.output, int8)
-        record = export_exit_graphs(tm, folder, int8=int8, overwrite=args.overwrite, source=args.task_model)
-        print(f"exit graphs  {folder} ({record['layers']} per-layer graphs, {record['variant']}, rule "
+        record = export_exit_graphs(tm, folder, int8=int8, overwrite=args.overwrite, source=args.task_model,
+                                    calibration=calibration if int8 else None, int8_exclude=args.int8_exclude)
+        floats = "" if not int8 else ", float: " + (", ".join(
+            f"{name} {len(g['excluded'])}" for name, g in record["quantization"]["graphs"].items())
+            if record["quantization"]["rule"] == "auto" else "none (no --calibration-cache or --int8-exclude none)")
+        print(f"exit graphs  {folder} ({record['layers']} per-layer graphs, {record['variant']}{floats}, rule "
               f"{record['early_exit']['rule']} threshold {record['early_exit']['threshold']:g}): erpack predict "
               f"{folder} CACHE")
         written.append(str(folder))

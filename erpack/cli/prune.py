@@ -56,7 +56,8 @@ def add_parser(subparsers) -> None:
     r.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default: 2)")
     p.add_argument("--batch-size", type=int, default=32, help="documents per training batch (default: 32)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance sample, LoRA init and shuffle (default: 0)")
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N training documents only")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use N training documents only: the N "
+                   "with the smallest sha256 of SEED:id (--seed), kept in their order, as erpack train does")
     p.add_argument("--skip-missing", action="store_true", help="use the labelled documents the cache holds")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON document on the last line")

@@ -114,7 +114,9 @@ def _add_training_options(p) -> None:
     p.add_argument("--patience", type=int, default=2, help="stop after this many epochs without a better validation "
                    "score (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's init, dropout and the shuffle order (default: 0)")
-    p.add_argument("--train-limit", type=int, default=None, help="train on the first N training documents only")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N", help="train on N training documents only: "
+                   "the N with the smallest sha256 of SEED:id (--seed), kept in their order; a sample that does not "
+                   "depend on the corpus order (BBC's is by class)")
 
 
 def _add_exit_options(p) -> None:

@@ -53,8 +53,11 @@ class LastLayer(nn.Module):
         return self.final(self.segment(hidden, mask), mask)
 
 
-def export_exit_graphs(tm, folder, int8: bool = False, overwrite: bool = False, source=None) -> dict:
-    """Write the per-layer graphs of `tm` (a TaskModel with exits) into `folder`; returns the exits.json record."""
+def export_exit_graphs(tm, folder, int8: bool = False, overwrite: bool = False, source=None, calibration=None,
+                       int8_exclude: str = "auto") -> dict:
+    """Write the per-layer graphs of `tm` (a TaskModel with exits) into `folder`; returns the exits.json record.
+    int8: `quantize_layers` (the shipped int8 graph's rule for what stays float, per layer, when `calibration`
+    batches of cached records are given and int8_exclude is "auto"; the record's `quantization` says what)."""
     from erpack.export.build import _info
     from erpack.export.onnx_export import OPSET, _example_mask, _export
 
@@ -67,7 +70,6 @@ def export_exit_graphs(tm, folder, int8: bool = False, overwrite: bool = False, 
     mask = _example_mask(2, 8)
     axes = {"hidden_states": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
             "hidden_out": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}, "halting": {0: "batch"}}
-    files = {}
     with atomic_folder(folder, overwrite, what="exit graphs") as tmp:
         for j in range(n):
             last = j == n - 1
@@ -78,17 +80,46 @@ def export_exit_graphs(tm, folder, int8: bool = False, overwrite: bool = False, 
             _export(module, (hidden, mask), fp32, ["hidden_states", "attention_mask"], outputs,
                     {k: v for k, v in axes.items() if k in outputs or k in ("hidden_states", "attention_mask")},
                     "legacy", OPSET)
-            if int8:
-                from erpack.export.quantize import quantize_dynamic_graph
-
-                quantize_dynamic_graph(fp32, tmp / name)
-                fp32.unlink()
-            files[name] = file_sha256(tmp / name)
+        quantization = quantize_layers(tmp, n, calibration if int8_exclude == "auto" else None) if int8 else None
+        files = {f"layer-{j}.onnx": file_sha256(tmp / f"layer-{j}.onnx") for j in range(n)}
         record = dict(_info(tm, source if source is not None else tm), format=GRAPHS_FORMAT, version=1, part="upper",
                       variant="int8-dynamic" if int8 else "fp32", layers=n, halting=em.exits.halting,
-                      early_exit={"rule": em.rule.name, "threshold": em.rule.threshold}, files=files)
+                      early_exit={"rule": em.rule.name, "threshold": em.rule.threshold}, files=files,
+                      **({"quantization": quantization} if int8 else {}))
         write_atomic(tmp / GRAPHS_FILE, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return record
+
+
+def quantize_layers(tmp: Path, n: int, calibration=None) -> dict:
+    """`tmp`'s layer-J.fp32.onnx to int8 layer-J.onnx (dynamic), by the rule of the shipped int8 upper graph
+    (erpack.export.quantize.sensitive_nodes): with `calibration` ((hidden, mask) batches of cached records),
+    each layer's outlier-fed weights stay float while its exit's (the last: the head's) argmax agrees with
+    fp32 on fewer than 99% of the records, fed the records as the fp32 layers before it leave them; without,
+    every weight MatMul is int8. Each graph's `erpack.quantization` metadata and the returned record
+    ({"rule", "graphs": {name: details}}) say what stayed float."""
+    import onnx
+
+    from erpack.export.quantize import quantize_dynamic_graph, sensitive_nodes
+    from erpack.export.session import create_session
+
+    feeds = [{"hidden_states": h, "attention_mask": m} for h, m in calibration] if calibration else None
+    graphs = {}
+    for j in range(n):
+        fp32, dst = tmp / f"layer-{j}.fp32.onnx", tmp / f"layer-{j}.onnx"
+        if feeds:
+            details = sensitive_nodes(fp32, dst, feeds, output="logits")
+            if j < n - 1:  # the next layer's inputs: these records after this layer (fp32)
+                sess = create_session(fp32, "cpu").session
+                feeds = [dict(f, hidden_states=sess.run(["hidden_out"], f)[0]) for f in feeds]
+        else:
+            details = quantize_dynamic_graph(fp32, dst)
+        proto = onnx.load(str(dst))
+        proto.metadata_props.add(key="erpack.quantization", value=json.dumps(details, sort_keys=True))
+        onnx.save(proto, str(dst))
+        fp32.unlink()
+        graphs[dst.name] = {"excluded": details["excluded"], "rewired": details.get("rewired", 0),
+                            "auto_exclude": details.get("auto_exclude")}
+    return {"method": "dynamic", "rule": "auto" if feeds is not None else "none", "graphs": graphs}
 
 
 def exits_folder_for(graph: Path, int8: bool = False) -> Path:

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from erpack.assets import resolve_model
-from erpack.experiments.page import machine_line
+from erpack.experiments.page import first_n_note, machine_line
 from erpack.runtime.device import resolve_device
 from erpack.runtime.timing import describe_machine, interleaved_medians
 from erpack.store import CacheReader
+from erpack.train.labels import TRAIN_SUBSET
 
 RESULTS = Path("docs/results/depth")
 CACHE_COMMANDS = (  # how the caches of the runs on docs/results/ode-steps.md were made
@@ -69,6 +70,7 @@ def run_steps(args) -> dict:
             "labels": args.labels, "model": s.model, "layer": s.layer, "steps_trained": n,
             "documents": s.documents, "config": {"epochs": args.epochs, "distill_epochs": args.distill_epochs,
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
+                                                 "train_subset": TRAIN_SUBSET,
                                                  "beta_docs": args.beta_docs,
                                                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                                  "patience": args.patience},
@@ -81,12 +83,18 @@ def run_steps(args) -> dict:
                            "within_1_point": bool(100 * (full - half["accuracy"]) <= 1.0)}}
 
 
+def run_files() -> list[Path]:
+    """The runs' result files (ode-NAME.json), not the unrolled timing, the inits or depth_plot's speeds."""
+    return sorted(p for p in RESULTS.glob("ode-*.json")
+                  if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-", "ode-int8-")))
+
+
 def render() -> str:
     """The Markdown table of every docs/results/depth/ode-*.json."""
     lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | Δ vs L-k (points) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
-    for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")):
+    for path in run_files():
         r = json.loads(path.read_text())
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
@@ -196,10 +204,12 @@ def compare_inits(cache: str, labels: str, train_limit: int = 500, held: int = 2
 
     cfg = TrainConfig(batch_size=batch_size, seed=seed, train_limit=train_limit, device="cpu")
     dev = resolve_device("cpu")
-    out = {"cache": cache, "labels": labels, "train_limit": train_limit, "held": held, "epochs": epochs,
+    out = {"cache": cache, "labels": labels, "train_limit": train_limit, "train_subset": TRAIN_SUBSET, "held": held,
+           "epochs": epochs,
            "command": "python " + " ".join(sys.argv), "machine": describe_machine(), "inits": {}}
     with CacheReader(cache) as reader:
-        data = prepare_data(reader, labels, skip_missing=True, train_limit=train_limit, splits=("train", "validation"))
+        data = prepare_data(reader, labels, skip_missing=True, train_limit=train_limit, splits=("train", "validation"),
+                            seed=seed)
         k = reader.meta["layer"]
         train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
         ids = [e.id for e in data.splits["validation"][:held]]
@@ -238,13 +248,13 @@ def page_body() -> list[str]:
              "evaluations per document; Δ is against S = L-k, the stack as trained. One seed each, at",
              "reduced sizes (the training documents of each run are listed): the 2 cores were shared with three",
              "other jobs (load average about 10), so the seconds below are not speeds.", ""]
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-*.json"))
-            if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")]
+    runs = [json.loads(p.read_text()) for p in run_files()]
     lines += ["## Runs", ""]
     for r in runs:
         docs = ", ".join(f"{k} {v}" for k, v in r["documents"].items())
         lines.append(f"- **{r['name']}** ({r['date']}; documents: {docs}): `{r['command']}` on "
-                     f"{machine_line(r['machine'])}; training {r['train_seconds']:.0f} s")
+                     f"{machine_line(r['machine'])}; training {r['train_seconds']:.0f} s"
+                     f"{first_n_note(r['config'].get('train_limit'), r['config'])}")
     lines += ["", "Caches (WORK = /tmp/ode-runs; the subset corpora are erpack.experiments.corpora.grid_corpus(WORK, "
               "\"rt\", (2000, 400, 1000)) and (WORK, \"bbc\", (800, 200, 500)); labels-bbc-train600-hash.jsonl is "
               "subset_labels(WORK, \"bbc\", {\"train\": 600}, \"hash\"); labels-mpnet-bbc-train120-val40.jsonl holds the "
@@ -263,7 +273,8 @@ def page_body() -> list[str]:
                 lines.append(f"| {c['model']} k = {c['layer']} | {init} | {v['before']['loss']:.4f} | "
                              f"{v['before']['final_mse']:.4f} | {v['after']['loss']:.4f} | "
                              f"{v['after']['final_mse']:.4f} |")
-        lines += [""] + [f"`{c['command']}` ({c['train_limit']} training documents, {c['epochs']} epoch(s), "
+        lines += [""] + [f"`{c['command']}` ({c['train_limit']} training documents{first_n_note(c['train_limit'], c)}, "
+                         f"{c['epochs']} epoch(s), "
                          f"{c['held']} held out) on {machine_line(c['machine'])}." for c in inits] + [""]
     unroll = RESULTS / "ode-unroll.json"
     if unroll.exists():
@@ -275,4 +286,36 @@ def page_body() -> list[str]:
                   f"{u['loop_ms']:.1f} ms (largest difference {u['max_diff']:.1e}); sizes: "
                   + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in u["bytes"].items()) + ".",
                   f"`{u['command']}` on {machine_line(u['machine'])}.", ""]
+    for path in sorted(RESULTS.glob("ode-int8-*.json")):
+        lines += int8_lines(json.loads(path.read_text()), path.name)
+    return lines
+
+
+def int8_lines(doc: dict, name: str) -> list[str]:
+    """The int8 graphs of each S before and after a shared block's weights were quantized at every step
+    (ode-int8-*.json): MatMuls left in float, size, agreement with fp32, test accuracy."""
+    lines = [f"## int8 of the unrolled graphs ({doc['model']} k = {doc['layer']}, {doc['data']})", "",
+             "`erpack export --steps S --quantize dynamic` with the automatic float exclusions. The exporter writes "
+             "a weight used at several steps as the initializer at its first use and an Identity of it at the "
+             "others; the quantizer quantized only the first, so steps 2..S ran in float. Now every use reads the "
+             "initializer, the block is quantized once, and a weight the exclusion rule leaves in float is float at "
+             "every step.", "",
+             "| code | S | weight MatMuls float / int8 | excluded by the rule | int8 MB (fp32 MB) | agreement with fp32 "
+             "| test accuracy | int8 speed-up at export |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in doc["graphs"]:
+        lines.append(f"| {g['code']} | {g['steps']} | {g['float_weight_matmuls']} / {g['int8_matmuls']} | "
+                     f"{g['excluded']} | {g['int8_bytes'] / 1e6:.2f} ({g['fp32_bytes'] / 1e6:.2f}) | "
+                     f"{100 * g['agreement']:.1f}% of {g['agreement_rows']} | {100 * g['test_accuracy']:.2f} | "
+                     f"{g['export_speedup']:.2f}x |")
+    lines += ["", f"*agreement*: argmax against the fp32 graph on cached records of the second half of the cache "
+              f"(the rule chooses on the first); *test accuracy*: `erpack predict` on the {doc['graphs'][0]['test_documents']} "
+              "test documents; *speed-up*: the export's own timing of one batch "
+              f"({' x '.join(map(str, doc['graphs'][0]['export_timing_batch']))} tokens) against fp32, on a loaded machine. "
+              f"{doc['how']}. Task model {doc['task_model']}; commands: "
+              + "; ".join(f"`{c}`" for c in doc["commands"]) + f"; on {machine_line(doc['machine'])}.", ""]
+    if any(p.name.startswith("ode-speed-") for p in RESULTS.glob("ode-speed-*.json")):
+        lines += ["The ODE points of [adaptive-depth.md](adaptive-depth.md) (ode-speed-*.json) were timed on int8 "
+                  "graphs exported before this change, whose steps after the first ran in float: their speeds against "
+                  "S = L-k overstate what fewer steps gain.", ""]
     return lines

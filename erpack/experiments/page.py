@@ -3,13 +3,15 @@
     write_page("docs/results/training.md", "Training from the cache", command_line(sys.argv), machine, lines)
 
 Pages are rendered from result files by the tool that produced them (its `--results` option), never
-edited by hand: a second run of the command rewrites the page.
+edited by hand: a second run of the command rewrites the page. `publish(path, text, check, tool)` writes a
+rendered page or, with check, says whether it is stale (`Published.rc`, `.message`: the tool prints it).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from erpack.store.atomic import write_atomic
@@ -34,6 +36,15 @@ def machine_line(machine: dict) -> str:
             f"{machine.get('torch_threads')}, Python {machine.get('python')} ({versions})")
 
 
+def first_n_note(limit: int | None, record: dict) -> str:
+    """A note for a result made with `--train-limit N` before it took a seeded hash sample (a record without
+    `train_subset`, erpack.train.labels.TRAIN_SUBSET): then the run trained on the first N; else ""."""
+    if limit is None or record.get("train_subset"):
+        return ""
+    return (f" (the first {limit}: `--train-limit` took the first N training documents until 2026-12-01, a seeded "
+            "hash sample since)")
+
+
 def write_page(path, title: str, command: str, machine: dict | str, body: list[str]) -> Path:
     """Write the page atomically: `# title`, the command and the machine, a blank line, `body`."""
     path = Path(path)
@@ -44,14 +55,28 @@ def write_page(path, title: str, command: str, machine: dict | str, body: list[s
     return path
 
 
-def publish(path, text: str, check: bool, tool: str) -> int:
-    """A generated doc page: with `check`, 0 when `path` already holds `text`, else 1 and a line
-    naming `tool` to rerun (what a test calls so that the page cannot go stale); without, write it."""
+@dataclass(frozen=True)
+class Published:
+    """What `publish` did: `stale` (with check: the page differs from what its files render), and `message`,
+    the line for the tool to print to stderr ("" when there is nothing to say)."""
+
+    path: Path
+    stale: bool = False
+    message: str = ""
+
+    @property
+    def rc(self) -> int:
+        """The tool's exit status: 1 when the page is stale, else 0."""
+        return 1 if self.stale else 0
+
+
+def publish(path, text: str, check: bool, tool: str) -> Published:
+    """A generated doc page: with `check`, compare `path` with `text` (stale: a message naming `tool` to
+    rerun, what a test calls so that the page cannot go stale); without, write it. The caller prints."""
     path = Path(path)
     if check:
         if (path.read_text() if path.exists() else "") != text:
-            print(f"{path.parent.name}/{path.name} is out of date: run {tool}", file=sys.stderr)
-            return 1
-        return 0
+            return Published(path, True, f"{path.parent.name}/{path.name} is out of date: run {tool}")
+        return Published(path)
     write_atomic(path, text.encode("utf-8"))
-    return 0
+    return Published(path)

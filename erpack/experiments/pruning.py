@@ -85,7 +85,7 @@ def run_levels(cfg: PruneGrid, ds: str, seed: int) -> list[dict]:
                                           "test": cfg.test_limit}, cfg.subset)
     base, base_seconds = _unpruned(cfg, ds, seed, cache, labels)
     with CacheReader(cache) as reader:
-        data = prepare_data(reader, labels, base.task, train_limit=cfg.train_limit, labels=base.labels)
+        data = prepare_data(reader, labels, base.task, train_limit=cfg.train_limit, labels=base.labels, seed=seed)
         imp = score_importance(base.model, base.layer, importance_batches(reader, data, cfg.samples, 32, "cpu", seed),
                                base.task)
         hidden, mask = latency_batch(reader, data, 32)

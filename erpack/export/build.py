@@ -306,6 +306,14 @@ def _optimized(tm, out: Path, hidden_size: int, cfg, tolerance: float, check) ->
     return Variant("optimized", str(dst), dst.stat().st_size, parity=parity, details=fused)
 
 
+def exclusion_batches(reader, calibration_docs: int = 256) -> list:
+    """What the int8 exclusion rule (`--int8-exclude auto`) measures agreement on: up to 128 records of the
+    first half of the cache (the agreement report uses the second half), batches of 16; the upper graph's
+    and, per layer, the exit graphs' (erpack.depth.onnx.quantize_layers)."""
+    ids = reader.ids()
+    return cache_batches(reader, limit=min(calibration_docs, 128), batch_size=16, ids=ids[: len(ids) // 2] or ids)
+
+
 def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int, exclude: str = "auto") -> Variant:
     from erpack.export.quantize import (
         CacheCalibration,
@@ -318,11 +326,7 @@ def _quantized(mode: str, source: Path, out: Path, reader, calibration_docs: int
     tmp = _temp_path(dst)
     try:
         if mode == "dynamic" and exclude == "auto" and reader is not None:
-            # records of the first half of the cache (the agreement report uses the second half)
-            ids = reader.ids()
-            batches = cache_batches(reader, limit=min(calibration_docs, 128), batch_size=16,
-                                    ids=ids[: len(ids) // 2] or ids)
-            details = sensitive_nodes(source, tmp, batches)
+            details = sensitive_nodes(source, tmp, exclusion_batches(reader, calibration_docs))
         elif mode == "dynamic":
             details = quantize_dynamic_graph(source, tmp)
         else:

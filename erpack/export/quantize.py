@@ -44,6 +44,43 @@ def _quiet():
         root.setLevel(level)
 
 
+def weight_sources(graph) -> dict[str, str]:
+    """{MatMul/Gemm node: the initializer its weight (second input) is}, read directly or through Identity
+    nodes: the exporter writes a weight used several times (a shared block unrolled over S steps, ALBERT's
+    shared layers) as the initializer at its first use and an Identity of it at the others."""
+    inits = {i.name for i in graph.initializer}
+    identity = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+    out = {}
+    for n in graph.node:
+        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1:
+            w, seen = n.input[1], set()
+            while w in identity and w not in inits and w not in seen:
+                seen.add(w)
+                w = identity[w]
+            if w in inits:
+                out[n.name] = w
+    return out
+
+
+def _read_weights_directly(model) -> int:
+    """Rewire every MatMul/Gemm that reads an initializer through Identity nodes to read it directly (the
+    quantizer quantizes only weights it sees as initializers, so those uses stayed float); returns how many."""
+    sources = weight_sources(model.graph)
+    n = 0
+    for node in model.graph.node:
+        if node.name in sources and node.input[1] != sources[node.name]:
+            node.input[1] = sources[node.name]
+            n += 1
+    while n:  # Identity nodes nothing reads any more would keep the float weights in the int8 graph
+        used = {x for node in model.graph.node for x in node.input} | {o.name for o in model.graph.output}
+        dead = [node for node in model.graph.node if node.op_type == "Identity" and node.output[0] not in used]
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    return n
+
+
 def quantize_dynamic_graph(src, dst, per_channel: bool = True, reduce_range: bool = True,
                            exclude=None) -> dict:
     """Weights of MatMul/Gemm/Attention to int8 (QInt8); activations quantized at run time.
@@ -51,21 +88,33 @@ def quantize_dynamic_graph(src, dst, per_channel: bool = True, reduce_range: boo
     reduce_range: 7-bit weights. onnxruntime's U8S8 kernels on AVX2/AVX-512 without VNNI add pairs of
     uint8 x int8 products in int16 and saturate when activations sit far from their zero point (an
     outlier channel pushes the zero point to one end of the range): MPNet k=6 lost 40 points to that.
-    exclude: node names left in float (see `sensitive_nodes`).
+    exclude: node names left in float (see `sensitive_nodes`). A weight read through Identity nodes (a
+    shared block's later uses) is rewired to its initializer first, so every use of it is quantized alike
+    ("rewired" in the details: how many uses).
     """
     import onnx
 
     q = _quantization()
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     exclude = list(exclude or [])
+    model = onnx.load(str(src))
+    rewired = _read_weights_directly(model)
+    source = Path(src)
+    if rewired:
+        source = Path(dst).with_name(f".{Path(dst).stem}.rewired-{os.getpid()}.onnx")
+        onnx.save(model, str(source))
     # DefaultTensorType: fused operators of an optimized graph (com.microsoft domain) have no shape
     # inference, so the quantizer is told their outputs are float.
-    with _quiet():
-        q.quantize_dynamic(str(src), str(dst), weight_type=q.QuantType.QInt8, per_channel=per_channel,
-                           reduce_range=reduce_range, nodes_to_exclude=exclude,
-                           extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    try:
+        with _quiet():
+            q.quantize_dynamic(str(source), str(dst), weight_type=q.QuantType.QInt8, per_channel=per_channel,
+                               reduce_range=reduce_range, nodes_to_exclude=exclude,
+                               extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        if rewired:
+            source.unlink(missing_ok=True)
     return {"method": "dynamic", "weight_type": "int8", "per_channel": per_channel, "reduce_range": reduce_range,
-            "excluded": exclude}
+            "excluded": exclude, "rewired": rewired}
 
 
 def _feeds(batch) -> dict:
@@ -90,9 +139,8 @@ def outlier_ratios(src, batches) -> list[tuple[str, float]]:
     from erpack.export.session import create_session
 
     m = onnx.load(str(src))
-    weights = {i.name for i in m.graph.initializer}
-    nodes = [(nd.name, nd.input[0]) for nd in m.graph.node
-             if nd.op_type in ("MatMul", "Gemm") and len(nd.input) > 1 and nd.input[1] in weights]
+    weights = weight_sources(m.graph)
+    nodes = [(nd.name, nd.input[0]) for nd in m.graph.node if nd.name in weights]
     graph_inputs = {i.name for i in m.graph.input}
     outputs = {o.name for o in m.graph.output}
     wanted = sorted({x for _, x in nodes if x not in graph_inputs})
@@ -129,31 +177,40 @@ def outlier_ratios(src, batches) -> list[tuple[str, float]]:
 
 
 def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float = 0.25,
-                    per_channel: bool = True, reduce_range: bool = True) -> dict:
-    """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed MatMuls needed.
+                    per_channel: bool = True, reduce_range: bool = True, output: str | None = None) -> dict:
+    """Quantize `src` dynamically to `dst`, leaving in float the fewest outlier-fed weights needed.
 
     The weight MatMuls are ranked by the outlier ratio of their input activation (`outlier_ratios`)
-    on `batches` (cached records, or feed dicts of any graph whose first output is the logits; a token
-    task's (B, T, C) logits count per real token). All
-    are quantized; while the int8 graph's argmax agrees with the fp32 graph's on fewer than `target`
-    of the batches' rows, the next group of nodes in that order is left in float (groups double in
-    size), up to `max_excluded` of the nodes. Returns the details of the graph written.
+    on `batches` (cached records, or feed dicts of any graph whose output `output`, default the first, is
+    the logits; a token task's (B, T, C) logits count per real token), and grouped by the weight they
+    read: a weight used several times (a shared block unrolled over S steps) is float at every use or
+    int8 at every use, ranked by its worst use. All are quantized; while the int8 graph's argmax agrees
+    with the fp32 graph's on fewer than `target` of the batches' rows, the next group of weights in that
+    order is left in float (groups double in size), up to `max_excluded` of the weights. Returns the
+    details of the graph written ("excluded": node names; auto_exclude "weights": how many weights).
     """
+
+    import onnx
 
     from erpack.export.session import create_session
 
     batches = [_feeds(b) for b in batches]
-    ranked = [name for name, _ in outlier_ratios(src, batches)]
+    source_of = weight_sources(onnx.load(str(src)).graph)
+    groups: dict[str, list[str]] = {}
+    for name, _ in outlier_ratios(src, batches):  # largest first: a weight ranks by its worst use
+        groups.setdefault(source_of[name], []).append(name)
+    ranked = list(groups.values())
     base = create_session(src, "cpu").session
 
     def logits(sess):  # (N, C): per document, or per real token of a token task
-        return np.concatenate([real_rows(sess.run(None, feeds)[0], feeds["attention_mask"]) for feeds in batches])
+        return np.concatenate([real_rows(sess.run([output] if output else None, feeds)[0], feeds["attention_mask"])
+                               for feeds in batches])
 
     ref = logits(base)
     limit = int(len(ranked) * max_excluded)
     k, step, tried = 0, 1, []
     while True:
-        details = quantize_dynamic_graph(src, dst, per_channel, reduce_range, ranked[:k])
+        details = quantize_dynamic_graph(src, dst, per_channel, reduce_range, [n for g in ranked[:k] for n in g])
         z = logits(create_session(dst, "cpu").session)
         agree = float((z.argmax(1) == ref.argmax(1)).mean()) if z.shape[1] > 1 else 1.0
         tried.append({"excluded": k, "agreement": agree, "max_diff": float(np.abs(z - ref).max())})
@@ -161,8 +218,8 @@ def sensitive_nodes(src, dst, batches, target: float = 0.99, max_excluded: float
             break
         k = min(limit, k + step)
         step *= 2
-    details.update({"auto_exclude": {"target": target, "rows": int(len(ref)), "steps": tried,
-                                     "ranked": ranked[: max(k, 3)]}})
+    details.update({"auto_exclude": {"target": target, "rows": int(len(ref)), "steps": tried, "weights": k,
+                                     "ranked": [g[0] for g in ranked[: max(k, 3)]]}})
     return details
 
 

@@ -158,7 +158,7 @@ def prune_task_model(task_model, cache, labels: str, target, output=None, recove
     with CacheReader(cache, shard_cache=shard_cache) as reader:  # shard_cache: local copies of remote shards
         cache_notes = tm.check_cache(reader)
         data = prepare_data(reader, labels, tm.task, skip_missing, tcfg.train_limit, labels=tm.labels or None,
-                            subwords=tm.subwords or "first")
+                            subwords=tm.subwords or "first", seed=tcfg.seed)
         if not data.splits["train"]:
             raise PruneError(f"no training documents in {cache} labelled by {labels}: importance needs a few")
         t1 = time.perf_counter()

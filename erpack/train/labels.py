@@ -4,12 +4,14 @@ A label source is read whole into `Example(id, label, split, text, text_pair)` r
 that carries a `label` field is a label source too (then its texts serve the `--baseline`), and so
 is a file of `id,label` rows alone. Splits: built-in data sets carry train/validation/test; a file
 may give a `split` field per row, else the split is the hash of the id (`erpack.assets.split_of`),
-the same split erpack uses for built-in data everywhere.
+the same split erpack uses for built-in data everywhere. `train_subset` is what `--train-limit N` keeps:
+N documents picked by a seeded hash of their ids, not the first N (BBC is stored class by class).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,24 @@ class Example:
     text: str | None = None
     text_pair: str | None = None
     where: str = ""
+
+
+TRAIN_SUBSET = "sha256(seed:id)"  # what results record as `train_subset`; before 2026-12-01: the first N
+
+
+def train_subset(examples: list[Example], n: int | None, seed: int = 0) -> list[Example]:
+    """`--train-limit n`: the n examples with the smallest sha256(f"{seed}:{id}"), kept in their original
+    order. A seeded pseudo-random sample that does not depend on the corpus order (the first n of BBC, stored
+    class by class, are one class) nor on which other documents the source holds; None keeps them all."""
+    if n is None:
+        return list(examples)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"--train-limit {n!r}: give a positive number of training documents (or leave it out)")
+    if n >= len(examples):
+        return list(examples)
+    key = [hashlib.sha256(f"{seed}:{e.id}".encode()).digest() for e in examples]
+    chosen = set(sorted(range(len(examples)), key=key.__getitem__)[:n])
+    return [e for i, e in enumerate(examples) if i in chosen]
 
 
 def _label(value, task: str, where: str):

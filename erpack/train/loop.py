@@ -43,7 +43,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     max_tokens: int | None = 16384  # cap on batch size x longest document
     prefetch: int = 4  # batches decoded ahead of the model
-    train_limit: int | None = None  # the first N training documents only
+    train_limit: int | None = None  # N training documents only, picked by a seeded hash (labels.train_subset)
     device: str = "auto"
 
     def lr_for(self, mode: str, recycled_mode: str | None = None) -> float:

@@ -25,7 +25,7 @@ from erpack.store.atomic import check_output
 from erpack.tasks import TOKEN_TASK
 from erpack.train.baseline import BASELINE_FOLDER, run_baseline_model
 from erpack.train.data import batch_plan, cache_lengths, cache_source
-from erpack.train.labels import Example, in_cache, label_names, read_labels
+from erpack.train.labels import Example, in_cache, label_names, read_labels, train_subset
 from erpack.train.loop import RunResult, TrainConfig, fit, predict, score
 from erpack.train.metrics import primary_metric
 from erpack.train.modes import AdapterSpec, load_for_cache, prepare
@@ -64,8 +64,9 @@ def targets(examples: list[Example], task: str, labels: list[str]) -> np.ndarray
 def prepare_data(reader, source: str, task: str = "classification", skip_missing: bool = False,
                  train_limit: int | None = None, labels: list[str] | None = None,
                  splits: tuple[str, ...] = ("train", "validation", "test"), subwords: str = "first",
-                 model_override: str | None = None) -> TaskData:
+                 model_override: str | None = None, seed: int = 0) -> TaskData:
     """Read the label source, keep the documents the cache holds (or refuse), split, and index labels.
+    `train_limit` N: the N training documents `train_subset` picks with `seed` (a seeded hash of the ids).
     A token task's words are aligned with the cached tokens (erpack.train.word_targets; the encoder's
     tokenizer found as the cache recorded it, or at `model_override`)."""
     if task == TOKEN_TASK and subwords not in SUBWORDS:
@@ -77,7 +78,7 @@ def prepare_data(reader, source: str, task: str = "classification", skip_missing
     kept, missing = in_cache(rows, reader, source, skip_missing)
     by_split = {s: [r for r in kept if r.split == s] for s in splits}
     if "train" in by_split and train_limit is not None:
-        by_split["train"] = by_split["train"][:train_limit]
+        by_split["train"] = train_subset(by_split["train"], train_limit, seed)
     if task == TOKEN_TASK:
         tokenizer = cache_tokenizer(reader.meta["model"], model_override)
         y = {s: word_targets(reader, v, names, tokenizer, subwords) for s, v in by_split.items()}
@@ -326,7 +327,8 @@ def train_from_cache(cache, labels: str, task: str | None = "classification", mo
                 subwords = start.subwords
         task = task or "classification"
         data = prepare_data(reader, labels, task, skip_missing, cfg.train_limit, subwords=subwords,
-                            model_override=model_override, labels=start.labels if start is not None else None)
+                            model_override=model_override, labels=start.labels if start is not None else None,
+                            seed=cfg.seed)
         if shared_block is not None:
             from erpack.train.shared import run_shared_block
 

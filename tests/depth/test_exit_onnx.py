@@ -78,3 +78,45 @@ def test_bench_runs_the_exit_path(dact_model, tiny_exit, tmp_path):
     assert set(by) == {"full-torch", "erpack-onnx-int8", "erpack-exit-int8"}, res["notes"]
     assert 1 <= by["erpack-exit-int8"]["mean_layers"] <= 3
     assert 0 < by["erpack-exit-int8"]["mean_layers_fraction"] <= 1
+
+
+def test_int8_exit_graphs_follow_the_exclusion_rule_per_layer_and_record_it(dact_model, tiny_exit, exported, capsys):
+    import onnx
+
+    from erpack.depth.onnx import export_exit_graphs
+    from erpack.export.build import exclusion_batches
+    from erpack.store import CacheReader
+
+    # without a calibration cache (the module's export): every weight MatMul int8, and so recorded
+    plain = json.loads((exported.with_name("tm.exits-int8") / "exits.json").read_text())["quantization"]
+    assert plain["rule"] == "none" and all(g["excluded"] == [] for g in plain["graphs"].values())
+    out = tiny_exit["root"] / "graphs-cal" / "tm.onnx"
+    cache = str(tiny_exit["cache"])
+    assert main(["export", str(dact_model[0]), "-o", str(out), "--quantize", "dynamic", "--calibration-cache", cache,
+                 "--json"]) == 0
+    assert "float: layer-0.onnx" in capsys.readouterr().out
+    folder = out.with_name("tm.exits-int8")
+    record = json.loads((folder / "exits.json").read_text())
+    q = record["quantization"]
+    assert q["rule"] == "auto" and sorted(q["graphs"]) == sorted(record["files"]) == [f"layer-{j}.onnx" for j in range(3)]
+    for name, g in q["graphs"].items():
+        meta = {p.key: p.value for p in onnx.load(str(folder / name)).metadata_props}
+        details = json.loads(meta["erpack.quantization"])
+        assert details["excluded"] == g["excluded"] and details["auto_exclude"]["target"] == 0.99
+        floats = {n.name for n in onnx.load(str(folder / name)).graph.node if n.op_type in ("MatMul", "Gemm")}
+        assert set(g["excluded"]) <= floats
+        # the rule reached its target on the calibration records, or left its most in float
+        last = details["auto_exclude"]["steps"][-1]
+        assert last["agreement"] >= 0.99 or last["excluded"] == details["auto_exclude"]["weights"]
+    # agreement with the fp32 graphs on the test documents: the same answers (tiny model, planted signal)
+    ids, (hidden, mask) = _test_batch(tiny_exit)
+    feeds = {"hidden_states": hidden, "attention_mask": mask}
+    z8, l8 = ExitGraphs(folder, "cpu").run(feeds)
+    z32, l32 = ExitGraphs(out.with_name("tm.exits"), "cpu").run(feeds)
+    assert (z8.argmax(1) == z32.argmax(1)).mean() >= 0.75 and np.abs(l8 - l32).max() <= 1
+    # --int8-exclude none: recorded as such
+    with CacheReader(cache) as reader:
+        batches = exclusion_batches(reader)
+    none = export_exit_graphs(TaskModel.load(dact_model[0]), tiny_exit["root"] / "none.exits-int8", int8=True,
+                              calibration=batches, int8_exclude="none")
+    assert none["quantization"]["rule"] == "none"

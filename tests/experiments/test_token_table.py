@@ -10,7 +10,7 @@ import pytest
 
 from erpack.errors import InputError
 from erpack.experiments.grid import RESULTS, load_results
-from erpack.experiments.page import publish
+from erpack.experiments.page import Published, publish
 from erpack.experiments.token_table import page_text, read_results, run_token_table, token_grid, write_results
 
 MACHINE = {"cpu": "test CPU", "usable_cores": 2, "torch_threads": 1, "python": "3", "versions": {}}
@@ -48,8 +48,10 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
     assert "## minilm k = 3, bbc-truecase" in text and "Made by `python tools/token_table.py --tiny`" in text
     assert "| minilm, 3 | truecase | int8z | upper | 0 |" in text
     page = tmp_path / "token-tasks.md"
-    assert publish(page, text, check=True, tool="t") == 1
-    assert publish(page, text, check=False, tool="t") == 0 and publish(page, text, check=True, tool="t") == 0
+    stale = publish(page, text, check=True, tool="t")
+    assert stale.rc == 1 and stale.message == f"{page.parent.name}/{page.name} is out of date: run t"
+    assert publish(page, text, check=False, tool="t").rc == 0
+    assert publish(page, text, check=True, tool="t") == Published(page)
 
 
 def test_the_results_page_is_what_its_result_files_render():
@@ -57,4 +59,4 @@ def test_the_results_page_is_what_its_result_files_render():
 
     root = Path(__file__).resolve().parents[2] / "docs" / "results"
     text = page_text(read_results(root / "tokens"))
-    assert publish(root / "token-tasks.md", text, check=True, tool="python tools/token_table.py --render-only") == 0
+    assert publish(root / "token-tasks.md", text, check=True, tool="python tools/token_table.py --render-only").rc == 0

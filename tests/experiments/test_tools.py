@@ -15,7 +15,7 @@ from tests.experiments.rows import run
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("train_table.py", "prune_table.py", "codec_table.py", "subset_corpus.py", "tc_table.py", "token_table.py",
-         "ode_steps.py", "exit_table.py", "exit_speed.py", "depth_plot.py", "exit_lr.py")
+         "ode_steps.py", "exit_table.py", "exit_speed.py", "depth_plot.py", "exit_page.py", "exit_lr.py")
 
 
 def _tool(name: str, *args, cwd=None) -> subprocess.CompletedProcess:

@@ -66,3 +66,49 @@ def test_export_int8_exclude_option(tiny, tmp_path):
     assert "auto_exclude" in s.variants[0].details
     with pytest.raises(ExportError, match="exclusion"):
         export_task_model(tiny["task_model"], tmp_path / "x.onnx", quantize="dynamic", int8_exclude="all")
+
+
+@pytest.fixture(scope="module")
+def unrolled(tmp_path_factory):
+    """A tiny BERT's upper block unrolled over 3 ODE steps (one block's weights, used at every step)."""
+    from erpack.depth.ode import OdeUpper
+    from erpack.export.onnx_export import export_upper
+    from tests.checkers import tiny_model
+
+    model = tiny_model("bert", num_labels=2)
+    path = tmp_path_factory.mktemp("ode") / "s3.onnx"
+    export_upper(OdeUpper(model, 1, 3, beta=0.7, tied=True).eval(), path, model.config.hidden_size,
+                 {"task": "classification"})
+    return path
+
+
+def test_a_weight_used_at_every_step_is_quantized_at_every_step(unrolled, tmp_path):
+    from erpack.export import create_session
+    from erpack.export.quantize import weight_sources
+
+    sources = weight_sources(onnx.load(str(unrolled)).graph)
+    linear = [n for n in sources if "/blocks." in n]
+    assert len(linear) == 18 and len(set(sources[n] for n in linear)) == 6  # 3 steps x 6 MatMuls, 6 weights
+    d = quantize_dynamic_graph(unrolled, tmp_path / "q.onnx")
+    assert d["rewired"] == 12  # steps 2 and 3 read the weights through Identity nodes, and stayed float before
+    q = onnx.load(str(tmp_path / "q.onnx")).graph
+    assert not _float_matmuls(tmp_path / "q.onnx") & set(sources)  # every weight MatMul is int8 now
+    assert sum(i.name.endswith("_quantized") for i in q.initializer) == len(set(sources.values()))  # once each
+    assert not {i.name for i in q.initializer} & set(sources.values())  # and no float copy kept beside it
+    hidden, mask = _batches()[0]
+    feeds = {"hidden_states": hidden, "attention_mask": mask}
+    z, ref = (create_session(p, "cpu").run(feeds)[0] for p in (tmp_path / "q.onnx", unrolled))
+    assert np.abs(z - ref).max() < 0.1 * np.abs(ref).max() + 1e-3
+
+
+def test_the_exclusion_rule_leaves_a_shared_weight_float_at_every_use(unrolled, tmp_path):
+    from erpack.export.quantize import weight_sources
+
+    sources = weight_sources(onnx.load(str(unrolled)).graph)
+    hard = sensitive_nodes(unrolled, tmp_path / "h.onnx", _batches(), target=1.01, max_excluded=0.5)
+    excluded = set(hard["excluded"])
+    weights = {sources[n] for n in excluded}
+    assert excluded and hard["auto_exclude"]["weights"] == len(weights)
+    assert excluded == {n for n, w in sources.items() if w in weights}  # every use of an excluded weight
+    floats = _float_matmuls(tmp_path / "h.onnx") & set(sources)
+    assert floats == excluded
