@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
               r.get("mean_layers_fraction"), r.get("loss_points_vs_no_exits"), r.get("loss_points_vs_plain_model"))
     print()
     with_plain = any(r["rule"] == "none" for r in rows)  # plain models trained without exits, when the runs have them
+    # L - k of the runs (3 for MiniLM k = 3, 6 for MPNet k = 6), from mean layers over their share
+    upper = sorted({round(r["mean_layers"] / r["mean_layers_fraction"]) for r in rows if r["rule"] != "none"})
     print("| data | rule | seed | threshold | test acc. with exits | same model, every layer | "
-          + ("plain model | " if with_plain else "") + "loss vs every layer (pt) | mean layers (of 3) | share of L-k |")
+          + ("plain model | " if with_plain else "") + f"loss vs every layer (pt) | mean layers (of {'/'.join(map(str, upper))}) | share of L-k |")
     print("|---|---|---|---|---|---|" + ("---|" if with_plain else "") + "---|---|---|")
     for r in rows:
         if r["rule"] == "none":
