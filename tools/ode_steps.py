@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--distill-epochs", type=int, default=2)
     p.add_argument("--block-init", choices=["mean", "layer"], default="mean")
     p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--random-steps", action="store_true", help="fine-tune at a random step count per batch "
+                   "(erpack train --shared-block --random-steps); the result file's config says so")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -149,6 +149,11 @@ def _add_shared_block_options(p) -> None:
                    "task fine-tuning (default: 2; 0: none)")
     p.add_argument("--block-init", choices=["mean", "layer"], default="mean", help="--shared-block: the block starts "
                    "as the mean of layers k..L-1's weights (default) or as layer k")
+    p.add_argument("--random-steps", action="store_true", help="--shared-block: fine-tune each batch at a random "
+                   "number of steps S (1..L-k, drawn with --seed) of size (L-k)/S instead of always L-k unit steps, "
+                   "so one task model answers well at fewer steps (`--steps 1` too) rather than only at L-k; the "
+                   "draws are recorded in erpack_task.json's \"ode\" record. A batch runs (L-k+1)/2 block evaluations on "
+                   "average instead of L-k; distillation still runs L-k unit steps")
 
 
 def _add_run_options(p) -> None:
@@ -220,10 +225,13 @@ def run(args) -> int:
     adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms, dora=args.dora)
                if args.mode == "adapter" else None)
     shared = None
+    if args.random_steps and not args.shared_block:
+        raise InputError("--random-steps trains a shared block at random step counts; add --shared-block (the "
+                         "layers of a plain task model differ, so they cannot be run as fewer steps)")
     if args.shared_block:
         from erpack.depth.distill import ShareSpec
 
-        shared = ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init)
+        shared = ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init, random_steps=args.random_steps)
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,

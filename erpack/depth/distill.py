@@ -10,7 +10,9 @@ erpack.train.shared.run_shared_block runs the whole recipe (`erpack train --shar
    learns the pretrained upper stack's trajectory: the mean squared error to the teacher's state after
    each of its layers, plus the final state's again (padding excluded). No label is used.
 3. Fine-tuning: the block and the head train for the task (erpack.train.loop.fit, `upper` mode's
-   learning rate), running L-k unit steps.
+   learning rate), running L-k unit steps; with `random_steps` each batch runs S steps of size (L-k)/S,
+   S drawn from 1..L-k (erpack.depth.ode.StepDraws, seeded by the run's seed), so the block learns to
+   take larger steps too (validation still scores L-k steps to pick the best epoch).
 4. Step sizes: for every S in 1..L-k-1 the beta of (0.75, 1, 1.25) x (L-k)/S with the best score on
    `beta_docs` validation documents spread evenly over the split (erpack.depth.ode); L-k steps keep beta 1.
 
@@ -43,6 +45,7 @@ class ShareSpec:
     init: str = "mean"
     distill_lr: float = 2e-4
     beta_docs: int | None = 512  # validation documents the step sizes are chosen on (None: all)
+    random_steps: bool = False  # fine-tune each batch at S steps of size (L-k)/S, S drawn from 1..L-k
 
     def __post_init__(self):
         if self.init not in INITS:

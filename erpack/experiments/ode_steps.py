@@ -48,7 +48,8 @@ def run_steps(args) -> dict:
     t0 = time.perf_counter()
     s = train_from_cache(args.cache, args.labels, output=out, config=cfg, overwrite=True, skip_missing=True,
                          shared_block=ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init,
-                                                beta_docs=args.beta_docs))
+                                                beta_docs=args.beta_docs,
+                                                random_steps=getattr(args, "random_steps", False)))
     train_seconds = time.perf_counter() - t0
     record = json.loads((out / "erpack_task.json").read_text())["ode"]
     n = record["steps_trained"]
@@ -70,9 +71,11 @@ def run_steps(args) -> dict:
             "documents": s.documents, "config": {"epochs": args.epochs, "distill_epochs": args.distill_epochs,
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
                                                  "beta_docs": args.beta_docs,
+                                                 "random_steps": getattr(args, "random_steps", False),
                                                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                                  "patience": args.patience},
             "block": {k: v for k, v in record["block"].items() if k != "distill"},
+            "random_steps": record.get("random_steps"),
             "distill": record["block"].get("distill", []), "train_seconds": train_seconds,
             "fine_tune": {"best_epoch": s.recycled.best_epoch, "best_validation": s.recycled.best_validation},
             "rows": rows,
