@@ -84,16 +84,28 @@ def run_steps(args) -> dict:
                            "within_1_point": bool(100 * (full - half["accuracy"]) <= 1.0)}}
 
 
+def step_runs() -> list[dict]:
+    """Every docs/results/depth/ode-NAME.json of a training run: not the graph timing (ode-unroll.json), the
+    init comparison (ode-init-*) nor tools/depth_plot.py's ONNX timings (ode-speed-*)."""
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-*.json"))
+            if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-"))]
+
+
+def trained_at(r: dict) -> str:
+    """How a run's task model was fine-tuned: "random S" (--random-steps) or "L-k steps"."""
+    return "random S" if (r.get("config") or {}).get("random_steps") else "L-k steps"
+
+
 def render() -> str:
     """The Markdown table of every docs/results/depth/ode-*.json."""
-    lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | Δ vs L-k (points) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | model, k | trained at | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | "
+             "Δ vs L-k (points) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
-    for path in sorted(p for p in RESULTS.glob("ode-*.json") if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")):
-        r = json.loads(path.read_text())
+    for r in step_runs():
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
-            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {r['steps_trained']} | {row['steps']} | "
+            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {trained_at(r)} | {r['steps_trained']} | {row['steps']} | "
                          f"{row['beta']:.3g} | {row['mean_layers']:g} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | "
                          f"{100 * (row['accuracy'] - full):+.2f} |")
         n, by_steps = r["steps_trained"], {row["steps"]: row for row in r["rows"]}
@@ -101,12 +113,48 @@ def render() -> str:
             verdicts.append(f"- {r['name']}: at {n} steps the task model predicts mostly one class (macro-F1 "
                             f"{by_steps[n]['macro_f1']:.3f} at accuracy {by_steps[n]['accuracy']:.3f}): it learnt "
                             "little, so its steps say little")
-        for half in sorted({n // 2, (n + 1) // 2} - {0, n}):  # both neighbours of L-k/2 when L-k is odd
+        for half in sorted({1, n // 2, (n + 1) // 2} - {0, n}):  # S = 1 and both neighbours of L-k/2 (L-k odd)
             if half in by_steps:
                 delta = 100 * (by_steps[half]["accuracy"] - full)
                 verdicts.append(f"- {r['name']}: {half} of {n} steps, {delta:+.2f} points: "
                                 + ("within 1 point" if delta >= -1.0 else "**not** within 1 point"))
     return "\n".join(lines + [""] + verdicts) + "\n"
+
+
+def _same_setup(fixed: dict, rand: dict) -> bool:
+    """Two runs that differ only in --random-steps: same cache, labels, documents and other options."""
+    def options(r):
+        return {k: v for k, v in (r.get("config") or {}).items() if k != "random_steps"}
+
+    return all(fixed.get(k) == rand.get(k) for k in ("cache", "labels", "model", "layer", "documents")) and \
+        options(fixed) == options(rand)
+
+
+def render_random() -> list[str]:
+    """Fixed (L-k steps) against random-S fine-tuning: for each --random-steps run and the fixed run of the
+    same setup, test accuracy at every S and the loss against each model's own L-k steps."""
+    runs = step_runs()
+    pairs = [(f, r) for r in runs if trained_at(r) == "random S"
+             for f in runs if trained_at(f) == "L-k steps" and _same_setup(f, r)]
+    if not pairs:
+        return []
+    lines = ["| cache | steps S | L-k steps: accuracy | random S: accuracy | random - fixed (points) | "
+             "random S: Δ vs its L-k (points) |", "|---|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for f, r in pairs:
+        fixed = {row["steps"]: row for row in f["rows"]}
+        rand = {row["steps"]: row for row in r["rows"]}
+        n, full = r["steps_trained"], rand[r["steps_trained"]]["accuracy"]
+        for s in sorted(set(fixed) & set(rand)):
+            a, b = fixed[s]["accuracy"], rand[s]["accuracy"]
+            lines.append(f"| {f['name']} / {r['name']} | {s} | {a:.4f} | {b:.4f} | {100 * (b - a):+.2f} | "
+                         f"{100 * (b - full):+.2f} |")
+        if 1 in rand and n > 1:
+            delta = 100 * (rand[1]["accuracy"] - full)
+            verdicts.append(f"- {r['name']}: S = 1 of {n}, {delta:+.2f} points against its own {n} steps: "
+                            + ("within 1 point" if delta >= -1.0 else "**not** within 1 point")
+                            + f"; against the fixed run's {n} steps {100 * (rand[1]['accuracy'] - fixed[n]['accuracy']):+.2f}")
+    return lines + [""] + verdicts
 
 
 def unrolled_against_loop(model: str = "minilm", k: int = 3, steps: int = 3, batch: int = 32, tokens: int = 40,
@@ -241,8 +289,7 @@ def page_body() -> list[str]:
              "evaluations per document; Δ is against S = L-k, the stack as trained. One seed each, at",
              "reduced sizes (the training documents of each run are listed): the 2 cores were shared with three",
              "other jobs (load average about 10), so the seconds below are not speeds.", ""]
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-*.json"))
-            if p.name != "ode-unroll.json" and not p.name.startswith("ode-init-")]
+    runs = step_runs()
     lines += ["## Runs", ""]
     for r in runs:
         docs = ", ".join(f"{k} {v}" for k, v in r["documents"].items())
@@ -253,6 +300,13 @@ def page_body() -> list[str]:
               "subset_labels(WORK, \"bbc\", {\"train\": 600}, \"hash\"); labels-mpnet-bbc-train120-val40.jsonl holds the "
               "first 120 train and 40 validation rows and every test row of bbc-hash-800-200-500.jsonl):", "", *[f"    {c}" for c in CACHE_COMMANDS], ""]
     lines += ["## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
+    random = render_random()
+    if random:
+        lines += ["## Trained at L-k steps or at a random S", "",
+                  "The same setup fine-tuned at L-k unit steps (the block's only step count in training) and with "
+                  "`--random-steps` (each batch at S steps of size (L-k)/S, S drawn from 1..L-k; distillation at "
+                  "L-k steps in both). One seed each: a difference of a point or two is within what another seed "
+                  "could give.", "", *random, ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:
         lines += ["## The block's initial weights", "",
