@@ -2,6 +2,7 @@
 
     python tools/ode_steps.py --cache CACHE --labels bbc --name minilm-k3-bbc [--distill-epochs 2 --epochs 3
         --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
+    python tools/ode_steps.py ... --name NAME-random --random-steps   # the same, fine-tuned at a random S per batch
     python tools/ode_steps.py --render --results docs/results/ode-steps.md   # the page, from the JSON files
     python tools/ode_steps.py --unrolled-against-loop            # -> docs/results/depth/ode-unroll.json
     python tools/ode_steps.py --compare-inits --cache CACHE --labels L --name NAME  # mean vs layer-k block init

@@ -151,9 +151,9 @@ def _add_shared_block_options(p) -> None:
                    "as the mean of layers k..L-1's weights (default) or as layer k")
     p.add_argument("--random-steps", action="store_true", help="--shared-block: fine-tune each batch at a random "
                    "number of steps S (1..L-k, drawn with --seed) of size (L-k)/S instead of always L-k unit steps, "
-                   "so one task model answers well at fewer steps (`--steps 1` too) rather than only at L-k; the "
-                   "draws are recorded in erpack_task.json's \"ode\" record. A batch runs (L-k+1)/2 block evaluations on "
-                   "average instead of L-k; distillation still runs L-k unit steps")
+                   "so the block learns the larger steps that `erpack eval/predict --steps S` runs below L-k; the "
+                   "draws are recorded in erpack_task.json's \"ode\" record. A batch runs (L-k+1)/2 block "
+                   "evaluations on average instead of L-k; distillation still runs L-k unit steps")
 
 
 def _add_run_options(p) -> None:
