@@ -133,8 +133,9 @@ def render_random() -> list[str]:
     """Fixed (L-k steps) against random-S fine-tuning: for each --random-steps run and the fixed run of the
     same setup, test accuracy at every S and the loss against each model's own L-k steps."""
     runs = step_runs()
-    pairs = [(f, r) for r in runs if trained_at(r) == "random S"
-             for f in runs if trained_at(f) == "L-k steps" and _same_setup(f, r)]
+    pairs = sorted(((f, r) for r in runs if trained_at(r) == "random S"
+                    for f in runs if trained_at(f) == "L-k steps" and _same_setup(f, r)),
+                   key=lambda p: (p[0]["model"], p[0]["layer"], p[0]["labels"], p[0]["config"].get("seed", 0)))
     if not pairs:
         return []
     lines = ["| runs (fixed / random) | seed | steps S | L-k steps: accuracy | random S: accuracy | "
