@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--random-steps", action="store_true", help="fine-tune at a random step count per batch "
                    "(erpack train --shared-block --random-steps); the result file's config says so")
+    p.add_argument("--random-distill", action="store_true", help="with --random-steps: distil at a random step "
+                   "count per batch too (erpack train --random-distill)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -51,6 +51,12 @@ def schedule(k: int, num_layers: int, steps: int) -> list[int]:
     return [k + (i * n) // steps for i in range(steps)]
 
 
+def matched_steps(n: int, steps: int) -> list[tuple[int, int]]:
+    """(step i of S, teacher layer j) pairs where S steps of size n/S land on a layer boundary: (i+1) n/S = j+1.
+    S = n pairs every step with its layer; the last pair is always (S-1, n-1), the final state."""
+    return [(i, (i + 1) * n // steps - 1) for i in range(steps) if (i + 1) * n % steps == 0]
+
+
 def default_beta(n: int, steps: int) -> float:
     """The step size that covers the L-k unit steps in S: (L-k)/S."""
     return n / steps
@@ -61,9 +67,9 @@ class StepDraws:
     uniformly from 1..L-k with a generator seeded by `seed`, so a run draws the same S for the same batch
     every time; `counts` tallies the draws (the task model's record keeps them)."""
 
-    def __init__(self, n: int, seed: int):
+    def __init__(self, n: int, seed: int, salt: tuple = ()):
         self.n, self.seed = n, seed
-        self.rng = np.random.default_rng([seed, n])
+        self.rng = np.random.default_rng([seed, n, *salt])  # salt: another stream for the same seed (distillation)
         self.counts = {str(s): 0 for s in range(1, n + 1)}
 
     def draw(self) -> int:

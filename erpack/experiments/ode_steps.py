@@ -49,7 +49,8 @@ def run_steps(args) -> dict:
     s = train_from_cache(args.cache, args.labels, output=out, config=cfg, overwrite=True, skip_missing=True,
                          shared_block=ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init,
                                                 beta_docs=args.beta_docs,
-                                                random_steps=getattr(args, "random_steps", False)))
+                                                random_steps=getattr(args, "random_steps", False),
+                                                random_distill=getattr(args, "random_distill", False)))
     train_seconds = time.perf_counter() - t0
     record = json.loads((out / "erpack_task.json").read_text())["ode"]
     n = record["steps_trained"]
@@ -72,6 +73,7 @@ def run_steps(args) -> dict:
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
                                                  "beta_docs": args.beta_docs,
                                                  "random_steps": getattr(args, "random_steps", False),
+                                                 "random_distill": getattr(args, "random_distill", False),
                                                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                                  "patience": args.patience},
             "block": {k: v for k, v in record["block"].items() if k != "distill"},
@@ -92,8 +94,12 @@ def step_runs() -> list[dict]:
 
 
 def trained_at(r: dict) -> str:
-    """How a run's task model was fine-tuned: "random S" (--random-steps) or "L-k steps"."""
-    return "random S" if (r.get("config") or {}).get("random_steps") else "L-k steps"
+    """How a run's task model was trained: "random S" (--random-steps), "random S, distil too" (with
+    --random-distill) or "L-k steps"."""
+    config = r.get("config") or {}
+    if config.get("random_steps"):
+        return "random S, distil too" if config.get("random_distill") else "random S"
+    return "L-k steps"
 
 
 def render() -> str:
@@ -125,7 +131,7 @@ def _same_setup(fixed: dict, rand: dict) -> bool:
     """Two runs that differ only in --random-steps: same cache, labels, documents and the options both
     record (an older file lacks the options added since, e.g. patience)."""
     a, b = fixed.get("config") or {}, rand.get("config") or {}
-    same = all(a[k] == b[k] for k in set(a) & set(b) - {"random_steps"})
+    same = all(a[k] == b[k] for k in set(a) & set(b) - {"random_steps", "random_distill"})
     return same and all(fixed.get(k) == rand.get(k) for k in ("cache", "labels", "model", "layer", "documents"))
 
 
@@ -133,9 +139,10 @@ def render_random() -> list[str]:
     """Fixed (L-k steps) against random-S fine-tuning: for each --random-steps run and the fixed run of the
     same setup, test accuracy at every S and the loss against each model's own L-k steps."""
     runs = step_runs()
-    pairs = sorted(((f, r) for r in runs if trained_at(r) == "random S"
+    pairs = sorted(((f, r) for r in runs if trained_at(r) != "L-k steps"
                     for f in runs if trained_at(f) == "L-k steps" and _same_setup(f, r)),
-                   key=lambda p: (p[0]["model"], p[0]["layer"], p[0]["labels"], p[0]["config"].get("seed", 0)))
+                   key=lambda p: (p[0]["model"], p[0]["layer"], p[0]["labels"], trained_at(p[1]),
+                                  p[0]["config"].get("seed", 0)))
     if not pairs:
         return []
     lines = ["| runs (fixed / random) | seed | steps S | L-k steps: accuracy | random S: accuracy | "
@@ -144,29 +151,31 @@ def render_random() -> list[str]:
     for f, r in pairs:
         fixed = {row["steps"]: row["accuracy"] for row in f["rows"]}
         rand = {row["steps"]: row["accuracy"] for row in r["rows"]}
-        groups.setdefault((f["model"], f["layer"], f["labels"], json.dumps(f["documents"])), []).append((fixed, rand))
+        groups.setdefault((f["model"], f["layer"], f["labels"], json.dumps(f["documents"]), trained_at(r)),
+                          []).append((fixed, rand))
         n = r["steps_trained"]
         for s in sorted(set(fixed) & set(rand)):
-            lines.append(f"| {f['name']} / {r['name']} | {r['config'].get('seed')} | {s} | {fixed[s]:.4f} | "
+            lines.append(f"| {f['name']} / {r['name']} ({trained_at(r)}) | {r['config'].get('seed')} | {s} | {fixed[s]:.4f} | "
                          f"{rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
         if 1 in rand and n > 1:
             verdicts.append(_s1_verdict(r["name"], n, fixed, rand))
-    for (model, layer, labels, _), runs in groups.items():
+    for (model, layer, labels, _, kind), runs in groups.items():
         if len(runs) < 2:
             continue
         fixed, rand = ({s: sum(run[i][s] for run in runs) / len(runs) for s in runs[0][i]} for i in (0, 1))
         n = max(rand)
         for s in sorted(set(fixed) & set(rand)):
-            lines.append(f"| **mean of {len(runs)} seeds** ({model} k = {layer}, {labels}) | | {s} | {fixed[s]:.4f} | "
+            lines.append(f"| **mean of {len(runs)} seeds** ({model} k = {layer}, {labels}; {kind}) | | {s} | {fixed[s]:.4f} | "
                          f"{rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
-        verdicts.append(_s1_verdict(f"mean of {len(runs)} seeds ({model} k = {layer}, {labels})", n, fixed, rand))
+        verdicts.append(_s1_verdict(f"mean of {len(runs)} seeds ({model} k = {layer}, {labels}; {kind})", n, fixed,
+                                    rand))
     return lines + [""] + verdicts
 
 
 def _s1_verdict(name: str, n: int, fixed: dict, rand: dict) -> str:
     """Whether one step of a random-steps model is within 1 point of its own L-k steps."""
     delta = 100 * (rand[1] - rand[n])
-    return (f"- {name}, random S: 1 of {n} steps, {delta:+.2f} points against its own {n} steps: "
+    return (f"- {name}: 1 of {n} steps, {delta:+.2f} points against its own {n} steps: "
             + ("within 1 point" if delta >= -1.0 else "**not** within 1 point")
             + f" (fixed: {100 * (fixed[1] - fixed[n]):+.2f}); at 1 step {100 * (rand[1] - fixed[1]):+.2f} and at "
             f"{n} steps {100 * (rand[n] - fixed[n]):+.2f} points against the fixed model")
@@ -320,7 +329,7 @@ def page_body() -> list[str]:
         lines += ["## Trained at L-k steps or at a random S", "",
                   "The same setup fine-tuned at L-k unit steps (the block's only step count in training) and with "
                   "`--random-steps` (each batch at S steps of size (L-k)/S, S drawn from 1..L-k; distillation at "
-                  "L-k steps in both); each pair shares its seed (distillation, batches, head), and when several "
+                  "L-k steps in both, unless `--random-distill` drew S there too); each pair shares its seed (distillation, batches, head), and when several "
                   "seeds were run their mean follows.", "", *random, ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:

@@ -26,8 +26,9 @@ from erpack.train.modes import load_for_cache, prepare
 
 
 def distill_block(teacher, student, k: int, train, cfg: TrainConfig, spec: ShareSpec, device,
-                  progress: Callable | None = None) -> list[dict]:
-    """erpack.depth.distill.distill with the loop's seeds, batch plans and AdamW schedule."""
+                  progress: Callable | None = None, draws: StepDraws | None = None) -> list[dict]:
+    """erpack.depth.distill.distill with the loop's seeds, batch plans and AdamW schedule (and, with `draws`,
+    a drawn step count per batch)."""
     from erpack.models.layers import layer_list
 
     seed_everything(cfg.seed)
@@ -38,7 +39,8 @@ def distill_block(teacher, student, k: int, train, cfg: TrainConfig, spec: Share
     def plan(epoch: int) -> list:
         return batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, max_tokens=cfg.max_tokens)
 
-    return distill(teacher, student, k, train, plan, spec.distill_epochs, optimizer, schedule, device, progress)
+    return distill(teacher, student, k, train, plan, spec.distill_epochs, optimizer, schedule, device, progress,
+                   draws)
 
 
 def random_steps_loss(model, k: int, task: str, draws: StepDraws, tied: bool) -> Callable:
@@ -87,11 +89,14 @@ def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, mode
         teacher = copy.deepcopy(model).to(dev).eval().requires_grad_(False)
         shared = tie_block(model, k, spec.init)
         model.to(dev)
-        distilled = distill_block(teacher, model, k, sources["train"], cfg, spec, dev, progress)
+        distill_draws = StepDraws(n, cfg.seed, salt=(1,)) if spec.random_distill else None  # its own stream
+        distilled = distill_block(teacher, model, k, sources["train"], cfg, spec, dev, progress, distill_draws)
         del teacher
         block = {"kind": "distilled", "init": spec.init, "layers": [k, k + n - 1],
                  "params": sum(p.numel() for p in shared.parameters()), "distill_epochs": spec.distill_epochs,
                  "distill_lr": spec.distill_lr, "distill": distilled}
+        if distill_draws:
+            block["distill_random_steps"] = distill_draws.record()
     prepared = prepare(model, "upper", k)
     model.to(dev)
     _, upper = split_model(model, k)

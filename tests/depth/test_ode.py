@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from erpack.cli import main
-from erpack.depth.ode import OdeUpper, StepDraws, schedule
+from erpack.depth.ode import OdeUpper, StepDraws, matched_steps, schedule
 from erpack.models import split_model
 from tests.checkers import padded_batch, tiny_model
 
@@ -116,12 +116,32 @@ def test_random_steps_training_records_its_draws_and_repeats_under_a_seed(tiny_c
     assert tm.info["ode"]["steps_trained"] == 2
 
 
+def test_matched_steps_pair_the_steps_that_land_on_a_layer():
+    assert matched_steps(3, 3) == [(0, 0), (1, 1), (2, 2)]  # unit steps: every layer, as plain distillation
+    assert matched_steps(3, 1) == [(0, 2)] and matched_steps(3, 2) == [(1, 2)]  # only the final state
+    assert matched_steps(6, 4) == [(1, 2), (3, 5)]  # 1.5, 3, 4.5, 6 layers: 3 and 6 are whole
+    assert StepDraws(3, 0, salt=(1,)).rng.integers(0, 10**9) != StepDraws(3, 0).rng.integers(0, 10**9)
+
+
+def test_random_distill_records_its_own_draws(tiny_caches, tmp_path):
+    out = tmp_path / "rd"
+    assert _train(tiny_caches["bert"], tiny_caches["labels"], out, "--distill-epochs", "1", "--random-steps",
+                  "--random-distill") == 0
+    ode = json.loads((out / "erpack_task.json").read_text())["ode"]
+    drawn = ode["block"]["distill_random_steps"]
+    assert drawn["choices"] == [1, 2] and sum(drawn["draws"].values()) == 5  # 40 documents, batches of 8, 1 epoch
+    assert ode["block"]["distill"][0]["epoch"] == 1 and "random_steps" in ode
+
+
 def test_random_steps_needs_a_shared_block(tiny_caches, tmp_path, capsys):
     assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--random-steps",
                  "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--random-steps" in err and "--shared-block" in err
     assert not (tmp_path / "x").exists()
+    assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--shared-block",
+                 "--random-distill", "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "y")]) == 2
+    assert "add --random-steps" in capsys.readouterr().err
 
 
 def test_steps_errors(distilled, tiny_caches, tmp_path, capsys):
