@@ -329,7 +329,8 @@ def page_body() -> list[str]:
         lines += ["## Trained at L-k steps or at a random S", "",
                   "The same setup fine-tuned at L-k unit steps (the block's only step count in training) and with "
                   "`--random-steps` (each batch at S steps of size (L-k)/S, S drawn from 1..L-k; distillation at "
-                  "L-k steps in both, unless `--random-distill` drew S there too); each pair shares its seed (distillation, batches, head), and when several "
+                  "L-k steps in both, unless `--random-distill` drew S there too). Both train the same epochs, so a "
+                  "random-steps model runs about 1/(L-k) of its batches at L-k steps; each pair shares its seed (distillation, batches, head), and when several "
                   "seeds were run their mean follows.", "", *random, ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:
