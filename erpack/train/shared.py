@@ -4,7 +4,8 @@
 
 The recipe is erpack.depth.distill's (the block, its distillation from the pretrained upper stack on
 the cache), then the training loop of `upper` mode (erpack.train.loop) for the block and the head
-(with `spec.random_steps`, each batch at a random step count: `random_steps_loss`), then the step sizes on validation (erpack.depth.ode.choose_betas). See docs/depth.md.
+(with `spec.random_steps`, each batch at a random step count: `random_steps_loss`), then the step
+sizes on validation (erpack.depth.ode.choose_betas). See docs/depth.md.
 """
 
 from __future__ import annotations
