@@ -111,7 +111,8 @@ def render() -> str:
     for r in step_runs():
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
-            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {trained_at(r)} | {r['steps_trained']} | {row['steps']} | "
+            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {trained_at(r)} | {r['steps_trained']} | "
+                         f"{row['steps']} | "
                          f"{row['beta']:.3g} | {row['mean_layers']:g} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | "
                          f"{100 * (row['accuracy'] - full):+.2f} |")
         n, by_steps = r["steps_trained"], {row["steps"]: row for row in r["rows"]}
@@ -155,8 +156,8 @@ def render_random() -> list[str]:
                           []).append((fixed, rand))
         n = r["steps_trained"]
         for s in sorted(set(fixed) & set(rand)):
-            lines.append(f"| {f['name']} / {r['name']} ({trained_at(r)}) | {r['config'].get('seed')} | {s} | {fixed[s]:.4f} | "
-                         f"{rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
+            lines.append(f"| {f['name']} / {r['name']} ({trained_at(r)}) | {r['config'].get('seed')} | {s} | "
+                         f"{fixed[s]:.4f} | {rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
         if 1 in rand and n > 1:
             verdicts.append(_s1_verdict(r["name"], n, fixed, rand))
     for (model, layer, labels, _, kind), runs in groups.items():
@@ -165,8 +166,8 @@ def render_random() -> list[str]:
         fixed, rand = ({s: sum(run[i][s] for run in runs) / len(runs) for s in runs[0][i]} for i in (0, 1))
         n = max(rand)
         for s in sorted(set(fixed) & set(rand)):
-            lines.append(f"| **mean of {len(runs)} seeds** ({model} k = {layer}, {labels}; {kind}) | | {s} | {fixed[s]:.4f} | "
-                         f"{rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
+            lines.append(f"| **mean of {len(runs)} seeds** ({model} k = {layer}, {labels}; {kind}) | | {s} | "
+                         f"{fixed[s]:.4f} | {rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
         verdicts.append(_s1_verdict(f"mean of {len(runs)} seeds ({model} k = {layer}, {labels}; {kind})", n, fixed,
                                     rand))
     return lines + [""] + verdicts
@@ -330,7 +331,8 @@ def page_body() -> list[str]:
                   "The same setup fine-tuned at L-k unit steps (the block's only step count in training) and with "
                   "`--random-steps` (each batch at S steps of size (L-k)/S, S drawn from 1..L-k; distillation at "
                   "L-k steps in both, unless `--random-distill` drew S there too). Both train the same epochs, so a "
-                  "random-steps model runs about 1/(L-k) of its batches at L-k steps; each pair shares its seed (distillation, batches, head), and when several "
+                  "random-steps model runs about 1/(L-k) of its batches at L-k steps; each pair shares its seed "
+                  "(distillation, batches, head), and when several "
                   "seeds were run their mean follows.", "", *random, ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:
