@@ -158,7 +158,7 @@ def _add_shared_block_options(p) -> None:
     p.add_argument("--random-distill", action="store_true", help="--random-steps: draw S per batch in the "
                    "distillation too; the states of the S steps that land on a teacher layer ((i+1)(L-k)/S whole) "
                    "are compared with the teacher's, the final state always (at S = 1 only the final state). "
-                   "Recorded as the block's \"distill_random_steps\"")
+                   "Recorded as the block's \"distill_random_steps\"; ALBERT, not distilled, ignores it")
 
 
 def _add_run_options(p) -> None:
