@@ -152,7 +152,7 @@ def render_random() -> list[str]:
     for f, r in pairs:
         fixed = {row["steps"]: row["accuracy"] for row in f["rows"]}
         rand = {row["steps"]: row["accuracy"] for row in r["rows"]}
-        groups.setdefault((f["model"], f["layer"], f["labels"], json.dumps(f["documents"]), trained_at(r)),
+        groups.setdefault((f["model"], f["layer"], Path(f["labels"]).name, json.dumps(f["documents"]), trained_at(r)),
                           []).append((fixed, rand))
         n = r["steps_trained"]
         for s in sorted(set(fixed) & set(rand)):
