@@ -2,6 +2,7 @@
 
     python tools/ode_steps.py --cache CACHE --labels bbc --name minilm-k3-bbc [--distill-epochs 2 --epochs 3
         --block-init mean --train-limit N --work runs/ode]       # -> docs/results/depth/ode-NAME.json
+    python tools/ode_steps.py ... --name NAME-random --random-steps   # the same, fine-tuned at a random S per batch
     python tools/ode_steps.py --render --results docs/results/ode-steps.md   # the page, from the JSON files
     python tools/ode_steps.py --unrolled-against-loop            # -> docs/results/depth/ode-unroll.json
     python tools/ode_steps.py --compare-inits --cache CACHE --labels L --name NAME  # mean vs layer-k block init
@@ -43,6 +44,10 @@ def main(argv=None) -> int:
     p.add_argument("--distill-epochs", type=int, default=2)
     p.add_argument("--block-init", choices=["mean", "layer"], default="mean")
     p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--random-steps", action="store_true", help="fine-tune at a random step count per batch "
+                   "(erpack train --shared-block --random-steps); the result file's config says so")
+    p.add_argument("--random-distill", action="store_true", help="with --random-steps: distil at a random step "
+                   "count per batch too (erpack train --random-distill)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

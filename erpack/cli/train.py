@@ -157,6 +157,16 @@ def _add_shared_block_options(p) -> None:
                    "task fine-tuning (default: 2; 0: none)")
     p.add_argument("--block-init", choices=["mean", "layer"], default="mean", help="--shared-block: the block starts "
                    "as the mean of layers k..L-1's weights (default) or as layer k")
+    p.add_argument("--random-steps", action="store_true", help="--shared-block: fine-tune each batch at a random "
+                   "number of steps S (1..L-k, drawn with --seed) of size (L-k)/S instead of always L-k unit steps, "
+                   "so the block learns the larger steps that `erpack eval/predict --steps S` runs below L-k; the "
+                   "draws are recorded in erpack_task.json's \"ode\" record. A batch runs (L-k+1)/2 block "
+                   "evaluations on average instead of L-k; distillation still runs L-k unit steps (see "
+                   "--random-distill)")
+    p.add_argument("--random-distill", action="store_true", help="--random-steps: draw S per batch in the "
+                   "distillation too; the states of the S steps that land on a teacher layer ((i+1)(L-k)/S whole) "
+                   "are compared with the teacher's, the final state always (at S = 1 only the final state). "
+                   "Recorded as the block's \"distill_random_steps\"; ALBERT, not distilled, ignores it")
 
 
 def _add_run_options(p) -> None:
@@ -228,10 +238,15 @@ def run(args) -> int:
     adapter = (AdapterSpec(args.adapter, r=args.rank, alpha=args.alpha, norms=args.adapter_norms, dora=args.dora)
                if args.mode == "adapter" else None)
     shared = None
+    if (args.random_steps or args.random_distill) and not args.shared_block:
+        flag = "--random-steps" if args.random_steps else "--random-distill"
+        raise InputError(f"{flag} trains a shared block at random step counts; add --shared-block (the "
+                         "layers of a plain task model differ, so they cannot be run as fewer steps)")
     if args.shared_block:
         from erpack.depth.distill import ShareSpec
 
-        shared = ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init)
+        shared = ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init, random_steps=args.random_steps,
+                           random_distill=args.random_distill)
     s = train_from_cache(cache_where(args.cache, args), args.labels, task=args.task, mode=args.mode, adapter=adapter, output=args.output,
                          config=cfg, baseline=args.baseline, model_override=args.model, skip_missing=args.skip_missing,
                          progress=lambda **kw: tqdm(leave=False, **kw), overwrite=args.overwrite,

@@ -10,7 +10,10 @@ erpack.train.shared.run_shared_block runs the whole recipe (`erpack train --shar
    learns the pretrained upper stack's trajectory: the mean squared error to the teacher's state after
    each of its layers, plus the final state's again (padding excluded). No label is used.
 3. Fine-tuning: the block and the head train for the task (erpack.train.loop.fit, `upper` mode's
-   learning rate), running L-k unit steps.
+   learning rate), running L-k unit steps; with `random_steps` each batch runs S steps of size (L-k)/S,
+   S drawn from 1..L-k (erpack.depth.ode.StepDraws, seeded by the run's seed), so the block learns to
+   take larger steps too (validation still scores L-k steps to pick the best epoch). `random_distill`
+   draws S in step 2 as well: the states of S steps that land on a teacher layer are its targets.
 4. Step sizes: for every S in 1..L-k-1 the beta of (0.75, 1, 1.25) x (L-k)/S with the best score on
    `beta_docs` validation documents spread evenly over the split (erpack.depth.ode); L-k steps keep beta 1.
 
@@ -43,12 +46,17 @@ class ShareSpec:
     init: str = "mean"
     distill_lr: float = 2e-4
     beta_docs: int | None = 512  # validation documents the step sizes are chosen on (None: all)
+    random_steps: bool = False  # fine-tune each batch at S steps of size (L-k)/S, S drawn from 1..L-k
+    random_distill: bool = False  # distil each batch at a drawn S too, against the teacher's states it lands on
 
     def __post_init__(self):
         if self.init not in INITS:
             raise InputError(f"--block-init {self.init!r}: one of {', '.join(INITS)}")
         if self.distill_epochs < 0:
             raise InputError(f"--distill-epochs {self.distill_epochs}: must be 0 or more")
+        if self.random_distill and not self.random_steps:
+            raise InputError("--random-distill draws the step count in distillation as --random-steps does in "
+                             "fine-tuning; add --random-steps")
 
 
 def tie_block(model: nn.Module, k: int, init: str = "mean") -> nn.Module:
@@ -82,17 +90,21 @@ def _masked_mse(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor) -> torch.T
 
 
 def distill(teacher: nn.Module, student: nn.Module, k: int, train, plan: Callable[[int], list], epochs: int,
-            optimizer, schedule, device, progress: Callable | None = None) -> list[dict]:
+            optimizer, schedule, device, progress: Callable | None = None, draws=None) -> list[dict]:
     """Train the student's shared block (layer k of its list) on the teacher's upper-stack trajectory.
 
     `train` is a source of cached (hidden, mask) batches (erpack.train.data), `plan(epoch)` its batches
-    for an epoch, `optimizer` / `schedule` over the block's parameters. One record per epoch."""
-    from erpack.depth.ode import OdeUpper
+    for an epoch, `optimizer` / `schedule` over the block's parameters. With `draws` (an
+    erpack.depth.ode.StepDraws) each batch runs S steps of size (L-k)/S, each compared with the
+    teacher's state where it lands on a layer (erpack.depth.ode.matched_steps; the final state always).
+    One record per epoch."""
+    from erpack.depth.ode import OdeUpper, matched_steps
     from erpack.models.layers import layer_list
     from erpack.models.split import depth
 
     n = depth(teacher) - k
-    teach, learn = OdeUpper(teacher, k, n, 1.0).eval(), OdeUpper(student, k, n, 1.0).eval()
+    teach = OdeUpper(teacher, k, n, 1.0).eval()
+    learners = {s: OdeUpper(student, k, s, tied=True).eval() for s in (range(1, n + 1) if draws else [n])}
     layer_list(student)[k].requires_grad_(True)
     records = []
     for epoch in range(epochs):
@@ -104,8 +116,9 @@ def distill(teacher: nn.Module, student: nn.Module, k: int, train, plan: Callabl
             keep = mask.bool()
             with torch.no_grad():
                 want = teach.trajectory(hidden, mask)
-            got = learn.trajectory(hidden, mask)
-            per_step = [_masked_mse(g, w, keep) for g, w in zip(got, want)]
+            steps = draws.draw() if draws else n
+            got = learners[steps].trajectory(hidden, mask)
+            per_step = [_masked_mse(got[i], want[j], keep) for i, j in matched_steps(n, steps)]
             loss = torch.stack(per_step).mean() + per_step[-1]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

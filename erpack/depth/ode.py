@@ -10,6 +10,9 @@ them in order; a fully shared stack runs its one block every step.
     upper = OdeUpper(tm.model, tm.layer, steps=3, beta=2.0)   # (hidden, mask) -> logits, 3 block evaluations
     up = ode_upper(tm, steps=3)                                # beta from the task model's record, or the default
 
+Trained with random steps (`StepDraws`: each batch runs S steps of size (L-k)/S, S drawn from 1..L-k),
+one block serves every S, not only L-k; the record then holds `"random_steps": {"seed", "draws", ...}`.
+
 The task model's record `"ode": {"block": {...}, "steps_trained": L-k, "betas": {"S": beta}}` holds the
 step size chosen on validation for each S (`choose_betas`); `ode_upper` refuses a task model without a
 shared block and an S outside 1..MAX_STEP_FACTOR x (L-k) (erpack.depth.limits) (TaskModelError / InputError, exit 2).
@@ -17,6 +20,7 @@ shared block and an S outside 1..MAX_STEP_FACTOR x (L-k) (erpack.depth.limits) (
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,9 +51,34 @@ def schedule(k: int, num_layers: int, steps: int) -> list[int]:
     return [k + (i * n) // steps for i in range(steps)]
 
 
+def matched_steps(n: int, steps: int) -> list[tuple[int, int]]:
+    """(step i of S, teacher layer j) pairs where S steps of size n/S land on a layer boundary: (i+1) n/S = j+1.
+    S = n pairs every step with its layer; the last pair is always (S-1, n-1), the final state."""
+    return [(i, (i + 1) * n // steps - 1) for i in range(steps) if (i + 1) * n % steps == 0]
+
+
 def default_beta(n: int, steps: int) -> float:
     """The step size that covers the L-k unit steps in S: (L-k)/S."""
     return n / steps
+
+
+class StepDraws:
+    """Random step counts for training (`erpack train --shared-block --random-steps`): each batch draws S
+    uniformly from 1..L-k with a generator seeded by `seed`, so a run draws the same S for the same batch
+    every time; `counts` tallies the draws (the task model's record keeps them)."""
+
+    def __init__(self, n: int, seed: int, salt: tuple = ()):
+        self.n, self.seed = n, seed
+        self.rng = np.random.default_rng([seed, n, *salt])  # salt: another stream for the same seed (distillation)
+        self.counts = {str(s): 0 for s in range(1, n + 1)}
+
+    def draw(self) -> int:
+        steps = int(self.rng.integers(1, self.n + 1))
+        self.counts[str(steps)] += 1
+        return steps
+
+    def record(self) -> dict:
+        return {"seed": self.seed, "choices": list(range(1, self.n + 1)), "beta": "(L-k)/S", "draws": dict(self.counts)}
 
 
 class OdeUpper(nn.Module):

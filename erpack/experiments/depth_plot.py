@@ -143,7 +143,8 @@ def collect(folder: Path, model: str, layer: int, data: str) -> tuple[list[dict]
                              f"taken as {model} k = {layer} by its name")
             num_layers = num_layers or L
             points += exit_points(doc, path)
-        elif path.name.startswith("ode-") and "rows" in doc and "steps_trained" in doc:
+        elif path.name.startswith("ode-") and "rows" in doc and "steps_trained" in doc and \
+                not (doc.get("config") or {}).get("random_steps"):  # the plot's ODE points: trained at L-k steps
             m, k, d = _ode_identity(doc)
             if (m, k, d) != (model, layer, data):
                 continue

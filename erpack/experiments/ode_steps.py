@@ -49,7 +49,9 @@ def run_steps(args) -> dict:
     t0 = time.perf_counter()
     s = train_from_cache(args.cache, args.labels, output=out, config=cfg, overwrite=True, skip_missing=True,
                          shared_block=ShareSpec(distill_epochs=args.distill_epochs, init=args.block_init,
-                                                beta_docs=args.beta_docs))
+                                                beta_docs=args.beta_docs,
+                                                random_steps=getattr(args, "random_steps", False),
+                                                random_distill=getattr(args, "random_distill", False)))
     train_seconds = time.perf_counter() - t0
     record = json.loads((out / "erpack_task.json").read_text())["ode"]
     n = record["steps_trained"]
@@ -72,9 +74,12 @@ def run_steps(args) -> dict:
                                                  "block_init": args.block_init, "train_limit": args.train_limit,
                                                  "train_subset": TRAIN_SUBSET,
                                                  "beta_docs": args.beta_docs,
+                                                 "random_steps": getattr(args, "random_steps", False),
+                                                 "random_distill": getattr(args, "random_distill", False),
                                                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                                                  "patience": args.patience},
             "block": {k: v for k, v in record["block"].items() if k != "distill"},
+            "random_steps": record.get("random_steps"),
             "distill": record["block"].get("distill", []), "train_seconds": train_seconds,
             "fine_tune": {"best_epoch": s.recycled.best_epoch, "best_validation": s.recycled.best_validation},
             "rows": rows,
@@ -83,22 +88,33 @@ def run_steps(args) -> dict:
                            "within_1_point": bool(100 * (full - half["accuracy"]) <= 1.0)}}
 
 
-def run_files() -> list[Path]:
-    """The runs' result files (ode-NAME.json), not the unrolled timing, the inits or depth_plot's speeds."""
-    return sorted(p for p in RESULTS.glob("ode-*.json")
-                  if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-", "ode-int8-")))
+def step_runs() -> list[dict]:
+    """Every docs/results/depth/ode-NAME.json of a training run: not the graph timing (ode-unroll.json), the
+    init comparison (ode-init-*), tools/depth_plot.py's ONNX timings (ode-speed-*) nor the int8 check (ode-int8-*)."""
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-*.json"))
+            if p.name != "ode-unroll.json" and not p.name.startswith(("ode-init-", "ode-speed-", "ode-int8-"))]
+
+
+def trained_at(r: dict) -> str:
+    """How a run's task model was trained: "random S" (--random-steps), "random S, distil too" (with
+    --random-distill) or "L-k steps"."""
+    config = r.get("config") or {}
+    if config.get("random_steps"):
+        return "random S, distil too" if config.get("random_distill") else "random S"
+    return "L-k steps"
 
 
 def render() -> str:
     """The Markdown table of every docs/results/depth/ode-*.json."""
-    lines = ["| run | model, k | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | Δ vs L-k (points) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | model, k | trained at | L-k | steps S | beta | mean layers | test accuracy | macro-F1 | "
+             "Δ vs L-k (points) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
-    for path in run_files():
-        r = json.loads(path.read_text())
+    for r in step_runs():
         full = r["rows"][-1]["accuracy"]
         for row in r["rows"]:
-            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {r['steps_trained']} | {row['steps']} | "
+            lines.append(f"| {r['name']} | {r['model']}, {r['layer']} | {trained_at(r)} | {r['steps_trained']} | "
+                         f"{row['steps']} | "
                          f"{row['beta']:.3g} | {row['mean_layers']:g} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} | "
                          f"{100 * (row['accuracy'] - full):+.2f} |")
         n, by_steps = r["steps_trained"], {row["steps"]: row for row in r["rows"]}
@@ -106,12 +122,66 @@ def render() -> str:
             verdicts.append(f"- {r['name']}: at {n} steps the task model predicts mostly one class (macro-F1 "
                             f"{by_steps[n]['macro_f1']:.3f} at accuracy {by_steps[n]['accuracy']:.3f}): it learnt "
                             "little, so its steps say little")
-        for half in sorted({n // 2, (n + 1) // 2} - {0, n}):  # both neighbours of L-k/2 when L-k is odd
+        for half in sorted({1, n // 2, (n + 1) // 2} - {0, n}):  # S = 1 and both neighbours of L-k/2 (L-k odd)
             if half in by_steps:
                 delta = 100 * (by_steps[half]["accuracy"] - full)
                 verdicts.append(f"- {r['name']}: {half} of {n} steps, {delta:+.2f} points: "
                                 + ("within 1 point" if delta >= -1.0 else "**not** within 1 point"))
     return "\n".join(lines + [""] + verdicts) + "\n"
+
+
+def _same_setup(fixed: dict, rand: dict) -> bool:
+    """Two runs that differ only in --random-steps: same cache, labels, documents and the options both
+    record (an older file lacks the options added since, e.g. patience)."""
+    a, b = fixed.get("config") or {}, rand.get("config") or {}
+    same = all(a[k] == b[k] for k in set(a) & set(b) - {"random_steps", "random_distill"})
+    return same and all(fixed.get(k) == rand.get(k) for k in ("cache", "labels", "model", "layer", "documents"))
+
+
+def render_random() -> list[str]:
+    """Fixed (L-k steps) against random-S fine-tuning: for each --random-steps run and the fixed run of the
+    same setup, test accuracy at every S and the loss against each model's own L-k steps."""
+    runs = step_runs()
+    pairs = sorted(((f, r) for r in runs if trained_at(r) != "L-k steps"
+                    for f in runs if trained_at(f) == "L-k steps" and _same_setup(f, r)),
+                   key=lambda p: (p[0]["model"], p[0]["layer"], p[0]["labels"], trained_at(p[1]),
+                                  p[0]["config"].get("seed", 0)))
+    if not pairs:
+        return []
+    lines = ["| runs (fixed / random) | seed | steps S | L-k steps: accuracy | random S: accuracy | "
+             "random - fixed (points) | random S: Δ vs its L-k (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    verdicts, groups = [], {}
+    for f, r in pairs:
+        fixed = {row["steps"]: row["accuracy"] for row in f["rows"]}
+        rand = {row["steps"]: row["accuracy"] for row in r["rows"]}
+        groups.setdefault((f["model"], f["layer"], Path(f["labels"]).name, json.dumps(f["documents"]), trained_at(r)),
+                          []).append((fixed, rand))
+        n = r["steps_trained"]
+        for s in sorted(set(fixed) & set(rand)):
+            lines.append(f"| {f['name']} / {r['name']} ({trained_at(r)}) | {r['config'].get('seed')} | {s} | "
+                         f"{fixed[s]:.4f} | {rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
+        if 1 in rand and n > 1:
+            verdicts.append(_s1_verdict(r["name"], n, fixed, rand))
+    for (model, layer, labels, _, kind), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        fixed, rand = ({s: sum(run[i][s] for run in runs) / len(runs) for s in runs[0][i]} for i in (0, 1))
+        n = max(rand)
+        for s in sorted(set(fixed) & set(rand)):
+            lines.append(f"| **mean of {len(runs)} seeds** ({model} k = {layer}, {labels}; {kind}) | | {s} | "
+                         f"{fixed[s]:.4f} | {rand[s]:.4f} | {100 * (rand[s] - fixed[s]):+.2f} | {100 * (rand[s] - rand[n]):+.2f} |")
+        verdicts.append(_s1_verdict(f"mean of {len(runs)} seeds ({model} k = {layer}, {labels}; {kind})", n, fixed,
+                                    rand))
+    return lines + [""] + verdicts
+
+
+def _s1_verdict(name: str, n: int, fixed: dict, rand: dict) -> str:
+    """Whether one step of a random-steps model is within 1 point of its own L-k steps."""
+    delta = 100 * (rand[1] - rand[n])
+    return (f"- {name}: 1 of {n} steps, {delta:+.2f} points against its own {n} steps: "
+            + ("within 1 point" if delta >= -1.0 else "**not** within 1 point")
+            + f" (fixed: {100 * (fixed[1] - fixed[n]):+.2f}); at 1 step {100 * (rand[1] - fixed[1]):+.2f} and at "
+            f"{n} steps {100 * (rand[n] - fixed[n]):+.2f} points against the fixed model")
 
 
 def unrolled_against_loop(model: str = "minilm", k: int = 3, steps: int = 3, batch: int = 32, tokens: int = 40,
@@ -248,7 +318,7 @@ def page_body() -> list[str]:
              "evaluations per document; Δ is against S = L-k, the stack as trained. One seed each, at",
              "reduced sizes (the training documents of each run are listed): the 2 cores were shared with three",
              "other jobs (load average about 10), so the seconds below are not speeds.", ""]
-    runs = [json.loads(p.read_text()) for p in run_files()]
+    runs = step_runs()
     lines += ["## Runs", ""]
     for r in runs:
         docs = ", ".join(f"{k} {v}" for k, v in r["documents"].items())
@@ -260,6 +330,15 @@ def page_body() -> list[str]:
               "subset_labels(WORK, \"bbc\", {\"train\": 600}, \"hash\"); labels-mpnet-bbc-train120-val40.jsonl holds the "
               "first 120 train and 40 validation rows and every test row of bbc-hash-800-200-500.jsonl):", "", *[f"    {c}" for c in CACHE_COMMANDS], ""]
     lines += ["## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
+    random = render_random()
+    if random:
+        lines += ["## Trained at L-k steps or at a random S", "",
+                  "The same setup fine-tuned at L-k unit steps (the block's only step count in training) and with "
+                  "`--random-steps` (each batch at S steps of size (L-k)/S, S drawn from 1..L-k; distillation at "
+                  "L-k steps in both, unless `--random-distill` drew S there too). Both train the same epochs, so a "
+                  "random-steps model runs about 1/(L-k) of its batches at L-k steps; each pair shares its seed "
+                  "(distillation, batches, head), and when several "
+                  "seeds were run their mean follows.", "", *random, ""]
     inits = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("ode-init-*.json"))]
     if inits:
         lines += ["## The block's initial weights", "",

@@ -3,8 +3,9 @@
     tm, result = run_shared_block(reader, data, cfg, ShareSpec(distill_epochs=2, init="mean"))
 
 The recipe is erpack.depth.distill's (the block, its distillation from the pretrained upper stack on
-the cache), then the training loop of `upper` mode (erpack.train.loop) for the block and the head,
-then the step sizes on validation (erpack.depth.ode.choose_betas). See docs/depth.md.
+the cache), then the training loop of `upper` mode (erpack.train.loop) for the block and the head
+(with `spec.random_steps`, each batch at a random step count: `random_steps_loss`), then the step
+sizes on validation (erpack.depth.ode.choose_betas). See docs/depth.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from erpack.depth.distill import ShareSpec, distill, tie_block, untie
+from erpack.depth.ode import StepDraws
 from erpack.errors import InputError
 from erpack.runtime.device import resolve_device
 from erpack.train.data import batch_plan, cache_source
@@ -25,8 +27,9 @@ from erpack.train.modes import load_for_cache, prepare
 
 
 def distill_block(teacher, student, k: int, train, cfg: TrainConfig, spec: ShareSpec, device,
-                  progress: Callable | None = None) -> list[dict]:
-    """erpack.depth.distill.distill with the loop's seeds, batch plans and AdamW schedule."""
+                  progress: Callable | None = None, draws: StepDraws | None = None) -> list[dict]:
+    """erpack.depth.distill.distill with the loop's seeds, batch plans and AdamW schedule (and, with `draws`,
+    a drawn step count per batch)."""
     from erpack.models.layers import layer_list
 
     seed_everything(cfg.seed)
@@ -37,7 +40,24 @@ def distill_block(teacher, student, k: int, train, cfg: TrainConfig, spec: Share
     def plan(epoch: int) -> list:
         return batch_plan(train.lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, max_tokens=cfg.max_tokens)
 
-    return distill(teacher, student, k, train, plan, spec.distill_epochs, optimizer, schedule, device, progress)
+    return distill(teacher, student, k, train, plan, spec.distill_epochs, optimizer, schedule, device, progress,
+                   draws)
+
+
+def random_steps_loss(model, k: int, task: str, draws: StepDraws, tied: bool) -> Callable:
+    """The fine-tuning loss of `--random-steps`: each batch runs the shared block S times with step size
+    (L-k)/S, S from `draws` (one OdeUpper per S, views sharing the model's weights)."""
+    from erpack.depth.ode import OdeUpper
+    from erpack.train.loop import loss_fn
+
+    uppers = {s: OdeUpper(model, k, s, tied=tied) for s in range(1, draws.n + 1)}
+
+    def loss(inputs, y):
+        up = uppers[draws.draw()]
+        up.train()
+        return loss_fn(task, up(*inputs), y)
+
+    return loss
 
 
 def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, model_override: str | None = None,
@@ -70,18 +90,23 @@ def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, mode
         teacher = copy.deepcopy(model).to(dev).eval().requires_grad_(False)
         shared = tie_block(model, k, spec.init)
         model.to(dev)
-        distilled = distill_block(teacher, model, k, sources["train"], cfg, spec, dev, progress)
+        distill_draws = StepDraws(n, cfg.seed, salt=(1,)) if spec.random_distill else None  # its own stream
+        distilled = distill_block(teacher, model, k, sources["train"], cfg, spec, dev, progress, distill_draws)
         del teacher
         block = {"kind": "distilled", "init": spec.init, "layers": [k, k + n - 1],
                  "params": sum(p.numel() for p in shared.parameters()), "distill_epochs": spec.distill_epochs,
                  "distill_lr": spec.distill_lr, "distill": distilled}
+        if distill_draws:
+            block["distill_random_steps"] = distill_draws.record()
     prepared = prepare(model, "upper", k)
     model.to(dev)
     _, upper = split_model(model, k)
+    draws = StepDraws(n, cfg.seed) if spec.random_steps else None
     result = fit(task=data.task, mode="upper", lr=cfg.lr_for("upper"), cfg=cfg, params_of=model, modules=[upper],
                  forward=lambda x: upper(*x), train=sources["train"], y_train=data.y["train"],
                  validation=sources.get("validation"), y_validation=data.y.get("validation"),
-                 num_classes=len(data.labels), device=dev, progress=progress, desc="shared block")
+                 num_classes=len(data.labels), device=dev, progress=progress, desc="shared block",
+                 train_loss=random_steps_loss(model, k, data.task, draws, tied=not albert) if draws else None)
     model = prepared.finalize().eval()
     metric = primary_metric(data.task)
 
@@ -106,6 +131,8 @@ def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, mode
     info = {"task": data.task, "labels": data.labels, "mode": "upper", "layer": k, "adapter": None,
             "cache": expected_cache_of(reader),
             "ode": {"block": block, "steps_trained": n, "betas": betas, "validation": tried, "metric": metric}}
+    if draws:
+        info["ode"]["random_steps"] = draws.record()
     tm = TaskModel(model, info)
     if len(data.splits.get("test", [])):
         logits = predict(sources["test"], lambda x: tm.upper(*x), [tm.upper], cfg.eval_batch_size, dev, cfg.max_tokens)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from erpack.cli import main
-from erpack.depth.ode import OdeUpper, schedule
+from erpack.depth.ode import OdeUpper, StepDraws, matched_steps, schedule
 from erpack.models import split_model
 from tests.checkers import padded_batch, tiny_model
 
@@ -84,6 +84,64 @@ def test_albert_shared_block_skips_distillation(tiny_caches, tmp_path, capsys):
     assert main(["eval", str(out), str(tiny_caches["albert"]), "--labels", str(tiny_caches["labels"]), "--steps", "1",
                  "--predictions", str(preds), "--device", "cpu"]) == 0
     assert all(json.loads(line)["layers"] == 1 for line in preds.read_text().splitlines())
+
+
+def test_step_draws_are_seeded_and_cover_every_step_count():
+    a, b, other = StepDraws(3, seed=0), StepDraws(3, seed=0), StepDraws(3, seed=1)
+    first = [a.draw() for _ in range(60)]
+    assert first == [b.draw() for _ in range(60)] and first != [other.draw() for _ in range(60)]
+    assert set(first) == {1, 2, 3} and sum(a.counts.values()) == 60
+    assert a.record() == {"seed": 0, "choices": [1, 2, 3], "beta": "(L-k)/S", "draws": a.counts}
+
+
+def test_random_steps_training_records_its_draws_and_repeats_under_a_seed(tiny_caches, tmp_path, capsys):
+    from erpack.train import TaskModel
+
+    records = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        assert _train(tiny_caches["bert"], tiny_caches["labels"], out, "--distill-epochs", "1", "--random-steps",
+                      "--seed", "3") == 0
+        records.append(json.loads((out / "erpack_task.json").read_text())["ode"])
+    drawn = records[0]["random_steps"]
+    assert drawn["seed"] == 3 and drawn["choices"] == [1, 2] and set(drawn["draws"]) == {"1", "2"}
+    assert sum(drawn["draws"].values()) == 10  # 40 documents in batches of 8, 2 epochs: one draw a batch
+    for key in ("random_steps", "betas", "validation"):  # same seed: same draws, same model
+        assert records[0][key] == records[1][key]
+    tm = TaskModel.load(tmp_path / "a")  # an ordinary shared-block task model: eval at every S
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "a"), str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]),
+                 "--steps", "1", "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_layers"] == 1
+    assert tm.info["ode"]["steps_trained"] == 2
+
+
+def test_matched_steps_pair_the_steps_that_land_on_a_layer():
+    assert matched_steps(3, 3) == [(0, 0), (1, 1), (2, 2)]  # unit steps: every layer, as plain distillation
+    assert matched_steps(3, 1) == [(0, 2)] and matched_steps(3, 2) == [(1, 2)]  # only the final state
+    assert matched_steps(6, 4) == [(1, 2), (3, 5)]  # 1.5, 3, 4.5, 6 layers: 3 and 6 are whole
+    assert StepDraws(3, 0, salt=(1,)).rng.integers(0, 10**9) != StepDraws(3, 0).rng.integers(0, 10**9)
+
+
+def test_random_distill_records_its_own_draws(tiny_caches, tmp_path):
+    out = tmp_path / "rd"
+    assert _train(tiny_caches["bert"], tiny_caches["labels"], out, "--distill-epochs", "1", "--random-steps",
+                  "--random-distill") == 0
+    ode = json.loads((out / "erpack_task.json").read_text())["ode"]
+    drawn = ode["block"]["distill_random_steps"]
+    assert drawn["choices"] == [1, 2] and sum(drawn["draws"].values()) == 5  # 40 documents, batches of 8, 1 epoch
+    assert ode["block"]["distill"][0]["epoch"] == 1 and "random_steps" in ode
+
+
+def test_random_steps_needs_a_shared_block(tiny_caches, tmp_path, capsys):
+    assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--random-steps",
+                 "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--random-steps" in err and "--shared-block" in err
+    assert not (tmp_path / "x").exists()
+    assert main(["train", str(tiny_caches["bert"]), "--labels", str(tiny_caches["labels"]), "--shared-block",
+                 "--random-distill", "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "y")]) == 2
+    assert "add --random-steps" in capsys.readouterr().err
 
 
 def test_steps_errors(distilled, tiny_caches, tmp_path, capsys):
