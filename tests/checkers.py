@@ -114,3 +114,22 @@ def minilm_reviews_cache(folder, sizes: dict, codec: str = "int8c+zstd:3", max_l
     assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--codec", codec,
                  "--max-length", str(max_length)]) == 0
     return corpus, cache
+
+
+def minilm_truecase_cache(folder, sizes: dict, every: int):
+    """(chosen, cache): every `every`-th BBC truecasing document (erpack.token_tasks) until sizes[split] of each
+    split, written as a corpus (id, text) in `folder`, and its real MiniLM k = 3 cache (max_length 64) made by
+    `erpack encode`; the labels come from the built-in source `bbc-truecase` (train with --skip-missing)."""
+    import json
+
+    from erpack.cli import main
+    from erpack.token_tasks import load_token_dataset
+
+    chosen = []
+    for r in load_token_dataset("bbc-truecase")[::every]:
+        if sum(x.split == r.split for x in chosen) < sizes[r.split]:
+            chosen.append(r)
+    corpus, cache = folder / "tc.jsonl", folder / "cache"
+    corpus.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in chosen))
+    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--max-length", "64"]) == 0
+    return chosen, cache

@@ -68,9 +68,19 @@ def test_erpack_predict_with_a_token_bundle_prints_words_and_labels(token_bundle
 
 
 # ---- early exit -----------------------------------------------------------------------------------
+def _exit_graph_rows(task_model, cache, ids, folder) -> list[dict]:
+    """The rows `erpack predict` gives for `ids` from the exit-graph folder `erpack export` writes beside a graph."""
+    from erpack.depth.onnx import exits_folder_for
+
+    graph, preds = folder / "m.onnx", folder / "p.jsonl"
+    assert main(["export", str(task_model), "-o", str(graph)]) == 0
+    assert main(["predict", str(exits_folder_for(graph)), str(cache), "--ids", ",".join(ids),
+                 "-o", str(preds), "--device", "cpu"]) == 0
+    return [json.loads(line) for line in preds.read_text().splitlines()]
+
+
 def test_an_exit_bundle_runs_its_exit_graphs_as_predict_does(exit_bundle, dact_model, tiny_exit, tmp_path):  # noqa: F811
     from erpack.deploy import Bundle, BundleRuntime
-    from erpack.depth.onnx import exits_folder_for
 
     out, s = exit_bundle
     b = Bundle.load(out)
@@ -79,13 +89,7 @@ def test_an_exit_bundle_runs_its_exit_graphs_as_predict_does(exit_bundle, dact_m
     assert s.text_parity["max_diff"] < 1e-4 and len(s.text_parity["exits"]["layers"]) == s.text_parity["texts"]
     ids = [r["id"] for r in tiny_exit["rows"][:12]]
     rows = BundleRuntime(out, device="cpu").predict_ids(tiny_exit["cache"], ids).rows
-    # the exit-graph folder `erpack export` writes beside a graph, run by `erpack predict` over the cache
-    graph = tmp_path / "m.onnx"
-    assert main(["export", str(dact_model[0]), "-o", str(graph)]) == 0
-    preds = tmp_path / "p.jsonl"
-    assert main(["predict", str(exits_folder_for(graph)), str(tiny_exit["cache"]), "--ids", ",".join(ids),
-                 "-o", str(preds), "--device", "cpu"]) == 0
-    want = [json.loads(line) for line in preds.read_text().splitlines()]
+    want = _exit_graph_rows(dact_model[0], tiny_exit["cache"], ids, tmp_path)
     assert [(r["id"], r["predicted"], r["layers"]) for r in rows] == [(r["id"], r["predicted"], r["layers"]) for r in want]
     # every layer: the plain upper graph, no `layers`; an override of the threshold changes where they stop
     full = BundleRuntime(out, device="cpu", early_exit=False).predict_ids(tiny_exit["cache"], ids).rows
@@ -117,23 +121,17 @@ def test_an_exit_threshold_needs_exit_graphs(bundle, exit_bundle, tiny_exit):
     engine.close()
 
 
-def test_a_regression_exit_bundle_gives_the_scores_and_layers_predict_gives(reg, tiny_exit, tmp_path):
+def test_a_regression_exit_bundle_gives_the_scores_and_layers_predict_gives(reg, tiny_exit, tmp_path):  # noqa: F811
     """A regression model with a learned halting unit (tests/depth/test_exits_regression.py): the bundle's rows
     carry the score and the exit layer that `erpack predict` gives from the exit graphs `erpack export` writes."""
     from erpack.deploy import BundleRuntime
     from erpack.deploy.build import write_bundle
-    from erpack.depth.onnx import exits_folder_for
 
     out = tmp_path / "bundle"
     write_bundle(reg[1], out, model=str(tiny_exit["model"]), calibration_cache=tiny_exit["cache"])
     ids = [r["id"] for r in tiny_exit["rows"][:12]]
     rows = BundleRuntime(out, device="cpu").predict_ids(tiny_exit["cache"], ids).rows
-    graph = tmp_path / "m.onnx"
-    assert main(["export", str(reg[1]), "-o", str(graph)]) == 0
-    preds = tmp_path / "p.jsonl"
-    assert main(["predict", str(exits_folder_for(graph)), str(tiny_exit["cache"]), "--ids", ",".join(ids),
-                 "-o", str(preds), "--device", "cpu"]) == 0
-    want = [json.loads(line) for line in preds.read_text().splitlines()]
+    want = _exit_graph_rows(reg[1], tiny_exit["cache"], ids, tmp_path)
     assert [(r["id"], r["layers"]) for r in rows] == [(r["id"], r["layers"]) for r in want]
     np.testing.assert_allclose([r["score"] for r in rows], [r["score"] for r in want], atol=1e-5)
 

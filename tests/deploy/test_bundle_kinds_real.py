@@ -10,24 +10,17 @@ import json
 import pytest
 
 from erpack.cli import main
-from tests.checkers import minilm_reviews_cache
+from tests.checkers import minilm_reviews_cache, minilm_truecase_cache
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def test_minilm_truecase_bundle_labels_words_as_predict_does(tmp_path, capsys):
     from erpack.deploy import BundleRuntime
-    from erpack.token_tasks import load_token_dataset
 
     sizes = {"train": 24, "validation": 4, "test": 8}
-    chosen = []
-    for r in load_token_dataset("bbc-truecase")[::7]:
-        if sum(x.split == r.split for x in chosen) < sizes[r.split]:
-            chosen.append(r)
-    corpus = tmp_path / "tc.jsonl"
-    corpus.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in chosen))
-    cache, out, bundle = tmp_path / "cache", tmp_path / "tm", tmp_path / "bundle"
-    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--max-length", "64"]) == 0
+    chosen, cache = minilm_truecase_cache(tmp_path, sizes, every=7)
+    out, bundle = tmp_path / "tm", tmp_path / "bundle"
     assert main(["train", str(cache), "--labels", "bbc-truecase", "--task", "token-classification", "--skip-missing",
                  "-o", str(out), "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--device", "cpu"]) == 0
     assert main(["export", str(out), "--bundle", str(bundle), "--no-int8", "--json"]) == 0

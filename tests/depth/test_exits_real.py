@@ -13,6 +13,14 @@ from tests.checkers import minilm_reviews_cache
 pytestmark = pytest.mark.real
 
 
+def _onnx_test_rows(task_model, cache, labels, folder) -> list[dict]:
+    """`erpack predict`'s rows over the test split from the exit graphs `erpack export` writes for `task_model`."""
+    graph, preds = folder / "g" / "rt.onnx", folder / "onnx.jsonl"
+    assert main(["export", str(task_model), "-o", str(graph)]) == 0
+    assert main(["predict", str(graph.with_name("rt.exits")), str(cache), "--labels", str(labels), "--split", "test",
+                 "-o", str(preds)]) == 0
+    return [json.loads(line) for line in preds.read_text().splitlines()]
+
 def test_minilm_reviews_exits_train_eval_and_onnx_parity(tmp_path, capsys):
     corpus, cache = minilm_reviews_cache(tmp_path, {"train": 48, "validation": 16, "test": 16})
     out = tmp_path / "tm"
@@ -30,13 +38,8 @@ def test_minilm_reviews_exits_train_eval_and_onnx_parity(tmp_path, capsys):
     assert r["mean_layers"] == pytest.approx(s["recycled"]["test"]["mean_layers"])
     assert main(["eval", str(out), str(cache), "--labels", str(corpus), "--json", "--no-early-exit"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_layers"] == 3
-    graph = tmp_path / "g" / "rt.onnx"
-    assert main(["export", str(out), "-o", str(graph)]) == 0
-    onnx_preds = tmp_path / "onnx.jsonl"
-    assert main(["predict", str(graph.with_name("rt.exits")), str(cache), "--labels", str(corpus), "--split", "test",
-                 "-o", str(onnx_preds)]) == 0
     torch_rows = {x["id"]: x for x in map(json.loads, preds.read_text().splitlines())}
-    for x in map(json.loads, onnx_preds.read_text().splitlines()):
+    for x in _onnx_test_rows(out, cache, corpus, tmp_path):
         assert (x["predicted"], x["layers"]) == (torch_rows[x["id"]]["predicted"], torch_rows[x["id"]]["layers"])
 
 
@@ -58,12 +61,7 @@ def test_minilm_reviews_regression_exits_eval_and_onnx_parity(tmp_path, capsys):
     assert main(["eval", str(out), str(cache), "--labels", str(scores), "--json", "--predictions", str(preds)]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["metrics"]["mse"] == pytest.approx(test["mse"]) and r["mean_layers"] == pytest.approx(test["mean_layers"])
-    graph = tmp_path / "g" / "rt.onnx"
-    assert main(["export", str(out), "-o", str(graph)]) == 0
-    onnx_preds = tmp_path / "onnx.jsonl"
-    assert main(["predict", str(graph.with_name("rt.exits")), str(cache), "--labels", str(scores), "--split", "test",
-                 "-o", str(onnx_preds)]) == 0
     torch_rows = {x["id"]: x for x in map(json.loads, preds.read_text().splitlines())}
-    for x in map(json.loads, onnx_preds.read_text().splitlines()):
+    for x in _onnx_test_rows(out, cache, scores, tmp_path):
         assert x["layers"] == torch_rows[x["id"]]["layers"]
         assert x["score"] == pytest.approx(torch_rows[x["id"]]["score"], abs=1e-4)

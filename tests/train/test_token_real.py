@@ -7,22 +7,15 @@ import json
 import pytest
 
 from erpack.cli import main
+from tests.checkers import minilm_truecase_cache
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
 def test_minilm_truecases_bbc_from_the_cache(tmp_path, capsys):
-    from erpack.token_tasks import load_token_dataset
-
     sizes = {"train": 48, "validation": 8, "test": 8}
-    chosen = []
-    for r in load_token_dataset("bbc-truecase")[::5]:
-        if sum(x.split == r.split for x in chosen) < sizes[r.split]:
-            chosen.append(r)
-    corpus = tmp_path / "tc.jsonl"
-    corpus.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in chosen))
-    cache, out = tmp_path / "cache", tmp_path / "tm"
-    assert main(["encode", str(corpus), "-o", str(cache), "--model", "minilm", "--layer", "3", "--max-length", "64"]) == 0
+    _, cache = minilm_truecase_cache(tmp_path, sizes, every=5)
+    out = tmp_path / "tm"
     capsys.readouterr()
     # the built-in label source labels all 2,127 articles; the cache holds the slice
     assert main(["train", str(cache), "--labels", "bbc-truecase", "--task", "token-classification", "--skip-missing",
