@@ -3,10 +3,15 @@ task model, `erpack eval --no-early-exit`: its head), mean layers, and the plain
 
     python tools/exit_table.py WORK OUT.json
 
+    python tools/exit_table.py WORK OUT.json --merge OLD.json   # OLD's runs that WORK does not hold are kept
+
 WORK holds `train-DATA-RULE-SEED.out` (the output of `erpack train ... --json`, RULE = dact, patience or
 none) and `cache-DATA`, `corpus-DATA.jsonl` (see docs/results/early-exit.md for the commands). Writes
 OUT.json and prints one line per run and a Markdown table; tools/exit_page.py renders
-docs/results/early-exit.md from every such file.
+docs/results/early-exit.md from every such file. --merge keeps the runs of an earlier result file whose
+(data, rule, seed) WORK does not hold (their work folder may be gone), records that file's command and
+machine under `merged`, and pairs every run with exits with the plain model of its data set and seed
+whichever file measured it.
 """
 import argparse
 import json
@@ -23,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work", help="the work folder of the runs (train-DATA-RULE-SEED.out, cache-DATA, corpus-DATA.jsonl)")
     parser.add_argument("out", help="the result file to write (docs/results/depth/....json)")
+    parser.add_argument("--merge", metavar="OLD.json", help="an earlier result file: its runs that WORK does not "
+                        "hold are kept (marked with the file's command and machine under `merged`)")
     args = parser.parse_args(argv)
     W = Path(args.work)
     rows = []
@@ -52,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
             row["test_accuracy_no_exits"] = ev["metrics"]["accuracy"]
             row["loss_points_vs_no_exits"] = 100 * (row["test_accuracy_no_exits"] - row["test_accuracy"])
         rows.append(row)
+    merged = []
+    if args.merge:  # an earlier file's runs that WORK does not hold, each marked with the file that measured it
+        old = json.loads(Path(args.merge).read_text())
+        have = {(r["data"], r["rule"], r["seed"]) for r in rows}
+        kept = [r for r in old["runs"] if (r["data"], r["rule"], r["seed"]) not in have]
+        for r in kept:
+            r.pop("test_accuracy_plain_model", None), r.pop("loss_points_vs_plain_model", None)
+            r.setdefault("measured_by", len(old.get("merged", [])))  # index into `merged`
+        merged = [*old.get("merged", []), {"command": old.get("command"), "machine": old.get("machine")}]
+        rows = sorted(kept + rows, key=lambda r: (r["data"], r["rule"], r["seed"]))
     plain = {(r["data"], r["seed"]): r["test_accuracy"] for r in rows if r["rule"] == "none"}
     for r in rows:
         if r["rule"] != "none" and (r["data"], r["seed"]) in plain:
@@ -59,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             r["loss_points_vs_plain_model"] = 100 * (plain[(r["data"], r["seed"])] - r["test_accuracy"])
     Path(args.out).write_text(json.dumps({"command": "python tools/exit_table.py " + " ".join(argv),
                                          "machine": describe_machine(), "train_subset": TRAIN_SUBSET,
-                                         "runs": rows}, indent=2) + "\n")
+                                         "runs": rows, **({"merged": merged} if merged else {})},
+                                        indent=2) + "\n")
     for r in rows:
         print(r["data"], r["rule"], r["seed"], round(r["test_accuracy"], 4), r.get("test_accuracy_no_exits"),
               r.get("mean_layers_fraction"), r.get("loss_points_vs_no_exits"), r.get("loss_points_vs_plain_model"))

@@ -153,6 +153,10 @@ def accuracy_lines(g: str, v: dict) -> list[str]:
     lines += ["", f"Run file: [depth/{v['file']}](depth/{v['file']}), `{v['doc'].get('command', '?')}`"
               + (f" on {machine_line(v['doc']['machine'])}" if v["doc"].get("machine") else " (machine not recorded)")
               + "."]
+    for i, m in enumerate(v["doc"].get("merged", [])):  # runs kept from an earlier result file (exit_table --merge)
+        which = ", ".join(f"{r['data']} {r['rule']} seed {r['seed']}" for r in runs if r.get("measured_by") == i)
+        lines += ["", f"Of these, {which} were measured earlier, by `{m.get('command') or '?'}`"
+                  + (f" on {machine_line(m['machine'])}" if m.get("machine") else "") + "."]
     limited = [d for d in sizes if any(r["data"] == d and r.get("train_limit") for r in runs)]
     if not v["doc"].get("train_subset"):
         lines += ["", "Where a run trained on fewer documents than its split holds it was given `--train-limit N`, "

@@ -91,3 +91,40 @@ def test_check_fails_on_a_stale_page_and_says_what_to_run(tmp_path):
     assert page.read_text() == "stale\n"
     assert _tool("--folder", tmp_path, "--page", page).returncode == 0
     assert _tool("--folder", tmp_path, "--page", page, "--check").returncode == 0
+
+
+def _train_out(model: str, accuracy: float) -> str:
+    """The last line of `erpack train --json` for a plain run (no exits), as tools/exit_table.py reads it."""
+    return json.dumps({"documents": {"train": 100, "validation": 200, "test": 400}, "output": model,
+                       "config": {"train_limit": None},
+                       "recycled": {"test": {"accuracy": accuracy}, "best_epoch": 2, "train_seconds_per_epoch": 9.0,
+                                    "notes": {}}}) + "\n"
+
+
+def test_exit_table_merge_keeps_earlier_runs_and_pairs_them_with_new_plain_models(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"command": "python tools/exit_table.py GONE old.json",
+                               "machine": {"cpu": "Old CPU", "cores": 2, "time": "2026-12-01 17:15:25 UTC"},
+                               "runs": [_run("bbc", "dact", 0, 0.4, 0.4, "mp"), _run("bbc", "dact", 1, 0.4, 0.0, "mp")]}))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train-bbc-none-0.out").write_text("epoch 1 ...\n" + _train_out("tm-bbc-none-s0", 0.905))
+    (work / "train-bbc-none-1.out").write_text("")  # unfinished: skipped
+    out = tmp_path / "depth" / "mpnet-k6-runs.json"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "exit_table.py"), str(work), str(out), "--merge", str(old)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert [(r["rule"], r["seed"], r.get("measured_by")) for r in doc["runs"]] == [("dact", 0, 0), ("dact", 1, 0),
+                                                                                  ("none", 0, None)]
+    assert doc["merged"] == [{"command": "python tools/exit_table.py GONE old.json",
+                              "machine": {"cpu": "Old CPU", "cores": 2, "time": "2026-12-01 17:15:25 UTC"}}]
+    seed0 = doc["runs"][0]
+    assert seed0["test_accuracy_plain_model"] == 0.905
+    assert abs(seed0["loss_points_vs_plain_model"] - 100 * (0.905 - 0.896)) < 1e-9
+    assert "test_accuracy_plain_model" not in doc["runs"][1]  # no plain model for seed 1
+    text = page_text(out.parent)
+    assert "Of these, bbc dact seed 0, bbc dact seed 1 were measured earlier, by `python tools/exit_table.py GONE old.json`" in text
+    assert "Against a plain task model trained without exits (bbc seed 0: 90.50): dact 0.90 points below it" in text
