@@ -141,13 +141,13 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
     (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning rate the run used. `splits`: {split: (N, batches())}, `score(task, logits,
     y, classes)` the task's metrics (erpack.train.loop.score)."""
     from erpack.depth.runner import ExitModel
-    from erpack.depth.threshold import choose, choose_regression, reference_logits
+    from erpack.depth.threshold import REFERENCE, choose, choose_regression, head_logits, mixture
 
     regression = tm.task == "regression"
     em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0, regression))
     em.to(device)
     record = {"rule": spec.rule, "budget": spec.budget, "ponder": spec.ponder, "lr": spec.lr,
-              "exits": exits.record(), "layers": em.layers}
+              "exits": exits.record(), "layers": em.layers, "reference": REFERENCE}
     n_val, val = splits.get("validation", (0, None))
     if spec.threshold is not None or not n_val:
         if spec.threshold is None:
@@ -160,6 +160,8 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
                                     lambda yy, p: score(tm.task, p[:, None], yy, 0)) if regression
                   else choose(spec.rule, logits, halting, y["validation"], spec.budget))
         record.update(threshold=chosen.pop("threshold"), chosen_on="validation", validation=chosen)
+        if not chosen["within_budget"]:
+            record["note"] = budget_note(spec.rule, record["threshold"], chosen)
     em.rule = Rule(spec.rule, record["threshold"], regression)
     n_test, test = splits.get("test", (0, None))
     if n_test:
@@ -168,7 +170,23 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
                            mean_layers_fraction=float(used.mean() / em.layers))
         result.test_logits = z
         stored, halts = stored_outputs(em, test(), n_test, device)
-        record["test_all_layers"] = score(tm.task, reference_logits(spec.rule, stored, halts, regression), y["test"],
-                                          len(tm.labels))
+        record["test_all_layers"] = score(tm.task, head_logits(stored), y["test"], len(tm.labels))
+        if spec.rule == "dact":
+            record["test_mixture"] = score(tm.task, mixture(stored, halts, regression), y["test"], len(tm.labels))
     result.notes["early_exit"] = {k: v for k, v in record.items() if k != "exits"}
     return record
+
+
+def budget_note(rule: str, threshold: float, chosen: dict) -> str:
+    """What to say when no threshold kept the validation metric within the budget of the task head's (the chosen
+    row of erpack.depth.threshold.choose / choose_regression, `within_budget: false`)."""
+    key = chosen.get("metric", "accuracy")
+    what = "Pearson r" if key == "pearson" else "accuracy"
+    units = "point (Pearson r x 100)" if key == "pearson" else "point"
+    mixed = chosen.get(f"{key}_mixture")
+    return (f"no {rule} threshold kept validation {what} within {chosen['budget']:g} {units} of the task head's "
+            f"{chosen[key + '_all_layers']:.4f}"
+            + (f" (the {rule} mixture with every layer run scores {mixed:.4f})" if mixed is not None else "")
+            + f"; kept threshold {threshold:g}, the best there: {what} {chosen[key]:.4f} at {chosen['mean_layers']:.2f} "
+            f"of {chosen['layers']} layers. For the head's answer run without exits (--no-early-exit in eval, "
+            f"predict and serve), or train again with a larger --exit-budget")

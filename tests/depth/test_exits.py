@@ -100,7 +100,8 @@ def test_threshold_is_the_most_aggressive_within_the_budget():
     wrong = -right
     logits = torch.stack([torch.cat([right[:2], wrong[2:]]), right, right], dim=1).numpy()  # (4, 3, 2)
     strict = choose("patience", logits, None, y, budget=0.0)
-    assert strict["accuracy"] == strict["accuracy_all_layers"] == 1.0
+    assert strict["accuracy"] == strict["accuracy_all_layers"] == 1.0  # the head's
+    assert strict["reference"] == "head" and strict["within_budget"] and "accuracy_mixture" not in strict
     assert strict["threshold"] == 1.0 and strict["mean_layers"] == pytest.approx((2 + 2 + 3 + 3) / 4)
     loose = choose("entropy", logits, None, y, budget=50.0)  # half the documents may be lost: stop at exit 0
     assert loose["mean_layers"] == 1.0 and loose["accuracy"] == 0.5
@@ -109,7 +110,7 @@ def test_threshold_is_the_most_aggressive_within_the_budget():
 
 
 def test_dact_exact_threshold_keeps_the_every_layer_answer(dact_model, tiny_exit):
-    from erpack.depth.threshold import reference_logits
+    from erpack.depth.threshold import mixture
     from erpack.store import CacheReader
 
     tm = TaskModel.load(dact_model[0])
@@ -120,7 +121,7 @@ def test_dact_exact_threshold_keeps_the_every_layer_answer(dact_model, tiny_exit
     z, _ = em.run(hidden, mask)
     with torch.no_grad():
         zs, hs = em.outputs(hidden, mask)
-    assert np.array_equal(z.argmax(1), reference_logits("dact", torch.stack(zs, 1).numpy(), hs.numpy()).argmax(1))
+    assert np.array_equal(z.argmax(1), mixture(torch.stack(zs, 1).numpy(), hs.numpy()).argmax(1))
 
 
 def test_bad_exit_options_are_refused(tiny_exit, dact_model, tmp_path, capsys):

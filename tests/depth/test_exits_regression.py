@@ -14,7 +14,7 @@ from erpack.cli import main
 from erpack.depth.ort import ExitGraphs
 from erpack.depth.rules import Rule, simulate
 from erpack.depth.runner import ExitModel
-from erpack.depth.threshold import choose_regression, reference_logits
+from erpack.depth.threshold import choose_regression, mixture
 from erpack.depth.training import ExitSpec
 from erpack.train import TaskModel, TrainConfig, train_from_cache
 from erpack.train.metrics import regression_metrics
@@ -60,7 +60,7 @@ def test_act_rule_compaction_and_simulation_agree(reg, tiny_exit):
     with torch.no_grad():
         zs, hs = em.outputs(hidden, mask)
     scores, halting = torch.stack(zs, 1).numpy(), hs.numpy()  # (N, 3, 1), (N, 2)
-    mixture = reference_logits("dact", scores, halting, regression=True)
+    mixed = mixture(scores, halting, regression=True)
     for t in (0.0, 0.3, 0.7, 1.0):
         em.rule = Rule("dact", t, regression=True)
         z1, l1 = em.run(hidden, mask, compact=True)
@@ -72,10 +72,10 @@ def test_act_rule_compaction_and_simulation_agree(reg, tiny_exit):
         np.testing.assert_allclose(z3, z1, atol=1e-5)
         # ACT: stopped at layer j with R_j <= t, the output differs from the mixture by at most R_j x the spread
         spread = scores.max(1)[:, 0] - scores.min(1)[:, 0]
-        assert (np.abs(z1 - mixture)[:, 0] <= t * spread + 1e-5).all(), t
+        assert (np.abs(z1 - mixed)[:, 0] <= t * spread + 1e-5).all(), t
     em.rule = Rule("dact", 0.0, regression=True)
     z0, l0 = em.run(hidden, mask)
-    np.testing.assert_allclose(z0, mixture, atol=1e-5)  # threshold 0: the every-layer mixture
+    np.testing.assert_allclose(z0, mixed, atol=1e-5)  # threshold 0: the every-layer mixture
     em.rule = Rule("dact", 1.0, regression=True)
     assert (em.run(hidden, mask)[1] == 1).all()  # threshold 1: the first layer
 
@@ -88,11 +88,14 @@ def test_threshold_is_the_most_aggressive_within_the_pearson_budget():
     scores = np.stack([noise, y, y], 1)[:, :, None]  # (6, 3, 1)
     halting = np.zeros((6, 2), np.float32)
     strict = choose_regression(scores, halting, y, 0.0, regression_metrics)
-    # stopping at exit 1 gives its score the unspent 0.5: 0.5 noise + 0.5 y, the mixture itself; exit 0 is noise
-    assert strict["threshold"] == 0.25 and strict["mean_layers"] == 2.0
-    assert strict["pearson"] == pytest.approx(strict["pearson_all_layers"])
+    # stopping at exit 1 gives its score the unspent 0.5: 0.5 noise + 0.5 y, the mixture itself; exit 0 is noise.
+    # The head (exit 2: y, r = 1) is above every candidate: the best r, with the fewest layers, out of budget
+    assert strict["threshold"] == 0.25 and strict["mean_layers"] == 2.0 and strict["within_budget"] is False
+    assert strict["pearson"] == pytest.approx(strict["pearson_mixture"])
+    assert strict["pearson_all_layers"] == pytest.approx(1.0) and strict["pearson"] < 0.99
     loose = choose_regression(scores, halting, y, 100.0, regression_metrics)  # any r qualifies
     assert loose["threshold"] == 0.5 and loose["mean_layers"] == 1.0  # the first (smallest) threshold that stops at 1
+    assert loose["within_budget"] and loose["reference"] == "head"
     assert loose["pearson"] == pytest.approx(regression_metrics(y, noise)["pearson"])
     assert strict["metric"] == "pearson" and strict["tried"] == 101
 
