@@ -1,6 +1,7 @@
 """The exits' learning rate (`erpack train --exit-lr`): one DACT run per exit lr on the same cache, labels, seed
-and run lr, and what each gives on the test split: the task metric with exits and with every layer, mean layers,
-and how far the halting probabilities spread across documents.
+and run lr, and what each gives on the test split: the task metric with exits and with every layer (the
+row's `test_all_layers`: DACT's halting-weighted mixture; `test_head`: the task head, in runs whose record has
+it), mean layers, and how far the halting probabilities spread across documents.
 
     python tools/exit_lr.py runs/cache-rt runs/scores-rt.jsonl --task regression --exit-lrs 1e-4,1e-3 \
         --work runs/reg -o docs/results/depth/exit-lr-minilm-k3-rt-regression.json
@@ -82,14 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         r, e = s["recycled"], s["recycled"]["notes"]["early_exit"]
         metric = "pearson" if args.task == "regression" else "accuracy"
         row = {"exit_lr": lr, "run_lr": args.lr, "metric": metric, "test": r["test"][metric],
-               "test_all_layers": e["test_all_layers"][metric], "mean_layers": r["test"]["mean_layers"],
+               "test_all_layers": (e.get("test_mixture") or e["test_all_layers"])[metric],  # the mixture
+               **({"test_head": e["test_all_layers"][metric]} if "test_mixture" in e else {}),
+               "mean_layers": r["test"]["mean_layers"],
                "threshold": e["threshold"], "validation": e.get("validation"), "best_epoch": r["best_epoch"],
                "seconds_per_epoch": r["train_seconds_per_epoch"], "documents": s["documents"],
                "command": " ".join(["erpack"] + cmd[3:])}
         row.update(halting_stats(str(tm), args.cache, args.labels, args.task))
         rows.append(row)
         spread = max(h["std"] for h in row["halting"])
-        print(f"exit lr {lr:g}: test {metric} {row['test']:.4f} (every layer {row['test_all_layers']:.4f}), "
+        head = f", the head {row['test_head']:.4f}" if "test_head" in row else ""
+        print(f"exit lr {lr:g}: test {metric} {row['test']:.4f} (every layer: the mixture {row['test_all_layers']:.4f}"
+              f"{head}), "
               f"{row['mean_layers']:.2f} layers, threshold {row['threshold']:g}, halting std <= {spread:.4f}")
     Path(args.output).write_text(json.dumps({"command": "python tools/exit_lr.py " + " ".join(argv),
                                              "machine": describe_machine(threads=1), "runs": rows}, indent=2) + "\n")

@@ -131,9 +131,11 @@ def _add_exit_options(p) -> None:
                    "threshold). Regression takes dact only; saved as exits.safetensors in the task model folder, "
                    "used by eval, export and predict")
     p.add_argument("--exit-budget", type=float, default=0.5, help="--early-exit: what the exits may cost on the "
-                   "validation split against the same model running every layer, in accuracy points (regression: "
-                   "Pearson r points x 100, so 0.5 allows r 0.005 lower); the most aggressive threshold within it "
-                   "is saved (default: 0.5)")
+                   "validation split against the task head, the last exit (what the same model answers without "
+                   "exits, --no-early-exit), in accuracy points (regression: Pearson r points x 100, so 0.5 allows r "
+                   "0.005 lower); the most aggressive threshold within it is saved. DACT answers with a mixture of "
+                   "the exits that may score below the head: when no threshold is within the budget, the most "
+                   "accurate one is saved and train says so (default: 0.5)")
     p.add_argument("--ponder", type=float, default=None, help="--early-exit dact: weight of the ponder penalty, the "
                    "expected share of upper layers run, in the loss (default: 0.05); larger stops earlier")
     p.add_argument("--exit-threshold", type=float, default=None, help="--early-exit: use this threshold instead of "
@@ -212,11 +214,15 @@ def _print_summary(s, mode: str, metric: str) -> None:
     if exit_note:
         val, test = exit_note.get("validation") or {}, r.test or {}
         key = val.get("metric", "accuracy")  # regression: pearson
+        mixed = (f", the mixture {val[key + '_mixture']:.4f}" if val.get(key + "_mixture") is not None else "")
+        every = exit_note.get("test_all_layers")
         print(f"early exit {exit_note['rule']} threshold {exit_note['threshold']:g}, exits' lr {exit_note['lr']:g}"
-              + (f" (validation {key}: {val[key]:.4f} against {val[key + '_all_layers']:.4f} with every layer, "
+              + (f" (validation {key}: {val[key]:.4f} against the head's {val[key + '_all_layers']:.4f}{mixed}, "
                  f"{val['mean_layers']:.2f} of {val['layers']} layers)" if val else "")
-              + (f"; test {test.get('mean_layers', float('nan')):.2f} layers a document, every layer "
-                 f"{exit_note['test_all_layers'][metric]:.4f}" if "test_all_layers" in exit_note else ""))
+              + (f"; test {test.get('mean_layers', float('nan')):.2f} layers a document, every layer (the head) "
+                 f"{every[metric]:.4f}" if every else ""))
+        if exit_note.get("note"):
+            print(f"note: {exit_note['note']}")
     for note in s.cleaned or []:
         print(f"note: {note}")
     print(f"saved      {s.output} ({s.seconds:.0f} s in all)"
