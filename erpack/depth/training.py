@@ -5,9 +5,13 @@
 validation scores (the prediction with every layer run) and the training loss (erpack.depth.losses).
 The exits train jointly with whatever the mode trains (upper: layers k..L-1 and the head; adapter: the
 adapters and the head; head: the head alone), from the seed. `finish` then stores every exit's output
-on the validation split, chooses the threshold there (erpack.depth.threshold), and scores the test split
-with exits (batch compaction) and without; the record goes to erpack_task.json as `early_exit` and the
-exits to `exits.safetensors` beside the model.
+on the validation split, chooses the threshold there (erpack.depth.threshold: within the budget of the task
+head, the last exit, what the model answers without exits), and scores the test split with exits (batch
+compaction) and without (`test_all_layers`: the head; dact also `test_mixture`, its halting-weighted mixture
+with every layer run); the record goes to erpack_task.json as `early_exit` (with `reference: "head"`) and
+the exits to `exits.safetensors` beside the model. When no DACT threshold kept validation within the budget
+of the head (its mixture scores more than the budget below the head), the most accurate one is kept, and the
+record's `validation.within_budget` is false and its `note` says so (`budget_note`; `erpack train` prints it).
 
 Regression: dact only. Each exit gives a score, the halting units weigh them (erpack.depth.losses), and
 the budget is in Pearson points x 100 (erpack.depth.threshold); patience and entropy are refused.
@@ -137,9 +141,10 @@ def run_split(em, batches, n: int, device, bar=None):
 
 
 def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, score) -> dict:
-    """Choose the threshold on validation, score test with and without exits; returns the `early_exit` record
-    (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning rate the run used. `splits`: {split: (N, batches())}, `score(task, logits,
-    y, classes)` the task's metrics (erpack.train.loop.score)."""
+    """Choose the threshold on validation, score test with exits, with the head and (dact) the mixture; returns
+    the `early_exit` record (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning
+    rate the run used. `splits`: {split: (N, batches())}, `score(task, logits, y, classes)` the task's metrics
+    (erpack.train.loop.score)."""
     from erpack.depth.runner import ExitModel
     from erpack.depth.threshold import REFERENCE, choose, choose_regression, head_logits, mixture
 
