@@ -207,10 +207,31 @@ def target_lines(exits: list[dict], n: int | None) -> list[str]:
             allowed = math.floor(val["budget"] / 100 * val["documents"] + 1e-9)
             lines.append(f"- The budget is counted on validation: {val['budget']:g} point of {data}'s "
                          f"{val['documents']:,} validation documents lets a threshold lose {allowed} document(s) there.")
+    lines += budget_lines(exits)
     measured = "; ".join(f"{d} {rule} seed(s) {', '.join(str(r['seed']) for r in rs)}"
                          for (d, rule), rs in sorted(_by(exits, ("data", "rule")).items()))
     lines.append(f"- Measured: {measured}. Anything else (other seeds, rules, data sets) is not in this file.")
     return lines + [""]
+
+
+def budget_lines(exits: list[dict]) -> list[str]:
+    """What each run's threshold budget was measured against (its validation record's `reference`; none: trained
+    before the head was the reference, DACT's mixture) and the runs whose threshold is out of budget."""
+    lines = []
+    old = [r for r in exits if r["rule"] == "dact" and (r.get("validation") or {}).get("budget") is not None
+           and not r["validation"].get("reference")]
+    if old:
+        lines.append("- Thresholds chosen on validation against DACT's mixture with every layer run, not the head "
+                     "(trained before the budget's reference was the task head, docs/depth.md): "
+                     + ", ".join(f"{r['data']} {r['rule']} seed {r['seed']}" for r in old) + ".")
+    for r in exits:
+        v = r.get("validation") or {}
+        if v.get("within_budget") is False:
+            mixed = f", the mixture {_pct(v['accuracy_mixture'])}" if v.get("accuracy_mixture") is not None else ""
+            lines.append(f"- Out of budget, {r['data']} {r['rule']} seed {r['seed']}: no threshold kept validation "
+                         f"accuracy within {v['budget']:g} point of the head's {_pct(v['accuracy_all_layers'])}"
+                         f"{mixed}; the most accurate was kept ({_pct(v['accuracy'])}).")
+    return lines
 
 
 def _by(runs: list[dict], keys: tuple[str, ...]) -> dict:

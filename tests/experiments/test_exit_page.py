@@ -128,3 +128,39 @@ def test_exit_table_merge_keeps_earlier_runs_and_pairs_them_with_new_plain_model
     text = page_text(out.parent)
     assert "Of these, bbc dact seed 0, bbc dact seed 1 were measured earlier, by `python tools/exit_table.py GONE old.json`" in text
     assert "Against a plain task model trained without exits (bbc seed 0: 90.50): dact 0.90 points below it" in text
+
+
+def _exit_out(model: str, e: dict) -> str:
+    """The last line of `erpack train --json` for a dact run, with its early_exit record `e`."""
+    return json.dumps({"documents": {"train": 100, "validation": 200, "test": 400}, "output": model,
+                       "config": {"train_limit": None},
+                       "recycled": {"test": {"accuracy": 0.88, "mean_layers": 2.4, "mean_layers_fraction": 0.4},
+                                    "best_epoch": 2, "train_seconds_per_epoch": 9.0,
+                                    "notes": {"early_exit": dict(e, rule="dact", threshold=0.2)}}}) + "\n"
+
+
+def test_exit_table_reads_the_mixture_of_old_and_new_records_and_the_page_names_the_reference(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    old = {"validation": {"accuracy": 0.87, "accuracy_all_layers": 0.875, "budget": 0.5, "documents": 200},
+           "test_all_layers": {"accuracy": 0.875}}  # before the head was the reference: the mixture's
+    new = {"reference": "head", "note": "no dact threshold ...",
+           "validation": {"accuracy": 0.87, "reference": "head", "accuracy_all_layers": 0.885, "accuracy_mixture": 0.875,
+                          "within_budget": False, "budget": 0.5, "documents": 200},
+           "test_all_layers": {"accuracy": 0.89}, "test_mixture": {"accuracy": 0.875}}
+    for seed, e in ((0, old), (1, new)):
+        (work / f"train-rt-dact-{seed}.out").write_text(_exit_out(f"tm-rt-dact-s{seed}", e))
+        (work / f"eval-rt-dact-{seed}.json").write_text(json.dumps({"metrics": {"accuracy": 0.89}}))  # --no-early-exit
+    out = tmp_path / "depth" / "mpnet-k6-runs.json"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "exit_table.py"), str(work), str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["test_accuracy_every_layer_rule"] for r in runs] == [0.875, 0.875]  # the mixture, either way
+    assert [r["test_accuracy_no_exits"] for r in runs] == [0.89, 0.89]
+    text = page_text(out.parent)
+    assert "not the head (trained before the budget's reference was the task head, docs/depth.md): rt dact seed 0." in text
+    assert ("- Out of budget, rt dact seed 1: no threshold kept validation accuracy within 0.5 point of the head's "
+            "88.50, the mixture 87.50; the most accurate was kept (87.00).") in text
