@@ -37,7 +37,7 @@ class ExitSpec:
     """--early-exit RULE --exit-budget POINTS --ponder WEIGHT [--exit-threshold X] [--exit-lr LR]."""
 
     rule: str
-    budget: float = 0.5  # accuracy (regression: Pearson) points x 100 the chosen threshold may cost on validation
+    budget: float = 0.5  # accuracy (regression: Pearson r) points x 100 the threshold may cost on validation vs the head
     ponder: float | None = None  # dact: weight of the expected share of layers run in the loss (default 0.05)
     threshold: float | None = None  # set: use it instead of choosing on validation
     lr: float | None = None  # the exits' and halting units' learning rate; None: exit_lr's default
@@ -47,7 +47,7 @@ class ExitSpec:
             raise InputError(f"unknown exit rule {self.rule!r}; rules: {', '.join(RULES)}")
         if not 0.0 <= self.budget <= 100.0:
             raise InputError(f"--exit-budget is accuracy points (regression: Pearson r x 100), 0 to 100, the exits "
-                             f"may cost on validation; got {self.budget}")
+                             f"may cost on validation against the task head; got {self.budget}")
         if self.ponder is None:
             object.__setattr__(self, "ponder", DEFAULT_PONDER if self.rule == "dact" else 0.0)
         if self.ponder < 0:
