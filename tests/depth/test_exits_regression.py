@@ -48,7 +48,9 @@ def test_regression_exits_train_and_record_the_threshold(reg):
     assert note["rule"] == "dact" and note["chosen_on"] == "validation" and 0 <= note["threshold"] <= 1
     assert note["validation"]["metric"] == "pearson" and {"pearson_all_layers", "mse"} <= set(note["validation"])
     assert {"pearson", "mse", "mean_layers", "mean_layers_fraction"} <= set(test) and 1 <= test["mean_layers"] <= 3
-    assert set(note["test_all_layers"]) == {"pearson", "mse", "n"}
+    assert set(note["test_all_layers"]) == set(note["test_mixture"]) == {"pearson", "mse", "n"}
+    assert note["reference"] == note["validation"]["reference"] == "head"
+    assert {"pearson_mixture", "mse_mixture", "within_budget"} <= set(note["validation"])
     tm = TaskModel.load(out)
     assert tm.info["early_exit"]["exits"] == dict(tm.info["early_exit"]["exits"], num_labels=1, halting=True, count=2)
 
@@ -115,6 +117,8 @@ def test_eval_reports_pearson_mse_and_layers(reg, tiny_exit, tmp_path, capsys):
     assert main(["eval", str(out), cache, "--labels", str(labels), "--json", "--no-early-exit"]) == 0
     full = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert full["mean_layers"] == 3 and full["early_exit"] is None and "pearson" in full["metrics"]
+    head = s.recycled.notes["early_exit"]["test_all_layers"]  # the budget's reference: the model without exits
+    assert full["metrics"]["pearson"] == pytest.approx(head["pearson"], abs=1e-5)
     assert main(["eval", str(out), cache, "--labels", str(labels), "--json", "--exit-threshold", "1"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_layers"] == 1
     assert main(["eval", str(out), cache, "--labels", str(labels), "--exit-threshold", "1.5"]) == 2
