@@ -42,9 +42,11 @@ def word_label_rows(source: str, names: list[str]) -> dict:
     return {r.id: r for r in rows}
 
 
-def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: list) -> dict[str, tuple[list, str]]:
-    """{id: (words, where)} of the documents `ids` to predict: from `label_rows`, else from the documents
-    given as text (`text_docs`), else from the corpus `texts`; InputError when some have none."""
+def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: list,
+                   labels: str | None = None) -> dict[str, tuple[list, str]]:
+    """{id: (words, where)} of the documents `ids` to predict: from `label_rows` (read from the label source
+    `labels`, which the error names), else from the documents given as text (`text_docs`), else from the
+    corpus `texts`; InputError when some have none."""
     out: dict[str, tuple[list, str]] = {}
     for doc_id in ids:
         if label_rows is not None and doc_id in label_rows:
@@ -61,7 +63,7 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
         shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
         where = []
         if label_rows is not None:
-            where.append("in --labels")
+            where.append(f"in --labels {labels}" if labels else "in --labels")
         if texts is not None:
             where.append(f"in --texts {texts}")
         found = f" (not {' nor '.join(where)})" if where else ""
@@ -69,6 +71,11 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
     for words, where in out.values():
         check_words(words, None, None, where)
     return out
+
+
+def true_labels(label_rows: dict | None) -> dict | None:
+    """{id: the true label of each word} of a token task's label rows (what a row's `labels` holds)."""
+    return None if label_rows is None else {i: list(r.label) for i, r in label_rows.items()}
 
 
 def score_words(rows: list[dict], label_rows: dict, names: list[str]) -> dict:
