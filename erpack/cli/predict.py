@@ -13,7 +13,8 @@ from erpack.cluster.score import score_on_ray
 from erpack.deploy.bundle import VARIANTS, is_bundle
 from erpack.deploy.runtime import predict_bundle
 from erpack.depth.ort import is_exit_graphs
-from erpack.predict import predict, read_ids_file
+from erpack.predict import open_upper, predict, read_ids_file
+from erpack.tasks import per_token
 
 
 def add_parser(subparsers) -> None:
@@ -268,7 +269,4 @@ def run_ray(args, cache, ids) -> int:
 
 def _per_token(graph) -> bool:
     """Is `graph` a token-classification graph (by its metadata)?"""
-    from erpack.predict import open_upper
-    from erpack.tasks import per_token
-
     return per_token(open_upper(graph, "cpu")[1])
