@@ -205,7 +205,9 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     if label_rows is not None:
         result.metrics = _score(rows, label_rows, info)
     if token and result.predicted:
-        result.notes.append(_cut_note(rows))
+        from erpack.predict_words import cut_of
+
+        result.notes.append(cut_note(*cut_of(rows)))
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -260,11 +262,10 @@ def reader_tokenizer(reader, model: str | None):
     return cache_tokenizer(reader.meta["model"], model)
 
 
-def _cut_note(rows: list[dict]) -> str:
-    """How many words were cut off by max_length (they have no prediction: label null)."""
-    cut = [r for r in rows if r.get("truncated_words")]
-    return (f"{sum(r['truncated_words'] for r in cut)} word(s) of {len(cut)} document(s) lie past max_length: "
-            "their label is null and they are not scored" if cut else "every word was predicted (none past max_length)")
+def cut_note(words: int, documents: int) -> str:
+    """How many words were cut off by max_length (they have no prediction: label null), in how many documents."""
+    return (f"{words} word(s) of {documents} document(s) lie past max_length: their label is null and they are "
+            "not scored" if documents else "every word was predicted (none past max_length)")
 
 
 def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
@@ -482,7 +483,7 @@ def _score(rows, label_rows, info) -> dict:
     if per_token(info):
         from erpack.predict_words import score_words
 
-        return score_words(rows, label_rows, list(info.get("labels") or []))
+        return score_words(rows, list(info.get("labels") or []))
     scored = [r for r in rows if "error" not in r and r["id"] in label_rows]
     if not scored:
         return {"documents": 0}

@@ -17,14 +17,17 @@ per word from word_predictions by the graph's `subwords` rule (`first`: the firs
 A row: {"id", "source", "words", "predicted" (a label per word; null for a word cut off by max_length),
 "truncated_words"} and, with --labels, "labels" (the true ones): the names `erpack eval --predictions`
 writes for a token task, as `predicted` and `label` are for a document. Scores: erpack.train.metrics.token_metrics over
-the words predicted (words cut off are counted, not scored).
+the words predicted (words cut off are counted, not scored), from counts that add up (word_counts: the
+Ray engine's actors count their parts' rows and the driver scores the sum).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from erpack.corpus import iter_corpus
 from erpack.errors import InputError
-from erpack.train.metrics import token_metrics
+from erpack.train.metrics import confusion_metrics, token_confusion
 from erpack.train.word_labels import read_word_labels, words_of
 from erpack.words import check_words
 
@@ -78,18 +81,46 @@ def true_labels(label_rows: dict | None) -> dict | None:
     return None if label_rows is None else {i: list(r.label) for i, r in label_rows.items()}
 
 
-def score_words(rows: list[dict], label_rows: dict, names: list[str]) -> dict:
-    """token_metrics over the predicted words of the labelled rows, with the documents and the words cut off."""
+def cut_of(rows: list[dict]) -> tuple[int, int]:
+    """(words, documents): the words cut off by max_length in the rows and the documents they lie in."""
+    cut = [r["truncated_words"] for r in rows if r.get("truncated_words")]
+    return sum(cut), len(cut)
+
+
+def word_counts(rows: list[dict], names: list[str]) -> dict:
+    """What scoring the rows that carry true `labels` needs, in sums: {"documents", "truncated_words",
+    "confusion": (C, C) nested lists} (erpack.train.metrics.token_confusion over their predicted words).
+    Counts of several sets of rows add up (add_counts): a part's, on its Ray actor, then the run's."""
     index = {n: i for i, n in enumerate(names)}
     y_true, y_pred, docs, cut = [], [], 0, 0
     for r in rows:
-        if "error" in r or r["id"] not in label_rows:
+        if "error" in r or "labels" not in r:
             continue
         docs += 1
         cut += r["truncated_words"]
-        y_true += [index[t] for t in label_rows[r["id"]].label]  # known to the graph: word_label_rows checked
+        y_true += [index[t] for t in r["labels"]]  # known to the graph: word_label_rows checked
         y_pred += [-1 if p is None else index[p] for p in r["predicted"]]
-    if not docs:
+    return {"documents": docs, "truncated_words": cut,
+            "confusion": token_confusion(y_true, y_pred, len(names)).tolist()}
+
+
+def add_counts(counts: list[dict]) -> dict | None:
+    """The sum of word_counts results (None for none)."""
+    if not counts:
+        return None
+    return {"documents": sum(c["documents"] for c in counts), "truncated_words": sum(c["truncated_words"] for c in counts),
+            "confusion": np.sum([np.asarray(c["confusion"], dtype=np.int64) for c in counts], axis=0).tolist()}
+
+
+def score_counts(counts: dict, names: list[str]) -> dict:
+    """The per-word scores of word_counts: token_metrics with the documents and the words cut off."""
+    if not counts["documents"]:
         return {"documents": 0}
-    m = token_metrics(y_true, y_pred, names)
-    return {"documents": docs, "words": m.pop("n"), "truncated_words": cut, **m}
+    m = confusion_metrics(counts["confusion"], names)
+    return {"documents": counts["documents"], "words": m.pop("n"), "truncated_words": counts["truncated_words"], **m}
+
+
+def score_words(rows: list[dict], names: list[str]) -> dict:
+    """token_metrics over the predicted words of the rows with true `labels`, with the documents and the words
+    cut off."""
+    return score_counts(word_counts(rows, names), names)

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> None:
             "whitespace), and each line holds id, source, words, predicted (a label per word; null for a word past "
             "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
             "the tagged labels, macro F1, per-label F1, word accuracy). With --engine ray a token graph needs --labels "
-            "(the words travel to the actors with the ids) and the parts hold the same lines, unscored."
+            "(the words travel to the actors with the ids); the parts hold the same lines and the summary the "
+            "same scores."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
                 "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
@@ -92,7 +93,7 @@ def add_parser(subparsers) -> None:
                      "ray: Ray Data actors, each opening the graph and the cache once, write the predictions as parts "
                      "to --out (cached documents only: no --texts; --labels only for a token-classification graph, "
                      "which needs it: the driver reads each document's words from it and hands them to the "
-                     "actors with the ids; rows as without --engine ray, no score)")
+                     "actors with the ids; the rows and the scores of a run without --engine ray)")
     ray.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local "
                      "instance, or a new one on this machine)")
     ray.add_argument("--workers", type=int, default=2, help="scoring actors (default: 2)")
@@ -158,12 +159,7 @@ def run(args) -> int:
     if s.get("steps") is not None:
         print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
     if "metrics" in s:
-        m = s["metrics"]
-        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
-                                          if not isinstance(v, dict)))
-        if m.get("per_label"):  # a token task's, per word
-            print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
-                                              for name, x in m["per_label"].items()))
+        _print_metrics(s["metrics"])
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}")
@@ -174,6 +170,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
+
+
+def _print_metrics(m: dict) -> None:
+    print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
+                                      if not isinstance(v, dict)))
+    if m.get("per_label"):  # a token task's, per word
+        print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
+                                          for name, x in m["per_label"].items()))
 
 
 def _stdin_texts() -> list[str]:
@@ -256,6 +260,8 @@ def run_ray(args, cache, ids) -> int:
                      labels=args.labels, split=args.split, model=args.model).as_dict()
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s on Ray "
           f"({s['workers']} workers, onnxruntime {s['provider'] or 'n/a'})")
+    if "metrics" in s:  # a token graph's, from the parts' word counts
+        _print_metrics(s["metrics"])
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}: {len(s['parts'])} {s['format']} part(s), listed in _parts.json")

@@ -305,25 +305,26 @@ def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
     assert sess.run(feeds)[0].shape == (2, 5, len(LABELS))
 
 
-def _single_rows(graph, tok, labels, tmp_path) -> list[dict]:
+def _single(graph, tok, labels, tmp_path, capsys) -> tuple[list[dict], dict]:
+    """The single engine's rows and summary."""
     from erpack.cli import main
 
+    capsys.readouterr()
     assert main(["predict", str(graph), str(tok["cache"]), "--labels", str(labels), "-o", str(tmp_path / "single.jsonl"),
-                 "--device", "cpu"]) == 0
-    return _lines(tmp_path / "single.jsonl")
+                 "--device", "cpu", "--json"]) == 0
+    return _lines(tmp_path / "single.jsonl"), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_ray_parts_of_a_token_graph_hold_the_single_engines_rows(ray_local, tok, token_graph, tmp_path, capsys, fmt):
     """Every document's words, label per word (null past max_length), truncated_words and true labels: the
-    rows `erpack predict` writes, from actors that were handed the words with the ids."""
+    rows `erpack predict` writes, from actors that were handed the words with the ids; and its scores."""
     from erpack.cli import main
     from erpack.cluster.score import PARTS, read_parts
 
     graph, _ = token_graph
-    want = _single_rows(graph, tok, tok["labels"], tmp_path)
+    want, single = _single(graph, tok, tok["labels"], tmp_path, capsys)
     out = tmp_path / "parts"
-    capsys.readouterr()
     code = main(["predict", str(graph), str(tok["cache"]), "--labels", str(tok["labels"]), "--split", "test",
                  "--engine", "ray", "--workers", "2", "--part-docs", "3", "--format", fmt, "--out", str(out), "--json"])
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -335,6 +336,8 @@ def test_ray_parts_of_a_token_graph_hold_the_single_engines_rows(ray_local, tok,
         assert a == b, a["id"]
     assert got[0]["truncated_words"] > 0 and got[0]["predicted"][-1] is None  # the long one, cut at 64 tokens
     assert all(r["labels"] == list(d.labels) for r, d in zip(got, tok["docs"]))
+    assert s["metrics"] == single["metrics"]  # scored from the parts' word counts, as from the rows
+    assert [n for n in s["notes"] if "max_length" in n] == [n for n in single["notes"] if "max_length" in n]
 
 
 def test_ray_token_graph_errors_name_the_file_and_the_document(ray_local, tok, token_graph, tmp_path, capsys):
