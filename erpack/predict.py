@@ -162,7 +162,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     t_start = time.perf_counter()
     sess, info = open_upper(graph, opts.device, early_exit=opts.early_exit, exit_threshold=opts.exit_threshold)
     steps = check_graph_steps(info, opts.steps, graph)
-    label_rows = _label_rows(opts.labels, info)
+    label_rows = read_label_rows(opts.labels, info)
     token = per_token(info)
     result = PredictResult(graph=str(graph), cache=str(cache), variant=info.get("variant"), task=info.get("task"),
                            provider=sess.provider, providers=list(sess.providers),
@@ -183,7 +183,7 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
             if token:
                 tokens = {i: reader.get_tokens(i) for i in chosen.cached}
                 tokens.update(zip([d.id for d in chosen.text_docs], encoded.token_ids if encoded else []))
-                tokenizer = encoded.tokenizer if encoded is not None else _cache_tokenizer(reader, opts.model)
+                tokenizer = encoded.tokenizer if encoded is not None else reader_tokenizer(reader, opts.model)
                 max_length = reader.meta.get("max_length")
         finally:
             if bar:
@@ -192,8 +192,10 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
         result.from_text.added_to_cache = _append(cache, meta, codec, chosen.text_docs, encoded)
     text_ids = {d.id for d in chosen.text_docs}
     if token:
-        rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, max_length, info, text_ids, label_rows,
-                         MISSING)
+        from erpack.predict_words import true_labels
+
+        rows = word_rows(chosen.requested, logits, tokens, words, tokenizer, max_length, info, text_ids,
+                         true_labels(label_rows), MISSING)
     else:
         rows = prediction_rows(chosen.requested, logits, info, text_ids, label_rows)
     if opts.output is not None:
@@ -203,7 +205,9 @@ def predict(graph, cache, progress: Callable | None = None, **fields) -> Predict
     if label_rows is not None:
         result.metrics = _score(rows, label_rows, info)
     if token and result.predicted:
-        result.notes.append(_cut_note(rows))
+        from erpack.predict_words import cut_of
+
+        result.notes.append(cut_note(*cut_of(rows)))
     result.seconds = time.perf_counter() - t_start
     return result
 
@@ -228,7 +232,7 @@ def open_upper(graph, device: str, threads: int | None = None, early_exit: bool 
     return sess, info
 
 
-def _label_rows(labels, info: dict) -> dict | None:
+def read_label_rows(labels, info: dict) -> dict | None:
     """{id: erpack.train.labels.Example} of the label source, or None without one (a token task's:
     its words and their labels)."""
     if labels is None:
@@ -247,20 +251,21 @@ def _words(chosen: Selection, label_rows: dict | None, opts: PredictOptions) -> 
     """{id: (words, where)} of the documents a token graph predicts (erpack.predict_words)."""
     from erpack.predict_words import document_words
 
-    return document_words(chosen.cached + [d.id for d in chosen.text_docs], label_rows, opts.texts, chosen.text_docs)
+    return document_words(chosen.cached + [d.id for d in chosen.text_docs], label_rows, opts.texts, chosen.text_docs,
+                          opts.labels)
 
 
-def _cache_tokenizer(reader, model: str | None):
+def reader_tokenizer(reader, model: str | None):
+    """The tokenizer of the encoder the open cache records (at `model`, the user's --model)."""
     from erpack.train.word_targets import cache_tokenizer
 
     return cache_tokenizer(reader.meta["model"], model)
 
 
-def _cut_note(rows: list[dict]) -> str:
-    """How many words were cut off by max_length (they have no prediction: label null)."""
-    cut = [r for r in rows if r.get("truncated_words")]
-    return (f"{sum(r['truncated_words'] for r in cut)} word(s) of {len(cut)} document(s) lie past max_length: "
-            "their label is null and they are not scored" if cut else "every word was predicted (none past max_length)")
+def cut_note(words: int, documents: int) -> str:
+    """How many words were cut off by max_length (they have no prediction: label null), in how many documents."""
+    return (f"{words} word(s) of {documents} document(s) lie past max_length: their label is null and they are "
+            "not scored" if documents else "every word was predicted (none past max_length)")
 
 
 def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
@@ -269,7 +274,7 @@ def _check_fit(info: dict, reader, graph, opts: PredictOptions) -> list[str]:
     return check_cache(info, reader, f"graph {graph}", opts.allow_other_codec)
 
 
-def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> list[str]:
+def requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> list[str]:
     """The ids asked for, in order (repeats kept): given, a split of the labels, every document of
     `texts`, or every cached one. (`texts` used to add its documents to every cached one: asked for one
     new sentence, predict ran the whole cache.)"""
@@ -286,7 +291,7 @@ def _requested_ids(reader, opts: PredictOptions, label_rows: dict | None) -> lis
 
 def _select(reader, opts: PredictOptions, label_rows: dict | None, notes: list[str]) -> Selection:
     """Where each requested document comes from; a note when ids were repeated."""
-    ids = _requested_ids(reader, opts, label_rows)
+    ids = requested_ids(reader, opts, label_rows)
     requested = list(dict.fromkeys(ids))
     if len(requested) < len(ids):
         notes.append(f"{len(ids) - len(requested)} repeated id(s) given; each is predicted once")
@@ -427,14 +432,23 @@ def per_document_only(info: dict, what: str) -> None:
                           "--labels WORD_LABELS (or --texts CORPUS) -o FILE` instead")
 
 
-def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, max_tokens: int = 16384) -> list[dict]:
+def cached_rows(sess, reader, ids: list[str], info: dict, batch_size: int = 32, max_tokens: int = 16384,
+                words: dict | None = None, tokenizer=None, labels: dict | None = None) -> list[dict]:
     """Prediction rows of the cached documents `ids` (in their order), exactly as `predict` writes them:
-    what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids. A token
-    graph is refused: its lines need each document's words (erpack.predict_words)."""
-    per_document_only(info, "the distributed scorer (--engine ray)")
+    what each worker of the distributed scorer (erpack.cluster.score) runs on its share of the ids, and a
+    bundle's runtime on cached ids. A token graph's rows (erpack.words.word_rows) need each document's
+    `words` ({id: (words, where)}, erpack.predict_words.document_words) and the cache's `tokenizer`: the
+    words are placed on the token ids the cache stored with each record, cut at the cache's max_length, as
+    `predict` places them; `labels` ({id: true label per word}) adds each row's `labels`."""
+    token = per_token(info)
+    if token and (words is None or tokenizer is None):
+        per_document_only(info, "this scorer (no words given)")
     result = PredictResult(graph="", cache="", variant=None, task=None)
     logits = _run_cached(sess, reader, ids, PredictOptions(batch_size=batch_size, max_tokens=max_tokens), None, result)
-    return prediction_rows(ids, logits, info, set(), None)
+    if not token:
+        return prediction_rows(ids, logits, info, set(), None)
+    tokens = {i: reader.get_tokens(i) for i in ids}
+    return word_rows(ids, logits, tokens, words, tokenizer, reader.meta.get("max_length"), info, set(), labels, MISSING)
 
 
 def prediction_rows(requested, logits, info, text_docs, label_rows) -> list[dict]:
@@ -469,7 +483,7 @@ def _score(rows, label_rows, info) -> dict:
     if per_token(info):
         from erpack.predict_words import score_words
 
-        return score_words(rows, label_rows, list(info.get("labels") or []))
+        return score_words(rows, list(info.get("labels") or []))
     scored = [r for r in rows if "error" not in r and r["id"] in label_rows]
     if not scored:
         return {"documents": 0}

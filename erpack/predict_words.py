@@ -17,14 +17,17 @@ per word from word_predictions by the graph's `subwords` rule (`first`: the firs
 A row: {"id", "source", "words", "predicted" (a label per word; null for a word cut off by max_length),
 "truncated_words"} and, with --labels, "labels" (the true ones): the names `erpack eval --predictions`
 writes for a token task, as `predicted` and `label` are for a document. Scores: erpack.train.metrics.token_metrics over
-the words predicted (words cut off are counted, not scored).
+the words predicted (words cut off are counted, not scored), from counts that add up (word_counts: the
+Ray engine's actors count their parts' rows and the driver scores the sum).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from erpack.corpus import iter_corpus
 from erpack.errors import InputError
-from erpack.train.metrics import token_metrics
+from erpack.train.metrics import confusion_metrics, token_confusion
 from erpack.train.word_labels import read_word_labels, words_of
 from erpack.words import check_words
 
@@ -42,9 +45,11 @@ def word_label_rows(source: str, names: list[str]) -> dict:
     return {r.id: r for r in rows}
 
 
-def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: list) -> dict[str, tuple[list, str]]:
-    """{id: (words, where)} of the documents `ids` to predict: from `label_rows`, else from the documents
-    given as text (`text_docs`), else from the corpus `texts`; InputError when some have none."""
+def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: list,
+                   labels: str | None = None) -> dict[str, tuple[list, str]]:
+    """{id: (words, where)} of the documents `ids` to predict: from `label_rows` (read from the label source
+    `labels`, which the error names), else from the documents given as text (`text_docs`), else from the
+    corpus `texts`; InputError when some have none."""
     out: dict[str, tuple[list, str]] = {}
     for doc_id in ids:
         if label_rows is not None and doc_id in label_rows:
@@ -61,7 +66,7 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
         shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
         where = []
         if label_rows is not None:
-            where.append("in --labels")
+            where.append(f"in --labels {labels}" if labels else "in --labels")
         if texts is not None:
             where.append(f"in --texts {texts}")
         found = f" (not {' nor '.join(where)})" if where else ""
@@ -71,18 +76,51 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
     return out
 
 
-def score_words(rows: list[dict], label_rows: dict, names: list[str]) -> dict:
-    """token_metrics over the predicted words of the labelled rows, with the documents and the words cut off."""
+def true_labels(label_rows: dict | None) -> dict | None:
+    """{id: the true label of each word} of a token task's label rows (what a row's `labels` holds)."""
+    return None if label_rows is None else {i: list(r.label) for i, r in label_rows.items()}
+
+
+def cut_of(rows: list[dict]) -> tuple[int, int]:
+    """(words, documents): the words cut off by max_length in the rows and the documents they lie in."""
+    cut = [r["truncated_words"] for r in rows if r.get("truncated_words")]
+    return sum(cut), len(cut)
+
+
+def word_counts(rows: list[dict], names: list[str]) -> dict:
+    """What scoring the rows that carry true `labels` needs, in sums: {"documents", "truncated_words",
+    "confusion": (C, C) nested lists} (erpack.train.metrics.token_confusion over their predicted words).
+    Counts of several sets of rows add up (add_counts): a part's, on its Ray actor, then the run's."""
     index = {n: i for i, n in enumerate(names)}
     y_true, y_pred, docs, cut = [], [], 0, 0
     for r in rows:
-        if "error" in r or r["id"] not in label_rows:
+        if "error" in r or "labels" not in r:
             continue
         docs += 1
         cut += r["truncated_words"]
-        y_true += [index[t] for t in label_rows[r["id"]].label]  # known to the graph: word_label_rows checked
+        y_true += [index[t] for t in r["labels"]]  # known to the graph: word_label_rows checked
         y_pred += [-1 if p is None else index[p] for p in r["predicted"]]
-    if not docs:
+    return {"documents": docs, "truncated_words": cut,
+            "confusion": token_confusion(y_true, y_pred, len(names)).tolist()}
+
+
+def add_counts(counts: list[dict]) -> dict | None:
+    """The sum of word_counts results (None for none)."""
+    if not counts:
+        return None
+    return {"documents": sum(c["documents"] for c in counts), "truncated_words": sum(c["truncated_words"] for c in counts),
+            "confusion": np.sum([np.asarray(c["confusion"], dtype=np.int64) for c in counts], axis=0).tolist()}
+
+
+def score_counts(counts: dict, names: list[str]) -> dict:
+    """The per-word scores of word_counts: token_metrics with the documents and the words cut off."""
+    if not counts["documents"]:
         return {"documents": 0}
-    m = token_metrics(y_true, y_pred, names)
-    return {"documents": docs, "words": m.pop("n"), "truncated_words": cut, **m}
+    m = confusion_metrics(counts["confusion"], names)
+    return {"documents": counts["documents"], "words": m.pop("n"), "truncated_words": counts["truncated_words"], **m}
+
+
+def score_words(rows: list[dict], names: list[str]) -> dict:
+    """token_metrics over the predicted words of the rows with true `labels`, with the documents and the words
+    cut off."""
+    return score_counts(word_counts(rows, names), names)

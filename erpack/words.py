@@ -144,11 +144,12 @@ def word_predictions(logits: np.ndarray, index: np.ndarray, n_words: int, subwor
 
 
 def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, tokenizer, max_length: int | None,
-              info: dict, text_ids: set, label_rows: dict | None, missing: str) -> list[dict]:
+              info: dict, text_ids: set, labels: dict | None, missing: str) -> list[dict]:
     """The prediction lines, in request order: labels per word by the graph's `subwords` rule, as `erpack
-    predict` (erpack.predict_words) and a bundle's runtime (erpack.deploy.runtime) write them. `logits`: {id:
-    (T, C)}; `words`: {id: (words, where)}; `max_length`: the cache's (texts are truncated as it truncated
-    them); `missing`: the error of an id found nowhere."""
+    predict` (erpack.predict_words, and each worker of `--engine ray`: erpack.predict.cached_rows) and a
+    bundle's runtime (erpack.deploy.runtime) write them. `logits`: {id: (T, C)}; `words`: {id: (words,
+    where)}; `max_length`: the cache's (texts are truncated as it truncated them); `labels`: {id: the true
+    label of each word} (a row's `labels`), or None; `missing`: the error of an id found nowhere."""
     names = list(info.get("labels") or [])
     subwords = info.get("subwords") or "first"
     out = []
@@ -163,7 +164,7 @@ def word_rows(requested: list[str], logits: dict, token_ids: dict, words: dict, 
         row = {"id": doc_id, "source": "text" if doc_id in text_ids else "cache", "words": ws,
                "predicted": [names[k] if 0 <= k < len(names) else (None if k < 0 else int(k)) for k in pred],
                "truncated_words": cut_words(index, len(ws))}
-        if label_rows is not None and doc_id in label_rows:
-            row["labels"] = list(label_rows[doc_id].label)
+        if labels is not None and doc_id in labels:
+            row["labels"] = list(labels[doc_id])
         out.append(row)
     return out

@@ -13,7 +13,8 @@ from erpack.cluster.score import score_on_ray
 from erpack.deploy.bundle import VARIANTS, is_bundle
 from erpack.deploy.runtime import predict_bundle
 from erpack.depth.ort import is_exit_graphs
-from erpack.predict import predict, read_ids_file
+from erpack.predict import open_upper, predict, read_ids_file
+from erpack.tasks import per_token
 
 
 def add_parser(subparsers) -> None:
@@ -38,7 +39,9 @@ def add_parser(subparsers) -> None:
             "from --labels (a word label file or built-in token task: its `words`) or --texts (text split at "
             "whitespace), and each line holds id, source, words, predicted (a label per word; null for a word past "
             "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
-            "the tagged labels, macro F1, per-label F1, word accuracy)."
+            "the tagged labels, macro F1, per-label F1, word accuracy). With --engine ray a token graph needs --labels "
+            "(the words travel to the actors with the ids); the parts hold the same lines and the summary the "
+            "same scores."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
                 "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
@@ -46,7 +49,8 @@ def add_parser(subparsers) -> None:
                 "          erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl\n"
-                "          erpack predict truecase.onnx caches/truecase --labels bbc-truecase --split test -o words.jsonl"),
+                "          erpack predict truecase.onnx caches/truecase --labels bbc-truecase --split test -o words.jsonl\n"
+                "          erpack predict truecase.onnx caches/truecase --labels bbc-truecase --engine ray --out parts/"),
     )
     p.add_argument("graph", help="bundle folder (erpack export --bundle), upper-stack .onnx file written by "
                    "`erpack export`, or the exit-graph folder it writes beside it for a task model with exits "
@@ -75,7 +79,8 @@ def add_parser(subparsers) -> None:
                    "token-classification graph, the word label file (id, words, labels) or built-in token task that "
                    "also gives each document's words")
     p.add_argument("--split", choices=["train", "validation", "test"], default=None,
-                   help="with --labels and no ids: predict the documents of this split")
+                   help="with --labels and no ids: predict the documents of this split (with --engine ray: a "
+                   "token-classification graph's)")
     p.add_argument("-o", "--output", default=None, help="predictions JSONL (a file or URL): id, source, predicted, "
                    "probabilities (or score), label when --labels; or id, error. Required without --engine ray")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
@@ -86,7 +91,9 @@ def add_parser(subparsers) -> None:
     ray = p.add_argument_group("distributed scoring (--engine ray)")
     ray.add_argument("--engine", choices=["single", "ray"], default="single", help="single: this process (default); "
                      "ray: Ray Data actors, each opening the graph and the cache once, write the predictions as parts "
-                     "to --out (cached documents only: no --texts or --labels)")
+                     "to --out (cached documents only: no --texts; --labels only for a token-classification graph, "
+                     "which needs it: the driver reads each document's words from it and hands them to the "
+                     "actors with the ids; the rows and the scores of a run without --engine ray)")
     ray.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, a running local "
                      "instance, or a new one on this machine)")
     ray.add_argument("--workers", type=int, default=2, help="scoring actors (default: 2)")
@@ -152,12 +159,7 @@ def run(args) -> int:
     if s.get("steps") is not None:
         print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
     if "metrics" in s:
-        m = s["metrics"]
-        print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
-                                          if not isinstance(v, dict)))
-        if m.get("per_label"):  # a token task's, per word
-            print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
-                                              for name, x in m["per_label"].items()))
+        _print_metrics(s["metrics"])
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}")
@@ -168,6 +170,14 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
+
+
+def _print_metrics(m: dict) -> None:
+    print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
+                                      if not isinstance(v, dict)))
+    if m.get("per_label"):  # a token task's, per word
+        print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
+                                          for name, x in m["per_label"].items()))
 
 
 def _stdin_texts() -> list[str]:
@@ -230,9 +240,12 @@ def run_bundle(args, ids) -> int:
 
 
 def run_ray(args, cache, ids) -> int:
-    """`--engine ray`: parts of predictions written by Ray actors (erpack.cluster.score)."""
-    unsupported = [flag for flag, value in [("--texts", args.texts), ("--labels", args.labels), ("--lower", args.lower),
-                                            ("--split", args.split), ("-o", args.output)] if value]
+    """`--engine ray`: parts of predictions written by Ray actors (erpack.cluster.score). A token graph's
+    words come from --labels (and --split selects its documents); a document graph takes neither."""
+    words = (args.labels or args.split) and _per_token(args.graph)
+    unsupported = [flag for flag, value in [("--texts", args.texts), ("--labels", not words and args.labels),
+                                            ("--lower", args.lower), ("--split", not words and args.split),
+                                            ("-o", args.output)] if value]
     if unsupported:
         raise CLIError(f"--engine ray scores cached documents into --out parts: drop {', '.join(unsupported)} "
                        "(or run without --engine ray)")
@@ -243,9 +256,12 @@ def run_ray(args, cache, ids) -> int:
     s = score_on_ray(args.graph, cache, args.out, ids=ids, fmt=args.format, workers=args.workers,
                      address=args.address, part_docs=args.part_docs, batch_size=args.batch_size, device=args.device,
                      gpus_per_worker=args.gpus_per_worker, storage_options=storage_options(args),
-                     allow_other_codec=args.allow_other_codec, shard_cache=args.shard_cache).as_dict()
+                     allow_other_codec=args.allow_other_codec, shard_cache=args.shard_cache,
+                     labels=args.labels, split=args.split, model=args.model).as_dict()
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s on Ray "
           f"({s['workers']} workers, onnxruntime {s['provider'] or 'n/a'})")
+    if "metrics" in s:  # a token graph's, from the parts' word counts
+        _print_metrics(s["metrics"])
     for note in s["notes"]:
         print(f"note: {note}")
     print(f"output       {s['output']}: {len(s['parts'])} {s['format']} part(s), listed in _parts.json")
@@ -255,3 +271,8 @@ def run_ray(args, cache, ids) -> int:
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
+
+
+def _per_token(graph) -> bool:
+    """Is `graph` a token-classification graph (by its metadata)?"""
+    return per_token(open_upper(graph, "cpu")[1])

@@ -2,8 +2,9 @@
 exported to ONNX and served per word by `erpack predict` on real BBC words (the truecasing task):
 parity with PyTorch on real tokens, int8, the metadata a token graph records, predictions per word
 (words from a label file, from --texts, from new texts), and the errors (no words, a label list that
-does not match the words, an unknown label, a cache without token ids). Bundles of a token task:
-tests/deploy/test_bundle_kinds.py."""
+does not match the words, an unknown label, a cache without token ids), and `--engine ray`: Ray actors
+given each part's words write the single engine's rows into parts (real Ray: tests/services.py's
+ray_local). Bundles of a token task: tests/deploy/test_bundle_kinds.py."""
 
 from __future__ import annotations
 
@@ -302,3 +303,62 @@ def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
     if "token_type_ids" in sess.input_names:
         feeds["token_type_ids"] = np.zeros_like(ids)
     assert sess.run(feeds)[0].shape == (2, 5, len(LABELS))
+
+
+def _single(graph, tok, labels, tmp_path, capsys) -> tuple[list[dict], dict]:
+    """The single engine's rows and summary."""
+    from erpack.cli import main
+
+    capsys.readouterr()
+    assert main(["predict", str(graph), str(tok["cache"]), "--labels", str(labels), "-o", str(tmp_path / "single.jsonl"),
+                 "--device", "cpu", "--json"]) == 0
+    return _lines(tmp_path / "single.jsonl"), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_ray_parts_of_a_token_graph_hold_the_single_engines_rows(ray_local, tok, token_graph, tmp_path, capsys, fmt):
+    """Every document's words, label per word (null past max_length), truncated_words and true labels: the
+    rows `erpack predict` writes, from actors that were handed the words with the ids; and its scores."""
+    from erpack.cli import main
+    from erpack.cluster.score import PARTS, read_parts
+
+    graph, _ = token_graph
+    want, single = _single(graph, tok, tok["labels"], tmp_path, capsys)
+    out = tmp_path / "parts"
+    code = main(["predict", str(graph), str(tok["cache"]), "--labels", str(tok["labels"]), "--split", "test",
+                 "--engine", "ray", "--workers", "2", "--part-docs", "3", "--format", fmt, "--out", str(out), "--json"])
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and s["task"] == "token-classification" and s["predicted"] == len(tok["rows"]) == 10
+    assert [p["rows"] for p in s["parts"]] == [3, 3, 3, 1] and (out / PARTS).exists()
+    got = read_parts(out)
+    assert [r["id"] for r in got] == [r["id"] for r in want]
+    for a, b in zip(got, want):
+        assert a == b, a["id"]
+    assert got[0]["truncated_words"] > 0 and got[0]["predicted"][-1] is None  # the long one, cut at 64 tokens
+    assert all(r["labels"] == list(d.labels) for r, d in zip(got, tok["docs"]))
+    assert s["metrics"] == single["metrics"]  # scored from the parts' word counts, as from the rows
+    assert [n for n in s["notes"] if "max_length" in n] == [n for n in single["notes"] if "max_length" in n]
+
+
+def test_ray_token_graph_errors_name_the_file_and_the_document(ray_local, tok, token_graph, tmp_path, capsys):
+    """No --labels; a cached document the word file lacks (both refused before any work); words that are not a
+    record's text (its part fails on the actor: exit 2, no _parts.json)."""
+    from erpack.cli import main
+    from erpack.cluster.score import PARTS
+
+    graph, _ = token_graph
+    base = ["predict", str(graph), str(tok["cache"]), "--engine", "ray", "--part-docs", "4"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert str(graph) in err and "token-classification" in err and "--labels" in err
+    rows = _word_labels(tok["docs"])
+    lacking = write_jsonl(tmp_path / "lacking.jsonl", rows[:3] + rows[4:])
+    assert main([*base, "--labels", str(lacking), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert rows[3]["id"] in err and "lacking.jsonl" in err and not (tmp_path / "b").exists()
+    rows[5] = dict(rows[5], words=["an", "extra"] + rows[5]["words"][1:], labels=["O"] + rows[5]["labels"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    assert main([*base, "--labels", str(bad), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert rows[5]["id"] in err and "bad.jsonl" in err and "differ from the tokens the cache holds" in err, err
+    assert "part 1" in err and not (tmp_path / "c" / PARTS).exists()

@@ -80,6 +80,8 @@ def test_ray_engine_refuses_what_it_does_not_do(exported, tiny, tmp_path, capsys
     base = ["predict", str(exported[0]), str(tiny["cache"]), "--engine", "ray"]
     assert main([*base, "--out", str(tmp_path / "p"), "--texts", str(tiny["corpus"])]) == 2
     assert "--texts" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "p"), "--labels", str(tiny["corpus"])]) == 2  # a document graph's
+    assert "drop --labels (or run without --engine ray)" in capsys.readouterr().err
     assert main(base) == 2 and "--out" in capsys.readouterr().err
     assert main(["predict", str(exported[0]), str(tiny["cache"])]) == 2 and "-o FILE" in capsys.readouterr().err
 
