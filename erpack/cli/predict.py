@@ -158,18 +158,23 @@ def run(args) -> int:
           f"{s['inference_seconds']:.2f} s, waited on the reader {s['waited_on_reader_seconds']:.2f} s")
     if s.get("steps") is not None:
         print(f"steps        {s['steps']} ODE steps (block evaluations per document)")
+    _print_outcome(s, s["output"], "not in the cache and not in --texts", " (each has an `error` line in the output)")
+    if args.json:
+        print(json.dumps(s))
+    return 1 if s["missing"] else 0
+
+
+def _print_outcome(s: dict, output: str, missing_where: str, missing_hint: str = "") -> None:
+    """The end of a summary: the per-word scores (a token graph with true labels), notes, the output, and
+    the requested ids that were not found (on stderr)."""
     if "metrics" in s:
         _print_metrics(s["metrics"])
     for note in s["notes"]:
         print(f"note: {note}")
-    print(f"output       {s['output']}")
+    print(f"output       {output}")
     if s["missing"]:
         shown = ", ".join(s["missing"][:10]) + (", ..." if len(s["missing"]) > 10 else "")
-        print(f"missing      {len(s['missing'])} id(s) not in the cache and not in --texts: {shown} "
-              "(each has an `error` line in the output)", file=sys.stderr)
-    if args.json:
-        print(json.dumps(s))
-    return 1 if s["missing"] else 0
+        print(f"missing      {len(s['missing'])} id(s) {missing_where}: {shown}{missing_hint}", file=sys.stderr)
 
 
 def _print_metrics(m: dict) -> None:
@@ -260,14 +265,7 @@ def run_ray(args, cache, ids) -> int:
                      labels=args.labels, split=args.split, model=args.model).as_dict()
     print(f"predicted    {s['predicted']} of {s['requested']} documents in {s['seconds']:.2f} s on Ray "
           f"({s['workers']} workers, onnxruntime {s['provider'] or 'n/a'})")
-    if "metrics" in s:  # a token graph's, from the parts' word counts
-        _print_metrics(s["metrics"])
-    for note in s["notes"]:
-        print(f"note: {note}")
-    print(f"output       {s['output']}: {len(s['parts'])} {s['format']} part(s), listed in _parts.json")
-    if s["missing"]:
-        shown = ", ".join(s["missing"][:10]) + (", ..." if len(s["missing"]) > 10 else "")
-        print(f"missing      {len(s['missing'])} id(s) not in the cache: {shown}", file=sys.stderr)
+    _print_outcome(s, f"{s['output']}: {len(s['parts'])} {s['format']} part(s), listed in _parts.json", "not in the cache")
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
