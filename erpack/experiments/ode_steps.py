@@ -29,6 +29,8 @@ CACHE_COMMANDS = (  # how the caches of the runs on docs/results/ode-steps.md we
     "python tools/ode_steps.py --tiny-albert WORK/tiny-albert2",
     "erpack encode WORK/rt-file-2000-400-1000.jsonl -o WORK/cache-albert2-rt --model WORK/tiny-albert2 --layer 2 "
     "--codec fp16",
+    "erpack encode MPNET/corpus-bbc.jsonl -o MPNET/cache-bbc --model mpnet --layer 6 --codec int8z --max-length 128",
+    "erpack encode MPNET/corpus-rt.jsonl -o MPNET/cache-rt --model mpnet --layer 6 --codec int8z",
 )
 PAGE = Path("docs/results/ode-steps.md")
 
@@ -316,8 +318,8 @@ def page_body() -> list[str]:
     lines = ["Test accuracy of one task model per run at every number of ODE steps S (erpack eval --steps S;",
              "the step size of each S chosen on validation when it was trained). mean layers = S block",
              "evaluations per document; Δ is against S = L-k, the stack as trained. One seed each, at",
-             "reduced sizes (the training documents of each run are listed): the 2 cores were shared with three",
-             "other jobs (load average about 10), so the seconds below are not speeds.", ""]
+             "reduced sizes (the training documents of each run are listed): the 2 cores were shared with other",
+             "jobs (load average 2 to 10), so the seconds below are not speeds.", ""]
     runs = step_runs()
     lines += ["## Runs", ""]
     for r in runs:
@@ -328,7 +330,9 @@ def page_body() -> list[str]:
     lines += ["", "Caches (WORK = /tmp/ode-runs; the subset corpora are erpack.experiments.corpora.grid_corpus(WORK, "
               "\"rt\", (2000, 400, 1000)) and (WORK, \"bbc\", (800, 200, 500)); labels-bbc-train600-hash.jsonl is "
               "subset_labels(WORK, \"bbc\", {\"train\": 600}, \"hash\"); labels-mpnet-bbc-train120-val40.jsonl holds the "
-              "first 120 train and 40 validation rows and every test row of bbc-hash-800-200-500.jsonl):", "", *[f"    {c}" for c in CACHE_COMMANDS], ""]
+              "first 120 train and 40 validation rows and every test row of bbc-hash-800-200-500.jsonl; MPNET = the MPNet "
+              "early-exit work folder of [early-exit.md](early-exit.md), whose corpus-bbc.jsonl (400 training articles) "
+              "and corpus-rt.jsonl (1,000 training reviews, 600 validation) are drawn as its MPNet notes say):", "", *[f"    {c}" for c in CACHE_COMMANDS], ""]
     lines += ["## Accuracy against steps", "", *render().rstrip("\n").splitlines(), ""]
     random = render_random()
     if random:
