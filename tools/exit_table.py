@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                        test_accuracy_every_layer_rule=_every_layer_rule(e)["accuracy"])
             done = W / f"eval-{ds}-{rule}-{seed}.json"  # the --no-early-exit evaluation, kept for the next call
             if not done.is_file():
-                cmd = [sys.executable, "-m", "erpack", "eval", s["output"], f"{W}/cache-{ds}", "--labels",
+                model = Path(s["output"]) if Path(s["output"]).is_absolute() else W / s["output"]  # trained in WORK
+                cmd = [sys.executable, "-m", "erpack", "eval", str(model), f"{W}/cache-{ds}", "--labels",
                        f"{W}/corpus-{ds}.jsonl", "--no-early-exit", "--json"]
                 done.write_text(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             ev = json.loads(done.read_text())

@@ -15,7 +15,8 @@ from tests.experiments.rows import run
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("train_table.py", "prune_table.py", "codec_table.py", "subset_corpus.py", "tc_table.py", "token_table.py",
-         "ode_steps.py", "exit_table.py", "exit_speed.py", "depth_plot.py", "exit_page.py", "exit_lr.py")
+         "ode_steps.py", "exit_table.py", "exit_speed.py", "depth_plot.py", "exit_page.py", "exit_lr.py",
+         "seeded_corpus.py")
 
 
 def _tool(name: str, *args, cwd=None) -> subprocess.CompletedProcess:
@@ -78,3 +79,24 @@ def test_codec_table_renders_an_earlier_run_into_a_results_page(tmp_path):
     text = page.read_text()
     assert "Made by `python tools/codec_table.py --quick`" in text and "on Some CPU, 2 CPU cores" in text
     assert "| int8 | `int8c:41+zstd:3` | yes | 7.100 | 41.00 | 1100 |  |" in text
+
+
+def test_seeded_corpus_draws_each_split_by_a_seeded_permutation(tmp_path):
+    out = tmp_path / "corpus.jsonl"
+    done = _tool("seeded_corpus.py", "bbc", 12, 0, "all", out)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    from erpack.assets import load_dataset
+
+    full = load_dataset("bbc")
+    train = [r for r in full if r.split == "train"]
+    import numpy as np
+
+    assert [r["id"] for r in rows if r["split"] == "train"] == [
+        train[i].id for i in sorted(np.random.default_rng(0).permutation(len(train))[:12])]
+    assert not any(r["split"] == "validation" for r in rows)
+    assert sum(r["split"] == "test" for r in rows) == sum(r.split == "test" for r in full)
+    assert len({r["label"] for r in rows if r["split"] == "train"}) > 1  # BBC is stored by class; a draw is not
+    bad = _tool("seeded_corpus.py", "bbc", "some", 0, 0, tmp_path / "bad.jsonl")
+    assert bad.returncode == 2 and "give a number of documents or `all`" in bad.stderr
+    assert not (tmp_path / "bad.jsonl").exists()
