@@ -6,7 +6,7 @@
     python tools/token_table.py --render-only            # docs/results/token-tasks.md from the result files
     python tools/token_table.py --render-only --check    # exit 1 when the page is not what the files render
 
-For the model (split at L // 2: MiniLM k = 3, MPNet k = 6) and each task it writes a corpus of BBC
+For the model (split at --layer, by default L // 2: MiniLM k = 3, MPNet k = 6) and each task it writes a corpus of BBC
 articles with a label per word (erpack.token_tasks: the first --sizes train, validation and test
 articles in sha256(id) order), encodes it once (--codec), then for each seed fine-tunes the whole model
 from text (the baseline) and trains every mode (--modes) from the cache with the same seed, data,
@@ -84,7 +84,9 @@ def _provenance(grid, table_only: bool) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="minilm", help="built-in model (split at L // 2; default: minilm)")
+    p.add_argument("--model", default="minilm", help="built-in model (default: minilm)")
+    p.add_argument("--layer", type=int, default=None, help="the split layer k (default: L // 2, MiniLM 3, MPNet 6); "
+                   "runs of other layers may share WORK, and the full fine-tune is shared between them")
     p.add_argument("--tasks", default="truecase,punctuation", help="comma-separated token tasks (default: both)")
     p.add_argument("--modes", default="upper,adapter", help="modes trained from the cache (as tools/train_table.py)")
     p.add_argument("--seeds", default="0,1,2")
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     try:  # a bad task, mode or size fails before anything is written, encoded or trained
         grid = token_grid(args.model, args.tasks.split(","), args.work, _ints(args.sizes, 3, "--sizes"),
                           [m for m in args.modes.split(",") if m], _ints(args.seeds, None, "--seeds"), args.codec,
-                          epochs=args.epochs, patience=args.patience, upper_lr=args.upper_lr,
+                          layer=args.layer, epochs=args.epochs, patience=args.patience, upper_lr=args.upper_lr,
                           adapter_lr=args.adapter_lr, full_lr=args.full_lr, token_max_length=args.max_length,
                           token_batch_size=args.batch_size)
     except (InputError, ValueError) as e:

@@ -42,9 +42,10 @@ def decile_of(row: dict) -> int:
 
 
 def run_key(row: dict) -> tuple:
-    """What identifies a run: (kind, model, data set, codec, mode, seed, tag, test decile)."""
+    """What identifies a run: (kind, model, data set, codec, mode, seed, tag, test decile, split layer). The
+    layer tells runs from the cache apart only: the full fine-tune is the same whatever the split."""
     return (row["kind"], row["model"], row["dataset"], row.get("codec"), row.get("mode"), row.get("seed"),
-            row.get("tag", ""), decile_of(row))
+            row.get("tag", ""), decile_of(row), row.get("layer") if row["kind"] == "recycled" else None)
 
 
 def finished(path: Path) -> set[tuple]:
@@ -59,7 +60,7 @@ def cache_folder(work: Path, model: str, dataset: str, codec: str, layer: int) -
 
 def ensure_cache(work: Path, corpus: Path, model: str, dataset: str, codec: str, layer: int,
                  max_length: int) -> tuple[Path, dict | None]:
-    """The work folder's cache of (model, data set, codec) and the "encode" row written when this call
+    """The work folder's cache of (model, data set, codec, layer) and the "encode" row written when this call
     encoded it (timed), or None when a results row says it exists. Under a lock file per cache, so
     grids that share a work folder encode it once."""
 
@@ -67,8 +68,8 @@ def ensure_cache(work: Path, corpus: Path, model: str, dataset: str, codec: str,
     results_path = Path(work) / RESULTS
     with open(cache.with_name(cache.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if any(r["kind"] == "encode" and (r["model"], r["dataset"], r["codec"]) == (model, dataset, codec)
-               for r in load_results(results_path)):
+        if any(r["kind"] == "encode" and (r["model"], r["dataset"], r["codec"], r["layer"]) ==
+               (model, dataset, codec, layer) for r in load_results(results_path)):
             return cache, None
         t = time.perf_counter()
         s = encode_corpus(str(corpus), str(cache), model=model, layer=layer, codec=codec, max_length=max_length)

@@ -32,8 +32,8 @@ METRIC = "micro_f1"
 def token_grid(model: str, tasks: list[str], work, sizes: tuple[int, int, int] = (150, 30, 100),
                modes: tuple[str, ...] = ("upper", "adapter"), seeds: tuple[int, ...] = (0, 1, 2),
                codec: str = "int8z", **settings) -> TrainGrid:
-    """The training grid of `model` (split at L // 2) over token `tasks`; `settings` are TrainGrid fields
-    (epochs, token_max_length, token_batch_size, upper_lr, adapter_lr, full_lr, ...)."""
+    """The training grid of `model` over token `tasks`; `settings` are TrainGrid fields (layer: the split,
+    None for L // 2; epochs, token_max_length, token_batch_size, upper_lr, adapter_lr, full_lr, ...)."""
     unknown = [t for t in tasks if t not in TOKEN_DATASETS]
     if unknown:
         raise InputError(f"unknown token task(s) {', '.join(unknown)}; tasks: {', '.join(TOKEN_DATASETS)}")
@@ -43,7 +43,7 @@ def token_grid(model: str, tasks: list[str], work, sizes: tuple[int, int, int] =
 
 def _settings(grid: TrainGrid) -> dict:
     """What a result was measured with (the grid's fields that shape a token run)."""
-    keep = ("codecs", "modes", "seeds", "epochs", "patience", "upper_lr", "adapter_lr", "full_lr", "token_sizes",
+    keep = ("layer", "codecs", "modes", "seeds", "epochs", "patience", "upper_lr", "adapter_lr", "full_lr", "token_sizes",
             "token_max_length", "token_batch_size")
     d = asdict(grid)
     return {k: d[k] for k in keep}
@@ -61,8 +61,8 @@ def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row
     rows of that task (grid_table over WORK/results.jsonl)."""
     if run:
         run_grid(grid, log)
-    rows = load_results(grid.work / RESULTS)
-    table = grid_table([r for r in rows if r["dataset"] in grid.datasets and r["model"] in grid.models])
+    rows = [r for r in load_results(grid.work / RESULTS) if r["dataset"] in grid.datasets and r["model"] in grid.models]
+    table = grid_table([r for r in rows if r["kind"] != "recycled" or r["layer"] == grid.layer_of(r["model"])])
     out = []
     for ds in grid.datasets:
         cells = [r for r in table if r["dataset"] == ds]

@@ -48,7 +48,8 @@ def cell_mode(cell: str) -> tuple[str, AdapterSpec | None]:
 class TrainGrid:
     """What a training grid runs: models x data sets x seeds, one baseline each, codecs x mode cells."""
 
-    models: list[str] = field(default_factory=lambda: ["minilm"])  # split at L // 2
+    models: list[str] = field(default_factory=lambda: ["minilm"])  # split at `layer`
+    layer: int | None = None  # the split layer k of every model (None: L // 2)
     datasets: list[str] = field(default_factory=lambda: ["rt", "bbc"])
     codecs: list[str] = field(default_factory=lambda: ["fp32", "int8z", "int4z"])
     modes: list[str] = field(default_factory=lambda: ["upper", "adapter"])  # [] runs the baselines only
@@ -80,6 +81,12 @@ class TrainGrid:
         for cell in self.modes:  # an unknown mode fails before anything is written, encoded or trained
             cell_mode(cell)
 
+    def layer_of(self, model: str) -> int:
+        """The split layer of `model`: `layer`, else half its depth (L // 2)."""
+        from erpack.models import load_model
+
+        return self.layer if self.layer is not None else load_model(model).num_layers // 2
+
     def of(self, ds: str) -> tuple[tuple[int, int, int], int, int]:
         """(sizes, max length, batch size) of data set `ds`."""
         if ds in TOKEN_DATASETS:
@@ -106,10 +113,10 @@ def task_of(ds: str) -> str:
     return "token-classification" if ds in TOKEN_DATASETS else "classification"
 
 
-def _stub(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, seed: int) -> dict:
+def _stub(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, seed: int, layer: int) -> dict:
     """What run_key needs of a run's row, before the run."""
     return {"kind": kind, "model": model, "dataset": ds, "codec": codec, "mode": mode, "seed": seed, "tag": grid.tag,
-            "test_decile": grid.test_decile}
+            "test_decile": grid.test_decile, "layer": layer}
 
 
 def _run_row(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, seed: int, layer: int,
@@ -119,7 +126,7 @@ def _run_row(kind: str, model: str, ds: str, codec, mode: str, grid: TrainGrid, 
     token = data.task == "token-classification"  # scored per word: no per-document correctness
     correct = "" if result.test_logits is None or token else correct_string(result.test_logits.argmax(axis=1),
                                                                             data.y["test"])
-    return {**_stub(kind, model, ds, codec, mode, grid, seed), "layer": layer, "metric": primary_metric(data.task),
+    return {**_stub(kind, model, ds, codec, mode, grid, seed, layer), "metric": primary_metric(data.task),
             "test_correct": correct, "result": result.as_dict()}
 
 
@@ -139,7 +146,7 @@ def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str
     task = task_of(ds)
     cfg = TrainConfig(epochs=grid.epochs, batch_size=grid.of(ds)[2], seed=seed, patience=grid.patience, lr=None,
                       baseline_lr=grid.full_lr)
-    if grid.baseline and run_key(_stub("baseline", model, ds, None, "full", grid, seed)) not in done:
+    if grid.baseline and run_key(_stub("baseline", model, ds, None, "full", grid, seed, layer)) not in done:
         with CacheReader(caches[grid.codecs[0]]) as first:
             data = prepare_data(first, labels, task)
             r = run_baseline(first.meta, data, cfg)
@@ -148,7 +155,7 @@ def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str
         with CacheReader(cache) as reader:
             data = prepare_data(reader, labels, task)
             for cell in grid.modes:
-                if run_key(_stub("recycled", model, ds, codec, cell, grid, seed)) in finished(grid.work / RESULTS):
+                if run_key(_stub("recycled", model, ds, codec, cell, grid, seed, layer)) in finished(grid.work / RESULTS):
                     continue  # read afresh: a grid sharing the work folder may have run it meanwhile
                 kind, spec = cell_mode(cell)
                 lr = grid.upper_lr if kind == "upper" else grid.adapter_lr
@@ -158,11 +165,9 @@ def _run_seed(grid: TrainGrid, model: str, ds: str, layer: int, caches: dict[str
 
 def run_grid(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None) -> None:
     """Every run of `grid` not yet in WORK/results.jsonl, each appended (and passed to `log`) as it ends."""
-    from erpack.models import load_model
-
     grid.work.mkdir(parents=True, exist_ok=True)
     for model in grid.models:
-        layer = load_model(model).num_layers // 2
+        layer = grid.layer_of(model)
         for ds in grid.datasets:
             corpus, caches = _caches(grid, model, ds, layer, log)
             labels = corpus if grid.test_decile is None else grid_corpus(grid.work, ds, grid.of(ds)[0], grid.test_decile)
@@ -173,14 +178,13 @@ def run_grid(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None) ->
 def run_timing(grid: TrainGrid, log: Callable[[dict], None] = lambda row: None, threads: int = 1) -> None:
     """Epoch times only, interleaved (full, then each mode from each cache, for `rounds` rounds) on the first
     `timing` training documents, so slow spells of a shared machine hit every contender alike."""
-    from erpack.models import load_model
     from erpack.train import TrainConfig
     from erpack.train.baseline import run_baseline
     from erpack.train.trainer import prepare_data, run_recycled
 
     grid.work.mkdir(parents=True, exist_ok=True)
     for model in grid.models:
-        layer = load_model(model).num_layers // 2
+        layer = grid.layer_of(model)
         for ds in grid.datasets:
             corpus, caches = _caches(grid, model, ds, layer, log)
             readers = {codec: CacheReader(cache) for codec, cache in caches.items()}
@@ -217,7 +221,7 @@ def _cell_row(tag, model, ds, codec, mode, layer, rs: list[dict], brows: dict, e
     by_decile, decile_mean = decile_means([(decile_of(r), 100 * d) for (r, _), d in zip(matched, paired)])
     ci = (paired_bootstrap([(decile_of(r), r["test_correct"], x["test_correct"]) for r, x in matched])
           if matched and all(r.get("test_correct") and x.get("test_correct") for r, x in matched) else None)
-    e = enc.get((model, ds, codec), {})
+    e = enc.get((model, ds, codec, layer), {})
     saving = bt - t
     test_mean, test_sd = mean_sd(acc)
     base_mean, base_sd = mean_sd(bacc) if bacc else (None, None)
@@ -255,7 +259,7 @@ def grid_table(rows: list[dict], tags: list[str] | None = None, merge: str | Non
     for r in rows:
         if r["kind"] == "baseline":
             base.setdefault((r["model"], r["dataset"], r.get("tag", "")), {})[(r["seed"], decile_of(r))] = r
-    enc = {(r["model"], r["dataset"], r["codec"]): r for r in rows if r["kind"] == "encode"}
+    enc = {(r["model"], r["dataset"], r["codec"], r["layer"]): r for r in rows if r["kind"] == "encode"}
     groups: dict = {}
     for r in rows:
         if r["kind"] == "recycled":

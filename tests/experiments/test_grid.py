@@ -24,9 +24,11 @@ def test_rows_append_and_read_back_and_name_their_run(tmp_path):
     rows = load_results(path)
     assert [r["kind"] for r in rows] == ["baseline", "recycled"]
     assert [decile_of(r) for r in rows] == [9, 3]  # no decile recorded: the default split
-    assert finished(path) == {("baseline", "m", "rt", None, "full", 0, "a", 9),
-                              ("recycled", "m", "rt", "fp32", "upper", 1, "a", 3)}
+    assert finished(path) == {("baseline", "m", "rt", None, "full", 0, "a", 9, None),
+                              ("recycled", "m", "rt", "fp32", "upper", 1, "a", 3, 3)}
     assert run_key(rows[1]) in finished(path)
+    assert run_key(rows[1] | {"layer": 2}) not in finished(path)  # another split: another run from the cache
+    assert run_key(rows[0] | {"layer": 2}) in finished(path)  # the full fine-tune is the same whatever the split
 
 
 def test_grids_sharing_a_work_folder_encode_a_cache_once(tmp_path):

@@ -3,7 +3,7 @@
 from erpack.experiments.tags import all_tags, keep_tags, merge_tags
 from tests.experiments.rows import run
 
-ENCODE = {"kind": "encode", "model": "m", "dataset": "rt", "codec": "fp32", "seconds": 1.0, "bytes": 1}
+ENCODE = {"kind": "encode", "model": "m", "dataset": "rt", "codec": "fp32", "layer": 3, "seconds": 1.0, "bytes": 1}
 
 
 def test_select_takes_the_best_validation_run_and_keeps_untagged_rows():

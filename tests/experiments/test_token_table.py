@@ -53,6 +53,19 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
     assert publish(page, text, check=False, tool="t").rc == 0
     assert publish(page, text, check=True, tool="t") == Published(page)
 
+    # another split in the same WORK: its own cache and run from the cache, the full fine-tune shared
+    at2 = token_grid("minilm", ["truecase"], grid.work, sizes=(6, 2, 3), modes=("upper",), seeds=(0,), layer=2,
+                     epochs=1, token_max_length=32, token_batch_size=4)
+    (res2,) = run_token_table(at2, "python tools/token_table.py --tiny --layer 2", MACHINE)
+    rows = load_results(grid.work / RESULTS)
+    assert sorted((r["kind"], r["layer"]) for r in rows if r["kind"] != "encode") == [
+        ("baseline", 3), ("recycled", 2), ("recycled", 3)]
+    assert res2["layer"] == 2 and res2["settings"]["layer"] == 2
+    assert res2["rows"][0]["baseline_micro_f1_mean"] == row["baseline_micro_f1_mean"]
+    assert res2["rows"][0]["test_micro_f1_mean"] == next(r for r in rows if r.get("layer") == 2 and
+                                                         r["kind"] == "recycled")["result"]["test"]["micro_f1"]
+    assert run_token_table(grid, "python tools/token_table.py --tiny", MACHINE, run=False) == results  # k = 3 as was
+
 
 def test_the_results_page_is_what_its_result_files_render():
     from pathlib import Path

@@ -11,7 +11,7 @@ from tests.experiments.rows import on_decile, run
 
 def test_table_pairs_seeds_and_keeps_tags_apart():
     rows = [
-        {"kind": "encode", "model": "m", "dataset": "rt", "codec": "int8z", "seconds": 8.0, "bytes": 100},
+        {"kind": "encode", "model": "m", "dataset": "rt", "codec": "int8z", "layer": 3, "seconds": 8.0, "bytes": 100},
         run("baseline", 0, 0.80), run("baseline", 1, 0.70),
         run("recycled", 0, 0.79, mode="upper", codec="int8z", seconds=4.0),
         run("recycled", 1, 0.67, mode="upper", codec="int8z", seconds=4.0),
