@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from erpack.depth.rules import every_layer_scores
+
 
 def halting_stats(model: str, cache: str, labels: str, task: str) -> dict:
     """Per exit: the test documents' halting probabilities (mean, std, p5, p95) and the exit-layer counts."""
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         r, e = s["recycled"], s["recycled"]["notes"]["early_exit"]
         metric = "pearson" if args.task == "regression" else "accuracy"
         row = {"exit_lr": lr, "run_lr": args.lr, "metric": metric, "test": r["test"][metric],
-               "test_all_layers": (e.get("test_mixture") or e["test_all_layers"])[metric],  # the mixture
+               "test_all_layers": every_layer_scores(e)[metric],  # the mixture
                **({"test_head": e["test_all_layers"][metric]} if "test_mixture" in e else {}),
                "mean_layers": r["test"]["mean_layers"],
                "threshold": e["threshold"], "validation": e.get("validation"), "best_epoch": r["best_epoch"],

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from erpack.depth.rules import every_layer_scores
 from erpack.runtime.timing import describe_machine
 from erpack.train.labels import TRAIN_SUBSET
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             e = r["notes"]["early_exit"]
             row.update(threshold=e["threshold"], mean_layers=r["test"]["mean_layers"],
                        mean_layers_fraction=r["test"]["mean_layers_fraction"], validation=e.get("validation"),
-                       test_accuracy_every_layer_rule=_every_layer_rule(e)["accuracy"])
+                       test_accuracy_every_layer_rule=every_layer_scores(e)["accuracy"])
             done = W / f"eval-{ds}-{rule}-{seed}.json"  # the --no-early-exit evaluation, kept for the next call
             if not done.is_file():
                 model = Path(s["output"]) if Path(s["output"]).is_absolute() else W / s["output"]  # trained in WORK
@@ -98,12 +99,6 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{'' if plain is None else f'{100 * plain:.2f}'} | " if with_plain else "")
               + f"{r['loss_points_vs_no_exits']:+.2f} | {r['mean_layers']:.2f} | {100 * r['mean_layers_fraction']:.0f}% |")
     return 0
-
-
-def _every_layer_rule(e: dict) -> dict:
-    """The test scores of the rule's own answer with every layer run: DACT's mixture (`test_mixture`; a record
-    from before the head was the reference has it as `test_all_layers`), the other rules' head."""
-    return e.get("test_mixture") or e["test_all_layers"]
 
 
 if __name__ == "__main__":

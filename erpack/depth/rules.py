@@ -35,6 +35,20 @@ from erpack.errors import InputError
 
 RULES = ("dact", "patience", "entropy")
 REGRESSION_RULES = ("dact",)  # patience and entropy compare classes; a score has none
+REFERENCE = "head"  # what a threshold's budget is measured against (records before it had no `reference`)
+
+
+def reference_of(rule: str, record: dict) -> str:
+    """What a validation record's `_all_layers` values and budget were measured against: its `reference`, else
+    (written before the head was the reference) DACT's mixture or the other rules' head."""
+    return record.get("reference") or ("mixture" if rule == "dact" else "head")
+
+
+def every_layer_scores(record: dict) -> dict:
+    """The test scores of a rule's own answer with every layer run, from a task model's early-exit record: DACT's
+    mixture (`test_mixture`; a record from before the head was the reference has it as `test_all_layers`),
+    the other rules' head (`test_all_layers`)."""
+    return record.get("test_mixture") or record["test_all_layers"]
 
 
 def check_threshold(rule: str, threshold: float, num_labels: int, layers: int, regression: bool = False) -> float:

@@ -13,7 +13,7 @@ the head: when even its best candidate is more than the budget below the head, t
 best validation accuracy is chosen (ties: fewer mean layers) and the record says `within_budget: false`
 (erpack.depth.training turns that into a note). DACT's record also gives the mixture's validation
 accuracy (`accuracy_mixture`). Records written before the head was the reference have no `reference`
-key; their `accuracy_all_layers` is the mixture's for dact (`reference_of`).
+key; their `accuracy_all_layers` is the mixture's for dact (`erpack.depth.rules.reference_of`).
 
 Regression (dact only): the same, with Pearson's r in place of accuracy: the budget is in Pearson points
 x 100 (budget 0.5: r at most 0.005 below the head's, the last exit's score), the candidates 0..1 by 0.01
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from erpack.depth.losses import mixture_logits, mixture_scores
-from erpack.depth.rules import Rule, entropy, simulate
+from erpack.depth.rules import REFERENCE, Rule, entropy, simulate
 
 
 def candidates(rule: str, layers: int, logits: np.ndarray) -> list[float]:
@@ -45,9 +45,6 @@ def candidates(rule: str, layers: int, logits: np.ndarray) -> list[float]:
     return sorted({0.0, *(float(min(np.nextafter(np.float32(q), np.float32(np.inf)), top)) for q in qs)})  # just above: the rule is `<`
 
 
-REFERENCE = "head"  # what the budget is measured against (records before it had no `reference`: see reference_of)
-
-
 def head_logits(logits: np.ndarray) -> np.ndarray:
     """The task head's answer (N, C): the last exit, what the model gives without exits."""
     return np.asarray(logits[:, -1])
@@ -58,12 +55,6 @@ def mixture(logits: np.ndarray, halting: np.ndarray, regression: bool = False) -
     regression: the mixed score (N, 1))."""
     zs, h = list(torch.as_tensor(logits).unbind(1)), torch.as_tensor(halting)
     return (mixture_scores(zs, h) if regression else mixture_logits(zs, h)).numpy()
-
-
-def reference_of(rule: str, record: dict) -> str:
-    """What a record's `_all_layers` values and budget were measured against: its `reference`, else (written
-    before the head was the reference) DACT's mixture or the other rules' head."""
-    return record.get("reference") or ("mixture" if rule == "dact" else "head")
 
 
 def choose(rule: str, logits: np.ndarray, halting: np.ndarray | None, y: np.ndarray, budget: float) -> dict:

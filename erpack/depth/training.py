@@ -145,8 +145,9 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
     the `early_exit` record (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning
     rate the run used. `splits`: {split: (N, batches())}, `score(task, logits, y, classes)` the task's metrics
     (erpack.train.loop.score)."""
+    from erpack.depth.rules import REFERENCE
     from erpack.depth.runner import ExitModel
-    from erpack.depth.threshold import REFERENCE, choose, choose_regression, head_logits, mixture
+    from erpack.depth.threshold import choose, choose_regression, head_logits, mixture
 
     regression = tm.task == "regression"
     em = ExitModel(tm, exits, Rule(spec.rule, spec.threshold if spec.threshold is not None else 0.0, regression))

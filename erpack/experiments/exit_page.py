@@ -23,6 +23,7 @@ import math
 import re
 from pathlib import Path
 
+from erpack.depth.rules import reference_of
 from erpack.experiments.page import machine_line
 
 RESULTS = Path("docs/results/depth")
@@ -225,8 +226,8 @@ def budget_lines(exits: list[dict]) -> list[str]:
     """What each run's threshold budget was measured against (its validation record's `reference`; none: trained
     before the head was the reference, DACT's mixture) and the runs whose threshold is out of budget."""
     lines = []
-    old = [r for r in exits if r["rule"] == "dact" and (r.get("validation") or {}).get("budget") is not None
-           and not r["validation"].get("reference")]
+    old = [r for r in exits if (r.get("validation") or {}).get("budget") is not None
+           and reference_of(r["rule"], r["validation"]) == "mixture"]
     if old:
         lines.append("- Thresholds chosen on validation against DACT's mixture with every layer run, not the head "
                      "(trained before the budget's reference was the task head, docs/depth.md): "

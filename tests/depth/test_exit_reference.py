@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from erpack.cli import main
-from erpack.depth.rules import Rule, simulate
-from erpack.depth.threshold import candidates, choose, choose_regression, head_logits, mixture, reference_of
+from erpack.depth.rules import Rule, reference_of, simulate
+from erpack.depth.threshold import candidates, choose, choose_regression, head_logits, mixture
 from erpack.depth.training import budget_note
 from erpack.train.metrics import regression_metrics
 
@@ -85,6 +85,10 @@ def test_records_before_the_head_was_the_reference_read_as_the_mixture():
     assert reference_of("dact", {"accuracy_all_layers": 0.8}) == "mixture"
     assert reference_of("patience", {"accuracy_all_layers": 0.8}) == "head"
     assert reference_of("dact", {"reference": "head"}) == "head"
+    # the rule's own answer with every layer run: DACT's mixture, kept as test_all_layers before the head
+    assert every_layer_scores({"test_all_layers": {"accuracy": 0.8}}) == {"accuracy": 0.8}
+    assert every_layer_scores({"test_all_layers": {"accuracy": 0.8}, "test_mixture": {"accuracy": 0.7}}) == {
+        "accuracy": 0.7}
 
 
 def test_train_json_records_the_head_as_reference(tiny_exit, tmp_path, capsys):
