@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from erpack.cli import main
-from erpack.depth.rules import Rule, reference_of, simulate
+from erpack.depth.rules import Rule, every_layer_scores, reference_of, simulate
 from erpack.depth.threshold import candidates, choose, choose_regression, head_logits, mixture
 from erpack.depth.training import budget_note
 from erpack.train.metrics import regression_metrics
