@@ -124,6 +124,35 @@ def table_lines(result: dict) -> list[str]:
     return lines
 
 
+def _order(res: dict) -> tuple:
+    """Results by model, task, split layer, training size and epochs."""
+    s = res["settings"]
+    return res["model"], res["task"], res["layer"], s["token_sizes"][0], s["epochs"]
+
+
+def _title(res: dict) -> str:
+    s = res["settings"]
+    return (f"{res['model']} k = {res['layer']}, {res['labels']}, {s['token_sizes'][0]} training articles, "
+            f"{s['epochs']} epoch(s)")
+
+
+def summary_lines(results: list[dict]) -> list[str]:
+    """One line per mode of every result: where each (model, split, task, size, epochs) stands against its
+    full fine-tune, the sections below giving the commands and machines."""
+    m = METRIC
+    lines = ["## Summary", "",
+             "| model, k | task | training articles | epochs | mode | seeds | cache micro F1 | full fine-tune | "
+             "Δ points (min..max) | within 1 point |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for res in sorted(results, key=_order):
+        s = res["settings"]
+        for r in res["rows"]:
+            ok = {True: "yes", False: "**no**", None: "-"}[r["within_1_point"]] if r[f"baseline_{m}_mean"] else "-"
+            lines.append(f"| {res['model']}, {res['layer']} | {res['task']} | {s['token_sizes'][0]} | {s['epochs']} | "
+                         f"{r['mode']} | {len(r['seeds'])} | {_pct(r[f'test_{m}_mean'], r[f'test_{m}_sd'])} | "
+                         f"{_pct(r[f'baseline_{m}_mean'], r[f'baseline_{m}_sd'])} | {_delta(r)} | {ok} |")
+    return lines + [""]
+
+
 def page_text(results: list[dict], render_command: str = "python tools/token_table.py --render-only") -> str:
     """docs/results/token-tasks.md from the result files: per (model, task) its command, machine, settings
     and table."""
@@ -136,12 +165,15 @@ def page_text(results: list[dict], render_command: str = "python tools/token_tab
              "in points; the epoch-time ratio is the mean seconds per training epoch from the cache over the "
              "full fine-tune's (same documents, batches and epochs). How the tasks are made from BBC articles: "
              "the Token tasks section of [training.md](../training.md).", ""]
+    results = sorted(results, key=_order)
     if not results:
         lines.append("No results yet.")
+    else:
+        lines += summary_lines(results)
     for res in results:
         s = res["settings"]
         sizes = s["token_sizes"]
-        lines += [f"## {res['model']} k = {res['layer']}, {res['labels']}", "",
+        lines += [f"## {_title(res)}", "",
                   f"Made by `{res['command']}`", f"on {machine_line(res['machine'])}.", "",
                   f"{sizes[0]} training, {sizes[1]} validation and {sizes[2]} test articles (the first of each "
                   f"split in sha256(id) order), max_length {s['token_max_length']}, batch "

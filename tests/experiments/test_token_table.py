@@ -45,8 +45,10 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
     (path,) = write_results(tmp_path / "out", results)
     assert path.name == "minilm-k3-truecase.json" and json.loads(path.read_text()) == json.loads(json.dumps(res))
     text = page_text(read_results(tmp_path / "out"))
-    assert "## minilm k = 3, bbc-truecase" in text and "Made by `python tools/token_table.py --tiny`" in text
+    assert "## minilm k = 3, bbc-truecase, 6 training articles, 1 epoch(s)" in text and "Made by `python tools/token_table.py --tiny`" in text
     assert "| minilm, 3 | truecase | int8z | upper | 0 |" in text
+    assert text.index("## Summary") < text.index("## minilm k = 3")
+    assert "| minilm, 3 | truecase | 6 | 1 | upper | 1 |" in text  # the summary: size, epochs, mode, seeds
     page = tmp_path / "token-tasks.md"
     stale = publish(page, text, check=True, tool="t")
     assert stale.rc == 1 and stale.message == f"{page.parent.name}/{page.name} is out of date: run t"
