@@ -3,6 +3,7 @@
     python tools/token_table.py --model minilm --tasks truecase,punctuation --seeds 0,1,2 --work runs/tokens
     python tools/token_table.py --model mpnet --tasks truecase,punctuation --seeds 0 --sizes 100,20,60 \
         --work runs/tokens-mpnet --note "one seed at a smaller size (CPU time)"
+    python tools/token_table.py --model minilm --tasks truecase --timing 100 --work runs/tokens   # epoch times
     python tools/token_table.py --render-only            # docs/results/token-tasks.md from the result files
     python tools/token_table.py --render-only --check    # exit 1 when the page is not what the files render
 
@@ -47,7 +48,10 @@ PAGE = ROOT / "docs" / "results" / "token-tasks.md"
 
 def _log(row: dict) -> None:
     r = row.get("result")
-    if row["kind"] == "encode":
+    if row["kind"] == "timing":
+        text = f"timing {row['model']} {row['dataset']} round {row['seed']}: " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in row["seconds"].items() if not k.endswith(" wait"))
+    elif row["kind"] == "encode":
         text = f"encoded {row['model']} {row['dataset']} {row['codec']}: {row['seconds']:.1f} s, {row['bytes'] / 1e6:.1f} MB"
     else:
         what = "full fine-tune" if row["kind"] == "baseline" else row["mode"]
@@ -81,6 +85,19 @@ def _provenance(grid, table_only: bool) -> dict:
     return kept
 
 
+def _timing_provenance(grid, timing: int | None, rounds: int) -> dict | None:
+    """With --timing, this command and machine (kept in WORK/timing.json, beside command.json, which stays the
+    accuracy runs'); else those kept there by an earlier --timing run, if any."""
+    path = Path(grid.work) / "timing.json"
+    if timing:
+        grid.timing, grid.rounds = timing, rounds
+        kept = {"command": command_line(), "machine": describe_machine()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(kept).encode())
+        return kept
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +123,11 @@ def main(argv=None) -> int:
     p.add_argument("--note", action="append", default=[], help="a note printed under this run's tables (repeatable)")
     p.add_argument("--table-only", action="store_true", help="no training: the table from WORK/results.jsonl (the "
                    "runs finished so far), written as result files with the command that measured them")
+    p.add_argument("--timing", type=int, default=None, metavar="N", help="epoch times only: the full fine-tune and "
+                   "each mode from the cache in interleaved rounds on the first N training articles, so a busy "
+                   "machine slows every contender alike; run in the WORK of the accuracy runs, whose result files "
+                   "gain the medians")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of --timing (default: 2)")
     p.add_argument("--out", default=str(OUT), help="folder of the result files (default: docs/results/tokens)")
     p.add_argument("--page", default=str(PAGE), help="the results page (default: docs/results/token-tasks.md)")
     p.add_argument("--render-only", action="store_true", help="only render the page from the result files")
@@ -132,9 +154,10 @@ def main(argv=None) -> int:
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(args.threads)
     try:
-        kept = _provenance(grid, args.table_only)
+        timing = _timing_provenance(grid, args.timing, args.rounds)
+        kept = _provenance(grid, args.table_only or bool(args.timing))
         results = run_token_table(grid, kept["command"], kept["machine"], _log, run=not args.table_only,
-                                  settings=kept.get("settings"))
+                                  settings=kept.get("settings"), timing=timing, threads=args.threads)
     except ErpackError as e:
         print(f"token_table: error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from erpack.errors import InputError
 from erpack.experiments.corpora import TOKEN_DATASETS
 from erpack.experiments.grid import RESULTS, load_results
 from erpack.experiments.page import machine_line
-from erpack.experiments.training import TrainGrid, grid_table, run_grid
+from erpack.experiments.training import TrainGrid, grid_table, run_grid, run_timing, timing_table
 from erpack.store.atomic import write_atomic
 
 TITLE = "Token tasks from the cache against the full fine-tune"
@@ -55,14 +55,21 @@ def settings_of(grid: TrainGrid) -> dict:
 
 
 def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row: None, run: bool = True,
-                    settings: dict | None = None) -> list[dict]:
-    """Run what the grid lacks (unless not `run`), then one result per (model, task): the settings (those
-    the runs were measured with: `settings`, else the grid's), the command and machine, and the table's
-    rows of that task (grid_table over WORK/results.jsonl)."""
+                    settings: dict | None = None, timing: dict | None = None, threads: int = 1) -> list[dict]:
+    """Run what the grid lacks (unless not `run`; with grid.timing, interleaved epoch-time rounds instead,
+    erpack.experiments.training.run_timing), then one result per (model, task): the settings (those the runs
+    were measured with: `settings`, else the grid's), the command and machine, the table's rows of that task
+    (grid_table over WORK/results.jsonl) and, when WORK holds timing rounds, their medians (`timing`: the
+    command and machine that measured them, from `timing`, and timing_table's rows)."""
     if run:
-        run_grid(grid, log)
-    rows = [r for r in load_results(grid.work / RESULTS) if r["dataset"] in grid.datasets and r["model"] in grid.models]
-    table = grid_table([r for r in rows if r["kind"] != "recycled" or r["layer"] == grid.layer_of(r["model"])])
+        if grid.timing:
+            run_timing(grid, log, threads=threads)
+        else:
+            run_grid(grid, log)
+    rows = [r for r in load_results(grid.work / RESULTS) if r["dataset"] in grid.datasets and r["model"] in grid.models
+            and (r["kind"] not in ("recycled", "timing") or r["layer"] == grid.layer_of(r["model"]))]
+    table = grid_table(rows)
+    rounds = timing_table(rows)
     out = []
     for ds in grid.datasets:
         cells = [r for r in table if r["dataset"] == ds]
@@ -71,8 +78,28 @@ def run_token_table(grid: TrainGrid, command: str, machine: dict, log=lambda row
         out.append({"model": cells[0]["model"], "layer": cells[0]["layer"], "task": ds, "labels": TOKEN_DATASETS[ds],
                     "metric": METRIC, "command": command, "machine": machine,
                     "settings": settings or _settings(grid),
-                    "rows": cells})
+                    "rows": cells, **_timing(timing, [t for t in rounds if t["dataset"] == ds])})
     return out
+
+
+def _timing(provenance: dict | None, rows: list[dict]) -> dict:
+    """A result's `timing`: what measured the interleaved rounds and their medians, or nothing without rounds."""
+    if not rows:
+        return {}
+    return {"timing": {**(provenance or {}), "rows": rows}}
+
+
+def timing_lines(result: dict) -> list[str]:
+    """The interleaved epoch-time rounds of a result as text lines (none without them)."""
+    t = result.get("timing")
+    if not t:
+        return []
+    first = t["rows"][0]
+    made = f" Made by `{t['command']}` on {machine_line(t['machine'])}." if t.get("command") else ""
+    parts = [f"{r['what']} {r['seconds']:.1f} s (ratio {r['ratio']:.2f})" for r in t["rows"]]
+    return [f"Epoch time measured alone, in {first['rounds']} interleaved round(s) on the first {first['documents']} "
+            f"training articles ({first['tokens']} tokens), median seconds per epoch: full fine-tune "
+            f"{first['full_seconds']:.1f} s; " + "; ".join(parts) + "." + made, ""]
 
 
 def result_name(result: dict) -> str:
@@ -179,7 +206,7 @@ def page_text(results: list[dict], render_command: str = "python tools/token_tab
                   f"split in sha256(id) order), max_length {s['token_max_length']}, batch "
                   f"{s['token_batch_size']}, {s['epochs']} epoch(s) (patience {s['patience']}), learning rates "
                   f"upper {s['upper_lr']:g}, adapter {s['adapter_lr']:g}, full {s['full_lr']:g}.", "",
-                  *table_lines(res), ""]
+                  *table_lines(res), "", *timing_lines(res)]
         notes = res.get("notes")
         if notes:
             lines += [f"Note: {n}" for n in notes] + [""]

@@ -68,6 +68,17 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
                                                          r["kind"] == "recycled")["result"]["test"]["micro_f1"]
     assert run_token_table(grid, "python tools/token_table.py --tiny", MACHINE, run=False) == results  # k = 3 as was
 
+    # epoch times alone, interleaved: the result gains their medians and what measured them, the page a line
+    grid.timing, grid.rounds = 4, 1
+    (timed,) = run_token_table(grid, "python tools/token_table.py --tiny", MACHINE,
+                               timing={"command": "python tools/token_table.py --timing 4", "machine": MACHINE})
+    assert {k: v for k, v in timed.items() if k != "timing"} == res  # the accuracy runs are untouched
+    (t,) = timed["timing"]["rows"]
+    assert (t["what"], t["documents"], t["rounds"], t["layer"]) == ("upper int8z", 4, 1, 3)
+    assert t["ratio"] == pytest.approx(t["seconds"] / t["full_seconds"])
+    line = next(x for x in page_text([timed]).splitlines() if x.startswith("Epoch time measured alone"))
+    assert "1 interleaved round(s) on the first 4 training articles" in line and "`python tools/token_table.py --timing 4`" in line
+
 
 def test_the_results_page_is_what_its_result_files_render():
     from pathlib import Path
