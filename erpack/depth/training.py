@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from erpack.depth.rules import REGRESSION_RULES, RULES, Rule, check_threshold
+from erpack.depth.rules import REFERENCE, REGRESSION_RULES, RULES, Rule, check_threshold
 from erpack.errors import InputError
 
 DEFAULT_PONDER = 0.05
@@ -145,7 +145,6 @@ def finish(tm, exits, spec: ExitSpec, splits: dict, y: dict, device, result, sco
     the `early_exit` record (and fills result.test / result.notes["early_exit"]); `spec.lr`: the exits' learning
     rate the run used. `splits`: {split: (N, batches())}, `score(task, logits, y, classes)` the task's metrics
     (erpack.train.loop.score)."""
-    from erpack.depth.rules import REFERENCE
     from erpack.depth.runner import ExitModel
     from erpack.depth.threshold import choose, choose_regression, head_logits, mixture
 
