@@ -10,7 +10,7 @@ from pathlib import Path
 from erpack.cli import CLIError
 from erpack.cli.storage import add_shard_cache, add_storage_options, cache_where, storage_options
 from erpack.cluster.score import score_on_ray
-from erpack.deploy.bundle import VARIANTS, is_bundle
+from erpack.deploy.bundle import VARIANTS, Bundle, is_bundle
 from erpack.deploy.runtime import predict_bundle
 from erpack.depth.ort import is_exit_graphs
 from erpack.predict import open_upper, predict, read_ids_file
@@ -41,11 +41,14 @@ def add_parser(subparsers) -> None:
             "max_length) and truncated_words; with --labels, labels (the true ones) and the score per word (micro F1 over "
             "the tagged labels, macro F1, per-label F1, word accuracy). With --engine ray a token graph needs --labels "
             "(the words travel to the actors with the ids); the parts hold the same lines and the summary the "
-            "same scores."
+            "same scores. A token-classification bundle predicts cached ids given their words: --labels (a word "
+            "label file or built-in token task; --split picks its documents) gives them and the true labels, and "
+            "the lines and scores are those of its upper graph with --labels."
         ),
         epilog=("Examples: erpack predict bundles/rt --text \"a fine film\" --text \"dull\"\n"
                 "          cat reviews.txt | erpack predict bundles/rt --variant int8 -o p.jsonl\n"
                 "          erpack predict bundles/rt caches/rt --ids d1,d2\n"
+                "          erpack predict bundles/truecase caches/truecase --labels bbc-truecase --split test\n"
                 "          erpack predict rt.int8-dynamic.onnx caches/rt -o predictions.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --ids-file ids.txt --texts new.jsonl --add-to-cache -o p.jsonl\n"
                 "          erpack predict rt.onnx caches/rt --labels rotten_tomatoes --split test -o p.jsonl\n"
@@ -76,11 +79,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None, help="where to load the encoder for --texts when the cache's recorded "
                    "name is not found here (its weights must match the cache's sha256)")
     p.add_argument("--labels", default=None, help="label source (as for `erpack eval`): scores the predictions; for a "
-                   "token-classification graph, the word label file (id, words, labels) or built-in token task that "
-                   "also gives each document's words")
+                   "token-classification graph or bundle, the word label file (id, words, labels) or built-in token "
+                   "task that also gives each cached document's words (a document bundle takes none)")
     p.add_argument("--split", choices=["train", "validation", "test"], default=None,
                    help="with --labels and no ids: predict the documents of this split (with --engine ray: a "
-                   "token-classification graph's)")
+                   "token-classification graph's; with a bundle: a token-classification one's)")
     p.add_argument("-o", "--output", default=None, help="predictions JSONL (a file or URL): id, source, predicted, "
                    "probabilities (or score), label when --labels; or id, error. Required without --engine ray")
     p.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: 32)")
@@ -177,12 +180,12 @@ def _print_outcome(s: dict, output: str, missing_where: str, missing_hint: str =
         print(f"missing      {len(s['missing'])} id(s) {missing_where}: {shown}{missing_hint}", file=sys.stderr)
 
 
-def _print_metrics(m: dict) -> None:
+def _print_metrics(m: dict, file=None) -> None:
     print("score        " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()
-                                      if not isinstance(v, dict)))
+                                      if not isinstance(v, dict)), file=file)
     if m.get("per_label"):  # a token task's, per word
         print("per label    " + ", ".join(f"{name} F1 {x['f1']:.4f} ({x['support']} words)"
-                                          for name, x in m["per_label"].items()))
+                                          for name, x in m["per_label"].items()), file=file)
 
 
 def _stdin_texts() -> list[str]:
@@ -191,13 +194,19 @@ def _stdin_texts() -> list[str]:
 
 
 def run_bundle(args, ids) -> int:
-    """A bundle: texts (--text, stdin, --texts) and cached ids, without torch; summary on stderr without -o."""
-    unsupported = [flag for flag, value in [("--lower", args.lower),
-                                            ("--model", args.model), ("--labels", args.labels), ("--split", args.split),
+    """A bundle: texts (--text, stdin, --texts) and cached ids, without torch (a token bundle's cached ids take
+    their words from --labels, whose reading imports torch); summary on stderr without -o."""
+    words = (args.labels or args.split) and _token_bundle(args.graph)
+    unsupported = [flag for flag, value in [("--lower", args.lower), ("--model", args.model),
+                                            ("--labels", not words and args.labels),
+                                            ("--split", not words and args.split),
                                             ("--out", args.out)] if value] + (["--engine ray"] if args.engine == "ray" else [])
     if unsupported:
         raise CLIError(f"{', '.join(unsupported)} apply to a graph, not to a bundle (which carries its lower graph "
-                       "and tokenizer): drop them")
+                       "and tokenizer; --labels and --split only give a token-classification bundle the words of "
+                       "cached ids): drop them")
+    if words and args.cache is None:
+        raise CLIError(f"--labels gives the words of cached documents: give the CACHE after the bundle {args.graph}")
     if args.add_to_cache and args.cache is None:
         raise CLIError("--add-to-cache appends the texts to a cache: give CACHE after the bundle")
     texts = []
@@ -213,7 +222,7 @@ def run_bundle(args, ids) -> int:
     result, rt = predict_bundle(args.graph, cache_where(args.cache, args), texts, args.texts, ids, args.variant,
                                 args.device, args.batch_size, args.output, args.allow_other_codec,
                                 storage_options(args), args.add_to_cache, early_exit=not args.no_early_exit,
-                                exit_threshold=args.exit_threshold)
+                                exit_threshold=args.exit_threshold, labels=args.labels, split=args.split)
     report = sys.stderr if args.output is None else sys.stdout
     if args.output is None:
         for row in result.rows:
@@ -227,6 +236,8 @@ def run_bundle(args, ids) -> int:
     if result.truncated:
         print(f"truncated    {len(result.truncated)} text(s) cut at {rt.bundle.max_length} tokens, as the cache "
               "cuts them", file=report)
+    if result.metrics is not None:
+        _print_metrics(result.metrics, report)
     for note in result.notes + rt.notes:
         print(f"note: {note}", file=report)
     if args.output is not None:
@@ -240,7 +251,8 @@ def run_bundle(args, ids) -> int:
                           "documents": len(result.rows), "from_text": result.from_text,
                           "from_cache": result.from_cache, "truncated": result.truncated, "missing": result.missing,
                           "added_to_cache": result.added_to_cache,
-                          "notes": result.notes + rt.notes, "output": args.output}), file=report)
+                          "notes": result.notes + rt.notes, "output": args.output}
+                         | ({"metrics": result.metrics} if result.metrics is not None else {})), file=report)
     return 1 if result.missing else 0
 
 
@@ -269,6 +281,11 @@ def run_ray(args, cache, ids) -> int:
     if args.json:
         print(json.dumps(s))
     return 1 if s["missing"] else 0
+
+
+def _token_bundle(folder) -> bool:
+    """Is the bundle `folder` a token-classification one (by its manifest; files not checked here)?"""
+    return per_token({"task": Bundle.load(folder, check_files=False).task})
 
 
 def _per_token(graph) -> bool:

@@ -9,8 +9,8 @@ fitted state): a record decoded once, or a text run once through the lower graph
 then what every head reads (recycling at serving time). The first bundle's tokenizer, lower graph and
 codec are the ones run. Rows are BundleRuntime's: erpack.predict.prediction_rows (with `layers` for a
 bundle with exits or ODE steps), or a token model's words and a label per word (erpack.words.word_rows;
-texts only: a cached record holds no words). One thread uses an Engine at a time (the service's batcher
-worker). No torch.
+texts only here: a cached record holds no words; `erpack predict BUNDLE CACHE --labels` gives them). One
+thread uses an Engine at a time (the service's batcher worker). No torch.
 """
 
 from __future__ import annotations

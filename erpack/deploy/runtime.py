@@ -3,6 +3,7 @@
     rt = BundleRuntime("bundle/")                    # checks bundle.json and every file's sha256
     rt.predict_texts(["a fine film", "dull"])         # rows: tokenize, lower graph, codec round trip, upper
     rt.predict_ids("caches/rt", ["d001", "d002"])     # rows from cached records (a folder or URL)
+    rt.predict_ids(cache, ids, words={id: (words, where)})  # a token bundle's: each cached document's words
     rt.text_logits(docs), rt.cache_logits(reader, ids)    # the logits behind the rows
 
 What this module imports, directly or through the erpack modules it uses: numpy, onnxruntime,
@@ -13,7 +14,10 @@ Text takes the path a cached record took: erpack.tokens' tokenizing (the same tr
 cache's max_length), the exported lower stack, then the cache's codec (encode and decode), so a
 text's prediction equals the one the same document gets once it is encoded into the cache. Rows are
 those `erpack predict` writes (erpack.predict.prediction_rows): id, source, predicted, probabilities
-(or score for a regression).
+(or score for a regression). A token bundle labels words: a text's are the text split at whitespace; a
+cached record holds token states, not words, so cached ids need each document's words given (the text the
+cache was encoded from), placed on the token ids the cache stored as `erpack predict GRAPH CACHE` places
+them (erpack.predict.cached_rows, erpack.words.word_rows).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from erpack.deploy.tokenizer import BundleTokenizer
 from erpack.depth.ort import ExitGraphs
 from erpack.errors import BundleError, InputError, ManifestMismatchError
 from erpack.fit import check_fit
-from erpack.predict import MISSING, cached_rows, graph_row, prediction_rows, write_rows
+from erpack.predict import MISSING, cached_rows, cut_note, graph_row, prediction_rows, write_rows
 from erpack.runtime.lower import run_lower_onnx
 from erpack.runtime.session import create_session
 from erpack.store import CacheReader, CacheWriter
@@ -55,6 +59,7 @@ class Predictions:
     missing: list[str] = field(default_factory=list)  # requested ids found nowhere (their rows carry `error`)
     notes: list[str] = field(default_factory=list)
     added_to_cache: int = 0  # texts appended to the cache
+    metrics: dict | None = None  # a token bundle's rows scored per word against true labels (erpack.predict_words)
 
 
 @dataclass
@@ -263,49 +268,86 @@ class BundleRuntime:
         return done["documents"]
 
     def refuse_ids(self) -> None:
-        """A token bundle predicts from text only: a cache record holds token states, not the words."""
+        """The service's rule: a token bundle is sent texts or words, not cached ids (a cached record holds
+        token states, not the words a row labels); `erpack predict BUNDLE CACHE --labels` gives them."""
         if self.token:
             raise InputError(f"bundle {self.bundle.folder} is a token-classification model: its rows give a label "
                              "per word, and a cached record holds no words; send the documents' texts (or words) "
-                             "instead of cached ids")
+                             "instead of cached ids, or predict the cached ids with `erpack predict BUNDLE CACHE "
+                             "--labels WORD_LABELS` (a word label file or built-in token task gives their words)")
 
     def predict_ids(self, cache, ids=None, batch_size: int = BATCH_SIZE, allow_other_codec: bool = False,
-                    storage_options: dict | None = None) -> Predictions:
+                    storage_options: dict | None = None, words: dict | None = None, labels: dict | None = None,
+                    words_from: str | None = None) -> Predictions:
         """Rows for cached documents (`ids`, default every one) of `cache` (a CacheReader, folder or URL);
-        an id the cache does not hold gets a row with an `error`."""
+        an id the cache does not hold gets a row with an `error`. A token bundle needs each cached document's
+        `words` ({id: (words, where)}: the text the cache was encoded from, split at whitespace) and gives the
+        rows `erpack predict GRAPH CACHE` gives (erpack.predict.cached_rows: the words placed on the token ids
+        the cache stored); `labels` ({id: the true label of each word}) adds a row's `labels`; `words_from`
+        names where the words were looked up, for the error when some lack them."""
         if isinstance(cache, CacheReader):
-            return self._predict_ids(cache, ids, batch_size, allow_other_codec)
+            return self._predict_ids(cache, ids, batch_size, allow_other_codec, words, labels, words_from)
         with CacheReader(cache, storage_options=storage_options) as reader:
-            return self._predict_ids(reader, ids, batch_size, allow_other_codec)
+            return self._predict_ids(reader, ids, batch_size, allow_other_codec, words, labels, words_from)
 
-    def _predict_ids(self, reader, ids, batch_size: int, allow_other_codec: bool) -> Predictions:
-        self.refuse_ids()
+    def _predict_ids(self, reader, ids, batch_size: int, allow_other_codec: bool, words: dict | None,
+                     labels: dict | None, words_from: str | None) -> Predictions:
+        if not self.token and (words is not None or labels is not None):
+            raise InputError(f"bundle {self.bundle.folder} predicts one label per document: words and labels per "
+                             "word apply to a token-classification bundle; drop them")
         notes = self.check_cache(reader, allow_other_codec)
         requested = list(dict.fromkeys(str(i) for i in (reader.ids() if ids is None else ids)))
         found = [i for i in requested if i in reader]
-        rows = {r["id"]: r for r in cached_rows(self.upper, reader, found, self.info, batch_size)}
+        if self.token:
+            self.require_words(found, words or {}, words_from)
+        kw = {"words": words or {}, "tokenizer": self.tokenizer, "labels": labels} if self.token else {}
+        rows = {r["id"]: r for r in cached_rows(self.upper, reader, found, self.info, batch_size, **kw)}
         missing = [i for i in requested if i not in rows]
         out = [rows.get(i, {"id": i, "error": MISSING.replace(" and no text given", "")}) for i in requested]
         return Predictions(out, from_cache=len(found), missing=missing, notes=notes)
+
+    def require_words(self, ids: list[str], words: dict, words_from: str | None = None) -> None:
+        """Refuse, before any work, cached documents of a token bundle without words (the first 5 named) or
+        with words that are not whitespace-free strings (erpack.words.check_words)."""
+        lacking = [i for i in ids if i not in words]
+        if lacking:
+            shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
+            where = f" (not in {words_from})" if words_from else ""
+            raise InputError(f"no words for {len(lacking)} cached document(s){where}: {shown}; bundle "
+                             f"{self.bundle.folder} is a token-classification model, which labels each word of a "
+                             "document: give each cached document's words (`erpack predict BUNDLE CACHE --labels "
+                             "WORD_LABELS`, a word label file with id, words, labels or a built-in token task; "
+                             "BundleRuntime.predict_ids(..., words={id: (words, where)})), or predict its text "
+                             "instead (--texts, --text)")
+        for i in ids:
+            ws, where = words[i]
+            check_words(ws, None, None, where)
 
 
 def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, variant: str = "fp32",
                    device: str = "auto", batch_size: int = BATCH_SIZE, output=None, allow_other_codec: bool = False,
                    storage_options: dict | None = None, add_to_cache: bool = False, early_exit: bool = True,
-                   exit_threshold: float | None = None) -> tuple[Predictions, BundleRuntime]:
+                   exit_threshold: float | None = None, labels: str | None = None,
+                   split: str | None = None) -> tuple[Predictions, BundleRuntime]:
     """`erpack predict BUNDLE`: rows for `texts` (strings: ids text-0, text-1, ...), for the documents of
     `text_file` (a corpus: all of them, or those of `ids`), and for cached `ids` of `cache` (all of them
     when neither texts nor ids are given). An id of `ids` is taken from `text_file` when the file has
     it, else from the cache; found nowhere, its row has an `error`. Rows in that order; written to
     `output` (a file or URL, atomically) when given. add_to_cache: the documents predicted from text are
     appended to `cache` (see BundleRuntime.append). early_exit, exit_threshold: a bundle with exit graphs
-    (BundleRuntime)."""
+    (BundleRuntime). A token bundle's cached ids need their words: `labels`, a word label source (a file of
+    id, words, labels, or a built-in token task), gives them and the true labels, which the rows carry and
+    the result's metrics score per word as `erpack predict GRAPH CACHE --labels` does; `split` (no ids)
+    predicts that split's documents of it. Reading `labels` imports erpack.train (torch)."""
     rt = load_runtime(bundle, variant, device, early_exit=early_exit, exit_threshold=exit_threshold)
     texts = list(texts or [])
     if not texts and text_file is None and cache is None:
         raise InputError("nothing to predict: give texts, a texts file, or a cache")
+    label_rows = _word_label_rows(rt, labels, cache, split)
     docs = as_documents(texts)
     wanted = None if ids is None else list(dict.fromkeys(str(i) for i in ids))
+    if wanted is None and split is not None:
+        wanted = [r.id for r in label_rows.values() if r.split == split]
     if text_file is not None:
         pool = {}
         for d in iter_corpus(str(text_file), storage_options=storage_options):
@@ -322,7 +364,9 @@ def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, var
     from_cache = None
     if cache is not None and (wanted is not None or (not texts and text_file is None)):
         rest = None if wanted is None else [i for i in wanted if i not in taken]
-        from_cache = rt.predict_ids(cache, rest, batch_size, allow_other_codec, storage_options)
+        words, true = _words_of(label_rows)
+        from_cache = rt.predict_ids(cache, rest, batch_size, allow_other_codec, storage_options, words, true,
+                                    f"--labels {labels}" if labels is not None else None)
     elif wanted is not None:
         rest = [i for i in wanted if i not in taken]
         from_cache = Predictions([{"id": i, "error": "not in the texts file, and no cache given"} for i in rest],
@@ -333,9 +377,41 @@ def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, var
     if wanted is not None:  # the texts given one by one first, then the ids in the order asked
         by_id = {r["id"]: r for r in result.rows[len(texts):]}
         result.rows = result.rows[:len(texts)] + [by_id[i] for i in wanted if i in by_id]
+    if label_rows is not None:
+        from erpack.predict_words import cut_of, score_counts, word_counts  # erpack.train: torch
+
+        names = list(rt.bundle.labels)
+        result.metrics = score_counts(word_counts(result.rows, names), names)
+        result.notes.append(cut_note(*cut_of(result.rows)))
     if output is not None:
         write_rows(output, result.rows, storage_options)
     return result, rt
+
+
+def _word_label_rows(rt: BundleRuntime, labels: str | None, cache, split: str | None) -> dict | None:
+    """{id: Example} of a token bundle's word label source (erpack.predict_words.word_label_rows), or None."""
+    if labels is None:
+        if split is not None:
+            raise InputError("--split selects ids from --labels: give --labels too")
+        return None
+    if not rt.token:
+        raise InputError(f"bundle {rt.bundle.folder} predicts one label per document: scoring it against labels "
+                         "is not supported; score its upper graph (`erpack predict GRAPH CACHE --labels`) instead")
+    if cache is None:
+        raise InputError(f"--labels {labels} gives the words of cached documents: give the CACHE they are in")
+    from erpack.predict_words import word_label_rows  # erpack.train: torch
+
+    return word_label_rows(labels, list(rt.bundle.labels))
+
+
+def _words_of(label_rows: dict | None) -> tuple[dict | None, dict | None]:
+    """({id: (words, where)}, {id: true label per word}) of word label rows, or (None, None)."""
+    if label_rows is None:
+        return None, None
+    from erpack.predict_words import true_labels
+    from erpack.train.word_labels import words_of
+
+    return {i: (words_of(r), r.where) for i, r in label_rows.items()}, true_labels(label_rows)
 
 
 def load_runtime(folder, variant: str = "fp32", device: str = "auto", threads: int | None = None,

@@ -52,7 +52,8 @@ cache's max_length] (texts), "added_to_cache": n (with add_to_cache)}, one row p
 - An ODE-step bundle (erpack export --steps S) adds "layers": S, the block evaluations its graph runs.
 - A token-classification row: {"id", "source": "text", "words": [w, ...], "predicted": [a label per
   word; null for a word cut off at max_length], "truncated_words": n}. Send `texts` (split at
-  whitespace into words) or `words`; `ids` are refused (a cached record holds no words).
+  whitespace into words) or `words`; `ids` are refused (a cached record holds no words: `erpack predict
+  BUNDLE CACHE --labels WORD_LABELS` predicts cached ids given their words).
 """
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 30.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -201,7 +202,8 @@ def check_request(req: PredictRequest, engine: Engine, limits: Limits) -> Work:
         token = [m for m in models if engine.runtimes[m].token]
         if token:
             raise ApiError(400, f"{', '.join(token)}: a token-classification model labels words, and a cached "
-                           "record holds no words; send `texts` or `words` instead of `ids`")
+                           "record holds no words; send `texts` or `words` instead of `ids` (or predict the cached "
+                           "ids offline, given their words: `erpack predict BUNDLE CACHE --labels WORD_LABELS`)")
         return Work("ids", [str(i) for i in req.ids], models)
     for i, t in enumerate(req.texts):
         if not t.strip():

@@ -14,7 +14,8 @@ import pytest
 from erpack.cli import main
 from tests.depth.conftest import tiny_caches  # noqa: F401  (the fixture, shared)
 from tests.depth.test_exits_regression import reg  # noqa: F401  (the fixture, shared)
-from tests.export.test_export_tokens import LABELS, _reference_labels
+from tests.export.conftest import write_jsonl
+from tests.export.test_export_tokens import LABELS, _lines, _reference_labels, _word_labels
 
 
 # ---- token classification -------------------------------------------------------------------------
@@ -45,26 +46,108 @@ def test_a_token_bundle_labels_each_word_of_a_text_as_predict_does(token_bundle,
     assert agree / total >= 0.95  # text runs the exported lower graph; the cache's record PyTorch's
 
 
-def test_a_token_bundle_refuses_cached_ids_and_pairs(token_bundle, tok):  # noqa: F811
+def _graph_rows(bundle_folder, tok, labels, tmp_path, capsys, *ids) -> tuple[list[dict], dict]:
+    """The rows and the --json summary `erpack predict` gives from the bundle's own fp32 upper graph over the
+    token cache, each document's words from `labels` (and only `ids` when given)."""
+    from erpack.deploy import Bundle
+
+    out = tmp_path / "graph.jsonl"
+    capsys.readouterr()
+    assert main(["predict", str(Bundle.load(bundle_folder).graph("upper")), str(tok["cache"]), "--labels", str(labels),
+                 *(["--ids", ",".join(ids)] if ids else []), "-o", str(out), "--device", "cpu", "--json"]) == 0
+    return _lines(out), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_a_token_bundle_predicts_cached_ids_given_their_words(token_bundle, tok, tmp_path, capsys):  # noqa: F811
+    """The runtime's rows for cached ids with each document's words are `erpack predict upper.onnx CACHE`'s."""
+    from erpack.deploy import BundleRuntime
+
+    docs = tok["docs"]
+    ids = [d.id for d in docs[:5]]
+    words = {d.id: (list(d.words), f"doc {d.id}") for d in docs}
+    rows = BundleRuntime(token_bundle[0], device="cpu").predict_ids(tok["cache"], ids + ["nope"], words=words).rows
+    want, _ = _graph_rows(token_bundle[0], tok, tok["labels"], tmp_path, capsys, *ids)
+    assert rows[:5] == [{k: v for k, v in r.items() if k != "labels"} for r in want]
+    assert all(r["source"] == "cache" for r in rows[:5]) and rows[0]["truncated_words"] > 0  # the long one, cut
+    assert rows[5] == {"id": "nope", "error": "not in the cache"}
+    assert rows[1]["predicted"] == _reference_labels(tok, ids[1], list(docs[1].words))  # PyTorch on the record
+
+
+def test_erpack_predict_with_a_token_bundle_and_labels_gives_the_graphs_rows_and_scores(token_bundle, tok,  # noqa: F811
+                                                                                       tmp_path, capsys):
+    want, graph = _graph_rows(token_bundle[0], tok, tok["labels"], tmp_path, capsys)
+    out = tmp_path / "bundle.jsonl"
+    assert main(["predict", str(token_bundle[0]), str(tok["cache"]), "--labels", str(tok["labels"]), "--split", "test",
+                 "-o", str(out), "--device", "cpu", "--json"]) == 0
+    printed = capsys.readouterr().out
+    s = json.loads(printed.strip().splitlines()[-1])
+    assert _lines(out) == want and all(r["labels"] == list(d.labels) for r, d in zip(want, tok["docs"]))
+    assert s["from_cache"] == len(tok["docs"]) and s["metrics"] == graph["metrics"]
+    assert "per label    O F1" in printed and "micro_f1" in printed and "past max_length" in printed
+    assert [n for n in s["notes"] if "max_length" in n] == [n for n in graph["notes"] if "max_length" in n]
+    # without -o: the lines on stdout, the summary and the scores on stderr
+    assert main(["predict", str(token_bundle[0]), str(tok["cache"]), "--labels", str(tok["labels"]), "--ids",
+                 f"{tok['docs'][1].id},{tok['docs'][2].id}", "--device", "cpu"]) == 0
+    got = capsys.readouterr()
+    assert [json.loads(line) for line in got.out.splitlines()] == want[1:3] and "score        documents 2" in got.err
+
+
+def test_a_token_bundle_refuses_cached_ids_without_their_words_and_pairs(token_bundle, tok, tmp_path,  # noqa: F811
+                                                                         capsys):
     from erpack.corpus import Document
     from erpack.deploy import BundleRuntime
     from erpack.errors import InputError
 
     rt = BundleRuntime(token_bundle[0], device="cpu")
-    with pytest.raises(InputError, match="token-classification.*texts"):
-        rt.predict_ids(tok["cache"], [tok["docs"][0].id])
+    ids = [d.id for d in tok["docs"][:7]]
+    with pytest.raises(InputError, match=r"no words for 7 cached document\(s\).*'" + ids[0] + r"'.*\.\.\..*words="):
+        rt.predict_ids(tok["cache"], ids)
+    with pytest.raises(InputError, match="doc x: word 0 .*whitespace-free"):
+        rt.predict_ids(tok["cache"], ids[:1], words={ids[0]: (["two words"], "doc x")})
     with pytest.raises(InputError, match="text pair"):
         rt.predict_texts([Document("p", "one two", "three")])
-
-
-def test_erpack_predict_with_a_token_bundle_prints_words_and_labels(token_bundle, tok, capsys):  # noqa: F811
+    # the CLI: no --labels, a word file lacking the document, words that are not the record's text
     words = list(tok["docs"][2].words)
     assert main(["predict", str(token_bundle[0]), "--text", " ".join(words), "--device", "cpu"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["words"] == words and len(row["predicted"]) == len(words)
-    assert main(["predict", str(token_bundle[0]), str(tok["cache"]), "--ids", tok["docs"][0].id,
-                 "--device", "cpu"]) == 2
-    assert "a cached record holds no words" in capsys.readouterr().err
+    base = ["predict", str(token_bundle[0]), str(tok["cache"]), "--device", "cpu", "-o", str(tmp_path / "p.jsonl")]
+    assert main([*base, "--ids", ids[0]]) == 2
+    err = capsys.readouterr().err
+    assert ids[0] in err and "--labels" in err and "Traceback" not in err
+    rows = _word_labels(tok["docs"])
+    lacking = write_jsonl(tmp_path / "lacking.jsonl", rows[:3] + rows[4:])
+    assert main([*base, "--labels", str(lacking)]) == 2
+    err = capsys.readouterr().err
+    assert rows[3]["id"] in err and "lacking.jsonl" in err and "Traceback" not in err
+    rows[5] = dict(rows[5], words=["an", "extra"] + rows[5]["words"][1:], labels=["O"] + rows[5]["labels"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows)
+    assert main([*base, "--labels", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert rows[5]["id"] in err and "bad.jsonl" in err and "differ from the tokens the cache holds" in err, err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_a_token_bundle_over_a_cache_without_token_ids_says_re_encode(token_bundle, tok, tmp_path, capsys):  # noqa: F811
+    from tests.export.conftest import write_cache
+
+    old = write_cache(tmp_path / "old-cache", tok["folder"], tok["rows"][:3])
+    code = main(["predict", str(token_bundle[0]), str(old), "--labels", str(tok["labels"]), "--ids",
+                 tok["rows"][1]["id"], "--device", "cpu", "-o", str(tmp_path / "p.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and tok["rows"][1]["id"] in err and "re-encode" in err and "Traceback" not in err
+
+
+def test_a_document_bundle_takes_no_words_or_labels(bundle, tiny, tok, capsys):  # noqa: F811
+    from erpack.deploy import BundleRuntime
+    from erpack.errors import InputError
+
+    with pytest.raises(InputError, match="one label per document.*drop them"):
+        BundleRuntime(bundle[0], device="cpu").predict_ids(tiny["cache"], ["d000"], words={"d000": (["w1"], "d000")})
+    for flags in (["--labels", str(tok["labels"])], ["--split", "test"]):
+        assert main(["predict", str(bundle[0]), str(tiny["cache"]), *flags, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert f"{flags[0]} apply to a graph, not to a bundle" in err and "token-classification bundle" in err
 
 
 # ---- early exit -----------------------------------------------------------------------------------
@@ -189,6 +272,7 @@ def test_the_service_labels_words_and_reports_exit_layers(token_bundle, exit_bun
             assert [r["words"] for r in want] == [list(d.words) for d in docs]
             bad = client.post("/v1/predict", json={"ids": [docs[0].id]})
             assert bad.status_code == 400 and "holds no words" in bad.json()["error"]
+            assert "erpack predict BUNDLE CACHE --labels" in bad.json()["error"]
             bad = client.post("/v1/predict", json={"words": [["two words"]]})
             assert bad.status_code == 400 and "whitespace-free" in bad.json()["error"]
             api = client.get("/openapi.json").json()

@@ -127,6 +127,34 @@ def test_token_and_exit_bundles_predict_without_torch(token_bundle, exit_bundle,
         assert out["rows"] == BundleRuntime(folder, device="cpu").predict_texts(texts).rows
 
 
+TOKEN_IDS = BLOCKER + """
+import json, sys
+from erpack.deploy import BundleRuntime
+rt = BundleRuntime(sys.argv[1], device="cpu")
+words = json.loads(sys.argv[3])
+rows = rt.predict_ids(sys.argv[2], list(words), words={i: (w, i) for i, w in words.items()}).rows
+third = sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names) - {"erpack"}
+               - {m for m in sys.modules if m.startswith("_")})
+print(json.dumps({"rows": rows, "third_party": third}))
+"""
+
+
+def test_a_token_bundle_predicts_cached_ids_given_words_without_torch(token_bundle, tok):
+    """Cached ids with their words through the runtime alone; `--labels` (read by erpack.train) names the extra."""
+    words = {d.id: list(d.words) for d in tok["docs"][1:4]}
+    done = _run(TOKEN_IDS, token_bundle[0], tok["cache"], json.dumps(words))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert [r["words"] for r in out["rows"]] == list(words.values()) and set(out["third_party"]) <= ALLOWED
+    from erpack.deploy import BundleRuntime
+
+    want = BundleRuntime(token_bundle[0], device="cpu").predict_ids(
+        tok["cache"], list(words), words={i: (w, i) for i, w in words.items()}).rows
+    assert out["rows"] == want
+    done = _run(CLI, "predict", token_bundle[0], tok["cache"], "--labels", tok["labels"], "--device", "cpu")
+    assert done.returncode == 2 and "pip install 'erpack[full]'" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_service_serves_without_torch_or_transformers(bundle, tiny):
     done = _run(SERVE, bundle[0], tiny["cache"])
     assert done.returncode == 0, done.stderr
