@@ -286,7 +286,7 @@ def compare_inits(cache: str, labels: str, train_limit: int = 500, held: int = 2
         train = cache_source(reader, [e.id for e in data.splits["train"]], data.lengths["train"])
         ids = [e.id for e in data.splits["validation"][:held]]
         valid = cache_source(reader, ids, data.lengths["validation"][:held])
-        _, teacher = load_for_cache(reader.meta, len(data.labels), data.task, seed)
+        _, teacher = load_for_cache(reader.meta, data.labels, data.task, seed)
         teacher.eval().requires_grad_(False)
         n = depth(teacher) - k
         want = OdeUpper(teacher, k, n, 1.0)

@@ -64,7 +64,7 @@ def run_baseline(meta: dict, data, cfg: TrainConfig, recycled_mode: str | None =
     With `keep` (a dict), the trained model and its tokenizer are put there ("model", "tokenizer").
     """
     dev = device or resolve_device(cfg.device)
-    loaded, model = load_for_cache(meta, len(data.labels), data.task, cfg.seed, model_override)
+    loaded, model = load_for_cache(meta, data.labels, data.task, cfg.seed, model_override)
     t0 = time.perf_counter()
     encoded = {s: _tokenize(loaded.tokenizer, data.splits[s], meta["max_length"]) for s in data.splits}
     tokenize_seconds = time.perf_counter() - t0

@@ -215,8 +215,9 @@ def task_model_class(task: str):
             else transformers.AutoModelForSequenceClassification)
 
 
-def load_for_cache(meta: dict, num_labels: int, task: str, seed: int, model_override: str | None = None):
-    """(LoadedModel of the base encoder, fresh task model: task_model_class(task)) for a cache's meta.
+def load_for_cache(meta: dict, labels: list[str], task: str, seed: int, model_override: str | None = None):
+    """(LoadedModel of the base encoder, fresh task model: task_model_class(task)) for a cache's meta, its head
+    one output per label of `labels` (named in its config's id2label; a regression's one score).
 
     The encoder is found where the cache recorded it (erpack.models.load_recorded; or at
     `model_override`) and must have the weights the cache was made with (sha256), else
@@ -226,6 +227,9 @@ def load_for_cache(meta: dict, num_labels: int, task: str, seed: int, model_over
 
     loaded = load_recorded(meta["model"], model_override, "the cache")
     torch.manual_seed(seed)  # the head's initial weights depend on the seed only
-    kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {"num_labels": num_labels}
+    # the names, not only their count: a config class whose default head is another size (openai_privacy_filter's
+    # 33 labels) saves no id2label that looks like the default LABEL_0.., and would load the default size back
+    kwargs = {"num_labels": 1, "problem_type": "regression"} if task == "regression" else {
+        "id2label": dict(enumerate(map(str, labels))), "label2id": {str(n): i for i, n in enumerate(labels)}}
     model = task_model_class(task).from_pretrained(loaded.path, **kwargs)
     return loaded, model

@@ -75,7 +75,7 @@ def run_shared_block(reader, data, cfg=None, spec: ShareSpec | None = None, mode
         raise InputError(f"no training documents: {data.source} labels none of the cache's documents as `train`")
     dev = resolve_device(cfg.device)
     k = reader.meta["layer"]
-    _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
+    _, model = load_for_cache(reader.meta, data.labels, data.task, cfg.seed, model_override)
     n = depth(model) - k
     if n < 1:
         raise InputError(f"the cache's layer {k} is the encoder's last: no upper layer to share; encode at a "

@@ -145,7 +145,7 @@ def run_recycled(reader, data: TaskData, mode: str = "upper", adapter: AdapterSp
         torch_seed(cfg.seed)
         model = init.model
     else:
-        _, model = load_for_cache(reader.meta, len(data.labels), data.task, cfg.seed, model_override)
+        _, model = load_for_cache(reader.meta, data.labels, data.task, cfg.seed, model_override)
     if early_exit is not None:  # refused before any training
         from erpack.depth.training import check_task
         from erpack.models.split import depth

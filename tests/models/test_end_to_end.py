@@ -98,3 +98,32 @@ def test_encode_train_export_predict(model_type, tmp_path):
     for doc, p in zip(("d000", "d005"), want):
         got = np.array([predictions[doc]["probabilities"][k] for k in ("neg", "pos")])
         assert np.abs(got - p).max() < 1e-4, model_type
+
+
+def test_a_token_model_loads_back_where_the_config_class_defaults_to_another_head(tmp_path):
+    """openai_privacy_filter's config defaults to its 33 NER labels and saves no id2label that looks like the
+    default LABEL_0, LABEL_1: the task model names its labels in config.json, so it loads with its own head."""
+    import transformers
+
+    from erpack.encode import encode_corpus
+    from erpack.train import TaskModel, TrainConfig, train_from_cache
+
+    transformers.logging.set_verbosity_error()
+    if "openai_privacy_filter" not in encoder_types():
+        pytest.skip("this transformers has no openai_privacy_filter")
+    folder = make_model_folder(tmp_path / "tiny", "openai_privacy_filter")
+    rng = random.Random(0)
+    rows = []
+    for i in range(12):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 12))]
+        rows.append({"id": f"d{i:03d}", "text": " ".join(words), "words": words,
+                     "labels": ["TAG" if int(w[1:]) % 3 == 0 else "O" for w in words],
+                     "split": "train" if i < 8 else ("validation" if i < 10 else "test")})
+    corpus = tmp_path / "words.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    encode_corpus(str(corpus), str(tmp_path / "cache"), model=str(folder), layer=LAYER, codec="fp32", batch_size=8)
+    train_from_cache(tmp_path / "cache", str(corpus), task="token-classification", mode="upper", output=tmp_path / "tm",
+                     config=TrainConfig(epochs=1, batch_size=8, lr=1e-3, device="cpu"))
+    tm = TaskModel.load(tmp_path / "tm")
+    assert tm.model.config.id2label == {0: "O", 1: "TAG"}
+    assert json.loads((tmp_path / "tm" / "config.json").read_text())["id2label"] == {"0": "O", "1": "TAG"}

@@ -58,7 +58,7 @@ def test_adapter_mode_changes_no_frozen_weight(tiny, kind):
 
     with CacheReader(tiny["cache"]) as reader:
         data = prepare_data(reader, str(tiny["labels"]), "classification")
-        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+        _, model = load_for_cache(reader.meta, ["neg", "pos"], "classification", seed=0)
         before = {n: (p, p.detach().clone()) for n, p in model.named_parameters()}
         head = {n for n in before if n.startswith(("classifier.", "bert.pooler."))}
         prepared = prepare(model, "adapter", LAYER, AdapterSpec(kind))
@@ -79,7 +79,7 @@ def test_adapter_with_norms_trains_only_the_upper_layernorms_beside_it(tiny):
     from erpack.train.modes import load_for_cache, prepare
 
     with CacheReader(tiny["cache"]) as reader:
-        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+        _, model = load_for_cache(reader.meta, ["neg", "pos"], "classification", seed=0)
     prepared = prepare(model, "adapter", LAYER, AdapterSpec(norms=True))
     trained = {n for n, p in prepared.model.named_parameters() if p.requires_grad}
     norms = {n for n in trained if "LayerNorm" in n}
@@ -99,7 +99,7 @@ def test_dora_trains_magnitudes_and_merges_to_the_same_function(tiny):
 
     with CacheReader(tiny["cache"]) as reader:
         data = prepare_data(reader, str(tiny["labels"]), "classification")
-        _, model = load_for_cache(reader.meta, 2, "classification", seed=0)
+        _, model = load_for_cache(reader.meta, ["neg", "pos"], "classification", seed=0)
         prepared = prepare(model, "adapter", LAYER, AdapterSpec(dora=True))
         magnitudes = {n: p.detach().clone() for n, p in prepared.model.named_parameters() if "magnitude" in n}
         assert len(magnitudes) == len(prepared.targets)  # one magnitude vector per adapted linear
@@ -216,8 +216,8 @@ def test_recycled_step_equals_full_model_step_on_upper_layers(tiny, tmp_path):
     rows = tiny["rows"][:6]
     cache = write_cache(tmp_path / "exact", tiny["model"], rows, plant=0.0)
     with CacheReader(cache) as reader:
-        loaded, full = load_for_cache(reader.meta, 2, "classification", seed=3)
-        _, recycled = load_for_cache(reader.meta, 2, "classification", seed=3)
+        loaded, full = load_for_cache(reader.meta, ["neg", "pos"], "classification", seed=3)
+        _, recycled = load_for_cache(reader.meta, ["neg", "pos"], "classification", seed=3)
         hidden, mask = pad_batch([reader.get(r["id"]) for r in rows])
     prepare(recycled, "upper", LAYER)
     _, upper = split_model(recycled, LAYER)
