@@ -8,6 +8,7 @@ export, predict and the deployment runtime (erpack.deploy) all open their graphs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from erpack.errors import ErpackError, ExportError
@@ -39,9 +40,12 @@ class Session:
         return self.providers[0]
 
     def run(self, feeds: dict):
-        return self.session.run(None, feeds)
+        """The graph's outputs for `feeds`, of which the inputs the graph declares (an exporter may drop an input
+        the traced model never read, such as MRA's attention_mask: export parity checks the graph without it)."""
+        names = self.input_names
+        return self.session.run(None, {k: v for k, v in feeds.items() if k in names})
 
-    @property
+    @cached_property
     def input_names(self) -> list[str]:
         return [i.name for i in self.session.get_inputs()]
 

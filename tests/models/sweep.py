@@ -80,7 +80,6 @@ END_TO_END_GAPS: dict[str, str] = {
                   "so its head cannot run from hidden states",
     "mega": "export: its moving-average layer uses an FFT (aten::fft_rfft), which the ONNX exporter does not "
             "support (MEGA is in transformers 4.57 only)",
-    "mra": "predict: the exported graph has no attention_mask input (MRA's trace drops it), which predict passes",
     "openai_privacy_filter": "train: transformers has no sequence-classification model for it (token "
                              "classification only; a token task model of it trains and loads, but its ONNX graph "
                              "fails in onnxruntime at the mixture-of-experts Split on other shapes than the traced "
