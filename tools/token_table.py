@@ -70,11 +70,17 @@ def _ints(text: str, n: int | None, flag: str) -> tuple[int, ...]:
     return values
 
 
+def _kept_name(what: str, grid) -> str:
+    """WORK's file of a run's command: one per split layer, so runs of two splits sharing WORK keep their own
+    (`command.json` at the default L // 2, `command-k2.json` with --layer 2)."""
+    return f"{what}.json" if grid.layer is None else f"{what}-k{grid.layer}.json"
+
+
 def _provenance(grid, table_only: bool) -> dict:
     """The command that measured WORK's runs, its machine and settings: this one's (kept in
-    WORK/command.json), or, with --table-only, those kept there (so a table-only run reports what was
+    WORK/command.json, or command-kK.json with --layer K), or, with --table-only, those kept there (so a table-only run reports what was
     measured, whatever its own flags)."""
-    path = Path(grid.work) / "command.json"
+    path = Path(grid.work) / _kept_name("command", grid)
     if table_only:
         if not path.exists():
             raise InputError(f"{path} is missing: no token_table run measured in {grid.work}")
@@ -87,8 +93,8 @@ def _provenance(grid, table_only: bool) -> dict:
 
 def _timing_provenance(grid, timing: int | None, rounds: int) -> dict | None:
     """With --timing, this command and machine (kept in WORK/timing.json, beside command.json, which stays the
-    accuracy runs'); else those kept there by an earlier --timing run, if any."""
-    path = Path(grid.work) / "timing.json"
+    accuracy runs'; -kK with --layer K); else those kept there by an earlier --timing run, if any."""
+    path = Path(grid.work) / _kept_name("timing", grid)
     if timing:
         grid.timing, grid.rounds = timing, rounds
         kept = {"command": command_line(), "machine": describe_machine()}

@@ -100,3 +100,21 @@ def test_seeded_corpus_draws_each_split_by_a_seeded_permutation(tmp_path):
     bad = _tool("seeded_corpus.py", "bbc", "some", 0, 0, tmp_path / "bad.jsonl")
     assert bad.returncode == 2 and "give a number of documents or `all`" in bad.stderr
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_token_table_keeps_each_splits_command_and_its_timing_apart(tmp_path):
+    """Two splits in one WORK: each result names the command that measured it, and --timing adds the
+    interleaved epoch times (with their own command) to the result of its split only."""
+    work, out, page = tmp_path / "w", tmp_path / "out", tmp_path / "page.md"
+    tiny = ("--tasks", "truecase", "--modes", "upper", "--seeds", "0", "--sizes", "6,2,3", "--max-length", "32",
+            "--epochs", "1", "--batch-size", "4", "--work", work, "--out", out, "--page", page)
+    for layer in (("--layer", "2"), ()):
+        done = _tool("token_table.py", *layer, *tiny)
+        assert done.returncode == 0, done.stderr
+    timed = _tool("token_table.py", "--layer", "2", *tiny, "--timing", "4", "--rounds", "1")
+    assert timed.returncode == 0, timed.stderr
+    k2, k3 = (json.loads((out / f"minilm-k{k}-truecase.json").read_text()) for k in (2, 3))
+    assert "--layer 2" in k2["command"] and "--timing" not in k2["command"] and "--layer" not in k3["command"]
+    assert "--timing 4" in k2["timing"]["command"] and "timing" not in k3
+    assert [r["what"] for r in k2["timing"]["rows"]] == ["upper int8z"]
+    assert "Epoch time measured alone, in 1 interleaved round(s) on the first 4 training articles" in page.read_text()
