@@ -97,7 +97,7 @@ def timing_lines(result: dict) -> list[str]:
     first = t["rows"][0]
     made = f" Made by `{t['command']}` on {machine_line(t['machine'])}." if t.get("command") else ""
     parts = [f"{r['what']} {r['seconds']:.1f} s (ratio {r['ratio']:.2f})" for r in t["rows"]]
-    return [f"Epoch time measured alone, in {first['rounds']} interleaved round(s) on the first {first['documents']} "
+    return [f"Epoch times only (no evaluation), in {first['rounds']} interleaved round(s) on the first {first['documents']} "
             f"training articles ({first['tokens']} tokens), median seconds per epoch: full fine-tune "
             f"{first['full_seconds']:.1f} s; " + "; ".join(parts) + "." + made, ""]
 

@@ -76,7 +76,7 @@ def test_a_tiny_run_gives_micro_f1_against_the_full_fine_tune(tmp_path):
     (t,) = timed["timing"]["rows"]
     assert (t["what"], t["documents"], t["rounds"], t["layer"]) == ("upper int8z", 4, 1, 3)
     assert t["ratio"] == pytest.approx(t["seconds"] / t["full_seconds"])
-    line = next(x for x in page_text([timed]).splitlines() if x.startswith("Epoch time measured alone"))
+    line = next(x for x in page_text([timed]).splitlines() if x.startswith("Epoch times only (no evaluation)"))
     assert "1 interleaved round(s) on the first 4 training articles" in line and "`python tools/token_table.py --timing 4`" in line
 
 

@@ -117,4 +117,4 @@ def test_token_table_keeps_each_splits_command_and_its_timing_apart(tmp_path):
     assert "--layer 2" in k2["command"] and "--timing" not in k2["command"] and "--layer" not in k3["command"]
     assert "--timing 4" in k2["timing"]["command"] and "timing" not in k3
     assert [r["what"] for r in k2["timing"]["rows"]] == ["upper int8z"]
-    assert "Epoch time measured alone, in 1 interleaved round(s) on the first 4 training articles" in page.read_text()
+    assert "Epoch times only (no evaluation), in 1 interleaved round(s) on the first 4 training articles" in page.read_text()
