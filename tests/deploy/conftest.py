@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.depth.conftest import dact_model, tiny_exit  # noqa: F401  (the fixtures, shared)
-from tests.export.conftest import tiny  # noqa: F401  (the fixture, shared)
-from tests.export.test_export_tokens import tok  # noqa: F401
+from tests.export.conftest import tiny, tok  # noqa: F401  (the fixtures, shared)
 
 
 @pytest.fixture(scope="session")

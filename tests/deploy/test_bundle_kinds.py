@@ -15,7 +15,7 @@ from erpack.cli import main
 from tests.depth.conftest import tiny_caches  # noqa: F401  (the fixture, shared)
 from tests.depth.test_exits_regression import reg  # noqa: F401  (the fixture, shared)
 from tests.export.conftest import write_jsonl
-from tests.export.test_export_tokens import LABELS, _lines, _reference_labels, _word_labels
+from tests.export.tokens import LABELS, lines, predict_rows, reference_labels, word_labels
 
 
 # ---- token classification -------------------------------------------------------------------------
@@ -40,22 +40,17 @@ def test_a_token_bundle_labels_each_word_of_a_text_as_predict_does(token_bundle,
     for d, row in zip(docs, rows):
         assert row["words"] == list(d.words) and len(row["predicted"]) == len(d.words)
         assert set(row["predicted"]) <= set(LABELS) and row["truncated_words"] == 0 and row["source"] == "text"
-        ref = _reference_labels(tok, d.id, list(d.words))  # PyTorch on the cached record, the same words rule
+        ref = reference_labels(tok, d.id, list(d.words))  # PyTorch on the cached record, the same words rule
         agree += sum(a == b for a, b in zip(row["predicted"], ref))
         total += len(ref)
     assert agree / total >= 0.95  # text runs the exported lower graph; the cache's record PyTorch's
 
 
 def _graph_rows(bundle_folder, tok, labels, tmp_path, capsys, *ids) -> tuple[list[dict], dict]:
-    """The rows and the --json summary `erpack predict` gives from the bundle's own fp32 upper graph over the
-    token cache, each document's words from `labels` (and only `ids` when given)."""
+    """What `erpack predict` gives from the bundle's own fp32 upper graph over the token cache."""
     from erpack.deploy import Bundle
 
-    out = tmp_path / "graph.jsonl"
-    capsys.readouterr()
-    assert main(["predict", str(Bundle.load(bundle_folder).graph("upper")), str(tok["cache"]), "--labels", str(labels),
-                 *(["--ids", ",".join(ids)] if ids else []), "-o", str(out), "--device", "cpu", "--json"]) == 0
-    return _lines(out), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return predict_rows(Bundle.load(bundle_folder).graph("upper"), tok, labels, tmp_path / "graph.jsonl", capsys, *ids)
 
 
 def test_a_token_bundle_predicts_cached_ids_given_their_words(token_bundle, tok, tmp_path, capsys):  # noqa: F811
@@ -70,7 +65,7 @@ def test_a_token_bundle_predicts_cached_ids_given_their_words(token_bundle, tok,
     assert rows[:5] == [{k: v for k, v in r.items() if k != "labels"} for r in want]
     assert all(r["source"] == "cache" for r in rows[:5]) and rows[0]["truncated_words"] > 0  # the long one, cut
     assert rows[5] == {"id": "nope", "error": "not in the cache"}
-    assert rows[1]["predicted"] == _reference_labels(tok, ids[1], list(docs[1].words))  # PyTorch on the record
+    assert rows[1]["predicted"] == reference_labels(tok, ids[1], list(docs[1].words))  # PyTorch on the record
 
 
 def test_erpack_predict_with_a_token_bundle_and_labels_gives_the_graphs_rows_and_scores(token_bundle, tok,  # noqa: F811
@@ -81,7 +76,7 @@ def test_erpack_predict_with_a_token_bundle_and_labels_gives_the_graphs_rows_and
                  "-o", str(out), "--device", "cpu", "--json"]) == 0
     printed = capsys.readouterr().out
     s = json.loads(printed.strip().splitlines()[-1])
-    assert _lines(out) == want and all(r["labels"] == list(d.labels) for r, d in zip(want, tok["docs"]))
+    assert lines(out) == want and all(r["labels"] == list(d.labels) for r, d in zip(want, tok["docs"]))
     assert s["from_cache"] == len(tok["docs"]) and s["metrics"] == graph["metrics"]
     assert "per label    O F1" in printed and "micro_f1" in printed and "past max_length" in printed
     assert [n for n in s["notes"] if "max_length" in n] == [n for n in graph["notes"] if "max_length" in n]
@@ -115,7 +110,7 @@ def test_a_token_bundle_refuses_cached_ids_without_their_words_and_pairs(token_b
     assert main([*base, "--ids", ids[0]]) == 2
     err = capsys.readouterr().err
     assert ids[0] in err and "--labels" in err and "Traceback" not in err
-    rows = _word_labels(tok["docs"])
+    rows = word_labels(tok["docs"])
     lacking = write_jsonl(tmp_path / "lacking.jsonl", rows[:3] + rows[4:])
     assert main([*base, "--labels", str(lacking)]) == 2
     err = capsys.readouterr().err

@@ -2,7 +2,8 @@
 task model (random head) on disk that expects that cache.
 
 Everything is built with CacheWriter and TaskModel directly, so the tests need neither `erpack train`
-nor a real model. Session-scoped: the folder, cache and task model are made once.
+nor a real model. Session-scoped: the folder, cache and task model are made once. `tok`: a token task's
+(tests/export/tokens.py), made once per test module.
 """
 
 from __future__ import annotations
@@ -107,3 +108,25 @@ def exported(tiny):
     out = tiny["root"] / "graphs" / "tiny.onnx"
     summary = export_task_model(tiny["task_model"], out, calibration_cache=tiny["cache"])
     return out, summary
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    """{"root", "folder", "rows", "docs", "corpus", "cache", "tm", "labels" (word label file)} of the tiny token
+    task of tests/export/tokens.py; the cache is written by erpack.encode, so its records keep their token ids."""
+    import transformers
+
+    from erpack.encode import encode_corpus
+    from tests.export.tokens import MAX_LENGTH, documents, model_folder, token_task_model, word_labels
+
+    transformers.logging.set_verbosity_error()
+    root = tmp_path_factory.mktemp("tokens")
+    folder = model_folder(root / "tiny-bert")
+    docs = documents()
+    rows = [{"id": d.id, "text": d.text} for d in docs]
+    corpus = write_jsonl(root / "corpus.jsonl", rows)
+    cache = root / "cache"
+    encode_corpus(str(corpus), str(cache), model=str(folder), layer=LAYER, codec="int8c+zstd:3",
+                  max_length=MAX_LENGTH, batch_size=8)
+    return {"root": root, "folder": folder, "rows": rows, "docs": docs, "corpus": corpus, "cache": cache,
+            "tm": token_task_model(folder, cache), "labels": write_jsonl(root / "words.jsonl", word_labels(docs))}

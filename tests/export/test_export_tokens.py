@@ -15,74 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.checkers import TINY
-from tests.export.conftest import LAYER, write_jsonl
-
-LABELS = ["O", "CAP"]
-MAX_LENGTH = 64
-
-
-def _model_folder(folder):
-    """A tiny random BERT (TINY, 4 layers) with MiniLM's tokenizer (real subwords, a vocabulary to match)."""
-    from transformers import AutoConfig, AutoTokenizer, BertModel
-
-    from erpack.assets import resolve_model
-
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    tok.save_pretrained(folder)
-    torch.manual_seed(0)
-    BertModel(AutoConfig.for_model("bert", **dict(TINY, vocab_size=len(tok)))).eval().save_pretrained(folder)
-    return folder
-
-
-def _documents(n: int = 10) -> list:
-    """Real truecasing documents: the first words (7 to 31) of BBC articles, the first one whole (cut at
-    MAX_LENGTH tokens: its later words are not predicted)."""
-    from erpack.token_tasks import WordRecord, load_token_dataset
-
-    docs = load_token_dataset("bbc-truecase", split="test")[:n]
-    return [d if i == 0 else WordRecord(d.id, d.words[:4 + 3 * i], d.labels[:4 + 3 * i], d.split)
-            for i, d in enumerate(docs)]
-
-
-def _word_labels(docs) -> list[dict]:
-    return [{"id": d.id, "words": list(d.words), "labels": list(d.labels), "split": d.split} for d in docs]
-
-
-def _token_task_model(folder, cache, subwords: str = "first"):
-    from transformers import AutoModelForTokenClassification
-
-    from erpack.store import CacheReader
-    from erpack.train import TaskModel
-    from erpack.train.taskmodel import expected_cache_of
-
-    torch.manual_seed(3)
-    model = AutoModelForTokenClassification.from_pretrained(str(folder), num_labels=len(LABELS)).eval()
-    with CacheReader(cache) as r:
-        info = {"task": "token-classification", "labels": LABELS, "subwords": subwords, "mode": "upper",
-                "adapter": None, "layer": LAYER, "cache": expected_cache_of(r)}
-    return TaskModel(model, info)
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    """{"root", "rows", "corpus", "cache", "tm", "labels" (word label file)} of a tiny token task; the cache
-    is written by erpack.encode, so its records keep their token ids."""
-    import transformers
-
-    from erpack.encode import encode_corpus
-
-    transformers.logging.set_verbosity_error()
-    root = tmp_path_factory.mktemp("tokens")
-    folder = _model_folder(root / "tiny-bert")
-    docs = _documents()
-    rows = [{"id": d.id, "text": d.text} for d in docs]
-    corpus = write_jsonl(root / "corpus.jsonl", rows)
-    cache = root / "cache"
-    encode_corpus(str(corpus), str(cache), model=str(folder), layer=LAYER, codec="int8c+zstd:3",
-                  max_length=MAX_LENGTH, batch_size=8)
-    return {"root": root, "folder": folder, "rows": rows, "docs": docs, "corpus": corpus, "cache": cache,
-            "tm": _token_task_model(folder, cache), "labels": write_jsonl(root / "words.jsonl", _word_labels(docs))}
+from tests.export.conftest import write_jsonl
+from tests.export.tokens import (
+    LABELS,
+    lines,
+    predict_rows,
+    reference_labels,
+    token_task_model,
+    word_labels,
+)
 
 
 @pytest.fixture(scope="module")
@@ -131,37 +72,17 @@ def test_token_graph_int8_agreement_counts_real_tokens(tok, token_graph):
     assert all(step["agreement"] is not None for step in v.details["auto_exclude"]["steps"])
 
 
-def _lines(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _reference_labels(tok, doc_id: str, words: list[str], subwords: str = "first", tm=None) -> list:
-    """Labels per word computed in PyTorch from the cached record (`tm`, default the fixture's task model)."""
-    from transformers import AutoTokenizer
-
-    from erpack.store import CacheReader
-    from erpack.words import word_index, word_predictions
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
-    with CacheReader(tok["cache"]) as r:
-        hidden, ids = r.get(doc_id), r.get_tokens(doc_id)
-    with torch.no_grad():
-        z = (tm or tok["tm"]).upper(torch.from_numpy(hidden)[None], torch.ones((1, len(hidden)), dtype=torch.long))[0].numpy()
-    pred = word_predictions(z, word_index(tokenizer, words, ids), len(words), subwords)
-    return [LABELS[k] if k >= 0 else None for k in pred]
-
-
 def test_predict_gives_a_label_per_word_and_scores_them(tok, token_graph, tmp_path):
     from erpack.predict import predict
 
     out, _ = token_graph
     s = predict(out, tok["cache"], labels=str(tok["labels"]), output=tmp_path / "p.jsonl", device="cpu")
-    rows = {r["id"]: r for r in _lines(tmp_path / "p.jsonl")}
+    rows = {r["id"]: r for r in lines(tmp_path / "p.jsonl")}
     assert s.predicted == len(tok["rows"]) == len(rows)
     for r, doc in zip(tok["rows"], tok["docs"]):
         row = rows[r["id"]]
         assert row["words"] == r["text"].split() and len(row["predicted"]) == len(row["words"])
-        assert row["predicted"] == _reference_labels(tok, r["id"], row["words"])
+        assert row["predicted"] == reference_labels(tok, r["id"], row["words"])
         assert row["labels"] == list(doc.labels)
     long = rows[tok["rows"][0]["id"]]
     assert long["truncated_words"] > 0 and long["predicted"][-long["truncated_words"]:] == [None] * long["truncated_words"]
@@ -186,13 +107,13 @@ def test_words_from_texts_and_from_new_texts(tok, token_graph, tmp_path):
 
     cache = shutil.copytree(tok["cache"], tmp_path / "cache")
     s = predict(out, cache, texts=str(texts), output=tmp_path / "p.jsonl", device="cpu", add_to_cache=True)
-    rows = _lines(tmp_path / "p.jsonl")
+    rows = lines(tmp_path / "p.jsonl")
     assert [r["source"] for r in rows] == ["cache", "text"] and s.from_text.documents == 1
     assert s.from_text.added_to_cache == 1  # with its token ids: predicted again from the cache, the same labels
     predict(out, cache, ids=["new-1"], texts=str(texts), output=tmp_path / "again.jsonl", device="cpu")
-    again = _lines(tmp_path / "again.jsonl")[0]
+    again = lines(tmp_path / "again.jsonl")[0]
     assert again["source"] == "cache" and again["predicted"] == rows[1]["predicted"]
-    assert rows[0]["predicted"] == _reference_labels(tok, rows[0]["id"], rows[0]["words"])
+    assert rows[0]["predicted"] == reference_labels(tok, rows[0]["id"], rows[0]["words"])
     assert rows[1]["words"] == new["text"].split() and len(rows[1]["predicted"]) == 9
     assert all(label in LABELS for label in rows[1]["predicted"]) and "labels" not in rows[1]
 
@@ -217,7 +138,7 @@ def test_bad_word_labels_are_refused_naming_the_document(tok, token_graph, tmp_p
     from erpack.cli import main
 
     out, _ = token_graph
-    rows = _word_labels(tok["docs"])
+    rows = word_labels(tok["docs"])
     rows[3] = change(rows[3])
     bad = write_jsonl(tmp_path / "bad.jsonl", rows)
     code = main(["predict", str(out), str(tok["cache"]), "--labels", str(bad), "-o", str(tmp_path / "p.jsonl")])
@@ -274,16 +195,16 @@ def test_subwords_all_predicts_from_the_mean_of_a_words_subwords(tok, tmp_path):
     from erpack.export import export_task_model, read_metadata
     from erpack.predict import predict
 
-    tm = _token_task_model(tok["folder"], tok["cache"], subwords="all")
+    tm = token_task_model(tok["folder"], tok["cache"], subwords="all")
     graph = tmp_path / "all.onnx"
     export_task_model(tm, graph)
     assert read_metadata(graph)["subwords"] == "all"
     predict(graph, tok["cache"], labels=str(tok["labels"]), output=tmp_path / "p.jsonl", device="cpu")
-    rows = _lines(tmp_path / "p.jsonl")
+    rows = lines(tmp_path / "p.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(str(tok["folder"]))
     assert any(len(tokenizer.tokenize(w)) > 1 for r in rows for w in r["words"])  # so the rule matters
     for row in rows:
-        assert row["predicted"] == _reference_labels(tok, row["id"], row["words"], "all", tm)
+        assert row["predicted"] == reference_labels(tok, row["id"], row["words"], "all", tm)
 
 
 def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
@@ -293,7 +214,7 @@ def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
     from erpack.export import create_session, export_task_model
     from erpack.train import TaskModel
 
-    base = TaskModel(_token_task_model(tok["folder"], tok["cache"]).model, dict(tok["tm"].info, input="text"),
+    base = TaskModel(token_task_model(tok["folder"], tok["cache"]).model, dict(tok["tm"].info, input="text"),
                      AutoTokenizer.from_pretrained(str(tok["folder"])))
     s = export_task_model(base, tmp_path / "base.onnx", part=None)
     assert s.part == "full" and s.parity["passed"]
@@ -305,16 +226,6 @@ def test_a_token_baseline_exports_whole_with_logits_per_token(tok, tmp_path):
     assert sess.run(feeds)[0].shape == (2, 5, len(LABELS))
 
 
-def _single(graph, tok, labels, tmp_path, capsys) -> tuple[list[dict], dict]:
-    """The single engine's rows and summary."""
-    from erpack.cli import main
-
-    capsys.readouterr()
-    assert main(["predict", str(graph), str(tok["cache"]), "--labels", str(labels), "-o", str(tmp_path / "single.jsonl"),
-                 "--device", "cpu", "--json"]) == 0
-    return _lines(tmp_path / "single.jsonl"), json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_ray_parts_of_a_token_graph_hold_the_single_engines_rows(ray_local, tok, token_graph, tmp_path, capsys, fmt):
     """Every document's words, label per word (null past max_length), truncated_words and true labels: the
@@ -323,7 +234,7 @@ def test_ray_parts_of_a_token_graph_hold_the_single_engines_rows(ray_local, tok,
     from erpack.cluster.score import PARTS, read_parts
 
     graph, _ = token_graph
-    want, single = _single(graph, tok, tok["labels"], tmp_path, capsys)
+    want, single = predict_rows(graph, tok, tok["labels"], tmp_path / "single.jsonl", capsys)
     out = tmp_path / "parts"
     code = main(["predict", str(graph), str(tok["cache"]), "--labels", str(tok["labels"]), "--split", "test",
                  "--engine", "ray", "--workers", "2", "--part-docs", "3", "--format", fmt, "--out", str(out), "--json"])
@@ -351,7 +262,7 @@ def test_ray_token_graph_errors_name_the_file_and_the_document(ray_local, tok, t
     assert main([*base, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert str(graph) in err and "token-classification" in err and "--labels" in err
-    rows = _word_labels(tok["docs"])
+    rows = word_labels(tok["docs"])
     lacking = write_jsonl(tmp_path / "lacking.jsonl", rows[:3] + rows[4:])
     assert main([*base, "--labels", str(lacking), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
