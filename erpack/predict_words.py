@@ -26,10 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from erpack.corpus import iter_corpus
-from erpack.errors import InputError
 from erpack.train.metrics import confusion_metrics, token_confusion
 from erpack.train.word_labels import read_word_labels, words_of
-from erpack.words import check_words
+from erpack.words import check_words, require_words
 
 NO_WORDS = ("a token-classification graph predicts a label per word, so it needs the words of each document: "
             "give --labels (a word label file: id, words, labels) or --texts (the corpus the cache was encoded "
@@ -61,18 +60,12 @@ def document_words(ids: list[str], label_rows: dict | None, texts, text_docs: li
         for d in iter_corpus(str(texts)):
             if d.id in wanted:
                 out.setdefault(d.id, (d.text.split(), d.where or f"{texts}: document {d.id!r}"))
-    lacking = [i for i in ids if i not in out]
-    if lacking:
-        shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
-        where = []
-        if label_rows is not None:
-            where.append(f"in --labels {labels}" if labels else "in --labels")
-        if texts is not None:
-            where.append(f"in --texts {texts}")
-        found = f" (not {' nor '.join(where)})" if where else ""
-        raise InputError(f"no words for {len(lacking)} document(s){found}: {shown}; {NO_WORDS}")
-    for words, where in out.values():
-        check_words(words, None, None, where)
+    where = []
+    if label_rows is not None:
+        where.append(f"in --labels {labels}" if labels else "in --labels")
+    if texts is not None:
+        where.append(f"in --texts {texts}")
+    require_words(ids, out, "document", f" (not {' nor '.join(where)})" if where else "", NO_WORDS)
     return out
 
 

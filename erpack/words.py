@@ -31,6 +31,19 @@ IGNORE = -100  # the target a token takes when it carries no label (CrossEntropy
 SUBWORDS = ("first", "all")
 
 
+def require_words(ids: list[str], words: dict, what: str, looked_in: str, fix: str) -> None:
+    """Refuse, before any work, documents of `ids` that `words` ({id: (words, where)}) lacks: "no words for N
+    WHAT(s) LOOKED_IN: the first 5; FIX" (InputError), and words that are not whitespace-free strings
+    (check_words, naming the document)."""
+    lacking = [i for i in ids if i not in words]
+    if lacking:
+        shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
+        raise InputError(f"no words for {len(lacking)} {what}(s){looked_in}: {shown}; {fix}")
+    for i in ids:
+        ws, where = words[i]
+        check_words(ws, None, None, where)
+
+
 def check_words(words, labels, names: list[str] | None, where: str) -> list[int] | None:
     """Label ids of a document's words; `where` names the document and file. Words must be non-empty
     strings without whitespace; `labels` (unless None: words alone, for prediction) one per word;

@@ -91,12 +91,11 @@ def _provenance(grid, table_only: bool) -> dict:
     return kept
 
 
-def _timing_provenance(grid, timing: int | None, rounds: int) -> dict | None:
-    """With --timing, this command and machine (kept in WORK/timing.json, beside command.json, which stays the
-    accuracy runs'; -kK with --layer K); else those kept there by an earlier --timing run, if any."""
+def _timing_provenance(grid) -> dict | None:
+    """With --timing (grid.timing), this command and machine (kept in WORK/timing.json, beside command.json, which
+    stays the accuracy runs'; -kK with --layer K); else those kept there by an earlier --timing run, if any."""
     path = Path(grid.work) / _kept_name("timing", grid)
-    if timing:
-        grid.timing, grid.rounds = timing, rounds
+    if grid.timing:
         kept = {"command": command_line(), "machine": describe_machine()}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(kept).encode())
@@ -150,7 +149,7 @@ def main(argv=None) -> int:
                           [m for m in args.modes.split(",") if m], _ints(args.seeds, None, "--seeds"), args.codec,
                           layer=args.layer, epochs=args.epochs, patience=args.patience, upper_lr=args.upper_lr,
                           adapter_lr=args.adapter_lr, full_lr=args.full_lr, token_max_length=args.max_length,
-                          token_batch_size=args.batch_size)
+                          token_batch_size=args.batch_size, timing=args.timing, rounds=args.rounds)
     except (InputError, ValueError) as e:
         p.error(str(e))
     if not args.table_only:
@@ -160,7 +159,7 @@ def main(argv=None) -> int:
         transformers.logging.set_verbosity_error()
         torch.set_num_threads(args.threads)
     try:
-        timing = _timing_provenance(grid, args.timing, args.rounds)
+        timing = _timing_provenance(grid)
         kept = _provenance(grid, args.table_only or bool(args.timing))
         results = run_token_table(grid, kept["command"], kept["machine"], _log, run=not args.table_only,
                                   settings=kept.get("settings"), timing=timing, threads=args.threads)

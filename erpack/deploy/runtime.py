@@ -42,7 +42,7 @@ from erpack.runtime.session import create_session
 from erpack.store import CacheReader, CacheWriter
 from erpack.tasks import per_token
 from erpack.tokens import token_hash, tokenize
-from erpack.words import check_words, word_rows
+from erpack.words import check_words, require_words, word_rows
 
 BATCH_SIZE = 32
 MAX_TOKENS = 16384
@@ -307,21 +307,13 @@ class BundleRuntime:
         return Predictions(out, from_cache=len(found), missing=missing, notes=notes)
 
     def require_words(self, ids: list[str], words: dict, words_from: str | None = None) -> None:
-        """Refuse, before any work, cached documents of a token bundle without words (the first 5 named) or
-        with words that are not whitespace-free strings (erpack.words.check_words)."""
-        lacking = [i for i in ids if i not in words]
-        if lacking:
-            shown = ", ".join(repr(i) for i in lacking[:5]) + (", ..." if len(lacking) > 5 else "")
-            where = f" (not in {words_from})" if words_from else ""
-            raise InputError(f"no words for {len(lacking)} cached document(s){where}: {shown}; bundle "
-                             f"{self.bundle.folder} is a token-classification model, which labels each word of a "
-                             "document: give each cached document's words (`erpack predict BUNDLE CACHE --labels "
-                             "WORD_LABELS`, a word label file with id, words, labels or a built-in token task; "
-                             "BundleRuntime.predict_ids(..., words={id: (words, where)})), or predict its text "
-                             "instead (--texts, --text)")
-        for i in ids:
-            ws, where = words[i]
-            check_words(ws, None, None, where)
+        """Refuse, before any work, cached documents of a token bundle without words (erpack.words.require_words)."""
+        require_words(ids, words, "cached document", f" (not in {words_from})" if words_from else "",
+                      f"bundle {self.bundle.folder} is a token-classification model, which labels each word of a "
+                      "document: give each cached document's words (`erpack predict BUNDLE CACHE --labels "
+                      "WORD_LABELS`, a word label file with id, words, labels or a built-in token task; "
+                      "BundleRuntime.predict_ids(..., words={id: (words, where)})), or predict its text instead "
+                      "(--texts, --text)")
 
 
 def predict_bundle(bundle, cache=None, texts=None, text_file=None, ids=None, variant: str = "fp32",
